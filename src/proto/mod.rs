@@ -1,0 +1,14 @@
+//! The sans-IO protocol core: bytes in, bytes out.
+//!
+//! Nothing in this module touches a socket, a clock source or mio: callers feed it
+//! bytes (and, where time matters, the current instant) and take bytes back. That is
+//! what makes every piece of it unit-testable without a socket or a sleep.
+
+pub mod auth;
+pub mod codec;
+pub mod frame;
+pub mod message;
+pub mod value;
+
+pub use message::{RemoteError, Reply, Request};
+pub use value::{ObjectId, Token, Value};
