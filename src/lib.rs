@@ -1,4 +1,20 @@
-//! libmgr: share live objects between processes.
+//! libmgr: share live objects between processes, the way Python's
+//! `multiprocessing.managers` does, from an embeddable single-threaded server.
+//!
+//! - [`proto`]: the sans-IO protocol core (framing, handshake, values, codecs).
+//! - [`server`]: the manager server, driven by the host's event loop.
+//! - [`client`]: a blocking client with refcounted proxies and pipelining.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod address;
+pub mod client;
+mod entropy;
+pub mod error;
 pub mod proto;
+pub mod server;
+
+pub use address::Address;
+pub use client::{Manager, Proxy};
+pub use error::{Error, Result};
+pub use proto::{ObjectId, RemoteError, Reply, Request, Token, Value};
+pub use server::{Server, ServerConfig};

@@ -153,7 +153,10 @@ mod tests {
     #[test]
     fn incomplete_header_waits() {
         assert_eq!(decode_header(&[0, 0, 0], 100), Ok(None));
-        assert_eq!(decode_header(&[0xff, 0xff, 0xff, 0xff, 0, 0], 100), Ok(None));
+        assert_eq!(
+            decode_header(&[0xff, 0xff, 0xff, 0xff, 0, 0], 100),
+            Ok(None)
+        );
     }
 
     #[test]

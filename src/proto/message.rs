@@ -155,7 +155,10 @@ mod tests {
         let e = RemoteError::key_error(Value::Str("k".into()));
         assert_eq!(e.to_string(), "KeyError: 'k'");
         assert_eq!(e.args, vec![Value::Str("k".into())]);
-        assert_eq!(RemoteError::new("queue.Empty", "").to_string(), "queue.Empty");
+        assert_eq!(
+            RemoteError::new("queue.Empty", "").to_string(),
+            "queue.Empty"
+        );
     }
 
     #[test]

@@ -145,9 +145,7 @@ impl Value {
             Value::Float(f) => *f != 0.0,
             Value::Str(s) => !s.is_empty(),
             Value::Bytes(b) => !b.is_empty(),
-            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
-                !v.is_empty()
-            }
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => !v.is_empty(),
             Value::Dict(d) => !d.is_empty(),
             Value::Ref(_) => true,
         }
@@ -297,7 +295,10 @@ mod tests {
             Value::Float(2.0),
             Value::Str("a'b".into()),
             Value::Tuple(vec![Value::Int(1)]),
-            Value::Dict(vec![(Value::Str("k".into()), Value::Bytes(b"\x00z".to_vec()))]),
+            Value::Dict(vec![(
+                Value::Str("k".into()),
+                Value::Bytes(b"\x00z".to_vec()),
+            )]),
             Value::Set(vec![]),
         ]);
         assert_eq!(

@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn detect_by_first_byte() {
         assert_eq!(Serializer::detect(0x80), Serializer::Pickle);
-        assert_eq!(Serializer::detect(native::NATIVE_VERSION), Serializer::Native);
+        assert_eq!(
+            Serializer::detect(native::NATIVE_VERSION),
+            Serializer::Native
+        );
         assert_eq!(Serializer::detect(0x7f), Serializer::Native);
     }
 }

@@ -145,9 +145,9 @@ fn decode_len<D: Decoder>(d: &mut D) -> Result<usize, DecodeError> {
 fn decode_bytes<D: Decoder>(d: &mut D) -> Result<Vec<u8>, DecodeError> {
     let len = decode_len(d)?;
     let r = d.reader();
-    let bytes = r.peek_read(len).ok_or(DecodeError::UnexpectedEnd {
-        additional: len,
-    })?;
+    let bytes = r
+        .peek_read(len)
+        .ok_or(DecodeError::UnexpectedEnd { additional: len })?;
     let v = bytes.to_vec();
     r.consume(len);
     Ok(v)
@@ -368,7 +368,10 @@ mod tests {
             Value::Str("héllo".into()),
             Value::Bytes(vec![0, 255]),
             Value::Tuple(vec![Value::Int(1)]),
-            Value::Dict(vec![(Value::Str("k".into()), Value::Set(vec![Value::Int(2)]))]),
+            Value::Dict(vec![(
+                Value::Str("k".into()),
+                Value::Set(vec![Value::Int(2)]),
+            )]),
             Value::FrozenSet(vec![]),
             Value::Ref(Token {
                 typeid: "dict".into(),
@@ -450,12 +453,18 @@ mod tests {
     #[test]
     fn bad_headers_and_trailing_bytes() {
         assert!(decode_request(&[]).is_err());
-        assert!(decode_request(&[2, 0]).unwrap_err().to_string().contains("version"));
+        assert!(decode_request(&[2, 0])
+            .unwrap_err()
+            .to_string()
+            .contains("version"));
         assert!(decode_request(&[NATIVE_VERSION, 9]).is_err());
         let mut out = Vec::new();
         encode_reply(&Reply::Return(Value::None), &mut out);
         out.push(0);
-        assert!(decode_reply(&out).unwrap_err().to_string().contains("trailing"));
+        assert!(decode_reply(&out)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing"));
         assert!(decode_reply(&[NATIVE_VERSION, MSG_RETURN, 200]).is_err());
         assert!(decode_reply(&[NATIVE_VERSION, MSG_RETURN, T_STR, 2, 0xff, 0xfe]).is_err());
     }

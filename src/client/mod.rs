@@ -1,0 +1,360 @@
+//! A blocking Rust client: [`Manager`] connects, creates shared objects and hands
+//! out [`Proxy`]s; a proxy's `Drop` releases its reference.
+//!
+//! Everything runs over one persistent connection, so creating, calling and
+//! releasing never opens another (unlike CPython's client, which connects anew for
+//! each incref and decref). References taken over the connection belong to it: if
+//! the process dies, the server releases them. [`Pipeline`] sends many calls before
+//! reading any reply.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+
+use crate::address::Address;
+use crate::error::{Error, Result};
+use crate::proto::{ObjectId, Reply, Request, Token, Value};
+
+mod connection;
+
+pub use connection::Connection;
+
+/// A connection to a manager server.
+#[derive(Clone)]
+pub struct Manager {
+    conn: Rc<RefCell<Connection>>,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager").finish_non_exhaustive()
+    }
+}
+
+/// A reference to a shared object. Dropping it releases the reference (without
+/// waiting for the server's answer).
+pub struct Proxy {
+    conn: Rc<RefCell<Connection>>,
+    token: Token,
+    exposed: Rc<[String]>,
+    /// The reference was given up by [`Proxy::into_token`]: no decref on drop.
+    released: bool,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("typeid", &self.token.typeid)
+            .field("id", &self.token.id)
+            .finish()
+    }
+}
+
+/// What a call returned: a value, or (for methods in the type's
+/// method_to_typeid) a new shared object.
+#[derive(Debug)]
+pub enum Returned {
+    /// A plain value (`#RETURN`).
+    Value(Value),
+    /// A new shared object (`#PROXY`).
+    Proxy(Proxy),
+}
+
+impl Returned {
+    /// The value, or a protocol error if the call returned a shared object.
+    pub fn into_value(self) -> Result<Value> {
+        match self {
+            Returned::Value(v) => Ok(v),
+            Returned::Proxy(p) => Err(Error::Protocol(format!(
+                "the call returned a shared {} object: use Proxy::invoke",
+                p.token.typeid
+            ))),
+        }
+    }
+
+    /// The proxy, or a protocol error if the call returned a plain value.
+    pub fn into_proxy(self) -> Result<Proxy> {
+        match self {
+            Returned::Proxy(p) => Ok(p),
+            Returned::Value(v) => Err(Error::Protocol(format!(
+                "expected a shared object, the call returned {v}"
+            ))),
+        }
+    }
+}
+
+fn id_value(id: ObjectId) -> Value {
+    Value::Int(id.0 as i64)
+}
+
+impl Manager {
+    /// Connects to `address` (`host:port` or `unix:/path`) with `authkey`.
+    pub fn connect(address: &str, authkey: &[u8]) -> Result<Manager> {
+        Manager::connect_to(&address.parse::<Address>()?, authkey)
+    }
+
+    /// Connects to a parsed address.
+    pub fn connect_to(address: &Address, authkey: &[u8]) -> Result<Manager> {
+        Ok(Manager {
+            conn: Rc::new(RefCell::new(Connection::connect(address, authkey)?)),
+        })
+    }
+
+    fn returned(&self, reply: Reply) -> Result<Returned> {
+        match reply {
+            Reply::Return(v) => Ok(Returned::Value(v)),
+            Reply::Proxy { exposed, token } => Ok(Returned::Proxy(Proxy {
+                conn: self.conn.clone(),
+                token,
+                exposed: exposed.into(),
+                released: false,
+            })),
+            Reply::Error(e) => Err(Error::Remote(e)),
+            Reply::Traceback(t) | Reply::Unserializable(t) => Err(Error::Remote(
+                crate::proto::RemoteError::new("RemoteError", t),
+            )),
+        }
+    }
+
+    /// Calls one of the server's public methods and returns its value.
+    pub fn public(&self, method: &str, args: Vec<Value>) -> Result<Value> {
+        let reply = self
+            .conn
+            .borrow_mut()
+            .call(&Request::public(method, args))?;
+        self.returned(reply)?.into_value()
+    }
+
+    /// Creates a shared object of `typeid`.
+    pub fn create(&self, typeid: &str, args: Vec<Value>) -> Result<Proxy> {
+        self.create_with(typeid, args, Vec::new())
+    }
+
+    /// Creates a shared object of `typeid` with keyword arguments too.
+    pub fn create_with(
+        &self,
+        typeid: &str,
+        mut args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Proxy> {
+        args.insert(0, Value::Str(typeid.to_owned()));
+        let req = Request {
+            target: None,
+            method: "create".into(),
+            args,
+            kwargs,
+        };
+        let reply = self.conn.borrow_mut().call(&req)?;
+        let v = self.returned(reply)?.into_value()?;
+        let (id, exposed) = match v {
+            Value::Tuple(mut t) if t.len() == 2 => {
+                let exposed = t.pop().expect("two items");
+                (t.pop().expect("two items"), exposed)
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unexpected create() reply {other}"
+                )))
+            }
+        };
+        let id = match id {
+            Value::Int(i) => ObjectId(i as u64),
+            other => return Err(Error::Protocol(format!("unexpected object id {other}"))),
+        };
+        let exposed = match exposed {
+            Value::Tuple(v) | Value::List(v) => v
+                .into_iter()
+                .filter_map(|m| match m {
+                    Value::Str(s) => Some(s),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            other => return Err(Error::Protocol(format!("unexpected exposed list {other}"))),
+        };
+        Ok(Proxy {
+            conn: self.conn.clone(),
+            token: Token {
+                typeid: typeid.to_owned(),
+                id,
+            },
+            exposed: exposed.into(),
+            released: false,
+        })
+    }
+
+    /// Takes a new reference to the object `token` names (e.g. a token found inside
+    /// a value) and returns a proxy for it.
+    pub fn proxy(&self, token: Token) -> Result<Proxy> {
+        self.public("incref", vec![id_value(token.id)])?;
+        let exposed = match self.public("get_methods", vec![id_value(token.id)]) {
+            Ok(Value::Tuple(v)) => v
+                .into_iter()
+                .filter_map(|m| match m {
+                    Value::Str(s) => Some(s),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        Ok(Proxy {
+            conn: self.conn.clone(),
+            token,
+            exposed: exposed.into(),
+            released: false,
+        })
+    }
+
+    /// Number of live shared objects on the server.
+    pub fn number_of_objects(&self) -> Result<usize> {
+        match self.public("number_of_objects", vec![])? {
+            Value::Int(n) if n >= 0 => Ok(n as usize),
+            other => Err(Error::Protocol(format!("unexpected count {other}"))),
+        }
+    }
+
+    /// The server's description of its objects.
+    pub fn debug_info(&self) -> Result<String> {
+        match self.public("debug_info", vec![])? {
+            Value::Str(s) => Ok(s),
+            other => Err(Error::Protocol(format!("unexpected debug_info {other}"))),
+        }
+    }
+
+    /// The methods the object `id` exposes.
+    pub fn get_methods(&self, id: ObjectId) -> Result<Vec<String>> {
+        match self.public("get_methods", vec![id_value(id)])? {
+            Value::Tuple(v) => Ok(v
+                .into_iter()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect()),
+            other => Err(Error::Protocol(format!("unexpected method list {other}"))),
+        }
+    }
+
+    /// Asks the server to shut down.
+    pub fn shutdown(&self) -> Result<()> {
+        self.public("shutdown", vec![]).map(drop)
+    }
+
+    /// Starts a batch of calls sent together.
+    pub fn pipeline(&self) -> Pipeline<'_> {
+        Pipeline {
+            manager: self,
+            count: 0,
+        }
+    }
+
+    /// The underlying connection (for raw frames in tests and tools).
+    pub fn connection(&self) -> std::cell::RefMut<'_, Connection> {
+        self.conn.borrow_mut()
+    }
+}
+
+impl Proxy {
+    /// The object's token.
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.token.id
+    }
+
+    /// The methods the object exposes.
+    pub fn exposed(&self) -> &[String] {
+        &self.exposed
+    }
+
+    /// Gives the proxy up without releasing its reference and returns the token.
+    /// The reference stays owned by the connection, which releases it when it
+    /// closes (or when `decref` is sent for the id).
+    pub fn into_token(mut self) -> Token {
+        self.released = true;
+        self.token.clone()
+    }
+
+    /// Calls `method` and returns its value.
+    pub fn call(&self, method: &str, args: Vec<Value>) -> Result<Value> {
+        self.invoke(method, args, Vec::new())?.into_value()
+    }
+
+    /// Calls `method` with keyword arguments; the result may be a new proxy.
+    pub fn invoke(
+        &self,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Returned> {
+        let req = Request {
+            target: Some(self.token.id),
+            method: method.to_owned(),
+            args,
+            kwargs,
+        };
+        let reply = self.conn.borrow_mut().call(&req)?;
+        self.manager().returned(reply)
+    }
+
+    /// A manager handle on the same connection.
+    pub fn manager(&self) -> Manager {
+        Manager {
+            conn: self.conn.clone(),
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(mut c) = self.conn.try_borrow_mut() {
+            if !c.is_broken() {
+                let _ = c
+                    .send_ignoring_reply(&Request::public("decref", vec![id_value(self.token.id)]));
+            }
+        }
+    }
+}
+
+/// Calls queued to be sent together; [`run`](Pipeline::run) writes them in one go
+/// and reads every reply in order.
+#[derive(Debug)]
+pub struct Pipeline<'a> {
+    manager: &'a Manager,
+    count: usize,
+}
+
+impl Pipeline<'_> {
+    /// Queues a call of `method` on `proxy`.
+    pub fn call(&mut self, proxy: &Proxy, method: &str, args: Vec<Value>) -> &mut Self {
+        self.manager
+            .conn
+            .borrow_mut()
+            .queue(&Request::call(proxy.token.id, method, args));
+        self.count += 1;
+        self
+    }
+
+    /// Number of calls queued.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no call is queued.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Sends the queued calls and returns their results in order.
+    pub fn run(self) -> Result<Vec<Result<Returned>>> {
+        self.manager.conn.borrow_mut().write_out()?;
+        let mut out = Vec::with_capacity(self.count);
+        for _ in 0..self.count {
+            let reply = self.manager.conn.borrow_mut().recv()?;
+            out.push(self.manager.returned(reply));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,224 @@
+//! One client connection: its socket, input and output buffers, and phase
+//! (handshake, then serving).
+//!
+//! This module moves bytes: it reads until WouldBlock, slices complete frames off
+//! the input and flushes output. It does not decide what a frame means; the
+//! [`reactor`](super::reactor) does, with the dispatcher.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use super::context::{ReplyHandle, TimerId};
+use super::dispatch::Session;
+use crate::proto::auth::Handshake;
+use crate::proto::codec::Serializer;
+
+/// Smallest read attempted; the input buffer starts at this size.
+const READ_CHUNK: usize = 4096;
+/// Buffers larger than this are released once drained, so idle connections stay small.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// A connected socket of either family.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    /// `send(2)` with `MSG_NOSIGNAL`: a peer that has gone away yields `EPIPE`, never
+    /// a SIGPIPE that would kill a host which has not ignored it.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is our open socket.
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Authenticating; nothing is decoded until this completes.
+    Handshake(Box<Handshake>),
+    /// Authenticated; the serializer is fixed by the first payload.
+    Serving(Option<Serializer>),
+}
+
+/// One connection's state.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) stream: Stream,
+    pub(crate) phase: Phase,
+    pub(crate) session: Session,
+    /// Input bytes; `input[start..end]` is unread.
+    pub(crate) input: Vec<u8>,
+    pub(crate) start: usize,
+    end: usize,
+    /// Output bytes; `output[sent..]` is still to be written.
+    pub(crate) output: Vec<u8>,
+    sent: usize,
+    /// The deferred call this connection waits on; its later requests wait too.
+    pub(crate) waiting: Option<ReplyHandle>,
+    /// Close once the output is flushed (after a one-shot request, a failed
+    /// handshake or a fatal protocol error).
+    pub(crate) close_after_flush: bool,
+    /// The peer closed or the socket failed: close now.
+    pub(crate) dead: bool,
+    /// Bytes the next frame needs buffered before it can be decoded.
+    pub(crate) need: usize,
+    pub(crate) handshake_timer: Option<TimerId>,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: Stream, handshake: Handshake, session: Session) -> Conn {
+        Conn {
+            stream,
+            phase: Phase::Handshake(Box::new(handshake)),
+            session,
+            input: Vec::new(),
+            start: 0,
+            end: 0,
+            output: Vec::new(),
+            sent: 0,
+            waiting: None,
+            close_after_flush: false,
+            dead: false,
+            need: 0,
+            handshake_timer: None,
+        }
+    }
+
+    /// Unread input.
+    pub(crate) fn input(&self) -> &[u8] {
+        &self.input[self.start..self.end]
+    }
+
+    /// Marks `n` input bytes as consumed.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.input.len() > KEEP_CAPACITY {
+                self.input = Vec::new();
+            }
+        }
+    }
+
+    /// Bytes of output not yet written.
+    pub(crate) fn unsent(&self) -> usize {
+        self.output.len() - self.sent
+    }
+
+    /// Makes room for at least `READ_CHUNK` more bytes (or the frame in progress).
+    fn reserve(&mut self) {
+        let want = READ_CHUNK.max(self.need.saturating_sub(self.end - self.start));
+        if self.input.len() - self.end >= want {
+            return;
+        }
+        if self.start > 0 {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.input.len() - self.end < want {
+            let new_len = (self.end + want).max(self.input.len() * 2).max(READ_CHUNK);
+            self.input.resize(new_len, 0);
+        }
+    }
+
+    /// Reads until the socket would block or `limit` bytes are buffered. Returns
+    /// whether reading stopped at the limit (so more may be waiting in the socket).
+    /// End of stream or an error marks the connection dead.
+    pub(crate) fn read(&mut self, limit: usize) -> bool {
+        loop {
+            if self.end - self.start >= limit {
+                return true;
+            }
+            self.reserve();
+            match self.stream.read(&mut self.input[self.end..]) {
+                Ok(0) => {
+                    self.dead = true;
+                    return false;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.dead = true;
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Writes as much output as the socket takes. A write error marks the
+    /// connection dead.
+    pub(crate) fn flush(&mut self) {
+        while self.sent < self.output.len() {
+            match self.stream.write(&self.output[self.sent..]) {
+                Ok(0) => {
+                    self.dead = true;
+                    return;
+                }
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+        self.output.clear();
+        self.sent = 0;
+        if self.output.capacity() > KEEP_CAPACITY {
+            self.output = Vec::new();
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! The server's socket-free state ([`Core`]) and the [`Context`] every object
+//! callback receives.
+//!
+//! `Core` owns the object table, the type registry, deferred replies awaiting an
+//! answer, timers, and the completions waiting to be written to their connections.
+//! It never touches a socket: completed replies go to `outbox`, and the reactor
+//! delivers them once the callback that produced them has returned.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::objects::ObjectTable;
+use super::registry::{CallArgs, Registry, SharedObject};
+use crate::proto::{ObjectId, RemoteError, Token, Value};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub(crate) u64);
+
+        impl $name {
+            pub(crate) fn new(index: usize, generation: u32) -> $name {
+                $name((u64::from(generation) << 32) | index as u64)
+            }
+            pub(crate) fn index(self) -> usize {
+                self.0 as u32 as usize
+            }
+            pub(crate) fn generation(self) -> u32 {
+                (self.0 >> 32) as u32
+            }
+            /// The raw 64-bit value (for handing across the C ABI).
+            pub fn to_raw(self) -> u64 {
+                self.0
+            }
+            /// Rebuilds an id from [`to_raw`](Self::to_raw); a forged value is just unknown.
+            pub fn from_raw(raw: u64) -> $name {
+                $name(raw)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A client connection: slab index plus generation, so a closed connection's id
+    /// never names a later one.
+    ConnId
+);
+id_type!(
+    /// A deferred call awaiting its answer. Answering a handle whose client has gone
+    /// (or that was answered already) is a harmless no-op that reports `false`.
+    ReplyHandle
+);
+
+/// A timer set by an object; delivered to its `on_timer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerId(pub(crate) u64);
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerTarget {
+    /// An object's own timer.
+    Object(ObjectId),
+    /// A connection's handshake deadline.
+    Handshake(ConnId),
+}
+
+struct Pending {
+    generation: u32,
+    conn: Option<ConnId>,
+    object: ObjectId,
+    proxy: Option<Rc<str>>,
+}
+
+/// A deferred call's answer, on its way to the connection that asked.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub(crate) conn: ConnId,
+    /// The typeid the value becomes (method_to_typeid), if any.
+    pub(crate) proxy: Option<Rc<str>>,
+    pub(crate) result: Result<Value, RemoteError>,
+}
+
+/// Timers in a heap, cancelled lazily.
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    live: HashMap<u64, TimerTarget>,
+    next: u64,
+}
+
+/// The server's state apart from sockets.
+pub(crate) struct Core {
+    pub(crate) objects: ObjectTable,
+    pub(crate) registry: Registry,
+    pending: Slab<Pending>,
+    pending_generation: u32,
+    timers: Timers,
+    /// Answers of deferred calls, to be written by the reactor.
+    pub(crate) outbox: Vec<Completion>,
+    watchers: HashMap<ConnId, Vec<ObjectId>>,
+    pub(crate) shutdown_requested: bool,
+    pub(crate) now: Instant,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("objects", &self.objects)
+            .field("pending", &self.pending.len())
+            .field("timers", &self.timers.live.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an object could not be called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unavailable {
+    /// No such object (never existed, or destroyed).
+    Unknown,
+    /// A callback of the same object is running (a re-entrant call).
+    Busy,
+}
+
+impl Core {
+    pub(crate) fn new() -> Core {
+        Core {
+            objects: ObjectTable::default(),
+            registry: Registry::default(),
+            pending: Slab::new(),
+            pending_generation: 0,
+            timers: Timers::default(),
+            outbox: Vec::new(),
+            watchers: HashMap::new(),
+            shutdown_requested: false,
+            now: Instant::now(),
+        }
+    }
+
+    /// A context for code running on behalf of `conn` but not inside an object.
+    pub(crate) fn context(&mut self, conn: Option<ConnId>) -> Context<'_> {
+        Context {
+            core: self,
+            conn,
+            this: None,
+            proxy: None,
+            deferred: None,
+            refs_changed: false,
+        }
+    }
+
+    /// Checks the object out, runs `f` on it with a context, checks it back in and
+    /// brings the table's count of the references it holds up to date.
+    pub(crate) fn with_object<R>(
+        &mut self,
+        id: ObjectId,
+        conn: Option<ConnId>,
+        proxy: Option<Rc<str>>,
+        refs_changed: bool,
+        f: impl FnOnce(&mut dyn SharedObject, &mut Context<'_>) -> R,
+    ) -> Result<(R, Option<ReplyHandle>), Unavailable> {
+        let slot = self.objects.get_mut(id).ok_or(Unavailable::Unknown)?;
+        let mut object = slot.object.take().ok_or(Unavailable::Busy)?;
+        let mut cx = Context {
+            core: self,
+            conn,
+            this: Some(id),
+            proxy,
+            deferred: None,
+            refs_changed,
+        };
+        let r = f(&mut *object, &mut cx);
+        let (deferred, refs_changed) = (cx.deferred, cx.refs_changed);
+        let slot = self
+            .objects
+            .get_mut(id)
+            .expect("a checked-out object is never removed");
+        slot.object = Some(object);
+        let rescan = refs_changed || !slot.holds.is_empty();
+        if slot.refcount == 0 {
+            self.objects.recheck(id);
+        }
+        if rescan {
+            self.rescan_refs(id);
+        }
+        Ok((r, deferred))
+    }
+
+    /// Recounts the references object `id` holds, increfing new ones and decrefing
+    /// the ones it let go of.
+    pub(crate) fn rescan_refs(&mut self, id: ObjectId) {
+        let Some(slot) = self.objects.get(id) else {
+            return;
+        };
+        let Some(object) = slot.object.as_ref() else {
+            return;
+        };
+        let mut now = Vec::new();
+        object.visit_refs(&mut |r| now.push(r));
+        now.sort_unstable();
+        let before = std::mem::take(&mut self.objects.get_mut(id).expect("live").holds);
+        let mut kept = Vec::with_capacity(now.len());
+        let (mut i, mut j) = (0, 0);
+        while i < before.len() || j < now.len() {
+            match (before.get(i), now.get(j)) {
+                (Some(a), Some(b)) if a == b => {
+                    kept.push(*a);
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), Some(b)) if a < b => {
+                    self.objects.decref(*a);
+                    i += 1;
+                }
+                (Some(a), None) => {
+                    self.objects.decref(*a);
+                    i += 1;
+                }
+                (_, Some(b)) => {
+                    if self.objects.incref(*b) {
+                        kept.push(*b);
+                    }
+                    j += 1;
+                }
+                (None, None) => unreachable!(),
+            }
+        }
+        if let Some(slot) = self.objects.get_mut(id) {
+            slot.holds = kept;
+        }
+    }
+
+    /// Drops every object whose last reference went, after running its destroy
+    /// hook, and releases what it held (which may free more).
+    pub(crate) fn sweep(&mut self) {
+        while let Some((id, mut slot)) = self.objects.pop_dead() {
+            if let Some(mut object) = slot.object.take() {
+                let mut cx = self.context(None);
+                cx.this = Some(id);
+                object.on_destroy(&mut cx);
+                drop(object);
+            }
+            self.fail_pending_of(id);
+            for held in slot.holds {
+                self.objects.decref(held);
+            }
+        }
+    }
+
+    /// Deferred calls waiting on a destroyed object get an error, not silence.
+    fn fail_pending_of(&mut self, id: ObjectId) {
+        let orphans: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.object == id)
+            .map(|(k, _)| k)
+            .collect();
+        for k in orphans {
+            let p = self.pending.remove(k);
+            if let Some(conn) = p.conn {
+                self.outbox.push(Completion {
+                    conn,
+                    proxy: None,
+                    result: Err(RemoteError::new(
+                        "RuntimeError",
+                        format!("shared object {id} was destroyed while the call waited"),
+                    )),
+                });
+            }
+        }
+    }
+
+    pub(crate) fn defer(
+        &mut self,
+        conn: Option<ConnId>,
+        object: ObjectId,
+        proxy: Option<Rc<str>>,
+    ) -> ReplyHandle {
+        self.pending_generation = self.pending_generation.wrapping_add(1);
+        let generation = self.pending_generation;
+        let index = self.pending.insert(Pending {
+            generation,
+            conn,
+            object,
+            proxy,
+        });
+        ReplyHandle::new(index, generation)
+    }
+
+    fn take_pending(&mut self, h: ReplyHandle) -> Option<Pending> {
+        let live = self
+            .pending
+            .get(h.index())
+            .is_some_and(|p| p.generation == h.generation());
+        live.then(|| self.pending.remove(h.index()))
+    }
+
+    /// Answers a deferred call. False when the handle is stale (answered already,
+    /// or its client has gone).
+    pub(crate) fn complete(&mut self, h: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
+        let Some(p) = self.take_pending(h) else {
+            return false;
+        };
+        match p.conn {
+            Some(conn) => {
+                self.outbox.push(Completion {
+                    conn,
+                    proxy: p.proxy,
+                    result,
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a deferred call whose client is gone, telling the object so.
+    pub(crate) fn cancel(&mut self, h: ReplyHandle) {
+        if let Some(p) = self.take_pending(h) {
+            let _ = self.with_object(p.object, None, None, false, |o, cx| o.on_cancel(cx, h));
+        }
+    }
+
+    /// Drops a handle that was taken but not used (the call answered at once).
+    pub(crate) fn discard(&mut self, h: ReplyHandle) {
+        self.take_pending(h);
+    }
+
+    /// Number of deferred calls awaiting an answer.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn add_timer(&mut self, deadline: Instant, target: TimerTarget) -> TimerId {
+        let t = &mut self.timers;
+        t.next += 1;
+        t.heap.push(Reverse((deadline, t.next)));
+        t.live.insert(t.next, target);
+        TimerId(t.next)
+    }
+
+    pub(crate) fn cancel_timer(&mut self, id: TimerId) {
+        self.timers.live.remove(&id.0);
+    }
+
+    /// The earliest live timer's deadline.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        let t = &mut self.timers;
+        while let Some(Reverse((when, id))) = t.heap.peek() {
+            if t.live.contains_key(id) {
+                return Some(*when);
+            }
+            t.heap.pop();
+        }
+        None
+    }
+
+    /// Removes and returns one timer due at `now`.
+    pub(crate) fn pop_due_timer(&mut self, now: Instant) -> Option<(TimerId, TimerTarget)> {
+        let t = &mut self.timers;
+        while let Some(Reverse((when, id))) = t.heap.peek().copied() {
+            if when > now {
+                return None;
+            }
+            t.heap.pop();
+            if let Some(target) = t.live.remove(&id) {
+                return Some((TimerId(id), target));
+            }
+        }
+        None
+    }
+
+    /// Objects watching `conn` for its disconnection.
+    pub(crate) fn take_watchers(&mut self, conn: ConnId) -> Vec<ObjectId> {
+        self.watchers.remove(&conn).unwrap_or_default()
+    }
+
+    /// Builds a new object of `typeid` (refcount zero: the caller takes a reference).
+    pub(crate) fn construct(
+        &mut self,
+        conn: Option<ConnId>,
+        typeid: &str,
+        args: CallArgs,
+    ) -> Result<ObjectId, RemoteError> {
+        let spec = self
+            .registry
+            .get(typeid)
+            .cloned()
+            .ok_or_else(|| RemoteError::value_error(format!("unknown typeid '{typeid}'")))?;
+        let has_refs = args.has_refs();
+        let object = (spec.constructor())(&mut self.context(conn), args)?;
+        let id = self.objects.insert(spec, object);
+        if has_refs {
+            self.rescan_refs(id);
+        }
+        Ok(id)
+    }
+}
+
+/// What a callback may do besides computing its result.
+pub struct Context<'a> {
+    core: &'a mut Core,
+    conn: Option<ConnId>,
+    this: Option<ObjectId>,
+    proxy: Option<Rc<str>>,
+    deferred: Option<ReplyHandle>,
+    refs_changed: bool,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("conn", &self.conn)
+            .field("this", &self.this)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context<'_> {
+    /// The connection whose request is running; `None` in timer, cancel and destroy
+    /// callbacks.
+    pub fn conn(&self) -> Option<ConnId> {
+        self.conn
+    }
+
+    /// The object whose callback is running; `None` inside a constructor.
+    pub fn object_id(&self) -> Option<ObjectId> {
+        self.this
+    }
+
+    /// The time the reactor last read the clock (cheaper than `Instant::now`).
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// Defers the running call's answer: return [`Outcome::Deferred`] from `call`
+    /// and answer later with [`reply`](Self::reply) (or, from the host, through the
+    /// server). The connection's later requests wait until then, in order.
+    ///
+    /// [`Outcome::Deferred`]: super::registry::Outcome::Deferred
+    pub fn defer(&mut self) -> ReplyHandle {
+        let object = self.this.unwrap_or(ObjectId(u64::MAX));
+        let h = self.core.defer(self.conn, object, self.proxy.clone());
+        self.deferred = Some(h);
+        h
+    }
+
+    /// Answers a deferred call. Returns false when the handle is stale (answered
+    /// already, or its client has gone) — a no-op, not an error.
+    pub fn reply(&mut self, handle: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
+        self.core.complete(handle, result)
+    }
+
+    /// Calls this object's `on_timer` after `after`; cancel with
+    /// [`cancel_timer`](Self::cancel_timer). Inside a constructor (no object yet)
+    /// the timer is never delivered.
+    pub fn set_timer(&mut self, after: Duration) -> TimerId {
+        let deadline = self.core.now + after;
+        let target = TimerTarget::Object(self.this.unwrap_or(ObjectId(u64::MAX)));
+        self.core.add_timer(deadline, target)
+    }
+
+    /// Cancels a timer; cancelling a fired or unknown timer does nothing.
+    pub fn cancel_timer(&mut self, timer: TimerId) {
+        self.core.cancel_timer(timer)
+    }
+
+    /// Asks for `on_disconnect` when the calling connection closes (once per
+    /// connection and object; repeated calls are merged).
+    pub fn watch_disconnect(&mut self) {
+        if let (Some(conn), Some(this)) = (self.conn, self.this) {
+            let list = self.core.watchers.entry(conn).or_default();
+            if !list.contains(&this) {
+                list.push(this);
+            }
+        }
+    }
+
+    /// Creates a new shared object of a registered `typeid`. It lives while
+    /// something holds it: store the returned token in this object (and report it
+    /// from `visit_refs`) or hand it to a client.
+    pub fn create(&mut self, typeid: &str, args: CallArgs) -> Result<Token, RemoteError> {
+        let id = self.core.construct(self.conn, typeid, args)?;
+        self.refs_changed = true;
+        Ok(Token {
+            typeid: typeid.to_owned(),
+            id,
+        })
+    }
+
+    /// Tells the table that this object's held references changed in a way it
+    /// cannot see from the call's arguments (it dropped or gained a proxy).
+    pub fn refs_changed(&mut self) {
+        self.refs_changed = true;
+    }
+
+    /// Whether `id` names a live object.
+    pub fn object_exists(&self, id: ObjectId) -> bool {
+        self.core.objects.contains(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_fire_in_order_and_cancel() {
+        let mut core = Core::new();
+        let t0 = core.now;
+        let a = core.add_timer(
+            t0 + Duration::from_millis(20),
+            TimerTarget::Object(ObjectId(1)),
+        );
+        let b = core.add_timer(
+            t0 + Duration::from_millis(10),
+            TimerTarget::Object(ObjectId(2)),
+        );
+        let c = core.add_timer(
+            t0 + Duration::from_millis(5),
+            TimerTarget::Object(ObjectId(3)),
+        );
+        core.cancel_timer(c);
+        assert_eq!(core.next_deadline(), Some(t0 + Duration::from_millis(10)));
+        assert!(core.pop_due_timer(t0).is_none());
+        let late = t0 + Duration::from_millis(30);
+        assert_eq!(core.pop_due_timer(late).map(|x| x.0), Some(b));
+        assert_eq!(core.pop_due_timer(late).map(|x| x.0), Some(a));
+        assert!(core.pop_due_timer(late).is_none());
+        assert_eq!(core.next_deadline(), None);
+    }
+
+    #[test]
+    fn reply_handles_are_single_use() {
+        let mut core = Core::new();
+        let conn = ConnId::new(0, 1);
+        let h = core.defer(Some(conn), ObjectId(9), None);
+        assert!(core.complete(h, Ok(Value::Int(1))));
+        assert!(
+            !core.complete(h, Ok(Value::Int(2))),
+            "second answer is a no-op"
+        );
+        assert_eq!(core.outbox.len(), 1);
+        // A reused slot does not revive the old handle.
+        let h2 = core.defer(Some(conn), ObjectId(9), None);
+        assert_eq!(h.index(), h2.index());
+        assert!(!core.complete(h, Ok(Value::None)));
+        assert!(core.complete(h2, Ok(Value::None)));
+    }
+}

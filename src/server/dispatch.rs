@@ -1,0 +1,358 @@
+//! Serving one decoded request: the public methods, method calls on objects, the
+//! `__str__` / `__repr__` / `#GETVALUE` fallbacks, and `#PROXY` results.
+//!
+//! Works on [`Core`] and one connection's [`Session`]; it never touches sockets or
+//! encodings (ids are turned into the connection's form through [`IdStyle`]).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use super::context::{ConnId, Core, ReplyHandle, Unavailable};
+use super::registry::{CallArgs, Outcome};
+use crate::proto::{ObjectId, Reply, Request, Token, Value};
+
+/// How object ids appear in values for a connection: integers on the native path,
+/// the hex strings CPython uses on the pickle path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdStyle {
+    Int,
+    /// Chosen once the pickle serializer lands.
+    #[allow(dead_code)]
+    Hex,
+}
+
+/// Per-connection state the dispatcher needs.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: ConnId,
+    pub(crate) ids: IdStyle,
+    /// Whether references taken over this connection belong to it (released when it
+    /// closes). True on the native path; CPython's clients take references over
+    /// short-lived connections, so theirs are global, as in CPython.
+    pub(crate) owns_refs: bool,
+    /// After `accept_connection` (or always, natively): the connection serves
+    /// calls until EOF instead of closing after one public request.
+    pub(crate) persistent: bool,
+    pub(crate) owned: HashMap<ObjectId, u32>,
+}
+
+impl Session {
+    pub(crate) fn new(id: ConnId, ids: IdStyle, owns_refs: bool) -> Session {
+        Session {
+            id,
+            ids,
+            owns_refs,
+            persistent: owns_refs,
+            owned: HashMap::new(),
+        }
+    }
+
+    fn id_value(&self, id: ObjectId) -> Value {
+        match self.ids {
+            IdStyle::Int => Value::Int(id.0 as i64),
+            IdStyle::Hex => Value::Str(id.to_string()),
+        }
+    }
+
+    /// Takes a reference on this connection's behalf.
+    pub(crate) fn take_ref(&mut self, core: &mut Core, id: ObjectId) -> bool {
+        if !core.objects.incref(id) {
+            return false;
+        }
+        if self.owns_refs {
+            *self.owned.entry(id).or_insert(0) += 1;
+        }
+        true
+    }
+
+    /// Drops a reference: one this connection owns if it has any, else a global one.
+    pub(crate) fn drop_ref(&mut self, core: &mut Core, id: ObjectId) -> bool {
+        if let Some(n) = self.owned.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.owned.remove(&id);
+            }
+        }
+        core.objects.decref(id)
+    }
+
+    /// Releases every reference the connection still owns (it is closing).
+    pub(crate) fn release_all(&mut self, core: &mut Core) {
+        for (id, n) in self.owned.drain() {
+            for _ in 0..n {
+                core.objects.decref(id);
+            }
+        }
+    }
+}
+
+/// What serving a request produced.
+#[derive(Debug)]
+pub(crate) enum Dispatched {
+    /// Answer now.
+    Reply(Reply),
+    /// The answer comes later through this handle.
+    Deferred(ReplyHandle),
+}
+
+fn traceback(kind: &str, msg: impl std::fmt::Display) -> Dispatched {
+    Dispatched::Reply(Reply::Traceback(format!(
+        "Traceback (most recent call last):\n  (libmgr server)\n{kind}: {msg}"
+    )))
+}
+
+fn unknown_object(id: impl std::fmt::Display) -> Dispatched {
+    traceback("KeyError", format!("'{id}' (no such shared object)"))
+}
+
+/// Reads an object id from a public method's argument: an int, a hex string, or
+/// a token.
+fn id_arg(v: Option<&Value>) -> Result<ObjectId, String> {
+    match v {
+        Some(Value::Int(i)) => Ok(ObjectId(*i as u64)),
+        Some(Value::Str(s)) => ObjectId::from_hex(s).ok_or_else(|| format!("'{s}'")),
+        Some(Value::Ref(t)) => Ok(t.id),
+        Some(other) => Err(other.to_string()),
+        None => Err("missing object id".to_owned()),
+    }
+}
+
+/// Serves one request, then sweeps what it freed: once the callback has returned,
+/// an object whose last reference went is gone before the next request is read
+/// (so `decref` then `number_of_objects` on one connection counts it out).
+pub(crate) fn dispatch(core: &mut Core, session: &mut Session, req: Request) -> Dispatched {
+    let args = CallArgs {
+        args: req.args,
+        kwargs: req.kwargs,
+    };
+    let done = match req.target {
+        None => public(core, session, &req.method, args),
+        Some(id) => call(core, session, id, &req.method, args),
+    };
+    if core.objects.needs_sweep() {
+        core.sweep();
+    }
+    done
+}
+
+fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallArgs) -> Dispatched {
+    let done = |v: Value| Dispatched::Reply(Reply::Return(v));
+    match method {
+        "create" => {
+            let typeid = match args.args.first() {
+                Some(Value::Str(s)) => s.clone(),
+                _ => return traceback("TypeError", "create() needs a typeid string"),
+            };
+            args.args.remove(0);
+            match core.construct(Some(session.id), &typeid, args) {
+                Ok(id) => {
+                    session.take_ref(core, id);
+                    let spec = &core.objects.get(id).expect("just created").spec;
+                    let exposed = spec.exposed().iter().cloned().map(Value::Str).collect();
+                    done(Value::Tuple(vec![
+                        session.id_value(id),
+                        Value::Tuple(exposed),
+                    ]))
+                }
+                Err(e) => traceback(&e.kind, &e.message),
+            }
+        }
+        "incref" | "decref" => match id_arg(args.args.first()) {
+            Ok(id) => {
+                let ok = if method == "incref" {
+                    session.take_ref(core, id)
+                } else {
+                    session.drop_ref(core, id)
+                };
+                if ok {
+                    done(Value::None)
+                } else {
+                    unknown_object(id)
+                }
+            }
+            Err(e) => traceback("KeyError", e),
+        },
+        "get_methods" => match id_arg(args.args.first()) {
+            Ok(id) => match core.objects.get(id) {
+                Some(slot) => done(Value::Tuple(
+                    slot.spec
+                        .exposed()
+                        .iter()
+                        .cloned()
+                        .map(Value::Str)
+                        .collect(),
+                )),
+                None => unknown_object(id),
+            },
+            Err(e) => traceback("KeyError", e),
+        },
+        "debug_info" => done(Value::Str(debug_info(core))),
+        "number_of_objects" => done(Value::Int(core.objects.len() as i64)),
+        "dummy" => done(Value::None),
+        "accept_connection" => {
+            session.persistent = true;
+            done(Value::None)
+        }
+        "shutdown" => {
+            core.shutdown_requested = true;
+            done(Value::None)
+        }
+        other => traceback("AssertionError", format!("'{other}' unrecognized")),
+    }
+}
+
+/// CPython's debug_info: one entry per object with its refcount and str().
+fn debug_info(core: &Core) -> String {
+    let mut out = String::new();
+    let mut live: Vec<_> = core.objects.iter().collect();
+    live.sort_by_key(|(id, _)| *id);
+    for (id, slot) in live {
+        let text = slot
+            .object
+            .as_ref()
+            .and_then(|o| o.str())
+            .unwrap_or_else(|| format!("<{} object>", slot.spec.typeid()));
+        let short: String = text.chars().take(75).collect();
+        let _ = writeln!(out, "  {id}:       refcount={}\n    {short}", slot.refcount);
+    }
+    out
+}
+
+fn call(
+    core: &mut Core,
+    session: &mut Session,
+    id: ObjectId,
+    method: &str,
+    args: CallArgs,
+) -> Dispatched {
+    let Some(slot) = core.objects.get(id) else {
+        return unknown_object(id);
+    };
+    let spec = slot.spec.clone();
+    if !spec.exposes(method) {
+        return fallback(core, id, method, &spec.typeid_rc(), spec.exposed());
+    }
+    let has_refs = args.has_refs();
+    if has_refs {
+        let mut missing = None;
+        let mut check = |t: &Token| {
+            if !core.objects.contains(t.id) {
+                missing = Some(t.id);
+            }
+        };
+        args.args.iter().for_each(|v| v.visit_refs(&mut check));
+        args.kwargs
+            .iter()
+            .for_each(|(_, v)| v.visit_refs(&mut check));
+        if let Some(m) = missing {
+            return traceback(
+                "KeyError",
+                format!("'{m}' (argument refers to no shared object)"),
+            );
+        }
+    }
+    let proxy = spec.result_typeid(method).cloned();
+    let ran = core.with_object(id, Some(session.id), proxy.clone(), has_refs, |obj, cx| {
+        obj.call(cx, method, args)
+    });
+    let (result, deferred) = match ran {
+        Ok(r) => r,
+        Err(Unavailable::Unknown) => return unknown_object(id),
+        Err(Unavailable::Busy) => {
+            return traceback(
+                "RuntimeError",
+                format!("shared object {id} is busy (re-entrant call)"),
+            )
+        }
+    };
+    if let Ok(Outcome::Deferred) = result {
+        return match deferred {
+            Some(h) => Dispatched::Deferred(h),
+            None => traceback(
+                "RuntimeError",
+                format!("{method}() deferred without taking a reply handle"),
+            ),
+        };
+    }
+    if let Some(h) = deferred {
+        core.discard(h);
+    }
+    Dispatched::Reply(match result {
+        Ok(Outcome::Value(v)) => match proxy {
+            Some(typeid) => proxy_from_value(core, session, &typeid, v),
+            None => Reply::Return(v),
+        },
+        Ok(Outcome::Object(object)) => match proxy.and_then(|t| core.registry.get(&t).cloned()) {
+            Some(spec) => {
+                let new = core.objects.insert(spec.clone(), object);
+                core.rescan_refs(new);
+                proxy_reply(core, session, new, spec.typeid())
+            }
+            None => Reply::Traceback(format!(
+                "TypeError: {method}() returned a shared object but has no registered method_to_typeid entry"
+            )),
+        },
+        Ok(Outcome::Deferred) => unreachable!("handled above"),
+        Err(e) => Reply::Error(e),
+    })
+}
+
+/// Makes `value` a new shared object of `typeid` (method_to_typeid) and answers
+/// with its `#PROXY`.
+pub(crate) fn proxy_from_value(
+    core: &mut Core,
+    session: &mut Session,
+    typeid: &Rc<str>,
+    value: Value,
+) -> Reply {
+    match core.construct(Some(session.id), typeid, CallArgs::positional(vec![value])) {
+        Ok(id) => proxy_reply(core, session, id, typeid),
+        Err(e) => Reply::Error(e),
+    }
+}
+
+fn proxy_reply(core: &mut Core, session: &mut Session, id: ObjectId, typeid: &str) -> Reply {
+    session.take_ref(core, id);
+    let exposed = core
+        .objects
+        .get(id)
+        .expect("just created")
+        .spec
+        .exposed()
+        .to_vec();
+    Reply::Proxy {
+        exposed,
+        token: Token {
+            typeid: typeid.to_owned(),
+            id,
+        },
+    }
+}
+
+fn fallback(
+    core: &mut Core,
+    id: ObjectId,
+    method: &str,
+    typeid: &str,
+    exposed: &[String],
+) -> Dispatched {
+    let Some(object) = core.objects.get(id).and_then(|s| s.object.as_ref()) else {
+        return traceback(
+            "RuntimeError",
+            format!("shared object {id} is busy (re-entrant call)"),
+        );
+    };
+    let default_repr = || format!("<{typeid} object, id={id}>");
+    Dispatched::Reply(match method {
+        "__repr__" => Reply::Return(Value::Str(object.repr().unwrap_or_else(default_repr))),
+        "__str__" => Reply::Return(Value::Str(object.str().unwrap_or_else(default_repr))),
+        "#GETVALUE" => object.get_value().into(),
+        _ => {
+            return traceback(
+                "AttributeError",
+                format!("method '{method}' of '{typeid}' object is not in exposed={exposed:?}"),
+            )
+        }
+    })
+}

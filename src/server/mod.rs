@@ -1,0 +1,263 @@
+//! The embeddable manager server.
+//!
+//! A [`Server`] owns one listener, every client connection and every shared object,
+//! and runs on its host's thread: poll [`Server::fd`] with [`Server::timeout`] in
+//! the host's own loop and call [`Server::process`] when it is readable or the
+//! timeout expires — or call [`Server::run`] to give it the thread. Nothing here
+//! spawns a thread. Other threads reach a server only through a [`ServerHandle`]
+//! (answer a deferred call, request shutdown), which wakes the fd.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::address::Address;
+use crate::error::{Error, Result};
+use crate::proto::frame::DEFAULT_MAX_FRAME;
+use crate::proto::{RemoteError, Value};
+
+pub mod context;
+pub mod registry;
+
+mod conn;
+mod dispatch;
+mod objects;
+mod reactor;
+
+pub use context::{ConnId, Context, ReplyHandle, TimerId};
+pub use registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
+
+use context::Core;
+use reactor::{Command, Reactor, Shared};
+
+/// How a server listens and what it allows.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    pub address: Address,
+    /// The shared secret clients prove they know (CPython's `authkey`). Empty is
+    /// allowed only on loopback and Unix sockets.
+    pub authkey: Vec<u8>,
+    /// Largest frame accepted after the handshake, checked before allocating.
+    pub max_frame: u64,
+    /// Connections beyond this are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// A peer that has not authenticated within this time is dropped.
+    pub handshake_timeout: Duration,
+    /// Output buffered for one connection beyond which it is not served further
+    /// until it reads its replies.
+    pub max_output: usize,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("address", &self.address)
+            .field("authkey", &format_args!("<{} bytes>", self.authkey.len()))
+            .field("max_frame", &self.max_frame)
+            .field("max_connections", &self.max_connections)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_output", &self.max_output)
+            .finish()
+    }
+}
+
+impl ServerConfig {
+    /// Defaults: 64 MiB frames, 10,000 connections, a 10 s handshake deadline,
+    /// 4 MiB of output per connection.
+    pub fn new(address: Address, authkey: &[u8]) -> ServerConfig {
+        ServerConfig {
+            address,
+            authkey: authkey.to_vec(),
+            max_frame: DEFAULT_MAX_FRAME,
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            max_output: 4 << 20,
+        }
+    }
+}
+
+/// A manager server embedded in the calling thread.
+pub struct Server {
+    reactor: Reactor,
+    core: Core,
+    remove_socket: Option<std::path::PathBuf>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("address", &self.reactor.address)
+            .field("connections", &self.reactor.conn_count())
+            .field("objects", &self.core.objects.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds the listener. Refuses an empty authkey on an address other machines
+    /// can reach.
+    pub fn bind(config: ServerConfig) -> Result<Server> {
+        if config.authkey.is_empty() && !config.address.is_local() {
+            return Err(Error::Config(format!(
+                "refusing to listen on {} without an authkey: set one, or listen on loopback or a Unix socket",
+                config.address
+            )));
+        }
+        let remove_socket = match &config.address {
+            Address::Unix(p) => Some(p.clone()),
+            Address::Tcp(_) => None,
+        };
+        let reactor = Reactor::bind(config)?;
+        Ok(Server {
+            reactor,
+            core: Core::new(),
+            remove_socket,
+        })
+    }
+
+    /// Registers (or replaces) a shared type.
+    pub fn register(&mut self, spec: TypeSpec) {
+        self.core.registry.insert(spec);
+    }
+
+    /// Registered typeids, sorted.
+    pub fn typeids(&self) -> Vec<&str> {
+        self.core.registry.typeids()
+    }
+
+    /// The bound address (with the real port when port 0 was asked for).
+    pub fn address(&self) -> &Address {
+        &self.reactor.address
+    }
+
+    /// One pollable descriptor (readable when [`process`](Self::process) has work).
+    pub fn fd(&self) -> RawFd {
+        self.reactor.poll.as_raw_fd()
+    }
+
+    /// Time until the next timer, `None` if there is none: the longest a host may
+    /// wait on [`fd`](Self::fd) before calling [`process`](Self::process).
+    pub fn timeout(&mut self) -> Option<Duration> {
+        self.core
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    /// Does all ready work without blocking.
+    pub fn process(&mut self) -> Result<()> {
+        self.turn(Some(Duration::ZERO))
+    }
+
+    /// Waits up to `timeout` (forever with `None`) for work, then does it.
+    pub fn turn(&mut self, timeout: Option<Duration>) -> Result<()> {
+        if self.reactor.is_closed() {
+            return Ok(());
+        }
+        let timeout = match (timeout, self.timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.reactor.turn(&mut self.core, timeout)?;
+        if self.core.shutdown_requested {
+            self.reactor.shut_down(&mut self.core);
+        }
+        Ok(())
+    }
+
+    /// Serves until a client or a [`ServerHandle`] asks for shutdown.
+    pub fn run(&mut self) -> Result<()> {
+        while !self.is_shut_down() {
+            self.turn(None)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the server has shut down (it serves no one any more).
+    pub fn is_shut_down(&self) -> bool {
+        self.reactor.is_closed()
+    }
+
+    /// Shuts down now: stops listening, flushes what it can, closes every
+    /// connection and releases their references.
+    pub fn shutdown(&mut self) {
+        self.core.shutdown_requested = true;
+        self.reactor.shut_down(&mut self.core);
+    }
+
+    /// Answers a deferred call from the server's thread. False when the handle is
+    /// stale (answered already, or its client went away).
+    pub fn complete(&mut self, handle: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
+        let ok = self.core.complete(handle, result);
+        self.reactor.settle(&mut self.core);
+        ok
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.reactor.shared.clone(),
+        }
+    }
+
+    /// Live shared objects.
+    pub fn number_of_objects(&self) -> usize {
+        self.core.objects.len()
+    }
+
+    /// Open client connections.
+    pub fn connection_count(&self) -> usize {
+        self.reactor.conn_count()
+    }
+
+    /// Deferred calls still waiting for an answer.
+    pub fn pending_calls(&self) -> usize {
+        self.core.pending_len()
+    }
+
+    /// Connections accepted since the server started.
+    pub fn connections_accepted(&self) -> u64 {
+        self.reactor.accepted
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.reactor.is_closed() {
+            self.reactor.shut_down(&mut self.core);
+        }
+        if let Some(path) = self.remove_socket.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// What other threads may do to a server: answer deferred calls and ask it to shut
+/// down. Cheap to clone; every call wakes the server's fd.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    fn send(&self, c: Command) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c);
+        let _ = self.shared.waker.wake();
+    }
+
+    /// Answers a deferred call; the server writes it on its next turn. A stale
+    /// handle is ignored there.
+    pub fn complete(&self, handle: ReplyHandle, result: Result<Value, RemoteError>) {
+        self.send(Command::Complete(handle, result));
+    }
+
+    /// Asks the server to shut down on its next turn.
+    pub fn shutdown(&self) {
+        self.send(Command::Shutdown);
+    }
+}

@@ -1,0 +1,495 @@
+//! The single-threaded mio reactor: the listener, every connection, the Waker
+//! for other threads, and timers, all driven from one `Poll`.
+//!
+//! Tokens: [`LISTENER`] and [`WAKER`] are reserved; a connection's token is its slab
+//! key plus [`FIRST_CONN`]. After every batch of events the reactor fires due timers,
+//! delivers deferred answers to their connections (which may resume their queued
+//! requests) and sweeps dead objects — never closing a connection or dropping an
+//! object while a callback that might use it is running.
+
+use std::io;
+use std::mem;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use super::conn::{Conn, Phase, Stream};
+use super::context::{Completion, ConnId, Core, ReplyHandle, TimerTarget};
+use super::dispatch::{self, Dispatched, IdStyle, Session};
+use super::ServerConfig;
+use crate::address::Address;
+use crate::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
+use crate::proto::codec::{native, Serializer};
+use crate::proto::frame::{self, begin_frame, finish_frame};
+use crate::proto::{RemoteError, Reply, Value};
+
+pub(crate) const LISTENER: Token = Token(0);
+pub(crate) const WAKER: Token = Token(1);
+pub(crate) const FIRST_CONN: usize = 2;
+
+/// Input buffered per connection while it may not process requests (waiting on a
+/// deferred call, or its output backed up): enough to notice EOF, bounded.
+const PAUSED_INPUT: usize = 64 * 1024;
+
+/// Work handed to the server from other threads.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Complete(ReplyHandle, Result<Value, RemoteError>),
+    Shutdown,
+}
+
+/// State shared with [`ServerHandle`](super::ServerHandle)s on other threads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) queue: Mutex<Vec<Command>>,
+    pub(crate) waker: Waker,
+}
+
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Sockets and connections.
+#[derive(Debug)]
+pub(crate) struct Reactor {
+    pub(crate) poll: Poll,
+    events: Events,
+    listener: Option<Listener>,
+    pub(crate) address: Address,
+    pub(crate) conns: Slab<Conn>,
+    generations: Vec<u32>,
+    next_generation: u32,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) config: ServerConfig,
+    /// Connections with input to process (answered deferred calls resume them).
+    ready: Vec<usize>,
+    pub(crate) accepted: u64,
+}
+
+impl Reactor {
+    pub(crate) fn bind(config: ServerConfig) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let (mut listener, address) = match &config.address {
+            Address::Tcp(addr) => {
+                let l = TcpListener::bind(*addr)?;
+                let bound = l.local_addr()?;
+                (Listener::Tcp(l), Address::Tcp(bound))
+            }
+            Address::Unix(path) => {
+                let l = UnixListener::bind(path)?;
+                (Listener::Unix(l), Address::Unix(path.clone()))
+            }
+        };
+        match &mut listener {
+            Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
+            Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
+        }
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        Ok(Reactor {
+            poll,
+            events: Events::with_capacity(1024),
+            listener: Some(listener),
+            address,
+            conns: Slab::new(),
+            generations: Vec::new(),
+            next_generation: 0,
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Vec::new()),
+                waker,
+            }),
+            config,
+            ready: Vec::new(),
+            accepted: 0,
+        })
+    }
+
+    fn conn_id(&self, key: usize) -> ConnId {
+        ConnId::new(key, self.generations[key])
+    }
+
+    fn key_of(&self, id: ConnId) -> Option<usize> {
+        let key = id.index();
+        (self.conns.contains(key) && self.generations.get(key) == Some(&id.generation()))
+            .then_some(key)
+    }
+
+    /// Waits up to `timeout` for events and does all the work they bring.
+    pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        core.now = Instant::now();
+        let events: Vec<(Token, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token(),
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable(),
+                )
+            })
+            .collect();
+        for (token, readable, writable) in events {
+            match token {
+                LISTENER => self.accept(core),
+                WAKER => self.drain_commands(core),
+                Token(t) => {
+                    let key = t - FIRST_CONN;
+                    if !self.conns.contains(key) {
+                        continue;
+                    }
+                    if writable {
+                        self.conns[key].flush();
+                    }
+                    if readable {
+                        self.read_and_serve(core, key);
+                    } else {
+                        self.after_io(core, key);
+                    }
+                }
+            }
+        }
+        self.fire_timers(core);
+        self.settle(core);
+        Ok(())
+    }
+
+    /// Delivers answers, resumes connections and sweeps, until nothing is left.
+    pub(crate) fn settle(&mut self, core: &mut Core) {
+        loop {
+            if !core.outbox.is_empty() {
+                for c in mem::take(&mut core.outbox) {
+                    self.deliver(core, c);
+                }
+            }
+            if let Some(key) = self.ready.pop() {
+                if self.conns.contains(key) {
+                    self.read_and_serve(core, key);
+                }
+                continue;
+            }
+            if core.objects.needs_sweep() {
+                core.sweep();
+                continue;
+            }
+            if core.outbox.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn accept(&mut self, core: &mut Core) {
+        loop {
+            let stream = match self.listener.as_ref() {
+                Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    Stream::Tcp(s)
+                }),
+                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                None => return,
+            };
+            let mut stream = match stream {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
+                // Out of descriptors or similar: leave the rest in the backlog.
+                Err(_) => return,
+            };
+            if self.conns.len() >= self.config.max_connections {
+                drop(stream);
+                continue;
+            }
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if self.generations.len() <= key {
+                self.generations.resize(key + 1, 0);
+            }
+            self.next_generation = self.next_generation.wrapping_add(1);
+            self.generations[key] = self.next_generation;
+            let id = ConnId::new(key, self.next_generation);
+            if self
+                .poll
+                .registry()
+                .register(
+                    &mut stream,
+                    Token(key + FIRST_CONN),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let handshake = Handshake::new(
+                Role::Server,
+                &self.config.authkey,
+                ChallengeKind::Modern(Digest::Sha256),
+                crate::entropy::challenge_bytes(),
+            );
+            let mut conn = Conn::new(stream, handshake, Session::new(id, IdStyle::Int, true));
+            conn.handshake_timer = Some(core.add_timer(
+                core.now + self.config.handshake_timeout,
+                TimerTarget::Handshake(id),
+            ));
+            entry.insert(conn);
+            self.accepted += 1;
+            self.transmit_handshake(key);
+            self.after_io(core, key);
+        }
+    }
+
+    fn drain_commands(&mut self, core: &mut Core) {
+        let commands = mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        for c in commands {
+            match c {
+                Command::Complete(h, result) => {
+                    core.complete(h, result);
+                }
+                Command::Shutdown => core.shutdown_requested = true,
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, core: &mut Core) {
+        while let Some((timer, target)) = core.pop_due_timer(core.now) {
+            match target {
+                TimerTarget::Object(id) => {
+                    let _ = core.with_object(id, None, None, false, |o, cx| o.on_timer(cx, timer));
+                }
+                TimerTarget::Handshake(conn) => {
+                    if let Some(key) = self.key_of(conn) {
+                        if matches!(self.conns[key].phase, Phase::Handshake(_)) {
+                            self.conns[key].dead = true;
+                            self.after_io(core, key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn transmit_handshake(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if let Phase::Handshake(hs) = &mut conn.phase {
+            while let Some(msg) = hs.poll_transmit() {
+                frame::write_frame(&msg, &mut conn.output);
+            }
+        }
+    }
+
+    fn deliver(&mut self, core: &mut Core, c: Completion) {
+        let Some(key) = self.key_of(c.conn) else {
+            return;
+        };
+        let conn = &mut self.conns[key];
+        let reply = match (c.proxy, c.result) {
+            (Some(typeid), Ok(v)) => {
+                dispatch::proxy_from_value(core, &mut conn.session, &typeid, v)
+            }
+            (_, result) => result.into(),
+        };
+        conn.waiting = None;
+        encode_reply(conn, &reply);
+        self.ready.push(key);
+    }
+
+    /// Reads what the socket has and serves every complete frame.
+    fn read_and_serve(&mut self, core: &mut Core, key: usize) {
+        loop {
+            let conn = &mut self.conns[key];
+            let paused = conn.waiting.is_some() || conn.unsent() > self.config.max_output;
+            let limit = if paused {
+                PAUSED_INPUT
+            } else {
+                conn.need.max(PAUSED_INPUT)
+            };
+            let more = conn.read(limit);
+            self.serve(core, key);
+            let conn = &self.conns[key];
+            let progressed = conn.waiting.is_none() && conn.unsent() <= self.config.max_output;
+            if !(more && progressed) || conn.dead || conn.close_after_flush {
+                break;
+            }
+        }
+        self.after_io(core, key);
+    }
+
+    /// Decodes and serves buffered frames until one must wait.
+    fn serve(&mut self, core: &mut Core, key: usize) {
+        let max_frame = self.config.max_frame;
+        let max_output = self.config.max_output;
+        let conn = &mut self.conns[key];
+        loop {
+            if conn.waiting.is_some() || conn.close_after_flush || conn.unsent() > max_output {
+                return;
+            }
+            let limit = match conn.phase {
+                Phase::Handshake(_) => MAX_HANDSHAKE_MESSAGE as u64,
+                Phase::Serving(_) => max_frame,
+            };
+            let header = match frame::decode_header(conn.input(), limit) {
+                Ok(Some(h)) if conn.input().len() >= h.total_len() => h,
+                Ok(Some(h)) => {
+                    conn.need = h.total_len();
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    fatal(conn, &format!("bad frame: {e}"));
+                    return;
+                }
+            };
+            conn.need = 0;
+            let payload =
+                &conn.input[conn.start + header.header_len..conn.start + header.total_len()];
+            match &mut conn.phase {
+                Phase::Handshake(hs) => {
+                    let result = hs.handle_message(payload);
+                    while let Some(msg) = hs.poll_transmit() {
+                        frame::write_frame(&msg, &mut conn.output);
+                    }
+                    match (result, hs.state()) {
+                        (Err(_), _) | (_, State::Failed(_)) => conn.close_after_flush = true,
+                        (Ok(()), State::Done) => {
+                            conn.phase = Phase::Serving(None);
+                            if let Some(t) = conn.handshake_timer.take() {
+                                core.cancel_timer(t);
+                            }
+                        }
+                        (Ok(()), State::InProgress) => {}
+                    }
+                }
+                Phase::Serving(serializer) => {
+                    let ser = *serializer.get_or_insert_with(|| Serializer::detect(payload[0]));
+                    if ser == Serializer::Pickle {
+                        // The pickle serializer is not built yet: refuse clearly.
+                        conn.close_after_flush = true;
+                        conn.consume(header.total_len());
+                        return;
+                    }
+                    match native::decode_request(payload) {
+                        Ok(req) => {
+                            conn.consume(header.total_len());
+                            match dispatch::dispatch(core, &mut conn.session, req) {
+                                Dispatched::Reply(reply) => encode_reply(conn, &reply),
+                                Dispatched::Deferred(h) => conn.waiting = Some(h),
+                            }
+                            if !conn.session.persistent {
+                                conn.close_after_flush = true;
+                            }
+                            continue;
+                        }
+                        Err(e) => encode_reply(
+                            conn,
+                            &Reply::Traceback(format!("libmgr: malformed request: {e}")),
+                        ),
+                    }
+                }
+            }
+            conn.consume(header.total_len());
+        }
+    }
+
+    /// Flushes, and closes the connection when it is finished or dead.
+    fn after_io(&mut self, core: &mut Core, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.unsent() > 0 && !conn.dead {
+            conn.flush();
+        }
+        if conn.dead || (conn.close_after_flush && conn.unsent() == 0) {
+            self.close(core, key);
+        }
+    }
+
+    /// Closes a connection: cancels its deferred call, tells watching objects,
+    /// releases the references it owns.
+    pub(crate) fn close(&mut self, core: &mut Core, key: usize) {
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let id = conn.session.id;
+        if let Some(t) = conn.handshake_timer.take() {
+            core.cancel_timer(t);
+        }
+        if let Some(h) = conn.waiting.take() {
+            core.cancel(h);
+        }
+        for object in core.take_watchers(id) {
+            let _ = core.with_object(object, None, None, false, |o, cx| o.on_disconnect(cx, id));
+        }
+        conn.session.release_all(core);
+    }
+
+    /// Stops accepting, writes what can be written without waiting long, closes all.
+    pub(crate) fn shut_down(&mut self, core: &mut Core) {
+        if let Some(mut l) = self.listener.take() {
+            let _ = match &mut l {
+                Listener::Tcp(l) => self.poll.registry().deregister(l),
+                Listener::Unix(l) => self.poll.registry().deregister(l),
+            };
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.unsent() > 0 && !c.dead)
+        {
+            for (_, c) in self.conns.iter_mut() {
+                c.flush();
+            }
+            let _ = self
+                .poll
+                .poll(&mut self.events, Some(Duration::from_millis(10)));
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(core, key);
+        }
+        core.sweep();
+    }
+
+    /// Whether the listener is gone (after shutdown).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.listener.is_none()
+    }
+
+    pub(crate) fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn conn_id_of(&self, key: usize) -> ConnId {
+        self.conn_id(key)
+    }
+}
+
+/// Writes one reply frame in the connection's serializer.
+fn encode_reply(conn: &mut Conn, reply: &Reply) {
+    let at = begin_frame(&mut conn.output);
+    native::encode_reply(reply, &mut conn.output);
+    finish_frame(&mut conn.output, at);
+}
+
+/// A frame we cannot get past: say why (natively) and close.
+fn fatal(conn: &mut Conn, why: &str) {
+    if matches!(
+        conn.phase,
+        Phase::Serving(Some(Serializer::Native)) | Phase::Serving(None)
+    ) {
+        encode_reply(
+            conn,
+            &Reply::Traceback(format!("libmgr: {why}; closing connection")),
+        );
+    }
+    conn.close_after_flush = true;
+}

@@ -1,0 +1,307 @@
+//! Shared types: the [`SharedObject`] trait objects implement, and the registry that
+//! maps a typeid to its [`TypeSpec`] (constructor, exposed methods, method_to_typeid).
+//!
+//! This module owns type descriptions only; live objects belong to
+//! [`objects`](super::objects) and calls are routed by [`dispatch`](super::dispatch).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::rc::Rc;
+
+use super::context::{ConnId, Context, ReplyHandle, TimerId};
+use crate::proto::{ObjectId, RemoteError, Value};
+
+/// Positional and keyword arguments of a call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallArgs {
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments, in the order given.
+    pub kwargs: Vec<(String, Value)>,
+}
+
+impl CallArgs {
+    /// Positional arguments only.
+    pub fn positional(args: Vec<Value>) -> CallArgs {
+        CallArgs {
+            args,
+            kwargs: Vec::new(),
+        }
+    }
+
+    /// Takes the argument at `pos`, or the keyword `name`, as Python binds a
+    /// parameter; `None` when neither was given.
+    pub fn take(&mut self, pos: usize, name: &str) -> Option<Value> {
+        if let Some(i) = self.kwargs.iter().position(|(k, _)| k == name) {
+            return Some(self.kwargs.remove(i).1);
+        }
+        self.args
+            .get_mut(pos)
+            .map(|v| std::mem::replace(v, Value::None))
+    }
+
+    /// Fails with a `TypeError` like Python's when more than `max` positional
+    /// arguments or any keyword argument not in `known` was passed.
+    pub fn check(&self, method: &str, max: usize, known: &[&str]) -> Result<(), RemoteError> {
+        if self.args.len() > max {
+            return Err(RemoteError::type_error(format!(
+                "{method}() takes at most {max} positional arguments ({} given)",
+                self.args.len()
+            )));
+        }
+        if let Some((k, _)) = self
+            .kwargs
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
+            return Err(RemoteError::type_error(format!(
+                "{method}() got an unexpected keyword argument '{k}'"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether any argument holds an object reference.
+    pub fn has_refs(&self) -> bool {
+        self.args.iter().any(Value::has_refs) || self.kwargs.iter().any(|(_, v)| v.has_refs())
+    }
+}
+
+/// What a call produced.
+pub enum Outcome {
+    /// A value, returned as `#RETURN` (or made a new shared object when the method is
+    /// in the type's method_to_typeid).
+    Value(Value),
+    /// A new shared object, of the typeid method_to_typeid names for this method,
+    /// returned as `#PROXY`.
+    Object(Box<dyn SharedObject>),
+    /// The answer comes later through the handle from
+    /// [`Context::defer`](super::context::Context::defer).
+    Deferred,
+}
+
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Value(v) => f.debug_tuple("Value").field(v).finish(),
+            Outcome::Object(_) => f.write_str("Object(..)"),
+            Outcome::Deferred => f.write_str("Deferred"),
+        }
+    }
+}
+
+impl From<Value> for Outcome {
+    fn from(v: Value) -> Outcome {
+        Outcome::Value(v)
+    }
+}
+
+/// The result of a call: an outcome, or a Python-kinded error.
+pub type CallResult = Result<Outcome, RemoteError>;
+
+/// A live shared object. Every callback runs on the server's thread with a
+/// [`Context`] through which it may defer its answer, answer earlier deferred
+/// calls, set timers and create objects.
+///
+/// Callbacks may rely on: the object is never called re-entrantly (a nested call
+/// to the same object is refused), and it is dropped only after its callbacks have
+/// returned.
+pub trait SharedObject: 'static {
+    /// Runs method `method` (already checked against the type's exposed list).
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult;
+
+    /// A timer set with [`Context::set_timer`] fired.
+    fn on_timer(&mut self, _cx: &mut Context<'_>, _timer: TimerId) {}
+
+    /// The client of a deferred call went away before the call was answered: forget
+    /// the handle (answering it now would be a no-op).
+    fn on_cancel(&mut self, _cx: &mut Context<'_>, _reply: ReplyHandle) {}
+
+    /// A connection this object asked to watch
+    /// ([`Context::watch_disconnect`]) has closed: release what it held.
+    fn on_disconnect(&mut self, _cx: &mut Context<'_>, _conn: ConnId) {}
+
+    /// The last reference is gone and the object is about to be dropped.
+    fn on_destroy(&mut self, _cx: &mut Context<'_>) {}
+
+    /// `repr()` of the object (the `__repr__` fallback); `None` gives the default
+    /// `<typeid object, id=…>` form.
+    fn repr(&self) -> Option<String> {
+        None
+    }
+
+    /// `str()` of the object (the `__str__` fallback); defaults to the repr.
+    fn str(&self) -> Option<String> {
+        self.repr()
+    }
+
+    /// The object's value as a copy (the `#GETVALUE` fallback, `_getvalue()` in Python).
+    fn get_value(&self) -> Result<Value, RemoteError> {
+        Err(RemoteError::type_error("this object has no value to copy"))
+    }
+
+    /// Calls `f` with every object id this object holds a reference to (values
+    /// stored inside it that are proxies). The table keeps those objects alive.
+    fn visit_refs(&self, _f: &mut dyn FnMut(ObjectId)) {}
+}
+
+/// Builds a new object of a type from the `create` arguments (or, for a typeid
+/// used as a method_to_typeid target, from the method's result as the single
+/// argument).
+pub type Constructor =
+    Rc<dyn Fn(&mut Context<'_>, CallArgs) -> Result<Box<dyn SharedObject>, RemoteError>>;
+
+/// Everything the server knows about one typeid.
+#[derive(Clone)]
+pub struct TypeSpec {
+    typeid: Rc<str>,
+    exposed: Rc<[String]>,
+    exposed_set: HashSet<String>,
+    method_to_typeid: HashMap<String, Rc<str>>,
+    constructor: Constructor,
+}
+
+impl fmt::Debug for TypeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypeSpec")
+            .field("typeid", &self.typeid)
+            .field("exposed", &self.exposed)
+            .field("method_to_typeid", &self.method_to_typeid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TypeSpec {
+    /// A type named `typeid` whose objects `constructor` builds, exposing `exposed`.
+    pub fn new<F>(typeid: &str, exposed: &[&str], constructor: F) -> TypeSpec
+    where
+        F: Fn(&mut Context<'_>, CallArgs) -> Result<Box<dyn SharedObject>, RemoteError> + 'static,
+    {
+        let exposed: Vec<String> = exposed.iter().map(|s| s.to_string()).collect();
+        TypeSpec {
+            typeid: typeid.into(),
+            exposed_set: exposed.iter().cloned().collect(),
+            exposed: exposed.into(),
+            method_to_typeid: HashMap::new(),
+            constructor: Rc::new(constructor),
+        }
+    }
+
+    /// Declares that `method`'s result becomes a new shared object of `typeid`,
+    /// returned to the caller as `#PROXY`. The method is exposed too (as CPython
+    /// adds method_to_typeid's keys to the exposed list).
+    pub fn method_to_typeid(mut self, method: &str, typeid: &str) -> TypeSpec {
+        if self.exposed_set.insert(method.to_owned()) {
+            let mut v = self.exposed.to_vec();
+            v.push(method.to_owned());
+            self.exposed = v.into();
+        }
+        self.method_to_typeid
+            .insert(method.to_owned(), typeid.into());
+        self
+    }
+
+    /// The typeid.
+    pub fn typeid(&self) -> &str {
+        &self.typeid
+    }
+
+    /// The exposed method names, in declaration order.
+    pub fn exposed(&self) -> &[String] {
+        &self.exposed
+    }
+
+    pub(crate) fn typeid_rc(&self) -> Rc<str> {
+        self.typeid.clone()
+    }
+
+    /// Whether `method` may be called.
+    pub fn exposes(&self, method: &str) -> bool {
+        self.exposed_set.contains(method)
+    }
+
+    /// The typeid `method`'s result becomes, if any.
+    pub fn result_typeid(&self, method: &str) -> Option<&Rc<str>> {
+        self.method_to_typeid.get(method)
+    }
+
+    pub(crate) fn constructor(&self) -> Constructor {
+        self.constructor.clone()
+    }
+}
+
+/// typeid → [`TypeSpec`].
+#[derive(Debug, Default)]
+pub struct Registry {
+    types: HashMap<String, Rc<TypeSpec>>,
+}
+
+impl Registry {
+    /// Adds or replaces a type.
+    pub fn insert(&mut self, spec: TypeSpec) {
+        self.types.insert(spec.typeid().to_owned(), Rc::new(spec));
+    }
+
+    /// Looks a typeid up.
+    pub fn get(&self, typeid: &str) -> Option<&Rc<TypeSpec>> {
+        self.types.get(typeid)
+    }
+
+    /// Registered typeids, sorted.
+    pub fn typeids(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.types.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_binds_like_python() {
+        let mut a = CallArgs {
+            args: vec![Value::Int(1)],
+            kwargs: vec![("timeout".into(), Value::Float(2.0))],
+        };
+        assert_eq!(a.take(0, "block"), Some(Value::Int(1)));
+        assert_eq!(a.take(1, "timeout"), Some(Value::Float(2.0)));
+        assert_eq!(a.take(2, "other"), None);
+    }
+
+    #[test]
+    fn check_rejects_extra_arguments() {
+        let a = CallArgs {
+            args: vec![Value::None; 3],
+            kwargs: vec![],
+        };
+        assert!(a
+            .check("get", 2, &[])
+            .unwrap_err()
+            .message
+            .contains("at most 2"));
+        let a = CallArgs {
+            args: vec![],
+            kwargs: vec![("bogus".into(), Value::None)],
+        };
+        let e = a.check("get", 2, &["block"]).unwrap_err();
+        assert_eq!(e.kind, "TypeError");
+        assert!(e.message.contains("'bogus'"));
+    }
+
+    #[test]
+    fn method_to_typeid_exposes_method() {
+        let spec = TypeSpec::new("dict", &["get"], |_, _| {
+            Err(RemoteError::type_error("unused"))
+        })
+        .method_to_typeid("__iter__", "Iterator");
+        assert!(spec.exposes("__iter__"));
+        assert_eq!(spec.exposed(), ["get", "__iter__"]);
+        assert_eq!(
+            spec.result_typeid("__iter__").map(|s| &**s),
+            Some("Iterator")
+        );
+        assert!(spec.result_typeid("get").is_none());
+    }
+}

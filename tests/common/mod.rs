@@ -1,0 +1,216 @@
+//! Shared test fixtures: a real server on a real socket, running in its own thread
+//! with a few test types, torn down at the end of each test.
+
+#![allow(dead_code)]
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mgr::server::{
+    CallArgs, CallResult, Context, Outcome, ReplyHandle, ServerHandle, SharedObject, TimerId,
+    TypeSpec,
+};
+use mgr::{Address, Manager, ObjectId, RemoteError, Server, ServerConfig, Value};
+
+pub const KEY: &[u8] = b"test-secret";
+
+/// A running server and the means to stop it.
+pub struct TestServer {
+    pub address: Address,
+    pub handle: ServerHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1:0 with the test types.
+    pub fn start() -> TestServer {
+        TestServer::start_with(|_| {})
+    }
+
+    /// Starts a server on a TCP port, letting `tweak` adjust the configuration.
+    pub fn start_with(tweak: impl FnOnce(&mut ServerConfig) + Send + 'static) -> TestServer {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
+        tweak(&mut config);
+        TestServer::start_config(config)
+    }
+
+    /// Starts a server with exactly this configuration.
+    pub fn start_config(config: ServerConfig) -> TestServer {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut server = Server::bind(config).expect("bind");
+            register_test_types(&mut server);
+            tx.send((server.address().clone(), server.handle()))
+                .unwrap();
+            server.run().expect("run");
+        });
+        let (address, handle) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server started");
+        TestServer {
+            address,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn connect(&self) -> Manager {
+        Manager::connect_to(&self.address, KEY).expect("connect")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Registers Counter, Mailbox, Holder and Maker.
+pub fn register_test_types(server: &mut Server) {
+    server.register(TypeSpec::new(
+        "Counter",
+        &["incr", "get", "fail"],
+        |_, mut a| {
+            let start = a.take(0, "start").and_then(|v| v.as_int()).unwrap_or(0);
+            Ok(Box::new(Counter(start)))
+        },
+    ));
+    server.register(TypeSpec::new(
+        "Mailbox",
+        &["wait", "post", "waiters"],
+        |_, _| Ok(Box::new(Mailbox::default())),
+    ));
+    server.register(TypeSpec::new("Holder", &["set", "get"], |_, mut a| {
+        Ok(Box::new(Holder(a.take(0, "value").unwrap_or(Value::None))))
+    }));
+    server.register(
+        TypeSpec::new("Maker", &[], |_, _| Ok(Box::new(Maker)))
+            .method_to_typeid("counter", "Counter")
+            .method_to_typeid("wrap", "Holder"),
+    );
+}
+
+/// incr(n=1) → new value; get(); fail() raises ValueError.
+pub struct Counter(pub i64);
+
+impl SharedObject for Counter {
+    fn call(&mut self, _cx: &mut Context<'_>, method: &str, mut args: CallArgs) -> CallResult {
+        match method {
+            "incr" => {
+                self.0 += args.take(0, "n").and_then(|v| v.as_int()).unwrap_or(1);
+                Ok(Value::Int(self.0).into())
+            }
+            "get" => Ok(Value::Int(self.0).into()),
+            "fail" => Err(RemoteError::value_error("asked to fail")),
+            _ => unreachable!("exposed list checked by the server"),
+        }
+    }
+    fn repr(&self) -> Option<String> {
+        Some(format!("Counter({})", self.0))
+    }
+    fn get_value(&self) -> Result<Value, RemoteError> {
+        Ok(Value::Int(self.0))
+    }
+}
+
+/// wait(timeout=None) blocks until post(v); a timeout raises TimeoutError.
+#[derive(Default)]
+pub struct Mailbox {
+    waiters: Vec<(ReplyHandle, Option<TimerId>)>,
+}
+
+impl SharedObject for Mailbox {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, mut args: CallArgs) -> CallResult {
+        match method {
+            "wait" => {
+                let timeout = args.take(0, "timeout").and_then(|v| v.as_float());
+                let h = cx.defer();
+                let timer = timeout.map(|t| cx.set_timer(Duration::from_secs_f64(t)));
+                self.waiters.push((h, timer));
+                Ok(Outcome::Deferred)
+            }
+            "post" => {
+                let v = args.take(0, "value").unwrap_or(Value::None);
+                let mut woken = 0;
+                for (h, timer) in self.waiters.drain(..) {
+                    if let Some(t) = timer {
+                        cx.cancel_timer(t);
+                    }
+                    if cx.reply(h, Ok(v.clone())) {
+                        woken += 1;
+                    }
+                }
+                Ok(Value::Int(woken).into())
+            }
+            "waiters" => Ok(Value::Int(self.waiters.len() as i64).into()),
+            _ => unreachable!(),
+        }
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        if let Some(i) = self.waiters.iter().position(|(_, t)| *t == Some(timer)) {
+            let (h, _) = self.waiters.remove(i);
+            cx.reply(h, Err(RemoteError::new("TimeoutError", "wait timed out")));
+        }
+    }
+    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
+        if let Some(i) = self.waiters.iter().position(|(h, _)| *h == reply) {
+            if let Some(t) = self.waiters.remove(i).1 {
+                cx.cancel_timer(t);
+            }
+        }
+    }
+}
+
+/// Holds one value, which may contain proxies: set(v), get().
+pub struct Holder(pub Value);
+
+impl SharedObject for Holder {
+    fn call(&mut self, _cx: &mut Context<'_>, method: &str, mut args: CallArgs) -> CallResult {
+        match method {
+            "set" => {
+                self.0 = args.take(0, "value").unwrap_or(Value::None);
+                Ok(Value::None.into())
+            }
+            "get" => Ok(self.0.clone().into()),
+            _ => unreachable!(),
+        }
+    }
+    fn visit_refs(&self, f: &mut dyn FnMut(ObjectId)) {
+        self.0.visit_refs(&mut |t| f(t.id));
+    }
+    fn get_value(&self) -> Result<Value, RemoteError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// counter(start) returns a new Counter object; wrap(v) makes v a new Holder.
+pub struct Maker;
+
+impl SharedObject for Maker {
+    fn call(&mut self, _cx: &mut Context<'_>, method: &str, mut args: CallArgs) -> CallResult {
+        match method {
+            "counter" => {
+                let start = args.take(0, "start").and_then(|v| v.as_int()).unwrap_or(0);
+                Ok(Outcome::Object(Box::new(Counter(start))))
+            }
+            "wrap" => Ok(args.take(0, "value").unwrap_or(Value::None).into()),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// Polls `f` until it returns true, for at most `secs` seconds.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
