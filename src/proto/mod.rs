@@ -11,4 +11,4 @@ pub mod message;
 pub mod value;
 
 pub use message::{RemoteError, Reply, Request};
-pub use value::{ObjectId, Token, Value};
+pub use value::{ObjectId, Slice, Token, Value};

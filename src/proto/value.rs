@@ -87,6 +87,19 @@ pub enum Value {
     FrozenSet(Vec<Value>),
     /// A reference to a shared object.
     Ref(Token),
+    /// A slice (`l[1:3]`, `a[::2]`), as list and array subscripts carry them.
+    Slice(Slice),
+}
+
+/// Python's `slice(start, stop, step)` with integer (or absent) bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Slice {
+    /// First index, `None` for the default.
+    pub start: Option<i64>,
+    /// End index (exclusive), `None` for the default.
+    pub stop: Option<i64>,
+    /// Step, `None` for 1.
+    pub step: Option<i64>,
 }
 
 impl Value {
@@ -105,6 +118,7 @@ impl Value {
             Value::Set(_) => "set",
             Value::FrozenSet(_) => "frozenset",
             Value::Ref(_) => "proxy",
+            Value::Slice(_) => "slice",
         }
     }
 
@@ -147,7 +161,7 @@ impl Value {
             Value::Bytes(b) => !b.is_empty(),
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => !v.is_empty(),
             Value::Dict(d) => !d.is_empty(),
-            Value::Ref(_) => true,
+            Value::Ref(_) | Value::Slice(_) => true,
         }
     }
 
@@ -266,6 +280,16 @@ impl fmt::Display for Value {
             Value::Set(v) => seq(f, "{", v, "}"),
             Value::FrozenSet(v) => seq(f, "frozenset({", v, "})"),
             Value::Ref(t) => write!(f, "<{} proxy id={}>", t.typeid, t.id),
+            Value::Slice(s) => {
+                let part = |b: Option<i64>| b.map_or("None".to_owned(), |i| i.to_string());
+                write!(
+                    f,
+                    "slice({}, {}, {})",
+                    part(s.start),
+                    part(s.stop),
+                    part(s.step)
+                )
+            }
         }
     }
 }
@@ -300,10 +324,15 @@ mod tests {
                 Value::Bytes(b"\x00z".to_vec()),
             )]),
             Value::Set(vec![]),
+            Value::Slice(Slice {
+                start: Some(1),
+                stop: None,
+                step: Some(-2),
+            }),
         ]);
         assert_eq!(
             v.to_string(),
-            r"[None, True, -3, 2.0, 'a\'b', (1,), {'k': b'\x00z'}, set()]"
+            r"[None, True, -3, 2.0, 'a\'b', (1,), {'k': b'\x00z'}, set(), slice(1, None, -2)]"
         );
     }
 

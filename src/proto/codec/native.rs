@@ -16,7 +16,7 @@ use bincode::error::{DecodeError, EncodeError};
 
 use super::CodecError;
 use crate::proto::message::{RemoteError, Reply, Request};
-use crate::proto::value::{ObjectId, Token, Value};
+use crate::proto::value::{ObjectId, Slice, Token, Value};
 
 /// First byte of every native payload.
 pub const NATIVE_VERSION: u8 = 1;
@@ -48,6 +48,7 @@ const T_DICT: u8 = 9;
 const T_SET: u8 = 10;
 const T_FROZENSET: u8 = 11;
 const T_REF: u8 = 12;
+const T_SLICE: u8 = 13;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -246,6 +247,12 @@ impl Encode for Value {
                 T_REF.encode(e)?;
                 t.encode(e)
             }
+            Value::Slice(s) => {
+                T_SLICE.encode(e)?;
+                s.start.encode(e)?;
+                s.stop.encode(e)?;
+                s.step.encode(e)
+            }
         }
     }
 }
@@ -269,10 +276,15 @@ fn decode_value<D: Decoder>(d: &mut D, depth: u32) -> Result<Value, DecodeError>
         T_FROZENSET => Value::FrozenSet(decode_seq(d, inner)?),
         T_DICT => Value::Dict(decode_seq(d, |d| Ok((inner(d)?, inner(d)?)))?),
         T_REF => Value::Ref(decode_token(d)?),
+        T_SLICE => Value::Slice(Slice {
+            start: Option::<i64>::decode(d)?,
+            stop: Option::<i64>::decode(d)?,
+            step: Option::<i64>::decode(d)?,
+        }),
         found => {
             return Err(DecodeError::UnexpectedVariant {
                 type_name: "Value",
-                allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: 12 },
+                allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: 13 },
                 found: u32::from(found),
             })
         }
@@ -373,6 +385,11 @@ mod tests {
                 Value::Set(vec![Value::Int(2)]),
             )]),
             Value::FrozenSet(vec![]),
+            Value::Slice(Slice {
+                start: None,
+                stop: Some(-1),
+                step: Some(2),
+            }),
             Value::Ref(Token {
                 typeid: "dict".into(),
                 id: ObjectId::new(3, 9),
