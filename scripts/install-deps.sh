@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the build and the test suite need beyond the Rust toolchain, on a
+# fresh Debian machine: a C/C++ compiler and make (C examples), valgrind (leak
+# checks), pkg-config and binutils (install and symbol checks), python3 (interop).
+# Only what is missing is installed; running it twice is harmless.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have cc || need+=(gcc)
+have c++ || need+=(g++)
+have make || need+=(make)
+have valgrind || need+=(valgrind)
+have pkg-config || need+=(pkg-config)
+have readelf || need+=(binutils)
+have python3 || need+=(python3)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}"
+fi
+
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    rustup component add "$component"
+  fi
+done
+echo "install-deps: ok"

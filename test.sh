@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests (which also build and run
+# the C examples and drive Python scripts), then the Python unittest suite that
+# runs CPython's multiprocessing against a freshly built mgrd.
+set -uo pipefail
+cd "$(dirname "$0")"
+
+passed=0
+failed=0
+run() {
+  echo "==> $*"
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $*"; fi
+}
+
+cargo build --bins || { echo "suites: 0 passed, 1 failed"; exit 1; }
+run cargo test
+run env MGRD="$PWD/target/debug/mgrd" PYTHONPATH="$PWD/tests/python" \
+  python3 -m unittest discover -s tests/python -p 'test_*.py' -v
+
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,50 @@
+"""The mgrd command-line contract: first line, signals, key policy, flags."""
+
+import os
+import signal
+import subprocess
+import unittest
+
+from mgrtest import MGRD, Mgrd
+
+
+class MgrdCliTest(unittest.TestCase):
+    def test_first_line_names_the_real_port(self):
+        m = Mgrd("127.0.0.1:0")
+        try:
+            host, port = m.address
+            self.assertEqual(host, "127.0.0.1")
+            self.assertGreater(port, 0)
+            self.assertEqual(m.text, f"127.0.0.1:{port}")
+        finally:
+            self.assertEqual(m.stop(signal.SIGTERM), 0)
+
+    def test_sigint_and_sigterm_exit_cleanly(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with self.subTest(sig=sig):
+                m = Mgrd()
+                self.assertEqual(m.stop(sig), 0)
+
+    def test_refuses_public_address_without_key(self):
+        env = {k: v for k, v in os.environ.items() if k != "MGR_AUTHKEY"}
+        r = subprocess.run(
+            [MGRD, "--address", "0.0.0.0:0"], env=env, capture_output=True, timeout=20
+        )
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"without an authkey", r.stderr)
+        self.assertEqual(r.stdout, b"")
+
+    def test_help_version_and_bad_flags(self):
+        r = subprocess.run([MGRD, "--help"], capture_output=True, timeout=20)
+        self.assertEqual(r.returncode, 0)
+        self.assertIn(b"--address", r.stdout)
+        r = subprocess.run([MGRD, "--version"], capture_output=True, timeout=20)
+        self.assertEqual(r.returncode, 0)
+        self.assertTrue(r.stdout.startswith(b"mgrd "))
+        r = subprocess.run([MGRD, "--bogus"], capture_output=True, timeout=20)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"unknown argument", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
