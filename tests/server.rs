@@ -568,3 +568,34 @@ fn version_byte_mismatch_is_reported() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn shared_memory_segments_are_tracked_and_unlinked_at_shutdown() {
+    let s = TestServer::start();
+    let m = s.connect();
+    let mut seg = m.create_segment(4096).unwrap();
+    assert_eq!(seg.len(), 4096);
+    seg.as_mut_slice()[..5].copy_from_slice(b"hello");
+    let path = std::path::Path::new("/dev/shm").join(seg.name());
+    assert_eq!(
+        &std::fs::read(&path).unwrap()[..5],
+        b"hello",
+        "other processes see it"
+    );
+    let other = m.create_segment(16).unwrap();
+    assert_eq!(
+        m.list_segments().unwrap(),
+        vec![seg.name().to_owned(), other.name().to_owned()]
+    );
+    m.release_segment(other.name()).unwrap();
+    assert!(!std::path::Path::new("/dev/shm").join(other.name()).exists());
+    let (kind, _) = remote_kind(m.release_segment(other.name()).unwrap_err());
+    assert_eq!(kind, "RemoteError", "releasing twice is an error");
+    drop(seg);
+    assert!(path.exists(), "unmapping does not unlink");
+    m.shutdown().unwrap();
+    assert!(
+        eventually(10, || !path.exists()),
+        "shutdown unlinks tracked segments"
+    );
+}

@@ -16,8 +16,12 @@ use crate::error::{Error, Result};
 use crate::proto::{ObjectId, Reply, Request, Token, Value};
 
 mod connection;
+mod segment;
+mod spawn;
 
 pub use connection::Connection;
+pub use segment::Segment;
+pub use spawn::{SpawnOptions, SpawnedServer};
 
 /// A connection to a manager server.
 #[derive(Clone)]
@@ -228,6 +232,36 @@ impl Manager {
                 .filter_map(|m| m.as_str().map(str::to_owned))
                 .collect()),
             other => Err(Error::Protocol(format!("unexpected method list {other}"))),
+        }
+    }
+
+    /// Creates a shared-memory segment of `size` bytes, maps it and has the server
+    /// track it (CPython's `SharedMemoryManager.SharedMemory(size)`): the server
+    /// unlinks it at shutdown. Other processes open it by [`Segment::name`].
+    pub fn create_segment(&self, size: usize) -> Result<Segment> {
+        let segment = Segment::create(size)?;
+        let name = Value::Str(segment.name().to_owned());
+        if let Err(e) = self.public("track_segment", vec![name]) {
+            segment.unlink();
+            return Err(e);
+        }
+        Ok(segment)
+    }
+
+    /// Has the server unlink a tracked segment now.
+    pub fn release_segment(&self, name: &str) -> Result<()> {
+        self.public("release_segment", vec![Value::Str(name.to_owned())])
+            .map(drop)
+    }
+
+    /// Names of the segments the server tracks.
+    pub fn list_segments(&self) -> Result<Vec<String>> {
+        match self.public("list_segments", vec![])? {
+            Value::List(v) => Ok(v
+                .into_iter()
+                .filter_map(|m| m.as_str().map(str::to_owned))
+                .collect()),
+            other => Err(Error::Protocol(format!("unexpected segment list {other}"))),
         }
     }
 

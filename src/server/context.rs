@@ -16,6 +16,7 @@ use slab::Slab;
 
 use super::objects::ObjectTable;
 use super::registry::{CallArgs, Registry, SharedObject};
+use super::segments::Segments;
 use crate::proto::{ObjectId, RemoteError, Token, Value};
 
 macro_rules! id_type {
@@ -106,6 +107,8 @@ pub(crate) struct Core {
     watchers: HashMap<ConnId, Vec<ObjectId>>,
     pub(crate) shutdown_requested: bool,
     pub(crate) now: Instant,
+    /// Shared-memory segments unlinked at shutdown.
+    pub(crate) segments: Segments,
 }
 
 impl fmt::Debug for Core {
@@ -138,6 +141,7 @@ impl Core {
             outbox: Vec::new(),
             watchers: HashMap::new(),
             shutdown_requested: false,
+            segments: Segments::default(),
             now: Instant::now(),
         }
     }

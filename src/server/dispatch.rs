@@ -198,7 +198,11 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
             core.shutdown_requested = true;
             done(Value::None)
         }
-        other => traceback("AssertionError", format!("'{other}' unrecognized")),
+        other => match core.segments.public(other, &args.args) {
+            Some(Ok(v)) => done(v),
+            Some(Err(e)) => traceback(&e.kind, &e.message),
+            None => traceback("AssertionError", format!("'{other}' unrecognized")),
+        },
     }
 }
 

@@ -24,6 +24,7 @@ mod conn;
 mod dispatch;
 mod objects;
 mod reactor;
+mod segments;
 
 pub use context::{ConnId, Context, ReplyHandle, TimerId};
 pub use registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};

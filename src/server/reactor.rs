@@ -456,6 +456,7 @@ impl Reactor {
             self.close(core, key);
         }
         core.sweep();
+        core.segments.unlink_all();
     }
 
     /// Whether the listener is gone (after shutdown).

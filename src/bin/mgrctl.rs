@@ -1,0 +1,95 @@
+//! `mgrctl`: talk to a running libmgr server (`mgrd` or any host that embeds one).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use mgr::Manager;
+
+const USAGE: &str = "\
+usage: mgrctl --address ADDR COMMAND
+
+Commands:
+  ping                 check the server answers; prints the round trip
+  objects              print the number of live shared objects
+  debug-info           print the server's description of its objects
+  segments             list the shared-memory segments it tracks
+  shutdown             ask the server to shut down
+
+ADDR is host:port or unix:/path. The authkey is read from MGR_AUTHKEY.
+Exit status: 0 on success, 1 if the server cannot be reached or refuses, 2 on
+bad usage.";
+
+fn parse() -> Result<(String, String), String> {
+    let mut address = None;
+    let mut command = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--version" => {
+                println!("mgrctl {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            "--address" => address = Some(args.next().ok_or("--address needs a value")?),
+            a if a.starts_with("--address=") => address = Some(a["--address=".len()..].to_owned()),
+            a if a.starts_with('-') => return Err(format!("unknown option '{a}'")),
+            a if command.is_none() => command = Some(a.to_owned()),
+            a => return Err(format!("unexpected argument '{a}'")),
+        }
+    }
+    Ok((
+        address.ok_or("--address is required")?,
+        command.ok_or("a command is required")?,
+    ))
+}
+
+fn run(address: &str, command: &str) -> Result<(), String> {
+    let key = std::env::var_os("MGR_AUTHKEY")
+        .map(std::os::unix::ffi::OsStringExt::into_vec)
+        .unwrap_or_default();
+    let m = Manager::connect(address, &key).map_err(|e| format!("{address}: {e}"))?;
+    match command {
+        "ping" => {
+            let started = Instant::now();
+            m.public("dummy", vec![]).map_err(|e| e.to_string())?;
+            println!(
+                "pong from {address} in {} us",
+                started.elapsed().as_micros()
+            );
+        }
+        "objects" => println!("{}", m.number_of_objects().map_err(|e| e.to_string())?),
+        "debug-info" => print!("{}", m.debug_info().map_err(|e| e.to_string())?),
+        "segments" => {
+            for name in m.list_segments().map_err(|e| e.to_string())? {
+                println!("{name}");
+            }
+        }
+        "shutdown" => m.shutdown().map_err(|e| e.to_string())?,
+        other => unreachable!("checked by main: {other}"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let (address, command) = match parse() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("mgrctl: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if !["ping", "objects", "debug-info", "segments", "shutdown"].contains(&command.as_str()) {
+        eprintln!("mgrctl: unknown command '{command}'\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    match run(&address, &command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mgrctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,54 @@
+"""mgrctl against a running mgrd."""
+
+import os
+import subprocess
+import unittest
+
+from mgrtest import MGRD, Mgrd
+
+MGRCTL = os.path.join(os.path.dirname(MGRD), "mgrctl")
+
+
+def mgrctl(address, *args, key=b"secret"):
+    env = dict(os.environ, MGR_AUTHKEY=key.decode())
+    return subprocess.run(
+        [MGRCTL, "--address", address, *args], env=env, capture_output=True, timeout=20
+    )
+
+
+class MgrctlTest(unittest.TestCase):
+    def test_ping_objects_debug_info_segments_shutdown(self):
+        m = Mgrd()
+        try:
+            r = mgrctl(m.text, "ping")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertTrue(r.stdout.startswith(b"pong from "), r.stdout)
+            r = mgrctl(m.text, "objects")
+            self.assertEqual((r.returncode, r.stdout), (0, b"0\n"))
+            r = mgrctl(m.text, "debug-info")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = mgrctl(m.text, "segments")
+            self.assertEqual((r.returncode, r.stdout), (0, b""))
+            r = mgrctl(m.text, "ping", key=b"wrong")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn(b"authentication failed", r.stderr)
+            r = mgrctl(m.text, "shutdown")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(m.proc.wait(timeout=20), 0, "mgrd exits after shutdown")
+        finally:
+            m.stop()
+
+    def test_usage_errors(self):
+        r = subprocess.run([MGRCTL, "ping"], capture_output=True, timeout=20)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"--address is required", r.stderr)
+        r = subprocess.run(
+            [MGRCTL, "--address", "127.0.0.1:1", "frobnicate"], capture_output=True, timeout=20
+        )
+        self.assertEqual(r.returncode, 2)
+        r = mgrctl("127.0.0.1:1", "ping")
+        self.assertEqual(r.returncode, 1, "nothing listens on port 1")
+
+
+if __name__ == "__main__":
+    unittest.main()
