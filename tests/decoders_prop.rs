@@ -1,0 +1,108 @@
+//! Every decoder under random input, in the ordinary test suite: no panic, no
+//! unbounded allocation, and what the encoders write decodes to the same thing.
+
+use mgr::proto::auth::{ChallengeKind, Digest, Handshake, Role, State};
+use mgr::proto::codec::native;
+use mgr::proto::frame;
+use mgr::proto::{ObjectId, RemoteError, Reply, Request, Slice, Token, Value};
+use proptest::prelude::*;
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::None),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        proptest::collection::vec(any::<u8>(), 9..20).prop_map(Value::BigInt),
+        any::<f64>()
+            .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
+            .prop_map(Value::Float),
+        ".{0,20}".prop_map(Value::Str),
+        proptest::collection::vec(any::<u8>(), 0..20).prop_map(Value::Bytes),
+        ("[a-z]{1,8}", any::<u64>()).prop_map(|(typeid, id)| Value::Ref(Token {
+            typeid,
+            id: ObjectId(id)
+        })),
+        (
+            any::<Option<i64>>(),
+            any::<Option<i64>>(),
+            any::<Option<i64>>()
+        )
+            .prop_map(|(start, stop, step)| Value::Slice(Slice { start, stop, step })),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::List),
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Tuple),
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Set),
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::FrozenSet),
+            proptest::collection::vec((inner.clone(), inner), 0..8).prop_map(Value::Dict),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn frame_header_never_panics_and_respects_the_limit(
+        bytes in proptest::collection::vec(any::<u8>(), 0..16),
+        max in 0u64..1 << 40,
+    ) {
+        if let Ok(Some(h)) = frame::decode_header(&bytes, max) {
+            prop_assert!(h.payload_len as u64 <= max);
+            prop_assert!(h.header_len == 4 || h.header_len == 12);
+        }
+    }
+
+    #[test]
+    fn native_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = native::decode_request(&bytes);
+        let _ = native::decode_reply(&bytes);
+        let mut versioned = vec![native::NATIVE_VERSION];
+        versioned.extend_from_slice(&bytes);
+        let _ = native::decode_request(&versioned);
+        let _ = native::decode_reply(&versioned);
+    }
+
+    #[test]
+    fn native_requests_roundtrip(
+        target in any::<Option<u64>>(),
+        method in "[a-z_#]{0,16}",
+        args in proptest::collection::vec(value(), 0..4),
+        kwargs in proptest::collection::vec(("[a-z]{1,8}", value()), 0..3),
+    ) {
+        let req = Request { target: target.map(ObjectId), method, args, kwargs };
+        let mut out = Vec::new();
+        native::encode_request(&req, &mut out);
+        prop_assert_eq!(native::decode_request(&out).unwrap(), req);
+    }
+
+    #[test]
+    fn native_replies_roundtrip(v in value(), kind in "[A-Za-z.]{1,20}", msg in ".{0,30}") {
+        for reply in [
+            Reply::Return(v.clone()),
+            Reply::Error(RemoteError { kind: kind.clone(), message: msg.clone(), args: vec![v.clone()] }),
+            Reply::Traceback(msg.clone()),
+        ] {
+            let mut out = Vec::new();
+            native::encode_reply(&reply, &mut out);
+            prop_assert_eq!(native::decode_reply(&out).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn random_handshake_messages_never_authenticate(
+        msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..4),
+        server in any::<bool>(),
+    ) {
+        let role = if server { Role::Server } else { Role::Client };
+        let mut hs = Handshake::new(role, b"key", ChallengeKind::Modern(Digest::Sha256), [7; 40]);
+        while hs.poll_transmit().is_some() {}
+        for m in &msgs {
+            let _ = hs.handle_message(m);
+            while hs.poll_transmit().is_some() {}
+        }
+        prop_assert_ne!(hs.state(), State::Done);
+    }
+}
