@@ -69,6 +69,8 @@ pub(crate) enum TimerTarget {
     Object(ObjectId),
     /// A connection's handshake deadline.
     Handshake(ConnId),
+    /// Try accepting again after running out of descriptors.
+    Accept,
 }
 
 struct Pending {

@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::conn::{Conn, Phase, Stream};
-use super::context::{Completion, ConnId, Core, ReplyHandle, TimerTarget};
+use super::context::{Completion, ConnId, Core, ReplyHandle, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::ServerConfig;
 use crate::address::Address;
@@ -29,6 +29,10 @@ use crate::proto::{RemoteError, Reply, Value};
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
 pub(crate) const FIRST_CONN: usize = 2;
+
+/// How long to wait before accepting again when the process is out of descriptors:
+/// the backlog waits in the kernel meanwhile, and the loop does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Input buffered per connection while it may not process requests (waiting on a
 /// deferred call, or its output backed up): enough to notice EOF, bounded.
@@ -69,6 +73,8 @@ pub(crate) struct Reactor {
     /// Connections with input to process (answered deferred calls resume them).
     ready: Vec<usize>,
     pub(crate) accepted: u64,
+    /// The retry timer set when accept ran out of descriptors.
+    accept_retry: Option<TimerId>,
 }
 
 impl Reactor {
@@ -105,6 +111,7 @@ impl Reactor {
             config,
             ready: Vec::new(),
             accepted: 0,
+            accept_retry: None,
         })
     }
 
@@ -207,8 +214,16 @@ impl Reactor {
                 {
                     continue
                 }
-                // Out of descriptors or similar: leave the rest in the backlog.
-                Err(_) => return,
+                // Out of descriptors or memory: mio's readiness is edge-triggered, so
+                // leave the rest in the kernel's backlog and come back on a timer
+                // (neither spinning on the error nor stalling until a new peer).
+                Err(_) => {
+                    if self.accept_retry.is_none() {
+                        self.accept_retry =
+                            Some(core.add_timer(core.now + ACCEPT_RETRY, TimerTarget::Accept));
+                    }
+                    return;
+                }
             };
             if self.conns.len() >= self.config.max_connections {
                 drop(stream);
@@ -269,6 +284,10 @@ impl Reactor {
             match target {
                 TimerTarget::Object(id) => {
                     let _ = core.with_object(id, None, None, false, |o, cx| o.on_timer(cx, timer));
+                }
+                TimerTarget::Accept => {
+                    self.accept_retry = None;
+                    self.accept(core);
                 }
                 TimerTarget::Handshake(conn) => {
                     if let Some(key) = self.key_of(conn) {
