@@ -564,3 +564,28 @@ fn many_waiters_on_one_queue() {
     got.sort_unstable();
     assert_eq!(got, (0..20).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_queue_keeps_the_objects_its_items_refer_to_alive() {
+    let s = SyncServer::start();
+    let m = s.connect();
+    let q = m.create("Queue", vec![]).unwrap();
+    let e = m.create("Event", vec![]).unwrap();
+    let token = e.token().clone();
+    q.call("put", vec![Value::List(vec![Value::Ref(token.clone())])])
+        .unwrap();
+    drop(e);
+    assert_eq!(
+        m.number_of_objects().unwrap(),
+        2,
+        "the queue holds the Event"
+    );
+    let again = m.proxy(token.clone()).unwrap();
+    again.call("set", vec![]).unwrap();
+    drop(again);
+    assert_eq!(
+        q.call("get", vec![]).unwrap(),
+        Value::List(vec![Value::Ref(token)])
+    );
+    assert!(eventually(10, || m.number_of_objects().unwrap() == 1));
+}

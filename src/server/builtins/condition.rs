@@ -39,7 +39,6 @@ impl Condition {
 
     fn wait(&mut self, cx: &mut Context<'_>, mut args: CallArgs) -> CallResult {
         args.check("wait", 1, &["timeout"])?;
-        let wait = cond_timeout(args.take(0, "timeout"))?;
         let conn = cx.conn();
         if !self.lock.owned_by(conn) {
             return Err(RemoteError::new(
@@ -47,6 +46,7 @@ impl Condition {
                 "cannot wait on un-acquired lock",
             ));
         }
+        let wait = cond_timeout(args.take(0, "timeout"))?;
         let count = self.lock.release_save(cx);
         if wait != Wait::Never {
             self.sleepers.defer(cx, wait, Sleeper { conn, count });

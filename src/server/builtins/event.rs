@@ -39,9 +39,13 @@ impl SharedObject for Event {
             }
             "wait" => {
                 args.check("wait", 1, &["timeout"])?;
+                if self.flag {
+                    // CPython looks at the timeout only when it has to wait.
+                    return Ok(Value::Bool(true).into());
+                }
                 let wait = cond_timeout(args.take(0, "timeout"))?;
-                if self.flag || wait == Wait::Never {
-                    return Ok(Value::Bool(self.flag).into());
+                if wait == Wait::Never {
+                    return Ok(Value::Bool(false).into());
                 }
                 self.waiters.defer(cx, wait, ());
                 Ok(Outcome::Deferred)

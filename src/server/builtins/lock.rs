@@ -364,4 +364,24 @@ mod tests {
             Now::Value(t())
         );
     }
+
+    #[test]
+    fn ten_thousand_waiters_with_timers_and_departures() {
+        let mut h = Harness::new(Box::new(LockObject(LockCore::new(false))));
+        h.call(0, "acquire", vec![]);
+        let handles: Vec<ReplyHandle> = (1..=10_000)
+            .map(|n| deferred(h.call(n, "acquire", vec![t(), Value::Int(60)])))
+            .collect();
+        for (i, handle) in handles.iter().enumerate() {
+            if i % 2 == 0 {
+                h.cancel(*handle);
+            }
+        }
+        for n in (2..=10_000).step_by(2) {
+            h.call(0, "release", vec![]);
+            assert_eq!(h.replies(), vec![(conn(n), Ok(t()))]);
+        }
+        h.advance(Duration::from_secs(120));
+        assert!(h.replies().is_empty(), "every timer was cancelled");
+    }
 }
