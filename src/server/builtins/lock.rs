@@ -167,6 +167,10 @@ impl LockCore {
     }
 
     /// The connection `conn` closed: if it held the lock, the next waiter gets it.
+    ///
+    /// For a plain `Lock` this departs from CPython on purpose: there a lock whose
+    /// holder died stays locked forever; here no one could ever release it, so
+    /// the lock is released on the vanished holder's behalf.
     pub(crate) fn on_disconnect(&mut self, cx: &mut Context<'_>, conn: ConnId) {
         if self.owned_by(Some(conn)) {
             self.release_save(cx);
