@@ -1,0 +1,262 @@
+//! `Barrier` (CPython's `threading.Barrier` behind a `BarrierProxy`):
+//! `wait(timeout=None)`, `abort()`, `reset()`, and `parties`, `n_waiting` and
+//! `broken` read through `__getattribute__`.
+//!
+//! The last of `parties` arrivals releases the round: every waiter gets its
+//! arrival index (0 for the first). CPython's draining and resetting phases take no
+//! time here, since the whole round is answered at once. A wait that times out
+//! breaks the barrier, as in CPython; a broken barrier answers every wait with
+//! `threading.BrokenBarrierError` until `reset()`. An `action` callable cannot
+//! cross the wire and is refused.
+
+use super::waiters::{cond_timeout, int_arg, seconds, Wait, WaitQueue};
+use crate::proto::{RemoteError, Value};
+use crate::server::context::{Context, ReplyHandle, TimerId};
+use crate::server::registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
+use crate::server::Server;
+
+fn broken_error() -> RemoteError {
+    RemoteError::new("threading.BrokenBarrierError", "")
+}
+
+/// A shared barrier for `parties` waiters.
+#[derive(Debug)]
+pub(crate) struct Barrier {
+    parties: u64,
+    /// The default timeout of `wait()`.
+    timeout: Option<Value>,
+    broken: bool,
+    /// Waiters of the round being filled, in arrival order: a waiter's index is
+    /// its position when the round is released (so a waiter that went away leaves
+    /// no gap).
+    waiters: WaitQueue<()>,
+}
+
+impl Barrier {
+    fn new(mut args: CallArgs) -> Result<Barrier, RemoteError> {
+        args.check("Barrier", 3, &["parties", "action", "timeout"])?;
+        let parties = args.take(0, "parties").ok_or_else(|| {
+            RemoteError::type_error(
+                "Barrier.__init__() missing 1 required positional argument: 'parties'",
+            )
+        })?;
+        let parties = int_arg(&parties)?;
+        let parties = u64::try_from(parties)
+            .ok()
+            .filter(|&p| p >= 1)
+            .ok_or_else(|| RemoteError::value_error("parties must be >= 1"))?;
+        if !matches!(args.take(1, "action"), None | Some(Value::None)) {
+            return Err(RemoteError::type_error(
+                "Barrier(action=...): a callable cannot be sent to the server",
+            ));
+        }
+        let timeout = args.take(2, "timeout").filter(|t| *t != Value::None);
+        if let Some(t) = &timeout {
+            seconds(t)?;
+        }
+        Ok(Barrier {
+            parties,
+            timeout,
+            broken: false,
+            waiters: WaitQueue::default(),
+        })
+    }
+
+    fn wait(&mut self, cx: &mut Context<'_>, mut args: CallArgs) -> CallResult {
+        args.check("wait", 1, &["timeout"])?;
+        let timeout = match args.take(0, "timeout") {
+            None | Some(Value::None) => self.timeout.clone(),
+            t => t,
+        };
+        let wait = cond_timeout(timeout)?;
+        if self.broken {
+            return Err(broken_error());
+        }
+        let index = self.waiters.len() as u64;
+        if index + 1 == self.parties {
+            for (i, w) in self.waiters.drain(cx).into_iter().enumerate() {
+                cx.reply(w.handle, Ok(Value::Int(i as i64)));
+            }
+            return Ok(Value::Int(index as i64).into());
+        }
+        if wait == Wait::Never {
+            self.break_barrier(cx);
+            return Err(broken_error());
+        }
+        self.waiters.defer(cx, wait, ());
+        Ok(Outcome::Deferred)
+    }
+
+    /// Fails every waiter with `BrokenBarrierError`.
+    fn fail_all(&mut self, cx: &mut Context<'_>) {
+        for w in self.waiters.drain(cx) {
+            cx.reply(w.handle, Err(broken_error()));
+        }
+    }
+
+    fn break_barrier(&mut self, cx: &mut Context<'_>) {
+        self.broken = true;
+        self.fail_all(cx);
+    }
+
+    fn attribute(&self, mut args: CallArgs) -> CallResult {
+        args.check("__getattribute__", 1, &[])?;
+        let name = match args.take(0, "name") {
+            Some(Value::Str(s)) => s,
+            Some(other) => {
+                return Err(RemoteError::type_error(format!(
+                    "attribute name must be string, not '{}'",
+                    other.type_name()
+                )))
+            }
+            None => return Err(RemoteError::type_error("expected 1 argument, got 0")),
+        };
+        let v = match name.as_str() {
+            "parties" => Value::Int(self.parties as i64),
+            "n_waiting" => Value::Int(self.waiters.len() as i64),
+            "broken" => Value::Bool(self.broken),
+            _ => {
+                return Err(RemoteError::new(
+                    "AttributeError",
+                    format!("'Barrier' object has no attribute '{name}'"),
+                ))
+            }
+        };
+        Ok(v.into())
+    }
+}
+
+impl SharedObject for Barrier {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+        match method {
+            "wait" => self.wait(cx, args),
+            "abort" => {
+                args.check("abort", 0, &[])?;
+                self.break_barrier(cx);
+                Ok(Value::None.into())
+            }
+            "reset" => {
+                args.check("reset", 0, &[])?;
+                self.fail_all(cx);
+                self.broken = false;
+                Ok(Value::None.into())
+            }
+            "__getattribute__" => self.attribute(args),
+            other => Err(RemoteError::new(
+                "AttributeError",
+                format!("'Barrier' object has no attribute '{other}'"),
+            )),
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
+        if let Some(w) = self.waiters.take_timer(timer) {
+            cx.reply(w.handle, Err(broken_error()));
+            self.break_barrier(cx);
+        }
+    }
+
+    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
+        // The round waits for one more arrival in its place.
+        self.waiters.take_handle(cx, reply);
+    }
+
+    fn repr(&self) -> Option<String> {
+        Some(if self.broken {
+            "<threading.Barrier: broken>".to_owned()
+        } else {
+            format!(
+                "<threading.Barrier: waiters={}/{}>",
+                self.waiters.len(),
+                self.parties
+            )
+        })
+    }
+
+    fn get_value(&self) -> Result<Value, RemoteError> {
+        Err(RemoteError::type_error(
+            "cannot pickle '_thread.lock' object",
+        ))
+    }
+}
+
+/// Registers `Barrier` with `BarrierProxy`'s exposed methods.
+pub(crate) fn register(server: &mut Server) {
+    server.register(TypeSpec::new(
+        "Barrier",
+        &["__getattribute__", "wait", "abort", "reset"],
+        |_, args| Ok(Box::new(Barrier::new(args)?)),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::waiters::harness::{conn, Harness, Now};
+    use super::*;
+
+    fn barrier(parties: i64) -> Harness {
+        let b = Barrier::new(CallArgs::positional(vec![Value::Int(parties)])).unwrap();
+        Harness::new(Box::new(b))
+    }
+
+    fn attr(h: &mut Harness, name: &str) -> Now {
+        h.call(0, "__getattribute__", vec![Value::Str(name.into())])
+    }
+
+    #[test]
+    fn rounds_give_each_index_once() {
+        let mut h = barrier(3);
+        for _round in 0..2 {
+            assert!(matches!(h.call(1, "wait", vec![]), Now::Deferred(_)));
+            assert!(matches!(h.call(2, "wait", vec![]), Now::Deferred(_)));
+            assert_eq!(attr(&mut h, "n_waiting"), Now::Value(Value::Int(2)));
+            assert_eq!(h.call(3, "wait", vec![]), Now::Value(Value::Int(2)));
+            assert_eq!(
+                h.replies(),
+                vec![(conn(1), Ok(Value::Int(0))), (conn(2), Ok(Value::Int(1)))]
+            );
+        }
+        assert_eq!(attr(&mut h, "parties"), Now::Value(Value::Int(3)));
+        assert_eq!(attr(&mut h, "_count"), Now::Error("AttributeError".into()));
+    }
+
+    #[test]
+    fn timeout_breaks_and_reset_mends() {
+        let mut h = barrier(3);
+        assert!(matches!(h.call(1, "wait", vec![]), Now::Deferred(_)));
+        assert!(matches!(
+            h.call(2, "wait", vec![Value::Float(0.1)]),
+            Now::Deferred(_)
+        ));
+        h.advance(Duration::from_secs(1));
+        let e = |r: Result<Value, RemoteError>| r.unwrap_err().kind;
+        let got: Vec<_> = h.replies().into_iter().map(|(c, r)| (c, e(r))).collect();
+        let kind = "threading.BrokenBarrierError".to_owned();
+        assert_eq!(got, vec![(conn(2), kind.clone()), (conn(1), kind.clone())]);
+        assert_eq!(attr(&mut h, "broken"), Now::Value(Value::Bool(true)));
+        assert_eq!(h.call(3, "wait", vec![]), Now::Error(kind.clone()));
+        assert_eq!(h.repr(), "<threading.Barrier: broken>");
+        h.call(0, "reset", vec![]);
+        assert_eq!(attr(&mut h, "broken"), Now::Value(Value::Bool(false)));
+        assert!(matches!(h.call(1, "wait", vec![]), Now::Deferred(_)));
+        h.call(0, "abort", vec![]);
+        assert_eq!(h.replies().len(), 1);
+        assert_eq!(h.call(0, "wait", vec![Value::Int(0)]), Now::Error(kind));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let a = |v: Vec<Value>| Barrier::new(CallArgs::positional(v)).map(|_| ());
+        assert_eq!(a(vec![]).unwrap_err().kind, "TypeError");
+        assert_eq!(a(vec![Value::Int(0)]).unwrap_err().kind, "ValueError");
+        assert_eq!(
+            a(vec![Value::Int(2), Value::Str("f".into())])
+                .unwrap_err()
+                .kind,
+            "TypeError"
+        );
+        assert!(a(vec![Value::Int(1), Value::None, Value::Float(1.0)]).is_ok());
+    }
+}
