@@ -30,6 +30,15 @@ fn spawned_server_serves_and_stops_on_request() {
     assert!(matches!(s.address(), Address::Tcp(a) if a.port() != 0));
     let m = s.connect().unwrap();
     assert_eq!(m.number_of_objects().unwrap(), 0);
+    // mgrd serves the built-in types.
+    let q = m.create("Queue", vec![]).unwrap();
+    q.call("put", vec![mgr::Value::Str("job".into())]).unwrap();
+    assert_eq!(
+        q.call("get", vec![]).unwrap(),
+        mgr::Value::Str("job".into())
+    );
+    drop(q);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
     assert!(mgr::Manager::connect_to(s.address(), b"wrong").is_err());
     let status = s.stop(Duration::from_secs(10)).unwrap();
     assert!(

@@ -152,6 +152,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    server.register_builtins();
     let sig = match signal_pipe() {
         Ok(fd) => fd,
         Err(e) => {

@@ -124,6 +124,12 @@ impl Server {
         self.core.registry.insert(spec);
     }
 
+    /// Registers the SyncManager set of built-in types (Queue, Lock, dict, list …),
+    /// as `mgrd` serves them.
+    pub fn register_builtins(&mut self) {
+        builtins::register_builtins(self);
+    }
+
     /// Registered typeids, sorted.
     pub fn typeids(&self) -> Vec<&str> {
         self.core.registry.typeids()
