@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::proto::frame::DEFAULT_MAX_FRAME;
 use crate::proto::{RemoteError, Value};
 
+pub mod builtins;
 pub mod context;
 pub mod registry;
 
