@@ -733,7 +733,8 @@ mod tests {
         assert_eq!(key(f1.clone()), key(f2.clone()));
         assert_eq!(hash_of(&f1), hash_of(&f2));
         assert!(!py_eq(&Value::List(vec![]), &Value::Tuple(vec![])));
-        assert!(py_eq(&Value::Set(vec![Value::Int(1)]), &f1.clone()) == false);
+        assert!(!py_eq(&Value::Set(vec![Value::Int(1)]), &f1));
+        assert!(py_eq(&Value::Set(vec![Value::Int(2), Value::Int(1)]), &f1));
         let r = |i| {
             Value::Ref(Token {
                 typeid: "dict".into(),
