@@ -361,10 +361,26 @@ fn all_in(a: &[Value], b: &[Value], nan_eq: bool) -> bool {
     if b.len() > 8 && b.iter().all(|x| check_hashable(x).is_ok()) {
         let set: std::collections::HashSet<KeyRef<'_>> = b.iter().map(KeyRef).collect();
         return a.iter().all(|x| {
-            check_hashable(x).is_ok() && (set.contains(&KeyRef(x)) || (nan_eq && is_nan(x)))
+            check_hashable(x).is_ok() && (nan_eq || !is_nan(x)) && set.contains(&KeyRef(x))
         });
     }
     a.iter().all(|x| b.iter().any(|y| eq_impl(x, y, nan_eq)))
+}
+
+/// Whether every item of dict `a` is in dict `b` with an equal value.
+fn dict_in(a: &[(Value, Value)], b: &[(Value, Value)], nan_eq: bool) -> bool {
+    if b.len() > 8 && b.iter().all(|(k, _)| check_hashable(k).is_ok()) {
+        let map: HashMap<KeyRef<'_>, &Value> = b.iter().map(|(k, v)| (KeyRef(k), v)).collect();
+        return a.iter().all(|(k, v)| {
+            check_hashable(k).is_ok()
+                && (nan_eq || !is_nan(k))
+                && map.get(&KeyRef(k)).is_some_and(|v2| eq_impl(v, v2, nan_eq))
+        });
+    }
+    a.iter().all(|(k, v)| {
+        b.iter()
+            .any(|(k2, v2)| eq_impl(k, k2, nan_eq) && eq_impl(v, v2, nan_eq))
+    })
 }
 
 fn is_nan(v: &Value) -> bool {
@@ -388,13 +404,7 @@ fn eq_impl(a: &Value, b: &Value, nan_eq: bool) -> bool {
         (Value::Set(x) | Value::FrozenSet(x), Value::Set(y) | Value::FrozenSet(y)) => {
             x.len() == y.len() && all_in(x, y, nan_eq)
         }
-        (Value::Dict(x), Value::Dict(y)) => {
-            x.len() == y.len()
-                && x.iter().all(|(k, v)| {
-                    y.iter()
-                        .any(|(k2, v2)| eq_impl(k, k2, nan_eq) && eq_impl(v, v2, nan_eq))
-                })
-        }
+        (Value::Dict(x), Value::Dict(y)) => x.len() == y.len() && dict_in(x, y, nan_eq),
         (Value::Ref(x), Value::Ref(y)) => x.id == y.id,
         (Value::Slice(x), Value::Slice(y)) => x == y,
         _ => false,
@@ -743,6 +753,36 @@ mod tests {
         };
         assert_eq!(key(r(3)), key(r(3)));
         assert_ne!(key(r(3)), key(r(4)));
+    }
+
+    #[test]
+    fn large_dicts_and_sets_compare_by_content() {
+        let d1 = Value::Dict(
+            (0..20)
+                .map(|i| (Value::Int(i), Value::Int(i * 2)))
+                .collect(),
+        );
+        let d2 = Value::Dict(
+            (0..20)
+                .rev()
+                .map(|i| (Value::Float(i as f64), Value::Int(i * 2)))
+                .collect(),
+        );
+        assert!(py_eq(&d1, &d2));
+        let d3 = Value::Dict((0..20).map(|i| (Value::Int(i), Value::Int(i))).collect());
+        assert!(!py_eq(&d1, &d3));
+        let s1 = Value::Set((0..20).map(Value::Int).collect());
+        let s2 = Value::FrozenSet((0..20).rev().map(Value::Int).collect());
+        assert!(py_eq(&s1, &s2));
+        let n1 = Value::Set(
+            (0..20)
+                .map(|i| Value::Float(if i == 0 { f64::NAN } else { i as f64 }))
+                .collect(),
+        );
+        assert!(
+            !py_eq(&n1, &n1.clone()),
+            "NaNs sent as copies are never equal"
+        );
     }
 
     #[test]
