@@ -361,12 +361,12 @@ impl SharedObject for PyArray {
     fn call(&mut self, _cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         let v = match method {
             "__len__" => {
-                positional("array.__len__", args, 0, 0)?;
+                positional("array", "__len__", args, 0, 0)?;
                 Value::Int(self.items.len() as i64)
             }
-            "__getitem__" => self.get_item(&positional("array.__getitem__", args, 1, 1)?[0])?,
+            "__getitem__" => self.get_item(&positional("array", "__getitem__", args, 1, 1)?[0])?,
             "__setitem__" => {
-                let mut a = positional("array.__setitem__", args, 2, 2)?;
+                let mut a = positional("array", "__setitem__", args, 2, 2)?;
                 let value = a.pop().expect("two arguments");
                 self.set_item(&a[0], value)?;
                 Value::None

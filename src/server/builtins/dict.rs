@@ -131,7 +131,7 @@ impl SharedObject for PyDict {
             "__setitem__" => (2, 2),
             _ => (1, 1),
         };
-        let mut a = positional(&format!("dict.{method}"), args, min, max)?;
+        let mut a = positional("dict", method, args, min, max)?;
         let default = if a.len() == 2 { a.pop() } else { None };
         let key = match a.pop() {
             Some(k) => Some(PyKey::new(k)?),

@@ -44,7 +44,7 @@ impl PyIterator {
     /// Built from exactly one iterable argument, as CPython builds a typeid
     /// registered without a callable.
     fn from_args(args: CallArgs) -> Result<PyIterator, RemoteError> {
-        let a = positional("Iterator", args, 1, 1)?;
+        let a = positional("Iterator", "", args, 1, 1)?;
         Ok(PyIterator::new(iterate(
             a.into_iter().next().expect("one argument"),
         )?))
@@ -59,15 +59,15 @@ impl SharedObject for PyIterator {
     fn call(&mut self, _cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         match method {
             "__next__" => {
-                positional("Iterator.__next__", args, 0, 0)?;
+                positional("Iterator", "__next__", args, 0, 0)?;
                 self.next()
             }
             "send" => {
-                positional("Iterator.send", args, 1, 1)?;
+                positional("Iterator", "send", args, 1, 1)?;
                 self.next()
             }
             "throw" => {
-                let a = positional("Iterator.throw", args, 1, 3)?;
+                let a = positional("Iterator", "throw", args, 1, 3)?;
                 let kind = match &a[0] {
                     Value::Str(s) => s.clone(),
                     other => {
@@ -86,7 +86,7 @@ impl SharedObject for PyIterator {
                 Err(RemoteError::new(kind, message))
             }
             "close" => {
-                positional("Iterator.close", args, 0, 0)?;
+                positional("Iterator", "close", args, 0, 0)?;
                 self.rest.clear();
                 Ok(Value::None.into())
             }

@@ -233,7 +233,7 @@ impl SharedObject for PyList {
             "index" => (1, 3),
             _ => (1, 1),
         };
-        let mut a = positional(&format!("list.{method}"), args, min, max)?;
+        let mut a = positional("list", method, args, min, max)?;
         let v = match method {
             "__add__" => match &a[0] {
                 Value::List(other) => {

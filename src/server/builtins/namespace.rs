@@ -68,7 +68,7 @@ impl Namespace {
 impl SharedObject for Namespace {
     fn call(&mut self, _cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         let n = if method == "__setattr__" { 2 } else { 1 };
-        let mut a = positional(&format!("Namespace.{method}"), args, n, n)?;
+        let mut a = positional("Namespace", method, args, n, n)?;
         let value = if n == 2 { a.pop() } else { None };
         let name = attr_name(a.pop().expect("arity checked"))?;
         let v = match method {

@@ -10,23 +10,29 @@ use crate::proto::{RemoteError, Slice, Value};
 
 /// Binds the positional-only arguments of a C-implemented method such as
 /// `list.insert`: no keywords, between `min` and `max` positionals, with
-/// CPython's messages. `qual` is the qualified name (`list.insert`).
+/// CPython's messages for `owner.method` (`list`, `insert`; an empty `method`
+/// names `owner` itself).
 pub(crate) fn positional(
-    qual: &str,
+    owner: &str,
+    method: &str,
     args: crate::server::CallArgs,
     min: usize,
     max: usize,
 ) -> Result<Vec<Value>, RemoteError> {
+    let n = args.args.len();
+    if args.kwargs.is_empty() && (min..=max).contains(&n) {
+        return Ok(args.args);
+    }
+    let (qual, short) = if method.is_empty() {
+        (owner.to_owned(), owner)
+    } else {
+        (format!("{owner}.{method}"), method)
+    };
     if !args.kwargs.is_empty() {
         return Err(RemoteError::type_error(format!(
             "{qual}() takes no keyword arguments"
         )));
     }
-    let n = args.args.len();
-    if (min..=max).contains(&n) {
-        return Ok(args.args);
-    }
-    let short = qual.rsplit('.').next().unwrap_or(qual);
     let plural = |k: usize| if k == 1 { "argument" } else { "arguments" };
     let msg = match (min, max) {
         (0, 0) => format!("{qual}() takes no arguments ({n} given)"),
@@ -262,23 +268,23 @@ mod tests {
         let a = |n: usize| CallArgs::positional(vec![Value::None; n]);
         let msg = |r: Result<Vec<Value>, RemoteError>| r.unwrap_err().message;
         assert_eq!(
-            msg(positional("list.append", a(0), 1, 1)),
+            msg(positional("list", "append", a(0), 1, 1)),
             "list.append() takes exactly one argument (0 given)"
         );
         assert_eq!(
-            msg(positional("list.insert", a(1), 2, 2)),
+            msg(positional("list", "insert", a(1), 2, 2)),
             "insert expected 2 arguments, got 1"
         );
         assert_eq!(
-            msg(positional("list.pop", a(2), 0, 1)),
+            msg(positional("list", "pop", a(2), 0, 1)),
             "pop expected at most 1 argument, got 2"
         );
         assert_eq!(
-            msg(positional("list.index", a(0), 1, 3)),
+            msg(positional("list", "index", a(0), 1, 3)),
             "index expected at least 1 argument, got 0"
         );
         assert_eq!(
-            msg(positional("list.reverse", a(1), 0, 0)),
+            msg(positional("list", "reverse", a(1), 0, 0)),
             "list.reverse() takes no arguments (1 given)"
         );
         let kw = CallArgs {
@@ -286,10 +292,10 @@ mod tests {
             kwargs: vec![("x".into(), Value::None)],
         };
         assert_eq!(
-            msg(positional("dict.get", kw, 1, 2)),
+            msg(positional("dict", "get", kw, 1, 2)),
             "dict.get() takes no keyword arguments"
         );
-        assert_eq!(positional("list.pop", a(1), 0, 1).unwrap().len(), 1);
+        assert_eq!(positional("list", "pop", a(1), 0, 1).unwrap().len(), 1);
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl SharedObject for SharedValue {
     fn call(&mut self, _cx: &mut Context<'_>, method: &str, mut args: CallArgs) -> CallResult {
         match method {
             "get" => {
-                positional("Value.get", args, 0, 0)?;
+                positional("Value", "get", args, 0, 0)?;
                 Ok(self.value.clone().into())
             }
             "set" => {
