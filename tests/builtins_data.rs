@@ -859,3 +859,28 @@ fn debug_info_shows_container_reprs() {
     assert!(info.contains("{1: 'a', 'x': 2}"), "{info}");
     assert!(info.contains("[1, 'two']"), "{info}");
 }
+
+#[test]
+fn a_large_dict_keeps_insertion_order_through_many_deletions() {
+    let srv = Builtins::start();
+    let m = srv.connect();
+    let d = m.create("dict", vec![]).unwrap();
+    let mut p = m.pipeline();
+    for k in 0..3000 {
+        p.call(&d, "__setitem__", vec![i(k), i(k * 10)]);
+    }
+    for k in (0..3000).filter(|k| k % 3 != 0) {
+        p.call(&d, "__delitem__", vec![Value::Float(k as f64)]);
+    }
+    assert!(p.run().unwrap().iter().all(Result::is_ok));
+    assert_eq!(d.call("__len__", vec![]).unwrap(), i(1000));
+    let keys = d.call("keys", vec![]).unwrap();
+    assert_eq!(keys, list((0..3000).step_by(3).map(i).collect()));
+    assert_eq!(d.call("__getitem__", vec![i(2997)]).unwrap(), i(29970));
+    d.call("__setitem__", vec![i(1), s("back")]).unwrap();
+    assert_eq!(
+        d.call("popitem", vec![]).unwrap(),
+        Value::Tuple(vec![i(1), s("back")]),
+        "a re-inserted key goes to the end"
+    );
+}
