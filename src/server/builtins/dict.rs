@@ -12,7 +12,8 @@
 
 use std::fmt::Write as _;
 
-use super::pykey::{PyKey, PyMap};
+use super::pykey::PyKey;
+use super::pymap::PyMap;
 use super::pyseq::{items_of, iterate, positional};
 use crate::proto::{ObjectId, RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};

@@ -1,7 +1,7 @@
 //! The built-in `SyncManager` types, one file each, registered together by
 //! [`register_builtins`]: the data types (`dict`, `list`, `Namespace`, `Value`,
 //! `Array`, `Iterator`) with the Python semantics helpers they share (`pykey`,
-//! `pyseq`).
+//! `pymap`, `pyseq`).
 
 use super::Server;
 
@@ -11,6 +11,7 @@ mod iterator;
 mod list;
 mod namespace;
 mod pykey;
+mod pymap;
 mod pyseq;
 mod value;
 

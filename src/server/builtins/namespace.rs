@@ -6,7 +6,8 @@
 //! would. `_getvalue()` returns that dict too: CPython sends a `Namespace`
 //! instance, which only a Python client could rebuild.
 
-use super::pykey::{PyKey, PyMap};
+use super::pykey::PyKey;
+use super::pymap::PyMap;
 use super::pyseq::positional;
 use crate::proto::{ObjectId, RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
