@@ -561,6 +561,29 @@ fn list_errors_have_pythons_kinds_and_messages() {
         )
     );
     assert_eq!(idx(l.call("__mul__", vec![i(1 << 40)])).0, "MemoryError");
+    // 2**70, as CPython's messages for the two integer converters word it.
+    let big = Value::BigInt([vec![0u8; 8], vec![0x40]].concat());
+    assert_eq!(
+        idx(l.call("insert", vec![big.clone(), i(0)])),
+        (
+            "OverflowError".into(),
+            "Python int too large to convert to C ssize_t".into()
+        )
+    );
+    assert_eq!(
+        idx(l.call("__mul__", vec![big.clone()])),
+        (
+            "OverflowError".into(),
+            "cannot fit 'int' into an index-sized integer".into()
+        )
+    );
+    assert_eq!(
+        idx(l.call("__getitem__", vec![big])),
+        (
+            "IndexError".into(),
+            "cannot fit 'int' into an index-sized integer".into()
+        )
+    );
 }
 
 #[test]

@@ -67,7 +67,15 @@ fn indices_type_error(v: &Value) -> RemoteError {
 
 /// `list * n` with Python's rules: a negative count gives an empty list.
 fn repeat(items: &[Value], n: &Value) -> Result<Vec<Value>, RemoteError> {
-    let n = int_arg(n)?.max(0) as usize;
+    let n = match int_arg(n) {
+        Err(e) if e.kind == "OverflowError" => {
+            return Err(RemoteError::new(
+                "OverflowError",
+                "cannot fit 'int' into an index-sized integer",
+            ))
+        }
+        n => n?.max(0) as usize,
+    };
     if items.len().saturating_mul(n) > MAX_REPEAT_ITEMS {
         return Err(RemoteError::new("MemoryError", ""));
     }

@@ -83,8 +83,8 @@ pub(crate) fn int_index(v: &Value) -> Option<Result<i64, RemoteError>> {
 }
 
 /// An integer argument used as a count or position (`list.insert`'s index,
-/// `list * n`): `TypeError: '<type>' object cannot be interpreted as an integer`
-/// for anything else, `OverflowError` for a big int.
+/// `list.pop`'s index): `TypeError: '<type>' object cannot be interpreted as an
+/// integer` for anything else, `OverflowError` for a big int.
 pub(crate) fn int_arg(v: &Value) -> Result<i64, RemoteError> {
     match int_of(v) {
         Some(i) => i
@@ -93,7 +93,7 @@ pub(crate) fn int_arg(v: &Value) -> Result<i64, RemoteError> {
             .ok_or_else(|| {
                 RemoteError::new(
                     "OverflowError",
-                    "cannot fit 'int' into an index-sized integer",
+                    "Python int too large to convert to C ssize_t",
                 )
             }),
         None => Err(RemoteError::type_error(format!(
