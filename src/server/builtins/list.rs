@@ -94,14 +94,12 @@ fn clamp_bound(v: Option<&Value>, default: usize, len: usize) -> Result<usize, R
         return Ok(default);
     };
     let i = match super::pykey::int_of(v) {
-        Some(i) => i.small().map_or(
-            if i.is_negative() {
-                i128::MIN
-            } else {
-                i128::MAX
-            },
-            |x| x,
-        ),
+        // A big int clamps like any out-of-range bound.
+        Some(i) => i.small().unwrap_or(if i.is_negative() {
+            i128::MIN
+        } else {
+            i128::MAX
+        }),
         None => {
             return Err(RemoteError::type_error(
                 "slice indices must be integers or have an __index__ method",
