@@ -2,6 +2,7 @@
 //! exceptions, exactly as CPython's `pickle.loads` expects them. No memo and no
 //! frames are written (both are optional for a reader).
 
+use super::Origin;
 use crate::proto::value::{Token, Value};
 
 pub(super) const PROTO: u8 = 0x80;
@@ -29,6 +30,7 @@ const TUPLE: u8 = b't';
 const TUPLE1: u8 = 0x85;
 const EMPTY_DICT: u8 = b'}';
 const SETITEMS: u8 = b'u';
+const SETITEM: u8 = b's';
 const EMPTY_SET: u8 = 0x8f;
 const ADDITEMS: u8 = 0x90;
 const FROZENSET: u8 = 0x91;
@@ -37,11 +39,11 @@ const REDUCE: u8 = b'R';
 const NEWOBJ: u8 = 0x81;
 const BUILD: u8 = b'b';
 
-/// Appends one pickle to a buffer. `address` is the server's address as CPython
-/// represents it, written into every token.
-pub(super) struct Writer<'a> {
-    pub(super) out: &'a mut Vec<u8>,
-    pub(super) address: &'a Value,
+/// Appends one pickle to a buffer; `origin` describes the server whose tokens
+/// it writes.
+pub(super) struct Writer<'w, 'o> {
+    pub(super) out: &'w mut Vec<u8>,
+    pub(super) origin: &'w Origin<'o>,
 }
 
 /// Minimal little-endian two's-complement bytes of `i` (LONG1's payload).
@@ -58,7 +60,7 @@ fn long_bytes(i: i64) -> Vec<u8> {
     b
 }
 
-impl Writer<'_> {
+impl Writer<'_, '_> {
     /// Starts a pickle (PROTO 4).
     pub(super) fn begin(&mut self) {
         self.out.extend_from_slice(&[PROTO, 4]);
@@ -230,21 +232,31 @@ impl Writer<'_> {
         self.out.push(NEWOBJ);
         self.tuple_of(3, |w| {
             w.str(&t.typeid);
-            w.value(w.address);
+            w.value(w.origin.address);
             w.str(&t.id.to_string());
         });
         self.out.push(BUILD);
     }
 
-    /// `RebuildProxy(ProxyType, token, 'pickle', {})`, as `BaseProxy.__reduce__`
-    /// produces; the client rebuilds a working proxy (and increfs it).
+    /// `RebuildProxy(ProxyType, token, 'pickle', kwds)`, as `BaseProxy.__reduce__`
+    /// produces; the client rebuilds a working proxy (and increfs it). An
+    /// `AutoProxy` carries `{'exposed': (...)}` as CPython's does: without it the
+    /// client would ask `get_methods` over an unauthenticated connection.
     fn proxy(&mut self, t: &Token) {
+        let proxy_type = super::proxy_type(&t.typeid);
         self.global("multiprocessing.managers", "RebuildProxy");
         self.out.push(MARK);
-        self.global("multiprocessing.managers", super::proxy_type(&t.typeid));
+        self.global("multiprocessing.managers", proxy_type);
         self.token(t);
         self.str("pickle");
         self.out.push(EMPTY_DICT);
+        if proxy_type == "AutoProxy" {
+            if let Some(exposed) = (self.origin.exposed)(&t.typeid) {
+                self.str("exposed");
+                self.tuple_of(exposed.len(), |w| exposed.iter().for_each(|m| w.str(m)));
+                self.out.push(SETITEM);
+            }
+        }
         self.out.push(TUPLE);
         self.out.push(REDUCE);
     }

@@ -34,6 +34,36 @@ use crate::proto::value::{ObjectId, Value};
 
 pub use decode::MAX_DEPTH;
 
+/// What the encoder needs to know about the server whose tokens it writes.
+pub struct Origin<'a> {
+    /// The server's address as CPython represents it — `('127.0.0.1', port)` as
+    /// a tuple for TCP, the path as a str for a Unix socket — written into every
+    /// token.
+    pub address: &'a Value,
+    /// The exposed methods of a typeid. A reference to an object whose typeid
+    /// gets `AutoProxy` carries them, as CPython's own pickled proxies do; `None`
+    /// leaves the client to ask with `get_methods`.
+    pub exposed: &'a dyn Fn(&str) -> Option<&'a [String]>,
+}
+
+impl<'a> Origin<'a> {
+    /// An origin that knows no typeid's exposed methods.
+    pub fn new(address: &'a Value) -> Origin<'a> {
+        Origin {
+            address,
+            exposed: &|_| None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin")
+            .field("address", self.address)
+            .finish_non_exhaustive()
+    }
+}
+
 fn err<T>(msg: impl Into<String>) -> Result<T, CodecError> {
     Err(CodecError::new(format!("pickle: {}", msg.into())))
 }
@@ -114,10 +144,10 @@ pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
 }
 
 /// Appends the pickle of `req` (no frame header) to `out`, as CPython's client
-/// would send it. `address` is the server's address in CPython's form, written
-/// into the tokens of any references among the arguments.
-pub fn encode_request(req: &Request, address: &Value, out: &mut Vec<u8>) {
-    let mut w = Writer { out, address };
+/// would send it. `origin` describes the server, for the tokens of any
+/// references among the arguments.
+pub fn encode_request(req: &Request, origin: &Origin<'_>, out: &mut Vec<u8>) {
+    let mut w = Writer { out, origin };
     w.begin();
     w.tuple_of(4, |w| {
         match req.target {
@@ -137,11 +167,9 @@ pub fn encode_request(req: &Request, address: &Value, out: &mut Vec<u8>) {
 }
 
 /// Appends the pickle of `reply` (no frame header) to `out`: CPython's `(kind,
-/// result)` pair. `address` is the server's address as CPython represents it —
-/// `('127.0.0.1', port)` as a tuple for TCP, the path as a str for a Unix
-/// socket — and goes into every token.
-pub fn encode_reply(reply: &Reply, address: &Value, out: &mut Vec<u8>) {
-    let mut w = Writer { out, address };
+/// result)` pair. `origin` describes the server, for every token written.
+pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
+    let mut w = Writer { out, origin };
     w.begin();
     match reply {
         Reply::Return(v) => {
@@ -186,7 +214,7 @@ pub fn encode_reply(reply: &Reply, address: &Value, out: &mut Vec<u8>) {
     w.end();
 }
 
-impl Writer<'_> {
+impl Writer<'_, '_> {
     fn str_tuple(&mut self, items: &[String]) {
         self.tuple_of(items.len(), |w| items.iter().for_each(|s| w.str(s)));
     }

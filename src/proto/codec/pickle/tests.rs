@@ -246,9 +246,11 @@ for f, a in [(os.system, ('true',)), (eval, ('1',)), (subprocess.Popen, (['true'
 fn malformed_requests_are_clear_errors() {
     let enc = |v: &Value| {
         let mut w = Vec::new();
+        let none = Value::None;
+        let origin = Origin::new(&none);
         let mut wr = Writer {
             out: &mut w,
-            address: &Value::None,
+            origin: &origin,
         };
         wr.begin();
         wr.value(v);
@@ -353,7 +355,7 @@ fn random_bytes_never_panic() {
         args: sample_args_expected(),
         kwargs: vec![("k".into(), Value::Int(1))],
     };
-    encode_request(&req, &Value::Str("/s".into()), &mut seed);
+    encode_request(&req, &Origin::new(&Value::Str("/s".into())), &mut seed);
     for round in 0..20_000 {
         let buf: Vec<u8> = if round % 2 == 0 {
             // Pure noise after a PROTO header.
@@ -378,7 +380,8 @@ fn random_bytes_never_panic() {
 
 #[test]
 fn requests_and_replies_round_trip() {
-    let addr = Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(5000)]);
+    let address = Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(5000)]);
+    let addr = Origin::new(&address);
     let mut args = sample_args_expected();
     args.push(Value::Float(f64::INFINITY));
     args.push(Value::Str("x".repeat(300)));
@@ -433,6 +436,7 @@ fn requests_and_replies_round_trip() {
 #[test]
 fn encoded_replies_load_in_cpython() {
     let tcp = Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(5000)]);
+    let counter_methods = ["incr".to_owned(), "get".to_owned()];
     let unix = Value::Str("/tmp/mgr.sock".into());
     let counter = Token {
         typeid: "Counter".into(),
@@ -462,7 +466,7 @@ fn encoded_replies_load_in_cpython() {
         (
             Reply::Return(Value::Tuple(vec![Value::Ref(counter), Value::Ref(dict)])),
             &unix,
-            "('#RETURN', (('RP', 'AutoProxy', Token(typeid='Counter', address='/tmp/mgr.sock', id='200000004'), 'pickle', {}), \
+            "('#RETURN', (('RP', 'AutoProxy', Token(typeid='Counter', address='/tmp/mgr.sock', id='200000004'), 'pickle', {'exposed': ('incr', 'get')}), \
              ('RP', 'DictProxy', Token(typeid='dict', address='/tmp/mgr.sock', id='11'), 'pickle', {})))",
         ),
         (
@@ -521,7 +525,12 @@ for line in sys.stdin:
     let mut input = String::new();
     for (reply, addr, _) in &cases {
         let mut out = Vec::new();
-        encode_reply(reply, addr, &mut out);
+        let exposed = |t: &str| (t == "Counter").then_some(&counter_methods[..]);
+        let origin = Origin {
+            address: addr,
+            exposed: &exposed,
+        };
+        encode_reply(reply, &origin, &mut out);
         input.push_str(&hex(&out));
         input.push('\n');
     }
