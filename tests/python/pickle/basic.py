@@ -17,6 +17,10 @@ assert c.incr(5) == 16
 assert c.incr(n=4) == 20
 assert c.get() == 20
 assert c._getvalue() == 20
+# Keyword arguments reach the constructor too.
+c0 = m.Counter(start=5)
+assert c0.get() == 5
+del c0
 
 # str() asks the server (__repr__ fallback); repr() is the local proxy's.
 assert str(c) == 'Counter(20)', str(c)

@@ -18,9 +18,12 @@ use crate::proto::value::{ObjectId, Slice, Token, Value};
 /// structure trips this too).
 pub const MAX_DEPTH: u32 = 128;
 
-/// Conversion budget: units (one per node, plus one per byte of string data)
-/// allowed per input byte, and a floor for tiny inputs.
-const BUDGET_PER_BYTE: usize = 16;
+/// Conversion budget: units (one per value, plus one per byte of str, bytes and
+/// big-int data) allowed per input byte, and a floor for tiny inputs. Every
+/// opcode builds at most one value, so only memo sharing (a GET of an object
+/// already built) can spend more than one unit per byte; 4 leaves room for the
+/// sharing real pickles do (a memoized key repeated in many dicts).
+const BUDGET_PER_BYTE: usize = 4;
 const BUDGET_FLOOR: usize = 64 * 1024;
 
 /// A whitelisted global, resolved by name only.

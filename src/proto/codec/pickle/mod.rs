@@ -169,6 +169,17 @@ pub fn encode_request(req: &Request, origin: &Origin<'_>, out: &mut Vec<u8>) {
 /// Appends the pickle of `reply` (no frame header) to `out`: CPython's `(kind,
 /// result)` pair. `origin` describes the server, for every token written.
 pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
+    // A value Python cannot rebuild (a list as a dict key) would break the
+    // client's connection in `recv`; say so instead, as CPython's server does.
+    let values: &[Value] = match reply {
+        Reply::Return(v) => std::slice::from_ref(v),
+        Reply::Error(e) => &e.args,
+        _ => &[],
+    };
+    if let Some(why) = values.iter().find_map(|v| unhashable(v, false)) {
+        let reply = Reply::Unserializable(why);
+        return encode_reply(&reply, origin, out);
+    }
     let mut w = Writer { out, origin };
     w.begin();
     match reply {
@@ -212,6 +223,30 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
     }
     w.op(0x86); // TUPLE2: (kind, result)
     w.end();
+}
+
+/// Why `v` cannot be unpickled by Python, if it cannot: an unhashable value
+/// (list, dict, set, slice) used as a set element or dict key. `hashed` says
+/// whether `v` itself must be hashable.
+fn unhashable(v: &Value, hashed: bool) -> Option<String> {
+    match v {
+        Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Slice(_) if hashed => {
+            Some(format!(
+                "unhashable type: '{}' used as a set element or dict key",
+                v.type_name()
+            ))
+        }
+        Value::Tuple(items) | Value::List(items) => {
+            items.iter().find_map(|x| unhashable(x, hashed))
+        }
+        Value::Set(items) | Value::FrozenSet(items) => {
+            items.iter().find_map(|x| unhashable(x, true))
+        }
+        Value::Dict(kv) => kv
+            .iter()
+            .find_map(|(k, v)| unhashable(k, true).or_else(|| unhashable(v, false))),
+        _ => None,
+    }
 }
 
 impl Writer<'_, '_> {

@@ -575,3 +575,91 @@ fn proxy_types_and_exception_classes() {
     assert_eq!(exception_class("os.system"), None);
     assert_eq!(exception_class("RemoteError"), None);
 }
+
+#[test]
+fn unhashable_values_become_unserializable() {
+    let none = Value::None;
+    let origin = Origin::new(&none);
+    let bad = [
+        Value::Set(vec![Value::List(vec![])]),
+        Value::Dict(vec![(Value::Dict(vec![]), Value::None)]),
+        Value::List(vec![Value::FrozenSet(vec![Value::Tuple(vec![
+            Value::Set(vec![]),
+        ])])]),
+    ];
+    for v in bad {
+        let mut out = Vec::new();
+        encode_reply(&Reply::Return(v.clone()), &origin, &mut out);
+        match decode_reply(&out).unwrap() {
+            Reply::Unserializable(why) => assert!(why.contains("unhashable"), "{why}"),
+            other => panic!("{v}: {other:?}"),
+        }
+    }
+    // Tuples of hashable values are fine as keys; lists are fine as values.
+    let ok = Value::Dict(vec![(
+        Value::Tuple(vec![Value::Int(1), Value::Str("a".into())]),
+        Value::List(vec![Value::List(vec![])]),
+    )]);
+    let mut out = Vec::new();
+    encode_reply(&Reply::Return(ok.clone()), &origin, &mut out);
+    assert_eq!(decode_reply(&out).unwrap(), Reply::Return(ok));
+}
+
+/// Requests encoded in Rust load in CPython as its own client's requests.
+#[test]
+fn encoded_requests_load_in_cpython() {
+    let address = Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(9)]);
+    let methods = ["get".to_owned()];
+    let exposed = |_: &str| Some(&methods[..]);
+    let origin = Origin {
+        address: &address,
+        exposed: &exposed,
+    };
+    let reqs = [
+        Request {
+            target: Some(ObjectId(0x1f)),
+            method: "incr".into(),
+            args: vec![Value::Int(1), Value::Str("x".into())],
+            kwargs: vec![("n".into(), Value::Int(2))],
+        },
+        Request::public("create", vec![Value::Str("Counter".into())]),
+        Request::call(
+            ObjectId(0xa),
+            "set",
+            vec![Value::Ref(Token {
+                typeid: "Counter".into(),
+                id: ObjectId(0xb),
+            })],
+        ),
+    ];
+    let hexes: Vec<String> = reqs
+        .iter()
+        .map(|r| {
+            let mut out = Vec::new();
+            encode_request(r, &origin, &mut out);
+            hex(&out)
+        })
+        .collect();
+    let script = format!(
+        r#"
+import pickle, io
+class U(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) == ('multiprocessing.managers', 'RebuildProxy'):
+            return lambda func, token, ser, kw: ('RP', func.__name__, token, ser, kw)
+        return super().find_class(module, name)
+for h in {hexes:?}:
+    print(repr(U(io.BytesIO(bytes.fromhex(h))).load()))
+"#
+    );
+    let out = python(&script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "('1f', 'incr', (1, 'x'), {'n': 2})",
+            "(None, 'create', ('Counter',), {})",
+            "('a', 'set', (('RP', 'AutoProxy', Token(typeid='Counter', address=('127.0.0.1', 9), id='b'), 'pickle', {'exposed': ('get',)}),), {})",
+        ]
+    );
+}
