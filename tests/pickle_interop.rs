@@ -208,3 +208,111 @@ fn hostile_pickle_gets_a_clear_error_and_a_closed_connection() {
     let c = native.create("Counter", vec![]).unwrap();
     assert_eq!(c.call("incr", vec![]).unwrap(), Value::Int(1));
 }
+
+/// A CPython process, killed if the test fails before it exits.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn rust_pickle_codec_talks_to_a_cpython_manager_server() {
+    use std::io::BufRead as _;
+    let mut child = Child(
+        Command::new("python3")
+            .arg(script_dir().join("serve.py"))
+            .env("MGR_AUTHKEY", std::str::from_utf8(KEY).unwrap())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address: Address = line.trim().parse().expect("serve.py prints its address");
+
+    // create('dict') over a one-shot connection: CPython answers (ident, exposed).
+    let mut conn = Connection::connect(&address, KEY).unwrap();
+    let create = Request::public("create", vec![Value::Str("dict".into())]);
+    let id = match pickle_call(&mut conn, &address, &create) {
+        Reply::Return(Value::Tuple(v)) => {
+            assert!(
+                matches!(&v[1], Value::Tuple(m) if m.contains(&Value::Str("__getitem__".into()))),
+                "{v:?}"
+            );
+            ObjectId::from_hex(v[0].as_str().unwrap()).expect("a hex ident")
+        }
+        other => panic!("{other:?}"),
+    };
+
+    // Method calls over a persistent connection.
+    let mut conn = Connection::connect(&address, KEY).unwrap();
+    let accept = Request::public("accept_connection", vec![Value::Str("rust".into())]);
+    assert_eq!(
+        pickle_call(&mut conn, &address, &accept),
+        Reply::Return(Value::None)
+    );
+    let value = Value::List(vec![
+        Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 1]),
+        Value::Set(vec![Value::Int(1)]),
+        Value::Bytes(b"\x00b".to_vec()),
+        Value::Float(0.5),
+    ]);
+    let set = Request::call(
+        id,
+        "__setitem__",
+        vec![Value::Str("k".into()), value.clone()],
+    );
+    assert_eq!(
+        pickle_call(&mut conn, &address, &set),
+        Reply::Return(Value::None)
+    );
+    let get = |key: &str| Request::call(id, "__getitem__", vec![Value::Str(key.into())]);
+    assert_eq!(
+        pickle_call(&mut conn, &address, &get("k")),
+        Reply::Return(value)
+    );
+    match pickle_call(&mut conn, &address, &get("missing")) {
+        Reply::Error(e) => {
+            assert_eq!(e.kind, "KeyError");
+            assert_eq!(e.args, vec![Value::Str("missing".into())]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // dict.keys() comes back as a list (managers reduce views to lists).
+    match pickle_call(&mut conn, &address, &Request::call(id, "keys", vec![])) {
+        Reply::Return(Value::List(keys)) => assert_eq!(keys, vec![Value::Str("k".into())]),
+        other => panic!("{other:?}"),
+    }
+    // __iter__ is in method_to_typeid: a #PROXY with a CPython token.
+    match pickle_call(&mut conn, &address, &Request::call(id, "__iter__", vec![])) {
+        Reply::Proxy { exposed, token } => {
+            assert_eq!(token.typeid, "Iterator");
+            assert!(exposed.contains(&"__next__".to_owned()), "{exposed:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(conn);
+
+    for req in [
+        Request::public("decref", vec![Value::Str(id.to_string())]),
+        Request::public("shutdown", vec![]),
+    ] {
+        let mut conn = Connection::connect(&address, KEY).unwrap();
+        assert_eq!(
+            pickle_call(&mut conn, &address, &req),
+            Reply::Return(Value::None),
+            "{req:?}"
+        );
+    }
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "CPython server exited with {status}");
+}

@@ -39,6 +39,9 @@ pub(super) enum Global {
     Slice,
     /// `builtins.set` / `builtins.frozenset` (protocols 2 and 3 reduce sets to them).
     Set(bool),
+    /// `builtins.list` / `builtins.tuple` (managers.py reduces dict views to
+    /// `list(items)`).
+    Seq(bool),
     /// `builtins.bytearray` / `builtins.bytes` (protocols 2–4).
     Bytes,
     /// `_codecs.encode` (protocol 2 pickles bytes as `encode(str, 'latin1')`).
@@ -188,6 +191,8 @@ pub(super) fn resolve_global(module: &str, name: &str) -> Result<Global, CodecEr
         (_, "slice") if builtin => Some(Global::Slice),
         (_, "set") if builtin => Some(Global::Set(false)),
         (_, "frozenset") if builtin => Some(Global::Set(true)),
+        (_, "list") if builtin => Some(Global::Seq(false)),
+        (_, "tuple") if builtin => Some(Global::Seq(true)),
         (_, "bytearray" | "bytes") if builtin => Some(Global::Bytes),
         (_, "object") if builtin => Some(Global::Object),
         (_, n) if builtin && BUILTIN_EXCEPTIONS.contains(&n) => {
@@ -730,6 +735,23 @@ impl Machine<'_> {
                     }),
                     [start, stop, step] => Node::Slice(Slice { start, stop, step }),
                     _ => return err("slice() takes 1 to 3 arguments"),
+                }
+            }
+            Global::Seq(tuple) => {
+                let items = match a[..] {
+                    [] => Vec::new(),
+                    [src] => match &self.nodes[src] {
+                        Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => {
+                            v.clone()
+                        }
+                        _ => return err("list()/tuple() of something that is not a sequence"),
+                    },
+                    _ => return err("list()/tuple() take at most one argument"),
+                };
+                if tuple {
+                    Node::Tuple(items)
+                } else {
+                    Node::List(items)
                 }
             }
             Global::Set(frozen) => {

@@ -7,7 +7,8 @@
 //! `multiprocessing.managers.Token`, `RebuildProxy` with `AutoProxy` or a
 //! SyncManager proxy type (a pickled proxy becomes a [`Value::Ref`]),
 //! `builtins.slice`, `array.array` / `array._array_reconstructor` (a list), the
-//! constructors protocols 2–3 reduce bytes and sets to, and exception classes (for
+//! constructors protocols 2–3 reduce bytes and sets to, `builtins.list` / `tuple`
+//! (managers.py pickles dict views as `list(items)`), and exception classes (for
 //! replies). Any other global (`os.system`, `builtins.eval` …) or opcode (INST, OBJ,
 //! PERSID, EXT*, out-of-band buffers) is a [`CodecError`]: nothing is ever imported
 //! or executed. Memory and nesting are bounded by the input's size and

@@ -124,7 +124,8 @@ req = ('1f', 'incr', args, {{'n': 2, 'timeout': None}})
 for p in (2, 3, 4, 5):
     print(pickle.dumps(req, protocol=p).hex())
 print(bytes(ForkingPickler.dumps(req)).hex())
-print(bytes(ForkingPickler.dumps((None, 'create', ('Counter', 5), {{}}))).hex())
+import multiprocessing.managers  # registers the dict-view reducers
+print(bytes(ForkingPickler.dumps((None, 'create', ('Counter', 5, {{'a': 1}}.keys()), {{}}))).hex())
 "
     );
     let out = python(&script);
@@ -147,7 +148,14 @@ print(bytes(ForkingPickler.dumps((None, 'create', ('Counter', 5), {{}}))).hex())
     let create = decode_request(&unhex(lines[5])).unwrap();
     assert_eq!(
         create,
-        Request::public("create", vec![Value::Str("Counter".into()), Value::Int(5)])
+        Request::public(
+            "create",
+            vec![
+                Value::Str("Counter".into()),
+                Value::Int(5),
+                Value::List(vec![Value::Str("a".into())])
+            ]
+        )
     );
 }
 
