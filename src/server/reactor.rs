@@ -395,7 +395,7 @@ impl Reactor {
                     };
                     let decoded = match ser {
                         Serializer::Native => native::decode_request(payload),
-                        Serializer::Pickle => pickle::decode_request(payload),
+                        Serializer::Pickle => pickle::decode_request_for(payload, address),
                     };
                     match decoded {
                         Ok(req) => {

@@ -25,9 +25,11 @@
 
 mod decode;
 mod encode;
+mod globals;
 
-use decode::{Decoded, Node, BUILTIN_EXCEPTIONS, MODULE_EXCEPTIONS};
+use decode::{Decoded, Node};
 use encode::Writer;
+use globals::{BUILTIN_EXCEPTIONS, MODULE_EXCEPTIONS};
 
 use super::CodecError;
 use crate::proto::message::{RemoteError, Reply, Request};
@@ -103,9 +105,23 @@ pub fn exception_class(kind: &str) -> Option<(&'static str, &'static str)> {
 }
 
 /// Decodes a request as CPython's client sends it: `(ident, methodname, args,
-/// kwds)`, with `ident` None for public methods or the object's hex id.
+/// kwds)`, with `ident` None for public methods or the object's hex id. Tokens
+/// (pickled proxies) among the arguments are taken as they come; a server uses
+/// [`decode_request_for`].
 pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
+    request(decode::run(payload)?)
+}
+
+/// Decodes a request as [`decode_request`] does, for the server at `address`
+/// (CPython's form, as for [`Origin::address`]): a pickled proxy whose token
+/// names another server is refused instead of being taken for an object here.
+pub fn decode_request_for(payload: &[u8], address: &Value) -> Result<Request, CodecError> {
     let mut d = decode::run(payload)?;
+    d.home = Some(address.clone());
+    request(d)
+}
+
+fn request(mut d: Decoded) -> Result<Request, CodecError> {
     let parts = match d.root() {
         Node::Tuple(p) if p.len() == 4 => p.clone(),
         _ => return err("a request must be a tuple (ident, methodname, args, kwds)"),

@@ -671,3 +671,31 @@ for h in {hexes:?}:
         ]
     );
 }
+
+#[test]
+fn tokens_of_other_servers_are_refused_by_decode_request_for() {
+    let script = format!(
+        "{PRELUDE}
+for addr in [('127.0.0.1', 5000), ('localhost', 5000), ('127.0.0.1', 5001), '/tmp/s']:
+    t = Token('Counter', addr, '1f')
+    print(pickle.dumps(('a', 'set', (FakeProxy(AutoProxy, t),), {{}}), protocol=4).hex())
+"
+    );
+    let out = python(&script);
+    let lines: Vec<&str> = out.lines().collect();
+    let tcp = Value::Tuple(vec![Value::Str("0.0.0.0".into()), Value::Int(5000)]);
+    let unix = Value::Str("/tmp/s".into());
+    let ok = |line: &str, home: &Value| decode_request_for(&unhex(line), home).is_ok();
+    assert!(
+        ok(lines[0], &tcp) && ok(lines[1], &tcp),
+        "same port, any host name"
+    );
+    let e = decode_request_for(&unhex(lines[2]), &tcp)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another manager"), "{e}");
+    assert!(!ok(lines[3], &tcp));
+    assert!(ok(lines[3], &unix) && !ok(lines[0], &unix));
+    // Without a home address every token is taken as it comes.
+    assert!(decode_request(&unhex(lines[2])).is_ok());
+}
