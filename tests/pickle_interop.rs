@@ -316,3 +316,19 @@ fn rust_pickle_codec_talks_to_a_cpython_manager_server() {
     let status = child.0.wait().unwrap();
     assert!(status.success(), "CPython server exited with {status}");
 }
+
+#[test]
+fn oversized_first_pickle_frame_is_answered_in_pickle() {
+    let s = TestServer::start_with(|c| c.max_frame = 1024);
+    let mut conn = Connection::connect(&s.address, KEY).unwrap();
+    let big = Request::public("dummy", vec![Value::Bytes(vec![0; 4096])]);
+    let mut payload = Vec::new();
+    pickle::encode_request(&big, &pickle::Origin::new(&Value::None), &mut payload);
+    conn.queue_raw(&payload);
+    conn.write_out().unwrap();
+    match pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap() {
+        Reply::Traceback(t) => assert!(t.contains("bad frame"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(conn.read_frame(1 << 20).is_err(), "connection left open");
+}

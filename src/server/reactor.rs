@@ -354,6 +354,18 @@ impl Reactor {
                 }
                 Ok(None) => return,
                 Err(e) => {
+                    // Answer a bad first frame in the serializer the client speaks,
+                    // if its first payload byte has arrived.
+                    let input = conn.input();
+                    let at = if input.get(..4) == Some(&[0xff; 4]) {
+                        12
+                    } else {
+                        4
+                    };
+                    let first = input.get(at).copied();
+                    if let (Phase::Serving(ser @ None), Some(b)) = (&mut conn.phase, first) {
+                        *ser = Some(Serializer::detect(b));
+                    }
                     fatal(conn, &format!("bad frame: {e}"), address, &core.registry);
                     return;
                 }
