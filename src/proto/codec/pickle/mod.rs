@@ -1,6 +1,6 @@
 //! The pickle serializer, so stock CPython clients (and servers) can talk to libmgr.
 //!
-//! Decoding is data-only: the machine in [`decode`] runs the opcodes of protocols
+//! Decoding is data-only: the machine in `decode.rs` runs the opcodes of protocols
 //! 2–5 that build None, bools, ints (big ones kept exactly), floats, str, bytes,
 //! bytearray, tuples, lists, dicts, sets and frozensets, with memo, marks and
 //! frames, and it knows a short whitelist of globals by name —
