@@ -17,8 +17,7 @@ use crate::proto::{ObjectId, Reply, Request, Token, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IdStyle {
     Int,
-    /// Chosen once the pickle serializer lands.
-    #[allow(dead_code)]
+    /// Pickle connections: ids are CPython-style hex strings.
     Hex,
 }
 
