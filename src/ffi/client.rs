@@ -82,21 +82,21 @@ pub unsafe extern "C" fn mgr_client_free(client: *mut mgr_client) {
     }
 }
 
-/// Creates a shared object of `typeid` with `args` (a list or tuple, or NULL)
+/// Creates a shared object of `type_id` with `args` (a list or tuple, or NULL)
 /// and `kwargs` (a dict with str keys, or NULL), both borrowed. On success writes
 /// an owned proxy to `*out` (free with [`mgr_proxy_free`]). `MGR_ERR_REMOTE` if
 /// the constructor raised.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_create(
     client: *mut mgr_client,
-    typeid: *const c_char,
+    type_id: *const c_char,
     args: *const mgr_value,
     kwargs: *const mgr_value,
     out: *mut *mut mgr_proxy,
 ) -> mgr_status {
     ffi_boundary! {
         let m = arg_client(client)?;
-        let typeid = arg_str(typeid, "typeid")?;
+        let typeid = arg_str(type_id, "type_id")?;
         let (args, kwargs) = (arg_args(args)?, arg_kwargs(kwargs)?);
         let out = out_ptr(out, "out")?;
         let p = m.create_with(typeid, args, kwargs)?;

@@ -25,49 +25,53 @@ use crate::server::{
 pub const MGR_TYPE_VERSION: u32 = 1;
 
 /// One method_to_typeid entry: calling `method` returns a new shared object of
-/// `typeid` (the caller gets a proxy).
+/// `type_id` (the caller gets a proxy). (Not `typeid`: a C++ keyword.)
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct mgr_method_typeid {
     /// The method name (NUL-terminated UTF-8).
     pub method: *const c_char,
     /// The registered typeid its result becomes.
-    pub typeid: *const c_char,
+    pub type_id: *const c_char,
 }
 
 /// Builds an object's state: `args` is a tuple, `kwargs` a dict (both borrowed
 /// for the call). Write the state to `*out_object` (NULL is a valid state) and
 /// return `MGR_OK`; on failure call `mgr_request_raise` and/or return an error
 /// status (a RuntimeError for the caller).
-pub type mgr_create_fn = unsafe extern "C" fn(
-    userdata: *mut c_void,
-    args: *const mgr_value,
-    kwargs: *const mgr_value,
-    req: *mut mgr_request,
-    out_object: *mut *mut c_void,
-) -> mgr_status;
+pub type mgr_create_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        args: *const mgr_value,
+        kwargs: *const mgr_value,
+        req: *mut mgr_request,
+        out_object: *mut *mut c_void,
+    ) -> mgr_status,
+>;
 
 /// Runs `method` on `object`: answer through `req` (`mgr_request_return`,
 /// `_raise`, `_return_object` or `_defer`) and return `MGR_OK`. Not answering
 /// returns None. An error status makes the call fail with a RuntimeError (or with
 /// the error raised through `req`). `method`, `args` (a tuple) and `kwargs` (a
 /// dict) are borrowed for the duration of the callback.
-pub type mgr_call_fn = unsafe extern "C" fn(
-    userdata: *mut c_void,
-    object: *mut c_void,
-    method: *const c_char,
-    args: *const mgr_value,
-    kwargs: *const mgr_value,
-    req: *mut mgr_request,
-) -> mgr_status;
+pub type mgr_call_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        object: *mut c_void,
+        method: *const c_char,
+        args: *const mgr_value,
+        kwargs: *const mgr_value,
+        req: *mut mgr_request,
+    ) -> mgr_status,
+>;
 
 /// Releases an object's state (its last reference went, or the server is freed).
-pub type mgr_destroy_fn = unsafe extern "C" fn(userdata: *mut c_void, object: *mut c_void);
+pub type mgr_destroy_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, object: *mut c_void)>;
 
 /// Returns the object's `repr()` as a new str `mgr_value` (the library frees it),
 /// or NULL for the default `<typeid object, id=…>`.
 pub type mgr_repr_fn =
-    unsafe extern "C" fn(userdata: *mut c_void, object: *mut c_void) -> *mut mgr_value;
+    Option<unsafe extern "C" fn(userdata: *mut c_void, object: *mut c_void) -> *mut mgr_value>;
 
 /// A host type's description and callbacks, given to `mgr_server_register`. The
 /// library copies it (and the strings it points to) during registration. Every
@@ -87,13 +91,13 @@ pub struct mgr_type {
     /// Number of entries in `method_to_typeid`.
     pub method_to_typeid_len: usize,
     /// Builds an object (optional: without it every object's state is NULL).
-    pub create: Option<mgr_create_fn>,
+    pub create: mgr_create_fn,
     /// Runs a method (required).
-    pub call: Option<mgr_call_fn>,
+    pub call: mgr_call_fn,
     /// Releases an object's state (optional).
-    pub destroy: Option<mgr_destroy_fn>,
+    pub destroy: mgr_destroy_fn,
     /// The object's repr (optional).
-    pub repr: Option<mgr_repr_fn>,
+    pub repr: mgr_repr_fn,
 }
 
 /// A registered host type, shared by its objects.
@@ -147,7 +151,7 @@ impl HostType {
             let pair = *vt.method_to_typeid.add(i);
             targets.insert(
                 arg_str(pair.method, "mgr_type.method_to_typeid[i].method")?.to_owned(),
-                arg_str(pair.typeid, "mgr_type.method_to_typeid[i].typeid")?.to_owned(),
+                arg_str(pair.type_id, "mgr_type.method_to_typeid[i].type_id")?.to_owned(),
             );
         }
         let mut copy = *vt;

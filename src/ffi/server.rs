@@ -154,20 +154,20 @@ pub unsafe extern "C" fn mgr_server_new(
     }
 }
 
-/// Registers (or replaces) the host type `typeid`. `vtable` is copied, with the
+/// Registers (or replaces) the host type `type_id`. `vtable` is copied, with the
 /// strings it points to; `userdata` is passed first to every callback and must
 /// stay valid until [`mgr_server_free`] returns. Objects of a replaced type keep
 /// the old callbacks. `MGR_ERR_BUSY` from inside a callback.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_register(
     server: *mut mgr_server,
-    typeid: *const c_char,
+    type_id: *const c_char,
     vtable: *const mgr_type,
     userdata: *mut c_void,
 ) -> mgr_status {
     ffi_boundary! {
         let b = arg_server(server)?;
-        let typeid = arg_str(typeid, "typeid")?;
+        let typeid = arg_str(type_id, "type_id")?;
         let vt = vtable.as_ref().ok_or_else(|| Fail::null("vtable"))?;
         b.with(|s| {
             let (ty, spec) = HostType::new(typeid, vt, userdata, &b.types, b.handle.clone(), b.alive.clone())?;

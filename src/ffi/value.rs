@@ -185,13 +185,13 @@ pub unsafe extern "C" fn mgr_value_dict() -> *mut mgr_value {
     ffi_boundary! { Ok(into_raw(Value::Dict(Vec::new()))) }
 }
 
-/// A new reference to the shared object `id` of type `typeid` (to pass a shared
+/// A new reference to the shared object `id` of type `type_id` (to pass a shared
 /// object as an argument; see also `mgr_proxy_to_value`). Owned. NULL if
-/// `typeid` is NULL or not UTF-8.
+/// `type_id` is NULL or not UTF-8.
 #[no_mangle]
-pub unsafe extern "C" fn mgr_value_ref(typeid: *const c_char, id: u64) -> *mut mgr_value {
+pub unsafe extern "C" fn mgr_value_ref(type_id: *const c_char, id: u64) -> *mut mgr_value {
     ffi_boundary! {
-        Ok(into_raw(Value::Ref(Token { typeid: arg_str(typeid, "typeid")?.to_owned(), id: ObjectId(id) })))
+        Ok(into_raw(Value::Ref(Token { typeid: arg_str(type_id, "type_id")?.to_owned(), id: ObjectId(id) })))
     }
 }
 
