@@ -164,8 +164,13 @@ int main(int argc, char **argv) {
   ref = mgr_proxy_to_value(box);
   fflush(NULL);
   child = fork();
-  if (child == 0)
-    _exit(put_from_child(argv[1], key, ref, "from the child"));
+  if (child == 0) {
+    /* The child shares the parent's connection socket: it must not free the
+       parent's client or proxies (that would send decrefs on it). */
+    int rc = put_from_child(argv[1], key, ref, "from the child");
+    mgr_value_free(ref);
+    _exit(rc);
+  }
   CHECK(child > 0, "fork");
   expect_str(box, "get", NULL, "from the child");
   CHECK(waitpid(child, &wstatus, 0) == child && WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0,
