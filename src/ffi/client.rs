@@ -233,3 +233,74 @@ pub unsafe extern "C" fn mgr_client_shutdown(client: *mut mgr_client) -> mgr_sta
         Ok(mgr_status::MGR_OK)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ptr;
+
+    #[test]
+    fn connect_failures_leave_out_alone() {
+        let mut c = ptr::null_mut();
+        unsafe {
+            // Nothing listens on a fresh Unix path.
+            let st = mgr_client_connect(
+                c"unix:/nonexistent/mgr.sock".as_ptr(),
+                ptr::null(),
+                0,
+                &mut c,
+            );
+            assert_eq!(st, mgr_status::MGR_ERR_IO);
+            assert!(c.is_null());
+            let st = mgr_client_connect(c"not an address".as_ptr(), ptr::null(), 0, &mut c);
+            assert_eq!(st, mgr_status::MGR_ERR_INVALID_ARGUMENT);
+            let st = mgr_client_connect(ptr::null(), ptr::null(), 0, &mut c);
+            assert_eq!(st, mgr_status::MGR_ERR_NULL_ARGUMENT);
+            let st = mgr_client_connect(c"127.0.0.1:1".as_ptr(), ptr::null(), 3, &mut c);
+            assert_eq!(
+                st,
+                mgr_status::MGR_ERR_NULL_ARGUMENT,
+                "a NULL key with a length"
+            );
+            assert!(c.is_null());
+        }
+    }
+
+    #[test]
+    fn null_handles_are_refused() {
+        let mut out = ptr::null_mut();
+        let mut proxy = ptr::null_mut();
+        let mut n = 0;
+        unsafe {
+            assert_eq!(
+                mgr_create(
+                    ptr::null_mut(),
+                    c"T".as_ptr(),
+                    ptr::null(),
+                    ptr::null(),
+                    &mut proxy
+                ),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            assert_eq!(
+                mgr_call(
+                    ptr::null_mut(),
+                    c"m".as_ptr(),
+                    ptr::null(),
+                    ptr::null(),
+                    &mut out
+                ),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            assert_eq!(
+                mgr_client_number_of_objects(ptr::null_mut(), &mut n),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            assert_eq!(mgr_proxy_id(ptr::null()), 0);
+            assert!(mgr_proxy_typeid(ptr::null()).is_null());
+            mgr_proxy_free(ptr::null_mut());
+            mgr_client_free(ptr::null_mut());
+        }
+        assert!(out.is_null() && proxy.is_null());
+    }
+}

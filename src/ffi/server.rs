@@ -313,3 +313,178 @@ pub unsafe extern "C" fn mgr_server_free(server: *mut mgr_server) {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::host_type::{mgr_method_typeid, MGR_TYPE_VERSION};
+    use crate::ffi::request::mgr_request;
+    use crate::ffi::value::mgr_value;
+    use std::ffi::CStr;
+    use std::ptr;
+
+    unsafe extern "C" fn nop_call(
+        _: *mut c_void,
+        _: *mut c_void,
+        _: *const c_char,
+        _: *const mgr_value,
+        _: *const mgr_value,
+        _: *mut mgr_request,
+    ) -> mgr_status {
+        mgr_status::MGR_OK
+    }
+
+    fn vtable() -> mgr_type {
+        mgr_type {
+            version: MGR_TYPE_VERSION,
+            exposed: ptr::null(),
+            exposed_len: 0,
+            method_to_typeid: ptr::null::<mgr_method_typeid>(),
+            method_to_typeid_len: 0,
+            create: None,
+            call: Some(nop_call),
+            destroy: None,
+            repr: None,
+        }
+    }
+
+    fn new_server(
+        address: &CStr,
+        key: &[u8],
+        options: *const mgr_server_options,
+    ) -> Result<*mut mgr_server, mgr_status> {
+        let mut s = ptr::null_mut();
+        let st =
+            unsafe { mgr_server_new(address.as_ptr(), key.as_ptr(), key.len(), options, &mut s) };
+        if st == mgr_status::MGR_OK {
+            assert!(!s.is_null());
+            Ok(s)
+        } else {
+            assert!(s.is_null(), "out written on failure");
+            Err(st)
+        }
+    }
+
+    #[test]
+    fn options_are_versioned_and_defaulted() {
+        let mut o = mgr_server_options {
+            version: 0,
+            max_connections: 0,
+            max_frame: 0,
+            max_output: 0,
+            handshake_timeout_ms: 0,
+        };
+        assert_eq!(
+            unsafe { mgr_server_options_init(&mut o) },
+            mgr_status::MGR_OK
+        );
+        assert_eq!(o.version, MGR_SERVER_OPTIONS_VERSION);
+        assert_eq!(o.max_connections, 10_000);
+        assert_eq!(o.handshake_timeout_ms, 10_000);
+        let s = new_server(c"127.0.0.1:0", b"k", &o).unwrap();
+        unsafe { mgr_server_free(s) };
+        o.version = 99;
+        assert_eq!(
+            new_server(c"127.0.0.1:0", b"k", &o),
+            Err(mgr_status::MGR_ERR_INVALID_ARGUMENT)
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_keys_are_refused() {
+        assert_eq!(
+            new_server(c"nonsense", b"k", ptr::null()),
+            Err(mgr_status::MGR_ERR_INVALID_ARGUMENT)
+        );
+        assert_eq!(
+            new_server(c"0.0.0.0:0", b"", ptr::null()),
+            Err(mgr_status::MGR_ERR_CONFIG)
+        );
+        let mut s = ptr::null_mut();
+        let st = unsafe { mgr_server_new(ptr::null(), ptr::null(), 0, ptr::null(), &mut s) };
+        assert_eq!(st, mgr_status::MGR_ERR_NULL_ARGUMENT);
+    }
+
+    #[test]
+    fn embedding_accessors() {
+        let s = new_server(c"127.0.0.1:0", b"", ptr::null()).unwrap();
+        unsafe {
+            let addr = CStr::from_ptr(mgr_server_address(s)).to_str().unwrap();
+            assert!(
+                addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+                "{addr}"
+            );
+            assert!(mgr_server_fd(s) >= 0);
+            assert_eq!(mgr_server_timeout_ms(s), -1, "no timers yet");
+            assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
+            let mut n = 9;
+            assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
+            assert_eq!(n, 0);
+            assert!(!mgr_server_is_shut_down(s));
+            assert_eq!(mgr_server_shutdown(s), mgr_status::MGR_OK);
+            assert!(mgr_server_is_shut_down(s));
+            assert_eq!(
+                mgr_server_process(s),
+                mgr_status::MGR_OK,
+                "a no-op once shut down"
+            );
+            mgr_server_free(s);
+            mgr_server_free(ptr::null_mut());
+            assert_eq!(mgr_server_fd(ptr::null()), -1);
+            assert!(mgr_server_address(ptr::null()).is_null());
+            assert_eq!(
+                mgr_server_process(ptr::null_mut()),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+        }
+    }
+
+    #[test]
+    fn register_checks_the_vtable() {
+        let s = new_server(c"127.0.0.1:0", b"", ptr::null()).unwrap();
+        unsafe {
+            let ud = ptr::null_mut();
+            assert_eq!(
+                mgr_server_register(s, c"T".as_ptr(), &vtable(), ud),
+                mgr_status::MGR_OK
+            );
+            let mut v = vtable();
+            v.version = 2;
+            assert_eq!(
+                mgr_server_register(s, c"T".as_ptr(), &v, ud),
+                mgr_status::MGR_ERR_INVALID_ARGUMENT
+            );
+            let mut v = vtable();
+            v.call = None;
+            assert_eq!(
+                mgr_server_register(s, c"T".as_ptr(), &v, ud),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            let mut v = vtable();
+            v.exposed_len = 2;
+            assert_eq!(
+                mgr_server_register(s, c"T".as_ptr(), &v, ud),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            let names = [c"get".as_ptr(), c"put".as_ptr()];
+            let pairs = [mgr_method_typeid {
+                method: c"copy".as_ptr(),
+                type_id: c"T".as_ptr(),
+            }];
+            let mut v = vtable();
+            v.exposed = names.as_ptr();
+            v.exposed_len = 2;
+            v.method_to_typeid = pairs.as_ptr();
+            v.method_to_typeid_len = 1;
+            assert_eq!(
+                mgr_server_register(s, c"U".as_ptr(), &v, ud),
+                mgr_status::MGR_OK
+            );
+            assert_eq!(
+                mgr_server_register(s, c"U".as_ptr(), ptr::null(), ud),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            mgr_server_free(s);
+        }
+    }
+}
