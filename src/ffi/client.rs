@@ -120,8 +120,7 @@ unsafe fn invoke(
 /// Calls `method` on the proxied object with `args` (list/tuple or NULL) and
 /// `kwargs` (dict or NULL), both borrowed, and writes the owned result to `*out`
 /// (free with `mgr_value_free`). `MGR_ERR_REMOTE` when the method raised: the
-/// exception kind is [`mgr_last_error_kind`](super::status::mgr_last_error_kind)
-/// and its message [`mgr_last_error`](super::status::mgr_last_error).
+/// exception kind is `mgr_last_error_kind()` and its message `mgr_last_error()`.
 /// `MGR_ERR_PROTOCOL` if the method returns a shared object: use
 /// [`mgr_call_proxy`] for those.
 #[no_mangle]

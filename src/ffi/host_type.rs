@@ -1,4 +1,4 @@
-//! Host types: the `mgr_type` vtable a C host registers, and [`HostObject`], the
+//! Host types: the `mgr_type` vtable a C host registers, and `HostObject`, the
 //! [`SharedObject`] that forwards every call to it.
 //!
 //! A callback runs inside the server's turn; it receives a `mgr_request*` through

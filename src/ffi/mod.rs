@@ -2,14 +2,14 @@
 //! [`client`](crate::client), and nothing else.
 //!
 //! Conventions, after rustls-ffi: every exported function is `#[no_mangle] pub
-//! unsafe extern "C"` and its whole body runs inside [`ffi_boundary!`], which catches
+//! unsafe extern "C"` and its whole body runs inside `ffi_boundary!`, which catches
 //! panics and turns failures into the fallback of the return type (an error
 //! [`mgr_status`], NULL, 0 or nothing). Opaque types only: the header sees
 //! `typedef struct mgr_x mgr_x;` and Rust casts the pointer to the real type.
 //! `_new` returns an owned pointer, `_free` consumes it and accepts NULL. NULL
 //! arguments are rejected with [`mgr_status::MGR_ERR_NULL_ARGUMENT`]; out-pointers
 //! are written only on success; the message of the last failure on this thread is
-//! [`mgr_last_error`].
+//! [`mgr_last_error`](status::mgr_last_error).
 //!
 //! This module owns the C surface only; it must not reach into server or client
 //! internals beyond their public Rust API.

@@ -1,5 +1,5 @@
 //! `mgr_status` (stable numeric codes), the thread-local last error, and the
-//! plumbing [`ffi_boundary!`] uses to turn failures and panics into return values.
+//! plumbing `ffi_boundary!` uses to turn failures and panics into return values.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -166,9 +166,10 @@ impl FfiReturn for bool {
         false
     }
 }
+/// -1: never a valid descriptor, and "no timer" for a timeout.
 impl FfiReturn for i32 {
     fn failed(_: mgr_status) -> Self {
-        0
+        -1
     }
 }
 impl FfiReturn for u64 {
