@@ -96,7 +96,8 @@ typedef enum mgr_value_kind {
 } mgr_value_kind;
 
 // A connection to a manager server (opaque). Owned: free with
-// [`mgr_client_free`].
+// [`mgr_client_free`]. A client and its proxies belong to the thread that
+// made them.
 typedef struct mgr_client mgr_client;
 
 // A reference to a shared object (opaque). Owned: free with [`mgr_proxy_free`],
@@ -117,7 +118,8 @@ typedef struct mgr_request mgr_request;
 // [`mgr_server_shutdown`]'s queued path and `mgr_reply_*`.
 typedef struct mgr_server mgr_server;
 
-// A dynamically typed value (opaque).
+// A dynamically typed value (opaque). Plain data: a value may move between
+// threads, but is used by one thread at a time.
 typedef struct mgr_value mgr_value;
 
 // Server limits for [`mgr_server_new`]. Fill with [`mgr_server_options_init`]

@@ -348,3 +348,63 @@ fn deferred_replies_from_another_thread_freed_and_stale() {
     }
     server.stop();
 }
+
+#[test]
+fn c_client_against_host_type() {
+    use mgr::ffi::client::*;
+    use mgr::ffi::status::{mgr_last_error, mgr_last_error_kind};
+    let server = start();
+    let address = std::ffi::CString::new(server.address.clone()).unwrap();
+    unsafe {
+        let mut c = ptr::null_mut();
+        let st = mgr_client_connect(address.as_ptr(), KEY.as_ptr(), KEY.len(), &mut c);
+        assert_eq!(st, mgr_status::MGR_OK);
+        let mut p = ptr::null_mut();
+        let st = mgr_create(c, c"Echo".as_ptr(), ptr::null(), ptr::null(), &mut p);
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(
+            CStr::from_ptr(mgr_proxy_typeid(p)).to_str().unwrap(),
+            "Echo"
+        );
+
+        let args = mgr_value_list();
+        mgr_value_append(args, mgr_value_float(2.5));
+        let mut out = ptr::null_mut();
+        let st = mgr_call(p, c"echo".as_ptr(), args, ptr::null(), &mut out);
+        assert_eq!(st, mgr_status::MGR_OK);
+        let mut f = 0.0;
+        assert_eq!(mgr_value_get_float(out, &mut f), mgr_status::MGR_OK);
+        assert_eq!(f, 2.5);
+        mgr_value_free(out);
+        mgr_value_free(args);
+
+        let mut out = ptr::null_mut();
+        let st = mgr_call(p, c"raise".as_ptr(), ptr::null(), ptr::null(), &mut out);
+        assert_eq!(st, mgr_status::MGR_ERR_REMOTE);
+        assert!(out.is_null());
+        assert_eq!(
+            CStr::from_ptr(mgr_last_error_kind()).to_str().unwrap(),
+            "KeyError"
+        );
+        assert_eq!(CStr::from_ptr(mgr_last_error()).to_str().unwrap(), "'k'");
+
+        // A bad args value is refused before anything is sent.
+        let not_args = mgr_value_int(1);
+        let st = mgr_call(p, c"echo".as_ptr(), not_args, ptr::null(), &mut out);
+        assert_eq!(st, mgr_status::MGR_ERR_WRONG_TYPE);
+        mgr_value_free(not_args);
+
+        // The proxy outlives its client; freeing it releases the object.
+        mgr_client_free(c);
+        let st = mgr_call(p, c"nothing".as_ptr(), ptr::null(), ptr::null(), &mut out);
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(mgr_value_type(out), mgr_value_kind::MGR_VALUE_NONE);
+        mgr_value_free(out);
+        mgr_proxy_free(p);
+    }
+    let observer = server.connect();
+    while observer.number_of_objects().unwrap() != 0 {
+        std::thread::yield_now();
+    }
+    server.stop();
+}

@@ -14,7 +14,8 @@ use crate::client::{Manager, Proxy, Returned};
 use crate::proto::Value;
 
 /// A connection to a manager server (opaque). Owned: free with
-/// [`mgr_client_free`].
+/// [`mgr_client_free`]. A client and its proxies belong to the thread that
+/// made them.
 #[derive(Debug)]
 pub struct mgr_client {
     _private: [u8; 0],

@@ -14,7 +14,8 @@ use super::status::{mgr_status, Fail};
 use super::{arg_bytes, arg_str, out_ptr};
 use crate::proto::{ObjectId, Token, Value};
 
-/// A dynamically typed value (opaque).
+/// A dynamically typed value (opaque). Plain data: a value may move between
+/// threads, but is used by one thread at a time.
 #[derive(Debug)]
 pub struct mgr_value {
     _private: [u8; 0],
