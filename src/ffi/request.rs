@@ -212,11 +212,12 @@ pub unsafe extern "C" fn mgr_request_return_object(
         if req.answer.is_some() {
             return Err(Fail::new(mgr_status::MGR_ERR_STATE, "this request was answered already"));
         }
-        let target = req.ty.target_of(req.method).ok_or_else(|| Fail::new(
-            mgr_status::MGR_ERR_STATE,
-            format!("method '{}' has no method_to_typeid entry naming a host type", req.method),
-        ))?;
-        drop(target);
+        if req.ty.target_of(req.method).is_none() {
+            return Err(Fail::new(
+                mgr_status::MGR_ERR_STATE,
+                format!("method '{}' has no method_to_typeid entry naming a host type", req.method),
+            ));
+        }
         req.set(Answer::Object(object))?;
         Ok(mgr_status::MGR_OK)
     }
