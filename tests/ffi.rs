@@ -128,6 +128,11 @@ unsafe extern "C" fn call(
         }
         "stop" => mgr_server_shutdown(server),
         "nothing" => mgr_status::MGR_OK,
+        "no_target" => {
+            // Not a method_to_typeid method: handing over an object is refused.
+            let st = mgr_request_return_object(req, ptr::null_mut());
+            mgr_request_return(req, mgr_value_int(st as i64))
+        }
         other => panic!("unexpected method {other}"),
     }
 }
@@ -138,7 +143,7 @@ unsafe extern "C" fn repr(_userdata: *mut c_void, object: *mut c_void) -> *mut m
     mgr_value_str(s.as_ptr())
 }
 
-struct Methods([*const c_char; 9]);
+struct Methods([*const c_char; 10]);
 // SAFETY: pointers to static C string literals.
 unsafe impl Sync for Methods {}
 static METHODS: Methods = Methods([
@@ -151,6 +156,7 @@ static METHODS: Methods = Methods([
     c"defer_now".as_ptr(),
     c"stop".as_ptr(),
     c"nothing".as_ptr(),
+    c"no_target".as_ptr(),
 ]);
 
 struct VTable(mgr_type);
@@ -165,7 +171,7 @@ impl std::ops::Deref for VTable {
 static VTABLE: VTable = VTable(mgr_type {
     version: MGR_TYPE_VERSION,
     exposed: METHODS.0.as_ptr(),
-    exposed_len: 9,
+    exposed_len: 10,
     method_to_typeid: ptr::null::<mgr_method_typeid>(),
     method_to_typeid_len: 0,
     create: Some(create),
@@ -265,6 +271,8 @@ fn host_type_calls_errors_and_reentrancy() {
     assert_eq!(p.call("echo", vec![v.clone()]).unwrap(), v);
     assert_eq!(p.call("nothing", vec![]).unwrap(), Value::None);
     assert_eq!(p.call("twice", vec![]).unwrap(), Value::Int(1));
+    let state = Value::Int(mgr_status::MGR_ERR_STATE as i64);
+    assert_eq!(p.call("no_target", vec![]).unwrap(), state);
 
     let (kind, msg) = remote_kind(p.call("fail", vec![]).unwrap_err());
     assert_eq!(kind, "RuntimeError");
