@@ -284,9 +284,9 @@ class SyncManagerTest(MgrdTestCase):
         l[0] = "x"
         del l[1]
         l[1:3] = ["a", "b", "c"]
-        self.assertEqual(l._getvalue(), ["x", "a", "b", "c", 2, 1])
-        self.assertEqual(l + [9], ["x", "a", "b", "c", 2, 1, 9])
-        self.assertEqual(len(l * 2), 12)
+        self.assertEqual(l._getvalue(), ["x", "a", "b", "c", 1])
+        self.assertEqual(l + [9], ["x", "a", "b", "c", 1, 9])
+        self.assertEqual(len(l * 2), 10)
         with self.assertRaises(IndexError):
             l[100]
         with self.assertRaises(ValueError):
@@ -311,7 +311,7 @@ class SyncManagerTest(MgrdTestCase):
         del ns.a
         with self.assertRaises(AttributeError):
             ns.a
-        self.assertEqual(repr(ns), "Namespace(b='two')")
+        self.assertEqual(str(ns), "Namespace(b='two')")
         v = self.m.Value("d", 1.5)
         v.value += 1
         self.assertEqual(v.value, 2.5)
