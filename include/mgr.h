@@ -377,6 +377,13 @@ bool mgr_server_is_shut_down(const struct mgr_server *server);
 // afterwards report `MGR_ERR_STALE`. The server still has to be freed.
 enum mgr_status mgr_server_shutdown(struct mgr_server *server);
 
+// Registers the SyncManager set of built-in types on `server`: Queue,
+// JoinableQueue, Event, Lock, RLock, Semaphore, BoundedSemaphore, Condition,
+// Barrier, Namespace, Value, Array, dict, list and Iterator, with CPython's
+// method names and semantics (what `mgrd` serves). A host type registered under
+// one of these typeids is replaced. `MGR_ERR_BUSY` from inside a callback.
+enum mgr_status mgr_server_register_builtins(struct mgr_server *server);
+
 // Writes the number of live shared objects to `*out`. `MGR_ERR_BUSY` from inside
 // a callback.
 enum mgr_status mgr_server_number_of_objects(const struct mgr_server *server, size_t *out);

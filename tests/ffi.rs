@@ -416,3 +416,77 @@ fn c_client_against_host_type() {
     }
     server.stop();
 }
+
+#[test]
+fn c_host_serves_the_builtins_to_the_c_client() {
+    use mgr::ffi::client::*;
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || unsafe {
+        let mut s = ptr::null_mut();
+        let st = mgr_server_new(
+            c"127.0.0.1:0".as_ptr(),
+            KEY.as_ptr(),
+            KEY.len(),
+            ptr::null(),
+            &mut s,
+        );
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        let address = CStr::from_ptr(mgr_server_address(s)).to_owned();
+        tx.send(address).unwrap();
+        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
+        mgr_server_free(s);
+    });
+    let address = rx.recv().unwrap();
+    unsafe {
+        let mut c = ptr::null_mut();
+        let st = mgr_client_connect(address.as_ptr(), KEY.as_ptr(), KEY.len(), &mut c);
+        assert_eq!(st, mgr_status::MGR_OK);
+        let mut q = ptr::null_mut();
+        assert_eq!(
+            mgr_create(c, c"Queue".as_ptr(), ptr::null(), ptr::null(), &mut q),
+            mgr_status::MGR_OK
+        );
+        let args = mgr_value_list();
+        mgr_value_append(args, mgr_value_str(c"job".as_ptr()));
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            mgr_call(q, c"put".as_ptr(), args, ptr::null(), &mut out),
+            mgr_status::MGR_OK
+        );
+        mgr_value_free(out);
+        mgr_value_free(args);
+        let mut got = ptr::null_mut();
+        assert_eq!(
+            mgr_call(q, c"get".as_ptr(), ptr::null(), ptr::null(), &mut got),
+            mgr_status::MGR_OK
+        );
+        let mut s = ptr::null();
+        let mut len = 0;
+        assert_eq!(mgr_value_get_str(got, &mut s, &mut len), mgr_status::MGR_OK);
+        assert_eq!(std::slice::from_raw_parts(s.cast::<u8>(), len), b"job");
+        mgr_value_free(got);
+        let mut out = ptr::null_mut();
+        let st = mgr_call(
+            q,
+            c"get_nowait".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            &mut out,
+        );
+        assert_eq!(st, mgr_status::MGR_ERR_REMOTE);
+        assert_eq!(
+            CStr::from_ptr(mgr::ffi::status::mgr_last_error_kind())
+                .to_str()
+                .unwrap(),
+            "queue.Empty"
+        );
+        mgr_proxy_free(q);
+        let mut n = usize::MAX;
+        assert_eq!(mgr_client_number_of_objects(c, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 0);
+        assert_eq!(mgr_client_shutdown(c), mgr_status::MGR_OK);
+        mgr_client_free(c);
+    }
+    thread.join().unwrap();
+}

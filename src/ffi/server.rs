@@ -275,6 +275,23 @@ pub unsafe extern "C" fn mgr_server_shutdown(server: *mut mgr_server) -> mgr_sta
     }
 }
 
+/// Registers the SyncManager set of built-in types on `server`: Queue,
+/// JoinableQueue, Event, Lock, RLock, Semaphore, BoundedSemaphore, Condition,
+/// Barrier, Namespace, Value, Array, dict, list and Iterator, with CPython's
+/// method names and semantics (what `mgrd` serves). A host type registered under
+/// one of these typeids is replaced. `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_register_builtins(server: *mut mgr_server) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        b.with(|s| {
+            s.register_builtins();
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
 /// Writes the number of live shared objects to `*out`. `MGR_ERR_BUSY` from inside
 /// a callback.
 #[no_mangle]
