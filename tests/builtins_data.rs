@@ -24,7 +24,9 @@ impl Builtins {
     fn start() -> Builtins {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
+            let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
+            // Objects named in replies outlive them briefly (see ServerConfig).
+            config.reply_ref_grace = Duration::from_millis(100);
             let mut server = Server::bind(config).expect("bind");
             register_builtins(&mut server);
             tx.send((server.address().clone(), server.handle()))
@@ -683,6 +685,11 @@ fn a_list_of_dicts_keeps_them_alive_and_frees_them_when_removed() {
     assert_eq!(inner.call("__getitem__", vec![s("x")]).unwrap(), i(2));
     drop(inner);
     l.call("__delitem__", vec![i(0)]).unwrap();
+    // d1 was named in a reply (l[0]), so it lives out the reply's grace period.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while m.number_of_objects().unwrap() != 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(m.number_of_objects().unwrap(), 2, "removing it freed d1");
     l.call("__delitem__", vec![slice(None, None, None)])
         .unwrap();

@@ -129,6 +129,9 @@ pub(crate) fn dispatch(core: &mut Core, session: &mut Session, req: Request) -> 
         None => public(core, session, &req.method, args),
         Some(id) => call(core, session, id, &req.method, args),
     };
+    if let Dispatched::Reply(Reply::Return(v)) = &done {
+        core.lend(v);
+    }
     if core.objects.needs_sweep() {
         core.sweep();
     }

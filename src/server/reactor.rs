@@ -293,6 +293,7 @@ impl Reactor {
                     self.accept_retry = None;
                     self.accept(core);
                 }
+                TimerTarget::Loans => core.repay_loans(),
                 TimerTarget::Handshake(conn) => {
                     if let Some(key) = self.key_of(conn) {
                         if matches!(self.conns[key].phase, Phase::Handshake(_)) {
@@ -519,6 +520,7 @@ impl Reactor {
         for key in keys {
             self.close(core, key);
         }
+        core.repay_all_loans();
         core.sweep();
         core.segments.unlink_all();
     }

@@ -46,3 +46,15 @@ def expect(exc_type, f, *args, **kwds):
     except exc_type as e:
         return e
     raise AssertionError('%r returned %r instead of raising %s' % (f, r, exc_type.__name__))
+
+
+def wait_for_count(m, n, seconds=15):
+    """The manager's object count once it reaches `n` (objects named in a reply
+    outlive it by the server's grace period), or the last count seen."""
+    import time
+    deadline = time.monotonic() + seconds
+    count = m._number_of_objects()
+    while count != n and time.monotonic() < deadline:
+        time.sleep(0.05)
+        count = m._number_of_objects()
+    return count

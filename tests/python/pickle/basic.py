@@ -5,7 +5,7 @@ import array
 
 from multiprocessing.managers import RemoteError
 
-from _support import connect, expect
+from _support import connect, expect, wait_for_count
 
 m = connect()
 assert m._number_of_objects() == 0, m._number_of_objects()
@@ -79,6 +79,6 @@ assert 'refcount=' in info, info
 # Letting go of every proxy frees every object (the Holder frees its counter).
 del c, c2, got, h, w, maker
 gc.collect()
-n = m._number_of_objects()
+n = wait_for_count(m, 0)
 assert n == 0, 'objects left: %d\n%s' % (n, m._debug_info())
 print('basic: ok')
