@@ -113,10 +113,19 @@ typedef struct mgr_reply mgr_reply;
 // runs; never free it.
 typedef struct mgr_request mgr_request;
 
+// A mapped shared-memory segment (opaque). Owned: free with
+// [`mgr_segment_free`], which unmaps it; the segment itself lives until the
+// server releases it ([`mgr_client_release_segment`]) or shuts down.
+typedef struct mgr_segment mgr_segment;
+
 // An embedded manager server (opaque). Owned by the host; free it with
 // [`mgr_server_free`]. Belongs to the thread that created it, except for
 // [`mgr_server_shutdown`]'s queued path and `mgr_reply_*`.
 typedef struct mgr_server mgr_server;
+
+// A server running as a child process (opaque). Owned: free with
+// [`mgr_spawned_free`], which stops it if it is still running.
+typedef struct mgr_spawned mgr_spawned;
 
 // A dynamically typed value (opaque). Plain data: a value may move between
 // threads, but is used by one thread at a time.
@@ -317,6 +326,32 @@ enum mgr_status mgr_reply_raise(struct mgr_reply *reply, const char *kind, const
 // answers its caller with a RuntimeError, so no client waits forever.
 void mgr_reply_free(struct mgr_reply *reply);
 
+// Creates a zero-filled segment of `size` bytes, maps it and has the server
+// track it (unlinked when the server shuts down), in one call. On success writes
+// an owned segment to `*out`. Other processes open it by [`mgr_segment_name`]
+// (e.g. Python's `SharedMemory(name=...)`).
+enum mgr_status mgr_client_create_segment(struct mgr_client *client,
+                                          size_t size,
+                                          struct mgr_segment **out);
+
+// Has the server unlink the tracked segment `name` now. Mappings stay valid
+// until freed. `MGR_ERR_REMOTE` if the server does not track it.
+enum mgr_status mgr_client_release_segment(struct mgr_client *client, const char *name);
+
+// The segment's name (`psm_` and 8 hex digits). Owned by the segment: valid
+// until [`mgr_segment_free`]. NULL for NULL.
+const char *mgr_segment_name(struct mgr_segment *segment);
+
+// The mapped bytes, [`mgr_segment_len`] of them, readable and writable until
+// [`mgr_segment_free`]. NULL for NULL.
+uint8_t *mgr_segment_data(struct mgr_segment *segment);
+
+// The segment's size in bytes; 0 for NULL.
+size_t mgr_segment_len(struct mgr_segment *segment);
+
+// Unmaps the segment and frees the handle. NULL is a no-op.
+void mgr_segment_free(struct mgr_segment *segment);
+
 // Fills `*out` with the current version and every default.
 enum mgr_status mgr_server_options_init(struct mgr_server_options *out);
 
@@ -394,6 +429,43 @@ enum mgr_status mgr_server_number_of_objects(const struct mgr_server *server, si
 // last error). Outstanding `mgr_reply` handles stay valid; answering them
 // reports `MGR_ERR_STALE`.
 void mgr_server_free(struct mgr_server *server);
+
+// Starts `program` (NULL: `$MGRD`, else `mgrd` beside the running executable,
+// else `mgrd` on PATH) listening on `address` (NULL: `127.0.0.1:0`, a free
+// loopback port) with the `authkey_len`-byte `authkey` (passed in its
+// environment, not its command line), and waits up to 10 s for it to report its
+// address. On success writes an owned handle to `*out`. `MGR_ERR_IO` if it cannot
+// be started or does not report in time, `MGR_ERR_PROTOCOL` if it prints
+// something else.
+enum mgr_status mgr_spawn(const char *program,
+                          const char *address,
+                          const uint8_t *authkey,
+                          size_t authkey_len,
+                          struct mgr_spawned **out);
+
+// The address the child listens on (`127.0.0.1:41234`, `unix:/path`). Owned by
+// the handle: valid until [`mgr_spawned_free`]. NULL for NULL.
+const char *mgr_spawned_address(struct mgr_spawned *spawned);
+
+// The child's process id; 0 for NULL.
+uint32_t mgr_spawned_pid(struct mgr_spawned *spawned);
+
+// Connects a client to the child with its key. On success writes an owned
+// client to `*out` (free with `mgr_client_free`).
+enum mgr_status mgr_spawned_connect(struct mgr_spawned *spawned, struct mgr_client **out);
+
+// Stops the child as CPython's manager finalizer does: a shutdown request, up to
+// `grace_ms` to exit; then SIGTERM and up to `grace_ms` again; then SIGKILL. On
+// success writes its exit code to `*exit_code` (if not NULL): 0 for a clean
+// exit, the code it exited with, or 128 + the signal that ended it. Calling it
+// again returns the same code.
+enum mgr_status mgr_spawned_stop(struct mgr_spawned *spawned,
+                                 uint32_t grace_ms,
+                                 int32_t *exit_code);
+
+// Frees the handle, stopping the child first (one second of grace per step) if
+// it still runs. NULL is a no-op.
+void mgr_spawned_free(struct mgr_spawned *spawned);
 
 // The message of the last failed call on this thread ("" if none failed yet).
 //

@@ -490,3 +490,91 @@ fn c_host_serves_the_builtins_to_the_c_client() {
     }
     thread.join().unwrap();
 }
+
+#[test]
+fn c_client_spawns_mgrd_and_shares_a_tracked_segment() {
+    use mgr::ffi::client::*;
+    use mgr::ffi::segment::*;
+    use mgr::ffi::spawn::*;
+    let program = std::ffi::CString::new(env!("CARGO_BIN_EXE_mgrd")).unwrap();
+    unsafe {
+        let mut sp = ptr::null_mut();
+        let st = mgr_spawn(
+            program.as_ptr(),
+            ptr::null(),
+            KEY.as_ptr(),
+            KEY.len(),
+            &mut sp,
+        );
+        assert_eq!(st, mgr_status::MGR_OK);
+        let address = CStr::from_ptr(mgr_spawned_address(sp))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(address.starts_with("127.0.0.1:"), "{address}");
+        assert!(mgr_spawned_pid(sp) > 0);
+        let mut c = ptr::null_mut();
+        assert_eq!(mgr_spawned_connect(sp, &mut c), mgr_status::MGR_OK);
+
+        let mut seg = ptr::null_mut();
+        assert_eq!(
+            mgr_client_create_segment(c, 64, &mut seg),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(mgr_segment_len(seg), 64);
+        let name = CStr::from_ptr(mgr_segment_name(seg))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        std::slice::from_raw_parts_mut(mgr_segment_data(seg), 64)[..4].copy_from_slice(b"ping");
+        let path = std::path::Path::new("/dev/shm").join(&name);
+        assert_eq!(&std::fs::read(&path).unwrap()[..4], b"ping");
+        mgr_segment_free(seg);
+        assert!(path.exists(), "freeing the mapping does not unlink");
+
+        let mut second = ptr::null_mut();
+        assert_eq!(
+            mgr_client_create_segment(c, 8, &mut second),
+            mgr_status::MGR_OK
+        );
+        let second_name =
+            std::ffi::CString::new(CStr::from_ptr(mgr_segment_name(second)).to_bytes()).unwrap();
+        assert_eq!(
+            mgr_client_release_segment(c, second_name.as_ptr()),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(
+            mgr_client_release_segment(c, second_name.as_ptr()),
+            mgr_status::MGR_ERR_REMOTE,
+            "not tracked any more"
+        );
+        mgr_segment_free(second);
+        assert_eq!(
+            mgr_client_create_segment(c, 0, &mut seg),
+            mgr_status::MGR_ERR_CONFIG
+        );
+        mgr_client_free(c);
+
+        let mut code = -1;
+        assert_eq!(mgr_spawned_stop(sp, 10_000, &mut code), mgr_status::MGR_OK);
+        assert_eq!(code, 0);
+        assert!(
+            !path.exists(),
+            "the server unlinked its segment at shutdown"
+        );
+        mgr_spawned_free(sp);
+        mgr_spawned_free(ptr::null_mut());
+        mgr_segment_free(ptr::null_mut());
+
+        let mut none = ptr::null_mut();
+        let st = mgr_spawn(
+            c"/nonexistent/mgrd".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            0,
+            &mut none,
+        );
+        assert_eq!(st, mgr_status::MGR_ERR_IO);
+        assert!(none.is_null());
+    }
+}

@@ -37,14 +37,18 @@ macro_rules! ffi_boundary {
 pub mod client;
 pub mod host_type;
 pub mod request;
+pub mod segment;
 pub mod server;
+pub mod spawn;
 pub mod status;
 pub mod value;
 
 pub use client::{mgr_client, mgr_proxy};
 pub use host_type::{mgr_method_typeid, mgr_type, MGR_TYPE_VERSION};
 pub use request::{mgr_reply, mgr_request};
+pub use segment::mgr_segment;
 pub use server::{mgr_server, mgr_server_options, MGR_SERVER_OPTIONS_VERSION};
+pub use spawn::mgr_spawned;
 pub use status::{mgr_status, Fail};
 pub use value::{mgr_value, mgr_value_kind};
 

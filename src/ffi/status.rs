@@ -177,6 +177,16 @@ impl FfiReturn for u64 {
         0
     }
 }
+impl FfiReturn for u32 {
+    fn failed(_: mgr_status) -> Self {
+        0
+    }
+}
+impl FfiReturn for usize {
+    fn failed(_: mgr_status) -> Self {
+        0
+    }
+}
 impl FfiReturn for super::value::mgr_value_kind {
     fn failed(_: mgr_status) -> Self {
         super::value::mgr_value_kind::MGR_VALUE_INVALID
