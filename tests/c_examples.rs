@@ -152,6 +152,14 @@ fn wait_exit(guard: &mut Guard) -> std::process::ExitStatus {
 fn c_and_cpp_clients_use_the_c_daemon() {
     let (mut daemon, address, stderr) = start_daemon(&[]);
     assert_passed(&run_client(&[], "client", &address, &[]), "client");
+    // A stock CPython client uses the C-defined types through BaseManager.
+    let python = Command::new("python3")
+        .arg(root().join("tests/python/c_daemon_client.py"))
+        .arg(&address)
+        .env("MGR_AUTHKEY", "c-examples-key")
+        .output()
+        .expect("run python3");
+    assert_passed(&python, "python");
     assert_passed(
         &run_client(&[], "cpp_client", &address, &["--shutdown"]),
         "cpp_client",
