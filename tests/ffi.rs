@@ -578,3 +578,76 @@ fn c_client_spawns_mgrd_and_shares_a_tracked_segment() {
         assert!(none.is_null());
     }
 }
+
+#[test]
+fn c_client_talks_to_a_cpython_manager_server() {
+    use mgr::ffi::client::*;
+    use std::io::BufRead;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pickle/serve.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .env("MGR_AUTHKEY", std::str::from_utf8(KEY).unwrap())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = std::ffi::CString::new(line.trim()).unwrap();
+    unsafe {
+        let mut c = ptr::null_mut();
+        let st = mgr_client_connect_cpython(address.as_ptr(), KEY.as_ptr(), KEY.len(), &mut c);
+        assert_eq!(st, mgr_status::MGR_OK);
+        let mut d = ptr::null_mut();
+        assert_eq!(
+            mgr_create(c, c"dict".as_ptr(), ptr::null(), ptr::null(), &mut d),
+            mgr_status::MGR_OK
+        );
+        let args = mgr_value_list();
+        mgr_value_append(args, mgr_value_str(c"answer".as_ptr()));
+        mgr_value_append(args, mgr_value_int(42));
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            mgr_call(d, c"__setitem__".as_ptr(), args, ptr::null(), &mut out),
+            mgr_status::MGR_OK
+        );
+        mgr_value_free(out);
+        mgr_value_free(args);
+        let args = mgr_value_list();
+        mgr_value_append(args, mgr_value_str(c"answer".as_ptr()));
+        assert_eq!(
+            mgr_call(d, c"__getitem__".as_ptr(), args, ptr::null(), &mut out),
+            mgr_status::MGR_OK
+        );
+        let mut n = 0;
+        assert_eq!(mgr_value_get_int(out, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 42);
+        mgr_value_free(out);
+        mgr_value_free(args);
+        let args = mgr_value_list();
+        mgr_value_append(args, mgr_value_str(c"nope".as_ptr()));
+        assert_eq!(
+            mgr_call(d, c"__getitem__".as_ptr(), args, ptr::null(), &mut out),
+            mgr_status::MGR_ERR_REMOTE
+        );
+        assert_eq!(
+            CStr::from_ptr(mgr::ffi::status::mgr_last_error_kind())
+                .to_str()
+                .unwrap(),
+            "KeyError"
+        );
+        mgr_value_free(args);
+        mgr_proxy_free(d);
+        let mut count = usize::MAX;
+        assert_eq!(
+            mgr_client_number_of_objects(c, &mut count),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(count, 0);
+        assert_eq!(mgr_client_shutdown(c), mgr_status::MGR_OK);
+        mgr_client_free(c);
+    }
+    let _ = child.wait();
+}

@@ -71,6 +71,28 @@ pub unsafe extern "C" fn mgr_client_connect(
     }
 }
 
+/// Connects to a CPython manager server (`BaseManager.start()`,
+/// `get_server().serve_forever()`) at `address` and speaks its protocol: pickle,
+/// method calls over one accepted connection, each public request (create,
+/// incref, decref …) over a connection of its own. Otherwise as
+/// [`mgr_client_connect`]; the same calls work on the client it writes to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_client_connect_cpython(
+    address: *const c_char,
+    authkey: *const u8,
+    authkey_len: usize,
+    out: *mut *mut mgr_client,
+) -> mgr_status {
+    ffi_boundary! {
+        let address = arg_str(address, "address")?;
+        let key = arg_bytes(authkey, authkey_len, "authkey")?;
+        let out = out_ptr(out, "out")?;
+        let m = Manager::connect_cpython(address, key)?;
+        *out = Box::into_raw(Box::new(m)).cast();
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
 /// Frees the client. NULL is a no-op. Proxies made from it stay usable (they
 /// keep the connection open until the last one is freed).
 #[no_mangle]
