@@ -2,46 +2,12 @@
 //! started by `tests/python/pickle/serve.py`): pickle, one-shot public requests,
 //! method calls over an accepted connection, `#PROXY` results, errors.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+mod common;
 
 use mgr::client::Returned;
 use mgr::{Error, Manager, Value};
 
 const KEY: &[u8] = b"cpython-server-key";
-
-struct PyServer {
-    child: Child,
-    address: String,
-}
-
-impl PyServer {
-    fn start() -> PyServer {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pickle/serve.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .env("MGR_AUTHKEY", std::str::from_utf8(KEY).unwrap())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        PyServer {
-            child,
-            address: line.trim().to_owned(),
-        }
-    }
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn s(x: &str) -> Value {
     Value::Str(x.into())
@@ -49,7 +15,7 @@ fn s(x: &str) -> Value {
 
 #[test]
 fn rust_client_uses_a_cpython_sync_manager() {
-    let server = PyServer::start();
+    let server = common::CpythonServer::start(KEY);
     let m = Manager::connect_cpython(&server.address, KEY).unwrap();
     let base = m.number_of_objects().unwrap();
 
@@ -132,7 +98,7 @@ fn rust_client_uses_a_cpython_sync_manager() {
 
 #[test]
 fn wrong_key_and_unknown_typeid_against_cpython() {
-    let server = PyServer::start();
+    let server = common::CpythonServer::start(KEY);
     assert!(matches!(
         Manager::connect_cpython(&server.address, b"wrong"),
         Err(Error::Auth(_))

@@ -4,6 +4,8 @@
 //! replies answered from another thread, freed unanswered, or gone stale, and a
 //! shutdown queued from inside a callback.
 
+mod common;
+
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -582,20 +584,8 @@ fn c_client_spawns_mgrd_and_shares_a_tracked_segment() {
 #[test]
 fn c_client_talks_to_a_cpython_manager_server() {
     use mgr::ffi::client::*;
-    use std::io::BufRead;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pickle/serve.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .env("MGR_AUTHKEY", std::str::from_utf8(KEY).unwrap())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = std::ffi::CString::new(line.trim()).unwrap();
+    let server = common::CpythonServer::start(KEY);
+    let address = std::ffi::CString::new(server.address.as_str()).unwrap();
     unsafe {
         let mut c = ptr::null_mut();
         let st = mgr_client_connect_cpython(address.as_ptr(), KEY.as_ptr(), KEY.len(), &mut c);
@@ -649,5 +639,4 @@ fn c_client_talks_to_a_cpython_manager_server() {
         assert_eq!(mgr_client_shutdown(c), mgr_status::MGR_OK);
         mgr_client_free(c);
     }
-    let _ = child.wait();
 }
