@@ -4,91 +4,30 @@
 //! still serves everyone else and the number of objects is back at its baseline.
 
 mod common;
+#[path = "common/harness.rs"]
+mod harness;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, register_test_types, KEY};
+use common::{eventually, KEY};
+use harness::Harness;
 use mgr::server::{
-    CallArgs, CallResult, ConnId, Context, Outcome, ReplyHandle, ServerHandle, SharedObject,
-    TimerId, TypeSpec,
+    CallArgs, CallResult, ConnId, Context, Outcome, ReplyHandle, SharedObject, TimerId, TypeSpec,
 };
-use mgr::{Address, Error, Manager, RemoteError, Request, Server, ServerConfig, Value};
+use mgr::{Address, Error, Manager, RemoteError, Request, Server, Value};
 
-/// Server statistics, copied out of the server's thread after every turn.
-#[derive(Default)]
-struct Stats {
-    objects: AtomicUsize,
-    pending: AtomicUsize,
-    connections: AtomicUsize,
-}
-
-/// A server running the test types plus `Fragile`, with its stats visible.
-struct Harness {
-    address: Address,
-    handle: ServerHandle,
-    stats: Arc<Stats>,
-    /// Reply handles `Fragile.hold` kept for the host to answer (late).
-    held: Arc<Mutex<Vec<ReplyHandle>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Harness {
-    fn start() -> Harness {
-        let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(Stats::default());
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let (s, h) = (stats.clone(), held.clone());
-        let thread = std::thread::spawn(move || {
-            let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
-            let mut server = Server::bind(config).expect("bind");
-            register_test_types(&mut server);
-            register_fragile(&mut server, h);
-            tx.send((server.address().clone(), server.handle()))
-                .unwrap();
-            while !server.is_shut_down() {
-                server.turn(Some(Duration::from_millis(20))).expect("turn");
-                s.objects
-                    .store(server.number_of_objects(), Ordering::SeqCst);
-                s.pending.store(server.pending_calls(), Ordering::SeqCst);
-                s.connections
-                    .store(server.connection_count(), Ordering::SeqCst);
-            }
-        });
-        let (address, handle) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        Harness {
-            address,
-            handle,
-            stats,
-            held,
-            thread: Some(thread),
-        }
-    }
-
-    fn connect(&self) -> Manager {
-        Manager::connect_to(&self.address, KEY).expect("connect")
-    }
-
-    fn pending(&self) -> usize {
-        self.stats.pending.load(Ordering::SeqCst)
-    }
-
-    fn connections(&self) -> usize {
-        self.stats.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// A server with `Fragile` registered; `held` receives the reply handles
+/// `Fragile.hold` keeps for the host to answer (late).
+fn start() -> (Harness, Arc<Mutex<Vec<ReplyHandle>>>) {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = held.clone();
+    (
+        Harness::start(|_| {}, move |s| register_fragile(s, h)),
+        held,
+    )
 }
 
 /// Which callback of a `Fragile` panics (chosen by its constructor argument).
@@ -217,7 +156,7 @@ fn others_are_served(m: &Manager) {
 
 #[test]
 fn a_failing_callback_is_an_error_for_that_call_only() {
-    let h = Harness::start();
+    let (h, _) = start();
     let m = h.connect();
     let f = m.create("Fragile", vec![]).unwrap();
     let (kind, msg) = remote(f.call("fail", vec![]).unwrap_err());
@@ -232,7 +171,7 @@ fn a_failing_callback_is_an_error_for_that_call_only() {
 
 #[test]
 fn a_panicking_method_is_a_runtime_error_and_breaks_only_its_object() {
-    let h = Harness::start();
+    let (h, _) = start();
     let m = h.connect();
     let other = m.create("Fragile", vec![]).unwrap();
     let f = m.create("Fragile", vec![]).unwrap();
@@ -260,7 +199,7 @@ fn a_panicking_method_is_a_runtime_error_and_breaks_only_its_object() {
 
 #[test]
 fn a_panic_after_deferring_leaves_no_pending_call() {
-    let h = Harness::start();
+    let (h, _) = start();
     let m = h.connect();
     let f = m.create("Fragile", vec![]).unwrap();
     let (kind, _) = remote(f.call("defer_then_panic", vec![]).unwrap_err());
@@ -272,7 +211,7 @@ fn a_panic_after_deferring_leaves_no_pending_call() {
 
 #[test]
 fn a_panicking_constructor_creates_nothing() {
-    let h = Harness::start();
+    let (h, _) = start();
     let m = h.connect();
     let (kind, msg) = remote(
         m.create("Fragile", vec![Value::Str("ctor".into())])
@@ -290,7 +229,7 @@ fn a_panicking_constructor_creates_nothing() {
 
 #[test]
 fn a_panicking_repr_fails_that_call_and_keeps_the_object() {
-    let h = Harness::start();
+    let (h, _) = start();
     let m = h.connect();
     let f = m.create("Fragile", vec![]).unwrap();
     let (kind, msg) = remote(f.call("__repr__", vec![]).unwrap_err());
@@ -302,7 +241,7 @@ fn a_panicking_repr_fails_that_call_and_keeps_the_object() {
 
 #[test]
 fn a_panicking_timer_fails_the_calls_waiting_on_that_object() {
-    let h = Harness::start();
+    let (h, _) = start();
     let m = h.connect();
     let f = m.create("Fragile", vec![]).unwrap();
     let token = f.token().clone();
@@ -329,7 +268,7 @@ fn a_panicking_timer_fails_the_calls_waiting_on_that_object() {
 
 #[test]
 fn panics_in_cancel_disconnect_and_destroy_hooks_cost_nothing_else() {
-    let h = Harness::start();
+    let (h, _) = start();
     let m = h.connect();
     let baseline = m.number_of_objects().unwrap();
     for mode in ["cancel", "disconnect", "destroy"] {
@@ -354,7 +293,7 @@ fn panics_in_cancel_disconnect_and_destroy_hooks_cost_nothing_else() {
 
 #[test]
 fn a_host_answering_late_reaches_no_one_else() {
-    let h = Harness::start();
+    let (h, held) = start();
     let m = h.connect();
     let f = m.create("Fragile", vec![]).unwrap();
     {
@@ -364,13 +303,13 @@ fn a_host_answering_late_reaches_no_one_else() {
         conn.queue(&Request::call(p.id(), "hold", vec![]));
         conn.write_out().unwrap();
         drop(conn);
-        assert!(eventually(10, || h.held.lock().unwrap().len() == 1));
+        assert!(eventually(10, || held.lock().unwrap().len() == 1));
     }
     assert!(eventually(10, || h.pending() == 0 && h.connections() == 1));
     // A new client (likely reusing the slot) must not receive the late answer.
     let fresh = h.connect();
     let p = fresh.proxy(f.token().clone()).unwrap();
-    let late = h.held.lock().unwrap().pop().unwrap();
+    let late = held.lock().unwrap().pop().unwrap();
     h.handle.complete(late, Ok(Value::Str("stale".into())));
     h.handle.complete(late, Ok(Value::Str("twice".into())));
     assert_eq!(p.call("ok", vec![]).unwrap(), Value::Int(1));
@@ -435,7 +374,7 @@ fn child_for_sigkill() {
 
 #[test]
 fn clients_killed_mid_handshake_mid_request_and_waiting_leak_nothing() {
-    let h = Harness::start();
+    let (h, _) = start();
     let observer = h.connect();
     let f = observer.create("Fragile", vec![]).unwrap();
     let baseline = observer.number_of_objects().unwrap();
