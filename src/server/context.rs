@@ -601,6 +601,74 @@ mod tests {
         assert_eq!(core.next_deadline(), None);
     }
 
+    struct Touchy;
+    impl SharedObject for Touchy {
+        fn call(
+            &mut self,
+            cx: &mut Context<'_>,
+            method: &str,
+            _: CallArgs,
+        ) -> super::super::registry::CallResult {
+            match method {
+                "wait" => {
+                    cx.defer();
+                    Ok(super::super::registry::Outcome::Deferred)
+                }
+                _ => panic!("touched"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_callback_breaks_its_object_and_fails_its_waiters() {
+        use super::super::registry::TypeSpec;
+        let mut core = Core::new();
+        core.registry
+            .insert(TypeSpec::new("touchy", &[], |_, _| Ok(Box::new(Touchy))));
+        let id = core.construct(None, "touchy", CallArgs::default()).unwrap();
+        assert!(core.objects.incref(id));
+        let waiter = ConnId::new(0, 1);
+        let (_, h) = core
+            .with_object(id, Some(waiter), None, false, |o, cx| {
+                o.call(cx, "wait", CallArgs::default())
+            })
+            .unwrap();
+        assert!(h.is_some());
+        let r = core.with_object(id, None, None, false, |o, cx| {
+            o.call(cx, "poke", CallArgs::default())
+        });
+        assert_eq!(r.err(), Some(Unavailable::Panicked("touched".into())));
+        // The waiter is answered with the error; later calls are refused.
+        assert_eq!(core.pending_len(), 0);
+        let failed = core.outbox.pop().unwrap();
+        assert_eq!(failed.conn, waiter);
+        assert!(failed.result.unwrap_err().message.contains("touched"));
+        let again = core.with_object(id, None, None, false, |_, _| ());
+        assert_eq!(again.err(), Some(Unavailable::Broken("touched".into())));
+        // Released and swept as usual.
+        assert!(core.objects.decref(id));
+        core.sweep();
+        assert_eq!(core.objects.len(), 0);
+    }
+
+    #[test]
+    fn a_panicking_constructor_is_a_runtime_error() {
+        use super::super::registry::TypeSpec;
+        let mut core = Core::new();
+        core.registry
+            .insert(TypeSpec::new("bad", &[], |_, _| panic!("no")));
+        let e = core
+            .construct(None, "bad", CallArgs::default())
+            .unwrap_err();
+        assert_eq!(e.kind, "RuntimeError");
+        assert!(
+            e.message.contains("constructor panicked: no"),
+            "{}",
+            e.message
+        );
+        assert_eq!(core.objects.len(), 0);
+    }
+
     #[test]
     fn reply_handles_are_single_use() {
         let mut core = Core::new();
