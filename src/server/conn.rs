@@ -155,6 +155,11 @@ impl Conn {
         self.output.len() - self.sent
     }
 
+    /// Memory held by this connection's buffers (input and output capacity).
+    pub(crate) fn buffered(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
+    }
+
     /// Makes room for at least `READ_CHUNK` more bytes (or the frame in progress).
     fn reserve(&mut self) {
         let want = READ_CHUNK.max(self.need.saturating_sub(self.end - self.start));

@@ -534,6 +534,11 @@ impl Reactor {
         self.conns.len()
     }
 
+    /// Memory held by every connection's input and output buffers.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.conns.iter().map(|(_, c)| c.buffered()).sum()
+    }
+
     #[allow(dead_code)]
     pub(crate) fn conn_id_of(&self, key: usize) -> ConnId {
         self.conn_id(key)
