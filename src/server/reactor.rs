@@ -133,7 +133,7 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         core.now = Instant::now();
-        let events: Vec<(Token, bool, bool)> = self
+        let events: Vec<(Token, bool, bool, bool)> = self
             .events
             .iter()
             .map(|e| {
@@ -141,10 +141,11 @@ impl Reactor {
                     e.token(),
                     e.is_readable() || e.is_read_closed() || e.is_error(),
                     e.is_writable(),
+                    e.is_read_closed() || e.is_error(),
                 )
             })
             .collect();
-        for (token, readable, writable) in events {
+        for (token, readable, writable, read_closed) in events {
             match token {
                 LISTENER => self.accept(core),
                 WAKER => self.drain_commands(core),
@@ -153,6 +154,7 @@ impl Reactor {
                     if !self.conns.contains(key) {
                         continue;
                     }
+                    self.conns[key].read_closed |= read_closed;
                     if writable {
                         self.conns[key].flush();
                     }
