@@ -4,12 +4,14 @@
 //! - [`proto`]: the sans-IO protocol core (framing, handshake, values, codecs).
 //! - [`server`]: the manager server, driven by the host's event loop.
 //! - [`client`]: a blocking client with refcounted proxies and pipelining.
+//! - [`ffi`]: the C ABI (`include/mgr.h`).
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod address;
 pub mod client;
 mod entropy;
 pub mod error;
+pub mod ffi;
 pub mod proto;
 pub mod server;
 

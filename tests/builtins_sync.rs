@@ -28,7 +28,9 @@ impl SyncServer {
         let pending = Arc::new(AtomicUsize::new(0));
         let seen = pending.clone();
         let thread = std::thread::spawn(move || {
-            let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
+            let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
+            // Objects named in replies outlive them briefly (see ServerConfig).
+            config.reply_ref_grace = Duration::from_millis(100);
             let mut server = Server::bind(config).expect("bind");
             register_builtins(&mut server);
             tx.send((server.address().clone(), server.handle()))
@@ -585,7 +587,12 @@ fn a_queue_keeps_the_objects_its_items_refer_to_alive() {
     drop(again);
     assert_eq!(
         q.call("get", vec![]).unwrap(),
-        Value::List(vec![Value::Ref(token)])
+        Value::List(vec![Value::Ref(token.clone())])
     );
+    // The queue let go of the Event in the call that returned it; the reply's
+    // grace keeps it alive for the receiver to take its own reference.
+    let mine = m.proxy(token).unwrap();
+    assert_eq!(mine.call("is_set", vec![]).unwrap(), Value::Bool(true));
+    drop(mine);
     assert!(eventually(10, || m.number_of_objects().unwrap() == 1));
 }

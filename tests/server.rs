@@ -317,9 +317,9 @@ fn values_holding_references_keep_objects_alive() {
     assert_eq!(again.call("get", vec![]).unwrap(), Value::Int(5));
     drop(again);
     holder.call("set", vec![Value::None]).unwrap();
-    assert_eq!(
-        m.number_of_objects().unwrap(),
-        1,
+    // The counter was named in a reply (get), so it lives out the grace period.
+    assert!(
+        eventually(10, || m.number_of_objects().unwrap() == 1),
         "letting go of the ref frees the counter"
     );
     let inner2 = m.create("Counter", vec![]).unwrap();
@@ -598,4 +598,27 @@ fn shared_memory_segments_are_tracked_and_unlinked_at_shutdown() {
         eventually(10, || !path.exists()),
         "shutdown unlinks tracked segments"
     );
+}
+
+#[test]
+fn an_object_named_in_a_reply_outlives_its_last_holder_for_the_grace_period() {
+    let s = TestServer::start_with(|c| c.reply_ref_grace = Duration::from_secs(30));
+    let m = s.connect();
+    let inner = m.create("Counter", vec![Value::Int(7)]).unwrap();
+    let token = inner.token().clone();
+    let holder = m.create("Holder", vec![Value::Ref(token.clone())]).unwrap();
+    drop(inner);
+    // set() returns nothing, get() returns the token: take it, then let the
+    // holder drop its reference before we take ours.
+    assert_eq!(
+        holder.call("get", vec![]).unwrap(),
+        Value::Ref(token.clone())
+    );
+    holder.call("set", vec![Value::None]).unwrap();
+    drop(holder);
+    let mine = m
+        .proxy(token)
+        .expect("the reply's grace keeps the counter alive");
+    assert_eq!(mine.call("get", vec![]).unwrap(), Value::Int(7));
+    assert_eq!(m.number_of_objects().unwrap(), 1);
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::loans::Loans;
 use super::objects::ObjectTable;
 use super::registry::{CallArgs, Registry, SharedObject};
 use super::segments::Segments;
@@ -71,6 +72,8 @@ pub(crate) enum TimerTarget {
     Handshake(ConnId),
     /// Try accepting again after running out of descriptors.
     Accept,
+    /// Give back references lent to replies (see `loans`).
+    Loans,
 }
 
 struct Pending {
@@ -111,6 +114,8 @@ pub(crate) struct Core {
     pub(crate) now: Instant,
     /// Shared-memory segments unlinked at shutdown.
     pub(crate) segments: Segments,
+    /// References lent to replies in flight.
+    pub(crate) loans: Loans,
 }
 
 impl fmt::Debug for Core {
@@ -144,6 +149,7 @@ impl Core {
             watchers: HashMap::new(),
             shutdown_requested: false,
             segments: Segments::default(),
+            loans: Loans::default(),
             now: Instant::now(),
         }
     }
@@ -314,6 +320,9 @@ impl Core {
         };
         match p.conn {
             Some(conn) => {
+                if let Ok(v) = &result {
+                    self.lend(v);
+                }
                 self.outbox.push(Completion {
                     conn,
                     proxy: p.proxy,
@@ -322,6 +331,49 @@ impl Core {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Lends one reference to every object `v` names, for the grace period, so a
+    /// reply on its way keeps them alive until the receiver takes its own.
+    pub(crate) fn lend(&mut self, v: &Value) {
+        if !v.has_refs() {
+            return;
+        }
+        let mut ids = Vec::new();
+        v.visit_refs(&mut |t| ids.push(t.id));
+        for id in ids {
+            if self.objects.incref(id) {
+                self.loans.push(self.now, id);
+            }
+        }
+        if self.loans.timer.is_none() {
+            if let Some(due) = self.loans.next_due() {
+                self.loans.timer = Some(self.add_timer(due, TimerTarget::Loans));
+            }
+        }
+    }
+
+    /// Gives back the loans that are due (their timer fired), and re-arms the
+    /// timer for the next one.
+    pub(crate) fn repay_loans(&mut self) {
+        self.loans.timer = None;
+        while let Some(id) = self.loans.pop_due(self.now) {
+            self.objects.decref(id);
+        }
+        if let Some(due) = self.loans.next_due() {
+            self.loans.timer = Some(self.add_timer(due, TimerTarget::Loans));
+        }
+    }
+
+    /// Gives back every loan now (at shutdown, so the sweep can free everything).
+    pub(crate) fn repay_all_loans(&mut self) {
+        if let Some(t) = self.loans.timer {
+            self.cancel_timer(t);
+        }
+        let ids: Vec<ObjectId> = self.loans.drain().collect();
+        for id in ids {
+            self.objects.decref(id);
         }
     }
 

@@ -17,8 +17,7 @@ use crate::proto::{ObjectId, Reply, Request, Token, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IdStyle {
     Int,
-    /// Chosen once the pickle serializer lands.
-    #[allow(dead_code)]
+    /// Pickle connections: ids are CPython-style hex strings.
     Hex,
 }
 
@@ -130,6 +129,9 @@ pub(crate) fn dispatch(core: &mut Core, session: &mut Session, req: Request) -> 
         None => public(core, session, &req.method, args),
         Some(id) => call(core, session, id, &req.method, args),
     };
+    if let Dispatched::Reply(Reply::Return(v)) = &done {
+        core.lend(v);
+    }
     if core.objects.needs_sweep() {
         core.sweep();
     }

@@ -6,6 +6,11 @@
 //! timeout expires — or call [`Server::run`] to give it the thread. Nothing here
 //! spawns a thread. Other threads reach a server only through a [`ServerHandle`]
 //! (answer a deferred call, request shutdown), which wakes the fd.
+//!
+//! A reply whose value names shared objects (a proxy stored in a list, returned by
+//! `list[0]` or `Queue.get`) keeps each of them alive for
+//! [`ServerConfig::reply_ref_grace`], so the receiver can take its own reference
+//! even if the last holder let go in the same call.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
@@ -23,6 +28,7 @@ pub mod registry;
 
 mod conn;
 mod dispatch;
+mod loans;
 mod objects;
 mod reactor;
 mod segments;
@@ -50,6 +56,9 @@ pub struct ServerConfig {
     /// Output buffered for one connection beyond which it is not served further
     /// until it reads its replies.
     pub max_output: usize,
+    /// How long the objects named in a reply are kept alive for its receiver to
+    /// take its own reference (see `Server` docs on replies that hold proxies).
+    pub reply_ref_grace: Duration,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -61,13 +70,14 @@ impl fmt::Debug for ServerConfig {
             .field("max_connections", &self.max_connections)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_output", &self.max_output)
+            .field("reply_ref_grace", &self.reply_ref_grace)
             .finish()
     }
 }
 
 impl ServerConfig {
     /// Defaults: 64 MiB frames, 10,000 connections, a 10 s handshake deadline,
-    /// 4 MiB of output per connection.
+    /// 4 MiB of output per connection, 5 s of grace for objects named in replies.
     pub fn new(address: Address, authkey: &[u8]) -> ServerConfig {
         ServerConfig {
             address,
@@ -76,6 +86,7 @@ impl ServerConfig {
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
             max_output: 4 << 20,
+            reply_ref_grace: loans::DEFAULT_GRACE,
         }
     }
 }
@@ -111,10 +122,12 @@ impl Server {
             Address::Unix(p) => Some(p.clone()),
             Address::Tcp(_) => None,
         };
+        let mut core = Core::new();
+        core.loans.grace = config.reply_ref_grace;
         let reactor = Reactor::bind(config)?;
         Ok(Server {
             reactor,
-            core: Core::new(),
+            core,
             remove_socket,
         })
     }

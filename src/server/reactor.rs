@@ -19,10 +19,11 @@ use slab::Slab;
 use super::conn::{Conn, Phase, Stream};
 use super::context::{Completion, ConnId, Core, ReplyHandle, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
+use super::registry::Registry;
 use super::ServerConfig;
 use crate::address::Address;
 use crate::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
-use crate::proto::codec::{native, Serializer};
+use crate::proto::codec::{native, pickle, Serializer};
 use crate::proto::frame::{self, begin_frame, finish_frame};
 use crate::proto::{RemoteError, Reply, Value};
 
@@ -65,6 +66,8 @@ pub(crate) struct Reactor {
     events: Events,
     listener: Option<Listener>,
     pub(crate) address: Address,
+    /// The bound address as CPython represents it, written into pickled tokens.
+    pickle_address: Value,
     pub(crate) conns: Slab<Conn>,
     generations: Vec<u32>,
     next_generation: u32,
@@ -100,6 +103,7 @@ impl Reactor {
             poll,
             events: Events::with_capacity(1024),
             listener: Some(listener),
+            pickle_address: python_address(&address),
             address,
             conns: Slab::new(),
             generations: Vec::new(),
@@ -291,6 +295,7 @@ impl Reactor {
                     self.accept_retry = None;
                     self.accept(core);
                 }
+                TimerTarget::Loans => core.repay_loans(),
                 TimerTarget::Handshake(conn) => {
                     if let Some(key) = self.key_of(conn) {
                         if matches!(self.conns[key].phase, Phase::Handshake(_)) {
@@ -324,7 +329,7 @@ impl Reactor {
             (_, result) => result.into(),
         };
         conn.waiting = None;
-        encode_reply(conn, &reply);
+        encode_reply(conn, &reply, &self.pickle_address, &core.registry);
         self.ready.push(key);
     }
 
@@ -353,6 +358,7 @@ impl Reactor {
     fn serve(&mut self, core: &mut Core, key: usize) {
         let max_frame = self.config.max_frame;
         let max_output = self.config.max_output;
+        let address = &self.pickle_address;
         let conn = &mut self.conns[key];
         loop {
             if conn.waiting.is_some() || conn.close_after_flush || conn.unsent() > max_output {
@@ -370,7 +376,19 @@ impl Reactor {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    fatal(conn, &format!("bad frame: {e}"));
+                    // Answer a bad first frame in the serializer the client speaks,
+                    // if its first payload byte has arrived.
+                    let input = conn.input();
+                    let at = if input.get(..4) == Some(&[0xff; 4]) {
+                        12
+                    } else {
+                        4
+                    };
+                    let first = input.get(at).copied();
+                    if let (Phase::Serving(ser @ None), Some(b)) = (&mut conn.phase, first) {
+                        *ser = Some(Serializer::detect(b));
+                    }
+                    fatal(conn, &format!("bad frame: {e}"), address, &core.registry);
                     return;
                 }
             };
@@ -395,18 +413,31 @@ impl Reactor {
                     }
                 }
                 Phase::Serving(serializer) => {
-                    let ser = *serializer.get_or_insert_with(|| Serializer::detect(payload[0]));
-                    if ser == Serializer::Pickle {
-                        // The pickle serializer is not built yet: refuse clearly.
-                        conn.close_after_flush = true;
-                        conn.consume(header.total_len());
-                        return;
-                    }
-                    match native::decode_request(payload) {
+                    let ser = match serializer {
+                        Some(ser) => *ser,
+                        None => {
+                            let ser = Serializer::detect(payload.first().copied().unwrap_or(0));
+                            *serializer = Some(ser);
+                            if ser == Serializer::Pickle {
+                                // CPython's way: hex ids, global references, one
+                                // public request per connection unless
+                                // accept_connection makes it persistent.
+                                conn.session = Session::new(conn.session.id, IdStyle::Hex, false);
+                            }
+                            ser
+                        }
+                    };
+                    let decoded = match ser {
+                        Serializer::Native => native::decode_request(payload),
+                        Serializer::Pickle => pickle::decode_request_for(payload, address),
+                    };
+                    match decoded {
                         Ok(req) => {
                             conn.consume(header.total_len());
                             match dispatch::dispatch(core, &mut conn.session, req) {
-                                Dispatched::Reply(reply) => encode_reply(conn, &reply),
+                                Dispatched::Reply(reply) => {
+                                    encode_reply(conn, &reply, address, &core.registry)
+                                }
                                 Dispatched::Deferred(h) => conn.waiting = Some(h),
                             }
                             if !conn.session.persistent {
@@ -414,9 +445,24 @@ impl Reactor {
                             }
                             continue;
                         }
+                        Err(e) if ser == Serializer::Pickle => {
+                            // A pickle we refuse (a forbidden global, say) may be
+                            // an attack: answer why, then close this connection.
+                            encode_reply(
+                                conn,
+                                &Reply::Traceback(format!(
+                                    "libmgr: rejected request: {e}; closing connection"
+                                )),
+                                address,
+                                &core.registry,
+                            );
+                            conn.close_after_flush = true;
+                        }
                         Err(e) => encode_reply(
                             conn,
                             &Reply::Traceback(format!("libmgr: malformed request: {e}")),
+                            address,
+                            &core.registry,
                         ),
                     }
                 }
@@ -476,6 +522,7 @@ impl Reactor {
         for key in keys {
             self.close(core, key);
         }
+        core.repay_all_loans();
         core.sweep();
         core.segments.unlink_all();
     }
@@ -495,22 +542,46 @@ impl Reactor {
     }
 }
 
-/// Writes one reply frame in the connection's serializer.
-fn encode_reply(conn: &mut Conn, reply: &Reply) {
+/// The server's address as CPython's `Server.address` holds it: a `(host, port)`
+/// tuple for TCP, the path for a Unix socket.
+fn python_address(address: &Address) -> Value {
+    match address {
+        Address::Tcp(a) => Value::Tuple(vec![
+            Value::Str(a.ip().to_string()),
+            Value::Int(i64::from(a.port())),
+        ]),
+        Address::Unix(p) => Value::Str(p.to_string_lossy().into_owned()),
+    }
+}
+
+/// Writes one reply frame in the connection's serializer; `address` (CPython's
+/// form of the server address) and the registered types' exposed methods go
+/// into pickled tokens and proxies.
+fn encode_reply(conn: &mut Conn, reply: &Reply, address: &Value, registry: &Registry) {
     let at = begin_frame(&mut conn.output);
-    native::encode_reply(reply, &mut conn.output);
+    match conn.phase {
+        Phase::Serving(Some(Serializer::Pickle)) => {
+            let exposed = |typeid: &str| registry.get(typeid).map(|s| s.exposed());
+            let origin = pickle::Origin {
+                address,
+                exposed: &exposed,
+            };
+            pickle::encode_reply(reply, &origin, &mut conn.output)
+        }
+        _ => native::encode_reply(reply, &mut conn.output),
+    }
     finish_frame(&mut conn.output, at);
 }
 
-/// A frame we cannot get past: say why (natively) and close.
-fn fatal(conn: &mut Conn, why: &str) {
-    if matches!(
-        conn.phase,
-        Phase::Serving(Some(Serializer::Native)) | Phase::Serving(None)
-    ) {
+/// A frame we cannot get past: say why (in the connection's serializer, once it
+/// has authenticated) and close.
+fn fatal(conn: &mut Conn, why: &str, address: &Value, registry: &Registry) {
+    if matches!(conn.phase, Phase::Serving(_)) {
         encode_reply(
             conn,
             &Reply::Traceback(format!("libmgr: {why}; closing connection")),
+            address,
+            registry,
         );
     }
     conn.close_after_flush = true;

@@ -31,6 +31,8 @@ impl TestServer {
     /// Starts a server on a TCP port, letting `tweak` adjust the configuration.
     pub fn start_with(tweak: impl FnOnce(&mut ServerConfig) + Send + 'static) -> TestServer {
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
+        // Objects named in replies outlive them briefly; keep tests quick.
+        config.reply_ref_grace = Duration::from_millis(100);
         tweak(&mut config);
         TestServer::start_config(config)
     }

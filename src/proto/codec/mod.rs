@@ -4,6 +4,7 @@
 use std::fmt;
 
 pub mod native;
+pub mod pickle;
 
 /// The first byte of every pickle of protocol 2 or later (the PROTO opcode).
 pub const PICKLE_PROTO: u8 = 0x80;

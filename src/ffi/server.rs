@@ -1,0 +1,507 @@
+//! `mgr_server`: the embedded server from C — create, register host types, and
+//! drive it from the host's loop (fd / timeout / process) or give it the thread.
+//!
+//! The server lives in a `RefCell`: functions that need all of it (process, run,
+//! register, free, counting objects) take it for their duration, so one called
+//! from inside a host callback (while the server is busy running that callback)
+//! is refused with `MGR_ERR_BUSY` instead of aliasing it. Shutdown from a
+//! callback is queued instead.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CString};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::host_type::{mgr_type, HostType, Types};
+use super::status::{mgr_status, Fail};
+use super::{arg_bytes, arg_str, out_ptr};
+use crate::address::Address;
+use crate::server::{Server, ServerConfig, ServerHandle};
+
+/// The options layout version this library understands.
+pub const MGR_SERVER_OPTIONS_VERSION: u32 = 1;
+
+/// Server limits for [`mgr_server_new`]. Fill with [`mgr_server_options_init`]
+/// (or zero it and set `version`): a zero field keeps its default.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mgr_server_options {
+    /// Must be [`MGR_SERVER_OPTIONS_VERSION`].
+    pub version: u32,
+    /// Connections beyond this are closed on accept (default 10000).
+    pub max_connections: u32,
+    /// Largest frame accepted after the handshake, in bytes (default 64 MiB).
+    pub max_frame: u64,
+    /// Output buffered per connection before it stops being served until it
+    /// reads its replies, in bytes (default 4 MiB).
+    pub max_output: u64,
+    /// A peer that has not authenticated within this many milliseconds is
+    /// dropped (default 10000).
+    pub handshake_timeout_ms: u32,
+}
+
+/// An embedded manager server (opaque). Owned by the host; free it with
+/// [`mgr_server_free`]. Belongs to the thread that created it, except for
+/// [`mgr_server_shutdown`]'s queued path and `mgr_reply_*`.
+#[derive(Debug)]
+pub struct mgr_server {
+    _private: [u8; 0],
+}
+
+/// The Rust side of `mgr_server`.
+pub(crate) struct ServerBox {
+    inner: RefCell<Option<Server>>,
+    handle: ServerHandle,
+    address: CString,
+    fd: RawFd,
+    alive: Arc<AtomicBool>,
+    types: Rc<RefCell<Types>>,
+}
+
+unsafe fn arg_server<'a>(p: *const mgr_server) -> Result<&'a ServerBox, Fail> {
+    p.cast::<ServerBox>()
+        .as_ref()
+        .ok_or_else(|| Fail::null("server"))
+}
+
+fn busy() -> Fail {
+    Fail::new(
+        mgr_status::MGR_ERR_BUSY,
+        "the server is running a callback: this call is not allowed from inside one",
+    )
+}
+
+impl ServerBox {
+    fn with<R>(&self, f: impl FnOnce(&mut Server) -> Result<R, Fail>) -> Result<R, Fail> {
+        let mut g = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        let s = g
+            .as_mut()
+            .ok_or_else(|| Fail::new(mgr_status::MGR_ERR_CLOSED, "the server is being freed"))?;
+        f(s)
+    }
+}
+
+/// Fills `*out` with the current version and every default.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_options_init(out: *mut mgr_server_options) -> mgr_status {
+    ffi_boundary! {
+        let out = out_ptr(out, "out")?;
+        let d = ServerConfig::new("127.0.0.1:0".parse().expect("valid"), b"");
+        *out = mgr_server_options {
+            version: MGR_SERVER_OPTIONS_VERSION,
+            max_connections: d.max_connections.min(u32::MAX as usize) as u32,
+            max_frame: d.max_frame,
+            max_output: d.max_output as u64,
+            handshake_timeout_ms: d.handshake_timeout.as_millis().min(u32::MAX as u128) as u32,
+        };
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Binds a server to `address` (`host:port`, port 0 picks one; or `unix:/path`)
+/// with the `authkey_len`-byte secret `authkey` (may be empty only on loopback or
+/// a Unix socket; NULL allowed when `authkey_len` is 0). `options` may be NULL
+/// for defaults. On success writes an owned server to `*out` (free with
+/// [`mgr_server_free`]). Registers no types.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_new(
+    address: *const c_char,
+    authkey: *const u8,
+    authkey_len: usize,
+    options: *const mgr_server_options,
+    out: *mut *mut mgr_server,
+) -> mgr_status {
+    ffi_boundary! {
+        let address: Address = arg_str(address, "address")?.parse().map_err(crate::Error::from)?;
+        let key = arg_bytes(authkey, authkey_len, "authkey")?;
+        let out = out_ptr(out, "out")?;
+        let mut config = ServerConfig::new(address, key);
+        if let Some(o) = options.as_ref() {
+            if o.version != MGR_SERVER_OPTIONS_VERSION {
+                return Err(Fail::new(
+                    mgr_status::MGR_ERR_INVALID_ARGUMENT,
+                    format!("mgr_server_options.version is {}, this library supports {MGR_SERVER_OPTIONS_VERSION}", o.version),
+                ));
+            }
+            if o.max_connections != 0 {
+                config.max_connections = o.max_connections as usize;
+            }
+            if o.max_frame != 0 {
+                config.max_frame = o.max_frame;
+            }
+            if o.max_output != 0 {
+                config.max_output = usize::try_from(o.max_output).unwrap_or(usize::MAX);
+            }
+            if o.handshake_timeout_ms != 0 {
+                config.handshake_timeout = Duration::from_millis(o.handshake_timeout_ms.into());
+            }
+        }
+        let server = Server::bind(config)?;
+        let b = ServerBox {
+            handle: server.handle(),
+            address: CString::new(server.address().to_string()).unwrap_or_default(),
+            fd: server.fd(),
+            alive: Arc::new(AtomicBool::new(true)),
+            types: Rc::new(RefCell::new(HashMap::new())),
+            inner: RefCell::new(Some(server)),
+        };
+        *out = Box::into_raw(Box::new(b)).cast();
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Registers (or replaces) the host type `type_id`. `vtable` is copied, with the
+/// strings it points to; `userdata` is passed first to every callback and must
+/// stay valid until [`mgr_server_free`] returns. Objects of a replaced type keep
+/// the old callbacks. `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_register(
+    server: *mut mgr_server,
+    type_id: *const c_char,
+    vtable: *const mgr_type,
+    userdata: *mut c_void,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let typeid = arg_str(type_id, "type_id")?;
+        let vt = vtable.as_ref().ok_or_else(|| Fail::null("vtable"))?;
+        b.with(|s| {
+            let (ty, spec) = HostType::new(typeid, vt, userdata, &b.types, b.handle.clone(), b.alive.clone())?;
+            s.register(spec);
+            b.types.borrow_mut().insert(typeid.to_owned(), ty);
+            Ok(mgr_status::MGR_OK)
+        })
+    }
+}
+
+/// The bound address (`127.0.0.1:41234`, `unix:/path`), with the real port when
+/// port 0 was asked for. Owned by the server: valid until [`mgr_server_free`].
+/// NULL if `server` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_address(server: *const mgr_server) -> *const c_char {
+    ffi_boundary! { Ok(arg_server(server)?.address.as_ptr()) }
+}
+
+/// The one descriptor to poll for reading: when it is readable (or
+/// [`mgr_server_timeout_ms`] has passed), call [`mgr_server_process`]. Owned by
+/// the server: never close it. -1 if `server` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_fd(server: *const mgr_server) -> i32 {
+    ffi_boundary! {
+        match server.cast::<ServerBox>().as_ref() {
+            Some(b) => Ok(b.fd),
+            None => Ok(-1),
+        }
+    }
+}
+
+/// Milliseconds until the server's next timer (rounded up), -1 if it has none:
+/// the longest the host may wait on [`mgr_server_fd`]. 0 from inside a callback
+/// or for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_timeout_ms(server: *mut mgr_server) -> i32 {
+    ffi_boundary! {
+        let Some(b) = server.cast::<ServerBox>().as_ref() else { return Ok(0) };
+        Ok(b.with(|s| Ok(match s.timeout() {
+            None => -1,
+            Some(d) => {
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                ms.min(i32::MAX as u128) as i32
+            }
+        })).unwrap_or(0))
+    }
+}
+
+/// Does all ready work without blocking: accepts, reads, runs callbacks, fires
+/// timers, delivers deferred answers, writes. Call it when the fd is readable or
+/// the timeout passed (spurious calls are harmless). `MGR_ERR_BUSY` from inside
+/// a callback; `MGR_OK` (doing nothing) once shut down.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_process(server: *mut mgr_server) -> mgr_status {
+    ffi_boundary! {
+        arg_server(server)?.with(|s| {
+            s.process()?;
+            Ok(mgr_status::MGR_OK)
+        })
+    }
+}
+
+/// Serves on the calling thread until shutdown (a client's `shutdown` request,
+/// or [`mgr_server_shutdown`] called from a callback). `MGR_ERR_BUSY` from
+/// inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_run(server: *mut mgr_server) -> mgr_status {
+    ffi_boundary! {
+        arg_server(server)?.with(|s| {
+            s.run()?;
+            Ok(mgr_status::MGR_OK)
+        })
+    }
+}
+
+/// Whether the server has shut down (a client asked, or [`mgr_server_shutdown`]).
+/// A host loop stops when this turns true. False for NULL and inside callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_is_shut_down(server: *const mgr_server) -> bool {
+    ffi_boundary! {
+        let Some(b) = server.cast::<ServerBox>().as_ref() else { return Ok(false) };
+        Ok(b.with(|s| Ok(s.is_shut_down())).unwrap_or(false))
+    }
+}
+
+/// Shuts the server down: stops listening, flushes what it can, closes every
+/// connection (their deferred calls are cancelled). Immediate when called from
+/// the host's loop; from inside a callback it is queued (the fd is woken) and
+/// happens in the next [`mgr_server_process`]. Deferred replies answered
+/// afterwards report `MGR_ERR_STALE`. The server still has to be freed.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_shutdown(server: *mut mgr_server) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        match b.inner.try_borrow_mut() {
+            Ok(mut g) => {
+                if let Some(s) = g.as_mut() {
+                    s.shutdown();
+                }
+                b.alive.store(false, Ordering::SeqCst);
+            }
+            Err(_) => b.handle.shutdown(),
+        }
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Registers the SyncManager set of built-in types on `server`: Queue,
+/// JoinableQueue, Event, Lock, RLock, Semaphore, BoundedSemaphore, Condition,
+/// Barrier, Namespace, Value, Array, dict, list and Iterator, with CPython's
+/// method names and semantics (what `mgrd` serves). A host type registered under
+/// one of these typeids is replaced. `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_register_builtins(server: *mut mgr_server) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        b.with(|s| {
+            s.register_builtins();
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Writes the number of live shared objects to `*out`. `MGR_ERR_BUSY` from inside
+/// a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_number_of_objects(
+    server: *const mgr_server,
+    out: *mut usize,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let out = out_ptr(out, "out")?;
+        let n = b.with(|s| Ok(s.number_of_objects()))?;
+        *out = n;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Shuts down if needed and frees the server, destroying every remaining object
+/// (their destroy callbacks run now). NULL is a no-op. Must not be called from
+/// inside one of this server's callbacks: it then does nothing (and sets the
+/// last error). Outstanding `mgr_reply` handles stay valid; answering them
+/// reports `MGR_ERR_STALE`.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_free(server: *mut mgr_server) {
+    ffi_boundary! {
+        let Some(b) = server.cast::<ServerBox>().as_ref() else { return Ok(()) };
+        let Ok(mut g) = b.inner.try_borrow_mut() else {
+            return Err(busy());
+        };
+        b.alive.store(false, Ordering::SeqCst);
+        // Drop the server while still holding the borrow, so destroy callbacks that
+        // reach for the server are refused rather than aliasing it.
+        drop(g.take());
+        drop(g);
+        b.types.borrow_mut().clear();
+        drop(Box::from_raw(server.cast::<ServerBox>()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::host_type::{mgr_method_typeid, MGR_TYPE_VERSION};
+    use crate::ffi::request::mgr_request;
+    use crate::ffi::value::mgr_value;
+    use std::ffi::CStr;
+    use std::ptr;
+
+    unsafe extern "C" fn nop_call(
+        _: *mut c_void,
+        _: *mut c_void,
+        _: *const c_char,
+        _: *const mgr_value,
+        _: *const mgr_value,
+        _: *mut mgr_request,
+    ) -> mgr_status {
+        mgr_status::MGR_OK
+    }
+
+    fn vtable() -> mgr_type {
+        mgr_type {
+            version: MGR_TYPE_VERSION,
+            exposed: ptr::null(),
+            exposed_len: 0,
+            method_to_typeid: ptr::null::<mgr_method_typeid>(),
+            method_to_typeid_len: 0,
+            create: None,
+            call: Some(nop_call),
+            destroy: None,
+            repr: None,
+        }
+    }
+
+    fn new_server(
+        address: &CStr,
+        key: &[u8],
+        options: *const mgr_server_options,
+    ) -> Result<*mut mgr_server, mgr_status> {
+        let mut s = ptr::null_mut();
+        let st =
+            unsafe { mgr_server_new(address.as_ptr(), key.as_ptr(), key.len(), options, &mut s) };
+        if st == mgr_status::MGR_OK {
+            assert!(!s.is_null());
+            Ok(s)
+        } else {
+            assert!(s.is_null(), "out written on failure");
+            Err(st)
+        }
+    }
+
+    #[test]
+    fn options_are_versioned_and_defaulted() {
+        let mut o = mgr_server_options {
+            version: 0,
+            max_connections: 0,
+            max_frame: 0,
+            max_output: 0,
+            handshake_timeout_ms: 0,
+        };
+        assert_eq!(
+            unsafe { mgr_server_options_init(&mut o) },
+            mgr_status::MGR_OK
+        );
+        assert_eq!(o.version, MGR_SERVER_OPTIONS_VERSION);
+        assert_eq!(o.max_connections, 10_000);
+        assert_eq!(o.handshake_timeout_ms, 10_000);
+        let s = new_server(c"127.0.0.1:0", b"k", &o).unwrap();
+        unsafe { mgr_server_free(s) };
+        o.version = 99;
+        assert_eq!(
+            new_server(c"127.0.0.1:0", b"k", &o),
+            Err(mgr_status::MGR_ERR_INVALID_ARGUMENT)
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_keys_are_refused() {
+        assert_eq!(
+            new_server(c"nonsense", b"k", ptr::null()),
+            Err(mgr_status::MGR_ERR_INVALID_ARGUMENT)
+        );
+        assert_eq!(
+            new_server(c"0.0.0.0:0", b"", ptr::null()),
+            Err(mgr_status::MGR_ERR_CONFIG)
+        );
+        let mut s = ptr::null_mut();
+        let st = unsafe { mgr_server_new(ptr::null(), ptr::null(), 0, ptr::null(), &mut s) };
+        assert_eq!(st, mgr_status::MGR_ERR_NULL_ARGUMENT);
+    }
+
+    #[test]
+    fn embedding_accessors() {
+        let s = new_server(c"127.0.0.1:0", b"", ptr::null()).unwrap();
+        unsafe {
+            let addr = CStr::from_ptr(mgr_server_address(s)).to_str().unwrap();
+            assert!(
+                addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+                "{addr}"
+            );
+            assert!(mgr_server_fd(s) >= 0);
+            assert_eq!(mgr_server_timeout_ms(s), -1, "no timers yet");
+            assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
+            let mut n = 9;
+            assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
+            assert_eq!(n, 0);
+            assert!(!mgr_server_is_shut_down(s));
+            assert_eq!(mgr_server_shutdown(s), mgr_status::MGR_OK);
+            assert!(mgr_server_is_shut_down(s));
+            assert_eq!(
+                mgr_server_process(s),
+                mgr_status::MGR_OK,
+                "a no-op once shut down"
+            );
+            mgr_server_free(s);
+            mgr_server_free(ptr::null_mut());
+            assert_eq!(mgr_server_fd(ptr::null()), -1);
+            assert!(mgr_server_address(ptr::null()).is_null());
+            assert_eq!(
+                mgr_server_process(ptr::null_mut()),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+        }
+    }
+
+    #[test]
+    fn register_checks_the_vtable() {
+        let s = new_server(c"127.0.0.1:0", b"", ptr::null()).unwrap();
+        unsafe {
+            let ud = ptr::null_mut();
+            assert_eq!(
+                mgr_server_register(s, c"T".as_ptr(), &vtable(), ud),
+                mgr_status::MGR_OK
+            );
+            let mut v = vtable();
+            v.version = 2;
+            assert_eq!(
+                mgr_server_register(s, c"T".as_ptr(), &v, ud),
+                mgr_status::MGR_ERR_INVALID_ARGUMENT
+            );
+            let mut v = vtable();
+            v.call = None;
+            assert_eq!(
+                mgr_server_register(s, c"T".as_ptr(), &v, ud),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            let mut v = vtable();
+            v.exposed_len = 2;
+            assert_eq!(
+                mgr_server_register(s, c"T".as_ptr(), &v, ud),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            let names = [c"get".as_ptr(), c"put".as_ptr()];
+            let pairs = [mgr_method_typeid {
+                method: c"copy".as_ptr(),
+                type_id: c"T".as_ptr(),
+            }];
+            let mut v = vtable();
+            v.exposed = names.as_ptr();
+            v.exposed_len = 2;
+            v.method_to_typeid = pairs.as_ptr();
+            v.method_to_typeid_len = 1;
+            assert_eq!(
+                mgr_server_register(s, c"U".as_ptr(), &v, ud),
+                mgr_status::MGR_OK
+            );
+            assert_eq!(
+                mgr_server_register(s, c"U".as_ptr(), ptr::null(), ud),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            mgr_server_free(s);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The pickle writer: emits protocol 4 opcodes for [`Value`]s, tokens, proxies and
+//! exceptions, exactly as CPython's `pickle.loads` expects them. No memo and no
+//! frames are written (both are optional for a reader).
+
+use super::Origin;
+use crate::proto::value::{Token, Value};
+
+pub(super) const PROTO: u8 = 0x80;
+const STOP: u8 = b'.';
+const MARK: u8 = b'(';
+const NONE: u8 = b'N';
+const NEWTRUE: u8 = 0x88;
+const NEWFALSE: u8 = 0x89;
+const BININT: u8 = b'J';
+const BININT1: u8 = b'K';
+const BININT2: u8 = b'M';
+const LONG1: u8 = 0x8a;
+const LONG4: u8 = 0x8b;
+const BINFLOAT: u8 = b'G';
+const SHORT_BINUNICODE: u8 = 0x8c;
+const BINUNICODE: u8 = b'X';
+const BINUNICODE8: u8 = 0x8d;
+const SHORT_BINBYTES: u8 = b'C';
+const BINBYTES: u8 = b'B';
+const BINBYTES8: u8 = 0x8e;
+const EMPTY_LIST: u8 = b']';
+const APPENDS: u8 = b'e';
+const EMPTY_TUPLE: u8 = b')';
+const TUPLE: u8 = b't';
+const TUPLE1: u8 = 0x85;
+const EMPTY_DICT: u8 = b'}';
+const SETITEMS: u8 = b'u';
+const SETITEM: u8 = b's';
+const EMPTY_SET: u8 = 0x8f;
+const ADDITEMS: u8 = 0x90;
+const FROZENSET: u8 = 0x91;
+const GLOBAL: u8 = b'c';
+const REDUCE: u8 = b'R';
+const NEWOBJ: u8 = 0x81;
+const BUILD: u8 = b'b';
+
+/// Appends one pickle to a buffer; `origin` describes the server whose tokens
+/// it writes.
+pub(super) struct Writer<'w, 'o> {
+    pub(super) out: &'w mut Vec<u8>,
+    pub(super) origin: &'w Origin<'o>,
+}
+
+/// Minimal little-endian two's-complement bytes of `i` (LONG1's payload).
+fn long_bytes(i: i64) -> Vec<u8> {
+    let mut b = i.to_le_bytes().to_vec();
+    while b.len() > 1 {
+        let (last, prev) = (b[b.len() - 1], b[b.len() - 2]);
+        if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
+            b.pop();
+        } else {
+            break;
+        }
+    }
+    b
+}
+
+impl Writer<'_, '_> {
+    /// Starts a pickle (PROTO 4).
+    pub(super) fn begin(&mut self) {
+        self.out.extend_from_slice(&[PROTO, 4]);
+    }
+
+    /// Ends a pickle (STOP).
+    pub(super) fn end(&mut self) {
+        self.out.push(STOP);
+    }
+
+    pub(super) fn op(&mut self, op: u8) {
+        self.out.push(op);
+    }
+
+    /// A module-level global by name (the GLOBAL opcode, valid in every protocol).
+    pub(super) fn global(&mut self, module: &str, name: &str) {
+        self.out.push(GLOBAL);
+        self.out.extend_from_slice(module.as_bytes());
+        self.out.push(b'\n');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'\n');
+    }
+
+    /// Closes a tuple of `n` items pushed after a MARK (or pushes `()`).
+    pub(super) fn tuple_of(&mut self, n: usize, f: impl FnOnce(&mut Self)) {
+        match n {
+            0 => self.out.push(EMPTY_TUPLE),
+            1..=3 => {
+                f(self);
+                self.out.push(TUPLE1 + (n as u8 - 1));
+            }
+            _ => {
+                self.out.push(MARK);
+                f(self);
+                self.out.push(TUPLE);
+            }
+        }
+    }
+
+    /// `f(*args)` via REDUCE: the callable, then the args tuple.
+    pub(super) fn reduce(&mut self, module: &str, name: &str, args: &[Value]) {
+        self.global(module, name);
+        self.tuple_of(args.len(), |w| args.iter().for_each(|a| w.value(a)));
+        self.out.push(REDUCE);
+    }
+
+    pub(super) fn str(&mut self, s: &str) {
+        let b = s.as_bytes();
+        match b.len() {
+            n if n < 256 => self.out.extend_from_slice(&[SHORT_BINUNICODE, n as u8]),
+            n if n <= u32::MAX as usize => {
+                self.out.push(BINUNICODE);
+                self.out.extend_from_slice(&(n as u32).to_le_bytes());
+            }
+            n => {
+                self.out.push(BINUNICODE8);
+                self.out.extend_from_slice(&(n as u64).to_le_bytes());
+            }
+        }
+        self.out.extend_from_slice(b);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        match b.len() {
+            n if n < 256 => self.out.extend_from_slice(&[SHORT_BINBYTES, n as u8]),
+            n if n <= u32::MAX as usize => {
+                self.out.push(BINBYTES);
+                self.out.extend_from_slice(&(n as u32).to_le_bytes());
+            }
+            n => {
+                self.out.push(BINBYTES8);
+                self.out.extend_from_slice(&(n as u64).to_le_bytes());
+            }
+        }
+        self.out.extend_from_slice(b);
+    }
+
+    fn int(&mut self, i: i64) {
+        match i {
+            0..=0xff => self.out.extend_from_slice(&[BININT1, i as u8]),
+            0x100..=0xffff => {
+                self.out.push(BININT2);
+                self.out.extend_from_slice(&(i as u16).to_le_bytes());
+            }
+            _ if i32::try_from(i).is_ok() => {
+                self.out.push(BININT);
+                self.out.extend_from_slice(&(i as i32).to_le_bytes());
+            }
+            _ => {
+                let b = long_bytes(i);
+                self.out.extend_from_slice(&[LONG1, b.len() as u8]);
+                self.out.extend_from_slice(&b);
+            }
+        }
+    }
+
+    fn items(&mut self, v: &[Value]) {
+        v.iter().for_each(|x| self.value(x));
+    }
+
+    /// One value. References become rebuilt proxies.
+    pub(super) fn value(&mut self, v: &Value) {
+        match v {
+            Value::None => self.out.push(NONE),
+            Value::Bool(true) => self.out.push(NEWTRUE),
+            Value::Bool(false) => self.out.push(NEWFALSE),
+            Value::Int(i) => self.int(*i),
+            Value::BigInt(b) if b.is_empty() => self.int(0),
+            Value::BigInt(b) => {
+                if b.len() < 256 {
+                    self.out.extend_from_slice(&[LONG1, b.len() as u8]);
+                } else {
+                    self.out.push(LONG4);
+                    self.out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                }
+                self.out.extend_from_slice(b);
+            }
+            Value::Float(f) => {
+                self.out.push(BINFLOAT);
+                self.out.extend_from_slice(&f.to_be_bytes());
+            }
+            Value::Str(s) => self.str(s),
+            Value::Bytes(b) => self.bytes(b),
+            Value::List(v) => {
+                self.out.push(EMPTY_LIST);
+                if !v.is_empty() {
+                    self.out.push(MARK);
+                    self.items(v);
+                    self.out.push(APPENDS);
+                }
+            }
+            Value::Tuple(v) => self.tuple_of(v.len(), |w| w.items(v)),
+            Value::Dict(d) => {
+                self.out.push(EMPTY_DICT);
+                if !d.is_empty() {
+                    self.out.push(MARK);
+                    for (k, v) in d {
+                        self.value(k);
+                        self.value(v);
+                    }
+                    self.out.push(SETITEMS);
+                }
+            }
+            Value::Set(v) => {
+                self.out.push(EMPTY_SET);
+                if !v.is_empty() {
+                    self.out.push(MARK);
+                    self.items(v);
+                    self.out.push(ADDITEMS);
+                }
+            }
+            Value::FrozenSet(v) => {
+                self.out.push(MARK);
+                self.items(v);
+                self.out.push(FROZENSET);
+            }
+            Value::Slice(s) => {
+                let b = |x: Option<i64>| x.map_or(Value::None, Value::Int);
+                self.reduce("builtins", "slice", &[b(s.start), b(s.stop), b(s.step)]);
+            }
+            Value::Ref(t) => self.proxy(t),
+        }
+    }
+
+    /// A real `multiprocessing.managers.Token(typeid, address, id)` instance.
+    pub(super) fn token(&mut self, t: &Token) {
+        self.global("multiprocessing.managers", "Token");
+        self.out.push(EMPTY_TUPLE);
+        self.out.push(NEWOBJ);
+        self.tuple_of(3, |w| {
+            w.str(&t.typeid);
+            w.value(w.origin.address);
+            w.str(&t.id.to_string());
+        });
+        self.out.push(BUILD);
+    }
+
+    /// `RebuildProxy(ProxyType, token, 'pickle', kwds)`, as `BaseProxy.__reduce__`
+    /// produces; the client rebuilds a working proxy (and increfs it). An
+    /// `AutoProxy` carries `{'exposed': (...)}` as CPython's does: without it the
+    /// client would ask `get_methods` over an unauthenticated connection.
+    fn proxy(&mut self, t: &Token) {
+        let proxy_type = super::proxy_type(&t.typeid);
+        self.global("multiprocessing.managers", "RebuildProxy");
+        self.out.push(MARK);
+        self.global("multiprocessing.managers", proxy_type);
+        self.token(t);
+        self.str("pickle");
+        self.out.push(EMPTY_DICT);
+        if proxy_type == "AutoProxy" {
+            if let Some(exposed) = (self.origin.exposed)(&t.typeid) {
+                self.str("exposed");
+                self.tuple_of(exposed.len(), |w| exposed.iter().for_each(|m| w.str(m)));
+                self.out.push(SETITEM);
+            }
+        }
+        self.out.push(TUPLE);
+        self.out.push(REDUCE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_bytes_are_minimal() {
+        assert_eq!(long_bytes(0), vec![0]);
+        assert_eq!(long_bytes(255), vec![0xff, 0]);
+        assert_eq!(long_bytes(-1), vec![0xff]);
+        assert_eq!(long_bytes(-129), vec![0x7f, 0xff]);
+        assert_eq!(long_bytes(i64::MAX).len(), 8);
+    }
+}

@@ -1,0 +1,349 @@
+//! The pickle serializer, so stock CPython clients (and servers) can talk to libmgr.
+//!
+//! Decoding is data-only: the machine in `decode.rs` runs the opcodes of protocols
+//! 2–5 that build None, bools, ints (big ones kept exactly), floats, str, bytes,
+//! bytearray, tuples, lists, dicts, sets and frozensets, with memo, marks and
+//! frames, and it knows a short whitelist of globals by name —
+//! `multiprocessing.managers.Token`, `RebuildProxy` with `AutoProxy` or a
+//! SyncManager proxy type (a pickled proxy becomes a [`Value::Ref`]),
+//! `builtins.slice`, `array.array` / `array._array_reconstructor` (a list), the
+//! constructors protocols 2–3 reduce bytes and sets to, `builtins.list` / `tuple`
+//! (managers.py pickles dict views as `list(items)`), and exception classes (for
+//! replies). Any other global (`os.system`, `builtins.eval` …) or opcode (INST, OBJ,
+//! PERSID, EXT*, out-of-band buffers) is a [`CodecError`]: nothing is ever imported
+//! or executed. Memory and nesting are bounded by the input's size and
+//! [`MAX_DEPTH`].
+//!
+//! Encoding writes protocol 4 that CPython's `pickle.loads` turns into the objects
+//! its own manager would send: tokens as real `multiprocessing.managers.Token`
+//! instances carrying the server's address, references as
+//! `RebuildProxy(ProxyType, token, 'pickle', {})`, errors as instances of their
+//! builtin (or known module) exception class, other errors as `#TRACEBACK` text.
+//!
+//! This module is sans-IO and does not know sockets: the caller passes the
+//! server's address already in CPython's form (see [`encode_reply`]).
+
+mod decode;
+mod encode;
+mod globals;
+
+use decode::{Decoded, Node};
+use encode::Writer;
+use globals::{BUILTIN_EXCEPTIONS, MODULE_EXCEPTIONS};
+
+use super::CodecError;
+use crate::proto::message::{RemoteError, Reply, Request};
+use crate::proto::value::{ObjectId, Value};
+
+pub use decode::MAX_DEPTH;
+
+/// What the encoder needs to know about the server whose tokens it writes.
+pub struct Origin<'a> {
+    /// The server's address as CPython represents it — `('127.0.0.1', port)` as
+    /// a tuple for TCP, the path as a str for a Unix socket — written into every
+    /// token.
+    pub address: &'a Value,
+    /// The exposed methods of a typeid. A reference to an object whose typeid
+    /// gets `AutoProxy` carries them, as CPython's own pickled proxies do; `None`
+    /// leaves the client to ask with `get_methods`.
+    pub exposed: &'a dyn Fn(&str) -> Option<&'a [String]>,
+}
+
+impl<'a> Origin<'a> {
+    /// An origin that knows no typeid's exposed methods.
+    pub fn new(address: &'a Value) -> Origin<'a> {
+        Origin {
+            address,
+            exposed: &|_| None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin")
+            .field("address", self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, CodecError> {
+    Err(CodecError::new(format!("pickle: {}", msg.into())))
+}
+
+/// The `multiprocessing.managers` proxy type CPython's SyncManager uses for
+/// `typeid`; every other typeid gets `AutoProxy` (which asks the server for the
+/// exposed methods).
+pub fn proxy_type(typeid: &str) -> &'static str {
+    match typeid {
+        "Event" => "EventProxy",
+        "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => "AcquirerProxy",
+        "Condition" => "ConditionProxy",
+        "Barrier" => "BarrierProxy",
+        "Pool" => "PoolProxy",
+        "list" => "ListProxy",
+        "dict" => "DictProxy",
+        "Value" => "ValueProxy",
+        "Array" => "ArrayProxy",
+        "Namespace" => "NamespaceProxy",
+        "Iterator" => "IteratorProxy",
+        _ => "AutoProxy",
+    }
+}
+
+/// Where CPython finds the exception class for an error `kind`: `("builtins",
+/// "KeyError")` for `KeyError`, `("queue", "Empty")` for `queue.Empty` … `None`
+/// for kinds not on the whitelist (they travel as `#TRACEBACK` text).
+pub fn exception_class(kind: &str) -> Option<(&'static str, &'static str)> {
+    if let Some(name) = BUILTIN_EXCEPTIONS.iter().find(|n| **n == kind) {
+        return Some(("builtins", name));
+    }
+    MODULE_EXCEPTIONS
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map(|(_, m, n)| (*m, *n))
+}
+
+/// Decodes a request as CPython's client sends it: `(ident, methodname, args,
+/// kwds)`, with `ident` None for public methods or the object's hex id. Tokens
+/// (pickled proxies) among the arguments are taken as they come; a server uses
+/// [`decode_request_for`].
+pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
+    request(decode::run(payload)?)
+}
+
+/// Decodes a request as [`decode_request`] does, for the server at `address`
+/// (CPython's form, as for [`Origin::address`]): a pickled proxy whose token
+/// names another server is refused instead of being taken for an object here.
+pub fn decode_request_for(payload: &[u8], address: &Value) -> Result<Request, CodecError> {
+    let mut d = decode::run(payload)?;
+    d.home = Some(address.clone());
+    request(d)
+}
+
+fn request(mut d: Decoded) -> Result<Request, CodecError> {
+    let parts = match d.root() {
+        Node::Tuple(p) if p.len() == 4 => p.clone(),
+        _ => return err("a request must be a tuple (ident, methodname, args, kwds)"),
+    };
+    let target = match &d.nodes[parts[0]] {
+        Node::None => None,
+        Node::Str(s) => match ObjectId::from_hex(s) {
+            Some(id) => Some(id),
+            None => return err(format!("ident '{s}' is not a shared object id")),
+        },
+        _ => return err("ident must be None or a hex string"),
+    };
+    let Some(method) = d.text(parts[1]).map(str::to_owned) else {
+        return err("methodname must be a str");
+    };
+    let args = match d.value(parts[2])? {
+        Value::Tuple(v) | Value::List(v) => v,
+        _ => return err("args must be a tuple"),
+    };
+    let kwargs = match d.value(parts[3])? {
+        Value::Dict(kv) => kv
+            .into_iter()
+            .map(|(k, v)| match k {
+                Value::Str(k) => Ok((k, v)),
+                _ => err("keyword names must be str"),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Value::None => Vec::new(),
+        _ => return err("kwds must be a dict"),
+    };
+    Ok(Request {
+        target,
+        method,
+        args,
+        kwargs,
+    })
+}
+
+/// Appends the pickle of `req` (no frame header) to `out`, as CPython's client
+/// would send it. `origin` describes the server, for the tokens of any
+/// references among the arguments.
+pub fn encode_request(req: &Request, origin: &Origin<'_>, out: &mut Vec<u8>) {
+    let mut w = Writer { out, origin };
+    w.begin();
+    w.tuple_of(4, |w| {
+        match req.target {
+            Some(id) => w.str(&id.to_string()),
+            None => w.value(&Value::None),
+        }
+        w.str(&req.method);
+        w.value(&Value::Tuple(req.args.clone()));
+        let kw = req
+            .kwargs
+            .iter()
+            .map(|(k, v)| (Value::Str(k.clone()), v.clone()))
+            .collect();
+        w.value(&Value::Dict(kw));
+    });
+    w.end();
+}
+
+/// Appends the pickle of `reply` (no frame header) to `out`: CPython's `(kind,
+/// result)` pair. `origin` describes the server, for every token written.
+pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
+    // A value Python cannot rebuild (a list as a dict key) would break the
+    // client's connection in `recv`; say so instead, as CPython's server does.
+    let values: &[Value] = match reply {
+        Reply::Return(v) => std::slice::from_ref(v),
+        Reply::Error(e) => &e.args,
+        _ => &[],
+    };
+    if let Some(why) = values.iter().find_map(|v| unhashable(v, false)) {
+        let reply = Reply::Unserializable(why);
+        return encode_reply(&reply, origin, out);
+    }
+    let mut w = Writer { out, origin };
+    w.begin();
+    match reply {
+        Reply::Return(v) => {
+            w.str("#RETURN");
+            w.value(v);
+        }
+        Reply::Proxy { exposed, token } => {
+            w.str("#PROXY");
+            w.str_tuple(exposed);
+            w.token(token);
+            w.op(0x86); // TUPLE2: (exposed, token)
+        }
+        Reply::Error(e) => match exception_class(&e.kind) {
+            Some((module, name)) => {
+                w.str("#ERROR");
+                let args = if !e.args.is_empty() {
+                    e.args.clone()
+                } else if e.message.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![Value::Str(e.message.clone())]
+                };
+                w.reduce(module, name, &args);
+            }
+            None => {
+                w.str("#TRACEBACK");
+                w.str(&format!(
+                    "Traceback (most recent call last):\n  (libmgr server)\n{e}"
+                ));
+            }
+        },
+        Reply::Traceback(s) => {
+            w.str("#TRACEBACK");
+            w.str(s);
+        }
+        Reply::Unserializable(s) => {
+            w.str("#UNSERIALIZABLE");
+            w.str(s);
+        }
+    }
+    w.op(0x86); // TUPLE2: (kind, result)
+    w.end();
+}
+
+/// Why `v` cannot be unpickled by Python, if it cannot: an unhashable value
+/// (list, dict, set, slice) used as a set element or dict key. `hashed` says
+/// whether `v` itself must be hashable.
+fn unhashable(v: &Value, hashed: bool) -> Option<String> {
+    match v {
+        Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Slice(_) if hashed => {
+            Some(format!(
+                "unhashable type: '{}' used as a set element or dict key",
+                v.type_name()
+            ))
+        }
+        Value::Tuple(items) | Value::List(items) => {
+            items.iter().find_map(|x| unhashable(x, hashed))
+        }
+        Value::Set(items) | Value::FrozenSet(items) => {
+            items.iter().find_map(|x| unhashable(x, true))
+        }
+        Value::Dict(kv) => kv
+            .iter()
+            .find_map(|(k, v)| unhashable(k, true).or_else(|| unhashable(v, false))),
+        _ => None,
+    }
+}
+
+impl Writer<'_, '_> {
+    fn str_tuple(&mut self, items: &[String]) {
+        self.tuple_of(items.len(), |w| items.iter().for_each(|s| w.str(s)));
+    }
+}
+
+/// Decodes a reply from a CPython manager server: `(kind, result)`.
+pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
+    let mut d = decode::run(payload)?;
+    let (kind, result) = match d.root() {
+        Node::Tuple(p) if p.len() == 2 => (p[0], p[1]),
+        _ => return err("a reply must be a tuple (kind, result)"),
+    };
+    let text = |d: &Decoded, what: &str| match d.text(result) {
+        Some(s) => Ok(s.to_owned()),
+        None => err(format!("{what} result must be a str")),
+    };
+    Ok(match d.text(kind) {
+        Some("#RETURN") => Reply::Return(d.value(result)?),
+        Some("#PROXY") => {
+            let (exposed, token) = match &d.nodes[result] {
+                Node::Tuple(p) if p.len() == 2 => (p[0], p[1]),
+                _ => return err("#PROXY result must be (exposed, token)"),
+            };
+            let exposed = match d.value(exposed)? {
+                Value::Tuple(v) | Value::List(v) => v
+                    .into_iter()
+                    .map(|m| match m {
+                        Value::Str(s) => Ok(s),
+                        _ => err("exposed method names must be str"),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => return err("exposed must be a sequence of names"),
+            };
+            Reply::Proxy {
+                exposed,
+                token: d.token(token)?,
+            }
+        }
+        Some("#ERROR") => match d.nodes[result].clone() {
+            Node::Exception(kind, args) => {
+                let args = match d.value(args)? {
+                    Value::Tuple(v) => v,
+                    _ => return err("exception args must be a tuple"),
+                };
+                Reply::Error(remote_error(kind, args))
+            }
+            _ => return err("#ERROR result must be an exception"),
+        },
+        Some("#TRACEBACK") => Reply::Traceback(text(&d, "#TRACEBACK")?),
+        Some("#UNSERIALIZABLE") => Reply::Unserializable(text(&d, "#UNSERIALIZABLE")?),
+        Some(other) => return err(format!("unknown reply kind '{other}'")),
+        None => return err("reply kind must be a str"),
+    })
+}
+
+/// An exception's kind and args as a [`RemoteError`], shaped as libmgr's own
+/// errors are: a lone str argument is the message; a `KeyError` keeps its key.
+fn remote_error(kind: String, mut args: Vec<Value>) -> RemoteError {
+    match (kind.as_str(), &args[..]) {
+        ("KeyError", [key]) => RemoteError::key_error(key.clone()),
+        (_, [Value::Str(_)]) => match args.pop() {
+            Some(Value::Str(message)) => RemoteError::new(kind, message),
+            _ => unreachable!("matched a lone str"),
+        },
+        (_, []) => RemoteError::new(kind, ""),
+        (_, [one]) => RemoteError {
+            message: one.to_string(),
+            kind,
+            args,
+        },
+        _ => RemoteError {
+            message: Value::Tuple(args.clone()).to_string(),
+            kind,
+            args,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

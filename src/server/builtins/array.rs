@@ -1,0 +1,532 @@
+//! The `Array` typeid: CPython's `managers.Array(typecode, sequence, lock=True)`,
+//! an `array.array`, behind `ArrayProxy` — `__len__`, `__getitem__` and
+//! `__setitem__`, with `array.array`'s item checks per typecode (the same
+//! `TypeError` and `OverflowError` kinds and messages CPython 3.11 raises).
+//!
+//! The data model has no array type, so where CPython sends an `array.array`
+//! this type sends a list of the items (`array.tolist()`): a slice
+//! (`a[1:3]`) and `_getvalue()`. Slice assignment takes a list or tuple for the
+//! array CPython wants there (an `array.array` arrives decoded as a list).
+
+use super::pykey::{int_of, value_from_i128, PyInt};
+use super::pyseq::{int_index, iterate, positional, resolve, Span};
+use crate::proto::{RemoteError, Value};
+use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
+
+/// The methods `ArrayProxy` exposes.
+pub(crate) const EXPOSED: &[&str] = &["__len__", "__getitem__", "__setitem__"];
+
+/// The typecodes CPython 3.11's `array` module knows.
+const TYPECODES: &str = "bBuhHiIlLqQfd";
+
+/// Registers `Array`.
+pub(crate) fn register(server: &mut Server) {
+    server.register(TypeSpec::new("Array", EXPOSED, |_, args| {
+        Ok(Box::new(PyArray::from_args(args)?))
+    }));
+}
+
+/// A shared typed array; every item has passed its typecode's checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PyArray {
+    typecode: char,
+    items: Vec<Value>,
+}
+
+fn overflow(msg: &str) -> RemoteError {
+    RemoteError::new("OverflowError", msg)
+}
+
+/// Checks an integer against a C integer typecode, with the message CPython's
+/// converter for that typecode gives (some typecodes go through a wider C type
+/// first, whose message wins).
+fn check_int(tc: char, n: &PyInt) -> Result<(), RemoteError> {
+    const C_LONG: &str = "Python int too large to convert to C long";
+    const C_ULONG: &str = "Python int too large to convert to C unsigned long";
+    let neg = n.is_negative();
+    let v = n.small();
+    let fits = |lo: i128, hi: i128| v.is_some_and(|x| (lo..=hi).contains(&x));
+    let i64r = (i128::from(i64::MIN), i128::from(i64::MAX));
+    let u64max = i128::from(u64::MAX);
+    // (range, message below, message above), checked in order.
+    let steps: Vec<(i128, i128, &str, &str)> = match tc {
+        'b' => vec![
+            (i64r.0, i64r.1, C_LONG, C_LONG),
+            (
+                -32768,
+                32767,
+                "signed short integer is less than minimum",
+                "signed short integer is greater than maximum",
+            ),
+            (
+                -128,
+                127,
+                "signed char is less than minimum",
+                "signed char is greater than maximum",
+            ),
+        ],
+        'B' => vec![
+            (i64r.0, i64r.1, C_LONG, C_LONG),
+            (
+                0,
+                255,
+                "unsigned byte integer is less than minimum",
+                "unsigned byte integer is greater than maximum",
+            ),
+        ],
+        'h' => vec![
+            (i64r.0, i64r.1, C_LONG, C_LONG),
+            (
+                -32768,
+                32767,
+                "signed short integer is less than minimum",
+                "signed short integer is greater than maximum",
+            ),
+        ],
+        'H' => vec![
+            (i64r.0, i64r.1, C_LONG, C_LONG),
+            (
+                i128::from(i32::MIN),
+                i128::from(i32::MAX),
+                "signed integer is less than minimum",
+                "signed integer is greater than maximum",
+            ),
+            (
+                0,
+                65535,
+                "unsigned short is less than minimum",
+                "unsigned short is greater than maximum",
+            ),
+        ],
+        'i' => vec![
+            (i64r.0, i64r.1, C_LONG, C_LONG),
+            (
+                i128::from(i32::MIN),
+                i128::from(i32::MAX),
+                "signed integer is less than minimum",
+                "signed integer is greater than maximum",
+            ),
+        ],
+        'I' => vec![
+            (
+                0,
+                u64max,
+                "can't convert negative value to unsigned int",
+                C_ULONG,
+            ),
+            (
+                0,
+                i128::from(u32::MAX),
+                "",
+                "unsigned int is greater than maximum",
+            ),
+        ],
+        'l' => vec![(i64r.0, i64r.1, C_LONG, C_LONG)],
+        'L' => vec![(
+            0,
+            u64max,
+            "can't convert negative value to unsigned int",
+            C_ULONG,
+        )],
+        'q' => vec![(
+            i64r.0,
+            i64r.1,
+            "int too big to convert",
+            "int too big to convert",
+        )],
+        'Q' => vec![(
+            0,
+            u64max,
+            "can't convert negative int to unsigned",
+            "int too big to convert",
+        )],
+        _ => vec![],
+    };
+    for (lo, hi, below, above) in steps {
+        if !fits(lo, hi) {
+            let is_below = match v {
+                Some(x) => x < lo,
+                None => neg,
+            };
+            return Err(overflow(if is_below { below } else { above }));
+        }
+    }
+    Ok(())
+}
+
+/// Converts one item for typecode `tc` as `array.array.__setitem__` does.
+fn convert(tc: char, v: Value) -> Result<Value, RemoteError> {
+    match tc {
+        'f' | 'd' => {
+            let x = match &v {
+                Value::Float(f) => *f,
+                other => match int_of(other) {
+                    Some(i) => {
+                        let f = i.to_f64();
+                        if f.is_infinite() {
+                            return Err(overflow("int too large to convert to float"));
+                        }
+                        f
+                    }
+                    None => {
+                        return Err(RemoteError::type_error(format!(
+                            "must be real number, not {}",
+                            other.type_name()
+                        )))
+                    }
+                },
+            };
+            Ok(Value::Float(if tc == 'f' { x as f32 as f64 } else { x }))
+        }
+        'u' => match v {
+            Value::Str(s) if s.chars().count() == 1 => Ok(Value::Str(s)),
+            _ => Err(RemoteError::type_error(
+                "array item must be unicode character",
+            )),
+        },
+        _ => match int_of(&v) {
+            Some(i) => {
+                check_int(tc, &i)?;
+                Ok(value_from_i128(i.small().expect("checked to fit")))
+            }
+            None => Err(RemoteError::type_error(format!(
+                "'{}' object cannot be interpreted as an integer",
+                v.type_name()
+            ))),
+        },
+    }
+}
+
+/// Item size in bytes, as `array.array.itemsize` reports it on 64-bit Linux.
+fn item_size(tc: char) -> usize {
+    match tc {
+        'b' | 'B' => 1,
+        'h' | 'H' => 2,
+        'u' | 'i' | 'I' | 'f' => 4,
+        _ => 8,
+    }
+}
+
+/// `array.frombytes`: native-endian machine values.
+fn from_bytes(tc: char, b: &[u8]) -> Result<Vec<Value>, RemoteError> {
+    let size = item_size(tc);
+    if b.len() % size != 0 {
+        return Err(RemoteError::value_error(
+            "bytes length not a multiple of item size",
+        ));
+    }
+    b.chunks(size)
+        .map(|c| {
+            let mut buf = [0u8; 8];
+            buf[..size].copy_from_slice(c);
+            let raw = u64::from_ne_bytes(buf);
+            Ok(match tc {
+                'b' => Value::Int(i64::from(c[0] as i8)),
+                'h' => Value::Int(i64::from(i16::from_ne_bytes([c[0], c[1]]))),
+                'i' => Value::Int(i64::from(i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))),
+                'l' | 'q' => Value::Int(raw as i64),
+                'f' => Value::Float(f64::from(f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))),
+                'd' => Value::Float(f64::from_bits(raw)),
+                'u' => {
+                    let code = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+                    let ch = char::from_u32(code).ok_or_else(|| {
+                        RemoteError::value_error(format!(
+                            "character U+{code:x} is not in range [U+0000; U+10ffff]"
+                        ))
+                    })?;
+                    Value::Str(ch.to_string())
+                }
+                // Unsigned typecodes.
+                _ => value_from_i128(i128::from(raw)),
+            })
+        })
+        .collect()
+}
+
+fn typecode_arg(v: Value) -> Result<char, RemoteError> {
+    let s = match v {
+        Value::Str(s) => s,
+        other => {
+            return Err(RemoteError::type_error(format!(
+                "array() argument 1 must be a unicode character, not {}",
+                other.type_name()
+            )))
+        }
+    };
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if TYPECODES.contains(c) => Ok(c),
+        (Some(_), None) => Err(RemoteError::value_error(
+            "bad typecode (must be b, B, u, h, H, i, I, l, L, q, Q, f or d)",
+        )),
+        _ => Err(RemoteError::type_error(
+            "array() argument 1 must be a unicode character, not str",
+        )),
+    }
+}
+
+impl PyArray {
+    /// `Array(typecode, sequence, lock=True)`; `lock` is accepted and ignored, as
+    /// CPython's manager ignores it.
+    fn from_args(mut args: CallArgs) -> Result<PyArray, RemoteError> {
+        args.check("Array", 3, &["typecode", "sequence", "lock"])?;
+        let typecode = args.take(0, "typecode");
+        let sequence = args.take(1, "sequence");
+        let (typecode, sequence) =
+            match (typecode, sequence) {
+                (Some(t), Some(s)) => (t, s),
+                (None, _) => return Err(RemoteError::type_error(
+                    "Array() missing 2 required positional arguments: 'typecode' and 'sequence'",
+                )),
+                (Some(_), None) => {
+                    return Err(RemoteError::type_error(
+                        "Array() missing 1 required positional argument: 'sequence'",
+                    ))
+                }
+            };
+        let tc = typecode_arg(typecode)?;
+        let items = match sequence {
+            Value::Str(_) if tc != 'u' => {
+                return Err(RemoteError::type_error(format!(
+                    "cannot use a str to initialize an array with typecode '{tc}'"
+                )))
+            }
+            Value::Bytes(b) => from_bytes(tc, &b)?,
+            other => iterate(other)?
+                .into_iter()
+                .map(|v| convert(tc, v))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(PyArray {
+            typecode: tc,
+            items,
+        })
+    }
+
+    fn get_item(&self, key: &Value) -> Result<Value, RemoteError> {
+        if let Value::Slice(s) = key {
+            let span = Span::new(s, self.items.len())?;
+            return Ok(Value::List(
+                span.positions().map(|p| self.items[p].clone()).collect(),
+            ));
+        }
+        let i = int_index(key)
+            .ok_or_else(|| RemoteError::type_error("array indices must be integers"))??;
+        resolve(i, self.items.len())
+            .map(|p| self.items[p].clone())
+            .ok_or_else(|| RemoteError::new("IndexError", "array index out of range"))
+    }
+
+    fn set_item(&mut self, key: &Value, value: Value) -> Result<(), RemoteError> {
+        if let Value::Slice(s) = key {
+            let span = Span::new(s, self.items.len())?;
+            let new: Vec<Value> = match value {
+                Value::List(v) | Value::Tuple(v) => v
+                    .into_iter()
+                    .map(|x| convert(self.typecode, x))
+                    .collect::<Result<_, _>>()?,
+                other => {
+                    return Err(RemoteError::type_error(format!(
+                        "can only assign array (not \"{}\") to array slice",
+                        other.type_name()
+                    )))
+                }
+            };
+            if let Some(range) = span.contiguous() {
+                self.items.splice(range, new);
+                return Ok(());
+            }
+            if new.len() != span.len {
+                return Err(RemoteError::value_error(format!(
+                    "attempt to assign array of size {} to extended slice of size {}",
+                    new.len(),
+                    span.len
+                )));
+            }
+            for (p, v) in span.positions().zip(new) {
+                self.items[p] = v;
+            }
+            return Ok(());
+        }
+        let i = int_index(key)
+            .ok_or_else(|| RemoteError::type_error("array indices must be integers"))??;
+        let p = resolve(i, self.items.len())
+            .ok_or_else(|| RemoteError::new("IndexError", "array assignment index out of range"))?;
+        self.items[p] = convert(self.typecode, value)?;
+        Ok(())
+    }
+}
+
+impl SharedObject for PyArray {
+    fn call(&mut self, _cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+        let v = match method {
+            "__len__" => {
+                positional("array", "__len__", args, 0, 0)?;
+                Value::Int(self.items.len() as i64)
+            }
+            "__getitem__" => self.get_item(&positional("array", "__getitem__", args, 1, 1)?[0])?,
+            "__setitem__" => {
+                let mut a = positional("array", "__setitem__", args, 2, 2)?;
+                let value = a.pop().expect("two arguments");
+                self.set_item(&a[0], value)?;
+                Value::None
+            }
+            other => {
+                return Err(RemoteError::new(
+                    "AttributeError",
+                    format!("'array.array' object has no attribute '{other}'"),
+                ))
+            }
+        };
+        Ok(v.into())
+    }
+
+    /// `array('i', [1, 2])`, `array('u', 'ab')`, `array('d')` as Python writes them.
+    fn repr(&self) -> Option<String> {
+        let tc = self.typecode;
+        if self.items.is_empty() {
+            return Some(format!("array('{tc}')"));
+        }
+        if tc == 'u' {
+            let s: String = self.items.iter().filter_map(Value::as_str).collect();
+            return Some(format!("array('u', {})", Value::Str(s)));
+        }
+        Some(format!(
+            "array('{tc}', {})",
+            Value::List(self.items.clone())
+        ))
+    }
+
+    fn get_value(&self) -> Result<Value, RemoteError> {
+        Ok(Value::List(self.items.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(tc: char, v: Value) -> (String, String) {
+        let e = convert(tc, v).unwrap_err();
+        (e.kind, e.message)
+    }
+
+    fn big(neg: bool) -> Value {
+        // ±2**70
+        let mut b = vec![0u8; 8];
+        b.push(if neg { 0xc0 } else { 0x40 });
+        Value::BigInt(b)
+    }
+
+    #[test]
+    fn integer_checks_match_cpython() {
+        // Messages printed by python3.11 for array.array(tc)[0] = v.
+        let o = |m: &str| ("OverflowError".to_owned(), m.to_owned());
+        assert_eq!(
+            err('b', Value::Int(-129)),
+            o("signed char is less than minimum")
+        );
+        assert_eq!(
+            err('b', Value::Int(40000)),
+            o("signed short integer is greater than maximum")
+        );
+        assert_eq!(
+            err('b', big(false)),
+            o("Python int too large to convert to C long")
+        );
+        assert_eq!(
+            err('B', Value::Int(-1)),
+            o("unsigned byte integer is less than minimum")
+        );
+        assert_eq!(
+            err('H', Value::Int(-1)),
+            o("unsigned short is less than minimum")
+        );
+        assert_eq!(
+            err('H', Value::Int(1 << 31)),
+            o("signed integer is greater than maximum")
+        );
+        assert_eq!(
+            err('i', Value::Int(1 << 31)),
+            o("signed integer is greater than maximum")
+        );
+        assert_eq!(
+            err('I', Value::Int(-1)),
+            o("can't convert negative value to unsigned int")
+        );
+        assert_eq!(
+            err('I', Value::Int(1 << 32)),
+            o("unsigned int is greater than maximum")
+        );
+        assert_eq!(
+            err('I', big(false)),
+            o("Python int too large to convert to C unsigned long")
+        );
+        assert_eq!(
+            err('L', big(true)),
+            o("can't convert negative value to unsigned int")
+        );
+        assert_eq!(err('q', big(true)), o("int too big to convert"));
+        assert_eq!(
+            err('Q', Value::Int(-5)),
+            o("can't convert negative int to unsigned")
+        );
+        assert_eq!(
+            err('i', Value::Float(1.5)),
+            (
+                "TypeError".into(),
+                "'float' object cannot be interpreted as an integer".into()
+            )
+        );
+        assert_eq!(convert('B', Value::Bool(true)).unwrap(), Value::Int(1));
+        let q = convert('Q', value_from_i128(i128::from(u64::MAX))).unwrap();
+        assert_eq!(q, value_from_i128(i128::from(u64::MAX)));
+    }
+
+    #[test]
+    fn float_and_char_checks() {
+        assert_eq!(
+            convert('f', Value::Float(0.1)).unwrap(),
+            Value::Float(0.1f32 as f64)
+        );
+        assert_eq!(convert('d', Value::Int(3)).unwrap(), Value::Float(3.0));
+        assert_eq!(err('d', Value::from("x")).1, "must be real number, not str");
+        assert_eq!(
+            err('u', Value::from("xy")).1,
+            "array item must be unicode character"
+        );
+        assert!(convert('u', Value::from("é")).is_ok());
+    }
+
+    #[test]
+    fn constructor_and_repr() {
+        let mk = |tc: &str, seq: Value| {
+            PyArray::from_args(CallArgs::positional(vec![Value::from(tc), seq]))
+        };
+        let a = mk("d", Value::List(vec![Value::Int(1), Value::Float(2.5)])).unwrap();
+        assert_eq!(a.repr().unwrap(), "array('d', [1.0, 2.5])");
+        assert_eq!(
+            mk("u", Value::from("ab")).unwrap().repr().unwrap(),
+            "array('u', 'ab')"
+        );
+        assert_eq!(
+            mk("i", Value::List(vec![])).unwrap().repr().unwrap(),
+            "array('i')"
+        );
+        let e = mk("z", Value::List(vec![])).unwrap_err();
+        assert_eq!(
+            e.message,
+            "bad typecode (must be b, B, u, h, H, i, I, l, L, q, Q, f or d)"
+        );
+        let e = mk("i", Value::from("ab")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "cannot use a str to initialize an array with typecode 'i'"
+        );
+        let e = mk("B", Value::List(vec![Value::Int(-1)])).unwrap_err();
+        assert_eq!(e.kind, "OverflowError");
+        let h = mk("h", Value::Bytes(vec![1, 0, 0xff, 0xff])).unwrap();
+        assert_eq!(h.items, vec![Value::Int(1), Value::Int(-1)]);
+        assert!(mk("h", Value::Bytes(vec![1])).is_err());
+    }
+}

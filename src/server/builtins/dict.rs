@@ -1,0 +1,280 @@
+//! The `dict` typeid: a Python dict behind CPython's `DictProxy`, with its full
+//! method set, Python's key semantics ([`PyMap`]: hashable keys only,
+//! `1 == 1.0 == True`, insertion order, O(1) lookups) and CPython's error kinds
+//! and messages. `__iter__` is in method_to_typeid (→ `Iterator`), so iterating
+//! a shared dict gives an `Iterator` proxy.
+//!
+//! What CPython's manager returns and what this type returns instead:
+//! `keys()`, `values()` and `items()` return lists (CPython 3.11's server sends
+//! lists too, as a view cannot be pickled); `__iter__` returns a snapshot of the
+//! keys, from which the server builds the `Iterator` object, so changing the dict
+//! while iterating does not raise `RuntimeError` as a live dict iterator would.
+
+use std::fmt::Write as _;
+
+use super::pykey::PyKey;
+use super::pymap::PyMap;
+use super::pyseq::{items_of, iterate, positional};
+use crate::proto::{ObjectId, RemoteError, Value};
+use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
+
+/// The methods `DictProxy` exposes, in CPython's order.
+pub(crate) const EXPOSED: &[&str] = &[
+    "__contains__",
+    "__delitem__",
+    "__getitem__",
+    "__iter__",
+    "__len__",
+    "__setitem__",
+    "clear",
+    "copy",
+    "get",
+    "items",
+    "keys",
+    "pop",
+    "popitem",
+    "setdefault",
+    "update",
+    "values",
+];
+
+/// Registers `dict`.
+pub(crate) fn register(server: &mut Server) {
+    server.register(
+        TypeSpec::new("dict", EXPOSED, |_, args| {
+            Ok(Box::new(PyDict::from_args(args)?))
+        })
+        .method_to_typeid("__iter__", "Iterator"),
+    );
+}
+
+/// A shared Python dict.
+#[derive(Debug, Clone, Default)]
+pub struct PyDict {
+    map: PyMap,
+}
+
+/// Adds `other` (a dict, or an iterable of key/value pairs) and then `kwargs` to
+/// `map`, as `dict.update` does.
+pub(crate) fn update(
+    map: &mut PyMap,
+    other: Option<Value>,
+    kwargs: Vec<(String, Value)>,
+) -> Result<(), RemoteError> {
+    match other {
+        None => {}
+        Some(Value::Dict(pairs)) => {
+            for (k, v) in pairs {
+                map.insert(PyKey::new(k)?, v);
+            }
+        }
+        Some(v) => {
+            for (i, item) in iterate(v)?.into_iter().enumerate() {
+                let pair = items_of(item).map_err(|_| {
+                    RemoteError::type_error(format!(
+                        "cannot convert dictionary update sequence element #{i} to a sequence"
+                    ))
+                })?;
+                if pair.len() != 2 {
+                    return Err(RemoteError::value_error(format!(
+                        "dictionary update sequence element #{i} has length {}; 2 is required",
+                        pair.len()
+                    )));
+                }
+                let mut pair = pair.into_iter();
+                let (k, v) = (pair.next().expect("two"), pair.next().expect("two"));
+                map.insert(PyKey::new(k)?, v);
+            }
+        }
+    }
+    for (k, v) in kwargs {
+        map.insert(PyKey::new(Value::Str(k))?, v);
+    }
+    Ok(())
+}
+
+impl PyDict {
+    /// `dict(mapping_or_pairs=(), **kwargs)`, as the `create` arguments carry it.
+    fn from_args(args: CallArgs) -> Result<PyDict, RemoteError> {
+        if args.args.len() > 1 {
+            return Err(RemoteError::type_error(format!(
+                "dict expected at most 1 argument, got {}",
+                args.args.len()
+            )));
+        }
+        let mut d = PyDict::default();
+        update(&mut d.map, args.args.into_iter().next(), args.kwargs)?;
+        Ok(d)
+    }
+
+    fn keys(&self) -> Vec<Value> {
+        self.map.iter().map(|(k, _)| k.clone()).collect()
+    }
+}
+
+impl SharedObject for PyDict {
+    fn call(&mut self, _cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+        if method == "update" {
+            if args.args.len() > 1 {
+                return Err(RemoteError::type_error(format!(
+                    "update expected at most 1 argument, got {}",
+                    args.args.len()
+                )));
+            }
+            update(&mut self.map, args.args.into_iter().next(), args.kwargs)?;
+            return Ok(Value::None.into());
+        }
+        let (min, max) = match method {
+            "__iter__" | "__len__" | "clear" | "copy" | "items" | "keys" | "popitem" | "values" => {
+                (0, 0)
+            }
+            "get" | "pop" | "setdefault" => (1, 2),
+            "__setitem__" => (2, 2),
+            _ => (1, 1),
+        };
+        let mut a = positional("dict", method, args, min, max)?;
+        let default = if a.len() == 2 { a.pop() } else { None };
+        let key = match a.pop() {
+            Some(k) => Some(PyKey::new(k)?),
+            None => None,
+        };
+        let key = move || key.expect("arity checked");
+        let v = match method {
+            "__contains__" => Value::Bool(self.map.contains(&key())),
+            "__delitem__" => {
+                let k = key();
+                if self.map.remove(&k).is_none() {
+                    return Err(RemoteError::key_error(k.into_value()));
+                }
+                Value::None
+            }
+            "__getitem__" => {
+                let k = key();
+                match self.map.get(&k) {
+                    Some(v) => v.clone(),
+                    None => return Err(RemoteError::key_error(k.into_value())),
+                }
+            }
+            "__iter__" | "keys" => Value::List(self.keys()),
+            "__len__" => Value::Int(self.map.len() as i64),
+            "__setitem__" => {
+                self.map.insert(key(), default.expect("arity checked"));
+                Value::None
+            }
+            "clear" => {
+                self.map.clear();
+                Value::None
+            }
+            "copy" => self.map.to_value(),
+            "get" => self
+                .map
+                .get(&key())
+                .cloned()
+                .unwrap_or(default.unwrap_or(Value::None)),
+            "items" => Value::List(
+                self.map
+                    .iter()
+                    .map(|(k, v)| Value::Tuple(vec![k.clone(), v.clone()]))
+                    .collect(),
+            ),
+            "pop" => {
+                let k = key();
+                match (self.map.remove(&k), default) {
+                    (Some((_, v)), _) => v,
+                    (None, Some(d)) => d,
+                    (None, None) => return Err(RemoteError::key_error(k.into_value())),
+                }
+            }
+            "popitem" => match self.map.pop_last() {
+                Some((k, v)) => Value::Tuple(vec![k, v]),
+                None => {
+                    return Err(RemoteError::new(
+                        "KeyError",
+                        "popitem(): dictionary is empty",
+                    ))
+                }
+            },
+            "setdefault" => {
+                let k = key();
+                match self.map.get(&k) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let d = default.unwrap_or(Value::None);
+                        self.map.insert(k, d.clone());
+                        d
+                    }
+                }
+            }
+            "values" => Value::List(self.map.iter().map(|(_, v)| v.clone()).collect()),
+            other => {
+                return Err(RemoteError::new(
+                    "AttributeError",
+                    format!("'dict' object has no attribute '{other}'"),
+                ))
+            }
+        };
+        Ok(v.into())
+    }
+
+    fn repr(&self) -> Option<String> {
+        let mut s = String::from("{");
+        for (i, (k, v)) in self.map.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "{k}: {v}");
+        }
+        s.push('}');
+        Some(s)
+    }
+
+    fn get_value(&self) -> Result<Value, RemoteError> {
+        Ok(self.map.to_value())
+    }
+
+    fn visit_refs(&self, f: &mut dyn FnMut(ObjectId)) {
+        for (k, v) in self.map.iter() {
+            k.visit_refs(&mut |t| f(t.id));
+            v.visit_refs(&mut |t| f(t.id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn construct_from_mapping_pairs_and_keywords() {
+        let d = PyDict::from_args(CallArgs {
+            args: vec![Value::List(vec![Value::Tuple(vec![
+                Value::Int(1),
+                Value::from("a"),
+            ])])],
+            kwargs: vec![("z".into(), Value::Int(5))],
+        })
+        .unwrap();
+        assert_eq!(d.map.len(), 2);
+        assert_eq!(d.repr().unwrap(), "{1: 'a', 'z': 5}");
+        let e = PyDict::from_args(CallArgs::positional(vec![Value::List(vec![Value::Int(1)])]))
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "cannot convert dictionary update sequence element #0 to a sequence"
+        );
+        let e = PyDict::from_args(CallArgs::positional(vec![Value::List(vec![Value::Tuple(
+            vec![Value::Int(1); 3],
+        )])]))
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "dictionary update sequence element #0 has length 3; 2 is required"
+        );
+        let e = PyDict::from_args(CallArgs::positional(vec![Value::Dict(vec![(
+            Value::List(vec![]),
+            Value::None,
+        )])]))
+        .unwrap_err();
+        assert_eq!(e.message, "unhashable type: 'list'");
+    }
+}

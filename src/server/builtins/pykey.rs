@@ -1,0 +1,794 @@
+//! Python's value semantics for the data types: which values are hashable, when
+//! two values are equal (`1 == 1.0 == True`, `-0.0 == 0.0`, tuples and frozensets by
+//! content), how they order for `list.sort`, and [`PyKey`], the key type of
+//! [`PyMap`](super::pymap::PyMap).
+//!
+//! Numbers are compared exactly across `bool`, `int` (including big ints) and
+//! `float`, and hashed with CPython's own numeric hash, so equal numbers always
+//! hash alike. This module knows nothing of objects, calls or the wire.
+
+use std::cmp::Ordering;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use crate::proto::{RemoteError, Value};
+
+/// An integer, exactly, whatever form it arrived in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PyInt {
+    /// Fits in an `i128`.
+    Small(i128),
+    /// Beyond `i128`: the sign and the big-endian magnitude, no leading zeros.
+    Big {
+        /// Whether the number is negative.
+        neg: bool,
+        /// Big-endian magnitude.
+        mag: Vec<u8>,
+    },
+}
+
+impl PyInt {
+    /// The integer as an `i128`, when it fits.
+    pub(crate) fn small(&self) -> Option<i128> {
+        match self {
+            PyInt::Small(i) => Some(*i),
+            PyInt::Big { .. } => None,
+        }
+    }
+
+    /// Whether the integer is below zero.
+    pub(crate) fn is_negative(&self) -> bool {
+        match self {
+            PyInt::Small(i) => *i < 0,
+            PyInt::Big { neg, .. } => *neg,
+        }
+    }
+
+    /// The nearest float; infinite when the integer is too large for one.
+    pub(crate) fn to_f64(&self) -> f64 {
+        match self {
+            PyInt::Small(i) => *i as f64,
+            PyInt::Big { neg, mag } => {
+                let m = mag
+                    .iter()
+                    .fold(0.0f64, |acc, &b| acc * 256.0 + f64::from(b));
+                if *neg {
+                    -m
+                } else {
+                    m
+                }
+            }
+        }
+    }
+}
+
+/// Reads a `BigInt`'s minimal little-endian two's-complement bytes.
+fn int_from_bytes(b: &[u8]) -> PyInt {
+    let Some(&last) = b.last() else {
+        return PyInt::Small(0);
+    };
+    let neg = last & 0x80 != 0;
+    if b.len() <= 16 {
+        let mut buf = [if neg { 0xff } else { 0 }; 16];
+        buf[..b.len()].copy_from_slice(b);
+        return PyInt::Small(i128::from_le_bytes(buf));
+    }
+    let mut mag: Vec<u8> = b.to_vec();
+    if neg {
+        // Two's-complement negation: invert, add one.
+        let mut carry = true;
+        for x in mag.iter_mut() {
+            let (v, c) = (!*x).overflowing_add(u8::from(carry));
+            *x = v;
+            carry = c;
+        }
+    }
+    mag.reverse();
+    let first = mag.iter().position(|&x| x != 0).unwrap_or(mag.len());
+    mag.drain(..first);
+    if mag.len() <= 16 {
+        let mut buf = [0u8; 16];
+        buf[16 - mag.len()..].copy_from_slice(&mag);
+        let m = u128::from_be_bytes(buf);
+        if !neg && m <= i128::MAX as u128 {
+            return PyInt::Small(m as i128);
+        }
+        if neg && m <= 1u128 << 127 {
+            return PyInt::Small((m as i128).wrapping_neg());
+        }
+    }
+    PyInt::Big { neg, mag }
+}
+
+/// The integer part of a finite float, exactly.
+fn int_from_float(f: f64) -> PyInt {
+    let t = f.trunc();
+    if t.abs() < 1.7e38 {
+        return PyInt::Small(t as i128);
+    }
+    let bits = t.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as u32 - 1075;
+    let mant = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
+    let shifted = (mant << (exp % 8)).to_be_bytes();
+    let first = shifted.iter().position(|&x| x != 0).unwrap_or(16);
+    let mut mag = shifted[first..].to_vec();
+    mag.extend(std::iter::repeat_n(0, (exp / 8) as usize));
+    PyInt::Big { neg: t < 0.0, mag }
+}
+
+/// The integer a `bool`, `int` or big `int` value stands for.
+pub(crate) fn int_of(v: &Value) -> Option<PyInt> {
+    match v {
+        Value::Bool(b) => Some(PyInt::Small(i128::from(*b))),
+        Value::Int(i) => Some(PyInt::Small(i128::from(*i))),
+        Value::BigInt(b) => Some(int_from_bytes(b)),
+        _ => None,
+    }
+}
+
+/// The value for an integer: an `Int` when it fits 64 bits, else a `BigInt`.
+pub(crate) fn value_from_i128(i: i128) -> Value {
+    if let Ok(small) = i64::try_from(i) {
+        return Value::Int(small);
+    }
+    let bytes = i.to_le_bytes();
+    let mut n = bytes.len();
+    // Drop redundant sign-extension bytes, keeping the sign bit right.
+    while n > 1 {
+        let (top, next) = (bytes[n - 1], bytes[n - 2]);
+        if (top == 0 && next & 0x80 == 0) || (top == 0xff && next & 0x80 != 0) {
+            n -= 1;
+        } else {
+            break;
+        }
+    }
+    Value::BigInt(bytes[..n].to_vec())
+}
+
+fn cmp_int(a: &PyInt, b: &PyInt) -> Ordering {
+    match (a, b) {
+        (PyInt::Small(x), PyInt::Small(y)) => x.cmp(y),
+        (PyInt::Small(_), PyInt::Big { neg, .. }) => {
+            if *neg {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            }
+        }
+        (PyInt::Big { .. }, PyInt::Small(_)) => cmp_int(b, a).reverse(),
+        (PyInt::Big { neg: na, mag: ma }, PyInt::Big { neg: nb, mag: mb }) => match (na, nb) {
+            (false, true) => Ordering::Greater,
+            (true, false) => Ordering::Less,
+            _ => {
+                let by_mag = ma.len().cmp(&mb.len()).then_with(|| ma.cmp(mb));
+                if *na {
+                    by_mag.reverse()
+                } else {
+                    by_mag
+                }
+            }
+        },
+    }
+}
+
+/// A number as Python compares it.
+enum Num {
+    Int(PyInt),
+    Float(f64),
+}
+
+fn num_of(v: &Value) -> Option<Num> {
+    match v {
+        Value::Float(f) => Some(Num::Float(*f)),
+        _ => int_of(v).map(Num::Int),
+    }
+}
+
+/// Compares an integer with a float exactly; `None` when the float is NaN.
+fn cmp_int_float(i: &PyInt, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
+    }
+    if f.is_infinite() {
+        return Some(if f > 0.0 {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        });
+    }
+    let by_int = cmp_int(i, &int_from_float(f));
+    if by_int != Ordering::Equal {
+        return Some(by_int);
+    }
+    let frac = f - f.trunc();
+    Some(if frac > 0.0 {
+        Ordering::Less
+    } else if frac < 0.0 {
+        Ordering::Greater
+    } else {
+        Ordering::Equal
+    })
+}
+
+fn cmp_num(a: &Num, b: &Num) -> Option<Ordering> {
+    match (a, b) {
+        (Num::Int(x), Num::Int(y)) => Some(cmp_int(x, y)),
+        (Num::Float(x), Num::Float(y)) => x.partial_cmp(y),
+        (Num::Int(x), Num::Float(y)) => cmp_int_float(x, *y),
+        (Num::Float(x), Num::Int(y)) => cmp_int_float(y, *x).map(Ordering::reverse),
+    }
+}
+
+/// CPython's `_PyHASH_MODULUS`, the prime 2**61 - 1.
+const MODULUS: u64 = (1 << 61) - 1;
+
+fn fix_minus_one(h: i64) -> i64 {
+    if h == -1 {
+        -2
+    } else {
+        h
+    }
+}
+
+/// CPython's `hash()` of an int.
+fn hash_int(i: &PyInt) -> i64 {
+    let (neg, m) = match i {
+        PyInt::Small(n) => (*n < 0, (n.unsigned_abs() % u128::from(MODULUS)) as u64),
+        PyInt::Big { neg, mag } => {
+            let m = mag.iter().fold(0u128, |acc, &b| {
+                (acc * 256 + u128::from(b)) % u128::from(MODULUS)
+            });
+            (*neg, m as u64)
+        }
+    };
+    let h = m as i64;
+    fix_minus_one(if neg { -h } else { h })
+}
+
+/// `frexp`: `v == m * 2**e` with `0.5 <= |m| < 1` (finite, non-zero `v`).
+fn frexp(v: f64) -> (f64, i32) {
+    let bits = v.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    if exp == 0 {
+        // Subnormal: scale into the normal range first.
+        let (m, e) = frexp(v * f64::powi(2.0, 54));
+        return (m, e - 54);
+    }
+    let m = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
+    (m, exp - 1022)
+}
+
+/// CPython's `hash()` of a float (`_Py_HashDouble`); NaN hashes to 0 here.
+fn hash_float(v: f64) -> i64 {
+    if v.is_infinite() {
+        return if v > 0.0 { 314_159 } else { -314_159 };
+    }
+    if v.is_nan() || v == 0.0 {
+        return 0;
+    }
+    let (mut m, mut e) = frexp(v);
+    let neg = m < 0.0;
+    if neg {
+        m = -m;
+    }
+    let mut x: u64 = 0;
+    while m != 0.0 {
+        x = ((x << 28) & MODULUS) | (x >> (61 - 28));
+        m *= 268_435_456.0;
+        e -= 28;
+        let y = m as u64;
+        m -= y as f64;
+        x += y;
+        if x >= MODULUS {
+            x -= MODULUS;
+        }
+    }
+    let e = if e >= 0 {
+        e % 61
+    } else {
+        61 - 1 - ((-1 - e) % 61)
+    } as u32;
+    x = ((x << e) & MODULUS) | (x >> (61 - e));
+    if neg {
+        x = x.wrapping_neg();
+    }
+    fix_minus_one(x as i64)
+}
+
+/// CPython's `hash()` of a number value (`bool`, `int`, `float`).
+pub(crate) fn num_hash(v: &Value) -> Option<i64> {
+    match num_of(v)? {
+        Num::Int(i) => Some(hash_int(&i)),
+        Num::Float(f) => Some(hash_float(f)),
+    }
+}
+
+/// Fails with Python's `TypeError: unhashable type: 'list'` unless `v` may be a
+/// dict key or set member.
+pub(crate) fn check_hashable(v: &Value) -> Result<(), RemoteError> {
+    match v {
+        Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Slice(_) => Err(
+            RemoteError::type_error(format!("unhashable type: '{}'", v.type_name())),
+        ),
+        Value::Tuple(items) | Value::FrozenSet(items) => items.iter().try_for_each(check_hashable),
+        _ => Ok(()),
+    }
+}
+
+/// Feeds a hashable value to `h`, consistently with [`PyKey`]'s equality.
+fn hash_into<H: Hasher>(v: &Value, h: &mut H) {
+    if let Some(n) = num_hash(v) {
+        h.write_u8(0);
+        h.write_i64(n);
+        return;
+    }
+    match v {
+        Value::Str(s) => {
+            h.write_u8(1);
+            s.hash(h);
+        }
+        Value::Bytes(b) => {
+            h.write_u8(2);
+            b.hash(h);
+        }
+        Value::None => h.write_u8(3),
+        Value::Tuple(items) => {
+            h.write_u8(4);
+            h.write_usize(items.len());
+            items.iter().for_each(|x| hash_into(x, h));
+        }
+        Value::FrozenSet(items) | Value::Set(items) => {
+            // Order-insensitive: a sum of independently hashed members.
+            let sum = items.iter().fold(0u64, |acc, x| {
+                let mut one = DefaultHasher::new();
+                hash_into(x, &mut one);
+                acc.wrapping_add(one.finish())
+            });
+            h.write_u8(5);
+            h.write_u64(sum);
+        }
+        Value::Ref(t) => {
+            h.write_u8(6);
+            h.write_u64(t.id.0);
+        }
+        _ => h.write_u8(7),
+    }
+}
+
+/// Whether every member of `a` is in `b` (set semantics).
+fn all_in(a: &[Value], b: &[Value], nan_eq: bool) -> bool {
+    if b.len() > 8 && b.iter().all(|x| check_hashable(x).is_ok()) {
+        let set: std::collections::HashSet<KeyRef<'_>> = b.iter().map(KeyRef).collect();
+        return a.iter().all(|x| {
+            check_hashable(x).is_ok() && (nan_eq || !is_nan(x)) && set.contains(&KeyRef(x))
+        });
+    }
+    a.iter().all(|x| b.iter().any(|y| eq_impl(x, y, nan_eq)))
+}
+
+/// Whether every item of dict `a` is in dict `b` with an equal value.
+fn dict_in(a: &[(Value, Value)], b: &[(Value, Value)], nan_eq: bool) -> bool {
+    if b.len() > 8 && b.iter().all(|(k, _)| check_hashable(k).is_ok()) {
+        let map: HashMap<KeyRef<'_>, &Value> = b.iter().map(|(k, v)| (KeyRef(k), v)).collect();
+        return a.iter().all(|(k, v)| {
+            check_hashable(k).is_ok()
+                && (nan_eq || !is_nan(k))
+                && map.get(&KeyRef(k)).is_some_and(|v2| eq_impl(v, v2, nan_eq))
+        });
+    }
+    a.iter().all(|(k, v)| {
+        b.iter()
+            .any(|(k2, v2)| eq_impl(k, k2, nan_eq) && eq_impl(v, v2, nan_eq))
+    })
+}
+
+fn is_nan(v: &Value) -> bool {
+    matches!(v, Value::Float(f) if f.is_nan())
+}
+
+fn eq_impl(a: &Value, b: &Value, nan_eq: bool) -> bool {
+    if let (Some(x), Some(y)) = (num_of(a), num_of(b)) {
+        return match cmp_num(&x, &y) {
+            Some(o) => o == Ordering::Equal,
+            None => nan_eq && is_nan(a) && is_nan(b),
+        };
+    }
+    match (a, b) {
+        (Value::None, Value::None) => true,
+        (Value::Str(x), Value::Str(y)) => x == y,
+        (Value::Bytes(x), Value::Bytes(y)) => x == y,
+        (Value::List(x), Value::List(y)) | (Value::Tuple(x), Value::Tuple(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| eq_impl(p, q, nan_eq))
+        }
+        (Value::Set(x) | Value::FrozenSet(x), Value::Set(y) | Value::FrozenSet(y)) => {
+            x.len() == y.len() && all_in(x, y, nan_eq)
+        }
+        (Value::Dict(x), Value::Dict(y)) => x.len() == y.len() && dict_in(x, y, nan_eq),
+        (Value::Ref(x), Value::Ref(y)) => x.id == y.id,
+        (Value::Slice(x), Value::Slice(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Python's `a == b` for values that arrived as copies (so identity never makes a
+/// NaN equal to itself).
+pub(crate) fn py_eq(a: &Value, b: &Value) -> bool {
+    eq_impl(a, b, false)
+}
+
+fn not_supported(a: &Value, b: &Value) -> RemoteError {
+    RemoteError::type_error(format!(
+        "'<' not supported between instances of '{}' and '{}'",
+        a.type_name(),
+        b.type_name()
+    ))
+}
+
+/// Python's `a < b`: numbers across int/float/bool, str with str, bytes with bytes,
+/// lists with lists and tuples with tuples lexicographically, sets by inclusion;
+/// `TypeError` otherwise.
+pub(crate) fn py_lt(a: &Value, b: &Value) -> Result<bool, RemoteError> {
+    if let (Some(x), Some(y)) = (num_of(a), num_of(b)) {
+        return Ok(cmp_num(&x, &y) == Some(Ordering::Less));
+    }
+    match (a, b) {
+        (Value::Str(x), Value::Str(y)) => Ok(x < y),
+        (Value::Bytes(x), Value::Bytes(y)) => Ok(x < y),
+        (Value::List(x), Value::List(y)) | (Value::Tuple(x), Value::Tuple(y)) => {
+            match x.iter().zip(y).find(|(p, q)| !py_eq(p, q)) {
+                Some((p, q)) => py_lt(p, q),
+                None => Ok(x.len() < y.len()),
+            }
+        }
+        (Value::Set(x) | Value::FrozenSet(x), Value::Set(y) | Value::FrozenSet(y)) => {
+            Ok(x.len() < y.len() && all_in(x, y, false))
+        }
+        _ => Err(not_supported(a, b)),
+    }
+}
+
+/// Sorts `items` stably by [`py_lt`], as `list.sort(reverse=…)` does; on a
+/// comparison error `items` is left as it was.
+pub(crate) fn py_sort(items: &mut Vec<Value>, reverse: bool) -> Result<(), RemoteError> {
+    let mut work = std::mem::take(items);
+    if reverse {
+        // CPython reverses, sorts stably and reverses back, so equal items keep
+        // their order.
+        work.reverse();
+    }
+    let sorted = merge_sort(work.clone(), &mut |a, b| py_lt(a, b));
+    match sorted {
+        Ok(mut s) => {
+            if reverse {
+                s.reverse();
+            }
+            *items = s;
+            Ok(())
+        }
+        Err(e) => {
+            if reverse {
+                work.reverse();
+            }
+            *items = work;
+            Err(e)
+        }
+    }
+}
+
+type Lt<'a> = dyn FnMut(&Value, &Value) -> Result<bool, RemoteError> + 'a;
+
+/// A stable merge sort with a fallible `<`: never panics, whatever `lt` answers.
+fn merge_sort(v: Vec<Value>, lt: &mut Lt<'_>) -> Result<Vec<Value>, RemoteError> {
+    if v.len() <= 1 {
+        return Ok(v);
+    }
+    let mut left = v;
+    let right = left.split_off(left.len() / 2);
+    let left = merge_sort(left, lt)?;
+    let right = merge_sort(right, lt)?;
+    let mut out = Vec::with_capacity(left.len() + right.len());
+    let mut l = left.into_iter().peekable();
+    let mut r = right.into_iter().peekable();
+    while let (Some(a), Some(b)) = (l.peek(), r.peek()) {
+        // Take from the right only when it is strictly smaller: stability.
+        if lt(b, a)? {
+            out.extend(r.next());
+        } else {
+            out.extend(l.next());
+        }
+    }
+    out.extend(l);
+    out.extend(r);
+    Ok(out)
+}
+
+/// A borrowed hashable value, for temporary sets.
+struct KeyRef<'a>(&'a Value);
+
+impl PartialEq for KeyRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        eq_impl(self.0, other.0, true)
+    }
+}
+impl Eq for KeyRef<'_> {}
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_into(self.0, state)
+    }
+}
+
+/// A dict key with Python's semantics: only hashable values, equal when Python
+/// says so. NaN keys equal each other (CPython tells NaNs apart by identity,
+/// which copies sent over the wire never share).
+#[derive(Debug, Clone)]
+pub(crate) struct PyKey(Value);
+
+impl PyKey {
+    /// Wraps `v`, or fails with `TypeError: unhashable type`.
+    pub(crate) fn new(v: Value) -> Result<PyKey, RemoteError> {
+        check_hashable(&v)?;
+        Ok(PyKey(v))
+    }
+
+    /// Wraps a value already known to be hashable (a key taken out of a map).
+    pub(crate) fn trusted(v: Value) -> PyKey {
+        PyKey(v)
+    }
+
+    /// The key's value.
+    pub(crate) fn as_value(&self) -> &Value {
+        &self.0
+    }
+
+    /// Unwraps the key's value.
+    pub(crate) fn into_value(self) -> Value {
+        self.0
+    }
+}
+
+impl PartialEq for PyKey {
+    fn eq(&self, other: &Self) -> bool {
+        eq_impl(&self.0, &other.0, true)
+    }
+}
+impl Eq for PyKey {}
+impl Hash for PyKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_into(&self.0, state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{ObjectId, Token};
+
+    fn key(v: Value) -> PyKey {
+        PyKey::new(v).unwrap()
+    }
+
+    fn hash_of(v: &Value) -> u64 {
+        let mut h = DefaultHasher::new();
+        hash_into(v, &mut h);
+        h.finish()
+    }
+
+    #[test]
+    fn numeric_hash_is_cpythons() {
+        // Values printed by python3.11: hash(1.5), hash(-0.5), hash(2**70), ...
+        assert_eq!(
+            num_hash(&Value::Float(1.5)),
+            Some(1_152_921_504_606_846_977)
+        );
+        assert_eq!(
+            num_hash(&Value::Float(-0.5)),
+            Some(-1_152_921_504_606_846_976)
+        );
+        assert_eq!(num_hash(&value_from_i128(1 << 70)), Some(512));
+        assert_eq!(num_hash(&Value::Float(2f64.powi(70))), Some(512));
+        assert_eq!(num_hash(&Value::Int(-1)), Some(-2));
+        assert_eq!(num_hash(&Value::Int((1 << 61) - 1)), Some(0));
+        assert_eq!(
+            num_hash(&Value::Float(1e300)),
+            Some(1_224_995_262_755_759_164)
+        );
+        assert_eq!(num_hash(&Value::Float(5e-324)), Some(16_777_216));
+        assert_eq!(num_hash(&Value::Float(f64::INFINITY)), Some(314_159));
+        assert_eq!(num_hash(&Value::Str("x".into())), None);
+    }
+
+    #[test]
+    fn one_one_point_oh_and_true_are_one_key() {
+        let a = key(Value::Int(1));
+        let b = key(Value::Float(1.0));
+        let c = key(Value::Bool(true));
+        assert!(a == b && b == c);
+        assert_eq!(hash_of(&a.0), hash_of(&b.0));
+        assert_eq!(hash_of(&b.0), hash_of(&c.0));
+        assert_eq!(key(Value::Float(-0.0)), key(Value::Int(0)));
+        assert_ne!(key(Value::Int(1)), key(Value::Str("1".into())));
+        assert_ne!(key(Value::Float(1.5)), key(Value::Int(1)));
+    }
+
+    #[test]
+    fn big_ints_compare_and_hash_with_floats() {
+        let big = value_from_i128(1 << 100);
+        assert!(matches!(big, Value::BigInt(_)));
+        assert_eq!(key(big.clone()), key(Value::Float(2f64.powi(100))));
+        assert_eq!(hash_of(&big), hash_of(&Value::Float(2f64.powi(100))));
+        // Beyond i128: 2**200 as 26 bytes.
+        let mut b = vec![0u8; 25];
+        b.push(1);
+        let huge = Value::BigInt(b);
+        assert!(py_eq(&huge, &Value::Float(2f64.powi(200))));
+        assert!(py_lt(&Value::Float(1e59), &huge).unwrap());
+        assert!(!py_lt(&huge, &Value::Int(5)).unwrap());
+        assert_eq!(
+            num_hash(&huge),
+            num_hash(&Value::Float(2f64.powi(200))),
+            "equal numbers hash alike"
+        );
+        // -2**200.
+        let mut nb = vec![0u8; 25];
+        nb.push(0xff);
+        assert!(py_lt(&Value::BigInt(nb), &Value::Float(-1e59)).unwrap());
+        assert_eq!(
+            value_from_i128(-(1 << 64)),
+            Value::BigInt(vec![0; 8].into_iter().chain([0xff]).collect())
+        );
+    }
+
+    #[test]
+    fn int_float_comparison_is_exact() {
+        // 2**53 + 1 is not equal to the float 2**53.
+        let i = Value::Int((1 << 53) + 1);
+        let f = Value::Float(2f64.powi(53));
+        assert!(!py_eq(&i, &f));
+        assert!(py_lt(&f, &i).unwrap());
+        assert!(py_lt(&Value::Int(1), &Value::Float(1.5)).unwrap());
+        assert!(!py_lt(&Value::Float(f64::NAN), &Value::Int(1)).unwrap());
+        assert!(!py_eq(&Value::Float(f64::NAN), &Value::Float(f64::NAN)));
+        assert_eq!(key(Value::Float(f64::NAN)), key(Value::Float(f64::NAN)));
+    }
+
+    #[test]
+    fn containers_compare_by_content() {
+        let t1 = Value::Tuple(vec![Value::Int(1), Value::Str("a".into())]);
+        let t2 = Value::Tuple(vec![Value::Float(1.0), Value::Str("a".into())]);
+        assert_eq!(key(t1.clone()), key(t2.clone()));
+        assert_eq!(hash_of(&t1), hash_of(&t2));
+        let f1 = Value::FrozenSet(vec![Value::Int(1), Value::Int(2)]);
+        let f2 = Value::FrozenSet(vec![Value::Int(2), Value::Float(1.0)]);
+        assert_eq!(key(f1.clone()), key(f2.clone()));
+        assert_eq!(hash_of(&f1), hash_of(&f2));
+        assert!(!py_eq(&Value::List(vec![]), &Value::Tuple(vec![])));
+        assert!(!py_eq(&Value::Set(vec![Value::Int(1)]), &f1));
+        assert!(py_eq(&Value::Set(vec![Value::Int(2), Value::Int(1)]), &f1));
+        let r = |i| {
+            Value::Ref(Token {
+                typeid: "dict".into(),
+                id: ObjectId(i),
+            })
+        };
+        assert_eq!(key(r(3)), key(r(3)));
+        assert_ne!(key(r(3)), key(r(4)));
+    }
+
+    #[test]
+    fn large_dicts_and_sets_compare_by_content() {
+        let d1 = Value::Dict(
+            (0..20)
+                .map(|i| (Value::Int(i), Value::Int(i * 2)))
+                .collect(),
+        );
+        let d2 = Value::Dict(
+            (0..20)
+                .rev()
+                .map(|i| (Value::Float(i as f64), Value::Int(i * 2)))
+                .collect(),
+        );
+        assert!(py_eq(&d1, &d2));
+        let d3 = Value::Dict((0..20).map(|i| (Value::Int(i), Value::Int(i))).collect());
+        assert!(!py_eq(&d1, &d3));
+        let s1 = Value::Set((0..20).map(Value::Int).collect());
+        let s2 = Value::FrozenSet((0..20).rev().map(Value::Int).collect());
+        assert!(py_eq(&s1, &s2));
+        let n1 = Value::Set(
+            (0..20)
+                .map(|i| Value::Float(if i == 0 { f64::NAN } else { i as f64 }))
+                .collect(),
+        );
+        assert!(
+            !py_eq(&n1, &n1.clone()),
+            "NaNs sent as copies are never equal"
+        );
+    }
+
+    #[test]
+    fn unhashable_values_are_refused_like_python() {
+        let e = PyKey::new(Value::List(vec![])).unwrap_err();
+        assert_eq!(
+            (e.kind.as_str(), e.message.as_str()),
+            ("TypeError", "unhashable type: 'list'")
+        );
+        let e = PyKey::new(Value::Tuple(vec![Value::Int(1), Value::Dict(vec![])])).unwrap_err();
+        assert_eq!(e.message, "unhashable type: 'dict'");
+        assert!(PyKey::new(Value::Set(vec![])).is_err());
+        assert!(PyKey::new(Value::FrozenSet(vec![Value::Tuple(vec![])])).is_ok());
+    }
+
+    #[test]
+    fn ordering_like_python() {
+        let s = |x: &str| Value::Str(x.into());
+        assert!(py_lt(&s("a"), &s("b")).unwrap());
+        assert!(py_lt(&Value::Bool(false), &Value::Float(0.5)).unwrap());
+        let l = |v: Vec<Value>| Value::List(v);
+        assert!(py_lt(
+            &l(vec![Value::Int(1)]),
+            &l(vec![Value::Int(1), Value::Int(0)])
+        )
+        .unwrap());
+        assert!(py_lt(
+            &l(vec![Value::Int(1), s("z")]),
+            &l(vec![Value::Int(2), Value::Int(0)])
+        )
+        .unwrap());
+        let e = py_lt(&Value::Int(1), &s("a")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "'<' not supported between instances of 'int' and 'str'"
+        );
+        assert!(py_lt(&l(vec![]), &Value::Tuple(vec![])).is_err());
+        assert!(py_lt(&Value::None, &Value::None).is_err());
+        assert!(py_lt(
+            &Value::Set(vec![Value::Int(1)]),
+            &Value::FrozenSet(vec![Value::Int(1), Value::Int(2)])
+        )
+        .unwrap());
+    }
+
+    #[test]
+    fn sort_is_stable_reversible_and_atomic_on_error() {
+        let mut v = vec![
+            Value::Int(2),
+            Value::Float(1.0),
+            Value::Bool(true),
+            Value::Int(0),
+            Value::Float(2.0),
+        ];
+        py_sort(&mut v, false).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Value::Int(0),
+                Value::Float(1.0),
+                Value::Bool(true),
+                Value::Int(2),
+                Value::Float(2.0)
+            ]
+        );
+        py_sort(&mut v, true).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Value::Int(2),
+                Value::Float(2.0),
+                Value::Float(1.0),
+                Value::Bool(true),
+                Value::Int(0)
+            ]
+        );
+        let mut bad = vec![Value::Int(3), Value::Str("a".into()), Value::Int(1)];
+        let before = bad.clone();
+        assert_eq!(py_sort(&mut bad, false).unwrap_err().kind, "TypeError");
+        assert_eq!(bad, before);
+        let mut nans = vec![
+            Value::Float(f64::NAN),
+            Value::Int(1),
+            Value::Float(f64::NAN),
+        ];
+        py_sort(&mut nans, false).unwrap();
+        assert_eq!(nans.len(), 3);
+    }
+}

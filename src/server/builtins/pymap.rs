@@ -1,0 +1,151 @@
+//! [`PyMap`]: the insertion-ordered hash map with Python dict semantics that
+//! `dict` and `Namespace` store their items in. Keys are [`PyKey`]s, so equality
+//! and hashing are Python's (`1 == 1.0 == True`).
+
+use std::collections::HashMap;
+
+use super::pykey::PyKey;
+use crate::proto::Value;
+
+/// An insertion-ordered map with Python dict semantics and O(1) operations: a
+/// hash index over [`PyKey`]s into a slot vector whose removed entries are
+/// tombstones, compacted once they outnumber the live ones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PyMap {
+    index: HashMap<PyKey, usize>,
+    slots: Vec<Option<(Value, Value)>>,
+}
+
+impl PyMap {
+    /// Number of items.
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The value stored under `key`.
+    pub(crate) fn get(&self, key: &PyKey) -> Option<&Value> {
+        let i = *self.index.get(key)?;
+        self.slots[i].as_ref().map(|(_, v)| v)
+    }
+
+    /// Whether `key` is present.
+    pub(crate) fn contains(&self, key: &PyKey) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Sets `key` to `value`, keeping the first-inserted key object and its
+    /// position when an equal key is present; returns the old value.
+    pub(crate) fn insert(&mut self, key: PyKey, value: Value) -> Option<Value> {
+        if let Some(&i) = self.index.get(&key) {
+            let slot = self.slots[i].as_mut().expect("indexed slots are live");
+            return Some(std::mem::replace(&mut slot.1, value));
+        }
+        self.slots.push(Some((key.as_value().clone(), value)));
+        self.index.insert(key, self.slots.len() - 1);
+        None
+    }
+
+    /// Removes `key`, returning the stored key and value.
+    pub(crate) fn remove(&mut self, key: &PyKey) -> Option<(Value, Value)> {
+        let i = self.index.remove(key)?;
+        let item = self.slots[i].take();
+        self.compact();
+        item
+    }
+
+    /// Removes the last-inserted item (`popitem`).
+    pub(crate) fn pop_last(&mut self) -> Option<(Value, Value)> {
+        while let Some(slot) = self.slots.pop() {
+            if let Some((k, v)) = slot {
+                let key = PyKey::trusted(k);
+                self.index.remove(&key);
+                return Some((key.into_value(), v));
+            }
+        }
+        None
+    }
+
+    /// Removes everything.
+    pub(crate) fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+    }
+
+    /// Items in insertion order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Value, &Value)> {
+        self.slots.iter().flatten().map(|(k, v)| (k, v))
+    }
+
+    /// The items as a `Value::Dict`.
+    pub(crate) fn to_value(&self) -> Value {
+        Value::Dict(self.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn compact(&mut self) {
+        let dead = self.slots.len() - self.index.len();
+        if dead <= 16 || dead <= self.index.len() {
+            return;
+        }
+        self.slots.retain(Option::is_some);
+        for (i, slot) in self.slots.iter().enumerate() {
+            let (k, _) = slot.as_ref().expect("retained");
+            *self
+                .index
+                .get_mut(&PyKey::trusted(k.clone()))
+                .expect("every live slot is indexed") = i;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(v: Value) -> PyKey {
+        PyKey::new(v).unwrap()
+    }
+
+    #[test]
+    fn map_keeps_order_and_first_key() {
+        let mut m = PyMap::default();
+        assert_eq!(m.insert(key(Value::Int(1)), Value::from("a")), None);
+        m.insert(key(Value::from("x")), Value::Int(2));
+        assert_eq!(
+            m.insert(key(Value::Float(1.0)), Value::from("b")),
+            Some(Value::from("a"))
+        );
+        let items: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(
+            items,
+            vec![
+                (Value::Int(1), Value::from("b")),
+                (Value::from("x"), Value::Int(2))
+            ]
+        );
+        assert_eq!(m.get(&key(Value::Bool(true))), Some(&Value::from("b")));
+        assert_eq!(m.pop_last(), Some((Value::from("x"), Value::Int(2))));
+        assert_eq!(m.len(), 1);
+        assert!(m.remove(&key(Value::Int(1))).is_some());
+        assert_eq!(m.len(), 0);
+        assert_eq!(m.pop_last(), None);
+    }
+
+    #[test]
+    fn map_compacts_tombstones_and_stays_consistent() {
+        let mut m = PyMap::default();
+        for i in 0..1000 {
+            m.insert(key(Value::Int(i)), Value::Int(i * 10));
+        }
+        for i in 0..990 {
+            assert!(m.remove(&key(Value::Int(i))).is_some());
+        }
+        assert!(m.slots.len() < 100, "tombstones were compacted");
+        for i in 990..1000 {
+            assert_eq!(m.get(&key(Value::Int(i))), Some(&Value::Int(i * 10)));
+        }
+        m.insert(key(Value::Int(5)), Value::None);
+        let keys: Vec<_> = m.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys.first(), Some(&Value::Int(990)));
+        assert_eq!(keys.last(), Some(&Value::Int(5)));
+    }
+}

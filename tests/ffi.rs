@@ -1,0 +1,580 @@
+//! The server half of the C ABI, driven from Rust over real sockets: a host type
+//! with `extern "C"` callbacks, served by `mgr_server_run` in its own thread and
+//! called by the Rust client. Covers host errors, re-entrancy refusals, deferred
+//! replies answered from another thread, freed unanswered, or gone stale, and a
+//! shutdown queued from inside a callback.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use mgr::ffi::host_type::mgr_type;
+use mgr::ffi::request::*;
+use mgr::ffi::server::*;
+use mgr::ffi::status::mgr_status;
+use mgr::ffi::value::*;
+use mgr::ffi::{mgr_method_typeid, MGR_TYPE_VERSION};
+use mgr::proto::{Request, Value};
+use mgr::{Error, Manager};
+
+const KEY: &[u8] = b"ffi-test-key";
+
+/// A reply pointer shipped to the test thread.
+struct SendReply(*mut mgr_reply);
+// SAFETY: mgr_reply is documented as usable from any thread.
+unsafe impl Send for SendReply {}
+
+struct Shared {
+    server: AtomicPtr<mgr_server>,
+    replies: Mutex<mpsc::Sender<SendReply>>,
+    created: AtomicUsize,
+    destroyed: AtomicUsize,
+}
+
+unsafe fn shared<'a>(userdata: *mut c_void) -> &'a Shared {
+    &*(userdata as *const Shared)
+}
+
+unsafe extern "C" fn create(
+    userdata: *mut c_void,
+    _args: *const mgr_value,
+    _kwargs: *const mgr_value,
+    _req: *mut mgr_request,
+    out: *mut *mut c_void,
+) -> mgr_status {
+    shared(userdata).created.fetch_add(1, Ordering::SeqCst);
+    *out = Box::into_raw(Box::new(0u64)).cast();
+    mgr_status::MGR_OK
+}
+
+unsafe extern "C" fn destroy(userdata: *mut c_void, object: *mut c_void) {
+    shared(userdata).destroyed.fetch_add(1, Ordering::SeqCst);
+    drop(Box::from_raw(object.cast::<u64>()));
+}
+
+unsafe extern "C" fn call(
+    userdata: *mut c_void,
+    object: *mut c_void,
+    method: *const c_char,
+    args: *const mgr_value,
+    _kwargs: *const mgr_value,
+    req: *mut mgr_request,
+) -> mgr_status {
+    let sh = shared(userdata);
+    let server = sh.server.load(Ordering::SeqCst);
+    match CStr::from_ptr(method).to_str().unwrap() {
+        "echo" => {
+            let mut item = ptr::null();
+            assert_eq!(mgr_value_get_item(args, 0, &mut item), mgr_status::MGR_OK);
+            *object.cast::<u64>() += 1;
+            mgr_request_return(req, mgr_value_clone(item))
+        }
+        "fail" => mgr_status::MGR_ERR_IO,
+        "raise" => {
+            mgr_request_raise(req, c"KeyError".as_ptr(), c"'k'".as_ptr());
+            mgr_status::MGR_ERR_REMOTE
+        }
+        "twice" => {
+            assert_eq!(
+                mgr_request_return(req, mgr_value_int(1)),
+                mgr_status::MGR_OK
+            );
+            let second = mgr_request_return(req, mgr_value_int(2));
+            let raise = mgr_request_raise(req, c"KeyError".as_ptr(), ptr::null());
+            assert_eq!(
+                (second, raise),
+                (mgr_status::MGR_ERR_STATE, mgr_status::MGR_ERR_STATE)
+            );
+            mgr_status::MGR_OK
+        }
+        "reenter" => {
+            // Everything that needs the whole server is refused while it runs us.
+            let mut n = 0;
+            let statuses = [
+                mgr_server_process(server),
+                mgr_server_run(server),
+                mgr_server_number_of_objects(server, &mut n),
+                mgr_server_register(server, c"X".as_ptr(), &*VTABLE, userdata),
+            ];
+            mgr_server_free(server); // refused: a no-op
+            let t = mgr_value_tuple();
+            for s in statuses {
+                mgr_value_append(t, mgr_value_int(s as i64));
+            }
+            mgr_request_return(req, t)
+        }
+        "defer" => {
+            let mut reply = ptr::null_mut();
+            assert_eq!(mgr_request_defer(req, &mut reply), mgr_status::MGR_OK);
+            sh.replies.lock().unwrap().send(SendReply(reply)).unwrap();
+            mgr_status::MGR_OK
+        }
+        "defer_now" => {
+            // Deferred and answered within the same callback.
+            let mut reply = ptr::null_mut();
+            assert_eq!(mgr_request_defer(req, &mut reply), mgr_status::MGR_OK);
+            assert_eq!(
+                mgr_reply_return(reply, mgr_value_str(c"soon".as_ptr())),
+                mgr_status::MGR_OK
+            );
+            assert_eq!(
+                mgr_reply_return(reply, mgr_value_none()),
+                mgr_status::MGR_ERR_STATE
+            );
+            mgr_reply_free(reply);
+            mgr_status::MGR_OK
+        }
+        "stop" => mgr_server_shutdown(server),
+        "nothing" => mgr_status::MGR_OK,
+        "no_target" => {
+            // Not a method_to_typeid method: handing over an object is refused.
+            let st = mgr_request_return_object(req, ptr::null_mut());
+            mgr_request_return(req, mgr_value_int(st as i64))
+        }
+        other => panic!("unexpected method {other}"),
+    }
+}
+
+unsafe extern "C" fn repr(_userdata: *mut c_void, object: *mut c_void) -> *mut mgr_value {
+    let n = *object.cast::<u64>();
+    let s = std::ffi::CString::new(format!("<Echo after {n} echoes>")).unwrap();
+    mgr_value_str(s.as_ptr())
+}
+
+struct Methods([*const c_char; 10]);
+// SAFETY: pointers to static C string literals.
+unsafe impl Sync for Methods {}
+static METHODS: Methods = Methods([
+    c"echo".as_ptr(),
+    c"fail".as_ptr(),
+    c"raise".as_ptr(),
+    c"twice".as_ptr(),
+    c"reenter".as_ptr(),
+    c"defer".as_ptr(),
+    c"defer_now".as_ptr(),
+    c"stop".as_ptr(),
+    c"nothing".as_ptr(),
+    c"no_target".as_ptr(),
+]);
+
+struct VTable(mgr_type);
+// SAFETY: read-only, pointing at statics.
+unsafe impl Sync for VTable {}
+impl std::ops::Deref for VTable {
+    type Target = mgr_type;
+    fn deref(&self) -> &mgr_type {
+        &self.0
+    }
+}
+static VTABLE: VTable = VTable(mgr_type {
+    version: MGR_TYPE_VERSION,
+    exposed: METHODS.0.as_ptr(),
+    exposed_len: 10,
+    method_to_typeid: ptr::null::<mgr_method_typeid>(),
+    method_to_typeid_len: 0,
+    create: Some(create),
+    call: Some(call),
+    destroy: Some(destroy),
+    repr: Some(repr),
+});
+
+struct Running {
+    address: String,
+    shared: Arc<Shared>,
+    replies: mpsc::Receiver<SendReply>,
+    thread: Option<JoinHandle<(mgr_status, usize)>>,
+}
+
+fn start() -> Running {
+    let (tx, replies) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        server: AtomicPtr::new(ptr::null_mut()),
+        replies: Mutex::new(tx),
+        created: AtomicUsize::new(0),
+        destroyed: AtomicUsize::new(0),
+    });
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let sh = shared.clone();
+    let thread = std::thread::spawn(move || unsafe {
+        let mut s = ptr::null_mut();
+        let st = mgr_server_new(
+            c"127.0.0.1:0".as_ptr(),
+            KEY.as_ptr(),
+            KEY.len(),
+            ptr::null(),
+            &mut s,
+        );
+        assert_eq!(st, mgr_status::MGR_OK);
+        sh.server.store(s, Ordering::SeqCst);
+        let ud = Arc::as_ptr(&sh) as *mut c_void;
+        assert_eq!(
+            mgr_server_register(s, c"Echo".as_ptr(), &*VTABLE, ud),
+            mgr_status::MGR_OK
+        );
+        let address = CStr::from_ptr(mgr_server_address(s))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        addr_tx.send(address).unwrap();
+        let st = mgr_server_run(s);
+        let mut n = usize::MAX;
+        assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
+        assert!(mgr_server_is_shut_down(s));
+        mgr_server_free(s);
+        (st, n)
+    });
+    let address = addr_rx.recv().expect("server started");
+    Running {
+        address,
+        shared,
+        replies,
+        thread: Some(thread),
+    }
+}
+
+impl Running {
+    fn connect(&self) -> Manager {
+        Manager::connect(&self.address, KEY).expect("connect")
+    }
+
+    /// Stops the server from inside a callback and checks it ended cleanly.
+    fn stop(mut self) {
+        let m = self.connect();
+        let p = m.create("Echo", vec![]).unwrap();
+        assert_eq!(p.call("stop", vec![]).unwrap(), Value::None);
+        let (st, objects) = self.thread.take().unwrap().join().expect("server thread");
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(objects, 0, "closing connections released their objects");
+        assert_eq!(
+            self.shared.created.load(Ordering::SeqCst),
+            self.shared.destroyed.load(Ordering::SeqCst),
+            "every object's destroy callback ran"
+        );
+    }
+}
+
+fn remote_kind(e: Error) -> (String, String) {
+    match e {
+        Error::Remote(r) => (r.kind, r.message),
+        other => panic!("expected a remote error, got {other}"),
+    }
+}
+
+#[test]
+fn host_type_calls_errors_and_reentrancy() {
+    let server = start();
+    let m = server.connect();
+    let p = m.create("Echo", vec![]).unwrap();
+    let v = Value::List(vec![Value::Str("x".into()), Value::Bytes(vec![0, 1])]);
+    assert_eq!(p.call("echo", vec![v.clone()]).unwrap(), v);
+    assert_eq!(p.call("nothing", vec![]).unwrap(), Value::None);
+    assert_eq!(p.call("twice", vec![]).unwrap(), Value::Int(1));
+    let state = Value::Int(mgr_status::MGR_ERR_STATE as i64);
+    assert_eq!(p.call("no_target", vec![]).unwrap(), state);
+
+    let (kind, msg) = remote_kind(p.call("fail", vec![]).unwrap_err());
+    assert_eq!(kind, "RuntimeError");
+    assert!(msg.contains("Echo.fail failed with status 6"), "{msg}");
+    let (kind, msg) = remote_kind(p.call("raise", vec![]).unwrap_err());
+    assert_eq!((kind.as_str(), msg.as_str()), ("KeyError", "'k'"));
+
+    let busy = Value::Int(mgr_status::MGR_ERR_BUSY as i64);
+    assert_eq!(
+        p.call("reenter", vec![]).unwrap(),
+        Value::Tuple(vec![busy; 4])
+    );
+    // The refused free left the server serving.
+    assert_eq!(
+        p.call("__repr__", vec![]).unwrap(),
+        Value::Str("<Echo after 1 echoes>".into())
+    );
+    assert_eq!(
+        p.call("defer_now", vec![]).unwrap(),
+        Value::Str("soon".into())
+    );
+    drop(p);
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    server.stop();
+}
+
+#[test]
+fn deferred_replies_from_another_thread_freed_and_stale() {
+    let server = start();
+    let address = server.address.clone();
+
+    // Answered from this (non-server) thread while the caller blocks.
+    let caller = std::thread::spawn({
+        let address = address.clone();
+        move || {
+            let m = Manager::connect(&address, KEY).unwrap();
+            let p = m.create("Echo", vec![]).unwrap();
+            let first = p.call("defer", vec![]);
+            let second = p.call("defer", vec![]);
+            (first.map_err(remote_kind), second.map_err(remote_kind))
+        }
+    });
+    let r = server.replies.recv().unwrap().0;
+    unsafe {
+        assert_eq!(mgr_reply_return(r, mgr_value_int(7)), mgr_status::MGR_OK);
+        assert_eq!(
+            mgr_reply_raise(r, c"KeyError".as_ptr(), ptr::null()),
+            mgr_status::MGR_ERR_STATE
+        );
+        mgr_reply_free(r);
+    }
+    // Freed without an answer: the caller gets a RuntimeError, not silence.
+    let r = server.replies.recv().unwrap().0;
+    unsafe { mgr_reply_free(r) };
+    let (first, second) = caller.join().unwrap();
+    assert_eq!(first, Ok(Value::Int(7)));
+    let (kind, msg) = second.unwrap_err();
+    assert_eq!(kind, "RuntimeError");
+    assert!(msg.contains("without answering"), "{msg}");
+
+    // The caller vanishes: answering later is a harmless no-op that says so.
+    let observer = server.connect();
+    let gone = server.connect();
+    let p = gone.create("Echo", vec![]).unwrap();
+    gone.connection()
+        .queue(&Request::call(p.id(), "defer", vec![]));
+    gone.connection().write_out().unwrap();
+    let r = server.replies.recv().unwrap().0;
+    drop(p);
+    drop(gone);
+    // Its object belonged to its connection: once it is gone the close was handled.
+    while observer.number_of_objects().unwrap() != 0 {
+        std::thread::yield_now();
+    }
+    unsafe {
+        assert_eq!(
+            mgr_reply_return(r, mgr_value_int(1)),
+            mgr_status::MGR_ERR_STALE
+        );
+        mgr_reply_free(r);
+    }
+    server.stop();
+}
+
+#[test]
+fn c_client_against_host_type() {
+    use mgr::ffi::client::*;
+    use mgr::ffi::status::{mgr_last_error, mgr_last_error_kind};
+    let server = start();
+    let address = std::ffi::CString::new(server.address.clone()).unwrap();
+    unsafe {
+        let mut c = ptr::null_mut();
+        let st = mgr_client_connect(address.as_ptr(), KEY.as_ptr(), KEY.len(), &mut c);
+        assert_eq!(st, mgr_status::MGR_OK);
+        let mut p = ptr::null_mut();
+        let st = mgr_create(c, c"Echo".as_ptr(), ptr::null(), ptr::null(), &mut p);
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(
+            CStr::from_ptr(mgr_proxy_typeid(p)).to_str().unwrap(),
+            "Echo"
+        );
+
+        let args = mgr_value_list();
+        mgr_value_append(args, mgr_value_float(2.5));
+        let mut out = ptr::null_mut();
+        let st = mgr_call(p, c"echo".as_ptr(), args, ptr::null(), &mut out);
+        assert_eq!(st, mgr_status::MGR_OK);
+        let mut f = 0.0;
+        assert_eq!(mgr_value_get_float(out, &mut f), mgr_status::MGR_OK);
+        assert_eq!(f, 2.5);
+        mgr_value_free(out);
+        mgr_value_free(args);
+
+        let mut out = ptr::null_mut();
+        let st = mgr_call(p, c"raise".as_ptr(), ptr::null(), ptr::null(), &mut out);
+        assert_eq!(st, mgr_status::MGR_ERR_REMOTE);
+        assert!(out.is_null());
+        assert_eq!(
+            CStr::from_ptr(mgr_last_error_kind()).to_str().unwrap(),
+            "KeyError"
+        );
+        assert_eq!(CStr::from_ptr(mgr_last_error()).to_str().unwrap(), "'k'");
+
+        // A bad args value is refused before anything is sent.
+        let not_args = mgr_value_int(1);
+        let st = mgr_call(p, c"echo".as_ptr(), not_args, ptr::null(), &mut out);
+        assert_eq!(st, mgr_status::MGR_ERR_WRONG_TYPE);
+        mgr_value_free(not_args);
+
+        // The proxy outlives its client; freeing it releases the object.
+        mgr_client_free(c);
+        let st = mgr_call(p, c"nothing".as_ptr(), ptr::null(), ptr::null(), &mut out);
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(mgr_value_type(out), mgr_value_kind::MGR_VALUE_NONE);
+        mgr_value_free(out);
+        mgr_proxy_free(p);
+    }
+    let observer = server.connect();
+    while observer.number_of_objects().unwrap() != 0 {
+        std::thread::yield_now();
+    }
+    server.stop();
+}
+
+#[test]
+fn c_host_serves_the_builtins_to_the_c_client() {
+    use mgr::ffi::client::*;
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || unsafe {
+        let mut s = ptr::null_mut();
+        let st = mgr_server_new(
+            c"127.0.0.1:0".as_ptr(),
+            KEY.as_ptr(),
+            KEY.len(),
+            ptr::null(),
+            &mut s,
+        );
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        let address = CStr::from_ptr(mgr_server_address(s)).to_owned();
+        tx.send(address).unwrap();
+        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
+        mgr_server_free(s);
+    });
+    let address = rx.recv().unwrap();
+    unsafe {
+        let mut c = ptr::null_mut();
+        let st = mgr_client_connect(address.as_ptr(), KEY.as_ptr(), KEY.len(), &mut c);
+        assert_eq!(st, mgr_status::MGR_OK);
+        let mut q = ptr::null_mut();
+        assert_eq!(
+            mgr_create(c, c"Queue".as_ptr(), ptr::null(), ptr::null(), &mut q),
+            mgr_status::MGR_OK
+        );
+        let args = mgr_value_list();
+        mgr_value_append(args, mgr_value_str(c"job".as_ptr()));
+        let mut out = ptr::null_mut();
+        assert_eq!(
+            mgr_call(q, c"put".as_ptr(), args, ptr::null(), &mut out),
+            mgr_status::MGR_OK
+        );
+        mgr_value_free(out);
+        mgr_value_free(args);
+        let mut got = ptr::null_mut();
+        assert_eq!(
+            mgr_call(q, c"get".as_ptr(), ptr::null(), ptr::null(), &mut got),
+            mgr_status::MGR_OK
+        );
+        let mut s = ptr::null();
+        let mut len = 0;
+        assert_eq!(mgr_value_get_str(got, &mut s, &mut len), mgr_status::MGR_OK);
+        assert_eq!(std::slice::from_raw_parts(s.cast::<u8>(), len), b"job");
+        mgr_value_free(got);
+        let mut out = ptr::null_mut();
+        let st = mgr_call(
+            q,
+            c"get_nowait".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            &mut out,
+        );
+        assert_eq!(st, mgr_status::MGR_ERR_REMOTE);
+        assert_eq!(
+            CStr::from_ptr(mgr::ffi::status::mgr_last_error_kind())
+                .to_str()
+                .unwrap(),
+            "queue.Empty"
+        );
+        mgr_proxy_free(q);
+        let mut n = usize::MAX;
+        assert_eq!(mgr_client_number_of_objects(c, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 0);
+        assert_eq!(mgr_client_shutdown(c), mgr_status::MGR_OK);
+        mgr_client_free(c);
+    }
+    thread.join().unwrap();
+}
+
+#[test]
+fn c_client_spawns_mgrd_and_shares_a_tracked_segment() {
+    use mgr::ffi::client::*;
+    use mgr::ffi::segment::*;
+    use mgr::ffi::spawn::*;
+    let program = std::ffi::CString::new(env!("CARGO_BIN_EXE_mgrd")).unwrap();
+    unsafe {
+        let mut sp = ptr::null_mut();
+        let st = mgr_spawn(
+            program.as_ptr(),
+            ptr::null(),
+            KEY.as_ptr(),
+            KEY.len(),
+            &mut sp,
+        );
+        assert_eq!(st, mgr_status::MGR_OK);
+        let address = CStr::from_ptr(mgr_spawned_address(sp))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(address.starts_with("127.0.0.1:"), "{address}");
+        assert!(mgr_spawned_pid(sp) > 0);
+        let mut c = ptr::null_mut();
+        assert_eq!(mgr_spawned_connect(sp, &mut c), mgr_status::MGR_OK);
+
+        let mut seg = ptr::null_mut();
+        assert_eq!(
+            mgr_client_create_segment(c, 64, &mut seg),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(mgr_segment_len(seg), 64);
+        let name = CStr::from_ptr(mgr_segment_name(seg))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        std::slice::from_raw_parts_mut(mgr_segment_data(seg), 64)[..4].copy_from_slice(b"ping");
+        let path = std::path::Path::new("/dev/shm").join(&name);
+        assert_eq!(&std::fs::read(&path).unwrap()[..4], b"ping");
+        mgr_segment_free(seg);
+        assert!(path.exists(), "freeing the mapping does not unlink");
+
+        let mut second = ptr::null_mut();
+        assert_eq!(
+            mgr_client_create_segment(c, 8, &mut second),
+            mgr_status::MGR_OK
+        );
+        let second_name =
+            std::ffi::CString::new(CStr::from_ptr(mgr_segment_name(second)).to_bytes()).unwrap();
+        assert_eq!(
+            mgr_client_release_segment(c, second_name.as_ptr()),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(
+            mgr_client_release_segment(c, second_name.as_ptr()),
+            mgr_status::MGR_ERR_REMOTE,
+            "not tracked any more"
+        );
+        mgr_segment_free(second);
+        assert_eq!(
+            mgr_client_create_segment(c, 0, &mut seg),
+            mgr_status::MGR_ERR_CONFIG
+        );
+        mgr_client_free(c);
+
+        let mut code = -1;
+        assert_eq!(mgr_spawned_stop(sp, 10_000, &mut code), mgr_status::MGR_OK);
+        assert_eq!(code, 0);
+        assert!(
+            !path.exists(),
+            "the server unlinked its segment at shutdown"
+        );
+        mgr_spawned_free(sp);
+        mgr_spawned_free(ptr::null_mut());
+        mgr_segment_free(ptr::null_mut());
+
+        let mut none = ptr::null_mut();
+        let st = mgr_spawn(
+            c"/nonexistent/mgrd".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            0,
+            &mut none,
+        );
+        assert_eq!(st, mgr_status::MGR_ERR_IO);
+        assert!(none.is_null());
+    }
+}

@@ -1,0 +1,334 @@
+//! The pickle path over real sockets: CPython 3.11's own `multiprocessing.managers`
+//! (the scripts in tests/python/pickle/) and raw pickles from Rust, against a
+//! libmgr test server.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{TestServer, KEY};
+use mgr::client::Connection;
+use mgr::proto::codec::pickle;
+use mgr::{Address, ObjectId, Reply, Request, ServerConfig, Value};
+
+fn script_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/pickle")
+}
+
+/// Runs one interop script against `address`; fails the test with its output
+/// unless it exits with status 0.
+fn run_script(name: &str, address: &Address, env: &[(&str, &str)]) -> String {
+    let out = Command::new("python3")
+        .arg(script_dir().join(name))
+        .env("MGR_ADDRESS", address.to_string())
+        .env("MGR_AUTHKEY", std::str::from_utf8(KEY).unwrap())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .envs(env.iter().copied())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+fn temp_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("mgr-pickle-{tag}-{}", std::process::id()))
+}
+
+#[test]
+fn cpython_manager_creates_calls_and_releases_over_tcp() {
+    let s = TestServer::start();
+    let out = run_script("basic.py", &s.address, &[]);
+    assert!(out.contains("basic: ok"), "{out}");
+    // The Python proxies released everything they held.
+    assert_eq!(s.connect().number_of_objects().unwrap(), 0);
+}
+
+#[test]
+fn cpython_manager_over_a_unix_socket() {
+    let path = temp_path("sock");
+    let _ = std::fs::remove_file(&path);
+    let s = TestServer::start_config(ServerConfig::new(Address::Unix(path.clone()), KEY));
+    let out = run_script("basic.py", &s.address, &[]);
+    assert!(out.contains("basic: ok"), "{out}");
+}
+
+#[test]
+fn cpython_blocking_call_completed_by_another_process() {
+    let s = TestServer::start();
+    let out = run_script("blocking.py", &s.address, &[]);
+    assert!(out.contains("blocking: ok"), "{out}");
+}
+
+#[test]
+fn cpython_hostile_pickles_run_nothing_and_others_keep_working() {
+    let s = TestServer::start();
+    let canary = temp_path("canary");
+    let _ = std::fs::remove_file(&canary);
+    let out = run_script(
+        "hostile.py",
+        &s.address,
+        &[("MGR_CANARY", canary.to_str().unwrap())],
+    );
+    assert!(out.contains("hostile: ok"), "{out}");
+    assert!(!canary.exists(), "a hostile pickle created {canary:?}");
+    // The native path is unaffected too.
+    let m = s.connect();
+    let c = m.create("Counter", vec![Value::Int(1)]).unwrap();
+    assert_eq!(c.call("incr", vec![]).unwrap(), Value::Int(2));
+}
+
+#[test]
+fn cpython_shutdown_request_stops_the_server() {
+    let s = TestServer::start();
+    let out = run_script("shutdown.py", &s.address, &[]);
+    assert!(out.contains("shutdown: ok"), "{out}");
+    assert!(mgr::Manager::connect_to(&s.address, KEY).is_err());
+}
+
+// ---- raw pickles from Rust ------------------------------------------------------
+
+fn python_address(a: &Address) -> Value {
+    match a {
+        Address::Tcp(a) => Value::Tuple(vec![
+            Value::Str(a.ip().to_string()),
+            Value::Int(i64::from(a.port())),
+        ]),
+        Address::Unix(p) => Value::Str(p.display().to_string()),
+    }
+}
+
+/// Sends one pickled request and decodes the pickled reply.
+fn pickle_call(conn: &mut Connection, address: &Address, req: &Request) -> Reply {
+    let mut payload = Vec::new();
+    let address = python_address(address);
+    pickle::encode_request(req, &pickle::Origin::new(&address), &mut payload);
+    conn.queue_raw(&payload);
+    conn.write_out().unwrap();
+    let reply = conn.read_frame(1 << 20).unwrap();
+    pickle::decode_reply(&reply).unwrap()
+}
+
+#[test]
+fn pickle_connections_use_hex_ids_and_are_one_shot_unless_accepted() {
+    let s = TestServer::start();
+    let mut conn = Connection::connect(&s.address, KEY).unwrap();
+    let create = Request::public("create", vec![Value::Str("Holder".into()), Value::Int(7)]);
+    let (id, exposed) = match pickle_call(&mut conn, &s.address, &create) {
+        Reply::Return(Value::Tuple(v)) => match &v[..] {
+            [Value::Str(id), Value::Tuple(exposed)] => (id.clone(), exposed.clone()),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        exposed,
+        vec![Value::Str("set".into()), Value::Str("get".into())]
+    );
+    let id = ObjectId::from_hex(&id).expect("a hex id");
+    // One public request, then the server closes the connection.
+    assert!(
+        conn.read_frame(1 << 20).is_err(),
+        "one-shot connection stayed open"
+    );
+
+    // accept_connection makes it persistent; method calls use the hex id.
+    let mut conn = Connection::connect(&s.address, KEY).unwrap();
+    let accept = Request::public("accept_connection", vec![Value::Str("t".into())]);
+    assert_eq!(
+        pickle_call(&mut conn, &s.address, &accept),
+        Reply::Return(Value::None)
+    );
+    let get = Request::call(id, "get", vec![]);
+    assert_eq!(
+        pickle_call(&mut conn, &s.address, &get),
+        Reply::Return(Value::Int(7))
+    );
+    // A counter from Maker.counter comes back as #PROXY with a hex token.
+    let mut one_shot = Connection::connect(&s.address, KEY).unwrap();
+    let maker = match pickle_call(
+        &mut one_shot,
+        &s.address,
+        &Request::public("create", vec![Value::Str("Maker".into())]),
+    ) {
+        Reply::Return(Value::Tuple(v)) => ObjectId::from_hex(v[0].as_str().unwrap()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let counter = match pickle_call(
+        &mut conn,
+        &s.address,
+        &Request::call(maker, "counter", vec![Value::Int(3)]),
+    ) {
+        Reply::Proxy { exposed, token } => {
+            assert_eq!(token.typeid, "Counter");
+            assert!(exposed.contains(&"incr".to_owned()), "{exposed:?}");
+            token
+        }
+        other => panic!("{other:?}"),
+    };
+    // Stored in the Holder and read back, it is a reference (a rebuilt proxy).
+    let set = Request::call(id, "set", vec![Value::Ref(counter.clone())]);
+    assert_eq!(
+        pickle_call(&mut conn, &s.address, &set),
+        Reply::Return(Value::None)
+    );
+    assert_eq!(
+        pickle_call(&mut conn, &s.address, &get),
+        Reply::Return(Value::Ref(counter))
+    );
+    // Errors carry their kind.
+    match pickle_call(&mut conn, &s.address, &Request::call(maker, "nope", vec![])) {
+        Reply::Traceback(t) => assert!(t.contains("AttributeError"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hostile_pickle_gets_a_clear_error_and_a_closed_connection() {
+    let s = TestServer::start();
+    let native = s.connect();
+    let before = native.number_of_objects().unwrap();
+    let mut conn = Connection::connect(&s.address, KEY).unwrap();
+    conn.queue_raw(b"\x80\x04cos\nsystem\n\x8c\x04true\x85R.");
+    conn.write_out().unwrap();
+    let reply = pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap();
+    match reply {
+        Reply::Traceback(t) => assert!(t.contains("'os.system' is not allowed"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(conn.read_frame(1 << 20).is_err(), "connection left open");
+    // Other connections are unaffected.
+    assert_eq!(native.number_of_objects().unwrap(), before);
+    let c = native.create("Counter", vec![]).unwrap();
+    assert_eq!(c.call("incr", vec![]).unwrap(), Value::Int(1));
+}
+
+/// A CPython process, killed if the test fails before it exits.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn rust_pickle_codec_talks_to_a_cpython_manager_server() {
+    use std::io::BufRead as _;
+    let mut child = Child(
+        Command::new("python3")
+            .arg(script_dir().join("serve.py"))
+            .env("MGR_AUTHKEY", std::str::from_utf8(KEY).unwrap())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address: Address = line.trim().parse().expect("serve.py prints its address");
+
+    // create('dict') over a one-shot connection: CPython answers (ident, exposed).
+    let mut conn = Connection::connect(&address, KEY).unwrap();
+    let create = Request::public("create", vec![Value::Str("dict".into())]);
+    let id = match pickle_call(&mut conn, &address, &create) {
+        Reply::Return(Value::Tuple(v)) => {
+            assert!(
+                matches!(&v[1], Value::Tuple(m) if m.contains(&Value::Str("__getitem__".into()))),
+                "{v:?}"
+            );
+            ObjectId::from_hex(v[0].as_str().unwrap()).expect("a hex ident")
+        }
+        other => panic!("{other:?}"),
+    };
+
+    // Method calls over a persistent connection.
+    let mut conn = Connection::connect(&address, KEY).unwrap();
+    let accept = Request::public("accept_connection", vec![Value::Str("rust".into())]);
+    assert_eq!(
+        pickle_call(&mut conn, &address, &accept),
+        Reply::Return(Value::None)
+    );
+    let value = Value::List(vec![
+        Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 1]),
+        Value::Set(vec![Value::Int(1)]),
+        Value::Bytes(b"\x00b".to_vec()),
+        Value::Float(0.5),
+    ]);
+    let set = Request::call(
+        id,
+        "__setitem__",
+        vec![Value::Str("k".into()), value.clone()],
+    );
+    assert_eq!(
+        pickle_call(&mut conn, &address, &set),
+        Reply::Return(Value::None)
+    );
+    let get = |key: &str| Request::call(id, "__getitem__", vec![Value::Str(key.into())]);
+    assert_eq!(
+        pickle_call(&mut conn, &address, &get("k")),
+        Reply::Return(value)
+    );
+    match pickle_call(&mut conn, &address, &get("missing")) {
+        Reply::Error(e) => {
+            assert_eq!(e.kind, "KeyError");
+            assert_eq!(e.args, vec![Value::Str("missing".into())]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // dict.keys() comes back as a list (managers reduce views to lists).
+    match pickle_call(&mut conn, &address, &Request::call(id, "keys", vec![])) {
+        Reply::Return(Value::List(keys)) => assert_eq!(keys, vec![Value::Str("k".into())]),
+        other => panic!("{other:?}"),
+    }
+    // __iter__ is in method_to_typeid: a #PROXY with a CPython token.
+    match pickle_call(&mut conn, &address, &Request::call(id, "__iter__", vec![])) {
+        Reply::Proxy { exposed, token } => {
+            assert_eq!(token.typeid, "Iterator");
+            assert!(exposed.contains(&"__next__".to_owned()), "{exposed:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(conn);
+
+    for req in [
+        Request::public("decref", vec![Value::Str(id.to_string())]),
+        Request::public("shutdown", vec![]),
+    ] {
+        let mut conn = Connection::connect(&address, KEY).unwrap();
+        assert_eq!(
+            pickle_call(&mut conn, &address, &req),
+            Reply::Return(Value::None),
+            "{req:?}"
+        );
+    }
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "CPython server exited with {status}");
+}
+
+#[test]
+fn oversized_first_pickle_frame_is_answered_in_pickle() {
+    let s = TestServer::start_with(|c| c.max_frame = 1024);
+    let mut conn = Connection::connect(&s.address, KEY).unwrap();
+    let big = Request::public("dummy", vec![Value::Bytes(vec![0; 4096])]);
+    let mut payload = Vec::new();
+    pickle::encode_request(&big, &pickle::Origin::new(&Value::None), &mut payload);
+    conn.queue_raw(&payload);
+    conn.write_out().unwrap();
+    match pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap() {
+        Reply::Traceback(t) => assert!(t.contains("bad frame"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(conn.read_frame(1 << 20).is_err(), "connection left open");
+}
