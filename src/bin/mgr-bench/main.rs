@@ -332,6 +332,7 @@ struct Outcome {
     secs: f64,
     hist: Histogram,
     server_cpu: Option<f64>,
+    client_cpu: f64,
     peak_rss_kib: Option<u64>,
 }
 
@@ -362,6 +363,7 @@ where
         .collect();
     barrier.wait();
     let cpu0 = pid.and_then(procinfo::cpu_seconds);
+    let own0 = procinfo::own_cpu_seconds();
     let t0 = Instant::now();
     let mut out = Outcome::default();
     let mut err = None;
@@ -375,6 +377,7 @@ where
         }
     }
     out.secs = t0.elapsed().as_secs_f64();
+    out.client_cpu = procinfo::own_cpu_seconds() - own0;
     let cpu1 = pid.and_then(procinfo::cpu_seconds);
     out.server_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
     out.peak_rss_kib = pid.and_then(procinfo::peak_rss_kib);
@@ -571,7 +574,7 @@ fn json_outcome(o: &Opts, call: &str, r: &Outcome) -> String {
         .map(|c| format!("{:.3}", c / (r.calls.max(1) as f64) * 1e6))
         .unwrap_or_else(|| "null".into());
     format!(
-        "{{\"scenario\":\"{}\",\"peer\":\"{}\",\"transport\":\"{}\",\"conns\":{},\"depth\":{},\"call\":\"{}\",\"calls\":{},\"secs\":{:.3},\"calls_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"server_cpu_s\":{},\"cpu_s_per_m\":{},\"peak_rss_kib\":{}}}",
+        "{{\"scenario\":\"{}\",\"peer\":\"{}\",\"transport\":\"{}\",\"conns\":{},\"depth\":{},\"call\":\"{}\",\"calls\":{},\"secs\":{:.3},\"calls_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"server_cpu_s\":{},\"cpu_s_per_m\":{},\"client_cpu_s_per_m\":{:.3},\"peak_rss_kib\":{}}}",
         o.scenario,
         o.peer,
         if o.address.is_some() { "external" } else { &o.transport },
@@ -585,6 +588,7 @@ fn json_outcome(o: &Opts, call: &str, r: &Outcome) -> String {
         r.hist.quantile(0.99) as f64 / 1000.0,
         r.server_cpu.map(|c| format!("{c:.3}")).unwrap_or_else(|| "null".into()),
         cpu_per_m,
+        r.client_cpu / (r.calls.max(1) as f64) * 1e6,
         r.peak_rss_kib.map(|k| k.to_string()).unwrap_or_else(|| "null".into()),
     )
 }

@@ -51,3 +51,15 @@ pub fn raise_nofile() -> u64 {
     }
     lim.rlim_cur
 }
+
+/// CPU seconds (user + system) this process, all its threads, has used so far.
+pub fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
