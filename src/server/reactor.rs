@@ -137,19 +137,14 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         core.now = Instant::now();
-        let events: Vec<(Token, bool, bool, bool)> = self
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.token(),
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
-                    e.is_writable(),
-                    e.is_read_closed() || e.is_error(),
-                )
-            })
-            .collect();
-        for (token, readable, writable, read_closed) in events {
+        // Walk the events in place (taken out of `self` while the handlers borrow
+        // it) rather than collecting them into a fresh Vec on every turn.
+        let events = mem::replace(&mut self.events, Events::with_capacity(0));
+        for e in events.iter() {
+            let token = e.token();
+            let read_closed = e.is_read_closed() || e.is_error();
+            let readable = e.is_readable() || read_closed;
+            let writable = e.is_writable();
             match token {
                 LISTENER => self.accept(core),
                 WAKER => self.drain_commands(core),
@@ -170,6 +165,7 @@ impl Reactor {
                 }
             }
         }
+        self.events = events;
         self.fire_timers(core);
         self.settle(core);
         Ok(())
