@@ -11,6 +11,7 @@ mod hist;
 mod procinfo;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use hist::Histogram;
 const USAGE: &str = "\
 usage: mgr-bench [options]
        mgr-bench echo-server --address ADDR
+       mgr-bench queue-consumer ADDR QUEUE-ID   (the consumer process of scenario 5)
 
   --scenario S     sync | create | queue | scale  [default: sync]
   --peer P         mgr | echo (raw ping-pong of the same frame sizes)  [default: mgr]
@@ -442,8 +444,9 @@ fn scenario_create(o: &Opts, address: &Address, pid: Option<u32>) -> Result<Outc
     })
 }
 
-/// Scenario 5: a producer puts, a consumer blocks in get, on separate connections
-/// (threads here; the server sees two clients either way). `--conns` pairs.
+/// Scenario 5: a producer puts, a consumer blocks in get, in separate processes:
+/// producers are threads of this process, each consumer is a child
+/// (`mgr-bench queue-consumer`) on its own connection. `--conns` pairs them up.
 fn scenario_queue(o: &Opts, address: &Address, pid: Option<u32>) -> Result<Outcome, String> {
     let pairs = (o.conns / 2).max(1);
     let m = Manager::connect_to(address, &o.authkey).map_err(|e| e.to_string())?;
@@ -451,57 +454,115 @@ fn scenario_queue(o: &Opts, address: &Address, pid: Option<u32>) -> Result<Outco
         .map(|_| m.create("Queue", vec![Value::Int(1024)]))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    let tokens: Arc<Vec<_>> = Arc::new(queues.iter().map(|q| q.token().clone()).collect());
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut consumers = Vec::new();
+    for q in &queues {
+        let mut child = Command::new(&exe)
+            .args([
+                "queue-consumer",
+                &address.to_string(),
+                &q.id().0.to_string(),
+            ])
+            .env("MGR_AUTHKEY", std::ffi::OsStr::from_bytes(&o.authkey))
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() != "ready" {
+            return Err(format!("queue consumer said {line:?}"));
+        }
+        consumers.push((child, out));
+    }
+    let ids: Arc<Vec<ObjectId>> = Arc::new(queues.iter().map(|q| q.id()).collect());
     let o2 = o.clone();
     let addr = address.clone();
-    let out = run_threads(pairs * 2, pid, move |i, barrier| {
+    let cpu0 = pid.and_then(procinfo::cpu_seconds);
+    let own0 = procinfo::own_cpu_seconds();
+    let t0 = Instant::now();
+    let producers = run_threads(pairs, None, move |i, barrier| {
         let m = Manager::connect_to(&addr, &o2.authkey).map_err(|e| e.to_string())?;
-        let q = m.proxy(tokens[i / 2].clone()).map_err(|e| e.to_string())?;
-        let producer = i % 2 == 0;
         let mut put = Vec::new();
         native::encode_request(
-            &Request::call(q.id(), "put", vec![Value::Bytes(vec![b'x'; o2.size])]),
+            &Request::call(ids[i], "put", vec![Value::Bytes(vec![b'x'; o2.size])]),
             &mut put,
         );
         let mut stop = Vec::new();
-        native::encode_request(&Request::call(q.id(), "put", vec![Value::None]), &mut stop);
-        let mut get = Vec::new();
-        native::encode_request(&Request::call(q.id(), "get", vec![]), &mut get);
-        barrier.wait();
-        let deadline = Instant::now() + Duration::from_secs_f64(o2.seconds);
-        let mut hist = Histogram::default();
-        let mut n = 0u64;
+        native::encode_request(&Request::call(ids[i], "put", vec![Value::None]), &mut stop);
         let mut c = m.connection();
-        let mut call = |payload: &[u8]| -> Result<Value, String> {
+        let mut call = |payload: &[u8]| -> Result<(), String> {
             c.queue_raw(payload);
             c.write_out().map_err(|e| e.to_string())?;
             match c.recv().map_err(|e| e.to_string())? {
-                Reply::Return(v) => Ok(v),
+                Reply::Return(_) => Ok(()),
                 other => Err(format!("unexpected reply {other:?}")),
             }
         };
-        if producer {
-            while n < o2.calls && Instant::now() < deadline {
-                call(&put)?;
-                n += 1;
-            }
-            call(&stop)?;
-            Ok((0, hist))
-        } else {
-            loop {
-                let t = Instant::now();
-                let v = call(&get)?;
-                hist.record(t.elapsed().as_nanos() as u64);
-                if v == Value::None {
-                    break;
-                }
-                n += 1;
-            }
-            Ok((n, hist))
+        barrier.wait();
+        let deadline = Instant::now() + Duration::from_secs_f64(o2.seconds);
+        let mut n = 0u64;
+        while n < o2.calls && Instant::now() < deadline {
+            call(&put)?;
+            n += 1;
         }
-    })?;
+        call(&stop)?;
+        Ok((n, Histogram::default()))
+    });
+    let mut out = Outcome::default();
+    for (mut child, mut stdout) in consumers {
+        let mut line = String::new();
+        stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+        let _ = child.wait();
+        let mut it = line.split_whitespace();
+        out.calls += it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        for v in it.filter_map(|v| v.parse::<u64>().ok()) {
+            out.hist.record(v);
+        }
+    }
+    out.secs = t0.elapsed().as_secs_f64();
+    out.client_cpu = procinfo::own_cpu_seconds() - own0;
+    out.server_cpu = cpu0
+        .zip(pid.and_then(procinfo::cpu_seconds))
+        .map(|(a, b)| b - a);
+    out.peak_rss_kib = pid.and_then(procinfo::peak_rss_kib);
+    producers?;
     drop(queues);
     Ok(out)
+}
+
+/// The consumer process of scenario 5: gets from queue `id` until it gets None,
+/// then prints the count and a sample of get latencies (ns) on one line.
+fn queue_consumer(address: &str, id: &str) -> Result<(), String> {
+    let key = std::env::var_os("MGR_AUTHKEY").unwrap_or_default();
+    let m = Manager::connect(address, key.as_bytes()).map_err(|e| e.to_string())?;
+    let id = ObjectId(id.parse().map_err(|e| format!("queue id: {e}"))?);
+    let mut get = Vec::new();
+    native::encode_request(&Request::call(id, "get", vec![]), &mut get);
+    println!("ready");
+    let mut hist = Vec::new();
+    let mut n = 0u64;
+    let mut c = m.connection();
+    loop {
+        let t = Instant::now();
+        c.queue_raw(&get);
+        c.write_out().map_err(|e| e.to_string())?;
+        let v = match c.recv().map_err(|e| e.to_string())? {
+            Reply::Return(v) => v,
+            other => return Err(format!("unexpected reply {other:?}")),
+        };
+        // Every 8th latency is plenty for p50/p99 and keeps the line short.
+        if n % 8 == 0 {
+            hist.push(t.elapsed().as_nanos() as u64);
+        }
+        if v == Value::None {
+            break;
+        }
+        n += 1;
+    }
+    let sample: Vec<String> = hist.iter().map(u64::to_string).collect();
+    println!("{n} {}", sample.join(" "));
+    Ok(())
 }
 
 /// Scale: server memory per live object (pipelined creates held by one
@@ -617,6 +678,17 @@ fn run(o: &Opts) -> Result<String, String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("queue-consumer") {
+        let r = match args.get(1..3) {
+            Some([address, id]) => queue_consumer(address, id),
+            _ => Err(USAGE.to_string()),
+        };
+        if let Err(e) = r {
+            eprintln!("mgr-bench queue-consumer: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.first().map(String::as_str) == Some("echo-server") {
         let addr = match args.get(1..3) {
             Some([flag, a]) if flag == "--address" => a.parse::<Address>(),
