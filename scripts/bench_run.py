@@ -114,6 +114,12 @@ class Redis:
         self.proc.wait()
 
 
+def median(runs):
+    """The run with the median calls/s (None if every run failed)."""
+    ok = sorted((r for r in runs if r), key=lambda r: r["calls_per_s"])
+    return ok[len(ok) // 2] if ok else None
+
+
 def ratio(a, b):
     if not a or not b:
         return "-"
@@ -128,8 +134,9 @@ def fmt_rate(v):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=3.0, help="run time of each libmgr/raw run")
-    ap.add_argument("--py-seconds", type=float, default=2.0, help="run time of each CPython run")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each peer, taking turns")
+    ap.add_argument("--seconds", type=float, default=1.5, help="run time of each libmgr/raw run")
+    ap.add_argument("--py-seconds", type=float, default=1.0, help="run time of each CPython run")
     ap.add_argument("--transports", default="tcp,unix")
     ap.add_argument("--no-redis", action="store_true")
     ap.add_argument("--no-cpython", action="store_true")
@@ -155,28 +162,33 @@ def main():
             for label, scen, conns, depth in SCENARIOS:
                 log(f"bench: {label} over {transport}")
                 base = [BENCH, "--transport", transport, "--seconds", secs, "--size", str(size)]
-                mgr = run_json(base + ["--scenario", scen, "--conns", str(conns), "--depth", str(depth)]
-                               + (["--typeid", "dict"] if scen == "create" else []), 120)
-                raw = None
-                if scen == "sync":
-                    raw = run_json(base + ["--peer", "echo", "--conns", str(conns), "--depth", str(depth)], 120)
-                    if conns == 1:
-                        echo1 = raw
-                elif scen == "create":
+                runs = {"mgr": [], "raw": [], "redis": [], "cpython": []}
+                # Peers take turns, round after round, so that drift in the machine's
+                # speed hits them alike; each figure is the median round's.
+                for _ in range(args.rounds):
+                    runs["mgr"].append(run_json(
+                        base + ["--scenario", scen, "--conns", str(conns), "--depth", str(depth)]
+                        + (["--typeid", "dict"] if scen == "create" else []), 120))
+                    if scen == "sync":
+                        runs["raw"].append(run_json(
+                            base + ["--peer", "echo", "--conns", str(conns), "--depth", str(depth)], 120))
+                    if redis and scen == "sync":
+                        n = 20000 if conns == 1 else (400000 if depth > 1 else 60000)
+                        runs["redis"].append(redis.bench(transport, conns, depth, n, size))
+                    if not args.no_cpython:
+                        runs["cpython"].append(run_json(
+                            [sys.executable, PYBENCH, "--scenario", scen, "--transport", transport,
+                             "--conns", str(conns), "--depth", str(depth),
+                             "--seconds", str(args.py_seconds), "--size", str(size)], 180))
+                mgr, raw, rds, py = (median(runs[k]) for k in ("mgr", "raw", "redis", "cpython"))
+                if scen == "sync" and conns == 1:
+                    echo1 = raw
+                if scen == "create":
                     raw = echo1  # one round trip per create, as a sync call
-                rds = None
-                if redis and scen == "sync":
-                    n = 60000 if conns == 1 else (1000000 if depth > 1 else 200000)
-                    rds = redis.bench(transport, conns, depth, n, size)
-                py = None
-                if not args.no_cpython:
-                    py_scen = "create" if scen == "create" else scen
-                    py = run_json([sys.executable, PYBENCH, "--scenario", py_scen, "--transport", transport,
-                                   "--conns", str(conns), "--depth", str(depth),
-                                   "--seconds", str(args.py_seconds), "--size", str(size)], 180)
-                for peer, r in (("mgr", mgr), ("raw", raw), ("redis", rds), ("cpython", py)):
-                    if r:
-                        results.append(dict(r, label=label, peer=peer, transport=transport))
+                for peer, rs in runs.items():
+                    for i, r in enumerate(rs):
+                        if r:
+                            results.append(dict(r, label=label, peer=peer, transport=transport, round=i))
                 rows.append((label, transport, mgr, raw, rds, py))
         scale = []
         if not args.no_scale:
@@ -226,6 +238,7 @@ def main():
     for t in table:
         print(line(t))
     print()
+    print(f"Each figure: the median of {args.rounds} runs per peer, the peers taking turns.")
     print("Units: calls/s (create+release pairs/s for 4, items moved/s for 5); p50/p99 of one call's round trip")
     print("(of a whole batch for pipelined calls); 'x raw' etc. = libmgr calls/s divided by the peer's in this run;")
     print("'x raw' for 4 is against the 1-connection ping-pong; CPU s/M = server CPU seconds per million calls.")
