@@ -1,14 +1,17 @@
 //! `mgrd`: the standalone libmgr manager server.
 //!
-//! It embeds a [`Server`] in its own `poll(2)` loop, exactly as a C host would,
-//! next to a self-pipe that SIGINT and SIGTERM write to.
+//! It owns its loop, so it blocks in the server's own `epoll_wait` through
+//! [`Server::turn`] (one syscall per wakeup; a host that polls [`Server::fd`] and
+//! then calls [`Server::process`] pays two). SIGINT and SIGTERM are blocked in every
+//! thread and taken by a small thread in `sigwait(2)`, which asks the server to
+//! shut down through a [`ServerHandle`](mgr::server::ServerHandle).
 
 use std::io::Write;
-use std::os::fd::RawFd;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use mgr::server::ServerHandle;
 use mgr::{Address, Server, ServerConfig};
 
 const USAGE: &str = "\
@@ -32,34 +35,45 @@ The authkey is read from the environment variable MGR_AUTHKEY (its bytes). Witho
 one, mgrd listens only on loopback or a Unix socket. The first line on stdout is
 `mgrd listening on <address>`. SIGINT or SIGTERM shut it down cleanly.";
 
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+/// Set once a signal asked for the shutdown (for the verbose exit message).
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; the buffer is a valid byte.
-        unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+fn shutdown_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
     }
 }
 
-fn signal_pipe() -> std::io::Result<RawFd> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
+/// Blocks SIGINT and SIGTERM in this thread (and so in every thread it starts).
+fn block_shutdown_signals() -> std::io::Result<()> {
+    let set = shutdown_signals();
+    // SAFETY: `set` is an initialised signal set; the old mask is not wanted.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
     }
-    SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: installs an async-signal-safe handler with an empty mask.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
-    Ok(fds[0])
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM on a thread of its own, then asks for shutdown.
+fn watch_signals(handle: ServerHandle) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("mgrd-signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let set = shutdown_signals();
+            let mut sig = 0;
+            // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
+            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            SIGNALLED.store(true, Ordering::Relaxed);
+            handle.shutdown();
+        })
+        .map(drop)
 }
 
 struct Options {
@@ -152,6 +166,10 @@ fn parse_args() -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = block_shutdown_signals() {
+        eprintln!("mgrd: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
@@ -167,50 +185,24 @@ fn main() -> ExitCode {
         }
     };
     server.register_builtins();
-    let sig = match signal_pipe() {
-        Ok(fd) => fd,
-        Err(e) => {
-            eprintln!("mgrd: cannot set up signal handling: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    if let Err(e) = watch_signals(server.handle()) {
+        eprintln!("mgrd: cannot set up signal handling: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "mgrd listening on {}", server.address());
     let _ = stdout.flush();
 
-    let mut fds = [
-        libc::pollfd {
-            fd: server.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: sig,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
     let mut reason = "shutdown requested by a client";
     while !server.is_shut_down() {
-        let timeout = server
-            .timeout()
-            .map(|d| d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32)
-            .unwrap_or(-1);
-        // SAFETY: `fds` is a valid array of two pollfd structures.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
-        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            eprintln!("mgrd: poll failed: {}", std::io::Error::last_os_error());
-            break;
-        }
-        if fds[1].revents != 0 {
-            reason = "signal received";
-            break;
-        }
-        if let Err(e) = server.process() {
+        if let Err(e) = server.turn(None) {
             eprintln!("mgrd: {e}");
             reason = "error";
             break;
         }
+    }
+    if SIGNALLED.load(Ordering::Relaxed) {
+        reason = "signal received";
     }
     if opts.verbose {
         eprintln!(

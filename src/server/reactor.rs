@@ -137,18 +137,14 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         core.now = Instant::now();
-        let events: Vec<(Token, bool, bool)> = self
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.token(),
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
-                    e.is_writable(),
-                )
-            })
-            .collect();
-        for (token, readable, writable) in events {
+        // Walk the events in place (taken out of `self` while the handlers borrow
+        // it) rather than collecting them into a fresh Vec on every turn.
+        let events = mem::replace(&mut self.events, Events::with_capacity(0));
+        for e in events.iter() {
+            let token = e.token();
+            let read_closed = e.is_read_closed() || e.is_error();
+            let readable = e.is_readable() || read_closed;
+            let writable = e.is_writable();
             match token {
                 LISTENER => self.accept(core),
                 WAKER => self.drain_commands(core),
@@ -157,6 +153,7 @@ impl Reactor {
                     if !self.conns.contains(key) {
                         continue;
                     }
+                    self.conns[key].read_closed |= read_closed;
                     if writable {
                         self.conns[key].flush();
                     }
@@ -168,6 +165,7 @@ impl Reactor {
                 }
             }
         }
+        self.events = events;
         self.fire_timers(core);
         self.settle(core);
         Ok(())
