@@ -185,3 +185,37 @@ fn sigpipe_does_not_kill_a_host_that_kept_it() {
     assert!(status.success(), "the host exited cleanly: {status:?}");
     assert!(lines.any(|l| l.map(|l| l.contains("clean exit")).unwrap_or(false)));
 }
+
+#[test]
+fn a_frame_header_alone_allocates_little() {
+    const MAX_FRAME: u64 = 16 << 20;
+    let h = Harness::start(|c| c.max_frame = MAX_FRAME, |_| {});
+    let m = h.connect();
+    // Authenticated peers that announce the largest frame allowed, send a few
+    // bytes of it and stall.
+    let stalled: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = raw_client(h.tcp(), KEY);
+            s.write_all(&(MAX_FRAME as i32 - 1000).to_be_bytes())
+                .unwrap();
+            s.write_all(&[native::NATIVE_VERSION; 100]).unwrap();
+            s
+        })
+        .collect();
+    assert!(common::eventually(10, || h.connections() == 5));
+    assert_eq!(m.public("dummy", vec![]).unwrap(), Value::None);
+    // A little more, once the server knows the size announced.
+    for mut s in &stalled {
+        s.write_all(&[0; 100]).unwrap();
+    }
+    assert_eq!(m.public("dummy", vec![]).unwrap(), Value::None);
+    std::thread::sleep(Duration::from_millis(100));
+    // Memory follows the bytes that arrived, not the sizes announced.
+    assert!(
+        h.max_buffered() < 2 << 20,
+        "buffers peaked at {} bytes for 4 announced {MAX_FRAME}-byte frames",
+        h.max_buffered()
+    );
+    drop(stalled);
+    assert!(common::eventually(10, || h.connections() == 1));
+}

@@ -244,10 +244,9 @@ impl Core {
         }
         slot.broken = Some(why.clone());
         let typeid = slot.spec.typeid_rc();
-        self.fail_pending_of(
-            id,
-            &format!("shared object {id} ({typeid}) broke while the call waited: a callback panicked: {why}"),
-        );
+        self.fail_pending_of(id, || {
+            format!("shared object {id} ({typeid}) broke while the call waited: a callback panicked: {why}")
+        });
     }
 
     /// Recounts the references object `id` holds, increfing new ones and decrefing
@@ -309,10 +308,9 @@ impl Core {
                 let _ = guard::catch(|| object.on_destroy(&mut cx));
                 let _ = guard::catch(move || drop(object));
             }
-            self.fail_pending_of(
-                id,
-                &format!("shared object {id} was destroyed while the call waited"),
-            );
+            self.fail_pending_of(id, || {
+                format!("shared object {id} was destroyed while the call waited")
+            });
             for held in slot.holds {
                 self.objects.decref(held);
             }
@@ -321,7 +319,7 @@ impl Core {
 
     /// Deferred calls waiting on a destroyed or broken object get an error
     /// (RuntimeError, `why`), not silence.
-    fn fail_pending_of(&mut self, id: ObjectId, why: &str) {
+    fn fail_pending_of(&mut self, id: ObjectId, why: impl Fn() -> String) {
         let orphans: Vec<usize> = self
             .pending
             .iter()
@@ -334,7 +332,7 @@ impl Core {
                 self.outbox.push(Completion {
                     conn,
                     proxy: None,
-                    result: Err(RemoteError::new("RuntimeError", why)),
+                    result: Err(RemoteError::new("RuntimeError", why())),
                 });
             }
         }

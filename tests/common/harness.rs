@@ -113,6 +113,7 @@ impl Drop for Harness {
 /// A plain blocking socket that has done the client's handshake with `key`.
 pub fn raw_client(addr: std::net::SocketAddr, key: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     authenticate(&mut s, key);
     s
