@@ -16,7 +16,8 @@ use mgr::{Address, Server, ServerConfig};
 
 const USAGE: &str = "\
 usage: mgrd [--address ADDR] [--max-connections N] [--max-frame BYTES]
-            [--handshake-timeout S] [--max-output BYTES] [-v] [--version]
+            [--handshake-timeout S] [--max-output BYTES] [--reply-grace S]
+            [-v] [--version]
 
 Serves shared objects to libmgr clients and to Python's multiprocessing.managers.
 
@@ -27,6 +28,8 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
   --handshake-timeout S  drop peers that have not authenticated in S seconds [default: 10]
   --max-output BYTES     stop serving a connection while this much of its output
                          is unread [default: 4194304]
+  --reply-grace S        keep objects named in a reply alive S seconds for its
+                         receiver to take its own reference [default: 5]
   -v, --verbose          log connections and shutdown to stderr
   --version              print the version
   -h, --help             print this help
@@ -81,12 +84,29 @@ struct Options {
     verbose: bool,
 }
 
+/// Parses a flag's value as `T`, naming the flag in the error.
+fn number<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse::<T>().map_err(|e| format!("{flag}: {e}"))
+}
+
+/// Parses a positive number of seconds.
+fn seconds(flag: &str, v: String) -> Result<Duration, String> {
+    let s: f64 = number(flag, v)?;
+    if !(s.is_finite() && s > 0.0) {
+        return Err(format!("{flag} must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
 fn parse_args() -> Result<Options, String> {
-    let mut address = "127.0.0.1:0".to_owned();
-    let mut max_connections = None;
-    let mut max_frame = None;
-    let mut handshake = None;
-    let mut max_output = None;
+    let key = std::env::var_os("MGR_AUTHKEY")
+        .map(std::os::unix::ffi::OsStringExt::into_vec)
+        .unwrap_or_default();
+    let default: Address = "127.0.0.1:0".parse().expect("a valid address");
+    let mut config = ServerConfig::new(default, &key);
     let mut verbose = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -94,11 +114,11 @@ fn parse_args() -> Result<Options, String> {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
-        let mut value = |name: &str| {
+        let mut value = || {
             inline
                 .clone()
                 .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
+                .ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag.as_str() {
             "-h" | "--help" => {
@@ -110,57 +130,18 @@ fn parse_args() -> Result<Options, String> {
                 std::process::exit(0);
             }
             "-v" | "--verbose" => verbose = true,
-            "--address" => address = value("--address")?,
-            "--max-connections" => {
-                max_connections = Some(
-                    value("--max-connections")?
-                        .parse::<usize>()
-                        .map_err(|e| format!("--max-connections: {e}"))?,
-                )
+            "--address" => {
+                config.address = value()?
+                    .parse()
+                    .map_err(|e| format!("--address: {e}"))?
             }
-            "--max-frame" => {
-                max_frame = Some(
-                    value("--max-frame")?
-                        .parse::<u64>()
-                        .map_err(|e| format!("--max-frame: {e}"))?,
-                )
-            }
-            "--handshake-timeout" => {
-                handshake = Some(
-                    value("--handshake-timeout")?
-                        .parse::<f64>()
-                        .map_err(|e| format!("--handshake-timeout: {e}"))?,
-                )
-            }
-            "--max-output" => {
-                max_output = Some(
-                    value("--max-output")?
-                        .parse::<usize>()
-                        .map_err(|e| format!("--max-output: {e}"))?,
-                )
-            }
+            "--max-connections" => config.max_connections = number(&flag, value()?)?,
+            "--max-frame" => config.max_frame = number(&flag, value()?)?,
+            "--max-output" => config.max_output = number(&flag, value()?)?,
+            "--handshake-timeout" => config.handshake_timeout = seconds(&flag, value()?)?,
+            "--reply-grace" => config.reply_ref_grace = seconds(&flag, value()?)?,
             other => return Err(format!("unknown argument '{other}'")),
         }
-    }
-    let address: Address = address.parse().map_err(|e| format!("--address: {e}"))?;
-    let key = std::env::var_os("MGR_AUTHKEY")
-        .map(std::os::unix::ffi::OsStringExt::into_vec)
-        .unwrap_or_default();
-    let mut config = ServerConfig::new(address, &key);
-    if let Some(n) = max_connections {
-        config.max_connections = n;
-    }
-    if let Some(n) = max_frame {
-        config.max_frame = n;
-    }
-    if let Some(n) = max_output {
-        config.max_output = n;
-    }
-    if let Some(s) = handshake {
-        if !(s.is_finite() && s > 0.0) {
-            return Err("--handshake-timeout must be a positive number of seconds".into());
-        }
-        config.handshake_timeout = Duration::from_secs_f64(s);
     }
     Ok(Options { config, verbose })
 }

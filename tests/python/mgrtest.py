@@ -60,10 +60,12 @@ class MgrdTestCase(unittest.TestCase):
 
     authkey = b"secret"
     server_address = "127.0.0.1:0"
+    # Objects named in replies outlive them this long; short keeps teardown quick.
+    server_args = ("--reply-grace", "0.5")
 
     @classmethod
     def setUpClass(cls):
-        cls.mgrd = Mgrd(cls.server_address, cls.authkey)
+        cls.mgrd = Mgrd(cls.server_address, cls.authkey, cls.server_args)
         cls.address = cls.mgrd.address
 
     @classmethod
