@@ -433,12 +433,45 @@ fn scenario_create(o: &Opts, address: &Address, pid: Option<u32>) -> Result<Outc
         let deadline = Instant::now() + Duration::from_secs_f64(o2.seconds);
         let mut hist = Histogram::default();
         let mut i = 0u64;
+        if o2.depth == 1 {
+            while i < o2.calls && Instant::now() < deadline {
+                let t = Instant::now();
+                let p = m.create(&o2.typeid, vec![]).map_err(|e| e.to_string())?;
+                drop(p); // sends decref; its reply is skipped on the next read
+                hist.record(t.elapsed().as_nanos() as u64);
+                i += 1;
+            }
+            return Ok((i, hist));
+        }
+        // Pipelined: D creates in one write, then their D decrefs in the next.
+        let mut create = Vec::new();
+        let req = Request::public("create", vec![Value::Str(o2.typeid.clone())]);
+        native::encode_request(&req, &mut create);
+        let mut c = m.connection();
+        let mut ids = Vec::with_capacity(o2.depth);
         while i < o2.calls && Instant::now() < deadline {
             let t = Instant::now();
-            let p = m.create(&o2.typeid, vec![]).map_err(|e| e.to_string())?;
-            drop(p); // sends decref; its reply is skipped on the next read
+            for _ in 0..o2.depth {
+                c.queue_raw(&create);
+            }
+            c.write_out().map_err(|e| e.to_string())?;
+            for _ in 0..o2.depth {
+                match c.recv().map_err(|e| e.to_string())? {
+                    Reply::Return(Value::Tuple(t)) if matches!(t.first(), Some(Value::Int(_))) => {
+                        ids.push(t[0].clone())
+                    }
+                    other => return Err(format!("unexpected create reply {other:?}")),
+                }
+            }
+            for id in ids.drain(..) {
+                c.queue(&Request::public("decref", vec![id]));
+            }
+            c.write_out().map_err(|e| e.to_string())?;
+            for _ in 0..o2.depth {
+                c.recv().map_err(|e| e.to_string())?;
+            }
             hist.record(t.elapsed().as_nanos() as u64);
-            i += 1;
+            i += o2.depth as u64;
         }
         Ok((i, hist))
     })
@@ -635,7 +668,7 @@ fn json_outcome(o: &Opts, call: &str, r: &Outcome) -> String {
         .map(|c| format!("{:.3}", c / (r.calls.max(1) as f64) * 1e6))
         .unwrap_or_else(|| "null".into());
     format!(
-        "{{\"scenario\":\"{}\",\"peer\":\"{}\",\"transport\":\"{}\",\"conns\":{},\"depth\":{},\"call\":\"{}\",\"calls\":{},\"secs\":{:.3},\"calls_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"server_cpu_s\":{},\"cpu_s_per_m\":{},\"client_cpu_s_per_m\":{:.3},\"peak_rss_kib\":{}}}",
+        "{{\"scenario\":\"{}\",\"peer\":\"{}\",\"transport\":\"{}\",\"conns\":{},\"depth\":{},\"call\":\"{}\",\"calls\":{},\"secs\":{:.3},\"calls_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"server_cpu_s\":{},\"cpu_s_per_m\":{},\"client_cpu_s_per_m\":{:.3},\"peak_rss_kib\":{}}}",
         o.scenario,
         o.peer,
         if o.address.is_some() { "external" } else { &o.transport },
@@ -647,6 +680,7 @@ fn json_outcome(o: &Opts, call: &str, r: &Outcome) -> String {
         cps,
         r.hist.quantile(0.5) as f64 / 1000.0,
         r.hist.quantile(0.99) as f64 / 1000.0,
+        r.hist.quantile(1.0) as f64 / 1000.0,
         r.server_cpu.map(|c| format!("{c:.3}")).unwrap_or_else(|| "null".into()),
         cpu_per_m,
         r.client_cpu / (r.calls.max(1) as f64) * 1e6,
