@@ -130,7 +130,9 @@ def ratio(a, b):
 def fmt_rate(v):
     if v is None:
         return "-"
-    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    return f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
 
 
 def main():
