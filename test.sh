@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests (which also build and run
-# the C examples and drive Python scripts), then the Python unittest suite that
-# runs CPython's multiprocessing against a freshly built mgrd.
+# the C examples and drive Python scripts), the Python unittest suite that runs
+# CPython's multiprocessing against a freshly built mgrd, and an install of the C
+# library into a scratch prefix that a C program then builds against.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +17,7 @@ cargo build --bins || { echo "suites: 0 passed, 1 failed"; exit 1; }
 run cargo test
 run env MGRD="$PWD/target/debug/mgrd" PYTHONPATH="$PWD/tests/python" \
   python3 -m unittest discover -s tests/python -p 'test_*.py' -v
+run scripts/install-check.sh
 
 echo "suites: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -224,6 +224,16 @@ enum mgr_status mgr_client_connect(const char *address,
                                    size_t authkey_len,
                                    struct mgr_client **out);
 
+// Connects to a CPython manager server (`BaseManager.start()`,
+// `get_server().serve_forever()`) at `address` and speaks its protocol: pickle,
+// method calls over one accepted connection, each public request (create,
+// incref, decref …) over a connection of its own. Otherwise as
+// [`mgr_client_connect`]; the same calls work on the client it writes to `*out`.
+enum mgr_status mgr_client_connect_cpython(const char *address,
+                                           const uint8_t *authkey,
+                                           size_t authkey_len,
+                                           struct mgr_client **out);
+
 // Frees the client. NULL is a no-op. Proxies made from it stay usable (they
 // keep the connection open until the last one is freed).
 void mgr_client_free(struct mgr_client *client);

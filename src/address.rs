@@ -15,6 +15,19 @@ pub enum Address {
 }
 
 impl Address {
+    /// The address as CPython's `multiprocessing` holds it (what pickled tokens
+    /// carry): a `(host, port)` tuple for TCP, the path as a str for a Unix socket.
+    pub fn to_python(&self) -> crate::proto::Value {
+        use crate::proto::Value;
+        match self {
+            Address::Tcp(a) => Value::Tuple(vec![
+                Value::Str(a.ip().to_string()),
+                Value::Int(i64::from(a.port())),
+            ]),
+            Address::Unix(p) => Value::Str(p.to_string_lossy().into_owned()),
+        }
+    }
+
     /// Whether only this machine can reach the address (loopback TCP or Unix socket).
     pub fn is_local(&self) -> bool {
         match self {

@@ -1,61 +1,16 @@
 //! The data built-in types (dict, list, Namespace, Value, Array, Iterator) over
 //! real sockets: a real server with `register_builtins`, driven by the Rust client.
 
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+mod common;
+
 use std::time::Duration;
 
 use mgr::client::Returned;
 use mgr::proto::Slice;
-use mgr::server::builtins::register_builtins;
-use mgr::server::ServerHandle;
-use mgr::{Error, Manager, Proxy, RemoteError, Server, ServerConfig, Value};
+use mgr::{Error, Manager, Proxy, RemoteError, Value};
 
-const KEY: &[u8] = b"data-secret";
-
-/// A server with the built-in types, running in its own thread.
-struct Builtins {
-    address: mgr::Address,
-    handle: ServerHandle,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Builtins {
-    fn start() -> Builtins {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
-            // Objects named in replies outlive them briefly (see ServerConfig).
-            config.reply_ref_grace = Duration::from_millis(100);
-            let mut server = Server::bind(config).expect("bind");
-            register_builtins(&mut server);
-            tx.send((server.address().clone(), server.handle()))
-                .unwrap();
-            server.run().expect("run");
-        });
-        let (address, handle) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server started");
-        Builtins {
-            address,
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn connect(&self) -> Manager {
-        Manager::connect_to(&self.address, KEY).expect("connect")
-    }
-}
-
-impl Drop for Builtins {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+/// The shared fixture: a server with the built-in types.
+type Builtins = common::TestServer;
 
 fn remote(r: mgr::Result<impl std::fmt::Debug>) -> RemoteError {
     match r {

@@ -2,102 +2,16 @@
 //! BoundedSemaphore, Condition, Barrier) over real sockets, with several client
 //! connections in threads blocking on one another.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use mgr::server::builtins::register_builtins;
-use mgr::server::ServerHandle;
-use mgr::{Address, Error, Manager, Request, Server, ServerConfig, Token, Value};
+use common::eventually;
+use mgr::{Error, Manager, Request, Token, Value};
 
-const KEY: &[u8] = b"sync-secret";
-
-/// A server with the built-in types, run by hand in a thread so the test can see
-/// how many calls are blocked in it.
-struct SyncServer {
-    address: Address,
-    handle: ServerHandle,
-    pending: Arc<AtomicUsize>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl SyncServer {
-    fn start() -> SyncServer {
-        let (tx, rx) = mpsc::channel();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let seen = pending.clone();
-        let thread = std::thread::spawn(move || {
-            let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
-            // Objects named in replies outlive them briefly (see ServerConfig).
-            config.reply_ref_grace = Duration::from_millis(100);
-            let mut server = Server::bind(config).expect("bind");
-            register_builtins(&mut server);
-            tx.send((server.address().clone(), server.handle()))
-                .unwrap();
-            while !server.is_shut_down() {
-                server.turn(Some(Duration::from_millis(5))).expect("turn");
-                seen.store(server.pending_calls(), Ordering::SeqCst);
-            }
-        });
-        let (address, handle) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server started");
-        SyncServer {
-            address,
-            handle,
-            pending,
-            thread: Some(thread),
-        }
-    }
-
-    fn connect(&self) -> Manager {
-        Manager::connect_to(&self.address, KEY).expect("connect")
-    }
-
-    /// Waits until exactly `n` calls are blocked in the server.
-    fn await_blocked(&self, n: usize) {
-        assert!(
-            eventually(10, || self.pending.load(Ordering::SeqCst) == n),
-            "expected {n} blocked calls, have {}",
-            self.pending.load(Ordering::SeqCst)
-        );
-    }
-
-    /// Runs `f` in a thread with its own connection and a proxy for `token`.
-    fn spawn<R: Send + 'static>(
-        &self,
-        token: &Token,
-        f: impl FnOnce(&mgr::Proxy) -> R + Send + 'static,
-    ) -> JoinHandle<R> {
-        let (address, token) = (self.address.clone(), token.clone());
-        std::thread::spawn(move || {
-            let m = Manager::connect_to(&address, KEY).expect("connect");
-            let p = m.proxy(token).expect("proxy");
-            f(&p)
-        })
-    }
-}
-
-impl Drop for SyncServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    f()
-}
+/// The shared fixture: a server with the built-in types.
+type SyncServer = common::TestServer;
 
 fn kind(r: mgr::Result<Value>) -> String {
     match r {

@@ -4,6 +4,8 @@
 //! replies answered from another thread, freed unanswered, or gone stale, and a
 //! shutdown queued from inside a callback.
 
+mod common;
+
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -417,6 +419,38 @@ fn c_client_against_host_type() {
     server.stop();
 }
 
+/// Calls `method` on `proxy` with `args` (handed over and freed here); returns the
+/// status and the result (NULL on failure).
+unsafe fn c_call(
+    proxy: *mut mgr::ffi::mgr_proxy,
+    method: &CStr,
+    args: Vec<*mut mgr_value>,
+) -> (mgr_status, *mut mgr_value) {
+    let list = mgr_value_list();
+    for a in args {
+        mgr_value_append(list, a);
+    }
+    let mut out = ptr::null_mut();
+    let st = mgr::ffi::client::mgr_call(proxy, method.as_ptr(), list, ptr::null(), &mut out);
+    mgr_value_free(list);
+    (st, out)
+}
+
+/// Creates an object of `typeid` with no arguments through a C client.
+unsafe fn c_create(c: *mut mgr::ffi::mgr_client, typeid: &CStr) -> *mut mgr::ffi::mgr_proxy {
+    let mut p = ptr::null_mut();
+    let st = mgr::ffi::client::mgr_create(c, typeid.as_ptr(), ptr::null(), ptr::null(), &mut p);
+    assert_eq!(st, mgr_status::MGR_OK);
+    p
+}
+
+fn last_error_kind() -> String {
+    // SAFETY: the library keeps the string valid until the next failing call.
+    unsafe { CStr::from_ptr(mgr::ffi::status::mgr_last_error_kind()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[test]
 fn c_host_serves_the_builtins_to_the_c_client() {
     use mgr::ffi::client::*;
@@ -442,45 +476,21 @@ fn c_host_serves_the_builtins_to_the_c_client() {
         let mut c = ptr::null_mut();
         let st = mgr_client_connect(address.as_ptr(), KEY.as_ptr(), KEY.len(), &mut c);
         assert_eq!(st, mgr_status::MGR_OK);
-        let mut q = ptr::null_mut();
-        assert_eq!(
-            mgr_create(c, c"Queue".as_ptr(), ptr::null(), ptr::null(), &mut q),
-            mgr_status::MGR_OK
-        );
-        let args = mgr_value_list();
-        mgr_value_append(args, mgr_value_str(c"job".as_ptr()));
-        let mut out = ptr::null_mut();
-        assert_eq!(
-            mgr_call(q, c"put".as_ptr(), args, ptr::null(), &mut out),
-            mgr_status::MGR_OK
-        );
+        let q = c_create(c, c"Queue");
+        let (st, out) = c_call(q, c"put", vec![mgr_value_str(c"job".as_ptr())]);
+        assert_eq!(st, mgr_status::MGR_OK);
         mgr_value_free(out);
-        mgr_value_free(args);
-        let mut got = ptr::null_mut();
-        assert_eq!(
-            mgr_call(q, c"get".as_ptr(), ptr::null(), ptr::null(), &mut got),
-            mgr_status::MGR_OK
-        );
+        let (st, got) = c_call(q, c"get", vec![]);
+        assert_eq!(st, mgr_status::MGR_OK);
         let mut s = ptr::null();
         let mut len = 0;
         assert_eq!(mgr_value_get_str(got, &mut s, &mut len), mgr_status::MGR_OK);
         assert_eq!(std::slice::from_raw_parts(s.cast::<u8>(), len), b"job");
         mgr_value_free(got);
-        let mut out = ptr::null_mut();
-        let st = mgr_call(
-            q,
-            c"get_nowait".as_ptr(),
-            ptr::null(),
-            ptr::null(),
-            &mut out,
-        );
+        let (st, out) = c_call(q, c"get_nowait", vec![]);
         assert_eq!(st, mgr_status::MGR_ERR_REMOTE);
-        assert_eq!(
-            CStr::from_ptr(mgr::ffi::status::mgr_last_error_kind())
-                .to_str()
-                .unwrap(),
-            "queue.Empty"
-        );
+        assert!(out.is_null());
+        assert_eq!(last_error_kind(), "queue.Empty");
         mgr_proxy_free(q);
         let mut n = usize::MAX;
         assert_eq!(mgr_client_number_of_objects(c, &mut n), mgr_status::MGR_OK);
@@ -576,5 +586,40 @@ fn c_client_spawns_mgrd_and_shares_a_tracked_segment() {
         );
         assert_eq!(st, mgr_status::MGR_ERR_IO);
         assert!(none.is_null());
+    }
+}
+
+#[test]
+fn c_client_talks_to_a_cpython_manager_server() {
+    use mgr::ffi::client::*;
+    let server = common::CpythonServer::start(KEY);
+    let address = std::ffi::CString::new(server.address.as_str()).unwrap();
+    unsafe {
+        let mut c = ptr::null_mut();
+        let st = mgr_client_connect_cpython(address.as_ptr(), KEY.as_ptr(), KEY.len(), &mut c);
+        assert_eq!(st, mgr_status::MGR_OK);
+        let d = c_create(c, c"dict");
+        let key = || mgr_value_str(c"answer".as_ptr());
+        let (st, out) = c_call(d, c"__setitem__", vec![key(), mgr_value_int(42)]);
+        assert_eq!(st, mgr_status::MGR_OK);
+        mgr_value_free(out);
+        let (st, out) = c_call(d, c"__getitem__", vec![key()]);
+        assert_eq!(st, mgr_status::MGR_OK);
+        let mut n = 0;
+        assert_eq!(mgr_value_get_int(out, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 42);
+        mgr_value_free(out);
+        let (st, _) = c_call(d, c"__getitem__", vec![mgr_value_str(c"nope".as_ptr())]);
+        assert_eq!(st, mgr_status::MGR_ERR_REMOTE);
+        assert_eq!(last_error_kind(), "KeyError");
+        mgr_proxy_free(d);
+        let mut count = usize::MAX;
+        assert_eq!(
+            mgr_client_number_of_objects(c, &mut count),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(count, 0);
+        assert_eq!(mgr_client_shutdown(c), mgr_status::MGR_OK);
+        mgr_client_free(c);
     }
 }

@@ -94,20 +94,10 @@ fn cpython_shutdown_request_stops_the_server() {
 
 // ---- raw pickles from Rust ------------------------------------------------------
 
-fn python_address(a: &Address) -> Value {
-    match a {
-        Address::Tcp(a) => Value::Tuple(vec![
-            Value::Str(a.ip().to_string()),
-            Value::Int(i64::from(a.port())),
-        ]),
-        Address::Unix(p) => Value::Str(p.display().to_string()),
-    }
-}
-
 /// Sends one pickled request and decodes the pickled reply.
 fn pickle_call(conn: &mut Connection, address: &Address, req: &Request) -> Reply {
     let mut payload = Vec::new();
-    let address = python_address(address);
+    let address = address.to_python();
     pickle::encode_request(req, &pickle::Origin::new(&address), &mut payload);
     conn.queue_raw(&payload);
     conn.write_out().unwrap();

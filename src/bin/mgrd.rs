@@ -15,7 +15,8 @@ use mgr::server::ServerHandle;
 use mgr::{Address, Server, ServerConfig};
 
 const USAGE: &str = "\
-usage: mgrd [--address ADDR] [--max-connections N] [--max-frame BYTES] [-v] [--version]
+usage: mgrd [--address ADDR] [--max-connections N] [--max-frame BYTES]
+            [--handshake-timeout S] [--max-output BYTES] [-v] [--version]
 
 Serves shared objects to libmgr clients and to Python's multiprocessing.managers.
 
@@ -24,6 +25,8 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
   --max-connections N    refuse connections beyond N [default: 10000]
   --max-frame BYTES      largest request accepted [default: 67108864]
   --handshake-timeout S  drop peers that have not authenticated in S seconds [default: 10]
+  --max-output BYTES     stop serving a connection while this much of its output
+                         is unread [default: 4194304]
   -v, --verbose          log connections and shutdown to stderr
   --version              print the version
   -h, --help             print this help
@@ -83,6 +86,7 @@ fn parse_args() -> Result<Options, String> {
     let mut max_connections = None;
     let mut max_frame = None;
     let mut handshake = None;
+    let mut max_output = None;
     let mut verbose = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -128,6 +132,13 @@ fn parse_args() -> Result<Options, String> {
                         .map_err(|e| format!("--handshake-timeout: {e}"))?,
                 )
             }
+            "--max-output" => {
+                max_output = Some(
+                    value("--max-output")?
+                        .parse::<usize>()
+                        .map_err(|e| format!("--max-output: {e}"))?,
+                )
+            }
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
@@ -141,6 +152,9 @@ fn parse_args() -> Result<Options, String> {
     }
     if let Some(n) = max_frame {
         config.max_frame = n;
+    }
+    if let Some(n) = max_output {
+        config.max_output = n;
     }
     if let Some(s) = handshake {
         if !(s.is_finite() && s > 0.0) {

@@ -13,9 +13,9 @@ use std::os::unix::net::UnixStream;
 use crate::address::Address;
 use crate::error::{Error, Result};
 use crate::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
-use crate::proto::codec::native;
+use crate::proto::codec::{native, pickle};
 use crate::proto::frame::{self, begin_frame, finish_frame, DEFAULT_MAX_FRAME};
-use crate::proto::{Reply, Request};
+use crate::proto::{Reply, Request, Value};
 
 #[derive(Debug)]
 enum Stream {
@@ -49,6 +49,9 @@ pub struct Connection {
     in_flight: usize,
     max_frame: u64,
     broken: bool,
+    /// Pickle instead of the native codec (talking to a CPython server): the
+    /// server's address in CPython's form, which pickled tokens carry.
+    pickle: Option<Value>,
 }
 
 impl Connection {
@@ -73,9 +76,23 @@ impl Connection {
             in_flight: 0,
             max_frame: DEFAULT_MAX_FRAME,
             broken: false,
+            pickle: None,
         };
         c.handshake(authkey)?;
         Ok(c)
+    }
+
+    /// Connects like [`connect`](Self::connect), then speaks pickle, as CPython's
+    /// own clients do, so it can talk to a CPython manager server.
+    pub fn connect_pickle(address: &Address, authkey: &[u8]) -> Result<Connection> {
+        let mut c = Connection::connect(address, authkey)?;
+        c.pickle = Some(address.to_python());
+        Ok(c)
+    }
+
+    /// Whether this connection speaks pickle.
+    pub fn is_pickle(&self) -> bool {
+        self.pickle.is_some()
     }
 
     fn handshake(&mut self, authkey: &[u8]) -> Result<()> {
@@ -115,7 +132,12 @@ impl Connection {
     /// Queues a request without writing it.
     pub fn queue(&mut self, req: &Request) {
         let at = begin_frame(&mut self.output);
-        native::encode_request(req, &mut self.output);
+        match &self.pickle {
+            Some(address) => {
+                pickle::encode_request(req, &pickle::Origin::new(address), &mut self.output)
+            }
+            None => native::encode_request(req, &mut self.output),
+        }
         finish_frame(&mut self.output, at);
         self.in_flight += 1;
     }
@@ -164,7 +186,11 @@ impl Connection {
                 self.discard -= 1;
                 continue;
             }
-            return native::decode_reply(&payload).map_err(Error::Codec);
+            let reply = match self.pickle {
+                Some(_) => pickle::decode_reply(&payload),
+                None => native::decode_reply(&payload),
+            };
+            return reply.map_err(Error::Codec);
         }
     }
 

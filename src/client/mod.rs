@@ -1,11 +1,16 @@
 //! A blocking Rust client: [`Manager`] connects, creates shared objects and hands
 //! out [`Proxy`]s; a proxy's `Drop` releases its reference.
 //!
-//! Everything runs over one persistent connection, so creating, calling and
-//! releasing never opens another (unlike CPython's client, which connects anew for
-//! each incref and decref). References taken over the connection belong to it: if
-//! the process dies, the server releases them. [`Pipeline`] sends many calls before
-//! reading any reply.
+//! Against a libmgr server everything runs over one persistent native connection,
+//! so creating, calling and releasing never opens another (unlike CPython's
+//! client, which connects anew for each incref and decref). References taken over
+//! the connection belong to it: if the process dies, the server releases them.
+//! [`Pipeline`] sends many calls before reading any reply.
+//!
+//! [`Manager::connect_cpython`] talks to a CPython manager server instead
+//! (`BaseManager.start()`, `get_server().serve_forever()`): pickle, method calls
+//! over one `accept_connection`ed connection, and every public request (create,
+//! incref, decref …) over a connection of its own, as CPython's client does.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -27,6 +32,9 @@ pub use spawn::{SpawnOptions, SpawnedServer};
 #[derive(Clone)]
 pub struct Manager {
     conn: Rc<RefCell<Connection>>,
+    /// Set when the server is CPython's: public requests go over one-shot
+    /// connections to this address with this key.
+    cpython: Option<Rc<(Address, Vec<u8>)>>,
 }
 
 impl fmt::Debug for Manager {
@@ -38,7 +46,7 @@ impl fmt::Debug for Manager {
 /// A reference to a shared object. Dropping it releases the reference (without
 /// waiting for the server's answer).
 pub struct Proxy {
-    conn: Rc<RefCell<Connection>>,
+    manager: Manager,
     token: Token,
     exposed: Rc<[String]>,
     /// The reference was given up by [`Proxy::into_token`]: no decref on drop.
@@ -87,8 +95,19 @@ impl Returned {
     }
 }
 
-fn id_value(id: ObjectId) -> Value {
-    Value::Int(id.0 as i64)
+/// Reads a method list (a tuple or list of str).
+fn method_names(v: Value) -> Option<Vec<String>> {
+    match v {
+        Value::Tuple(v) | Value::List(v) => Some(
+            v.into_iter()
+                .filter_map(|m| match m {
+                    Value::Str(s) => Some(s),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 impl Manager {
@@ -101,14 +120,56 @@ impl Manager {
     pub fn connect_to(address: &Address, authkey: &[u8]) -> Result<Manager> {
         Ok(Manager {
             conn: Rc::new(RefCell::new(Connection::connect(address, authkey)?)),
+            cpython: None,
         })
+    }
+
+    /// Connects to a CPython manager server (`host:port` or `unix:/path`) and
+    /// speaks its protocol: pickle, a persistent `accept_connection` connection
+    /// for method calls, a new connection for each public request. References
+    /// are global there, as for CPython's own clients: a proxy dropped releases
+    /// its reference, a process that dies without dropping leaks it.
+    pub fn connect_cpython(address: &str, authkey: &[u8]) -> Result<Manager> {
+        let address = address.parse::<Address>()?;
+        let mut conn = Connection::connect_pickle(&address, authkey)?;
+        let accept = Request::public("accept_connection", vec![Value::Str("libmgr-rust".into())]);
+        match conn.call(&accept)? {
+            Reply::Return(_) => {}
+            other => {
+                return Err(Error::Protocol(format!(
+                    "accept_connection was refused: {other:?}"
+                )))
+            }
+        }
+        Ok(Manager {
+            conn: Rc::new(RefCell::new(conn)),
+            cpython: Some(Rc::new((address, authkey.to_vec()))),
+        })
+    }
+
+    /// An object id as the server expects it in public requests: an int on the
+    /// native path, CPython's hex string otherwise.
+    fn id_value(&self, id: ObjectId) -> Value {
+        match self.cpython {
+            Some(_) => Value::Str(id.to_string()),
+            None => Value::Int(id.0 as i64),
+        }
+    }
+
+    /// Sends a public request: over the persistent connection natively, over a
+    /// connection of its own to a CPython server.
+    fn public_request(&self, req: &Request) -> Result<Reply> {
+        match &self.cpython {
+            Some(target) => Connection::connect_pickle(&target.0, &target.1)?.call(req),
+            None => self.conn.borrow_mut().call(req),
+        }
     }
 
     fn returned(&self, reply: Reply) -> Result<Returned> {
         match reply {
             Reply::Return(v) => Ok(Returned::Value(v)),
             Reply::Proxy { exposed, token } => Ok(Returned::Proxy(Proxy {
-                conn: self.conn.clone(),
+                manager: self.clone(),
                 token,
                 exposed: exposed.into(),
                 released: false,
@@ -122,10 +183,7 @@ impl Manager {
 
     /// Calls one of the server's public methods and returns its value.
     pub fn public(&self, method: &str, args: Vec<Value>) -> Result<Value> {
-        let reply = self
-            .conn
-            .borrow_mut()
-            .call(&Request::public(method, args))?;
+        let reply = self.public_request(&Request::public(method, args))?;
         self.returned(reply)?.into_value()
     }
 
@@ -148,7 +206,7 @@ impl Manager {
             args,
             kwargs,
         };
-        let reply = self.conn.borrow_mut().call(&req)?;
+        let reply = self.public_request(&req)?;
         let v = self.returned(reply)?.into_value()?;
         let (id, exposed) = match v {
             Value::Tuple(mut t) if t.len() == 2 => {
@@ -162,21 +220,15 @@ impl Manager {
             }
         };
         let id = match id {
-            Value::Int(i) => ObjectId(i as u64),
-            other => return Err(Error::Protocol(format!("unexpected object id {other}"))),
-        };
-        let exposed = match exposed {
-            Value::Tuple(v) | Value::List(v) => v
-                .into_iter()
-                .filter_map(|m| match m {
-                    Value::Str(s) => Some(s),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-            other => return Err(Error::Protocol(format!("unexpected exposed list {other}"))),
-        };
+            Value::Int(i) => Some(ObjectId(i as u64)),
+            Value::Str(hex) => ObjectId::from_hex(&hex),
+            _ => None,
+        }
+        .ok_or_else(|| Error::Protocol("create() answered no object id".into()))?;
+        let exposed = method_names(exposed)
+            .ok_or_else(|| Error::Protocol("create() answered no method list".into()))?;
         Ok(Proxy {
-            conn: self.conn.clone(),
+            manager: self.clone(),
             token: Token {
                 typeid: typeid.to_owned(),
                 id,
@@ -189,19 +241,14 @@ impl Manager {
     /// Takes a new reference to the object `token` names (e.g. a token found inside
     /// a value) and returns a proxy for it.
     pub fn proxy(&self, token: Token) -> Result<Proxy> {
-        self.public("incref", vec![id_value(token.id)])?;
-        let exposed = match self.public("get_methods", vec![id_value(token.id)]) {
-            Ok(Value::Tuple(v)) => v
-                .into_iter()
-                .filter_map(|m| match m {
-                    Value::Str(s) => Some(s),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-            _ => Vec::new(),
-        };
+        self.public("incref", vec![self.id_value(token.id)])?;
+        let exposed = self
+            .public("get_methods", vec![self.id_value(token.id)])
+            .ok()
+            .and_then(method_names)
+            .unwrap_or_default();
         Ok(Proxy {
-            conn: self.conn.clone(),
+            manager: self.clone(),
             token,
             exposed: exposed.into(),
             released: false,
@@ -226,13 +273,8 @@ impl Manager {
 
     /// The methods the object `id` exposes.
     pub fn get_methods(&self, id: ObjectId) -> Result<Vec<String>> {
-        match self.public("get_methods", vec![id_value(id)])? {
-            Value::Tuple(v) => Ok(v
-                .into_iter()
-                .filter_map(|m| m.as_str().map(str::to_owned))
-                .collect()),
-            other => Err(Error::Protocol(format!("unexpected method list {other}"))),
-        }
+        method_names(self.public("get_methods", vec![self.id_value(id)])?)
+            .ok_or_else(|| Error::Protocol("get_methods() answered no method list".into()))
     }
 
     /// Creates a shared-memory segment of `size` bytes, maps it and has the server
@@ -326,15 +368,13 @@ impl Proxy {
             args,
             kwargs,
         };
-        let reply = self.conn.borrow_mut().call(&req)?;
-        self.manager().returned(reply)
+        let reply = self.manager.conn.borrow_mut().call(&req)?;
+        self.manager.returned(reply)
     }
 
     /// A manager handle on the same connection.
     pub fn manager(&self) -> Manager {
-        Manager {
-            conn: self.conn.clone(),
-        }
+        self.manager.clone()
     }
 }
 
@@ -343,10 +383,13 @@ impl Drop for Proxy {
         if self.released {
             return;
         }
-        if let Ok(mut c) = self.conn.try_borrow_mut() {
+        let decref = Request::public("decref", vec![self.manager.id_value(self.token.id)]);
+        if self.manager.cpython.is_some() {
+            // CPython serves public requests on connections of their own.
+            let _ = self.manager.public_request(&decref);
+        } else if let Ok(mut c) = self.manager.conn.try_borrow_mut() {
             if !c.is_broken() {
-                let _ = c
-                    .send_ignoring_reply(&Request::public("decref", vec![id_value(self.token.id)]));
+                let _ = c.send_ignoring_reply(&decref);
             }
         }
     }

@@ -38,7 +38,7 @@ fn boxed_proxy(proxy: Proxy) -> *mut mgr_proxy {
     Box::into_raw(Box::new(ProxyBox { proxy, typeid })).cast()
 }
 
-unsafe fn arg_client<'a>(p: *mut mgr_client) -> Result<&'a Manager, Fail> {
+pub(crate) unsafe fn arg_client<'a>(p: *mut mgr_client) -> Result<&'a Manager, Fail> {
     p.cast::<Manager>()
         .as_ref()
         .ok_or_else(|| Fail::null("client"))
@@ -48,6 +48,23 @@ unsafe fn arg_proxy<'a>(p: *const mgr_proxy) -> Result<&'a ProxyBox, Fail> {
     p.cast::<ProxyBox>()
         .as_ref()
         .ok_or_else(|| Fail::null("proxy"))
+}
+
+/// The body of both connect functions: checks the arguments, connects with
+/// `connect`, and writes the owned client to `*out`.
+unsafe fn connect_with(
+    address: *const c_char,
+    authkey: *const u8,
+    authkey_len: usize,
+    out: *mut *mut mgr_client,
+    connect: fn(&str, &[u8]) -> crate::Result<Manager>,
+) -> Result<mgr_status, Fail> {
+    let address = arg_str(address, "address")?;
+    let key = arg_bytes(authkey, authkey_len, "authkey")?;
+    let out = out_ptr(out, "out")?;
+    let m = connect(address, key)?;
+    *out = Box::into_raw(Box::new(m)).cast();
+    Ok(mgr_status::MGR_OK)
 }
 
 /// Connects to the server at `address` (`host:port` or `unix:/path`) and
@@ -61,14 +78,22 @@ pub unsafe extern "C" fn mgr_client_connect(
     authkey_len: usize,
     out: *mut *mut mgr_client,
 ) -> mgr_status {
-    ffi_boundary! {
-        let address = arg_str(address, "address")?;
-        let key = arg_bytes(authkey, authkey_len, "authkey")?;
-        let out = out_ptr(out, "out")?;
-        let m = Manager::connect(address, key)?;
-        *out = Box::into_raw(Box::new(m)).cast();
-        Ok(mgr_status::MGR_OK)
-    }
+    ffi_boundary! { connect_with(address, authkey, authkey_len, out, Manager::connect) }
+}
+
+/// Connects to a CPython manager server (`BaseManager.start()`,
+/// `get_server().serve_forever()`) at `address` and speaks its protocol: pickle,
+/// method calls over one accepted connection, each public request (create,
+/// incref, decref …) over a connection of its own. Otherwise as
+/// [`mgr_client_connect`]; the same calls work on the client it writes to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_client_connect_cpython(
+    address: *const c_char,
+    authkey: *const u8,
+    authkey_len: usize,
+    out: *mut *mut mgr_client,
+) -> mgr_status {
+    ffi_boundary! { connect_with(address, authkey, authkey_len, out, Manager::connect_cpython) }
 }
 
 /// Frees the client. NULL is a no-op. Proxies made from it stay usable (they

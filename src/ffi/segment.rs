@@ -3,10 +3,10 @@
 
 use std::ffi::{c_char, CString};
 
-use super::client::mgr_client;
+use super::client::{arg_client, mgr_client};
 use super::status::{mgr_status, Fail};
 use super::{arg_str, out_ptr};
-use crate::client::{Manager, Segment};
+use crate::client::Segment;
 
 /// A mapped shared-memory segment (opaque). Owned: free with
 /// [`mgr_segment_free`], which unmaps it; the segment itself lives until the
@@ -25,12 +25,6 @@ unsafe fn arg_segment<'a>(p: *mut mgr_segment) -> Result<&'a mut SegmentBox, Fai
     p.cast::<SegmentBox>()
         .as_mut()
         .ok_or_else(|| Fail::null("segment"))
-}
-
-unsafe fn arg_client<'a>(p: *mut mgr_client) -> Result<&'a Manager, Fail> {
-    p.cast::<Manager>()
-        .as_ref()
-        .ok_or_else(|| Fail::null("client"))
 }
 
 /// Creates a zero-filled segment of `size` bytes, maps it and has the server

@@ -159,9 +159,20 @@ impl Conn {
         self.output.len() - self.sent
     }
 
-    /// Makes room for at least `READ_CHUNK` more bytes (or the frame in progress).
+    /// Memory held by this connection's buffers (input and output capacity).
+    pub(crate) fn buffered(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
+    }
+
+    /// Makes room for at least `READ_CHUNK` more bytes, and toward the frame in
+    /// progress — but never more than the bytes that have arrived (or
+    /// `KEEP_CAPACITY`): a header announcing a large frame costs memory only
+    /// as its payload comes in, doubling at most, so stalled peers that
+    /// announce `max_frame` cannot make the server allocate it.
     fn reserve(&mut self) {
-        let want = READ_CHUNK.max(self.need.saturating_sub(self.end - self.start));
+        let have = self.end - self.start;
+        let missing = self.need.saturating_sub(have);
+        let want = READ_CHUNK.max(missing.min(have.max(KEEP_CAPACITY)));
         if self.input.len() - self.end >= want {
             return;
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::guard;
 use super::loans::Loans;
 use super::objects::ObjectTable;
 use super::registry::{CallArgs, Registry, SharedObject};
@@ -129,12 +130,16 @@ impl fmt::Debug for Core {
 }
 
 /// Why an object could not be called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Unavailable {
     /// No such object (never existed, or destroyed).
     Unknown,
     /// A callback of the same object is running (a re-entrant call).
     Busy,
+    /// This callback panicked (the message); the object is now broken.
+    Panicked(Rc<str>),
+    /// An earlier callback panicked (its message); the object is not called again.
+    Broken(Rc<str>),
 }
 
 impl Core {
@@ -168,6 +173,11 @@ impl Core {
 
     /// Checks the object out, runs `f` on it with a context, checks it back in and
     /// brings the table's count of the references it holds up to date.
+    ///
+    /// `f` runs inside the panic boundary: a panic marks the object broken (see
+    /// [`break_object`](Self::break_object)), drops the reply handle the call
+    /// may have taken and comes back as [`Unavailable::Panicked`]. A broken object
+    /// is not called at all.
     pub(crate) fn with_object<R>(
         &mut self,
         id: ObjectId,
@@ -177,6 +187,9 @@ impl Core {
         f: impl FnOnce(&mut dyn SharedObject, &mut Context<'_>) -> R,
     ) -> Result<(R, Option<ReplyHandle>), Unavailable> {
         let slot = self.objects.get_mut(id).ok_or(Unavailable::Unknown)?;
+        if let Some(why) = &slot.broken {
+            return Err(Unavailable::Broken(why.clone()));
+        }
         let mut object = slot.object.take().ok_or(Unavailable::Busy)?;
         let mut cx = Context {
             core: self,
@@ -186,7 +199,7 @@ impl Core {
             deferred: None,
             refs_changed,
         };
-        let r = f(&mut *object, &mut cx);
+        let r = guard::catch(|| f(&mut *object, &mut cx));
         let (deferred, refs_changed) = (cx.deferred, cx.refs_changed);
         let slot = self
             .objects
@@ -197,10 +210,43 @@ impl Core {
         if slot.refcount == 0 {
             self.objects.recheck(id);
         }
+        let r = match r {
+            Ok(r) => r,
+            Err(why) => {
+                if let Some(h) = deferred {
+                    self.discard(h);
+                }
+                let why: Rc<str> = why.into();
+                self.break_object(id, why.clone());
+                if rescan {
+                    self.rescan_refs(id);
+                }
+                return Err(Unavailable::Panicked(why));
+            }
+        };
         if rescan {
             self.rescan_refs(id);
         }
         Ok((r, deferred))
+    }
+
+    /// Quarantines an object whose callback panicked: its state may be
+    /// half-updated, so it is never called again (calls get a RuntimeError
+    /// naming the panic), and the deferred calls waiting on it are answered with
+    /// that error rather than left hanging. Its references and refcount are kept:
+    /// clients release it as usual and the sweep drops it.
+    pub(crate) fn break_object(&mut self, id: ObjectId, why: Rc<str>) {
+        let Some(slot) = self.objects.get_mut(id) else {
+            return;
+        };
+        if slot.broken.is_some() {
+            return;
+        }
+        slot.broken = Some(why.clone());
+        let typeid = slot.spec.typeid_rc();
+        self.fail_pending_of(id, || {
+            format!("shared object {id} ({typeid}) broke while the call waited: a callback panicked: {why}")
+        });
     }
 
     /// Recounts the references object `id` holds, increfing new ones and decrefing
@@ -213,7 +259,11 @@ impl Core {
             return;
         };
         let mut now = Vec::new();
-        object.visit_refs(&mut |r| now.push(r));
+        if let Err(why) = guard::catch(|| object.visit_refs(&mut |r| now.push(r))) {
+            // Keep the counts as they were: what it holds is unknown now.
+            self.break_object(id, why.into());
+            return;
+        }
         now.sort_unstable();
         let before = std::mem::take(&mut self.objects.get_mut(id).expect("live").holds);
         let mut kept = Vec::with_capacity(now.len());
@@ -254,18 +304,22 @@ impl Core {
             if let Some(mut object) = slot.object.take() {
                 let mut cx = self.context(None);
                 cx.this = Some(id);
-                object.on_destroy(&mut cx);
-                drop(object);
+                // A panicking destroy hook or Drop costs only this object.
+                let _ = guard::catch(|| object.on_destroy(&mut cx));
+                let _ = guard::catch(move || drop(object));
             }
-            self.fail_pending_of(id);
+            self.fail_pending_of(id, || {
+                format!("shared object {id} was destroyed while the call waited")
+            });
             for held in slot.holds {
                 self.objects.decref(held);
             }
         }
     }
 
-    /// Deferred calls waiting on a destroyed object get an error, not silence.
-    fn fail_pending_of(&mut self, id: ObjectId) {
+    /// Deferred calls waiting on a destroyed or broken object get an error
+    /// (RuntimeError, `why`), not silence.
+    fn fail_pending_of(&mut self, id: ObjectId, why: impl Fn() -> String) {
         let orphans: Vec<usize> = self
             .pending
             .iter()
@@ -278,10 +332,7 @@ impl Core {
                 self.outbox.push(Completion {
                     conn,
                     proxy: None,
-                    result: Err(RemoteError::new(
-                        "RuntimeError",
-                        format!("shared object {id} was destroyed while the call waited"),
-                    )),
+                    result: Err(RemoteError::new("RuntimeError", why())),
                 });
             }
         }
@@ -451,7 +502,14 @@ impl Core {
             .cloned()
             .ok_or_else(|| RemoteError::value_error(format!("unknown typeid '{typeid}'")))?;
         let has_refs = args.has_refs();
-        let object = (spec.constructor())(&mut self.context(conn), args)?;
+        let constructor = spec.constructor();
+        let mut cx = self.context(conn);
+        let object = guard::catch(|| constructor(&mut cx, args)).map_err(|why| {
+            RemoteError::new(
+                "RuntimeError",
+                format!("creating a '{typeid}' failed: its constructor panicked: {why}"),
+            )
+        })??;
         let id = self.objects.insert(spec, object);
         if has_refs {
             self.rescan_refs(id);
@@ -591,6 +649,74 @@ mod tests {
         assert_eq!(core.pop_due_timer(late).map(|x| x.0), Some(a));
         assert!(core.pop_due_timer(late).is_none());
         assert_eq!(core.next_deadline(), None);
+    }
+
+    struct Touchy;
+    impl SharedObject for Touchy {
+        fn call(
+            &mut self,
+            cx: &mut Context<'_>,
+            method: &str,
+            _: CallArgs,
+        ) -> super::super::registry::CallResult {
+            match method {
+                "wait" => {
+                    cx.defer();
+                    Ok(super::super::registry::Outcome::Deferred)
+                }
+                _ => panic!("touched"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_callback_breaks_its_object_and_fails_its_waiters() {
+        use super::super::registry::TypeSpec;
+        let mut core = Core::new();
+        core.registry
+            .insert(TypeSpec::new("touchy", &[], |_, _| Ok(Box::new(Touchy))));
+        let id = core.construct(None, "touchy", CallArgs::default()).unwrap();
+        assert!(core.objects.incref(id));
+        let waiter = ConnId::new(0, 1);
+        let (_, h) = core
+            .with_object(id, Some(waiter), None, false, |o, cx| {
+                o.call(cx, "wait", CallArgs::default())
+            })
+            .unwrap();
+        assert!(h.is_some());
+        let r = core.with_object(id, None, None, false, |o, cx| {
+            o.call(cx, "poke", CallArgs::default())
+        });
+        assert_eq!(r.err(), Some(Unavailable::Panicked("touched".into())));
+        // The waiter is answered with the error; later calls are refused.
+        assert_eq!(core.pending_len(), 0);
+        let failed = core.outbox.pop().unwrap();
+        assert_eq!(failed.conn, waiter);
+        assert!(failed.result.unwrap_err().message.contains("touched"));
+        let again = core.with_object(id, None, None, false, |_, _| ());
+        assert_eq!(again.err(), Some(Unavailable::Broken("touched".into())));
+        // Released and swept as usual.
+        assert!(core.objects.decref(id));
+        core.sweep();
+        assert_eq!(core.objects.len(), 0);
+    }
+
+    #[test]
+    fn a_panicking_constructor_is_a_runtime_error() {
+        use super::super::registry::TypeSpec;
+        let mut core = Core::new();
+        core.registry
+            .insert(TypeSpec::new("bad", &[], |_, _| panic!("no")));
+        let e = core
+            .construct(None, "bad", CallArgs::default())
+            .unwrap_err();
+        assert_eq!(e.kind, "RuntimeError");
+        assert!(
+            e.message.contains("constructor panicked: no"),
+            "{}",
+            e.message
+        );
+        assert_eq!(core.objects.len(), 0);
     }
 
     #[test]

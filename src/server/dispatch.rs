@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use super::context::{ConnId, Core, ReplyHandle, Unavailable};
+use super::guard;
 use super::registry::{CallArgs, Outcome};
 use crate::proto::{ObjectId, Reply, Request, Token, Value};
 
@@ -99,6 +100,21 @@ fn traceback(kind: &str, msg: impl std::fmt::Display) -> Dispatched {
     Dispatched::Reply(Reply::Traceback(format!(
         "Traceback (most recent call last):\n  (libmgr server)\n{kind}: {msg}"
     )))
+}
+
+/// An error reply of kind RuntimeError (a `RuntimeError` instance for Python).
+fn runtime_error(msg: String) -> Dispatched {
+    Dispatched::Reply(Reply::Error(crate::proto::RemoteError::new(
+        "RuntimeError",
+        msg,
+    )))
+}
+
+/// The answer for any call on an object a panic has broken.
+fn broken(id: ObjectId, typeid: &str, why: &str) -> Dispatched {
+    runtime_error(format!(
+        "shared object {id} ({typeid}) is broken: an earlier callback panicked: {why}"
+    ))
 }
 
 fn unknown_object(id: impl std::fmt::Display) -> Dispatched {
@@ -217,7 +233,8 @@ fn debug_info(core: &Core) -> String {
         let text = slot
             .object
             .as_ref()
-            .and_then(|o| o.str())
+            .filter(|_| slot.broken.is_none())
+            .and_then(|o| guard::catch(|| o.str()).ok().flatten())
             .unwrap_or_else(|| format!("<{} object>", slot.spec.typeid()));
         let short: String = text.chars().take(75).collect();
         let _ = writeln!(out, "  {id}:       refcount={}\n    {short}", slot.refcount);
@@ -271,6 +288,13 @@ fn call(
                 format!("shared object {id} is busy (re-entrant call)"),
             )
         }
+        Err(Unavailable::Panicked(why)) => {
+            return runtime_error(format!(
+                "{method}() of shared object {id} ({}) panicked: {why}; the object is now broken",
+                spec.typeid()
+            ))
+        }
+        Err(Unavailable::Broken(why)) => return broken(id, spec.typeid(), &why),
     };
     if let Ok(Outcome::Deferred) = result {
         return match deferred {
@@ -343,22 +367,39 @@ fn fallback(
     typeid: &str,
     exposed: &[String],
 ) -> Dispatched {
-    let Some(object) = core.objects.get(id).and_then(|s| s.object.as_ref()) else {
+    let Some(slot) = core.objects.get(id) else {
+        return unknown_object(id);
+    };
+    if let Some(why) = &slot.broken {
+        return broken(id, typeid, why);
+    }
+    let Some(object) = slot.object.as_ref() else {
         return traceback(
             "RuntimeError",
             format!("shared object {id} is busy (re-entrant call)"),
         );
     };
     let default_repr = || format!("<{typeid} object, id={id}>");
-    Dispatched::Reply(match method {
-        "__repr__" => Reply::Return(Value::Str(object.repr().unwrap_or_else(default_repr))),
-        "__str__" => Reply::Return(Value::Str(object.str().unwrap_or_else(default_repr))),
-        "#GETVALUE" => object.get_value().into(),
-        _ => {
-            return traceback(
-                "AttributeError",
-                format!("method '{method}' of '{typeid}' object is not in exposed={exposed:?}"),
-            )
-        }
-    })
+    // These take `&self`, so a panic leaves the object as it was: an error for
+    // this call only.
+    let ran = guard::catch(|| match method {
+        "__repr__" => Some(Reply::Return(Value::Str(
+            object.repr().unwrap_or_else(default_repr),
+        ))),
+        "__str__" => Some(Reply::Return(Value::Str(
+            object.str().unwrap_or_else(default_repr),
+        ))),
+        "#GETVALUE" => Some(object.get_value().into()),
+        _ => None,
+    });
+    match ran {
+        Ok(Some(reply)) => Dispatched::Reply(reply),
+        Ok(None) => traceback(
+            "AttributeError",
+            format!("method '{method}' of '{typeid}' object is not in exposed={exposed:?}"),
+        ),
+        Err(why) => runtime_error(format!(
+            "{method} of shared object {id} ({typeid}) panicked: {why}"
+        )),
+    }
 }

@@ -28,6 +28,7 @@ pub mod registry;
 
 mod conn;
 mod dispatch;
+mod guard;
 mod loans;
 mod objects;
 mod reactor;
@@ -235,6 +236,13 @@ impl Server {
     /// Deferred calls still waiting for an answer.
     pub fn pending_calls(&self) -> usize {
         self.core.pending_len()
+    }
+
+    /// Bytes held by all connections' input and output buffers: bounded by
+    /// about `max_output` plus one reply and a small input cap per connection,
+    /// whatever clients send or fail to read.
+    pub fn buffered_bytes(&self) -> usize {
+        self.reactor.buffered_bytes()
     }
 
     /// Connections accepted since the server started.

@@ -21,6 +21,9 @@ pub(crate) struct Slot {
     pub(crate) refcount: u32,
     /// Objects this one holds references to, sorted (counted in their refcounts).
     pub(crate) holds: Vec<ObjectId>,
+    /// Set when a callback panicked: the object's state may be half-updated, so
+    /// it is not called again (calls get this message) but is released normally.
+    pub(crate) broken: Option<Rc<str>>,
 }
 
 /// The table of live objects.
@@ -52,6 +55,7 @@ impl ObjectTable {
             object: Some(object),
             refcount: 0,
             holds: Vec::new(),
+            broken: None,
         });
         let id = ObjectId::new(index as u32, generation);
         self.maybe_dead.push(id);

@@ -103,7 +103,7 @@ impl Reactor {
             poll,
             events: Events::with_capacity(1024),
             listener: Some(listener),
-            pickle_address: python_address(&address),
+            pickle_address: address.to_python(),
             address,
             conns: Slab::new(),
             generations: Vec::new(),
@@ -532,21 +532,14 @@ impl Reactor {
         self.conns.len()
     }
 
+    /// Memory held by every connection's input and output buffers.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.conns.iter().map(|(_, c)| c.buffered()).sum()
+    }
+
     #[allow(dead_code)]
     pub(crate) fn conn_id_of(&self, key: usize) -> ConnId {
         self.conn_id(key)
-    }
-}
-
-/// The server's address as CPython's `Server.address` holds it: a `(host, port)`
-/// tuple for TCP, the path for a Unix socket.
-fn python_address(address: &Address) -> Value {
-    match address {
-        Address::Tcp(a) => Value::Tuple(vec![
-            Value::Str(a.ip().to_string()),
-            Value::Int(i64::from(a.port())),
-        ]),
-        Address::Unix(p) => Value::Str(p.to_string_lossy().into_owned()),
     }
 }
 

@@ -1,9 +1,13 @@
 //! Shared test fixtures: a real server on a real socket, running in its own thread
-//! with a few test types, torn down at the end of each test.
+//! with the built-in types and a few test types, torn down at the end of each
+//! test; and a stock CPython manager server for the client's side of interop.
 
 #![allow(dead_code)]
 
-use std::sync::mpsc;
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -11,7 +15,7 @@ use mgr::server::{
     CallArgs, CallResult, Context, Outcome, ReplyHandle, ServerHandle, SharedObject, TimerId,
     TypeSpec,
 };
-use mgr::{Address, Manager, ObjectId, RemoteError, Server, ServerConfig, Value};
+use mgr::{Address, Manager, ObjectId, Proxy, RemoteError, Server, ServerConfig, Token, Value};
 
 pub const KEY: &[u8] = b"test-secret";
 
@@ -19,6 +23,8 @@ pub const KEY: &[u8] = b"test-secret";
 pub struct TestServer {
     pub address: Address,
     pub handle: ServerHandle,
+    /// Deferred calls waiting in the server, as of its last turn.
+    pending: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -40,12 +46,18 @@ impl TestServer {
     /// Starts a server with exactly this configuration.
     pub fn start_config(config: ServerConfig) -> TestServer {
         let (tx, rx) = mpsc::channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let seen = pending.clone();
         let thread = std::thread::spawn(move || {
             let mut server = Server::bind(config).expect("bind");
+            server.register_builtins();
             register_test_types(&mut server);
             tx.send((server.address().clone(), server.handle()))
                 .unwrap();
-            server.run().expect("run");
+            while !server.is_shut_down() {
+                server.turn(Some(Duration::from_millis(5))).expect("turn");
+                seen.store(server.pending_calls(), Ordering::SeqCst);
+            }
         });
         let (address, handle) = rx
             .recv_timeout(Duration::from_secs(10))
@@ -53,12 +65,36 @@ impl TestServer {
         TestServer {
             address,
             handle,
+            pending,
             thread: Some(thread),
         }
     }
 
     pub fn connect(&self) -> Manager {
         Manager::connect_to(&self.address, KEY).expect("connect")
+    }
+
+    /// Waits until exactly `n` calls are blocked in the server.
+    pub fn await_blocked(&self, n: usize) {
+        assert!(
+            eventually(10, || self.pending.load(Ordering::SeqCst) == n),
+            "expected {n} blocked calls, have {}",
+            self.pending.load(Ordering::SeqCst)
+        );
+    }
+
+    /// Runs `f` in a thread with its own connection and a proxy for `token`.
+    pub fn spawn<R: Send + 'static>(
+        &self,
+        token: &Token,
+        f: impl FnOnce(&Proxy) -> R + Send + 'static,
+    ) -> JoinHandle<R> {
+        let (address, token) = (self.address.clone(), token.clone());
+        std::thread::spawn(move || {
+            let m = Manager::connect_to(&address, KEY).expect("connect");
+            let p = m.proxy(token).expect("proxy");
+            f(&p)
+        })
     }
 }
 
@@ -215,4 +251,40 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     f()
+}
+
+/// A stock CPython `SyncManager` server (`tests/python/pickle/serve.py`) with
+/// `key`, killed on drop.
+pub struct CpythonServer {
+    child: Child,
+    /// Its address, `host:port`.
+    pub address: String,
+}
+
+impl CpythonServer {
+    pub fn start(key: &[u8]) -> CpythonServer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pickle/serve.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .env("MGR_AUTHKEY", std::str::from_utf8(key).unwrap())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        CpythonServer {
+            child,
+            address: line.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for CpythonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

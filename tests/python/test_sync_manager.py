@@ -293,6 +293,7 @@ class SyncManagerTest(MgrdTestCase):
             l.remove("nope")
         with self.assertRaises(TypeError):
             l.sort()  # str and int do not compare
+        self.assertEqual(self.m.list(range(2, 9, 3))[:], [2, 5, 8])
 
     def test_nested_proxies(self):
         outer = self.m.list([self.m.dict() for _ in range(2)])
@@ -316,6 +317,7 @@ class SyncManagerTest(MgrdTestCase):
         v.value += 1
         self.assertEqual(v.value, 2.5)
         self.assertEqual(v.get(), 2.5)
+        self.assertEqual(self.m.Array("i", range(3))[:], [0, 1, 2])
         a = self.m.Array("i", [1, 2, 3])
         a[0] = 10
         self.assertEqual((len(a), a[0], a[1:]), (3, 10, [2, 3]))

@@ -127,6 +127,14 @@ pub(super) struct Machine<'a> {
     memo: HashMap<u32, usize>,
 }
 
+impl Machine<'_> {
+    /// Most items a `range()` in this pickle may expand to: the conversion
+    /// budget, so a tiny pickle cannot ask for a huge list.
+    pub(super) fn range_limit(&self) -> usize {
+        self.input.data.len().saturating_mul(BUDGET_PER_BYTE) + BUDGET_FLOOR
+    }
+}
+
 /// Runs a whole pickle. Trailing bytes after STOP are an error.
 pub(super) fn run(data: &[u8]) -> Result<Decoded, CodecError> {
     let mut m = Machine {

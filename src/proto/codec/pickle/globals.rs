@@ -25,6 +25,9 @@ pub(super) enum Global {
     Seq(bool),
     /// `builtins.bytearray` / `builtins.bytes` (protocols 2–4).
     Bytes,
+    /// `builtins.range`: materialized as a list (`m.list(range(10))`), within
+    /// the same input-proportional budget as every other value.
+    Range,
     /// `_codecs.encode` (protocol 2 pickles bytes as `encode(str, 'latin1')`).
     CodecsEncode,
     /// `builtins.object` (the base in `copyreg._reconstructor`).
@@ -138,6 +141,7 @@ pub(super) fn resolve_global(module: &str, name: &str) -> Result<Global, CodecEr
         (_, "list") if builtin => Some(Global::Seq(false)),
         (_, "tuple") if builtin => Some(Global::Seq(true)),
         (_, "bytearray" | "bytes") if builtin => Some(Global::Bytes),
+        (_, "range" | "xrange") if builtin => Some(Global::Range),
         (_, "object") if builtin => Some(Global::Object),
         (_, n) if builtin && BUILTIN_EXCEPTIONS.contains(&n) => {
             Some(Global::Exception(n.to_owned()))
@@ -253,6 +257,42 @@ impl Machine<'_> {
                 },
                 _ => return err("bytes()/bytearray() with unsupported arguments"),
             },
+            Global::Range => {
+                let mut b = [0i64, 0, 1];
+                let given = match a.len() {
+                    1 => &mut b[1..2],
+                    2 => &mut b[..2],
+                    3 => &mut b[..],
+                    _ => return err("range() takes 1 to 3 arguments"),
+                };
+                for (slot, &i) in given.iter_mut().zip(&a) {
+                    *slot = match self.nodes[i] {
+                        Node::Int(v) => v,
+                        _ => return err("range() bounds must be ints"),
+                    };
+                }
+                let [start, stop, step] = b;
+                if step == 0 {
+                    return err("range() arg 3 must not be zero");
+                }
+                let len = if (step > 0 && start < stop) || (step < 0 && start > stop) {
+                    let span = (i128::from(stop) - i128::from(start)).unsigned_abs();
+                    (span - 1) / step.unsigned_abs() as u128 + 1
+                } else {
+                    0
+                };
+                if len > self.range_limit() as u128 {
+                    return err(format!(
+                        "range() of {len} items is too large for this request"
+                    ));
+                }
+                let items = (0..len as i64)
+                    .map(|k| {
+                        Node::Int((i128::from(start) + i128::from(k) * i128::from(step)) as i64)
+                    })
+                    .collect();
+                Node::List(self.add_all(items))
+            }
             Global::CodecsEncode => match a[..] {
                 [s, enc] if matches!(self.text(enc), Some("latin1" | "latin-1")) => {
                     let Some(s) = self.text(s) else {

@@ -699,3 +699,38 @@ for addr in [('127.0.0.1', 5000), ('localhost', 5000), ('127.0.0.1', 5001), '/tm
     // Without a home address every token is taken as it comes.
     assert!(decode_request(&unhex(lines[2])).is_ok());
 }
+
+#[test]
+fn ranges_become_lists_within_the_budget() {
+    let out = python(
+        r#"
+import pickle, sys
+for proto in (2, 3, 4, 5):
+    print(pickle.dumps((None, 'create', ('list', range(2, 12, 3), range(5, 0, -2), range(0)), {}), protocol=proto).hex())
+print(pickle.dumps((None, 'create', ('list', range(-2**63, 2**63 - 1, 2**62)), {}), protocol=4).hex())
+print(pickle.dumps((None, 'create', ('list', range(10**12)), {}), protocol=4).hex())
+"#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let ints = |v: &[i64]| Value::List(v.iter().map(|&i| Value::Int(i)).collect());
+    for line in &lines[..4] {
+        let req = decode_request(&unhex(line)).unwrap();
+        assert_eq!(
+            req.args,
+            vec![
+                Value::Str("list".into()),
+                ints(&[2, 5, 8, 11]),
+                ints(&[5, 3, 1]),
+                ints(&[])
+            ]
+        );
+    }
+    let req = decode_request(&unhex(lines[4])).unwrap();
+    assert_eq!(
+        req.args[1],
+        ints(&[i64::MIN, -(1 << 62), 0, 1 << 62]),
+        "no overflow at the edges of i64"
+    );
+    let e = decode_request(&unhex(lines[5])).unwrap_err();
+    assert!(e.to_string().contains("too large"), "{e}");
+}
