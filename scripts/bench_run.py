@@ -206,6 +206,10 @@ def main():
                               "--idle", str(args.idle), "--objects", str(args.objects)], 300)
                 if r:
                     scale.append(("libmgr", transport, r))
+            r = run_json([BENCH, "--scenario", "scale", "--transport", "unix", "--typeid", "dict",
+                          "--idle", "0", "--objects", str(args.objects)], 300)
+            if r:
+                scale.append(("libmgr", "unix", r))
             if not args.no_cpython:
                 r = run_json([sys.executable, PYBENCH, "--scenario", "scale", "--transport", "unix",
                               "--idle", "500", "--objects", "300"], 180)
@@ -253,9 +257,34 @@ def main():
     print("create path (its client opens a connection per create and cannot pipeline them);")
     print("CPU s/M = server CPU seconds per million calls.")
     for who, transport, r in scale:
-        print(f"Scale ({who}, {transport}): {r['idle']} idle connections: {r['bytes_per_conn'] / 1024:.1f} KiB each; "
+        conns = (f"{r['idle']} idle connections: {r['bytes_per_conn'] / 1024:.1f} KiB each; "
+                 if r["idle"] else "")
+        print(f"Scale ({who}, {transport}): {conns}"
               f"{r['objects']} live {r['typeid']} objects: {r['bytes_per_object']:.0f} B each; "
-              f"peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB")
+              f"server peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB")
+    print()
+    print("Targets (from this run):")
+    for label, transport, mgr, raw, rds, py in rows:
+        if not mgr:
+            continue
+        cps = mgr["calls_per_s"]
+        checks = []
+        if label.startswith("1 ") and raw:
+            checks.append(("0.9x raw ping-pong", cps >= 0.9 * raw["calls_per_s"]))
+        if label.startswith(("2 ", "3 ")) and rds:
+            checks.append(("1x Redis", cps >= rds["calls_per_s"]))
+        if label == "4 create+release" and transport == "unix":
+            checks.append(("50,000/s on a Unix socket", cps >= 50000))
+        if py and not label.endswith("16 deep"):
+            checks.append(("5x CPython", cps >= 5 * py["calls_per_s"]))
+        for what, ok in checks:
+            print(f"  {label} ({transport}): >= {what}: {'met' if ok else 'MISSED'}")
+    for who, transport, r in scale:
+        if who != "libmgr":
+            continue
+        if r["idle"]:
+            print(f"  idle connection ({transport}) < 16 KiB: {'met' if r['bytes_per_conn'] < 16384 else 'MISSED'}")
+        print(f"  live {r['typeid']} ({transport}) < 200 B: {'met' if r['bytes_per_object'] < 200 else 'MISSED'}")
     print(f"Total run time: {time.time() - t_start:.0f} s")
 
 
