@@ -309,7 +309,7 @@ fn resolve_call(o: &Opts, address: &Address) -> CallKind {
 fn connect_client(o: &Opts, address: &Address, call: CallKind) -> Result<Client, String> {
     if o.peer == "echo" {
         let c = echo::EchoClient::connect(address).map_err(|e| e.to_string())?;
-        let mut payloads = call.requests(ObjectId(1000), o.size);
+        let mut payloads = call.requests(ObjectId::new(0, 2), o.size);
         let sizes = payloads
             .drain(..)
             .map(|p| p.len())
@@ -694,7 +694,24 @@ fn run(o: &Opts) -> Result<String, String> {
     let result = match o.scenario.as_str() {
         "sync" => scenario_calls(o, &address, pid).map(|r| {
             let call = resolve_call(o, &address);
-            json_outcome(o, call.name(), &r)
+            let line = json_outcome(o, call.name(), &r);
+            // The payload sizes (without the 4-byte frame header) both peers move.
+            let req: Vec<String> = call
+                .requests(ObjectId::new(0, 2), o.size)
+                .iter()
+                .map(|p| p.len().to_string())
+                .collect();
+            let rep: Vec<String> = call
+                .reply_sizes(o.size)
+                .iter()
+                .map(usize::to_string)
+                .collect();
+            format!(
+                "{},\"request_bytes\":[{}],\"reply_bytes\":[{}]}}",
+                line.trim_end_matches('}'),
+                req.join(","),
+                rep.join(",")
+            )
         }),
         "create" => scenario_create(o, &address, pid).map(|r| json_outcome(o, &o.typeid, &r)),
         "queue" => scenario_queue(o, &address, pid).map(|r| json_outcome(o, "Queue put/get", &r)),
