@@ -49,9 +49,13 @@ def quantile(sorted_ns, q):
     return sorted_ns[i]
 
 
-def client_thread(proxy, depth, seconds, size, go, ready, out):
+def client_thread(proxy, depth, seconds, size, go, ready, out, connecting):
     val = b"x" * size
-    proxy[KEY] = val  # connects this thread and warms up
+    # Connects this thread and warms up; one thread per process at a time, so no
+    # more than 16 connects are ever pending against the server's listen backlog
+    # of 16 (beyond it, dropped SYNs cost seconds of retransmission on TCP).
+    with connecting:
+        proxy[KEY] = val
     conn = proxy._tls.connection
     ident = proxy._id
     lat = []
@@ -86,8 +90,9 @@ def client_thread(proxy, depth, seconds, size, go, ready, out):
 
 def client_process(proxies, depth, seconds, size, go, ready, results):
     out = []
+    connecting = threading.Lock()
     threads = [
-        threading.Thread(target=client_thread, args=(p, depth, seconds, size, go, ready, out))
+        threading.Thread(target=client_thread, args=(p, depth, seconds, size, go, ready, out, connecting))
         for p in proxies
     ]
     for t in threads:
@@ -135,11 +140,11 @@ def run_clients(pid, targets, n_ready):
     for p in procs:
         p.start()
     for _ in range(n_ready):
-        ready.get()
+        ready.get(timeout=120)
     cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     go.set()
-    got = [results.get() for _ in range(consumers)]
+    got = [results.get(timeout=120) for _ in range(consumers)]
     secs = time.perf_counter() - t0
     for p in procs:
         p.join()
@@ -190,16 +195,20 @@ def main():
     pid = manager._process.pid
     try:
         if args.scenario == "sync":
-            dicts = [manager.dict() for _ in range(args.conns)]
+            # One dict per client process, shared by its threads (each thread still
+            # has its own connection): creating one per connection would take
+            # minutes on TCP, where each CPython create costs ~200 ms of Nagle and
+            # delayed-ACK stalls.
             nproc = min(args.conns, 16)
+            dicts = [manager.dict() for _ in range(nproc)]
+            procs = []
             ready, go, results = ctx.Queue(), ctx.Event(), ctx.Queue()
-            procs = [
-                ctx.Process(
+            for i in range(nproc):
+                share = [dicts[i]] * len(range(i, args.conns, nproc))
+                procs.append(ctx.Process(
                     target=client_process,
-                    args=(dicts[i::nproc], args.depth, args.seconds, args.size, go, ready, results),
-                )
-                for i in range(nproc)
-            ]
+                    args=(share, args.depth, args.seconds, args.size, go, ready, results),
+                ))
             calls, secs, lat, cpu = run_clients(pid, (procs, ready, go, results, nproc), args.conns)
             emit(args, "dict", calls, secs, lat, cpu, pid)
         elif args.scenario == "create":

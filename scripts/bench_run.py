@@ -32,6 +32,7 @@ SCENARIOS = [
     ("2 sync, 256 conns", "sync", 256, 1),
     ("3 pipelined 16x16", "sync", 16, 16),
     ("4 create+release", "create", 1, 1),
+    ("4 create+release, 16 deep", "create", 1, 16),
     ("5 Queue put/get", "queue", 2, 1),
 ]
 
@@ -129,7 +130,9 @@ def ratio(a, b):
 def fmt_rate(v):
     if v is None:
         return "-"
-    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    return f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
 
 
 def main():
@@ -158,7 +161,7 @@ def main():
     rows = []
     try:
         for transport in args.transports.split(","):
-            echo1 = None
+            echo1 = py_create = None
             for label, scen, conns, depth in SCENARIOS:
                 log(f"bench: {label} over {transport}")
                 base = [BENCH, "--transport", transport, "--seconds", secs, "--size", str(size)]
@@ -175,7 +178,9 @@ def main():
                     if redis and scen == "sync":
                         n = 20000 if conns == 1 else (400000 if depth > 1 else 60000)
                         runs["redis"].append(redis.bench(transport, conns, depth, n, size))
-                    if not args.no_cpython:
+                    # CPython's client opens a connection per create and cannot
+                    # pipeline them: the pipelined row reuses its create figure.
+                    if not args.no_cpython and not (scen == "create" and depth > 1):
                         runs["cpython"].append(run_json(
                             [sys.executable, PYBENCH, "--scenario", scen, "--transport", transport,
                              "--conns", str(conns), "--depth", str(depth),
@@ -183,8 +188,11 @@ def main():
                 mgr, raw, rds, py = (median(runs[k]) for k in ("mgr", "raw", "redis", "cpython"))
                 if scen == "sync" and conns == 1:
                     echo1 = raw
-                if scen == "create":
+                if scen == "create" and depth == 1:
                     raw = echo1  # one round trip per create, as a sync call
+                    py_create = py
+                elif scen == "create":
+                    py = py_create
                 for peer, rs in runs.items():
                     for i, r in enumerate(rs):
                         if r:
@@ -198,6 +206,10 @@ def main():
                               "--idle", str(args.idle), "--objects", str(args.objects)], 300)
                 if r:
                     scale.append(("libmgr", transport, r))
+            r = run_json([BENCH, "--scenario", "scale", "--transport", "unix", "--typeid", "dict",
+                          "--idle", "0", "--objects", str(args.objects)], 300)
+            if r:
+                scale.append(("libmgr", "unix", r))
             if not args.no_cpython:
                 r = run_json([sys.executable, PYBENCH, "--scenario", "scale", "--transport", "unix",
                               "--idle", "500", "--objects", "300"], 180)
@@ -241,11 +253,38 @@ def main():
     print(f"Each figure: the median of {args.rounds} runs per peer, the peers taking turns.")
     print("Units: calls/s (create+release pairs/s for 4, items moved/s for 5); p50/p99 of one call's round trip")
     print("(of a whole batch for pipelined calls); 'x raw' etc. = libmgr calls/s divided by the peer's in this run;")
-    print("'x raw' for 4 is against the 1-connection ping-pong; CPU s/M = server CPU seconds per million calls.")
+    print("'x raw' for 4 is against the 1-connection ping-pong; 'x CPython' for both rows of 4 is against its one")
+    print("create path (its client opens a connection per create and cannot pipeline them);")
+    print("CPU s/M = server CPU seconds per million calls.")
     for who, transport, r in scale:
-        print(f"Scale ({who}, {transport}): {r['idle']} idle connections: {r['bytes_per_conn'] / 1024:.1f} KiB each; "
+        conns = (f"{r['idle']} idle connections: {r['bytes_per_conn'] / 1024:.1f} KiB each; "
+                 if r["idle"] else "")
+        print(f"Scale ({who}, {transport}): {conns}"
               f"{r['objects']} live {r['typeid']} objects: {r['bytes_per_object']:.0f} B each; "
-              f"peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB")
+              f"server peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB")
+    print()
+    print("Targets (from this run):")
+    for label, transport, mgr, raw, rds, py in rows:
+        if not mgr:
+            continue
+        cps = mgr["calls_per_s"]
+        checks = []
+        if label.startswith("1 ") and raw:
+            checks.append(("0.9x raw ping-pong", cps >= 0.9 * raw["calls_per_s"]))
+        if label.startswith(("2 ", "3 ")) and rds:
+            checks.append(("1x Redis", cps >= rds["calls_per_s"]))
+        if label == "4 create+release" and transport == "unix":
+            checks.append(("50,000/s on a Unix socket", cps >= 50000))
+        if py and not label.endswith("16 deep"):
+            checks.append(("5x CPython", cps >= 5 * py["calls_per_s"]))
+        for what, ok in checks:
+            print(f"  {label} ({transport}): >= {what}: {'met' if ok else 'MISSED'}")
+    for who, transport, r in scale:
+        if who != "libmgr":
+            continue
+        if r["idle"]:
+            print(f"  idle connection ({transport}) < 16 KiB: {'met' if r['bytes_per_conn'] < 16384 else 'MISSED'}")
+        print(f"  live {r['typeid']} ({transport}) < 200 B: {'met' if r['bytes_per_object'] < 200 else 'MISSED'}")
     print(f"Total run time: {time.time() - t_start:.0f} s")
 
 

@@ -115,6 +115,9 @@ pub(crate) struct Conn {
     /// The last readiness event reported the peer's end closed (or an error): read
     /// to the end instead of stopping at a short read.
     pub(crate) read_closed: bool,
+    /// The last read stopped at its limit: the socket may hold more, and no new
+    /// edge will say so.
+    pub(crate) unread: bool,
 }
 
 impl Conn {
@@ -134,6 +137,7 @@ impl Conn {
             need: 0,
             handshake_timer: None,
             read_closed: false,
+            unread: false,
         }
     }
 
@@ -196,6 +200,11 @@ impl Conn {
     /// stops there rather than paying another `recv` for `EAGAIN` (one syscall of
     /// the four a request used to cost), unless the peer has closed its end.
     pub(crate) fn read(&mut self, limit: usize) -> bool {
+        self.unread = self.read_socket(limit);
+        self.unread
+    }
+
+    fn read_socket(&mut self, limit: usize) -> bool {
         loop {
             if self.end - self.start >= limit {
                 return true;

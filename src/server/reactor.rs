@@ -158,7 +158,7 @@ impl Reactor {
                         self.conns[key].flush();
                     }
                     if readable {
-                        self.read_and_serve(core, key);
+                        self.read_and_serve(core, key, true);
                     } else {
                         self.after_io(core, key);
                     }
@@ -181,7 +181,7 @@ impl Reactor {
             }
             if let Some(key) = self.ready.pop() {
                 if self.conns.contains(key) {
-                    self.read_and_serve(core, key);
+                    self.read_and_serve(core, key, false);
                 }
                 continue;
             }
@@ -329,8 +329,12 @@ impl Reactor {
         self.ready.push(key);
     }
 
-    /// Reads what the socket has and serves every complete frame.
-    fn read_and_serve(&mut self, core: &mut Core, key: usize) {
+    /// Reads what the socket has and serves every complete frame. A connection
+    /// resumed after a deferred answer (`readable` false) reads only if its last
+    /// read stopped at the paused limit: otherwise the socket was drained and new
+    /// bytes raise a new event, so a `recv` would only return `EAGAIN`.
+    fn read_and_serve(&mut self, core: &mut Core, key: usize, readable: bool) {
+        let mut readable = readable;
         loop {
             let conn = &mut self.conns[key];
             let paused = conn.waiting.is_some() || conn.unsent() > self.config.max_output;
@@ -339,7 +343,12 @@ impl Reactor {
             } else {
                 conn.need.max(PAUSED_INPUT)
             };
-            let more = conn.read(limit);
+            let more = if readable || conn.unread {
+                conn.read(limit)
+            } else {
+                false
+            };
+            readable = true;
             self.serve(core, key);
             let conn = &self.conns[key];
             let progressed = conn.waiting.is_none() && conn.unsent() <= self.config.max_output;
