@@ -622,3 +622,22 @@ fn an_object_named_in_a_reply_outlives_its_last_holder_for_the_grace_period() {
     assert_eq!(mine.call("get", vec![]).unwrap(), Value::Int(7));
     assert_eq!(m.number_of_objects().unwrap(), 1);
 }
+
+#[test]
+fn pipelined_replies_beyond_max_output_are_all_served() {
+    // The server pauses a connection whose unread output passes max_output; once
+    // the client reads, it must resume the requests it already has buffered.
+    let s = TestServer::start_with(|c| c.max_output = 256 * 1024);
+    let m = s.connect();
+    let big = Value::Bytes(vec![7; 100_000]);
+    let h = m.create("Holder", vec![big.clone()]).unwrap();
+    let mut p = m.pipeline();
+    for _ in 0..40 {
+        p.call(&h, "get", vec![]);
+    }
+    let results = p.run().unwrap();
+    assert_eq!(results.len(), 40);
+    for r in results {
+        assert_eq!(r.unwrap().into_value().unwrap(), big);
+    }
+}

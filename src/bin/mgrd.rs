@@ -131,9 +131,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-v" | "--verbose" => verbose = true,
             "--address" => {
-                config.address = value()?
-                    .parse()
-                    .map_err(|e| format!("--address: {e}"))?
+                config.address = value()?.parse().map_err(|e| format!("--address: {e}"))?
             }
             "--max-connections" => config.max_connections = number(&flag, value()?)?,
             "--max-frame" => config.max_frame = number(&flag, value()?)?,

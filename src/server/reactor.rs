@@ -155,7 +155,7 @@ impl Reactor {
                     }
                     self.conns[key].read_closed |= read_closed;
                     if writable {
-                        self.conns[key].flush();
+                        self.flush(key);
                     }
                     if readable {
                         self.read_and_serve(core, key, true);
@@ -478,12 +478,25 @@ impl Reactor {
 
     /// Flushes, and closes the connection when it is finished or dead.
     fn after_io(&mut self, core: &mut Core, key: usize) {
-        let conn = &mut self.conns[key];
-        if conn.unsent() > 0 && !conn.dead {
-            conn.flush();
+        if self.conns[key].unsent() > 0 && !self.conns[key].dead {
+            self.flush(key);
         }
+        let conn = &self.conns[key];
         if conn.dead || (conn.close_after_flush && conn.unsent() == 0) {
             self.close(core, key);
+        }
+    }
+
+    /// Writes what the socket takes. A connection whose serving was paused by its
+    /// unread output resumes (it may hold buffered requests that no new input
+    /// event would ever bring back) once the output drops to the limit.
+    fn flush(&mut self, key: usize) {
+        let max_output = self.config.max_output;
+        let conn = &mut self.conns[key];
+        let paused = conn.unsent() > max_output;
+        conn.flush();
+        if paused && conn.unsent() <= max_output && !conn.dead {
+            self.ready.push(key);
         }
     }
 
