@@ -616,6 +616,11 @@ fn an_object_named_in_a_reply_outlives_its_last_holder_for_the_grace_period() {
     );
     holder.call("set", vec![Value::None]).unwrap();
     drop(holder);
+    assert_eq!(
+        m.number_of_objects().unwrap(),
+        0,
+        "an object only a reply's grace holds is not counted, as in CPython"
+    );
     let mine = m
         .proxy(token)
         .expect("the reply's grace keeps the counter alive");

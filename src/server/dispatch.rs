@@ -206,7 +206,7 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
             Err(e) => traceback("KeyError", e),
         },
         "debug_info" => done(Value::Str(debug_info(core))),
-        "number_of_objects" => done(Value::Int(core.objects.len() as i64)),
+        "number_of_objects" => done(Value::Int(core.held_objects() as i64)),
         "dummy" => done(Value::None),
         "accept_connection" => {
             session.persistent = true;

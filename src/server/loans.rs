@@ -11,7 +11,7 @@
 //!
 //! This module keeps the queue of loans; `Core` takes and repays the references.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::context::TimerId;
@@ -24,6 +24,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct Loans {
     queue: VecDeque<(Instant, ObjectId)>,
+    /// Outstanding loans per object.
+    per_object: HashMap<ObjectId, u32>,
     /// The timer armed for the oldest loan, if any.
     pub(crate) timer: Option<TimerId>,
     /// How long each loan lasts.
@@ -34,6 +36,7 @@ impl Default for Loans {
     fn default() -> Loans {
         Loans {
             queue: VecDeque::new(),
+            per_object: HashMap::new(),
             timer: None,
             grace: DEFAULT_GRACE,
         }
@@ -44,6 +47,21 @@ impl Loans {
     /// Records a loan of one reference to `id`, due back `grace` after `now`.
     pub(crate) fn push(&mut self, now: Instant, id: ObjectId) {
         self.queue.push_back((now + self.grace, id));
+        *self.per_object.entry(id).or_insert(0) += 1;
+    }
+
+    /// The objects on loan, with how many references each is lent.
+    pub(crate) fn lent(&self) -> impl Iterator<Item = (ObjectId, u32)> + '_ {
+        self.per_object.iter().map(|(&id, &n)| (id, n))
+    }
+
+    fn returned(&mut self, id: ObjectId) {
+        if let Some(n) = self.per_object.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_object.remove(&id);
+            }
+        }
     }
 
     /// The next loan due back (its deadline, and the object), without removing it.
@@ -56,6 +74,7 @@ impl Loans {
         match self.queue.front() {
             Some(&(due, id)) if due <= now => {
                 self.queue.pop_front();
+                self.returned(id);
                 Some(id)
             }
             _ => None,
@@ -65,6 +84,7 @@ impl Loans {
     /// Removes every loan (at shutdown), returning the objects.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = ObjectId> + '_ {
         self.timer = None;
+        self.per_object.clear();
         self.queue.drain(..).map(|(_, id)| id)
     }
 }
@@ -83,6 +103,7 @@ mod tests {
         l.push(t0, ObjectId(1));
         l.push(t0 + Duration::from_millis(500), ObjectId(2));
         assert_eq!(l.next_due(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(l.lent().count(), 2);
         assert_eq!(l.pop_due(t0), None);
         assert_eq!(l.pop_due(t0 + Duration::from_secs(1)), Some(ObjectId(1)));
         assert_eq!(l.pop_due(t0 + Duration::from_secs(1)), None);
