@@ -218,7 +218,8 @@ extern "C" {
 // Connects to the server at `address` (`host:port` or `unix:/path`) and
 // authenticates with the `authkey_len`-byte `authkey` (NULL allowed when the
 // length is 0). On success writes an owned client to `*out`. `MGR_ERR_AUTH` on
-// a wrong key, `MGR_ERR_IO` when nothing listens.
+// a wrong key, `MGR_ERR_IO` when nothing listens. For a CPython manager server
+// use [`mgr_client_connect_cpython`].
 enum mgr_status mgr_client_connect(const char *address,
                                    const uint8_t *authkey,
                                    size_t authkey_len,

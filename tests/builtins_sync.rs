@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::eventually;
-use mgr::{Error, Manager, Request, Token, Value};
+use mgr::{Error, Manager, Token, Value};
 
 /// The shared fixture: a server with the built-in types.
 type SyncServer = common::TestServer;
@@ -399,10 +399,7 @@ fn barrier_abort_breaks_waiters_and_reset_mends_it() {
 fn block_on_new_connection(s: &SyncServer, token: &Token, method: &str, blocked: usize) -> Manager {
     let w = s.connect();
     let p = w.proxy(token.clone()).unwrap();
-    let mut conn = w.connection();
-    conn.queue(&Request::call(p.id(), method, vec![]));
-    conn.write_out().unwrap();
-    drop(conn);
+    p.start_call(method, vec![]).unwrap();
     s.await_blocked(blocked);
     let _ = p.into_token();
     w

@@ -17,7 +17,7 @@ use harness::Harness;
 use mgr::server::{
     CallArgs, CallResult, ConnId, Context, Outcome, ReplyHandle, SharedObject, TimerId, TypeSpec,
 };
-use mgr::{Address, Error, Manager, RemoteError, Request, Server, Value};
+use mgr::{Address, Error, Manager, RemoteError, Server, Value};
 
 /// A server with `Fragile` registered; `held` receives the reply handles
 /// `Fragile.hold` keeps for the host to answer (late).
@@ -277,10 +277,7 @@ fn panics_in_cancel_disconnect_and_destroy_hooks_cost_nothing_else() {
             let w = h.connect();
             let p = w.proxy(f.token().clone()).unwrap();
             p.call("watch", vec![]).unwrap();
-            let mut conn = w.connection();
-            conn.queue(&Request::call(p.id(), "wait", vec![]));
-            conn.write_out().unwrap();
-            drop(conn);
+            p.start_call("wait", vec![]).unwrap();
             assert!(eventually(10, || h.pending() == 1));
         } // the waiting client goes: on_cancel, then on_disconnect
         assert!(eventually(10, || h.pending() == 0 && h.connections() == 1));
@@ -299,10 +296,7 @@ fn a_host_answering_late_reaches_no_one_else() {
     {
         let w = h.connect();
         let p = w.proxy(f.token().clone()).unwrap();
-        let mut conn = w.connection();
-        conn.queue(&Request::call(p.id(), "hold", vec![]));
-        conn.write_out().unwrap();
-        drop(conn);
+        p.start_call("hold", vec![]).unwrap();
         assert!(eventually(10, || held.lock().unwrap().len() == 1));
     }
     assert!(eventually(10, || h.pending() == 0 && h.connections() == 1));
@@ -359,10 +353,7 @@ fn child_for_sigkill() {
         "waiting" => {
             let m = Manager::connect_to(&addr, KEY).unwrap();
             let f = m.create("Fragile", vec![]).unwrap();
-            let mut conn = m.connection();
-            conn.queue(&Request::call(f.id(), "wait", vec![]));
-            conn.write_out().unwrap();
-            drop(conn);
+            f.start_call("wait", vec![]).unwrap();
             std::mem::forget(f);
             std::mem::forget(m);
         }

@@ -207,12 +207,8 @@ fn requests_behind_a_deferred_call_wait_in_order() {
     let mb = m.create("Mailbox", vec![]).unwrap();
     let c = m.create("Counter", vec![]).unwrap();
     // Pipeline: wait (blocks), then incr. The incr must not run before the wait ends.
-    {
-        let mut conn = m.connection();
-        conn.queue(&Request::call(mb.id(), "wait", vec![]));
-        conn.queue(&Request::call(c.id(), "incr", vec![]));
-        conn.write_out().unwrap();
-    }
+    mb.start_call("wait", vec![]).unwrap();
+    c.start_call("incr", vec![]).unwrap();
     let other = s.connect();
     let c2 = other.proxy(c.token().clone()).unwrap();
     let mb2 = other.proxy(mb.token().clone()).unwrap();
@@ -223,9 +219,14 @@ fn requests_behind_a_deferred_call_wait_in_order() {
         "incr is still queued"
     );
     mb2.call("post", vec![Value::Int(9)]).unwrap();
-    let mut conn = m.connection();
-    assert_eq!(conn.recv().unwrap(), Reply::Return(Value::Int(9)));
-    assert_eq!(conn.recv().unwrap(), Reply::Return(Value::Int(1)));
+    assert_eq!(
+        m.finish_call().unwrap().into_value().unwrap(),
+        Value::Int(9)
+    );
+    assert_eq!(
+        m.finish_call().unwrap().into_value().unwrap(),
+        Value::Int(1)
+    );
 }
 
 #[test]
@@ -365,10 +366,7 @@ fn a_waiting_client_that_disconnects_is_removed_from_the_wait() {
     {
         let w = s.connect();
         let p = w.proxy(mb.token().clone()).unwrap();
-        let mut conn = w.connection();
-        conn.queue(&Request::call(p.id(), "wait", vec![]));
-        conn.write_out().unwrap();
-        drop(conn);
+        p.start_call("wait", vec![]).unwrap();
         assert!(eventually(10, || mb.call("waiters", vec![]).unwrap() == Value::Int(1)));
         let _ = p.into_token();
     }
@@ -515,9 +513,7 @@ fn child_client_for_kill_test() {
         held.push(m.create("Counter", vec![]).unwrap());
     }
     let mb = m.create("Mailbox", vec![]).unwrap();
-    let mut conn = m.connection();
-    conn.queue(&Request::call(mb.id(), "wait", vec![]));
-    conn.write_out().unwrap();
+    mb.start_call("wait", vec![]).unwrap();
     println!("ready");
     std::thread::sleep(Duration::from_secs(600));
 }

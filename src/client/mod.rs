@@ -312,6 +312,13 @@ impl Manager {
         self.public("shutdown", vec![]).map(drop)
     }
 
+    /// Reads the reply of the oldest call sent with [`Proxy::start_call`] (waiting
+    /// for it if the server has not answered yet).
+    pub fn finish_call(&self) -> Result<Returned> {
+        let reply = self.conn.borrow_mut().recv()?;
+        self.returned(reply)
+    }
+
     /// Starts a batch of calls sent together.
     pub fn pipeline(&self) -> Pipeline<'_> {
         Pipeline {
@@ -370,6 +377,16 @@ impl Proxy {
         };
         let reply = self.manager.conn.borrow_mut().call(&req)?;
         self.manager.returned(reply)
+    }
+
+    /// Sends a call of `method` without reading its reply, so a call that blocks
+    /// in the server (`Queue.get`, `Lock.acquire`) does not block this thread. Read
+    /// the reply with [`Manager::finish_call`]; replies come back in the order the
+    /// calls were sent on this connection, and later calls wait behind it.
+    pub fn start_call(&self, method: &str, args: Vec<Value>) -> Result<()> {
+        let mut conn = self.manager.conn.borrow_mut();
+        conn.queue(&Request::call(self.token.id, method, args));
+        conn.write_out()
     }
 
     /// A manager handle on the same connection.
