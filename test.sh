@@ -13,7 +13,7 @@ run() {
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $*"; fi
 }
 
-cargo build --bins || { echo "suites: 0 passed, 1 failed"; exit 1; }
+cargo build --lib --bins || { echo "suites: 0 passed, 1 failed"; exit 1; }
 run cargo test
 run env MGRD="$PWD/target/debug/mgrd" PYTHONPATH="$PWD/tests/python" \
   python3 -m unittest discover -s tests/python -p 'test_*.py' -v

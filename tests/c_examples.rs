@@ -15,20 +15,37 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `target/<profile>`: the test executable lives in its `deps/`.
+/// `target/<profile>`: the test executable lives in its `deps/`. `cargo test`
+/// builds the library only as an rlib for the tests, so on a fresh checkout the
+/// shared library is built here first (same profile, same target directory).
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf();
-    assert!(
-        dir.join("libmgr.so").exists(),
-        "{} has no libmgr.so",
-        dir.display()
-    );
-    dir
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps/<test>")
+                .to_path_buf();
+            if !dir.join("libmgr.so").exists() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut cmd = Command::new(cargo);
+                cmd.args(["build", "--lib"]).current_dir(root());
+                if dir.file_name().is_some_and(|n| n == "release") {
+                    cmd.arg("--release");
+                }
+                let status = cmd.status().expect("run cargo build --lib");
+                assert!(status.success(), "cargo build --lib failed");
+            }
+            assert!(
+                dir.join("libmgr.so").exists(),
+                "{} has no libmgr.so",
+                dir.display()
+            );
+            dir
+        })
+        .clone()
 }
 
 /// Runs make in c-examples once per test run; returns the examples directory.
