@@ -24,6 +24,21 @@ fn script(name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// Starts `o`, retrying while a script written by this test process is still
+/// open in a child another test thread is forking (ETXTBSY): a race of the test
+/// harness's threads, not of the code under test.
+fn start(o: &SpawnOptions) -> mgr::Result<SpawnedServer> {
+    for _ in 0..50 {
+        match SpawnedServer::start(o) {
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+    SpawnedServer::start(o)
+}
+
 #[test]
 fn spawned_server_serves_and_stops_on_request() {
     let mut s = SpawnedServer::start(&options(b"spawn-key")).unwrap();
@@ -68,7 +83,7 @@ fn a_server_that_ignores_shutdown_and_sigterm_is_killed() {
     );
     let mut o = options(b"k");
     o.program = stubborn;
-    let mut s = SpawnedServer::start(&o).unwrap();
+    let mut s = start(&o).unwrap();
     let status = s.stop(Duration::from_millis(200)).unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
 }
@@ -77,11 +92,11 @@ fn a_server_that_ignores_shutdown_and_sigterm_is_killed() {
 fn start_failures_are_clear_errors() {
     let mut o = options(b"k");
     o.program = PathBuf::from("/nonexistent/mgrd");
-    let err = SpawnedServer::start(&o).unwrap_err();
+    let err = start(&o).unwrap_err();
     assert!(err.to_string().contains("cannot start"), "{err}");
 
     o.program = script("chatty", "echo 'hello there'");
-    let err = SpawnedServer::start(&o).unwrap_err();
+    let err = start(&o).unwrap_err();
     assert!(
         matches!(err, Error::Protocol(ref m) if m.contains("hello there")),
         "{err}"
@@ -89,6 +104,6 @@ fn start_failures_are_clear_errors() {
 
     o.program = script("silent", "exec sleep 600");
     o.start_timeout = Duration::from_millis(200);
-    let err = SpawnedServer::start(&o).unwrap_err();
+    let err = start(&o).unwrap_err();
     assert!(err.to_string().contains("did not report"), "{err}");
 }
