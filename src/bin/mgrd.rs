@@ -144,6 +144,34 @@ fn parse_args() -> Result<Options, String> {
     Ok(Options { config, verbose })
 }
 
+/// Raises the soft descriptor limit toward `max_connections` plus some spare (as
+/// Redis does for maxclients), never above the hard limit, so a connection flood
+/// meets the connection cap (refused at once) before the process runs out of
+/// descriptors (where the backlog has to wait).
+fn raise_fd_limit(max_connections: usize, verbose: bool) {
+    let want = max_connections.saturating_add(64) as libc::rlim_t;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to fill in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= want {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(lim.rlim_max),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: a valid rlimit, lowering nothing.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
+    if verbose && (!ok || raised.rlim_cur < want) {
+        eprintln!(
+            "mgrd: descriptor limit {} is below --max-connections {max_connections} + 64",
+            if ok { raised.rlim_cur } else { lim.rlim_cur }
+        );
+    }
+}
+
 fn main() -> ExitCode {
     if let Err(e) = block_shutdown_signals() {
         eprintln!("mgrd: cannot block signals: {e}");
@@ -156,6 +184,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_fd_limit(opts.config.max_connections, opts.verbose);
     let mut server = match Server::bind(opts.config) {
         Ok(s) => s,
         Err(e) => {

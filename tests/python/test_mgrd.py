@@ -34,6 +34,29 @@ class MgrdCliTest(unittest.TestCase):
         self.assertIn(b"without an authkey", r.stderr)
         self.assertEqual(r.stdout, b"")
 
+    def test_raises_its_descriptor_limit_toward_max_connections(self):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+        def low():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+        p = subprocess.Popen(
+            [MGRD, "--address", "127.0.0.1:0", "--max-connections", "500"],
+            stdout=subprocess.PIPE,
+            preexec_fn=low,
+        )
+        try:
+            self.assertTrue(p.stdout.readline().startswith(b"mgrd listening on "))
+            with open(f"/proc/{p.pid}/limits") as f:
+                line = next(l for l in f if l.startswith("Max open files"))
+            self.assertEqual(int(line.split()[3]), min(564, hard), line)
+        finally:
+            p.terminate()
+            self.assertEqual(p.wait(timeout=20), 0)
+            p.stdout.close()
+
     def test_help_version_and_bad_flags(self):
         r = subprocess.run([MGRD, "--help"], capture_output=True, timeout=20)
         self.assertEqual(r.returncode, 0)
