@@ -4,7 +4,7 @@
 //! [`Server::turn`] (one syscall per wakeup; a host that polls [`Server::fd`] and
 //! then calls [`Server::process`] pays two). SIGINT and SIGTERM are blocked in every
 //! thread and taken by a small thread in `sigwait(2)`, which asks the server to
-//! shut down through a [`ServerHandle`](mgr::server::ServerHandle).
+//! shut down through a [`ServerHandle`].
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! The server's socket-free state ([`Core`]) and the [`Context`] every object
+//! The server's socket-free state (`Core`) and the [`Context`] every object
 //! callback receives.
 //!
 //! `Core` owns the object table, the type registry, deferred replies awaiting an

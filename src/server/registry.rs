@@ -2,7 +2,7 @@
 //! maps a typeid to its [`TypeSpec`] (constructor, exposed methods, method_to_typeid).
 //!
 //! This module owns type descriptions only; live objects belong to
-//! [`objects`](super::objects) and calls are routed by [`dispatch`](super::dispatch).
+//! `objects` and calls are routed by `dispatch`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
