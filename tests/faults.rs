@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::TestServer;
 use common::{eventually, KEY};
-use harness::Harness;
 use mgr::server::{
     CallArgs, CallResult, ConnId, Context, Outcome, ReplyHandle, SharedObject, TimerId, TypeSpec,
 };
@@ -21,11 +21,11 @@ use mgr::{Address, Error, Manager, RemoteError, Server, Value};
 
 /// A server with `Fragile` registered; `held` receives the reply handles
 /// `Fragile.hold` keeps for the host to answer (late).
-fn start() -> (Harness, Arc<Mutex<Vec<ReplyHandle>>>) {
+fn start() -> (TestServer, Arc<Mutex<Vec<ReplyHandle>>>) {
     let held = Arc::new(Mutex::new(Vec::new()));
     let h = held.clone();
     (
-        Harness::start(|_| {}, move |s| register_fragile(s, h)),
+        TestServer::start_registering(|_| {}, move |s| register_fragile(s, h)),
         held,
     )
 }

@@ -11,15 +11,17 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::TestServer;
 use common::{register_test_types, KEY};
-use harness::{authenticate, raw_client, Harness};
+use harness::{authenticate, raw_client};
 use mgr::proto::codec::native;
 use mgr::proto::frame;
 use mgr::{Manager, Request, Server, ServerConfig, Value};
 
 #[test]
 fn a_dribbling_peer_is_dropped_at_the_handshake_deadline() {
-    let h = Harness::start(|c| c.handshake_timeout = Duration::from_millis(500), |_| {});
+    let h =
+        TestServer::start_registering(|c| c.handshake_timeout = Duration::from_millis(500), |_| {});
     let m = h.connect();
     let mut s = std::net::TcpStream::connect(h.tcp()).unwrap();
     // Pace: wait up to 100 ms for the server between bytes.
@@ -59,7 +61,7 @@ fn a_dribbling_peer_is_dropped_at_the_handshake_deadline() {
 fn a_client_that_never_reads_cannot_grow_the_servers_buffers() {
     const MAX_OUTPUT: usize = 64 * 1024;
     const REPLY: usize = 32 * 1024;
-    let h = Harness::start(|c| c.max_output = MAX_OUTPUT, |_| {});
+    let h = TestServer::start_registering(|c| c.max_output = MAX_OUTPUT, |_| {});
     let m = h.connect();
     let holder = m
         .create("Holder", vec![Value::Bytes(vec![7; REPLY])])
@@ -189,7 +191,7 @@ fn sigpipe_does_not_kill_a_host_that_kept_it() {
 #[test]
 fn a_frame_header_alone_allocates_little() {
     const MAX_FRAME: u64 = 16 << 20;
-    let h = Harness::start(|c| c.max_frame = MAX_FRAME, |_| {});
+    let h = TestServer::start_registering(|c| c.max_frame = MAX_FRAME, |_| {});
     let m = h.connect();
     // Authenticated peers that announce the largest frame allowed, send a few
     // bytes of it and stall.

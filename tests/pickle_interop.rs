@@ -199,35 +199,10 @@ fn hostile_pickle_gets_a_clear_error_and_a_closed_connection() {
     assert_eq!(c.call("incr", vec![]).unwrap(), Value::Int(1));
 }
 
-/// A CPython process, killed if the test fails before it exits.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[test]
 fn rust_pickle_codec_talks_to_a_cpython_manager_server() {
-    use std::io::BufRead as _;
-    let mut child = Child(
-        Command::new("python3")
-            .arg(script_dir().join("serve.py"))
-            .env("MGR_AUTHKEY", std::str::from_utf8(KEY).unwrap())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs"),
-    );
-    let mut line = String::new();
-    std::io::BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address: Address = line.trim().parse().expect("serve.py prints its address");
+    let server = common::CpythonServer::start(KEY);
+    let address: Address = server.address.parse().expect("serve.py prints its address");
 
     // create('dict') over a one-shot connection: CPython answers (ident, exposed).
     let mut conn = Connection::connect(&address, KEY).unwrap();
@@ -303,7 +278,7 @@ fn rust_pickle_codec_talks_to_a_cpython_manager_server() {
             "{req:?}"
         );
     }
-    let status = child.0.wait().unwrap();
+    let status = server.wait();
     assert!(status.success(), "CPython server exited with {status}");
 }
 

@@ -23,9 +23,32 @@ pub const KEY: &[u8] = b"test-secret";
 pub struct TestServer {
     pub address: Address,
     pub handle: ServerHandle,
-    /// Deferred calls waiting in the server, as of its last turn.
-    pending: Arc<AtomicUsize>,
+    /// The server's statistics as of its last turn.
+    pub stats: Arc<Stats>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Server statistics, copied out of the server's thread after every turn.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub objects: AtomicUsize,
+    pub pending: AtomicUsize,
+    pub connections: AtomicUsize,
+    pub buffered: AtomicUsize,
+    pub max_buffered: AtomicUsize,
+}
+
+impl Stats {
+    fn update(&self, server: &Server) {
+        self.objects
+            .store(server.number_of_objects(), Ordering::SeqCst);
+        self.pending.store(server.pending_calls(), Ordering::SeqCst);
+        self.connections
+            .store(server.connection_count(), Ordering::SeqCst);
+        let b = server.buffered_bytes();
+        self.buffered.store(b, Ordering::SeqCst);
+        self.max_buffered.fetch_max(b, Ordering::SeqCst);
+    }
 }
 
 impl TestServer {
@@ -45,18 +68,38 @@ impl TestServer {
 
     /// Starts a server with exactly this configuration.
     pub fn start_config(config: ServerConfig) -> TestServer {
+        TestServer::start_full(config, |_| {})
+    }
+
+    /// Starts a server on a TCP port: `tweak` adjusts the configuration and
+    /// `register` registers types beyond the built-in and test types.
+    pub fn start_registering(
+        tweak: impl FnOnce(&mut ServerConfig) + Send + 'static,
+        register: impl FnOnce(&mut Server) + Send + 'static,
+    ) -> TestServer {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
+        config.reply_ref_grace = Duration::from_millis(100);
+        tweak(&mut config);
+        TestServer::start_full(config, register)
+    }
+
+    fn start_full(
+        config: ServerConfig,
+        register: impl FnOnce(&mut Server) + Send + 'static,
+    ) -> TestServer {
         let (tx, rx) = mpsc::channel();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let seen = pending.clone();
+        let stats = Arc::new(Stats::default());
+        let seen = stats.clone();
         let thread = std::thread::spawn(move || {
             let mut server = Server::bind(config).expect("bind");
             server.register_builtins();
             register_test_types(&mut server);
+            register(&mut server);
             tx.send((server.address().clone(), server.handle()))
                 .unwrap();
             while !server.is_shut_down() {
                 server.turn(Some(Duration::from_millis(5))).expect("turn");
-                seen.store(server.pending_calls(), Ordering::SeqCst);
+                seen.update(&server);
             }
         });
         let (address, handle) = rx
@@ -65,7 +108,7 @@ impl TestServer {
         TestServer {
             address,
             handle,
-            pending,
+            stats,
             thread: Some(thread),
         }
     }
@@ -77,10 +120,33 @@ impl TestServer {
     /// Waits until exactly `n` calls are blocked in the server.
     pub fn await_blocked(&self, n: usize) {
         assert!(
-            eventually(10, || self.pending.load(Ordering::SeqCst) == n),
+            eventually(10, || self.pending() == n),
             "expected {n} blocked calls, have {}",
-            self.pending.load(Ordering::SeqCst)
+            self.pending()
         );
+    }
+
+    /// Deferred calls waiting in the server.
+    pub fn pending(&self) -> usize {
+        self.stats.pending.load(Ordering::SeqCst)
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.stats.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most output the server has held unsent at once.
+    pub fn max_buffered(&self) -> usize {
+        self.stats.max_buffered.load(Ordering::SeqCst)
+    }
+
+    /// The TCP address.
+    pub fn tcp(&self) -> std::net::SocketAddr {
+        match &self.address {
+            Address::Tcp(a) => *a,
+            Address::Unix(_) => unreachable!("this server listens on a Unix socket"),
+        }
     }
 
     /// Runs `f` in a thread with its own connection and a proxy for `token`.
@@ -279,6 +345,13 @@ impl CpythonServer {
             child,
             address: line.trim().to_owned(),
         }
+    }
+}
+
+impl CpythonServer {
+    /// Waits for the server to exit (after a `shutdown` request) and returns how.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for the CPython server")
     }
 }
 
