@@ -210,24 +210,20 @@ impl Core {
         if slot.refcount == 0 {
             self.objects.recheck(id);
         }
-        let r = match r {
-            Ok(r) => r,
+        if rescan {
+            self.rescan_refs(id);
+        }
+        match r {
+            Ok(r) => Ok((r, deferred)),
             Err(why) => {
                 if let Some(h) = deferred {
                     self.discard(h);
                 }
                 let why: Rc<str> = why.into();
                 self.break_object(id, why.clone());
-                if rescan {
-                    self.rescan_refs(id);
-                }
-                return Err(Unavailable::Panicked(why));
+                Err(Unavailable::Panicked(why))
             }
-        };
-        if rescan {
-            self.rescan_refs(id);
         }
-        Ok((r, deferred))
     }
 
     /// Quarantines an object whose callback panicked: its state may be
