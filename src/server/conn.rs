@@ -13,7 +13,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use super::context::{ReplyHandle, TimerId};
-use super::dispatch::Session;
+use super::dispatch::{IdStyle, Session};
 use crate::proto::auth::Handshake;
 use crate::proto::codec::Serializer;
 
@@ -138,6 +138,25 @@ impl Conn {
             handshake_timer: None,
             read_closed: false,
             unread: false,
+        }
+    }
+
+    /// The connection's serializer, fixed by the first payload byte it sends
+    /// after the handshake. A pickle connection is served CPython's way: hex ids,
+    /// global references, one public request unless `accept_connection` makes
+    /// it persistent.
+    pub(crate) fn serializer_for(&mut self, first_byte: u8) -> Serializer {
+        match &mut self.phase {
+            Phase::Serving(Some(ser)) => *ser,
+            Phase::Serving(ser @ None) => {
+                let detected = Serializer::detect(first_byte);
+                *ser = Some(detected);
+                if detected == Serializer::Pickle {
+                    self.session = Session::new(self.session.id, IdStyle::Hex, false);
+                }
+                detected
+            }
+            Phase::Handshake(_) => unreachable!("no payload is decoded before the handshake"),
         }
     }
 

@@ -390,8 +390,8 @@ impl Reactor {
                         4
                     };
                     let first = input.get(at).copied();
-                    if let (Phase::Serving(ser @ None), Some(b)) = (&mut conn.phase, first) {
-                        *ser = Some(Serializer::detect(b));
+                    if let (Phase::Serving(_), Some(b)) = (&conn.phase, first) {
+                        conn.serializer_for(b);
                     }
                     fatal(conn, &format!("bad frame: {e}"), address, &core.registry);
                     return;
@@ -417,21 +417,11 @@ impl Reactor {
                         (Ok(()), State::InProgress) => {}
                     }
                 }
-                Phase::Serving(serializer) => {
-                    let ser = match serializer {
-                        Some(ser) => *ser,
-                        None => {
-                            let ser = Serializer::detect(payload.first().copied().unwrap_or(0));
-                            *serializer = Some(ser);
-                            if ser == Serializer::Pickle {
-                                // CPython's way: hex ids, global references, one
-                                // public request per connection unless
-                                // accept_connection makes it persistent.
-                                conn.session = Session::new(conn.session.id, IdStyle::Hex, false);
-                            }
-                            ser
-                        }
-                    };
+                Phase::Serving(_) => {
+                    let first = payload.first().copied().unwrap_or(0);
+                    let ser = conn.serializer_for(first);
+                    let payload = &conn.input
+                        [conn.start + header.header_len..conn.start + header.total_len()];
                     let decoded = match ser {
                         Serializer::Native => native::decode_request(payload),
                         Serializer::Pickle => pickle::decode_request_for(payload, address),
