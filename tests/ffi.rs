@@ -200,15 +200,7 @@ fn start() -> Running {
     let (addr_tx, addr_rx) = mpsc::channel();
     let sh = shared.clone();
     let thread = std::thread::spawn(move || unsafe {
-        let mut s = ptr::null_mut();
-        let st = mgr_server_new(
-            c"127.0.0.1:0".as_ptr(),
-            KEY.as_ptr(),
-            KEY.len(),
-            ptr::null(),
-            &mut s,
-        );
-        assert_eq!(st, mgr_status::MGR_OK);
+        let s = new_server();
         sh.server.store(s, Ordering::SeqCst);
         let ud = Arc::as_ptr(&sh) as *mut c_void;
         assert_eq!(
@@ -419,6 +411,20 @@ fn c_client_against_host_type() {
     server.stop();
 }
 
+/// A server on a free loopback port with the test key and default options.
+unsafe fn new_server() -> *mut mgr_server {
+    let mut s = ptr::null_mut();
+    let st = mgr_server_new(
+        c"127.0.0.1:0".as_ptr(),
+        KEY.as_ptr(),
+        KEY.len(),
+        ptr::null(),
+        &mut s,
+    );
+    assert_eq!(st, mgr_status::MGR_OK);
+    s
+}
+
 /// Calls `method` on `proxy` with `args` (handed over and freed here); returns the
 /// status and the result (NULL on failure).
 unsafe fn c_call(
@@ -456,15 +462,7 @@ fn c_host_serves_the_builtins_to_the_c_client() {
     use mgr::ffi::client::*;
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || unsafe {
-        let mut s = ptr::null_mut();
-        let st = mgr_server_new(
-            c"127.0.0.1:0".as_ptr(),
-            KEY.as_ptr(),
-            KEY.len(),
-            ptr::null(),
-            &mut s,
-        );
-        assert_eq!(st, mgr_status::MGR_OK);
+        let s = new_server();
         assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
         let address = CStr::from_ptr(mgr_server_address(s)).to_owned();
         tx.send(address).unwrap();
