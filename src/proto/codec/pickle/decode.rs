@@ -159,8 +159,9 @@ pub(super) fn run(data: &[u8]) -> Result<Decoded, CodecError> {
     })
 }
 
-/// Minimal little-endian two's-complement form of `b` (as Value::BigInt keeps).
-fn minimal(mut b: Vec<u8>) -> Vec<u8> {
+/// Minimal little-endian two's-complement form of `b` (as Value::BigInt keeps,
+/// and as LONG1 carries).
+pub(super) fn minimal(mut b: Vec<u8>) -> Vec<u8> {
     while b.len() > 1 {
         let (last, prev) = (b[b.len() - 1], b[b.len() - 2]);
         if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {

@@ -48,16 +48,7 @@ pub(super) struct Writer<'w, 'o> {
 
 /// Minimal little-endian two's-complement bytes of `i` (LONG1's payload).
 fn long_bytes(i: i64) -> Vec<u8> {
-    let mut b = i.to_le_bytes().to_vec();
-    while b.len() > 1 {
-        let (last, prev) = (b[b.len() - 1], b[b.len() - 2]);
-        if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
-            b.pop();
-        } else {
-            break;
-        }
-    }
-    b
+    super::decode::minimal(i.to_le_bytes().to_vec())
 }
 
 impl Writer<'_, '_> {
