@@ -129,6 +129,18 @@ impl fmt::Debug for Core {
     }
 }
 
+/// When to recount the references an object holds after one of its callbacks
+/// (besides when the callback says so with [`Context::refs_changed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recount {
+    /// Always: the call's arguments carried references it may have stored.
+    Always,
+    /// If it holds any: it may have let go of some.
+    IfHolding,
+    /// Never on its own: a method declared reads-only.
+    IfAsked,
+}
+
 /// Why an object could not be called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Unavailable {
@@ -183,7 +195,7 @@ impl Core {
         id: ObjectId,
         conn: Option<ConnId>,
         proxy: Option<Rc<str>>,
-        refs_changed: bool,
+        recount: Recount,
         f: impl FnOnce(&mut dyn SharedObject, &mut Context<'_>) -> R,
     ) -> Result<(R, Option<ReplyHandle>), Unavailable> {
         let slot = self.objects.get_mut(id).ok_or(Unavailable::Unknown)?;
@@ -197,7 +209,7 @@ impl Core {
             this: Some(id),
             proxy,
             deferred: None,
-            refs_changed,
+            refs_changed: false,
         };
         let r = guard::catch(|| f(&mut *object, &mut cx));
         let (deferred, refs_changed) = (cx.deferred, cx.refs_changed);
@@ -206,7 +218,12 @@ impl Core {
             .get_mut(id)
             .expect("a checked-out object is never removed");
         slot.object = Some(object);
-        let rescan = refs_changed || !slot.holds.is_empty();
+        let rescan = refs_changed
+            || match recount {
+                Recount::Always => true,
+                Recount::IfHolding => !slot.holds.is_empty(),
+                Recount::IfAsked => false,
+            };
         if slot.refcount == 0 {
             self.objects.recheck(id);
         }
@@ -439,7 +456,9 @@ impl Core {
     /// Forgets a deferred call whose client is gone, telling the object so.
     pub(crate) fn cancel(&mut self, h: ReplyHandle) {
         if let Some(p) = self.take_pending(h) {
-            let _ = self.with_object(p.object, None, None, false, |o, cx| o.on_cancel(cx, h));
+            let _ = self.with_object(p.object, None, None, Recount::IfHolding, |o, cx| {
+                o.on_cancel(cx, h)
+            });
         }
     }
 
@@ -659,6 +678,60 @@ mod tests {
         assert_eq!(core.next_deadline(), None);
     }
 
+    /// Holds one reference and counts how often the table asks what it holds.
+    struct Counted(ObjectId, Rc<std::cell::Cell<u32>>);
+    impl SharedObject for Counted {
+        fn call(
+            &mut self,
+            _: &mut Context<'_>,
+            _: &str,
+            _: CallArgs,
+        ) -> super::super::registry::CallResult {
+            Ok(Value::None.into())
+        }
+        fn visit_refs(&self, f: &mut dyn FnMut(ObjectId)) {
+            self.1.set(self.1.get() + 1);
+            f(self.0)
+        }
+    }
+
+    #[test]
+    fn reads_only_calls_skip_the_recount_and_others_do_it() {
+        use crate::server::registry::TypeSpec;
+        let mut core = Core::new();
+        let plain = Rc::new(TypeSpec::new("plain", &[], |_, _| unreachable!()));
+        let held = core
+            .objects
+            .insert(plain.clone(), Box::new(Counted(ObjectId(0), Rc::default())));
+        assert!(core.objects.incref(held));
+        let visits = Rc::new(std::cell::Cell::new(0));
+        let holder = core
+            .objects
+            .insert(plain, Box::new(Counted(held, visits.clone())));
+        assert!(core.objects.incref(holder));
+        core.rescan_refs(holder);
+        assert_eq!(core.objects.get(held).unwrap().refcount, 2);
+        let seen = visits.get();
+        let call = |core: &mut Core, recount| {
+            core.with_object(holder, None, None, recount, |_, _| ())
+                .unwrap();
+        };
+        call(&mut core, Recount::IfAsked);
+        assert_eq!(visits.get(), seen, "a reads-only call does not recount");
+        call(&mut core, Recount::IfHolding);
+        assert_eq!(visits.get(), seen + 1, "other calls recount what it holds");
+        core.with_object(holder, None, None, Recount::IfAsked, |_, cx| {
+            cx.refs_changed()
+        })
+        .unwrap();
+        assert_eq!(visits.get(), seen + 2, "unless the callback asks");
+        assert_eq!(
+            core.objects.get(held).unwrap().refcount,
+            2,
+            "counts unchanged"
+        );
+    }
+
     struct Touchy;
     impl SharedObject for Touchy {
         fn call(
@@ -687,12 +760,12 @@ mod tests {
         assert!(core.objects.incref(id));
         let waiter = ConnId::new(0, 1);
         let (_, h) = core
-            .with_object(id, Some(waiter), None, false, |o, cx| {
+            .with_object(id, Some(waiter), None, Recount::IfHolding, |o, cx| {
                 o.call(cx, "wait", CallArgs::default())
             })
             .unwrap();
         assert!(h.is_some());
-        let r = core.with_object(id, None, None, false, |o, cx| {
+        let r = core.with_object(id, None, None, Recount::IfHolding, |o, cx| {
             o.call(cx, "poke", CallArgs::default())
         });
         assert_eq!(r.err(), Some(Unavailable::Panicked("touched".into())));
@@ -701,7 +774,7 @@ mod tests {
         let failed = core.outbox.pop().unwrap();
         assert_eq!(failed.conn, waiter);
         assert!(failed.result.unwrap_err().message.contains("touched"));
-        let again = core.with_object(id, None, None, false, |_, _| ());
+        let again = core.with_object(id, None, None, Recount::IfHolding, |_, _| ());
         assert_eq!(again.err(), Some(Unavailable::Broken("touched".into())));
         // Released and swept as usual.
         assert!(core.objects.decref(id));

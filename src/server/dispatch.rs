@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use super::context::{ConnId, Core, ReplyHandle, Unavailable};
+use super::context::{ConnId, Core, Recount, ReplyHandle, Unavailable};
 use super::guard;
 use super::registry::{CallArgs, Outcome};
 use crate::proto::{ObjectId, Reply, Request, Token, Value};
@@ -253,9 +253,9 @@ fn call(
         return unknown_object(id);
     };
     let spec = slot.spec.clone();
-    if !spec.exposes(method) {
+    let Some(info) = spec.method(method) else {
         return fallback(core, id, method, &spec.typeid_rc(), spec.exposed());
-    }
+    };
     let has_refs = args.has_refs();
     if has_refs {
         let mut missing = None;
@@ -275,8 +275,15 @@ fn call(
             );
         }
     }
-    let proxy = spec.result_typeid(method).cloned();
-    let ran = core.with_object(id, Some(session.id), proxy.clone(), has_refs, |obj, cx| {
+    let proxy = info.result_typeid.clone();
+    let recount = if has_refs {
+        Recount::Always
+    } else if info.reads_only {
+        Recount::IfAsked
+    } else {
+        Recount::IfHolding
+    };
+    let ran = core.with_object(id, Some(session.id), proxy.clone(), recount, |obj, cx| {
         obj.call(cx, method, args)
     });
     let (result, deferred) = match ran {

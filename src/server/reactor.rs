@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::conn::{Conn, Phase, Stream};
-use super::context::{Completion, ConnId, Core, ReplyHandle, TimerId, TimerTarget};
+use super::context::{Completion, ConnId, Core, Recount, ReplyHandle, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::registry::Registry;
 use super::ServerConfig;
@@ -285,7 +285,9 @@ impl Reactor {
         while let Some((timer, target)) = core.pop_due_timer(core.now) {
             match target {
                 TimerTarget::Object(id) => {
-                    let _ = core.with_object(id, None, None, false, |o, cx| o.on_timer(cx, timer));
+                    let _ = core.with_object(id, None, None, Recount::IfHolding, |o, cx| {
+                        o.on_timer(cx, timer)
+                    });
                 }
                 TimerTarget::Accept => {
                     self.accept_retry = None;
@@ -503,7 +505,9 @@ impl Reactor {
             core.cancel(h);
         }
         for object in core.take_watchers(id) {
-            let _ = core.with_object(object, None, None, false, |o, cx| o.on_disconnect(cx, id));
+            let _ = core.with_object(object, None, None, Recount::IfHolding, |o, cx| {
+                o.on_disconnect(cx, id)
+            });
         }
         conn.session.release_all(core);
     }

@@ -4,7 +4,7 @@
 //! This module owns type descriptions only; live objects belong to
 //! `objects` and calls are routed by `dispatch`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
@@ -156,9 +156,19 @@ pub type Constructor =
 pub struct TypeSpec {
     typeid: Rc<str>,
     exposed: Rc<[String]>,
-    exposed_set: HashSet<String>,
-    method_to_typeid: HashMap<String, Rc<str>>,
+    /// Every exposed method, found with one lookup per call.
+    methods: HashMap<String, Method>,
     constructor: Constructor,
+}
+
+/// What the server knows about one exposed method.
+#[derive(Debug, Clone, Default)]
+pub struct Method {
+    /// The typeid its result becomes (method_to_typeid), if any.
+    pub result_typeid: Option<Rc<str>>,
+    /// It never lets go of or takes on object references (see
+    /// [`TypeSpec::reads_only`]), so the server need not recount them after it.
+    pub reads_only: bool,
 }
 
 impl fmt::Debug for TypeSpec {
@@ -166,7 +176,7 @@ impl fmt::Debug for TypeSpec {
         f.debug_struct("TypeSpec")
             .field("typeid", &self.typeid)
             .field("exposed", &self.exposed)
-            .field("method_to_typeid", &self.method_to_typeid)
+            .field("methods", &self.methods)
             .finish_non_exhaustive()
     }
 }
@@ -180,9 +190,11 @@ impl TypeSpec {
         let exposed: Vec<String> = exposed.iter().map(|s| s.to_string()).collect();
         TypeSpec {
             typeid: typeid.into(),
-            exposed_set: exposed.iter().cloned().collect(),
+            methods: exposed
+                .iter()
+                .map(|m| (m.clone(), Method::default()))
+                .collect(),
             exposed: exposed.into(),
-            method_to_typeid: HashMap::new(),
             constructor: Rc::new(constructor),
         }
     }
@@ -191,13 +203,30 @@ impl TypeSpec {
     /// returned to the caller as `#PROXY`. The method is exposed too (as CPython
     /// adds method_to_typeid's keys to the exposed list).
     pub fn method_to_typeid(mut self, method: &str, typeid: &str) -> TypeSpec {
-        if self.exposed_set.insert(method.to_owned()) {
+        if !self.methods.contains_key(method) {
             let mut v = self.exposed.to_vec();
             v.push(method.to_owned());
             self.exposed = v.into();
         }
-        self.method_to_typeid
-            .insert(method.to_owned(), typeid.into());
+        self.methods
+            .entry(method.to_owned())
+            .or_default()
+            .result_typeid = Some(typeid.into());
+        self
+    }
+
+    /// Declares that these exposed methods neither store nor drop object
+    /// references (`__getitem__`, `__len__` …). After any other call of an object
+    /// that holds references, the server recounts what it holds — the whole
+    /// container — so marking the readers keeps reads of a container of proxies
+    /// O(1). A reader that does change what it holds must say so with
+    /// [`Context::refs_changed`]. Names that are not exposed are ignored.
+    pub fn reads_only(mut self, methods: &[&str]) -> TypeSpec {
+        for m in methods {
+            if let Some(info) = self.methods.get_mut(*m) {
+                info.reads_only = true;
+            }
+        }
         self
     }
 
@@ -215,14 +244,19 @@ impl TypeSpec {
         self.typeid.clone()
     }
 
+    /// The exposed method `name`, or `None` when it may not be called.
+    pub fn method(&self, name: &str) -> Option<&Method> {
+        self.methods.get(name)
+    }
+
     /// Whether `method` may be called.
     pub fn exposes(&self, method: &str) -> bool {
-        self.exposed_set.contains(method)
+        self.methods.contains_key(method)
     }
 
     /// The typeid `method`'s result becomes, if any.
     pub fn result_typeid(&self, method: &str) -> Option<&Rc<str>> {
-        self.method_to_typeid.get(method)
+        self.methods.get(method)?.result_typeid.as_ref()
     }
 
     pub(crate) fn constructor(&self) -> Constructor {

@@ -44,7 +44,18 @@ pub(crate) fn register(server: &mut Server) {
         TypeSpec::new("dict", EXPOSED, |_, args| {
             Ok(Box::new(PyDict::from_args(args)?))
         })
-        .method_to_typeid("__iter__", "Iterator"),
+        .method_to_typeid("__iter__", "Iterator")
+        .reads_only(&[
+            "__contains__",
+            "__getitem__",
+            "__iter__",
+            "__len__",
+            "copy",
+            "get",
+            "items",
+            "keys",
+            "values",
+        ]),
     );
 }
 

@@ -43,9 +43,22 @@ pub(crate) const MAX_REPEAT_ITEMS: usize = 1 << 26;
 
 /// Registers `list`.
 pub(crate) fn register(server: &mut Server) {
-    server.register(TypeSpec::new("list", EXPOSED, |_, args| {
-        Ok(Box::new(PyList::from_args(args)?))
-    }));
+    server.register(
+        TypeSpec::new("list", EXPOSED, |_, args| {
+            Ok(Box::new(PyList::from_args(args)?))
+        })
+        .reads_only(&[
+            "__add__",
+            "__contains__",
+            "__getitem__",
+            "__len__",
+            "__mul__",
+            "__reversed__",
+            "__rmul__",
+            "count",
+            "index",
+        ]),
+    );
 }
 
 /// A shared Python list.

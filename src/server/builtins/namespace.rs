@@ -17,9 +17,12 @@ pub(crate) const EXPOSED: &[&str] = &["__getattribute__", "__setattr__", "__dela
 
 /// Registers `Namespace`.
 pub(crate) fn register(server: &mut Server) {
-    server.register(TypeSpec::new("Namespace", EXPOSED, |_, args| {
-        Ok(Box::new(Namespace::from_args(args)?))
-    }));
+    server.register(
+        TypeSpec::new("Namespace", EXPOSED, |_, args| {
+            Ok(Box::new(Namespace::from_args(args)?))
+        })
+        .reads_only(&["__getattribute__"]),
+    );
 }
 
 /// A shared namespace: named attributes in insertion order.

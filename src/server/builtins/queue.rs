@@ -235,9 +235,10 @@ impl SharedObject for Queue {
 /// Registers `Queue` and `JoinableQueue`.
 pub(crate) fn register(server: &mut Server) {
     for typeid in ["Queue", "JoinableQueue"] {
-        server.register(TypeSpec::new(typeid, EXPOSED, |_, args| {
-            Ok(Box::new(Queue::new(args)?))
-        }));
+        server.register(
+            TypeSpec::new(typeid, EXPOSED, |_, args| Ok(Box::new(Queue::new(args)?)))
+                .reads_only(&["empty", "full", "qsize"]),
+        );
     }
 }
 

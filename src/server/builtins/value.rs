@@ -14,9 +14,12 @@ pub(crate) const EXPOSED: &[&str] = &["get", "set"];
 
 /// Registers `Value`.
 pub(crate) fn register(server: &mut Server) {
-    server.register(TypeSpec::new("Value", EXPOSED, |_, args| {
-        Ok(Box::new(SharedValue::from_args(args)?))
-    }));
+    server.register(
+        TypeSpec::new("Value", EXPOSED, |_, args| {
+            Ok(Box::new(SharedValue::from_args(args)?))
+        })
+        .reads_only(&["get"]),
+    );
 }
 
 /// A shared single value with a typecode (named so as not to clash with

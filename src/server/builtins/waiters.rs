@@ -291,6 +291,8 @@ pub(crate) mod harness {
     //! disconnections, all with a fake clock.
 
     use std::rc::Rc;
+
+    use crate::server::context::Recount;
     use std::time::Duration;
 
     use crate::proto::{ObjectId, RemoteError, Value};
@@ -346,7 +348,7 @@ pub(crate) mod harness {
             };
             let (r, h) = self
                 .core
-                .with_object(self.id, Some(conn(n)), None, false, |o, cx| {
+                .with_object(self.id, Some(conn(n)), None, Recount::IfHolding, |o, cx| {
                     o.call(cx, method, args)
                 })
                 .expect("object is there");
@@ -378,7 +380,9 @@ pub(crate) mod harness {
                 assert_eq!(target, TimerTarget::Object(self.id));
                 let _ = self
                     .core
-                    .with_object(self.id, None, None, false, |o, cx| o.on_timer(cx, timer));
+                    .with_object(self.id, None, None, Recount::IfHolding, |o, cx| {
+                        o.on_timer(cx, timer)
+                    });
             }
         }
 
@@ -393,7 +397,9 @@ pub(crate) mod harness {
             for object in self.core.take_watchers(c) {
                 let _ = self
                     .core
-                    .with_object(object, None, None, false, |o, cx| o.on_disconnect(cx, c));
+                    .with_object(object, None, None, Recount::IfHolding, |o, cx| {
+                        o.on_disconnect(cx, c)
+                    });
             }
         }
 
