@@ -45,6 +45,32 @@ impl Request {
     }
 }
 
+/// A request decoded in place: the method name borrows the payload it came in,
+/// so serving a call allocates nothing for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRef<'a> {
+    /// The object called, or `None` for a public method of the server.
+    pub target: Option<ObjectId>,
+    /// Method name, borrowed from the payload.
+    pub method: &'a str,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments, in the order given.
+    pub kwargs: Vec<(String, Value)>,
+}
+
+impl RequestRef<'_> {
+    /// An owned [`Request`] with the same contents.
+    pub fn into_owned(self) -> Request {
+        Request {
+            target: self.target,
+            method: self.method.to_owned(),
+            args: self.args,
+            kwargs: self.kwargs,
+        }
+    }
+}
+
 /// An error raised by a method, carrying the Python exception kind it stands for.
 ///
 /// `kind` is the exception's qualified name as a CPython client would see it:

@@ -10,5 +10,5 @@ pub mod frame;
 pub mod message;
 pub mod value;
 
-pub use message::{RemoteError, Reply, Request};
+pub use message::{RemoteError, Reply, Request, RequestRef};
 pub use value::{ObjectId, Slice, Token, Value};

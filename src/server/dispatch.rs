@@ -4,14 +4,14 @@
 //! Works on [`Core`] and one connection's [`Session`]; it never touches sockets or
 //! encodings (ids are turned into the connection's form through [`IdStyle`]).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
 use super::context::{ConnId, Core, Recount, ReplyHandle, Unavailable};
+use super::fasthash::{new_map, FastMap};
 use super::guard;
 use super::registry::{CallArgs, Outcome};
-use crate::proto::{ObjectId, Reply, Request, Token, Value};
+use crate::proto::{ObjectId, Reply, RequestRef, Token, Value};
 
 /// How object ids appear in values for a connection: integers on the native path,
 /// the hex strings CPython uses on the pickle path.
@@ -34,7 +34,7 @@ pub(crate) struct Session {
     /// After `accept_connection` (or always, natively): the connection serves
     /// calls until EOF instead of closing after one public request.
     pub(crate) persistent: bool,
-    pub(crate) owned: HashMap<ObjectId, u32>,
+    pub(crate) owned: FastMap<ObjectId, u32>,
 }
 
 impl Session {
@@ -44,7 +44,7 @@ impl Session {
             ids,
             owns_refs,
             persistent: owns_refs,
-            owned: HashMap::new(),
+            owned: new_map(),
         }
     }
 
@@ -136,14 +136,14 @@ fn id_arg(v: Option<&Value>) -> Result<ObjectId, String> {
 /// Serves one request, then sweeps what it freed: once the callback has returned,
 /// an object whose last reference went is gone before the next request is read
 /// (so `decref` then `number_of_objects` on one connection counts it out).
-pub(crate) fn dispatch(core: &mut Core, session: &mut Session, req: Request) -> Dispatched {
+pub(crate) fn dispatch(core: &mut Core, session: &mut Session, req: RequestRef<'_>) -> Dispatched {
     let args = CallArgs {
         args: req.args,
         kwargs: req.kwargs,
     };
     let done = match req.target {
-        None => public(core, session, &req.method, args),
-        Some(id) => call(core, session, id, &req.method, args),
+        None => public(core, session, req.method, args),
+        Some(id) => call(core, session, id, req.method, args),
     };
     if let Dispatched::Reply(Reply::Return(v)) = &done {
         core.lend(v);

@@ -11,7 +11,9 @@
 //!
 //! This module keeps the queue of loans; `Core` takes and repays the references.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use super::fasthash::{new_map, FastMap};
 use std::time::{Duration, Instant};
 
 use super::context::TimerId;
@@ -25,7 +27,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 pub(crate) struct Loans {
     queue: VecDeque<(Instant, ObjectId)>,
     /// Outstanding loans per object.
-    per_object: HashMap<ObjectId, u32>,
+    per_object: FastMap<ObjectId, u32>,
     /// The timer armed for the oldest loan, if any.
     pub(crate) timer: Option<TimerId>,
     /// How long each loan lasts.
@@ -36,7 +38,7 @@ impl Default for Loans {
     fn default() -> Loans {
         Loans {
             queue: VecDeque::new(),
-            per_object: HashMap::new(),
+            per_object: new_map(),
             timer: None,
             grace: DEFAULT_GRACE,
         }

@@ -28,6 +28,7 @@ pub mod registry;
 
 mod conn;
 mod dispatch;
+mod fasthash;
 mod guard;
 mod loans;
 mod objects;

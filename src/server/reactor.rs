@@ -25,7 +25,7 @@ use crate::address::Address;
 use crate::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
 use crate::proto::codec::{native, pickle, Serializer};
 use crate::proto::frame::{self, begin_frame, finish_frame};
-use crate::proto::{RemoteError, Reply, Value};
+use crate::proto::{RemoteError, Reply, RequestRef, Value};
 
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -424,14 +424,29 @@ impl Reactor {
                     let ser = conn.serializer_for(first);
                     let payload = &conn.input
                         [conn.start + header.header_len..conn.start + header.total_len()];
+                    // A native request is served in place (its method name borrows
+                    // the input buffer); a pickled one is decoded to an owned copy.
+                    let pickled;
                     let decoded = match ser {
-                        Serializer::Native => native::decode_request(payload),
-                        Serializer::Pickle => pickle::decode_request_for(payload, address),
+                        Serializer::Native => native::decode_request_ref(payload),
+                        Serializer::Pickle => match pickle::decode_request_for(payload, address) {
+                            Ok(req) => {
+                                pickled = req.method;
+                                Ok(RequestRef {
+                                    target: req.target,
+                                    method: &pickled,
+                                    args: req.args,
+                                    kwargs: req.kwargs,
+                                })
+                            }
+                            Err(e) => Err(e),
+                        },
                     };
                     match decoded {
                         Ok(req) => {
+                            let done = dispatch::dispatch(core, &mut conn.session, req);
                             conn.consume(header.total_len());
-                            match dispatch::dispatch(core, &mut conn.session, req) {
+                            match done {
                                 Dispatched::Reply(reply) => {
                                     encode_reply(conn, &reply, address, &core.registry)
                                 }

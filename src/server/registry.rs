@@ -5,6 +5,8 @@
 //! `objects` and calls are routed by `dispatch`.
 
 use std::collections::HashMap;
+
+use super::fasthash::FastMap;
 use std::fmt;
 use std::rc::Rc;
 
@@ -157,7 +159,7 @@ pub struct TypeSpec {
     typeid: Rc<str>,
     exposed: Rc<[String]>,
     /// Every exposed method, found with one lookup per call.
-    methods: HashMap<String, Method>,
+    methods: FastMap<String, Method>,
     constructor: Constructor,
 }
 

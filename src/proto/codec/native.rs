@@ -2,20 +2,19 @@
 //!
 //! A native payload starts with [`NATIVE_VERSION`] (below 0x80, so it can never be
 //! mistaken for a pickle, which starts with the PROTO opcode 0x80), then a message
-//! tag, then the message in bincode's standard (varint) encoding. The encodings are
-//! written by hand on bincode's primitives rather than derived: every length is
-//! checked against the bytes actually left in the frame before anything is
-//! allocated, and nesting is capped at [`MAX_DEPTH`], so a hostile payload costs at
-//! most a small multiple of its own size.
+//! tag, then the message in bincode's standard (varint) encoding. Encoding goes
+//! through bincode's primitives; decoding is a small reader over the same format
+//! ([`Input`]) that borrows strings from the payload where it can (a request's
+//! method name) and checks every length against the bytes actually left in the
+//! frame before anything is allocated. Nesting is capped at [`MAX_DEPTH`], so a
+//! hostile payload costs at most a small multiple of its own size.
 
-use bincode::de::read::Reader;
-use bincode::de::{Decode, Decoder};
 use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder};
-use bincode::error::{DecodeError, EncodeError};
+use bincode::error::EncodeError;
 
 use super::CodecError;
-use crate::proto::message::{RemoteError, Reply, Request};
+use crate::proto::message::{RemoteError, Reply, Request, RequestRef};
 use crate::proto::value::{ObjectId, Slice, Token, Value};
 
 /// First byte of every native payload.
@@ -83,18 +82,6 @@ fn split_header(payload: &[u8]) -> Result<(u8, &[u8]), CodecError> {
     }
 }
 
-fn decode_all<T: Decode<()>>(body: &[u8]) -> Result<T, CodecError> {
-    let (msg, used) = bincode::decode_from_slice::<T, _>(body, config())
-        .map_err(|e| CodecError::new(format!("malformed native payload: {e}")))?;
-    if used != body.len() {
-        return Err(CodecError::new(format!(
-            "{} trailing bytes after native message",
-            body.len() - used
-        )));
-    }
-    Ok(msg)
-}
-
 /// Appends the native payload of `req` (no frame header) to `out`.
 pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
     encode_into(MSG_REQUEST, req, out)
@@ -102,8 +89,20 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
 
 /// Decodes a native request payload.
 pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
+    decode_request_ref(payload).map(RequestRef::into_owned)
+}
+
+/// Decodes a native request payload in place: the method name borrows `payload`.
+pub fn decode_request_ref(payload: &[u8]) -> Result<RequestRef<'_>, CodecError> {
     match split_header(payload)? {
-        (MSG_REQUEST, body) => decode_all(body),
+        (MSG_REQUEST, body) => Input::whole(body, |d| {
+            Ok(RequestRef {
+                target: d.option(Input::varint)?.map(ObjectId),
+                method: d.str()?,
+                args: d.seq(|d| d.value(1))?,
+                kwargs: d.seq(|d| Ok((d.str()?.to_owned(), d.value(1)?)))?,
+            })
+        }),
         (t, _) => Err(CodecError::new(format!("unknown native request tag {t}"))),
     }
 }
@@ -122,78 +121,209 @@ pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
 /// Decodes a native reply payload.
 pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
     let (tag, body) = split_header(payload)?;
-    Ok(match tag {
-        MSG_RETURN => Reply::Return(decode_all(body)?),
-        MSG_PROXY => {
-            let Strings(exposed, token): Strings<Token> = decode_all(body)?;
-            Reply::Proxy { exposed, token }
+    let text = |d: &mut Input<'_>| d.str().map(str::to_owned);
+    match tag {
+        MSG_RETURN => Input::whole(body, |d| d.value(0).map(Reply::Return)),
+        MSG_PROXY => Input::whole(body, |d| {
+            Ok(Reply::Proxy {
+                exposed: d.seq(text)?,
+                token: d.token()?,
+            })
+        }),
+        MSG_ERROR => Input::whole(body, |d| {
+            Ok(Reply::Error(RemoteError {
+                kind: text(d)?,
+                message: text(d)?,
+                args: d.seq(|d| d.value(1))?,
+            }))
+        }),
+        MSG_TRACEBACK => Input::whole(body, |d| text(d).map(Reply::Traceback)),
+        MSG_UNSERIALIZABLE => Input::whole(body, |d| text(d).map(Reply::Unserializable)),
+        t => Err(CodecError::new(format!("unknown native reply tag {t}"))),
+    }
+}
+
+// ---- the reader ---------------------------------------------------------------
+
+fn malformed(why: impl std::fmt::Display) -> CodecError {
+    CodecError::new(format!("malformed native payload: {why}"))
+}
+
+fn truncated() -> CodecError {
+    malformed("unexpected end of payload")
+}
+
+/// A cursor over one message body, reading bincode's standard encoding: varint
+/// integers (one byte below 251, else a marker byte 251/252/253 and 2/4/8
+/// little-endian bytes), zigzag for signed ones, `u8` tags, `0`/`1` for bools and
+/// `Option`, little-endian `f64`, and length-prefixed byte strings.
+struct Input<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    /// Runs `f` over `body` and insists it used every byte.
+    fn whole<T>(
+        body: &'a [u8],
+        f: impl FnOnce(&mut Input<'a>) -> Result<T, CodecError>,
+    ) -> Result<T, CodecError> {
+        let mut d = Input { rest: body };
+        let v = f(&mut d)?;
+        if !d.rest.is_empty() {
+            return Err(CodecError::new(format!(
+                "{} trailing bytes after native message",
+                d.rest.len()
+            )));
         }
-        MSG_ERROR => Reply::Error(decode_all(body)?),
-        MSG_TRACEBACK => Reply::Traceback(decode_all::<Text>(body)?.0),
-        MSG_UNSERIALIZABLE => Reply::Unserializable(decode_all::<Text>(body)?.0),
-        t => return Err(CodecError::new(format!("unknown native reply tag {t}"))),
-    })
-}
+        Ok(v)
+    }
 
-// ---- bounded primitives -------------------------------------------------------
+    #[inline]
+    fn byte(&mut self) -> Result<u8, CodecError> {
+        let (&b, rest) = self.rest.split_first().ok_or_else(truncated)?;
+        self.rest = rest;
+        Ok(b)
+    }
 
-fn decode_len<D: Decoder>(d: &mut D) -> Result<usize, DecodeError> {
-    let n = u64::decode(d)?;
-    usize::try_from(n).map_err(|_| DecodeError::OutsideUsizeRange(n))
-}
+    /// The next `n` bytes, refused before anything is allocated for them when
+    /// fewer are left.
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if n > self.rest.len() {
+            return Err(truncated());
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
 
-/// Reads `len` raw bytes, refusing before allocation when the input is shorter.
-fn decode_bytes<D: Decoder>(d: &mut D) -> Result<Vec<u8>, DecodeError> {
-    let len = decode_len(d)?;
-    let r = d.reader();
-    let bytes = r
-        .peek_read(len)
-        .ok_or(DecodeError::UnexpectedEnd { additional: len })?;
-    let v = bytes.to_vec();
-    r.consume(len);
-    Ok(v)
-}
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+    }
 
-fn decode_string<D: Decoder>(d: &mut D) -> Result<String, DecodeError> {
-    String::from_utf8(decode_bytes(d)?).map_err(|e| DecodeError::Utf8 {
-        inner: e.utf8_error(),
-    })
+    #[inline]
+    fn varint(&mut self) -> Result<u64, CodecError> {
+        match self.byte()? {
+            b @ 0..=250 => Ok(u64::from(b)),
+            251 => Ok(u64::from(u16::from_le_bytes(self.array()?))),
+            252 => Ok(u64::from(u32::from_le_bytes(self.array()?))),
+            253 => Ok(u64::from_le_bytes(self.array()?)),
+            b => Err(malformed(format_args!("invalid varint marker {b}"))),
+        }
+    }
+
+    /// A zigzag-encoded signed varint.
+    #[inline]
+    fn int(&mut self) -> Result<i64, CodecError> {
+        let n = self.varint()?;
+        Ok(if n % 2 == 0 {
+            (n / 2) as i64
+        } else {
+            !(n / 2) as i64
+        })
+    }
+
+    fn len(&mut self) -> Result<usize, CodecError> {
+        let n = self.varint()?;
+        usize::try_from(n).map_err(|_| malformed(format_args!("length {n} out of range")))
+    }
+
+    fn flag(&mut self) -> Result<bool, CodecError> {
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(malformed(format_args!("invalid bool or option marker {b}"))),
+        }
+    }
+
+    fn option<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, CodecError>,
+    ) -> Result<Option<T>, CodecError> {
+        if self.flag()? {
+            f(self).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn float(&mut self) -> Result<f64, CodecError> {
+        Ok(f64::from_le_bytes(self.array()?))
+    }
+
+    #[inline]
+    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    #[inline]
+    fn str(&mut self) -> Result<&'a str, CodecError> {
+        let bytes = self.bytes()?;
+        if bytes.is_ascii() {
+            // SAFETY: ASCII is valid UTF-8. Method names and most keys are ASCII,
+            // and `is_ascii` checks a word at a time where `from_utf8` goes byte
+            // by byte over short strings.
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        std::str::from_utf8(bytes).map_err(malformed)
+    }
+
+    /// A length-prefixed sequence; room is reserved for at most [`PREALLOC`]
+    /// items (and never more than bytes are left), the rest grow as they decode.
+    fn seq<T>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<T, CodecError>,
+    ) -> Result<Vec<T>, CodecError> {
+        let n = self.len()?;
+        let mut v = Vec::with_capacity(n.min(PREALLOC).min(self.rest.len()));
+        for _ in 0..n {
+            v.push(item(self)?);
+        }
+        Ok(v)
+    }
+
+    fn token(&mut self) -> Result<Token, CodecError> {
+        Ok(Token {
+            typeid: self.str()?.to_owned(),
+            id: ObjectId(self.varint()?),
+        })
+    }
+
+    fn value(&mut self, depth: u32) -> Result<Value, CodecError> {
+        if depth > MAX_DEPTH {
+            return Err(malformed("value nested too deeply"));
+        }
+        let inner = |d: &mut Self| d.value(depth + 1);
+        let opt_int = |d: &mut Self| d.option(Self::int);
+        Ok(match self.byte()? {
+            T_NONE => Value::None,
+            T_BOOL => Value::Bool(self.flag()?),
+            T_INT => Value::Int(self.int()?),
+            T_BIGINT => Value::BigInt(self.bytes()?.to_vec()),
+            T_FLOAT => Value::Float(self.float()?),
+            T_STR => Value::Str(self.str()?.to_owned()),
+            T_BYTES => Value::Bytes(self.bytes()?.to_vec()),
+            T_LIST => Value::List(self.seq(inner)?),
+            T_TUPLE => Value::Tuple(self.seq(inner)?),
+            T_SET => Value::Set(self.seq(inner)?),
+            T_FROZENSET => Value::FrozenSet(self.seq(inner)?),
+            T_DICT => Value::Dict(self.seq(|d| Ok((inner(d)?, inner(d)?)))?),
+            T_REF => Value::Ref(self.token()?),
+            T_SLICE => Value::Slice(Slice {
+                start: opt_int(self)?,
+                stop: opt_int(self)?,
+                step: opt_int(self)?,
+            }),
+            tag => return Err(malformed(format_args!("unknown value tag {tag}"))),
+        })
+    }
 }
 
 fn encode_str<E: Encoder>(s: &[u8], e: &mut E) -> Result<(), EncodeError> {
     (s.len() as u64).encode(e)?;
     e.writer().write(s)
-}
-
-fn decode_seq<D: Decoder, T>(
-    d: &mut D,
-    mut item: impl FnMut(&mut D) -> Result<T, DecodeError>,
-) -> Result<Vec<T>, DecodeError> {
-    let len = decode_len(d)?;
-    let mut v = Vec::with_capacity(len.min(PREALLOC));
-    for _ in 0..len {
-        v.push(item(d)?);
-    }
-    Ok(v)
-}
-
-/// A String that decodes through the bounded path.
-struct Text(String);
-
-impl<C> Decode<C> for Text {
-    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
-        decode_string(d).map(Text)
-    }
-}
-
-/// A list of strings followed by one more item (the `#PROXY` body).
-struct Strings<T>(Vec<String>, T);
-
-impl<C, T: Decode<C>> Decode<C> for Strings<T> {
-    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
-        let names = decode_seq(d, decode_string)?;
-        Ok(Strings(names, T::decode(d)?))
-    }
 }
 
 // ---- values -------------------------------------------------------------------
@@ -257,64 +387,10 @@ impl Encode for Value {
     }
 }
 
-fn decode_value<D: Decoder>(d: &mut D, depth: u32) -> Result<Value, DecodeError> {
-    if depth > MAX_DEPTH {
-        return Err(DecodeError::Other("value nested too deeply"));
-    }
-    let inner = |d: &mut D| decode_value(d, depth + 1);
-    Ok(match u8::decode(d)? {
-        T_NONE => Value::None,
-        T_BOOL => Value::Bool(bool::decode(d)?),
-        T_INT => Value::Int(i64::decode(d)?),
-        T_BIGINT => Value::BigInt(decode_bytes(d)?),
-        T_FLOAT => Value::Float(f64::decode(d)?),
-        T_STR => Value::Str(decode_string(d)?),
-        T_BYTES => Value::Bytes(decode_bytes(d)?),
-        T_LIST => Value::List(decode_seq(d, inner)?),
-        T_TUPLE => Value::Tuple(decode_seq(d, inner)?),
-        T_SET => Value::Set(decode_seq(d, inner)?),
-        T_FROZENSET => Value::FrozenSet(decode_seq(d, inner)?),
-        T_DICT => Value::Dict(decode_seq(d, |d| Ok((inner(d)?, inner(d)?)))?),
-        T_REF => Value::Ref(decode_token(d)?),
-        T_SLICE => Value::Slice(Slice {
-            start: Option::<i64>::decode(d)?,
-            stop: Option::<i64>::decode(d)?,
-            step: Option::<i64>::decode(d)?,
-        }),
-        found => {
-            return Err(DecodeError::UnexpectedVariant {
-                type_name: "Value",
-                allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: 13 },
-                found: u32::from(found),
-            })
-        }
-    })
-}
-
-impl<C> Decode<C> for Value {
-    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
-        decode_value(d, 0)
-    }
-}
-
 impl Encode for Token {
     fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
         encode_str(self.typeid.as_bytes(), e)?;
         self.id.0.encode(e)
-    }
-}
-
-fn decode_token<D: Decoder>(d: &mut D) -> Result<Token, DecodeError> {
-    let typeid = decode_string(d)?;
-    Ok(Token {
-        typeid,
-        id: ObjectId(u64::decode(d)?),
-    })
-}
-
-impl<C> Decode<C> for Token {
-    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
-        decode_token(d)
     }
 }
 
@@ -333,36 +409,11 @@ impl Encode for Request {
     }
 }
 
-impl<C> Decode<C> for Request {
-    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
-        let target = Option::<u64>::decode(d)?.map(ObjectId);
-        let method = decode_string(d)?;
-        let args = decode_seq(d, |d| decode_value(d, 1))?;
-        let kwargs = decode_seq(d, |d| Ok((decode_string(d)?, decode_value(d, 1)?)))?;
-        Ok(Request {
-            target,
-            method,
-            args,
-            kwargs,
-        })
-    }
-}
-
 impl Encode for RemoteError {
     fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
         encode_str(self.kind.as_bytes(), e)?;
         encode_str(self.message.as_bytes(), e)?;
         self.args.encode(e)
-    }
-}
-
-impl<C> Decode<C> for RemoteError {
-    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
-        Ok(RemoteError {
-            kind: decode_string(d)?,
-            message: decode_string(d)?,
-            args: decode_seq(d, |d| decode_value(d, 1))?,
-        })
     }
 }
 

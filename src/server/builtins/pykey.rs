@@ -318,6 +318,11 @@ pub(crate) fn check_hashable(v: &Value) -> Result<(), RemoteError> {
 
 /// Feeds a hashable value to `h`, consistently with [`PyKey`]'s equality.
 fn hash_into<H: Hasher>(v: &Value, h: &mut H) {
+    if let Value::Str(s) = v {
+        h.write_u8(1);
+        s.hash(h);
+        return;
+    }
     if let Some(n) = num_hash(v) {
         h.write_u8(0);
         h.write_i64(n);
@@ -388,6 +393,12 @@ fn is_nan(v: &Value) -> bool {
 }
 
 fn eq_impl(a: &Value, b: &Value, nan_eq: bool) -> bool {
+    // Strings and bytes first: they are most keys, and never equal a number.
+    match (a, b) {
+        (Value::Str(x), Value::Str(y)) => return x == y,
+        (Value::Bytes(x), Value::Bytes(y)) => return x == y,
+        _ => {}
+    }
     if let (Some(x), Some(y)) = (num_of(a), num_of(b)) {
         return match cmp_num(&x, &y) {
             Some(o) => o == Ordering::Equal,

@@ -2,17 +2,16 @@
 //! `dict` and `Namespace` store their items in. Keys are [`PyKey`]s, so equality
 //! and hashing are Python's (`1 == 1.0 == True`).
 
-use std::collections::HashMap;
-
 use super::pykey::PyKey;
 use crate::proto::Value;
+use crate::server::fasthash::FastMap;
 
 /// An insertion-ordered map with Python dict semantics and O(1) operations: a
 /// hash index over [`PyKey`]s into a slot vector whose removed entries are
 /// tombstones, compacted once they outnumber the live ones.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PyMap {
-    index: HashMap<PyKey, usize>,
+    index: FastMap<PyKey, usize>,
     slots: Vec<Option<(Value, Value)>>,
 }
 
