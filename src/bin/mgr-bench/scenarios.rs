@@ -167,6 +167,38 @@ pub(crate) struct Outcome {
     pub(crate) peak_rss_kib: Option<u64>,
 }
 
+/// What a run is charged from its start: wall time, the server's CPU (`pid`),
+/// this process's CPU, and at the end the server's peak RSS.
+pub(crate) struct Meter {
+    pid: Option<u32>,
+    t0: Instant,
+    cpu0: Option<f64>,
+    own0: f64,
+}
+
+impl Meter {
+    /// Starts the clocks.
+    pub(crate) fn start(pid: Option<u32>) -> Meter {
+        let cpu0 = pid.and_then(procinfo::cpu_seconds);
+        let own0 = procinfo::own_cpu_seconds();
+        Meter {
+            pid,
+            t0: Instant::now(),
+            cpu0,
+            own0,
+        }
+    }
+
+    /// Stops them and writes secs, client and server CPU and peak RSS into `out`.
+    pub(crate) fn stop(self, out: &mut Outcome) {
+        out.secs = self.t0.elapsed().as_secs_f64();
+        out.client_cpu = procinfo::own_cpu_seconds() - self.own0;
+        let cpu1 = self.pid.and_then(procinfo::cpu_seconds);
+        out.server_cpu = self.cpu0.zip(cpu1).map(|(a, b)| b - a);
+        out.peak_rss_kib = self.pid.and_then(procinfo::peak_rss_kib);
+    }
+}
+
 /// Runs `body` on `n` threads released together; measures wall time and the
 /// server's CPU across the run.
 fn run_threads<F>(n: usize, pid: Option<u32>, body: F) -> Result<Outcome, String>
@@ -193,9 +225,7 @@ where
         })
         .collect();
     barrier.wait();
-    let cpu0 = pid.and_then(procinfo::cpu_seconds);
-    let own0 = procinfo::own_cpu_seconds();
-    let t0 = Instant::now();
+    let meter = Meter::start(pid);
     let mut out = Outcome::default();
     let mut err = None;
     for h in handles {
@@ -207,11 +237,7 @@ where
             Ok(Err(e)) | Err(e) => err = Some(e),
         }
     }
-    out.secs = t0.elapsed().as_secs_f64();
-    out.client_cpu = procinfo::own_cpu_seconds() - own0;
-    let cpu1 = pid.and_then(procinfo::cpu_seconds);
-    out.server_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
-    out.peak_rss_kib = pid.and_then(procinfo::peak_rss_kib);
+    meter.stop(&mut out);
     match err {
         Some(e) => Err(e),
         None => Ok(out),
@@ -352,9 +378,7 @@ pub(crate) fn scenario_queue(
     let ids: Arc<Vec<ObjectId>> = Arc::new(queues.iter().map(|q| q.id()).collect());
     let o2 = o.clone();
     let addr = address.clone();
-    let cpu0 = pid.and_then(procinfo::cpu_seconds);
-    let own0 = procinfo::own_cpu_seconds();
-    let t0 = Instant::now();
+    let meter = Meter::start(pid);
     let producers = run_threads(pairs, None, move |i, barrier| {
         let m = Manager::connect_to(&addr, &o2.authkey).map_err(|e| e.to_string())?;
         let mut put = Vec::new();
@@ -394,12 +418,7 @@ pub(crate) fn scenario_queue(
             out.hist.record(v);
         }
     }
-    out.secs = t0.elapsed().as_secs_f64();
-    out.client_cpu = procinfo::own_cpu_seconds() - own0;
-    out.server_cpu = cpu0
-        .zip(pid.and_then(procinfo::cpu_seconds))
-        .map(|(a, b)| b - a);
-    out.peak_rss_kib = pid.and_then(procinfo::peak_rss_kib);
+    meter.stop(&mut out);
     producers?;
     drop(queues);
     Ok(out)
