@@ -12,7 +12,7 @@ use mgr::proto::codec::native;
 use mgr::{Address, Manager, ObjectId, Reply, Request, Value};
 
 use crate::hist::Histogram;
-use crate::{echo, procinfo, Opts};
+use crate::{echo, evloop, procinfo, wire, Opts};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum CallKind {
@@ -27,7 +27,8 @@ impl CallKind {
             CallKind::Qsize => "qsize",
         }
     }
-    fn typeid(self) -> &'static str {
+    /// The type of the object each connection calls.
+    pub(crate) fn typeid(self) -> &'static str {
         match self {
             CallKind::Dict => "dict",
             CallKind::Qsize => "Queue",
@@ -244,7 +245,8 @@ where
     }
 }
 
-/// Scenarios 1–3: each connection loops synchronous (or D-deep pipelined) calls.
+/// Scenarios 1–3: each connection loops synchronous (or D-deep pipelined) calls,
+/// all from one event loop (`--client loop`) or each from a thread of its own.
 pub(crate) fn scenario_calls(
     o: &Opts,
     address: &Address,
@@ -252,6 +254,39 @@ pub(crate) fn scenario_calls(
 ) -> Result<Outcome, String> {
     let call = resolve_call(o, address);
     eprintln!("mgr-bench: small call = {}", call.name());
+    match o.client.as_str() {
+        "loop" => calls_loop(o, address, pid, call),
+        "threads" => calls_threads(o, address, pid, call),
+        other => Err(format!("unknown client '{other}'")),
+    }
+}
+
+/// The call loop on one thread: every connection opened (blocking), then driven
+/// non-blocking by `evloop`.
+fn calls_loop(
+    o: &Opts,
+    address: &Address,
+    pid: Option<u32>,
+    call: CallKind,
+) -> Result<Outcome, String> {
+    let opened = (0..o.conns)
+        .map(|_| wire::open(address, o.peer != "echo", &o.authkey, call, o.size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lim = evloop::Limits {
+        depth: o.depth,
+        calls: o.calls,
+        seconds: o.seconds,
+    };
+    evloop::run(opened, lim, pid)
+}
+
+/// The call loop with one blocking client thread per connection.
+fn calls_threads(
+    o: &Opts,
+    address: &Address,
+    pid: Option<u32>,
+    call: CallKind,
+) -> Result<Outcome, String> {
     let o2 = o.clone();
     let addr = address.clone();
     let out = run_threads(o.conns, pid, move |_, barrier| {
