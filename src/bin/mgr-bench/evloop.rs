@@ -256,3 +256,65 @@ pub(crate) fn run(opened: Vec<Opened>, lim: Limits, pid: Option<u32>) -> Result<
     meter.stop(&mut out);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::CallKind;
+    use crate::{echo, wire};
+    use mgr::Address;
+
+    /// An echo peer on a fresh Unix socket, served by a thread that outlives the test.
+    fn echo_peer(name: &str) -> Address {
+        let path =
+            std::env::temp_dir().join(format!("mgr-bench-{}-{name}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let address = Address::Unix(path.clone());
+        let a = address.clone();
+        std::thread::spawn(move || echo::serve(&a));
+        while !path.exists() {
+            std::thread::yield_now();
+        }
+        address
+    }
+
+    fn run_echo(name: &str, conns: usize, size: usize, lim: Limits) -> Outcome {
+        let address = echo_peer(name);
+        let opened = (0..conns)
+            .map(|_| wire::open(&address, false, b"", CallKind::Dict, size))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let out = run(opened, lim, None).unwrap();
+        if let Address::Unix(p) = address {
+            let _ = std::fs::remove_file(p);
+        }
+        out
+    }
+
+    /// Each connection stops at its call limit, rounded up to whole batches,
+    /// and every reply is counted once.
+    #[test]
+    fn stops_at_the_call_limit_in_whole_batches() {
+        let lim = Limits {
+            depth: 7,
+            calls: 100,
+            seconds: 3600.0,
+        };
+        let out = run_echo("limit", 5, 16, lim);
+        assert_eq!(out.calls, 5 * 105);
+        assert!(out.hist.quantile(1.0) > 0);
+    }
+
+    /// Batches far larger than the socket buffers: partial writes (WRITABLE
+    /// interest) and frames split across many reads.
+    #[test]
+    fn large_batches_need_partial_writes_and_reads() {
+        let lim = Limits {
+            depth: 4,
+            calls: 8,
+            seconds: 3600.0,
+        };
+        let out = run_echo("large", 3, 1 << 20, lim);
+        assert_eq!(out.calls, 3 * 8);
+    }
+}

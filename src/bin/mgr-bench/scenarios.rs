@@ -1,6 +1,8 @@
 //! The scenarios: what each client connection does, how threads (and, for the
 //! queue, consumer processes) are started together and measured, and the scale
-//! measurement. Results come back as an [`Outcome`]; `main` prints them.
+//! measurement. Results come back as an [`Outcome`]; `main` prints them. The
+//! call loop's single-threaded client lives in `evloop` (with `wire` opening its
+//! connections); this module only chooses it.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;

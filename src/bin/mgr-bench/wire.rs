@@ -299,3 +299,90 @@ fn create(stream: &mut Stream, input: &mut Input, typeid: &str) -> Result<Object
         other => Err(format!("unexpected create({typeid}) reply {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out its bytes `step` at a time.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn frames(sizes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            frame::write_frame(&vec![i as u8; n], &mut out);
+        }
+        out
+    }
+
+    /// Every frame comes out whole and in order, however the bytes are split.
+    #[test]
+    fn frames_split_across_reads_and_many_per_read() {
+        let sizes = [3, 0, 20, 9000, 1, 70_000, 5];
+        for step in [1, 2, 3, 7, 4096, 1 << 20] {
+            let mut r = Trickle {
+                data: frames(&sizes),
+                at: 0,
+                step,
+            };
+            let mut input = Input::new();
+            for (i, &n) in sizes.iter().enumerate() {
+                let p = input.read_frame(&mut r, DEFAULT_MAX_FRAME).unwrap();
+                assert_eq!(p, vec![i as u8; n], "frame {i} with reads of {step}");
+            }
+            assert_eq!(input.next_frame(DEFAULT_MAX_FRAME), Ok(None));
+            assert_eq!(r.at, r.data.len());
+        }
+    }
+
+    #[test]
+    fn frame_over_the_limit_is_refused() {
+        let mut input = Input::new();
+        let mut r = Trickle {
+            data: frames(&[100]),
+            at: 0,
+            step: 4096,
+        };
+        assert!(input.read_frame(&mut r, 99).is_err());
+    }
+
+    /// The echo frame is what `EchoClient::queue` writes.
+    #[test]
+    fn echo_frame_matches_the_thread_client() {
+        let f = echo_frame(62, 3);
+        assert_eq!(f.len(), 4 + 62);
+        assert_eq!(&f[..4], &62i32.to_be_bytes());
+        assert_eq!(&f[4..8], &3u32.to_be_bytes());
+        assert_eq!(echo_frame(1, 20).len(), 4 + 4);
+    }
+
+    /// A reply other than `#RETURN` ends the run on the mgr peer; the echo peer
+    /// does not decode.
+    #[test]
+    fn mgr_replies_are_decoded_and_checked() {
+        let calls = Calls::Mgr(framed(vec![vec![1, 2, 3]]));
+        let mut ok = Vec::new();
+        native::encode_reply(&Reply::Return(Value::None), &mut ok);
+        assert_eq!(calls.check(&ok), Ok(()));
+        let mut err = Vec::new();
+        let e = mgr::RemoteError::new("KeyError", "key:000000000000");
+        native::encode_reply(&Reply::Error(e), &mut err);
+        assert!(calls.check(&err).is_err());
+        assert!(calls.check(b"\xff\xff").is_err());
+        assert_eq!(&calls.frame(7)[..4], &3i32.to_be_bytes());
+        assert_eq!(Calls::Echo(vec![vec![0; 8]]).check(b"\xff"), Ok(()));
+    }
+}
