@@ -1,15 +1,19 @@
 //! `mgr-bench`: the load generator of DESIGN §7.
 //!
 //! Spawns `mgrd` (or the raw ping-pong peer, or connects to `--address`), runs one
-//! scenario with N client threads, each on its own connection, and prints one JSON
-//! line of results on stdout (and a readable summary on stderr). `scripts/bench.sh`
+//! scenario on N client connections — for the call loop all from one event-loop
+//! thread by default (as `redis-benchmark` drives its connections), otherwise one
+//! thread each — and prints one JSON line of results on stdout (and a readable
+//! summary on stderr). `scripts/bench.sh`
 //! runs every scenario against every peer and prints the comparison table.
 //! Nothing here asserts on time: benchmarks report.
 
 mod echo;
+mod evloop;
 mod hist;
 mod procinfo;
 mod scenarios;
+mod wire;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -33,7 +37,10 @@ usage: mgr-bench [options]
   --address ADDR   use a running server instead of spawning one
   --server-pid PID its process, for CPU and memory figures (with --address)
   --authkey KEY    [default: bench]
-  --conns N        client connections, one thread each  [default: 1]
+  --client C       sync scenario: loop (all connections from one thread, non-blocking,
+                   with epoll, like redis-benchmark) | threads (one blocking thread
+                   per connection); the other scenarios always use threads  [default: loop]
+  --conns N        client connections  [default: 1]
   --depth D        calls in flight per connection (pipelining)  [default: 1]
   --seconds T      run time  [default: 3]
   --calls M        stop after M calls per connection (whichever first)
@@ -47,6 +54,7 @@ usage: mgr-bench [options]
 struct Opts {
     scenario: String,
     peer: String,
+    client: String,
     transport: String,
     address: Option<String>,
     server_pid: Option<u32>,
@@ -66,6 +74,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         scenario: "sync".into(),
         peer: "mgr".into(),
+        client: "loop".into(),
         transport: "tcp".into(),
         address: None,
         server_pid: None,
@@ -94,6 +103,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         match flag.as_str() {
             "--scenario" => o.scenario = v,
             "--peer" => o.peer = v,
+            "--client" if v == "loop" || v == "threads" => o.client = v,
+            "--client" => return Err(format!("--client: '{v}' is not loop or threads")),
             "--transport" => o.transport = v,
             "--address" => o.address = Some(v),
             "--server-pid" => o.server_pid = Some(num(&v)? as u32),
@@ -185,6 +196,15 @@ fn start(o: &Opts) -> Result<(Target, Option<u32>), String> {
     Ok((Target::Mgr(s), Some(pid)))
 }
 
+/// The client model that ran: the sync scenario's choice; threads for the others.
+fn client_model(o: &Opts) -> &str {
+    if o.scenario == "sync" {
+        &o.client
+    } else {
+        "threads"
+    }
+}
+
 fn json_outcome(o: &Opts, call: &str, r: &Outcome) -> String {
     let cps = r.calls as f64 / r.secs.max(1e-9);
     let cpu_per_m = r
@@ -192,9 +212,10 @@ fn json_outcome(o: &Opts, call: &str, r: &Outcome) -> String {
         .map(|c| format!("{:.3}", c / (r.calls.max(1) as f64) * 1e6))
         .unwrap_or_else(|| "null".into());
     format!(
-        "{{\"scenario\":\"{}\",\"peer\":\"{}\",\"transport\":\"{}\",\"conns\":{},\"depth\":{},\"call\":\"{}\",\"calls\":{},\"secs\":{:.3},\"calls_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"server_cpu_s\":{},\"cpu_s_per_m\":{},\"client_cpu_s_per_m\":{:.3},\"peak_rss_kib\":{}}}",
+        "{{\"scenario\":\"{}\",\"peer\":\"{}\",\"client\":\"{}\",\"transport\":\"{}\",\"conns\":{},\"depth\":{},\"call\":\"{}\",\"calls\":{},\"secs\":{:.3},\"calls_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"server_cpu_s\":{},\"cpu_s_per_m\":{},\"client_cpu_s_per_m\":{:.3},\"peak_rss_kib\":{}}}",
         o.scenario,
         o.peer,
+        client_model(o),
         if o.address.is_some() { "external" } else { &o.transport },
         o.conns,
         o.depth,

@@ -1,6 +1,8 @@
 //! The scenarios: what each client connection does, how threads (and, for the
 //! queue, consumer processes) are started together and measured, and the scale
-//! measurement. Results come back as an [`Outcome`]; `main` prints them.
+//! measurement. Results come back as an [`Outcome`]; `main` prints them. The
+//! call loop's single-threaded client lives in `evloop` (with `wire` opening its
+//! connections); this module only chooses it.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
@@ -12,7 +14,7 @@ use mgr::proto::codec::native;
 use mgr::{Address, Manager, ObjectId, Reply, Request, Value};
 
 use crate::hist::Histogram;
-use crate::{echo, procinfo, Opts};
+use crate::{echo, evloop, procinfo, wire, Opts};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum CallKind {
@@ -27,7 +29,8 @@ impl CallKind {
             CallKind::Qsize => "qsize",
         }
     }
-    fn typeid(self) -> &'static str {
+    /// The type of the object each connection calls.
+    pub(crate) fn typeid(self) -> &'static str {
         match self {
             CallKind::Dict => "dict",
             CallKind::Qsize => "Queue",
@@ -167,6 +170,38 @@ pub(crate) struct Outcome {
     pub(crate) peak_rss_kib: Option<u64>,
 }
 
+/// What a run is charged from its start: wall time, the server's CPU (`pid`),
+/// this process's CPU, and at the end the server's peak RSS.
+pub(crate) struct Meter {
+    pid: Option<u32>,
+    t0: Instant,
+    cpu0: Option<f64>,
+    own0: f64,
+}
+
+impl Meter {
+    /// Starts the clocks.
+    pub(crate) fn start(pid: Option<u32>) -> Meter {
+        let cpu0 = pid.and_then(procinfo::cpu_seconds);
+        let own0 = procinfo::own_cpu_seconds();
+        Meter {
+            pid,
+            t0: Instant::now(),
+            cpu0,
+            own0,
+        }
+    }
+
+    /// Stops them and writes secs, client and server CPU and peak RSS into `out`.
+    pub(crate) fn stop(self, out: &mut Outcome) {
+        out.secs = self.t0.elapsed().as_secs_f64();
+        out.client_cpu = procinfo::own_cpu_seconds() - self.own0;
+        let cpu1 = self.pid.and_then(procinfo::cpu_seconds);
+        out.server_cpu = self.cpu0.zip(cpu1).map(|(a, b)| b - a);
+        out.peak_rss_kib = self.pid.and_then(procinfo::peak_rss_kib);
+    }
+}
+
 /// Runs `body` on `n` threads released together; measures wall time and the
 /// server's CPU across the run.
 fn run_threads<F>(n: usize, pid: Option<u32>, body: F) -> Result<Outcome, String>
@@ -193,9 +228,7 @@ where
         })
         .collect();
     barrier.wait();
-    let cpu0 = pid.and_then(procinfo::cpu_seconds);
-    let own0 = procinfo::own_cpu_seconds();
-    let t0 = Instant::now();
+    let meter = Meter::start(pid);
     let mut out = Outcome::default();
     let mut err = None;
     for h in handles {
@@ -207,18 +240,15 @@ where
             Ok(Err(e)) | Err(e) => err = Some(e),
         }
     }
-    out.secs = t0.elapsed().as_secs_f64();
-    out.client_cpu = procinfo::own_cpu_seconds() - own0;
-    let cpu1 = pid.and_then(procinfo::cpu_seconds);
-    out.server_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
-    out.peak_rss_kib = pid.and_then(procinfo::peak_rss_kib);
+    meter.stop(&mut out);
     match err {
         Some(e) => Err(e),
         None => Ok(out),
     }
 }
 
-/// Scenarios 1–3: each connection loops synchronous (or D-deep pipelined) calls.
+/// Scenarios 1–3: each connection loops synchronous (or D-deep pipelined) calls,
+/// all from one event loop (`--client loop`) or each from a thread of its own.
 pub(crate) fn scenario_calls(
     o: &Opts,
     address: &Address,
@@ -226,6 +256,39 @@ pub(crate) fn scenario_calls(
 ) -> Result<Outcome, String> {
     let call = resolve_call(o, address);
     eprintln!("mgr-bench: small call = {}", call.name());
+    match o.client.as_str() {
+        "loop" => calls_loop(o, address, pid, call),
+        "threads" => calls_threads(o, address, pid, call),
+        other => Err(format!("unknown client '{other}'")),
+    }
+}
+
+/// The call loop on one thread: every connection opened (blocking), then driven
+/// non-blocking by `evloop`.
+fn calls_loop(
+    o: &Opts,
+    address: &Address,
+    pid: Option<u32>,
+    call: CallKind,
+) -> Result<Outcome, String> {
+    let opened = (0..o.conns)
+        .map(|_| wire::open(address, o.peer != "echo", &o.authkey, call, o.size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lim = evloop::Limits {
+        depth: o.depth,
+        calls: o.calls,
+        seconds: o.seconds,
+    };
+    evloop::run(opened, lim, pid)
+}
+
+/// The call loop with one blocking client thread per connection.
+fn calls_threads(
+    o: &Opts,
+    address: &Address,
+    pid: Option<u32>,
+    call: CallKind,
+) -> Result<Outcome, String> {
     let o2 = o.clone();
     let addr = address.clone();
     let out = run_threads(o.conns, pid, move |_, barrier| {
@@ -352,9 +415,7 @@ pub(crate) fn scenario_queue(
     let ids: Arc<Vec<ObjectId>> = Arc::new(queues.iter().map(|q| q.id()).collect());
     let o2 = o.clone();
     let addr = address.clone();
-    let cpu0 = pid.and_then(procinfo::cpu_seconds);
-    let own0 = procinfo::own_cpu_seconds();
-    let t0 = Instant::now();
+    let meter = Meter::start(pid);
     let producers = run_threads(pairs, None, move |i, barrier| {
         let m = Manager::connect_to(&addr, &o2.authkey).map_err(|e| e.to_string())?;
         let mut put = Vec::new();
@@ -394,12 +455,7 @@ pub(crate) fn scenario_queue(
             out.hist.record(v);
         }
     }
-    out.secs = t0.elapsed().as_secs_f64();
-    out.client_cpu = procinfo::own_cpu_seconds() - own0;
-    out.server_cpu = cpu0
-        .zip(pid.and_then(procinfo::cpu_seconds))
-        .map(|(a, b)| b - a);
-    out.peak_rss_kib = pid.and_then(procinfo::peak_rss_kib);
+    meter.stop(&mut out);
     producers?;
     drop(queues);
     Ok(out)
