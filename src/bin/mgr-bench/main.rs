@@ -39,7 +39,9 @@ usage: mgr-bench [options]
   --authkey KEY    [default: bench]
   --client C       sync scenario: loop (all connections from one thread, non-blocking,
                    with epoll, like redis-benchmark) | threads (one blocking thread
-                   per connection); the other scenarios always use threads  [default: loop]
+                   per connection) | auto (threads for one connection, as a program
+                   with one connection blocks on it; loop for more); the other
+                   scenarios always use threads  [default: auto]
   --conns N        client connections  [default: 1]
   --depth D        calls in flight per connection (pipelining)  [default: 1]
   --seconds T      run time  [default: 3]
@@ -74,7 +76,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         scenario: "sync".into(),
         peer: "mgr".into(),
-        client: "loop".into(),
+        client: "auto".into(),
         transport: "tcp".into(),
         address: None,
         server_pid: None,
@@ -103,8 +105,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         match flag.as_str() {
             "--scenario" => o.scenario = v,
             "--peer" => o.peer = v,
-            "--client" if v == "loop" || v == "threads" => o.client = v,
-            "--client" => return Err(format!("--client: '{v}' is not loop or threads")),
+            "--client" if ["auto", "loop", "threads"].contains(&v.as_str()) => o.client = v,
+            "--client" => return Err(format!("--client: '{v}' is not auto, loop or threads")),
             "--transport" => o.transport = v,
             "--address" => o.address = Some(v),
             "--server-pid" => o.server_pid = Some(num(&v)? as u32),
@@ -120,6 +122,9 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--objects" => o.objects = num(&v)? as usize,
             _ => return Err(format!("unknown argument '{flag}'")),
         }
+    }
+    if o.client == "auto" {
+        o.client = if o.conns == 1 { "threads" } else { "loop" }.into();
     }
     Ok(o)
 }
