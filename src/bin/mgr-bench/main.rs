@@ -29,7 +29,7 @@ use scenarios::{
 const USAGE: &str = "\
 usage: mgr-bench [options]
        mgr-bench echo-server --address ADDR
-       mgr-bench queue-consumer ADDR QUEUE-ID   (the consumer process of scenario 5)
+       mgr-bench queue-consumer ADDR QUEUE-ID [DEPTH]   (the consumer process of scenario 5)
 
   --scenario S     sync | create | queue | scale  [default: sync]
   --peer P         mgr | echo (raw ping-pong of the same frame sizes)  [default: mgr]
@@ -280,8 +280,12 @@ fn run(o: &Opts) -> Result<String, String> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("queue-consumer") {
-        let r = match args.get(1..3) {
-            Some([address, id]) => queue_consumer(address, id),
+        let r = match args.get(1..) {
+            Some([address, id]) => queue_consumer(address, id, 1),
+            Some([address, id, depth]) => match depth.parse::<usize>() {
+                Ok(d) if d > 0 => queue_consumer(address, id, d),
+                _ => Err(format!("queue-consumer: bad depth '{depth}'")),
+            },
             _ => Err(USAGE.to_string()),
         };
         if let Err(e) = r {

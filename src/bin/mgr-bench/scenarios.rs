@@ -380,6 +380,11 @@ pub(crate) fn scenario_create(
 /// Scenario 5: a producer puts, a consumer blocks in get, in separate processes:
 /// producers are threads of this process, each consumer is a child
 /// (`mgr-bench queue-consumer`) on its own connection. `--conns` pairs them up.
+/// With `--depth D` both sides pipeline: the producer writes D puts at once and
+/// then reads their D replies, the consumer keeps D gets in flight (the server
+/// answers them in order as items arrive, parking the ones the queue cannot
+/// serve yet); at the end the producer puts D `None`s so every get in flight
+/// is answered.
 pub(crate) fn scenario_queue(
     o: &Opts,
     address: &Address,
@@ -399,6 +404,7 @@ pub(crate) fn scenario_queue(
                 "queue-consumer",
                 &address.to_string(),
                 &q.id().0.to_string(),
+                &o.depth.to_string(),
             ])
             .env("MGR_AUTHKEY", std::ffi::OsStr::from_bytes(&o.authkey))
             .stdout(Stdio::piped())
@@ -426,22 +432,29 @@ pub(crate) fn scenario_queue(
         let mut stop = Vec::new();
         native::encode_request(&Request::call(ids[i], "put", vec![Value::None]), &mut stop);
         let mut c = m.connection();
-        let mut call = |payload: &[u8]| -> Result<(), String> {
-            c.queue_raw(payload);
-            c.write_out().map_err(|e| e.to_string())?;
-            match c.recv().map_err(|e| e.to_string())? {
-                Reply::Return(_) => Ok(()),
-                other => Err(format!("unexpected reply {other:?}")),
+        let depth = o2.depth;
+        // D copies of one request in one write, then their D replies.
+        let mut batch = |payload: &[u8]| -> Result<(), String> {
+            for _ in 0..depth {
+                c.queue_raw(payload);
             }
+            c.write_out().map_err(|e| e.to_string())?;
+            for _ in 0..depth {
+                match c.recv().map_err(|e| e.to_string())? {
+                    Reply::Return(_) => {}
+                    other => return Err(format!("unexpected reply {other:?}")),
+                }
+            }
+            Ok(())
         };
         barrier.wait();
         let deadline = Instant::now() + Duration::from_secs_f64(o2.seconds);
         let mut n = 0u64;
         while n < o2.calls && Instant::now() < deadline {
-            call(&put)?;
-            n += 1;
+            batch(&put)?;
+            n += depth as u64;
         }
-        call(&stop)?;
+        batch(&stop)?;
         Ok((n, Histogram::default()))
     });
     let mut out = Outcome::default();
@@ -462,8 +475,10 @@ pub(crate) fn scenario_queue(
 }
 
 /// The consumer process of scenario 5: gets from queue `id` until it gets None,
-/// then prints the count and a sample of get latencies (ns) on one line.
-pub(crate) fn queue_consumer(address: &str, id: &str) -> Result<(), String> {
+/// then prints the count and a sample of get latencies (ns) on one line. With
+/// `depth` > 1 it writes `depth` gets at once and reads their replies, batch
+/// after batch, until a batch brings a `None`.
+pub(crate) fn queue_consumer(address: &str, id: &str, depth: usize) -> Result<(), String> {
     let key = std::env::var_os("MGR_AUTHKEY").unwrap_or_default();
     let m = Manager::connect(address, key.as_bytes()).map_err(|e| e.to_string())?;
     let id = ObjectId(id.parse().map_err(|e| format!("queue id: {e}"))?);
@@ -473,22 +488,28 @@ pub(crate) fn queue_consumer(address: &str, id: &str) -> Result<(), String> {
     let mut hist = Vec::new();
     let mut n = 0u64;
     let mut c = m.connection();
-    loop {
+    let mut done = false;
+    while !done {
         let t = Instant::now();
-        c.queue_raw(&get);
+        for _ in 0..depth {
+            c.queue_raw(&get);
+        }
         c.write_out().map_err(|e| e.to_string())?;
-        let v = match c.recv().map_err(|e| e.to_string())? {
-            Reply::Return(v) => v,
-            other => return Err(format!("unexpected reply {other:?}")),
-        };
-        // Every 8th latency is plenty for p50/p99 and keeps the line short.
-        if n % 8 == 0 {
-            hist.push(t.elapsed().as_nanos() as u64);
+        for _ in 0..depth {
+            let v = match c.recv().map_err(|e| e.to_string())? {
+                Reply::Return(v) => v,
+                other => return Err(format!("unexpected reply {other:?}")),
+            };
+            // Every 8th latency is plenty for p50/p99 and keeps the line short.
+            if n % 8 == 0 {
+                hist.push(t.elapsed().as_nanos() as u64);
+            }
+            if v == Value::None {
+                done = true;
+            } else if !done {
+                n += 1;
+            }
         }
-        if v == Value::None {
-            break;
-        }
-        n += 1;
     }
     let sample: Vec<String> = hist.iter().map(u64::to_string).collect();
     println!("{n} {}", sample.join(" "));
