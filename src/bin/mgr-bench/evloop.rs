@@ -272,7 +272,9 @@ mod tests {
         let address = Address::Unix(path.clone());
         let a = address.clone();
         std::thread::spawn(move || echo::serve(&a));
-        while !path.exists() {
+        // The socket file appears at bind(), before listen(): wait until a
+        // connection is actually accepted (the probe is then closed).
+        while std::os::unix::net::UnixStream::connect(&path).is_err() {
             std::thread::yield_now();
         }
         address
