@@ -180,15 +180,17 @@ impl Connection {
     /// Reads the next reply that someone is waiting for.
     pub fn recv(&mut self) -> Result<Reply> {
         loop {
-            let payload = self.read_frame(self.max_frame)?;
+            let at = self.next_frame(self.max_frame)?;
             self.in_flight = self.in_flight.saturating_sub(1);
             if self.discard > 0 {
                 self.discard -= 1;
                 continue;
             }
+            // Decoded where it lies in the input buffer: no copy of the payload.
+            let payload = &self.input[at];
             let reply = match self.pickle {
-                Some(_) => pickle::decode_reply(&payload),
-                None => native::decode_reply(&payload),
+                Some(_) => pickle::decode_reply(payload),
+                None => native::decode_reply(payload),
             };
             return reply.map_err(Error::Codec);
         }
@@ -196,11 +198,18 @@ impl Connection {
 
     /// Reads one frame's payload.
     pub fn read_frame(&mut self, max: u64) -> Result<Vec<u8>> {
+        let at = self.next_frame(max)?;
+        Ok(self.input[at].to_vec())
+    }
+
+    /// Reads until one whole frame is buffered, consumes it and returns where its
+    /// payload lies in `input` (valid until the next read).
+    fn next_frame(&mut self, max: u64) -> Result<std::ops::Range<usize>> {
         loop {
             let buffered = &self.input[self.start..self.end];
             if let Some(h) = frame::decode_header(buffered, max)? {
                 if buffered.len() >= h.total_len() {
-                    let payload = buffered[h.header_len..h.total_len()].to_vec();
+                    let payload = self.start + h.header_len..self.start + h.total_len();
                     self.start += h.total_len();
                     if self.start == self.end {
                         self.start = 0;

@@ -4,31 +4,14 @@
 //! the floor any framed request/response pays on the same socket.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream as StdTcp;
-use std::os::unix::net::UnixStream as StdUnix;
 
-use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use mgr::Address;
 
-enum Sock {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Sock {
-    fn io(&mut self) -> &mut dyn RW {
-        match self {
-            Sock::Tcp(s) => s,
-            Sock::Unix(s) => s,
-        }
-    }
-}
-
-trait RW: Read + Write {}
-impl<T: Read + Write> RW for T {}
+use crate::sock::{Sock, Stream};
 
 struct Peer {
     sock: Sock,
@@ -87,18 +70,11 @@ pub fn serve(address: &Address) -> io::Result<()> {
                     let Ok(mut sock) = sock else { break };
                     let entry = peers.vacant_entry();
                     let token = Token(entry.key() + 1);
-                    let r = match &mut sock {
-                        Sock::Tcp(s) => poll.registry().register(
-                            s,
-                            token,
-                            Interest::READABLE | Interest::WRITABLE,
-                        ),
-                        Sock::Unix(s) => poll.registry().register(
-                            s,
-                            token,
-                            Interest::READABLE | Interest::WRITABLE,
-                        ),
-                    };
+                    let r = poll.registry().register(
+                        sock.source(),
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
                     if r.is_ok() {
                         entry.insert(Peer {
                             sock,
@@ -132,7 +108,7 @@ fn serve_peer(p: &mut Peer, closed: bool) -> bool {
             p.input.resize(n, 0);
         }
         let room = p.input.len() - p.end;
-        match p.sock.io().read(&mut p.input[p.end..]) {
+        match p.sock.read(&mut p.input[p.end..]) {
             Ok(0) => return false,
             Ok(n) if n < room && !closed => {
                 p.end += n;
@@ -158,7 +134,7 @@ fn serve_peer(p: &mut Peer, closed: bool) -> bool {
     p.input.copy_within(at..p.end, 0);
     p.end -= at;
     while p.sent < p.output.len() {
-        match p.sock.io().write(&p.output[p.sent..]) {
+        match p.sock.write(&p.output[p.sent..]) {
             Ok(n) => p.sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -168,11 +144,6 @@ fn serve_peer(p: &mut Peer, closed: bool) -> bool {
     p.output.clear();
     p.sent = 0;
     true
-}
-
-enum Stream {
-    Tcp(StdTcp),
-    Unix(StdUnix),
 }
 
 /// A blocking ping-pong client whose frames mirror a scenario's sizes.
@@ -187,28 +158,13 @@ pub struct EchoClient {
 impl EchoClient {
     /// Connects (no handshake).
     pub fn connect(address: &Address) -> io::Result<EchoClient> {
-        let stream = match address {
-            Address::Tcp(a) => {
-                let s = StdTcp::connect(a)?;
-                s.set_nodelay(true)?;
-                Stream::Tcp(s)
-            }
-            Address::Unix(p) => Stream::Unix(StdUnix::connect(p)?),
-        };
         Ok(EchoClient {
-            stream,
+            stream: Stream::connect(address)?,
             input: vec![0; 4096],
             start: 0,
             end: 0,
             output: Vec::new(),
         })
-    }
-
-    fn io(&mut self) -> &mut dyn RW {
-        match &mut self.stream {
-            Stream::Tcp(s) => s,
-            Stream::Unix(s) => s,
-        }
     }
 
     /// Queues a frame of `request` payload bytes asking for `reply` payload bytes.
@@ -222,9 +178,7 @@ impl EchoClient {
 
     /// Writes what is queued.
     pub fn write_out(&mut self) -> io::Result<()> {
-        let out = std::mem::take(&mut self.output);
-        let r = self.io().write_all(&out);
-        self.output = out;
+        let r = self.stream.write_all(&self.output);
         self.output.clear();
         r
     }
@@ -255,13 +209,7 @@ impl EchoClient {
                 self.end -= self.start;
                 self.start = 0;
             }
-            let end = self.end;
-            let n = {
-                let mut buf = std::mem::take(&mut self.input);
-                let r = self.io().read(&mut buf[end..]);
-                self.input = buf;
-                r?
-            };
+            let n = self.stream.read(&mut self.input[self.end..])?;
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "echo closed"));
             }

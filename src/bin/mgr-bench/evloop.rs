@@ -8,67 +8,17 @@
 //! Opening the connections (`wire::open`) happens before the clock starts; this
 //! module owns only the measured, non-blocking part.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use mio::event::Source;
-use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use mgr::proto::frame::DEFAULT_MAX_FRAME;
 
 use crate::hist::Histogram;
 use crate::scenarios::{Meter, Outcome};
-use crate::wire::{Calls, Input, Opened, Stream};
-
-/// A connection's socket, non-blocking and registered with the poll.
-enum Sock {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Sock {
-    fn from_std(s: Stream) -> io::Result<Sock> {
-        Ok(match s {
-            Stream::Tcp(s) => {
-                s.set_nonblocking(true)?;
-                Sock::Tcp(TcpStream::from_std(s))
-            }
-            Stream::Unix(s) => {
-                s.set_nonblocking(true)?;
-                Sock::Unix(UnixStream::from_std(s))
-            }
-        })
-    }
-
-    fn source(&mut self) -> &mut dyn Source {
-        match self {
-            Sock::Tcp(s) => s,
-            Sock::Unix(s) => s,
-        }
-    }
-}
-
-impl Read for Sock {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.read(buf),
-            Sock::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Sock {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.write(buf),
-            Sock::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use crate::sock::Sock;
+use crate::wire::{Calls, Input, Opened};
 
 /// How long each connection runs: whichever of the two ends first.
 #[derive(Clone, Copy)]

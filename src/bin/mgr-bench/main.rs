@@ -13,6 +13,7 @@ mod evloop;
 mod hist;
 mod procinfo;
 mod scenarios;
+mod sock;
 mod wire;
 
 use std::io::{BufRead, BufReader};

@@ -7,9 +7,7 @@
 //! in `evloop.rs` then drives the socket non-blocking. Nothing here polls.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::ops::Range;
-use std::os::unix::net::UnixStream;
 
 use mgr::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
 use mgr::proto::codec::native;
@@ -17,6 +15,7 @@ use mgr::proto::frame::{self, DEFAULT_MAX_FRAME};
 use mgr::{Address, ObjectId, Reply, Request, Value};
 
 use crate::scenarios::CallKind;
+use crate::sock::Stream;
 
 /// What a connection sends for call `i` and how it checks a reply: the only
 /// difference between the two peers inside the loop.
@@ -125,48 +124,6 @@ impl Input {
                 Err(e) => return Err(e.to_string()),
             }
         }
-    }
-}
-
-/// A connected socket, still blocking.
-pub(crate) enum Stream {
-    /// TCP, with `TCP_NODELAY`.
-    Tcp(TcpStream),
-    /// A Unix stream socket.
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn connect(address: &Address) -> io::Result<Stream> {
-        Ok(match address {
-            Address::Tcp(a) => {
-                let s = TcpStream::connect(a)?;
-                s.set_nodelay(true)?;
-                Stream::Tcp(s)
-            }
-            Address::Unix(p) => Stream::Unix(UnixStream::connect(p)?),
-        })
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
