@@ -467,6 +467,30 @@ mod tests {
     }
 
     #[test]
+    fn request_ref_borrows_the_method_name_from_the_payload() {
+        let req = Request::call(
+            ObjectId::new(1, 2),
+            "__getitem__",
+            vec![Value::Str("k".into())],
+        );
+        let mut out = Vec::new();
+        encode_request(&req, &mut out);
+        let r = decode_request_ref(&out).unwrap();
+        assert_eq!(r.method, "__getitem__");
+        let span = out.as_ptr_range();
+        assert!(span.contains(&r.method.as_ptr()), "method name was copied");
+        assert_eq!(r.into_owned(), req);
+        // A non-ASCII name still decodes (the UTF-8 path), a broken one is refused.
+        let req = Request::public("créer", vec![]);
+        out.clear();
+        encode_request(&req, &mut out);
+        assert_eq!(decode_request_ref(&out).unwrap().method, "créer");
+        let at = out.iter().position(|&b| b == 0xc3).unwrap();
+        out[at] = 0xff;
+        assert!(decode_request_ref(&out).is_err());
+    }
+
+    #[test]
     fn reply_roundtrip_every_kind() {
         let replies = [
             Reply::Return(sample()),
