@@ -4,7 +4,7 @@
 //! mistaken for a pickle, which starts with the PROTO opcode 0x80), then a message
 //! tag, then the message in bincode's standard (varint) encoding. Encoding goes
 //! through bincode's primitives; decoding is a small reader over the same format
-//! ([`Input`]) that borrows strings from the payload where it can (a request's
+//! (`Input`) that borrows strings from the payload where it can (a request's
 //! method name) and checks every length against the bytes actually left in the
 //! frame before anything is allocated. Nesting is capped at [`MAX_DEPTH`], so a
 //! hostile payload costs at most a small multiple of its own size.
