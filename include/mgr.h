@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// The vtable version this library understands; put it in [`mgr_type::version`].
+// The vtable version this library understands; put it in `mgr_type.version`.
 #define MGR_TYPE_VERSION 1
 
 // The options layout version this library understands.
@@ -47,7 +47,7 @@ typedef enum mgr_status {
   MGR_ERR_AUTH = 8,
   // The peer broke the protocol, or the result was not of the expected form.
   MGR_ERR_PROTOCOL = 9,
-  // The remote method raised: see [`mgr_last_error_kind`] and [`mgr_last_error`].
+  // The remote method raised: see `mgr_last_error_kind` and `mgr_last_error`.
   MGR_ERR_REMOTE = 10,
   // The connection or server is closed.
   MGR_ERR_CLOSED = 11,
@@ -64,7 +64,7 @@ typedef enum mgr_status {
   MGR_ERR_PANIC = 15,
 } mgr_status;
 
-// The kind of a value, as [`mgr_value_type`] reports it. Stable numbers.
+// The kind of a value, as `mgr_value_type` reports it. Stable numbers.
 typedef enum mgr_value_kind {
   // Python's None.
   MGR_VALUE_NONE = 0,
@@ -89,24 +89,24 @@ typedef enum mgr_value_kind {
   // A set or frozenset (read it like a list).
   MGR_VALUE_SET = 10,
   // Something else (an integer beyond 64 bits, a slice): readable only as text
-  // through [`mgr_value_repr`].
+  // through `mgr_value_repr`.
   MGR_VALUE_OTHER = 11,
   // Returned for a NULL value.
   MGR_VALUE_INVALID = 255,
 } mgr_value_kind;
 
 // A connection to a manager server (opaque). Owned: free with
-// [`mgr_client_free`]. A client and its proxies belong to the thread that
+// `mgr_client_free`. A client and its proxies belong to the thread that
 // made them.
 typedef struct mgr_client mgr_client;
 
-// A reference to a shared object (opaque). Owned: free with [`mgr_proxy_free`],
+// A reference to a shared object (opaque). Owned: free with `mgr_proxy_free`,
 // which releases the reference.
 typedef struct mgr_proxy mgr_proxy;
 
-// A deferred reply (opaque), from [`mgr_request_defer`]. Owned by the host:
-// answer it with [`mgr_reply_return`] or [`mgr_reply_raise`], then free it with
-// [`mgr_reply_free`]. May be moved to and used from any thread.
+// A deferred reply (opaque), from `mgr_request_defer`. Owned by the host:
+// answer it with `mgr_reply_return` or `mgr_reply_raise`, then free it with
+// `mgr_reply_free`. May be moved to and used from any thread.
 typedef struct mgr_reply mgr_reply;
 
 // The context of one host callback (opaque). Valid only while that callback
@@ -114,27 +114,27 @@ typedef struct mgr_reply mgr_reply;
 typedef struct mgr_request mgr_request;
 
 // A mapped shared-memory segment (opaque). Owned: free with
-// [`mgr_segment_free`], which unmaps it; the segment itself lives until the
-// server releases it ([`mgr_client_release_segment`]) or shuts down.
+// `mgr_segment_free`, which unmaps it; the segment itself lives until the
+// server releases it (`mgr_client_release_segment`) or shuts down.
 typedef struct mgr_segment mgr_segment;
 
 // An embedded manager server (opaque). Owned by the host; free it with
-// [`mgr_server_free`]. Belongs to the thread that created it, except for
-// [`mgr_server_shutdown`]'s queued path and `mgr_reply_*`.
+// `mgr_server_free`. Belongs to the thread that created it, except for
+// `mgr_server_shutdown`'s queued path and `mgr_reply_*`.
 typedef struct mgr_server mgr_server;
 
 // A server running as a child process (opaque). Owned: free with
-// [`mgr_spawned_free`], which stops it if it is still running.
+// `mgr_spawned_free`, which stops it if it is still running.
 typedef struct mgr_spawned mgr_spawned;
 
 // A dynamically typed value (opaque). Plain data: a value may move between
 // threads, but is used by one thread at a time.
 typedef struct mgr_value mgr_value;
 
-// Server limits for [`mgr_server_new`]. Fill with [`mgr_server_options_init`]
+// Server limits for `mgr_server_new`. Fill with `mgr_server_options_init`
 // (or zero it and set `version`): a zero field keeps its default.
 typedef struct mgr_server_options {
-  // Must be [`MGR_SERVER_OPTIONS_VERSION`].
+  // Must be `MGR_SERVER_OPTIONS_VERSION`.
   uint32_t version;
   // Connections beyond this are closed on accept (default 10000).
   uint32_t max_connections;
@@ -190,7 +190,7 @@ typedef struct mgr_value *(*mgr_repr_fn)(void *userdata, void *object);
 // library copies it (and the strings it points to) during registration. Every
 // callback gets the registration's `userdata` first.
 typedef struct mgr_type {
-  // Must be [`MGR_TYPE_VERSION`]; lets the struct grow without breaking hosts.
+  // Must be `MGR_TYPE_VERSION`; lets the struct grow without breaking hosts.
   uint32_t version;
   // The exposed method names (`exposed_len` NUL-terminated strings).
   const char *const *exposed;
@@ -219,7 +219,7 @@ extern "C" {
 // authenticates with the `authkey_len`-byte `authkey` (NULL allowed when the
 // length is 0). On success writes an owned client to `*out`. `MGR_ERR_AUTH` on
 // a wrong key, `MGR_ERR_IO` when nothing listens. For a CPython manager server
-// use [`mgr_client_connect_cpython`].
+// use `mgr_client_connect_cpython`.
 enum mgr_status mgr_client_connect(const char *address,
                                    const uint8_t *authkey,
                                    size_t authkey_len,
@@ -229,7 +229,7 @@ enum mgr_status mgr_client_connect(const char *address,
 // `get_server().serve_forever()`) at `address` and speaks its protocol: pickle,
 // method calls over one accepted connection, each public request (create,
 // incref, decref …) over a connection of its own. Otherwise as
-// [`mgr_client_connect`]; the same calls work on the client it writes to `*out`.
+// `mgr_client_connect`; the same calls work on the client it writes to `*out`.
 enum mgr_status mgr_client_connect_cpython(const char *address,
                                            const uint8_t *authkey,
                                            size_t authkey_len,
@@ -241,7 +241,7 @@ void mgr_client_free(struct mgr_client *client);
 
 // Creates a shared object of `type_id` with `args` (a list or tuple, or NULL)
 // and `kwargs` (a dict with str keys, or NULL), both borrowed. On success writes
-// an owned proxy to `*out` (free with [`mgr_proxy_free`]). `MGR_ERR_REMOTE` if
+// an owned proxy to `*out` (free with `mgr_proxy_free`). `MGR_ERR_REMOTE` if
 // the constructor raised.
 enum mgr_status mgr_create(struct mgr_client *client,
                            const char *type_id,
@@ -254,7 +254,7 @@ enum mgr_status mgr_create(struct mgr_client *client,
 // (free with `mgr_value_free`). `MGR_ERR_REMOTE` when the method raised: the
 // exception kind is `mgr_last_error_kind()` and its message `mgr_last_error()`.
 // `MGR_ERR_PROTOCOL` if the method returns a shared object: use
-// [`mgr_call_proxy`] for those.
+// `mgr_call_proxy` for those.
 enum mgr_status mgr_call(struct mgr_proxy *proxy,
                          const char *method,
                          const struct mgr_value *args,
@@ -263,7 +263,7 @@ enum mgr_status mgr_call(struct mgr_proxy *proxy,
 
 // Calls a method whose result is a new shared object (the type's
 // method_to_typeid) and writes an owned proxy for it to `*out` (free with
-// [`mgr_proxy_free`]). `MGR_ERR_PROTOCOL` if the method returned a plain value.
+// `mgr_proxy_free`). `MGR_ERR_PROTOCOL` if the method returned a plain value.
 enum mgr_status mgr_call_proxy(struct mgr_proxy *proxy,
                                const char *method,
                                const struct mgr_value *args,
@@ -280,7 +280,7 @@ enum mgr_status mgr_client_proxy_from_ref(struct mgr_client *client,
 uint64_t mgr_proxy_id(const struct mgr_proxy *proxy);
 
 // The proxied object's typeid. Owned by the proxy: valid until
-// [`mgr_proxy_free`]. NULL for NULL.
+// `mgr_proxy_free`. NULL for NULL.
 const char *mgr_proxy_typeid(const struct mgr_proxy *proxy);
 
 // A new reference value naming the proxied object, to pass it as an argument.
@@ -318,9 +318,9 @@ enum mgr_status mgr_request_return_object(struct mgr_request *req, void *object)
 
 // Defers the answer: writes a new reply handle to `*out` and return `MGR_OK`
 // from the callback. The caller's connection waits (its later requests queue up)
-// until the reply is answered with [`mgr_reply_return`] / [`mgr_reply_raise`],
+// until the reply is answered with `mgr_reply_return` / `mgr_reply_raise`,
 // from this callback, a later callback, the host's loop or another thread. The
-// host owns `*out`: free it with [`mgr_reply_free`].
+// host owns `*out`: free it with `mgr_reply_free`.
 enum mgr_status mgr_request_defer(struct mgr_request *req, struct mgr_reply **out);
 
 // Answers a deferred call with `value` (taking ownership of it, even on
@@ -330,7 +330,7 @@ enum mgr_status mgr_request_defer(struct mgr_request *req, struct mgr_reply **ou
 enum mgr_status mgr_reply_return(struct mgr_reply *reply, struct mgr_value *value);
 
 // Answers a deferred call with an exception `kind` (non-empty) and `message`
-// (NULL for none); both are copied. Same rules as [`mgr_reply_return`].
+// (NULL for none); both are copied. Same rules as `mgr_reply_return`.
 enum mgr_status mgr_reply_raise(struct mgr_reply *reply, const char *kind, const char *message);
 
 // Frees a reply handle. NULL is a no-op. Freeing a reply that was never answered
@@ -339,7 +339,7 @@ void mgr_reply_free(struct mgr_reply *reply);
 
 // Creates a zero-filled segment of `size` bytes, maps it and has the server
 // track it (unlinked when the server shuts down), in one call. On success writes
-// an owned segment to `*out`. Other processes open it by [`mgr_segment_name`]
+// an owned segment to `*out`. Other processes open it by `mgr_segment_name`
 // (e.g. Python's `SharedMemory(name=...)`).
 enum mgr_status mgr_client_create_segment(struct mgr_client *client,
                                           size_t size,
@@ -350,11 +350,11 @@ enum mgr_status mgr_client_create_segment(struct mgr_client *client,
 enum mgr_status mgr_client_release_segment(struct mgr_client *client, const char *name);
 
 // The segment's name (`psm_` and 8 hex digits). Owned by the segment: valid
-// until [`mgr_segment_free`]. NULL for NULL.
+// until `mgr_segment_free`. NULL for NULL.
 const char *mgr_segment_name(struct mgr_segment *segment);
 
-// The mapped bytes, [`mgr_segment_len`] of them, readable and writable until
-// [`mgr_segment_free`]. NULL for NULL.
+// The mapped bytes, `mgr_segment_len` of them, readable and writable until
+// `mgr_segment_free`. NULL for NULL.
 uint8_t *mgr_segment_data(struct mgr_segment *segment);
 
 // The segment's size in bytes; 0 for NULL.
@@ -370,7 +370,7 @@ enum mgr_status mgr_server_options_init(struct mgr_server_options *out);
 // with the `authkey_len`-byte secret `authkey` (may be empty only on loopback or
 // a Unix socket; NULL allowed when `authkey_len` is 0). `options` may be NULL
 // for defaults. On success writes an owned server to `*out` (free with
-// [`mgr_server_free`]). Registers no types.
+// `mgr_server_free`). Registers no types.
 enum mgr_status mgr_server_new(const char *address,
                                const uint8_t *authkey,
                                size_t authkey_len,
@@ -379,7 +379,7 @@ enum mgr_status mgr_server_new(const char *address,
 
 // Registers (or replaces) the host type `type_id`. `vtable` is copied, with the
 // strings it points to; `userdata` is passed first to every callback and must
-// stay valid until [`mgr_server_free`] returns. Objects of a replaced type keep
+// stay valid until `mgr_server_free` returns. Objects of a replaced type keep
 // the old callbacks. `MGR_ERR_BUSY` from inside a callback.
 enum mgr_status mgr_server_register(struct mgr_server *server,
                                     const char *type_id,
@@ -387,17 +387,17 @@ enum mgr_status mgr_server_register(struct mgr_server *server,
                                     void *userdata);
 
 // The bound address (`127.0.0.1:41234`, `unix:/path`), with the real port when
-// port 0 was asked for. Owned by the server: valid until [`mgr_server_free`].
+// port 0 was asked for. Owned by the server: valid until `mgr_server_free`.
 // NULL if `server` is NULL.
 const char *mgr_server_address(const struct mgr_server *server);
 
 // The one descriptor to poll for reading: when it is readable (or
-// [`mgr_server_timeout_ms`] has passed), call [`mgr_server_process`]. Owned by
+// `mgr_server_timeout_ms` has passed), call `mgr_server_process`. Owned by
 // the server: never close it. -1 if `server` is NULL.
 int32_t mgr_server_fd(const struct mgr_server *server);
 
 // Milliseconds until the server's next timer (rounded up), -1 if it has none:
-// the longest the host may wait on [`mgr_server_fd`]. 0 from inside a callback
+// the longest the host may wait on `mgr_server_fd`. 0 from inside a callback
 // or for NULL.
 int32_t mgr_server_timeout_ms(struct mgr_server *server);
 
@@ -408,18 +408,18 @@ int32_t mgr_server_timeout_ms(struct mgr_server *server);
 enum mgr_status mgr_server_process(struct mgr_server *server);
 
 // Serves on the calling thread until shutdown (a client's `shutdown` request,
-// or [`mgr_server_shutdown`] called from a callback). `MGR_ERR_BUSY` from
+// or `mgr_server_shutdown` called from a callback). `MGR_ERR_BUSY` from
 // inside a callback.
 enum mgr_status mgr_server_run(struct mgr_server *server);
 
-// Whether the server has shut down (a client asked, or [`mgr_server_shutdown`]).
+// Whether the server has shut down (a client asked, or `mgr_server_shutdown`).
 // A host loop stops when this turns true. False for NULL and inside callbacks.
 bool mgr_server_is_shut_down(const struct mgr_server *server);
 
 // Shuts the server down: stops listening, flushes what it can, closes every
 // connection (their deferred calls are cancelled). Immediate when called from
 // the host's loop; from inside a callback it is queued (the fd is woken) and
-// happens in the next [`mgr_server_process`]. Deferred replies answered
+// happens in the next `mgr_server_process`. Deferred replies answered
 // afterwards report `MGR_ERR_STALE`. The server still has to be freed.
 enum mgr_status mgr_server_shutdown(struct mgr_server *server);
 
@@ -455,7 +455,7 @@ enum mgr_status mgr_spawn(const char *program,
                           struct mgr_spawned **out);
 
 // The address the child listens on (`127.0.0.1:41234`, `unix:/path`). Owned by
-// the handle: valid until [`mgr_spawned_free`]. NULL for NULL.
+// the handle: valid until `mgr_spawned_free`. NULL for NULL.
 const char *mgr_spawned_address(struct mgr_spawned *spawned);
 
 // The child's process id; 0 for NULL.
@@ -485,7 +485,7 @@ void mgr_spawned_free(struct mgr_spawned *spawned);
 const char *mgr_last_error(void);
 
 // The Python exception kind of the last failure on this thread when it was
-// [`mgr_status::MGR_ERR_REMOTE`] (e.g. "KeyError", "queue.Empty"), else "".
+// `MGR_ERR_REMOTE` (e.g. "KeyError", "queue.Empty"), else "".
 //
 // Owned by the library: valid until the next failing libmgr call on this thread.
 const char *mgr_last_error_kind(void);
@@ -494,20 +494,20 @@ const char *mgr_last_error_kind(void);
 // Never NULL; never freed.
 const char *mgr_status_name(enum mgr_status status);
 
-// A new None value. Owned: free with [`mgr_value_free`]. Never NULL.
+// A new None value. Owned: free with `mgr_value_free`. Never NULL.
 struct mgr_value *mgr_value_none(void);
 
-// A new bool value. Owned: free with [`mgr_value_free`].
+// A new bool value. Owned: free with `mgr_value_free`.
 struct mgr_value *mgr_value_bool(bool b);
 
-// A new int value. Owned: free with [`mgr_value_free`].
+// A new int value. Owned: free with `mgr_value_free`.
 struct mgr_value *mgr_value_int(int64_t i);
 
-// A new float value. Owned: free with [`mgr_value_free`].
+// A new float value. Owned: free with `mgr_value_free`.
 struct mgr_value *mgr_value_float(double f);
 
 // A new str value copied from the NUL-terminated UTF-8 string `s`. Owned: free
-// with [`mgr_value_free`]. NULL (with the last error set) if `s` is NULL or not
+// with `mgr_value_free`. NULL (with the last error set) if `s` is NULL or not
 // UTF-8.
 struct mgr_value *mgr_value_str(const char *s);
 
@@ -516,16 +516,16 @@ struct mgr_value *mgr_value_str(const char *s);
 struct mgr_value *mgr_value_str_len(const char *s, size_t len);
 
 // A new bytes value copied from `len` bytes at `data` (NULL allowed when `len` is
-// 0). Owned: free with [`mgr_value_free`].
+// 0). Owned: free with `mgr_value_free`.
 struct mgr_value *mgr_value_bytes(const uint8_t *data, size_t len);
 
-// A new empty list. Owned: free with [`mgr_value_free`].
+// A new empty list. Owned: free with `mgr_value_free`.
 struct mgr_value *mgr_value_list(void);
 
-// A new empty tuple (grow it with [`mgr_value_append`]). Owned.
+// A new empty tuple (grow it with `mgr_value_append`). Owned.
 struct mgr_value *mgr_value_tuple(void);
 
-// A new empty dict. Owned: free with [`mgr_value_free`].
+// A new empty dict. Owned: free with `mgr_value_free`.
 struct mgr_value *mgr_value_dict(void);
 
 // A new reference to the shared object `id` of type `type_id` (to pass a shared
@@ -533,7 +533,7 @@ struct mgr_value *mgr_value_dict(void);
 // `type_id` is NULL or not UTF-8.
 struct mgr_value *mgr_value_ref(const char *type_id, uint64_t id);
 
-// A deep copy of `v`. Owned: free with [`mgr_value_free`]. NULL if `v` is NULL.
+// A deep copy of `v`. Owned: free with `mgr_value_free`. NULL if `v` is NULL.
 struct mgr_value *mgr_value_clone(const struct mgr_value *v);
 
 // Frees an owned value and everything inside it. NULL is a no-op. Never pass a
@@ -554,18 +554,18 @@ enum mgr_status mgr_value_get_int(const struct mgr_value *v, int64_t *out);
 enum mgr_status mgr_value_get_float(const struct mgr_value *v, double *out);
 
 // Borrows a str's UTF-8 bytes: `*ptr` (NOT NUL-terminated) and `*len`. Valid
-// until `v` is freed or modified. For a C string use [`mgr_value_str_dup`].
+// until `v` is freed or modified. For a C string use `mgr_value_str_dup`.
 enum mgr_status mgr_value_get_str(const struct mgr_value *v, const char **ptr, size_t *len);
 
 // A NUL-terminated copy of a str value (an embedded NUL is written as `\0`).
-// Owned: free with [`mgr_string_free`]. NULL if `v` is NULL or not a str.
+// Owned: free with `mgr_string_free`. NULL if `v` is NULL or not a str.
 char *mgr_value_str_dup(const struct mgr_value *v);
 
 // Borrows a bytes value: `*data` and `*len`. Valid until `v` is freed or modified.
 enum mgr_status mgr_value_get_bytes(const struct mgr_value *v, const uint8_t **data, size_t *len);
 
 // Reads an object reference's id into `*id` (the typeid is in
-// [`mgr_value_repr`]). `MGR_ERR_WRONG_TYPE` if `v` is not a reference.
+// `mgr_value_repr`). `MGR_ERR_WRONG_TYPE` if `v` is not a reference.
 enum mgr_status mgr_value_get_ref(const struct mgr_value *v, uint64_t *id);
 
 // The number of items of a list, tuple, set or dict, or the byte length of a str
@@ -609,10 +609,10 @@ enum mgr_status mgr_value_dict_set(struct mgr_value *v,
 bool mgr_value_equal(const struct mgr_value *a, const struct mgr_value *b);
 
 // Python's `repr()` of `v` as a NUL-terminated string. Owned: free with
-// [`mgr_string_free`]. NULL if `v` is NULL.
+// `mgr_string_free`. NULL if `v` is NULL.
 char *mgr_value_repr(const struct mgr_value *v);
 
-// Frees a string returned by libmgr ([`mgr_value_repr`], [`mgr_value_str_dup`]).
+// Frees a string returned by libmgr (`mgr_value_repr`, `mgr_value_str_dup`).
 // NULL is a no-op. Never pass it memory from elsewhere.
 void mgr_string_free(char *s);
 

@@ -19,7 +19,7 @@ fn header_is_up_to_date() {
         .expect("cbindgen generates the header");
     let mut generated = Vec::new();
     bindings.write(&mut generated);
-    let generated = String::from_utf8(generated).expect("utf-8 header");
+    let generated = c_comments(&String::from_utf8(generated).expect("utf-8 header"));
     let path = root.join("include/mgr.h");
     if std::env::var_os("MGR_UPDATE_HEADER").is_some() {
         std::fs::write(&path, &generated).expect("write include/mgr.h");
@@ -50,6 +50,53 @@ fn header_is_up_to_date() {
     ] {
         assert!(generated.contains(name), "{name} missing from the header");
     }
+    assert!(
+        !generated.contains("[`"),
+        "a rustdoc link is left in a C comment"
+    );
+}
+
+/// The doc comments cbindgen copies are rustdoc: `[`mgr_free`]` links and
+/// `mgr_type::version` paths. In C comments they become plain code spans and C
+/// member syntax (`mgr_type.version`; enum constants lose their enum prefix).
+fn c_comments(header: &str) -> String {
+    let mut out = String::with_capacity(header.len());
+    for line in header.split_inclusive('\n') {
+        if !line.trim_start().starts_with("//") {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("[`") {
+            let Some(len) = rest[at + 2..].find("`]") else {
+                break;
+            };
+            let name = &rest[at + 2..at + 2 + len];
+            let name = match name.split_once("::") {
+                Some(("mgr_status", constant)) => constant.to_owned(),
+                Some((owner, member)) => format!("{owner}.{member}"),
+                None => name.to_owned(),
+            };
+            out.push_str(&rest[..at]);
+            out.push('`');
+            out.push_str(&name);
+            out.push('`');
+            rest = &rest[at + 2 + len + 2..];
+        }
+        out.push_str(rest);
+    }
+    out
+}
+
+#[test]
+fn rustdoc_links_become_c_code_spans() {
+    let h = "// Free with [`mgr_value_free`]; see [`mgr_type::version`] and\n\
+             // [`mgr_status::MGR_ERR_REMOTE`], not d[key].\nint [`x`];\n";
+    assert_eq!(
+        c_comments(h),
+        "// Free with `mgr_value_free`; see `mgr_type.version` and\n\
+         // `MGR_ERR_REMOTE`, not d[key].\nint [`x`];\n"
+    );
 }
 
 #[test]
