@@ -6,6 +6,8 @@
  * It registers two host types:
  *   Mailbox   put(msg) -> count, get() -> msg (defers while empty; a later put
  *             answers it), pop() -> msg (IndexError when empty), count(),
+ *             waiting() -> getters parked in get() (a getter whose client goes
+ *             away is dropped at once: the type's cancel callback),
  *             wait_tick() -> tick number (deferred; answered by the daemon's
  *             own timer), snapshot() -> Snapshot proxy (method_to_typeid, built
  *             from a returned value), fork() -> Mailbox proxy (method_to_typeid,
@@ -141,6 +143,29 @@ static void mailbox_destroy(void *userdata, void *object) {
   d->destroyed++;
 }
 
+/* Removes `r` from `list` (of `*n`); true if it was there. */
+static int drop_waiter(mgr_reply **list, size_t *n, mgr_reply *r) {
+  size_t i;
+  for (i = 0; i < *n; i++) {
+    if (list[i] == r) {
+      memmove(list + i, list + i + 1, (*n - i - 1) * sizeof *list);
+      (*n)--;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* The client of a parked get() or wait_tick() went away: forget its reply now,
+   so dead clients never fill the waiter slots. */
+static void mailbox_cancel(void *userdata, void *object, mgr_reply *reply) {
+  daemon_state *d = userdata;
+  mailbox *m = object;
+  if (drop_waiter(m->getters, &m->n_getters, reply) ||
+      drop_waiter(d->tick_waiters, &d->n_tick_waiters, reply))
+    mgr_reply_free(reply);
+}
+
 static mgr_value *mailbox_repr(void *userdata, void *object) {
   mailbox *m = object;
   char buf[64];
@@ -207,6 +232,8 @@ static mgr_status mailbox_call(void *userdata, void *object, const char *method,
     free(msg);
     return st;
   }
+  if (strcmp(method, "waiting") == 0)
+    return mgr_request_return(req, mgr_value_int((int64_t)m->n_getters));
   if (strcmp(method, "count") == 0)
     return mgr_request_return(req, mgr_value_int((int64_t)m->len));
   if (strcmp(method, "wait_tick") == 0) {
@@ -316,7 +343,7 @@ static void tick(daemon_state *d) {
 
 int main(int argc, char **argv) {
   static const char *const mailbox_methods[] = {"put", "get", "pop", "count",
-                                                "wait_tick", "bad"};
+                                                "waiting", "wait_tick", "bad"};
   static const mgr_method_typeid mailbox_results[] = {{"snapshot", "Snapshot"},
                                                       {"fork", "Mailbox"}};
   static const char *const snapshot_methods[] = {"len", "item"};
@@ -364,6 +391,7 @@ int main(int argc, char **argv) {
   mailbox_type.call = mailbox_call;
   mailbox_type.destroy = mailbox_destroy;
   mailbox_type.repr = mailbox_repr;
+  mailbox_type.cancel = mailbox_cancel;
 
   memset(&snapshot_type, 0, sizeof snapshot_type);
   snapshot_type.version = MGR_TYPE_VERSION;

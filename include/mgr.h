@@ -19,7 +19,8 @@
 #include <stdint.h>
 
 // The vtable version this library understands; put it in `mgr_type.version`.
-#define MGR_TYPE_VERSION 1
+// Version 1 (the same struct without `cancel`) is still accepted.
+#define MGR_TYPE_VERSION 2
 
 // The options layout version this library understands.
 #define MGR_SERVER_OPTIONS_VERSION 1
@@ -186,6 +187,14 @@ typedef void (*mgr_destroy_fn)(void *userdata, void *object);
 // or NULL for the default `<typeid object, id=…>`.
 typedef struct mgr_value *(*mgr_repr_fn)(void *userdata, void *object);
 
+// Told that the caller of a deferred call went away (its connection closed)
+// before `reply` — the pointer `mgr_request_defer` gave for that call, not yet
+// freed — was answered. Answering it now is a harmless no-op
+// (`MGR_ERR_STALE`); the host should drop it from its waiters and
+// `mgr_reply_free` it, here or later. Runs inside the server's turn, like the
+// other callbacks.
+typedef void (*mgr_cancel_fn)(void *userdata, void *object, struct mgr_reply *reply);
+
 // A host type's description and callbacks, given to `mgr_server_register`. The
 // library copies it (and the strings it points to) during registration. Every
 // callback gets the registration's `userdata` first.
@@ -209,6 +218,8 @@ typedef struct mgr_type {
   mgr_destroy_fn destroy;
   // The object's repr (optional).
   mgr_repr_fn repr;
+  // A deferred call's caller went away (optional; version 2 and later).
+  mgr_cancel_fn cancel;
 } mgr_type;
 
 #ifdef __cplusplus

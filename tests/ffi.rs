@@ -33,6 +33,8 @@ struct Shared {
     replies: Mutex<mpsc::Sender<SendReply>>,
     created: AtomicUsize,
     destroyed: AtomicUsize,
+    /// Replies the `cancel` callback was told about.
+    cancelled: Mutex<Vec<usize>>,
 }
 
 unsafe fn shared<'a>(userdata: *mut c_void) -> &'a Shared {
@@ -139,6 +141,16 @@ unsafe extern "C" fn call(
     }
 }
 
+unsafe extern "C" fn cancel(userdata: *mut c_void, object: *mut c_void, reply: *mut mgr_reply) {
+    assert!(!object.is_null(), "cancel gets the object's state");
+    // The test still answers (harmlessly) and frees it: record it only.
+    shared(userdata)
+        .cancelled
+        .lock()
+        .unwrap()
+        .push(reply as usize);
+}
+
 unsafe extern "C" fn repr(_userdata: *mut c_void, object: *mut c_void) -> *mut mgr_value {
     let n = *object.cast::<u64>();
     let s = std::ffi::CString::new(format!("<Echo after {n} echoes>")).unwrap();
@@ -180,6 +192,7 @@ static VTABLE: VTable = VTable(mgr_type {
     call: Some(call),
     destroy: Some(destroy),
     repr: Some(repr),
+    cancel: Some(cancel),
 });
 
 struct Running {
@@ -196,6 +209,7 @@ fn start() -> Running {
         replies: Mutex::new(tx),
         created: AtomicUsize::new(0),
         destroyed: AtomicUsize::new(0),
+        cancelled: Mutex::new(Vec::new()),
     });
     let (addr_tx, addr_rx) = mpsc::channel();
     let sh = shared.clone();
@@ -327,7 +341,8 @@ fn deferred_replies_from_another_thread_freed_and_stale() {
     assert_eq!(kind, "RuntimeError");
     assert!(msg.contains("without answering"), "{msg}");
 
-    // The caller vanishes: answering later is a harmless no-op that says so.
+    // The caller vanishes: the host is told (cancel, with the very reply it
+    // holds), and answering later is a harmless no-op that says so.
     let observer = server.connect();
     let gone = server.connect();
     let p = gone.create("Echo", vec![]).unwrap();
@@ -341,6 +356,7 @@ fn deferred_replies_from_another_thread_freed_and_stale() {
     while observer.number_of_objects().unwrap() != 0 {
         std::thread::yield_now();
     }
+    assert_eq!(*server.shared.cancelled.lock().unwrap(), vec![r as usize]);
     unsafe {
         assert_eq!(
             mgr_reply_return(r, mgr_value_int(1)),

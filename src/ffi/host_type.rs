@@ -12,7 +12,7 @@ use std::rc::{Rc, Weak};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak as AWeak};
 
-use super::request::{Answer, Mode, ReplyState, Request};
+use super::request::{mgr_reply, Answer, Mode, ReplyState, Request};
 use super::status::{mgr_status, Fail};
 use super::value::{as_ptr, from_raw, mgr_value};
 use super::{arg_str, mgr_request};
@@ -22,7 +22,8 @@ use crate::server::{
 };
 
 /// The vtable version this library understands; put it in [`mgr_type::version`].
-pub const MGR_TYPE_VERSION: u32 = 1;
+/// Version 1 (the same struct without `cancel`) is still accepted.
+pub const MGR_TYPE_VERSION: u32 = 2;
 
 /// One method_to_typeid entry: calling `method` returns a new shared object of
 /// `type_id` (the caller gets a proxy). (Not `typeid`: a C++ keyword.)
@@ -73,6 +74,15 @@ pub type mgr_destroy_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, obj
 pub type mgr_repr_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, object: *mut c_void) -> *mut mgr_value>;
 
+/// Told that the caller of a deferred call went away (its connection closed)
+/// before `reply` — the pointer `mgr_request_defer` gave for that call, not yet
+/// freed — was answered. Answering it now is a harmless no-op
+/// (`MGR_ERR_STALE`); the host should drop it from its waiters and
+/// `mgr_reply_free` it, here or later. Runs inside the server's turn, like the
+/// other callbacks.
+pub type mgr_cancel_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, object: *mut c_void, reply: *mut mgr_reply)>;
+
 /// A host type's description and callbacks, given to `mgr_server_register`. The
 /// library copies it (and the strings it points to) during registration. Every
 /// callback gets the registration's `userdata` first.
@@ -98,6 +108,55 @@ pub struct mgr_type {
     pub destroy: mgr_destroy_fn,
     /// The object's repr (optional).
     pub repr: mgr_repr_fn,
+    /// A deferred call's caller went away (optional; version 2 and later).
+    pub cancel: mgr_cancel_fn,
+}
+
+/// Version 1 of [`mgr_type`]: the same fields, without `cancel`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TypeV1 {
+    version: u32,
+    exposed: *const *const c_char,
+    exposed_len: usize,
+    method_to_typeid: *const mgr_method_typeid,
+    method_to_typeid_len: usize,
+    create: mgr_create_fn,
+    call: mgr_call_fn,
+    destroy: mgr_destroy_fn,
+    repr: mgr_repr_fn,
+}
+
+/// Copies the host's vtable, reading only as many bytes as its version has.
+///
+/// # Safety
+/// `vt` is NULL or points to a `mgr_type` of the version it states.
+pub(crate) unsafe fn read_vtable(vt: *const mgr_type) -> Result<mgr_type, Fail> {
+    if vt.is_null() {
+        return Err(Fail::null("vtable"));
+    }
+    match std::ptr::addr_of!((*vt).version).read() {
+        1 => {
+            let v1 = vt.cast::<TypeV1>().read();
+            Ok(mgr_type {
+                version: v1.version,
+                exposed: v1.exposed,
+                exposed_len: v1.exposed_len,
+                method_to_typeid: v1.method_to_typeid,
+                method_to_typeid_len: v1.method_to_typeid_len,
+                create: v1.create,
+                call: v1.call,
+                destroy: v1.destroy,
+                repr: v1.repr,
+                cancel: None,
+            })
+        }
+        MGR_TYPE_VERSION => Ok(vt.read()),
+        v => Err(Fail::new(
+            mgr_status::MGR_ERR_INVALID_ARGUMENT,
+            format!("mgr_type.version is {v}, this library supports 1 to {MGR_TYPE_VERSION}"),
+        )),
+    }
 }
 
 /// A registered host type, shared by its objects.
@@ -124,15 +183,6 @@ impl HostType {
         server: ServerHandle,
         server_alive: Arc<AtomicBool>,
     ) -> Result<(Rc<HostType>, TypeSpec), Fail> {
-        if vt.version != MGR_TYPE_VERSION {
-            return Err(Fail::new(
-                mgr_status::MGR_ERR_INVALID_ARGUMENT,
-                format!(
-                    "mgr_type.version is {}, this library supports {MGR_TYPE_VERSION}",
-                    vt.version
-                ),
-            ));
-        }
         if vt.call.is_none() {
             return Err(Fail::null("mgr_type.call"));
         }
@@ -326,14 +376,26 @@ impl SharedObject for HostObject {
     }
 
     fn on_cancel(&mut self, _cx: &mut Context<'_>, reply: ReplyHandle) {
+        let mut cancelled = None;
         self.pending.retain(|w| match w.upgrade() {
             Some(s) if s.handle == reply => {
                 s.mark_stale();
+                cancelled = Some(s);
                 false
             }
             Some(_) => true,
             None => false,
         });
+        // The state is alive only while the host's mgr_reply is (the reply holds
+        // the only strong reference once the call has deferred), so the pointer
+        // handed over has not been freed.
+        if let (Some(s), Some(cancel)) = (cancelled, self.ty.vt.cancel) {
+            let boxed = s.boxed();
+            if !boxed.is_null() {
+                // SAFETY: the host promised a valid callback; `boxed` is its live reply.
+                unsafe { cancel(self.ty.userdata, self.object, boxed) };
+            }
+        }
     }
 
     fn on_destroy(&mut self, _cx: &mut Context<'_>) {

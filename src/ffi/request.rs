@@ -9,7 +9,7 @@
 
 use std::ffi::{c_char, c_void};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::Arc;
 
 use super::host_type::HostType;
@@ -102,11 +102,18 @@ pub(crate) struct ReplyState {
     /// Its client went away, or its object was destroyed.
     stale: AtomicBool,
     server_alive: Arc<AtomicBool>,
+    /// The `mgr_reply` the host holds for it (set once it is made).
+    boxed: AtomicPtr<mgr_reply>,
 }
 
 impl ReplyState {
     pub(crate) fn mark_stale(&self) {
         self.stale.store(true, Ordering::SeqCst);
+    }
+
+    /// The host's `mgr_reply` for this call (NULL before `mgr_request_defer` returns).
+    pub(crate) fn boxed(&self) -> *mut mgr_reply {
+        self.boxed.load(Ordering::SeqCst)
     }
 }
 
@@ -246,10 +253,13 @@ pub unsafe extern "C" fn mgr_request_defer(
             answered: AtomicBool::new(false),
             stale: AtomicBool::new(false),
             server_alive: req.ty.server_alive.clone(),
+            boxed: AtomicPtr::new(std::ptr::null_mut()),
         });
         req.set(Answer::Deferred(state.clone()))?;
-        let b = ReplyBox { server: req.ty.server.clone(), state };
-        *out = Box::into_raw(Box::new(b)).cast();
+        let b = ReplyBox { server: req.ty.server.clone(), state: state.clone() };
+        let boxed: *mut mgr_reply = Box::into_raw(Box::new(b)).cast();
+        state.boxed.store(boxed, Ordering::SeqCst);
+        *out = boxed;
         Ok(mgr_status::MGR_OK)
     }
 }

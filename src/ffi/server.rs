@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::host_type::{mgr_type, HostType, Types};
+use super::host_type::{mgr_type, read_vtable, HostType, Types};
 use super::status::{mgr_status, Fail};
 use super::{arg_bytes, arg_str, out_ptr};
 use crate::address::Address;
@@ -168,9 +168,9 @@ pub unsafe extern "C" fn mgr_server_register(
     ffi_boundary! {
         let b = arg_server(server)?;
         let typeid = arg_str(type_id, "type_id")?;
-        let vt = vtable.as_ref().ok_or_else(|| Fail::null("vtable"))?;
+        let vt = read_vtable(vtable)?;
         b.with(|s| {
-            let (ty, spec) = HostType::new(typeid, vt, userdata, &b.types, b.handle.clone(), b.alive.clone())?;
+            let (ty, spec) = HostType::new(typeid, &vt, userdata, &b.types, b.handle.clone(), b.alive.clone())?;
             s.register(spec);
             b.types.borrow_mut().insert(typeid.to_owned(), ty);
             Ok(mgr_status::MGR_OK)
@@ -362,6 +362,7 @@ mod tests {
             call: Some(nop_call),
             destroy: None,
             repr: None,
+            cancel: None,
         }
     }
 
@@ -466,10 +467,22 @@ mod tests {
                 mgr_status::MGR_OK
             );
             let mut v = vtable();
-            v.version = 2;
+            v.version = MGR_TYPE_VERSION + 1;
             assert_eq!(
                 mgr_server_register(s, c"T".as_ptr(), &v, ud),
                 mgr_status::MGR_ERR_INVALID_ARGUMENT
+            );
+            // A version-1 vtable (no `cancel` field) is read without touching the
+            // bytes past its end: here it is the last thing in its allocation.
+            let v1 = vtable();
+            let size = std::mem::offset_of!(mgr_type, cancel);
+            let mut words = vec![0u64; size / 8].into_boxed_slice();
+            let at = words.as_mut_ptr().cast::<u8>();
+            ptr::copy_nonoverlapping((&v1 as *const mgr_type).cast::<u8>(), at, size);
+            at.cast::<u32>().write(1);
+            assert_eq!(
+                mgr_server_register(s, c"V1".as_ptr(), words.as_ptr().cast(), ud),
+                mgr_status::MGR_OK
             );
             let mut v = vtable();
             v.call = None;

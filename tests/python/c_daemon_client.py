@@ -9,6 +9,8 @@ Prints "python: all checks passed" on success.
 import multiprocessing
 import os
 import sys
+import time
+from multiprocessing.connection import Client
 from multiprocessing.managers import BaseManager, RemoteError
 
 
@@ -18,6 +20,15 @@ class HostManager(BaseManager):
 
 HostManager.register("Mailbox", method_to_typeid={"snapshot": "Snapshot", "fork": "Mailbox"})
 HostManager.register("Snapshot")
+
+
+def eventually(pred, what, seconds=15):
+    """Waits for pred() (a generous guard for the daemon's turn, not a timing check)."""
+    deadline = time.monotonic() + seconds
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        time.sleep(0.02)
 
 
 def main():
@@ -60,15 +71,26 @@ def main():
         pass
     # wait_tick() is deferred in C and answered by the daemon's own timer.
     assert isinstance(box.wait_tick(), int)
+    # Getters parked on their own connections, which then close: the daemon's
+    # cancel callback drops each from its waiters as its client goes.
+    token = box._token
+    parked = []
+    for _ in range(3):
+        c = Client(token.address, authkey=key)
+        c.send((None, "accept_connection", ("parked",), {}))  # as BaseProxy does
+        assert c.recv() == ("#RETURN", None)
+        c.send((token.id, "get", (), {}))
+        parked.append(c)
+    eventually(lambda: box.waiting() == 3, "the three getters did not park")
+    for c in parked:
+        c.close()
+    eventually(lambda: box.waiting() == 0, "the vanished getters were not cancelled")
+    assert box.put("after") == 1 and box.get() == "after"
     del box, snap, copy
     import gc
-    import time
 
     gc.collect()
-    deadline = time.monotonic() + 15
-    while m._number_of_objects() != base and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert m._number_of_objects() == base, m._number_of_objects()
+    eventually(lambda: m._number_of_objects() == base, "objects left behind")
     print("python: all checks passed")
 
 
