@@ -662,6 +662,49 @@ fn a_list_of_dicts_keeps_them_alive_and_frees_them_when_removed() {
 }
 
 #[test]
+fn appended_and_inserted_references_are_counted_without_a_recount() {
+    // append/insert are declared adds-only: the server counts the references in
+    // their arguments instead of recounting the list. The counts must come out
+    // exactly as a recount would have them, including on failure.
+    let srv = Builtins::start();
+    let m = srv.connect();
+    let l = m.create("list", vec![]).unwrap();
+    let d = m.create("dict", vec![]).unwrap();
+    let r = || Value::Ref(d.token().clone());
+    l.call("append", vec![r()]).unwrap();
+    l.call("append", vec![list(vec![r(), r()])]).unwrap();
+    l.call("insert", vec![i(0), r()]).unwrap();
+    // The server's own count (debug_info): four held by the list, one by `d`.
+    let refcount = || {
+        let info = m.debug_info().unwrap();
+        let key = format!("{}:", d.id());
+        let line = info.lines().find(|l| l.trim_start().starts_with(&key));
+        let n = line.and_then(|l| l.split("refcount=").nth(1));
+        n.expect("d in debug_info").trim().parse::<u64>().unwrap()
+    };
+    assert_eq!(refcount(), 5);
+    // Fails before storing anything (the index is not an int): nothing counted.
+    assert_eq!(kind_msg(l.call("insert", vec![r(), r()])).0, "TypeError");
+    assert_eq!(refcount(), 5);
+    l.call("append", vec![i(7)]).unwrap();
+    assert_eq!(refcount(), 5);
+    drop(d);
+    assert_eq!(
+        m.number_of_objects().unwrap(),
+        2,
+        "the list keeps the dict alive"
+    );
+    assert_eq!(l.call("__len__", vec![]).unwrap(), i(4));
+    // Four references are held (one, two nested, one inserted): removing three
+    // of them keeps the dict, removing the last frees it.
+    l.call("pop", vec![i(0)]).unwrap();
+    l.call("pop", vec![i(0)]).unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 2);
+    l.call("__delitem__", vec![i(0)]).unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 1, "its last holder let go");
+}
+
+#[test]
 fn namespace_attributes() {
     let srv = Builtins::start();
     let m = srv.connect();

@@ -131,7 +131,7 @@ impl fmt::Debug for Core {
 
 /// When to recount the references an object holds after one of its callbacks
 /// (besides when the callback says so with [`Context::refs_changed`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Recount {
     /// Always: the call's arguments carried references it may have stored.
     Always,
@@ -139,6 +139,10 @@ pub(crate) enum Recount {
     IfHolding,
     /// Never on its own: a method declared reads-only.
     IfAsked,
+    /// No recount: it now holds these references (from its arguments) more,
+    /// and lets go of none — a method declared adds-only. (If the callback
+    /// failed, the caller recounts.)
+    Added(Vec<ObjectId>),
 }
 
 /// Why an object could not be called.
@@ -219,16 +223,18 @@ impl Core {
             .expect("a checked-out object is never removed");
         slot.object = Some(object);
         let rescan = refs_changed
-            || match recount {
+            || match &recount {
                 Recount::Always => true,
                 Recount::IfHolding => !slot.holds.is_empty(),
-                Recount::IfAsked => false,
+                Recount::IfAsked | Recount::Added(_) => false,
             };
         if slot.refcount == 0 {
             self.objects.recheck(id);
         }
         if rescan {
             self.rescan_refs(id);
+        } else if let (Recount::Added(refs), Ok(_)) = (recount, &r) {
+            self.hold_more(id, refs);
         }
         match r {
             Ok(r) => Ok((r, deferred)),
@@ -260,6 +266,19 @@ impl Core {
         self.fail_pending_of(id, || {
             format!("shared object {id} ({typeid}) broke while the call waited: a callback panicked: {why}")
         });
+    }
+
+    /// Object `id` now holds `refs` as well: counts each in (a sorted insert
+    /// into what it holds), without visiting what it held already.
+    fn hold_more(&mut self, id: ObjectId, refs: Vec<ObjectId>) {
+        for r in refs {
+            if self.objects.incref(r) {
+                if let Some(slot) = self.objects.get_mut(id) {
+                    let at = slot.holds.partition_point(|h| *h <= r);
+                    slot.holds.insert(at, r);
+                }
+            }
+        }
     }
 
     /// Recounts the references object `id` holds, increfing new ones and decrefing
@@ -696,7 +715,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_only_calls_skip_the_recount_and_others_do_it() {
+    fn reads_only_and_adds_only_calls_skip_the_recount_and_others_do_it() {
         use crate::server::registry::TypeSpec;
         let mut core = Core::new();
         let plain = Rc::new(TypeSpec::new("plain", &[], |_, _| unreachable!()));
@@ -730,6 +749,11 @@ mod tests {
             2,
             "counts unchanged"
         );
+        // An adds-only call counts the references it was given, without a visit.
+        call(&mut core, Recount::Added(vec![held, held]));
+        assert_eq!(visits.get(), seen + 2, "an adds-only call does not recount");
+        assert_eq!(core.objects.get(held).unwrap().refcount, 4);
+        assert_eq!(core.objects.get(holder).unwrap().holds, vec![held; 3]);
     }
 
     struct Touchy;

@@ -257,11 +257,15 @@ fn call(
         return fallback(core, id, method, &spec.typeid_rc(), spec.exposed());
     };
     let has_refs = args.has_refs();
+    let mut added = Vec::new();
     if has_refs {
         let mut missing = None;
         let mut check = |t: &Token| {
             if !core.objects.contains(t.id) {
                 missing = Some(t.id);
+            }
+            if info.adds_only {
+                added.push(t.id);
             }
         };
         args.args.iter().for_each(|v| v.visit_refs(&mut check));
@@ -276,7 +280,9 @@ fn call(
         }
     }
     let proxy = info.result_typeid.clone();
-    let recount = if has_refs {
+    let recount = if info.adds_only {
+        Recount::Added(added)
+    } else if has_refs {
         Recount::Always
     } else if info.reads_only {
         Recount::IfAsked
@@ -303,6 +309,10 @@ fn call(
         }
         Err(Unavailable::Broken(why)) => return broken(id, spec.typeid(), &why),
     };
+    if info.adds_only && result.is_err() {
+        // It may have stored none of what its arguments named.
+        core.rescan_refs(id);
+    }
     if let Ok(Outcome::Deferred) = result {
         return match deferred {
             Some(h) => Dispatched::Deferred(h),

@@ -171,6 +171,9 @@ pub struct Method {
     /// It never lets go of or takes on object references (see
     /// [`TypeSpec::reads_only`]), so the server need not recount them after it.
     pub reads_only: bool,
+    /// When it succeeds it stores each reference in its arguments exactly once
+    /// and lets go of none (see [`TypeSpec::adds_only`]).
+    pub adds_only: bool,
 }
 
 impl fmt::Debug for TypeSpec {
@@ -227,6 +230,24 @@ impl TypeSpec {
         for m in methods {
             if let Some(info) = self.methods.get_mut(*m) {
                 info.reads_only = true;
+            }
+        }
+        self
+    }
+
+    /// Declares that these exposed methods, when they succeed, store every object
+    /// reference in their arguments exactly once and let go of nothing
+    /// (`list.append`, `list.insert`). The server then counts the new references
+    /// from the arguments instead of recounting the whole container, so building
+    /// a list of n proxies costs O(n) rather than O(n²); a call with no references
+    /// in its arguments costs nothing extra. When such a call fails, the server
+    /// recounts. Not for methods that may hand an argument on (`Queue.put` to a
+    /// waiting getter) or store only part of it (`extend` of a dict stores its
+    /// keys). Names that are not exposed are ignored.
+    pub fn adds_only(mut self, methods: &[&str]) -> TypeSpec {
+        for m in methods {
+            if let Some(info) = self.methods.get_mut(*m) {
+                info.adds_only = true;
             }
         }
         self

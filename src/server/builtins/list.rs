@@ -57,7 +57,8 @@ pub(crate) fn register(server: &mut Server) {
             "__rmul__",
             "count",
             "index",
-        ]),
+        ])
+        .adds_only(&["append", "insert"]),
     );
 }
 
