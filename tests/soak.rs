@@ -82,13 +82,25 @@ fn client(address: &str, seed: u64, until: Instant, shared: &[mgr::Token]) -> u6
                     "dict" => p
                         .call("__setitem__", vec![n.clone(), Value::Bytes(vec![1; 100])])
                         .and_then(|_| p.call("get", vec![n])),
-                    "list" => p
-                        .call("append", vec![Value::Str("x".repeat(50))])
-                        .and_then(|_| p.call("__len__", vec![]))
-                        .and_then(|len| match len {
-                            Value::Int(n) if n > 50 => p.call("pop", vec![Value::Int(0)]),
-                            other => Ok(other),
-                        }),
+                    "list" => {
+                        // Sometimes a reference to another held object (never a
+                        // list, so no cycles): the list keeps it alive until popped
+                        // or until the list goes.
+                        let other = held
+                            .iter()
+                            .filter(|o| o.token().typeid != "list")
+                            .nth(rng.below(4) as usize);
+                        let item = match other {
+                            Some(o) if rng.below(4) == 0 => Value::Ref(o.token().clone()),
+                            _ => Value::Str("x".repeat(50)),
+                        };
+                        p.call("append", vec![item])
+                            .and_then(|_| p.call("__len__", vec![]))
+                            .and_then(|len| match len {
+                                Value::Int(n) if n > 50 => p.call("pop", vec![Value::Int(0)]),
+                                other => Ok(other),
+                            })
+                    }
                     "Queue" => {
                         if rng.below(3) == 0 {
                             p.call("put", vec![n])
