@@ -49,6 +49,11 @@ fn pickle_value() -> impl Strategy<Value = Value> {
             .prop_filter("minimal", |b| minimal_big(b))
             .prop_map(Value::BigInt),
     ];
+    nested(leaf)
+}
+
+/// Lists, tuples, sets, frozensets and dicts of `leaf`, nested up to 4 deep.
+fn nested(leaf: impl Strategy<Value = Value> + 'static) -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::List),
@@ -71,15 +76,7 @@ fn pickle_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn value() -> impl Strategy<Value = Value> {
-    leaf().prop_recursive(4, 64, 8, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::List),
-            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Tuple),
-            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Set),
-            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::FrozenSet),
-            proptest::collection::vec((inner.clone(), inner), 0..8).prop_map(Value::Dict),
-        ]
-    })
+    nested(leaf())
 }
 
 proptest! {
