@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use super::context::{ConnId, Core, Recount, ReplyHandle, Unavailable};
-use super::fasthash::{new_map, FastMap};
+use super::fasthash::FastMap;
 use super::guard;
 use super::registry::{CallArgs, Outcome};
 use crate::proto::{ObjectId, Reply, RequestRef, Token, Value};
@@ -44,7 +44,7 @@ impl Session {
             ids,
             owns_refs,
             persistent: owns_refs,
-            owned: new_map(),
+            owned: FastMap::default(),
         }
     }
 

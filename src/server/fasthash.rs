@@ -9,8 +9,3 @@ use std::collections::HashMap;
 
 /// A `HashMap` with foldhash's per-map random seed.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// An empty [`FastMap`].
-pub(crate) fn new_map<K, V>() -> FastMap<K, V> {
-    FastMap::with_hasher(foldhash::fast::RandomState::default())
-}

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use super::fasthash::{new_map, FastMap};
+use super::fasthash::FastMap;
 use std::time::{Duration, Instant};
 
 use super::context::TimerId;
@@ -38,7 +38,7 @@ impl Default for Loans {
     fn default() -> Loans {
         Loans {
             queue: VecDeque::new(),
-            per_object: new_map(),
+            per_object: FastMap::default(),
             timer: None,
             grace: DEFAULT_GRACE,
         }
