@@ -136,14 +136,6 @@ def fmt_rate(v):
     return f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
 
 
-def depth_of(label):
-    """The pipeline depth of the scenario row called `label`."""
-    for label_, _, _, depth in SCENARIOS:
-        if label_ == label:
-            return depth
-    return 1
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3, help="runs of each peer, taking turns")
@@ -210,7 +202,7 @@ def main():
                     for i, r in enumerate(rs):
                         if r:
                             results.append(dict(r, label=label, peer=peer, transport=transport, round=i))
-                rows.append((label, transport, mgr, raw, rds, py))
+                rows.append((label, depth, transport, mgr, raw, rds, py))
         scale = []
         if not args.no_scale:
             for transport in args.transports.split(","):
@@ -243,7 +235,7 @@ def main():
             "raw/s", "Redis/s", "CPython/s", "CPU s/M libmgr", "raw", "Redis", "CPython",
             "peak RSS MiB libmgr", "CPython"]
     table = []
-    for label, transport, mgr, raw, rds, py in rows:
+    for label, depth, transport, mgr, raw, rds, py in rows:
         g = lambda r, k: (r or {}).get(k)
         cps = g(mgr, "calls_per_s")
         mib = lambda r: f"{r['peak_rss_kib'] / 1024:.1f}" if r and r.get("peak_rss_kib") else "-"
@@ -277,8 +269,8 @@ def main():
               f"server peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB")
     print()
     print("Targets (from this run):")
-    floor1 = {t: r for label, t, _, r, _, _ in rows if label.startswith("1 ") and r}
-    for label, transport, mgr, raw, rds, py in rows:
+    floor1 = {t: r for label, _, t, _, r, _, _ in rows if label.startswith("1 ") and r}
+    for label, depth, transport, mgr, raw, rds, py in rows:
         if not mgr:
             continue
         cps = mgr["calls_per_s"]
@@ -290,16 +282,16 @@ def main():
             checks.append(("1x Redis", cps >= rds["calls_per_s"], ""))
         if label.startswith("4 create+release") and transport == "unix":
             why = (f" (one synchronous round trip per pair: the raw ping-pong floor is {fmt_rate(one)}/s here)"
-                   if depth_of(label) == 1 and one else "")
+                   if depth == 1 and one else "")
             checks.append(("50,000/s on a Unix socket", cps >= 50000, why))
         if py:
             pcps = py["calls_per_s"]
-            deep = depth_of(label) > 1 and label.startswith(("4 ", "5 "))
+            deep = depth > 1 and label.startswith(("4 ", "5 "))
             what = "5x CPython" + (" (pipelined vs its sync path)" if deep else "")
             why = ""
             if raw and raw.get("calls_per_s") and raw["calls_per_s"] < 5 * pcps:
                 why = f" (the raw ping-pong itself is only {raw['calls_per_s'] / pcps:.2f}x CPython here)"
-            elif label.startswith("5 ") and depth_of(label) == 1 and one and 2 * one < 5 * pcps:
+            elif label.startswith("5 ") and depth == 1 and one and 2 * one < 5 * pcps:
                 why = (f" (each item is a synchronous put and a get, two chains of round trips at the"
                        f" raw floor of {fmt_rate(one)}/s: at most {2 * one / pcps:.2f}x CPython here)")
             checks.append((what, cps >= 5 * pcps, why))
