@@ -502,8 +502,12 @@ const char *mgr_last_error(void);
 const char *mgr_last_error_kind(void);
 
 // A static, human-readable name for a status code ("MGR_OK", "MGR_ERR_REMOTE" …).
-// Never NULL; never freed.
-const char *mgr_status_name(enum mgr_status status);
+//
+// Takes any `int`, not only the codes this library knows: codes are append-only,
+// so a program built against a newer header may pass one this library has never
+// heard of. Such a code (and any negative or out-of-range value) gives
+// "MGR_ERR_UNKNOWN". Never NULL; never freed.
+const char *mgr_status_name(int status);
 
 // A new None value. Owned: free with `mgr_value_free`. Never NULL.
 struct mgr_value *mgr_value_none(void);

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_int, CString};
 
 use crate::error::Error;
 use crate::proto::RemoteError;
@@ -242,31 +242,43 @@ pub unsafe extern "C" fn mgr_last_error_kind() -> *const c_char {
 }
 
 /// A static, human-readable name for a status code ("MGR_OK", "MGR_ERR_REMOTE" …).
-/// Never NULL; never freed.
+///
+/// Takes any `int`, not only the codes this library knows: codes are append-only,
+/// so a program built against a newer header may pass one this library has never
+/// heard of. Such a code (and any negative or out-of-range value) gives
+/// "MGR_ERR_UNKNOWN". Never NULL; never freed.
 #[no_mangle]
-pub unsafe extern "C" fn mgr_status_name(status: mgr_status) -> *const c_char {
+pub unsafe extern "C" fn mgr_status_name(status: c_int) -> *const c_char {
     ffi_boundary! {
-        use mgr_status::*;
-        let s: &'static [u8] = match status {
-            MGR_OK => b"MGR_OK\0",
-            MGR_ERR_NULL_ARGUMENT => b"MGR_ERR_NULL_ARGUMENT\0",
-            MGR_ERR_INVALID_ARGUMENT => b"MGR_ERR_INVALID_ARGUMENT\0",
-            MGR_ERR_WRONG_TYPE => b"MGR_ERR_WRONG_TYPE\0",
-            MGR_ERR_OUT_OF_RANGE => b"MGR_ERR_OUT_OF_RANGE\0",
-            MGR_ERR_NOT_FOUND => b"MGR_ERR_NOT_FOUND\0",
-            MGR_ERR_IO => b"MGR_ERR_IO\0",
-            MGR_ERR_CONFIG => b"MGR_ERR_CONFIG\0",
-            MGR_ERR_AUTH => b"MGR_ERR_AUTH\0",
-            MGR_ERR_PROTOCOL => b"MGR_ERR_PROTOCOL\0",
-            MGR_ERR_REMOTE => b"MGR_ERR_REMOTE\0",
-            MGR_ERR_CLOSED => b"MGR_ERR_CLOSED\0",
-            MGR_ERR_BUSY => b"MGR_ERR_BUSY\0",
-            MGR_ERR_STATE => b"MGR_ERR_STATE\0",
-            MGR_ERR_STALE => b"MGR_ERR_STALE\0",
-            MGR_ERR_PANIC => b"MGR_ERR_PANIC\0",
-        };
-        Ok(s.as_ptr().cast::<c_char>())
+        Ok(status_name(status).as_ptr().cast::<c_char>())
     }
+}
+
+/// The NUL-terminated name of `code`, or "MGR_ERR_UNKNOWN\0".
+fn status_name(code: c_int) -> &'static [u8] {
+    use mgr_status::*;
+    const NAMES: &[(mgr_status, &[u8])] = &[
+        (MGR_OK, b"MGR_OK\0"),
+        (MGR_ERR_NULL_ARGUMENT, b"MGR_ERR_NULL_ARGUMENT\0"),
+        (MGR_ERR_INVALID_ARGUMENT, b"MGR_ERR_INVALID_ARGUMENT\0"),
+        (MGR_ERR_WRONG_TYPE, b"MGR_ERR_WRONG_TYPE\0"),
+        (MGR_ERR_OUT_OF_RANGE, b"MGR_ERR_OUT_OF_RANGE\0"),
+        (MGR_ERR_NOT_FOUND, b"MGR_ERR_NOT_FOUND\0"),
+        (MGR_ERR_IO, b"MGR_ERR_IO\0"),
+        (MGR_ERR_CONFIG, b"MGR_ERR_CONFIG\0"),
+        (MGR_ERR_AUTH, b"MGR_ERR_AUTH\0"),
+        (MGR_ERR_PROTOCOL, b"MGR_ERR_PROTOCOL\0"),
+        (MGR_ERR_REMOTE, b"MGR_ERR_REMOTE\0"),
+        (MGR_ERR_CLOSED, b"MGR_ERR_CLOSED\0"),
+        (MGR_ERR_BUSY, b"MGR_ERR_BUSY\0"),
+        (MGR_ERR_STATE, b"MGR_ERR_STATE\0"),
+        (MGR_ERR_STALE, b"MGR_ERR_STALE\0"),
+        (MGR_ERR_PANIC, b"MGR_ERR_PANIC\0"),
+    ];
+    NAMES
+        .iter()
+        .find(|(s, _)| *s as c_int == code)
+        .map_or(b"MGR_ERR_UNKNOWN\0", |(_, name)| name)
 }
 
 #[cfg(test)]
@@ -297,8 +309,31 @@ mod tests {
         assert_eq!(MGR_ERR_REMOTE as i32, 10);
         assert_eq!(MGR_ERR_BUSY as i32, 12);
         assert_eq!(MGR_ERR_PANIC as i32, 15);
-        let name = unsafe { CStr::from_ptr(mgr_status_name(MGR_ERR_STALE)) };
+        let name = unsafe { CStr::from_ptr(mgr_status_name(MGR_ERR_STALE as c_int)) };
         assert_eq!(name.to_str().unwrap(), "MGR_ERR_STALE");
+    }
+
+    fn name_of(code: c_int) -> String {
+        let p = unsafe { mgr_status_name(code) };
+        assert!(!p.is_null());
+        unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn every_code_has_its_own_name_and_unknown_codes_a_fixed_one() {
+        let known: Vec<String> = (0..=15).map(name_of).collect();
+        assert_eq!(known[0], "MGR_OK");
+        assert_eq!(known[15], "MGR_ERR_PANIC");
+        for (code, name) in known.iter().enumerate() {
+            assert!(name.starts_with("MGR_") && name != "MGR_ERR_UNKNOWN", "{code}: {name}");
+        }
+        let mut unique = known.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), known.len(), "two codes share a name");
+        for code in [16, 17, 999, -1, c_int::MIN, c_int::MAX] {
+            assert_eq!(name_of(code), "MGR_ERR_UNKNOWN", "code {code}");
+        }
     }
 
     #[test]
