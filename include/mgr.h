@@ -111,7 +111,9 @@ typedef struct mgr_proxy mgr_proxy;
 typedef struct mgr_reply mgr_reply;
 
 // The context of one host callback (opaque). Valid only while that callback
-// runs; never free it.
+// runs, on the server's thread; never free it. A request kept and used after
+// its callback returned is refused with `MGR_ERR_STATE` (the pointer is a
+// handle that is never reused, not an address).
 typedef struct mgr_request mgr_request;
 
 // A mapped shared-memory segment (opaque). Owned: free with
@@ -189,10 +191,13 @@ typedef struct mgr_value *(*mgr_repr_fn)(void *userdata, void *object);
 
 // Told that the caller of a deferred call went away (its connection closed)
 // before `reply` — the pointer `mgr_request_defer` gave for that call, not yet
-// freed — was answered. Answering it now is a harmless no-op
-// (`MGR_ERR_STALE`); the host should drop it from its waiters and
-// `mgr_reply_free` it, here or later. Runs inside the server's turn, like the
-// other callbacks.
+// freed — was answered. Called only for a reply that no `mgr_reply_return` /
+// `mgr_reply_raise` / `mgr_reply_free` has answered, and at most once: a reply
+// the host answered is never handed to `cancel`, so the host frees each reply
+// exactly once (here, or wherever it answered it). Answering a cancelled reply
+// is a harmless no-op (`MGR_ERR_STALE`); the host should drop it from its
+// waiters and `mgr_reply_free` it, here or later. Runs inside the server's turn,
+// like the other callbacks.
 typedef void (*mgr_cancel_fn)(void *userdata, void *object, struct mgr_reply *reply);
 
 // A host type's description and callbacks, given to `mgr_server_register`. The

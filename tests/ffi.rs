@@ -137,6 +137,23 @@ unsafe extern "C" fn call(
             let st = mgr_request_return_object(req, ptr::null_mut());
             mgr_request_return(req, mgr_value_int(st as i64))
         }
+        "keep" => {
+            KEPT.store(req, Ordering::SeqCst);
+            mgr_status::MGR_OK
+        }
+        "use_kept" => {
+            // A handle from an earlier callback: refused, never written through.
+            let kept = KEPT.load(Ordering::SeqCst);
+            let statuses = [
+                mgr_request_return(kept, mgr_value_int(1)),
+                mgr_request_raise(kept, c"KeyError".as_ptr(), ptr::null()),
+            ];
+            let t = mgr_value_tuple();
+            for s in statuses {
+                mgr_value_append(t, mgr_value_int(s as i64));
+            }
+            mgr_request_return(req, t)
+        }
         other => panic!("unexpected method {other}"),
     }
 }
@@ -157,7 +174,10 @@ unsafe extern "C" fn repr(_userdata: *mut c_void, object: *mut c_void) -> *mut m
     mgr_value_str(s.as_ptr())
 }
 
-struct Methods([*const c_char; 10]);
+/// A request handle kept past its callback by "keep" (the misuse "use_kept" tries).
+static KEPT: AtomicPtr<mgr_request> = AtomicPtr::new(ptr::null_mut());
+
+struct Methods([*const c_char; 12]);
 // SAFETY: pointers to static C string literals.
 unsafe impl Sync for Methods {}
 static METHODS: Methods = Methods([
@@ -171,6 +191,8 @@ static METHODS: Methods = Methods([
     c"stop".as_ptr(),
     c"nothing".as_ptr(),
     c"no_target".as_ptr(),
+    c"keep".as_ptr(),
+    c"use_kept".as_ptr(),
 ]);
 
 struct VTable(mgr_type);
@@ -185,7 +207,7 @@ impl std::ops::Deref for VTable {
 static VTABLE: VTable = VTable(mgr_type {
     version: MGR_TYPE_VERSION,
     exposed: METHODS.0.as_ptr(),
-    exposed_len: 10,
+    exposed_len: 12,
     method_to_typeid: ptr::null::<mgr_method_typeid>(),
     method_to_typeid_len: 0,
     create: Some(create),
@@ -302,6 +324,13 @@ fn host_type_calls_errors_and_reentrancy() {
         p.call("defer_now", vec![]).unwrap(),
         Value::Str("soon".into())
     );
+    // A request handle kept past its callback is refused (MGR_ERR_STATE) in a
+    // later callback, even one whose own request is live at the same time.
+    assert_eq!(p.call("keep", vec![]).unwrap(), Value::None);
+    assert_eq!(
+        p.call("use_kept", vec![]).unwrap(),
+        Value::Tuple(vec![state.clone(), state.clone()])
+    );
     drop(p);
     assert_eq!(m.number_of_objects().unwrap(), 0);
     server.stop();
@@ -364,7 +393,85 @@ fn deferred_replies_from_another_thread_freed_and_stale() {
         );
         mgr_reply_free(r);
     }
+
     server.stop();
+}
+
+/// Waits until the server's fd is readable (some event is ready for it).
+fn wait_readable(fd: i32) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    assert_eq!(
+        unsafe { libc::poll(&mut p, 1, 10_000) },
+        1,
+        "server fd never became readable"
+    );
+}
+
+#[test]
+fn cancel_is_never_called_for_a_reply_the_host_answered() {
+    // The server is driven from this thread, so the order is ours: the caller
+    // hangs up, the host answers, and only then does the server see both.
+    let (tx, replies) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        server: AtomicPtr::new(ptr::null_mut()),
+        replies: Mutex::new(tx),
+        created: AtomicUsize::new(0),
+        destroyed: AtomicUsize::new(0),
+        cancelled: Mutex::new(Vec::new()),
+    });
+    unsafe {
+        let s = new_server();
+        shared.server.store(s, Ordering::SeqCst);
+        let ud = Arc::as_ptr(&shared) as *mut c_void;
+        assert_eq!(
+            mgr_server_register(s, c"Echo".as_ptr(), &*VTABLE, ud),
+            mgr_status::MGR_OK
+        );
+        let address = CStr::from_ptr(mgr_server_address(s))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let (hang_up, hung_up) = (mpsc::channel::<()>(), mpsc::channel::<()>());
+        let caller = std::thread::spawn(move || {
+            let m = Manager::connect(&address, KEY).unwrap();
+            let p = m.create("Echo", vec![]).unwrap();
+            m.connection()
+                .queue(&Request::call(p.id(), "defer", vec![]));
+            m.connection().write_out().unwrap();
+            hang_up.1.recv().unwrap();
+            drop(p);
+            drop(m);
+            hung_up.0.send(()).unwrap();
+        });
+        let r = loop {
+            if let Ok(r) = replies.try_recv() {
+                break r.0;
+            }
+            wait_readable(mgr_server_fd(s));
+            assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
+        };
+        hang_up.0.send(()).unwrap();
+        hung_up.1.recv().unwrap();
+        wait_readable(mgr_server_fd(s));
+        assert_eq!(mgr_reply_return(r, mgr_value_int(2)), mgr_status::MGR_OK);
+        while mgr_server_process(s) == mgr_status::MGR_OK
+            && shared.destroyed.load(Ordering::SeqCst) == 0
+        {
+            wait_readable(mgr_server_fd(s));
+        }
+        caller.join().unwrap();
+        assert!(
+            shared.cancelled.lock().unwrap().is_empty(),
+            "cancel was called for a reply the host had answered (it would free it twice)"
+        );
+        mgr_reply_free(r);
+        mgr_server_free(s);
+    }
 }
 
 #[test]

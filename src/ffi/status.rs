@@ -325,7 +325,10 @@ mod tests {
         assert_eq!(known[0], "MGR_OK");
         assert_eq!(known[15], "MGR_ERR_PANIC");
         for (code, name) in known.iter().enumerate() {
-            assert!(name.starts_with("MGR_") && name != "MGR_ERR_UNKNOWN", "{code}: {name}");
+            assert!(
+                name.starts_with("MGR_") && name != "MGR_ERR_UNKNOWN",
+                "{code}: {name}"
+            );
         }
         let mut unique = known.clone();
         unique.sort();
