@@ -397,6 +397,9 @@ enum mgr_status mgr_server_new(const char *address,
 // strings it points to; `userdata` is passed first to every callback and must
 // stay valid until `mgr_server_free` returns. Objects of a replaced type keep
 // the old callbacks. `MGR_ERR_BUSY` from inside a callback.
+// `MGR_ERR_INVALID_ARGUMENT` for an empty `type_id`, or a `method_to_typeid`
+// entry naming a typeid that is neither `type_id` itself nor registered already
+// (register the target types first).
 enum mgr_status mgr_server_register(struct mgr_server *server,
                                     const char *type_id,
                                     const struct mgr_type *vtable,

@@ -744,3 +744,44 @@ fn c_client_talks_to_a_cpython_manager_server() {
         mgr_client_free(c);
     }
 }
+
+#[test]
+fn registration_refuses_empty_typeids_and_unknown_targets() {
+    unsafe {
+        let s = new_server();
+        let ud = ptr::null_mut();
+        let invalid = mgr_status::MGR_ERR_INVALID_ARGUMENT;
+        assert_eq!(mgr_server_register(s, c"".as_ptr(), &*VTABLE, ud), invalid);
+        let with_target = |target: &CStr| {
+            let pair = [mgr_method_typeid {
+                method: c"spawn".as_ptr(),
+                type_id: target.as_ptr(),
+            }];
+            let vt = mgr_type {
+                method_to_typeid: pair.as_ptr(),
+                method_to_typeid_len: 1,
+                ..*VTABLE
+            };
+            mgr_server_register(s, c"Maker".as_ptr(), &vt, ud)
+        };
+        assert_eq!(with_target(c"Nope"), invalid);
+        assert!(last_error().contains("'Nope', which is not registered"));
+        assert_eq!(
+            with_target(c"dict"),
+            invalid,
+            "builtins are not registered yet"
+        );
+        assert_eq!(with_target(c"Maker"), mgr_status::MGR_OK, "its own typeid");
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        assert_eq!(with_target(c"dict"), mgr_status::MGR_OK);
+        let mut n = 0;
+        assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
+        mgr_server_free(s);
+    }
+}
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(mgr::ffi::status::mgr_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}

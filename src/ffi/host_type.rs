@@ -228,6 +228,14 @@ impl HostType {
         Ok((ty, spec))
     }
 
+    /// A method_to_typeid entry `(method, target)` whose target `known` refuses.
+    pub(crate) fn unknown_target(&self, known: impl Fn(&str) -> bool) -> Option<(&str, &str)> {
+        self.targets
+            .iter()
+            .find(|(_, t)| !known(t))
+            .map(|(m, t)| (m.as_str(), t.as_str()))
+    }
+
     /// The host type `method`'s result becomes (method_to_typeid), if it is one.
     pub(crate) fn target_of(&self, method: &str) -> Option<Rc<HostType>> {
         let typeid = self.targets.get(method)?;

@@ -158,6 +158,9 @@ pub unsafe extern "C" fn mgr_server_new(
 /// strings it points to; `userdata` is passed first to every callback and must
 /// stay valid until [`mgr_server_free`] returns. Objects of a replaced type keep
 /// the old callbacks. `MGR_ERR_BUSY` from inside a callback.
+/// `MGR_ERR_INVALID_ARGUMENT` for an empty `type_id`, or a `method_to_typeid`
+/// entry naming a typeid that is neither `type_id` itself nor registered already
+/// (register the target types first).
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_register(
     server: *mut mgr_server,
@@ -168,9 +171,22 @@ pub unsafe extern "C" fn mgr_server_register(
     ffi_boundary! {
         let b = arg_server(server)?;
         let typeid = arg_str(type_id, "type_id")?;
+        if typeid.is_empty() {
+            return Err(Fail::new(mgr_status::MGR_ERR_INVALID_ARGUMENT, "type_id must not be empty"));
+        }
         let vt = read_vtable(vtable)?;
         b.with(|s| {
             let (ty, spec) = HostType::new(typeid, &vt, userdata, &b.types, b.handle.clone(), b.alive.clone())?;
+            let known = s.typeids();
+            if let Some((method, target)) = ty.unknown_target(|t| t == typeid || known.contains(&t)) {
+                return Err(Fail::new(
+                    mgr_status::MGR_ERR_INVALID_ARGUMENT,
+                    format!(
+                        "{typeid}.{method} is mapped to typeid '{target}', which is not registered \
+                         (register it first)"
+                    ),
+                ));
+            }
             s.register(spec);
             b.types.borrow_mut().insert(typeid.to_owned(), ty);
             Ok(mgr_status::MGR_OK)
