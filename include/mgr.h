@@ -509,6 +509,15 @@ const char *mgr_last_error(void);
 // Owned by the library: valid until the next failing libmgr call on this thread.
 const char *mgr_last_error_kind(void);
 
+// Copies the message of the last failed call on this thread into `buf`, as
+// `snprintf` does: at most `len - 1` bytes and a terminating NUL (nothing is
+// written when `buf` is NULL or `len` is 0). Returns the message's full length
+// in bytes, without the NUL: a result `>= len` means it was cut short.
+//
+// The copy stays the caller's, unlike `mgr_last_error`'s pointer, which the
+// next failing call replaces.
+size_t mgr_last_error_copy(char *buf, size_t len);
+
 // A static, human-readable name for a status code ("MGR_OK", "MGR_ERR_REMOTE" …).
 //
 // Takes any `int`, not only the codes this library knows: codes are append-only,

@@ -241,6 +241,29 @@ pub unsafe extern "C" fn mgr_last_error_kind() -> *const c_char {
     }
 }
 
+/// Copies the message of the last failed call on this thread into `buf`, as
+/// `snprintf` does: at most `len - 1` bytes and a terminating NUL (nothing is
+/// written when `buf` is NULL or `len` is 0). Returns the message's full length
+/// in bytes, without the NUL: a result `>= len` means it was cut short.
+///
+/// The copy stays the caller's, unlike [`mgr_last_error`]'s pointer, which the
+/// next failing call replaces.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_last_error_copy(buf: *mut c_char, len: usize) -> usize {
+    ffi_boundary! {
+        Ok(LAST.with(|l| {
+            let msg = l.borrow().0.as_bytes().to_vec();
+            if !buf.is_null() && len > 0 {
+                let n = msg.len().min(len - 1);
+                // SAFETY: the caller gives `len` writable bytes at `buf`.
+                std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n);
+                *buf.add(n) = 0;
+            }
+            msg.len()
+        }))
+    }
+}
+
 /// A static, human-readable name for a status code ("MGR_OK", "MGR_ERR_REMOTE" …).
 ///
 /// Takes any `int`, not only the codes this library knows: codes are append-only,
@@ -317,6 +340,26 @@ mod tests {
         let p = unsafe { mgr_status_name(code) };
         assert!(!p.is_null());
         unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_last_error_copies_out_like_snprintf() {
+        let _: mgr_status = finish(Ok(Err(Fail::null("argument"))));
+        let full = "argument must not be NULL";
+        let mut buf = [0x55 as c_char; 64];
+        let n = unsafe { mgr_last_error_copy(buf.as_mut_ptr(), buf.len()) };
+        assert_eq!(n, full.len());
+        let got = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+        assert_eq!(got.to_str().unwrap(), full);
+        let mut small = [0x55 as c_char; 9];
+        let n = unsafe { mgr_last_error_copy(small.as_mut_ptr(), small.len()) };
+        assert_eq!(n, full.len(), "the full length says it was cut");
+        let got = unsafe { std::ffi::CStr::from_ptr(small.as_ptr()) };
+        assert_eq!(got.to_str().unwrap(), "argument");
+        assert_eq!(
+            unsafe { mgr_last_error_copy(std::ptr::null_mut(), 0) },
+            full.len()
+        );
     }
 
     #[test]
