@@ -19,6 +19,32 @@ use mgr::{Address, Manager, ObjectId, Proxy, RemoteError, Server, ServerConfig, 
 
 pub const KEY: &[u8] = b"test-secret";
 
+/// A directory of its own under the system temp dir, removed with everything in
+/// it when dropped, so test runs leave nothing behind.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Creates `<tmp>/<tag>-<pid>-<n>`, unique within this test process.
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir(path)
+    }
+
+    /// `name` inside the directory.
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A running server and the means to stop it.
 pub struct TestServer {
     pub address: Address,
