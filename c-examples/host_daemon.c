@@ -401,8 +401,10 @@ int main(int argc, char **argv) {
   snapshot_type.call = snapshot_call;
   snapshot_type.destroy = snapshot_destroy;
 
-  if ((st = mgr_server_register(server, "Mailbox", &mailbox_type, &d)) != MGR_OK ||
-      (st = mgr_server_register(server, "Snapshot", &snapshot_type, &d)) != MGR_OK) {
+  /* Snapshot first: Mailbox.snapshot's results become Snapshots, and a
+     method_to_typeid entry must name a type that is registered already. */
+  if ((st = mgr_server_register(server, "Snapshot", &snapshot_type, &d)) != MGR_OK ||
+      (st = mgr_server_register(server, "Mailbox", &mailbox_type, &d)) != MGR_OK) {
     warn_status("mgr_server_register", st);
     mgr_server_free(server);
     return 1;
