@@ -26,7 +26,7 @@ RELEASE := target/release
 all: release examples
 
 release:
-	$(CARGO) build --release --lib --bin mgrd --bin mgrctl
+	$(CARGO) build --release -p libmgr-capi -p mgr-tools --lib --bin mgrd --bin mgrctl
 	@# Programs linked against target/release record the SONAME: give it a name there.
 	ln -sf libmgr.so $(RELEASE)/libmgr.so.$(SOMAJOR)
 

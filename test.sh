@@ -13,8 +13,8 @@ run() {
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $*"; fi
 }
 
-cargo build --lib --bins || { echo "suites: 0 passed, 1 failed"; exit 1; }
-run cargo test
+cargo build --workspace --lib --bins || { echo "suites: 0 passed, 1 failed"; exit 1; }
+run cargo test --workspace
 run env MGRD="$PWD/target/debug/mgrd" PYTHONPATH="$PWD/tests/python" \
   python3 -m unittest discover -s tests/python -p 'test_*.py' -v
 run scripts/install-check.sh

@@ -47,7 +47,7 @@ struct Mgrd {
 
 impl Mgrd {
     fn start() -> Mgrd {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mgrd"))
+        let mut child = Command::new(common::mgrd())
             .args(["--address", "127.0.0.1:0"])
             .env("MGR_AUTHKEY", README_KEY)
             .stdout(Stdio::piped())
@@ -154,4 +154,24 @@ fn rust_snippet_builds_as_a_new_project_and_runs_against_mgrd() {
         "stdout: {stdout}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Depending on the library builds the Rust library only: no libmgr.so or
+    // libmgr.a (those are the libmgr-capi package's), no mgrd.
+    let built = root.join("target/readme/debug");
+    let names: Vec<String> = [built.clone(), built.join("deps")]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let c_artifacts: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("libmgr") && (n.ends_with(".so") || n.ends_with(".a")))
+        .chain(names.iter().filter(|n| *n == "mgrd"))
+        .collect();
+    assert!(
+        c_artifacts.is_empty(),
+        "a Rust dependent built {c_artifacts:?}"
+    );
+    assert!(names
+        .iter()
+        .any(|n| n.starts_with("libmgr-") && n.ends_with(".rlib")));
 }

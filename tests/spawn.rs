@@ -14,7 +14,7 @@ use mgr::{Address, Error};
 
 fn options(key: &[u8]) -> SpawnOptions {
     let mut o = SpawnOptions::new(key);
-    o.program = PathBuf::from(env!("CARGO_BIN_EXE_mgrd"));
+    o.program = common::mgrd();
     o
 }
 

@@ -4,6 +4,8 @@
 //! replies answered from another thread, freed unanswered, or gone stale, and a
 //! shutdown queued from inside a callback.
 
+// The root package's test fixtures (a stock CPython manager server …).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::ffi::{c_char, c_void, CStr};
@@ -12,12 +14,12 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use mgr::ffi::host_type::mgr_type;
-use mgr::ffi::request::*;
-use mgr::ffi::server::*;
-use mgr::ffi::status::mgr_status;
-use mgr::ffi::value::*;
-use mgr::ffi::{mgr_method_typeid, MGR_TYPE_VERSION};
+use crate::ffi::host_type::mgr_type;
+use crate::ffi::request::*;
+use crate::ffi::server::*;
+use crate::ffi::status::mgr_status;
+use crate::ffi::value::*;
+use crate::ffi::{mgr_method_typeid, MGR_TYPE_VERSION};
 use mgr::proto::{Request, Value};
 use mgr::{Error, Manager};
 
@@ -476,8 +478,8 @@ fn cancel_is_never_called_for_a_reply_the_host_answered() {
 
 #[test]
 fn c_client_against_host_type() {
-    use mgr::ffi::client::*;
-    use mgr::ffi::status::{mgr_last_error, mgr_last_error_kind};
+    use crate::ffi::client::*;
+    use crate::ffi::status::{mgr_last_error, mgr_last_error_kind};
     let server = start();
     let address = std::ffi::CString::new(server.address.clone()).unwrap();
     unsafe {
@@ -551,7 +553,7 @@ unsafe fn new_server() -> *mut mgr_server {
 /// Calls `method` on `proxy` with `args` (handed over and freed here); returns the
 /// status and the result (NULL on failure).
 unsafe fn c_call(
-    proxy: *mut mgr::ffi::mgr_proxy,
+    proxy: *mut crate::ffi::mgr_proxy,
     method: &CStr,
     args: Vec<*mut mgr_value>,
 ) -> (mgr_status, *mut mgr_value) {
@@ -560,29 +562,29 @@ unsafe fn c_call(
         mgr_value_append(list, a);
     }
     let mut out = ptr::null_mut();
-    let st = mgr::ffi::client::mgr_call(proxy, method.as_ptr(), list, ptr::null(), &mut out);
+    let st = crate::ffi::client::mgr_call(proxy, method.as_ptr(), list, ptr::null(), &mut out);
     mgr_value_free(list);
     (st, out)
 }
 
 /// Creates an object of `typeid` with no arguments through a C client.
-unsafe fn c_create(c: *mut mgr::ffi::mgr_client, typeid: &CStr) -> *mut mgr::ffi::mgr_proxy {
+unsafe fn c_create(c: *mut crate::ffi::mgr_client, typeid: &CStr) -> *mut crate::ffi::mgr_proxy {
     let mut p = ptr::null_mut();
-    let st = mgr::ffi::client::mgr_create(c, typeid.as_ptr(), ptr::null(), ptr::null(), &mut p);
+    let st = crate::ffi::client::mgr_create(c, typeid.as_ptr(), ptr::null(), ptr::null(), &mut p);
     assert_eq!(st, mgr_status::MGR_OK);
     p
 }
 
 fn last_error_kind() -> String {
     // SAFETY: the library keeps the string valid until the next failing call.
-    unsafe { CStr::from_ptr(mgr::ffi::status::mgr_last_error_kind()) }
+    unsafe { CStr::from_ptr(crate::ffi::status::mgr_last_error_kind()) }
         .to_string_lossy()
         .into_owned()
 }
 
 #[test]
 fn c_host_serves_the_builtins_to_the_c_client() {
-    use mgr::ffi::client::*;
+    use crate::ffi::client::*;
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || unsafe {
         let s = new_server();
@@ -624,10 +626,11 @@ fn c_host_serves_the_builtins_to_the_c_client() {
 
 #[test]
 fn c_client_spawns_mgrd_and_shares_a_tracked_segment() {
-    use mgr::ffi::client::*;
-    use mgr::ffi::segment::*;
-    use mgr::ffi::spawn::*;
-    let program = std::ffi::CString::new(env!("CARGO_BIN_EXE_mgrd")).unwrap();
+    use crate::ffi::client::*;
+    use crate::ffi::segment::*;
+    use crate::ffi::spawn::*;
+    use std::os::unix::ffi::OsStringExt;
+    let program = std::ffi::CString::new(common::mgrd().into_os_string().into_vec()).unwrap();
     unsafe {
         let mut sp = ptr::null_mut();
         let st = mgr_spawn(
@@ -712,7 +715,7 @@ fn c_client_spawns_mgrd_and_shares_a_tracked_segment() {
 
 #[test]
 fn c_client_talks_to_a_cpython_manager_server() {
-    use mgr::ffi::client::*;
+    use crate::ffi::client::*;
     let server = common::CpythonServer::start(KEY);
     let address = std::ffi::CString::new(server.address.as_str()).unwrap();
     unsafe {
@@ -781,7 +784,7 @@ fn registration_refuses_empty_typeids_and_unknown_targets() {
 }
 
 fn last_error() -> String {
-    unsafe { CStr::from_ptr(mgr::ffi::status::mgr_last_error()) }
+    unsafe { CStr::from_ptr(crate::ffi::status::mgr_last_error()) }
         .to_string_lossy()
         .into_owned()
 }

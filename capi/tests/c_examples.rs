@@ -11,13 +11,17 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+/// The repository's top (this crate is `capi/` in it).
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("capi/ is in the repository")
 }
 
 /// `target/<profile>`: the test executable lives in its `deps/`. `cargo test`
-/// builds the library only as an rlib for the tests, so on a fresh checkout the
-/// shared library is built here first (same profile, same target directory).
+/// on the workspace builds `libmgr.so` with everything else; when it has not
+/// (a single test target asked for), it is built here first (same profile, same
+/// target directory).
 fn lib_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -31,7 +35,8 @@ fn lib_dir() -> PathBuf {
             if !dir.join("libmgr.so").exists() {
                 let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
                 let mut cmd = Command::new(cargo);
-                cmd.args(["build", "--lib"]).current_dir(root());
+                cmd.args(["build", "-p", "libmgr-capi", "--lib"])
+                    .current_dir(root());
                 if dir.file_name().is_some_and(|n| n == "release") {
                     cmd.arg("--release");
                 }
