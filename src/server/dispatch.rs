@@ -331,11 +331,13 @@ fn call(
             None => Reply::Return(v),
         },
         Ok(Outcome::Object(object)) => match proxy.and_then(|t| core.registry.get(&t).cloned()) {
-            Some(spec) => {
-                let new = core.objects.insert(spec.clone(), object);
-                core.rescan_refs(new);
-                proxy_reply(core, session, new, spec.typeid())
-            }
+            Some(spec) => match core.admit(Some(session.id), spec.clone(), object) {
+                Ok(new) => {
+                    core.rescan_refs(new);
+                    proxy_reply(core, session, new, spec.typeid())
+                }
+                Err(e) => Reply::Error(e),
+            },
             None => Reply::Traceback(format!(
                 "TypeError: {method}() returned a shared object but has no registered method_to_typeid entry"
             )),
@@ -396,6 +398,12 @@ fn fallback(
             format!("shared object {id} is busy (re-entrant call)"),
         );
     };
+    if matches!(method, "__repr__" | "__str__" | "#GETVALUE") {
+        // A copy of everything the object holds: bounded like any result.
+        if let Err(e) = super::builtins::size::check_result(slot.bytes, core.limits.max_result) {
+            return Dispatched::Reply(Reply::Error(e));
+        }
+    }
     let default_repr = || format!("<{typeid} object, id={id}>");
     // These take `&self`, so a panic leaves the object as it was: an error for
     // this call only.
