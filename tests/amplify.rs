@@ -339,3 +339,61 @@ fn the_cap_on_objects_per_connection_refuses_the_excess() {
         .collect();
     assert_eq!(mine.len(), 5);
 }
+
+/// Runs a server made through the C ABI, with both caps set by its setters,
+/// until a client shuts it down; returns the bytes held at the end.
+fn c_server(tx: std::sync::mpsc::Sender<String>) -> usize {
+    use mgr::ffi::server::*;
+    use mgr::ffi::status::mgr_status;
+    let mut s = std::ptr::null_mut();
+    // SAFETY: valid C strings and out-pointers; the server is freed below.
+    unsafe {
+        let key = common::KEY;
+        let st = mgr_server_new(
+            c"127.0.0.1:0".as_ptr(),
+            key.as_ptr(),
+            key.len(),
+            std::ptr::null(),
+            &mut s,
+        );
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        assert_eq!(
+            mgr_server_set_max_held_bytes(s, 2 * MIB as u64),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(
+            mgr_server_set_max_objects_per_conn(s, 2),
+            mgr_status::MGR_OK
+        );
+        let address = std::ffi::CStr::from_ptr(mgr_server_address(s));
+        tx.send(address.to_str().unwrap().to_owned()).unwrap();
+        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
+        let mut held = usize::MAX;
+        assert_eq!(mgr_server_held_bytes(s, &mut held), mgr_status::MGR_OK);
+        mgr_server_free(s);
+        held
+    }
+}
+
+#[test]
+fn the_c_setters_set_both_caps() {
+    let _serial = serial();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || c_server(tx));
+    let address = rx.recv().unwrap();
+    let m = Manager::connect(&address, common::KEY).unwrap();
+    let l = m.create("list", vec![]).unwrap();
+    let _d = m.create("dict", vec![]).unwrap();
+    let e = remote(m.create("list", vec![]));
+    assert_eq!(kind(&e), "MemoryError");
+    assert!(e.message.contains("max_objects_per_conn"), "{}", e.message);
+    l.call("append", vec![Value::Bytes(vec![0; MIB])]).unwrap();
+    let e = remote(l.call("append", vec![Value::Bytes(vec![0; MIB])]));
+    assert_eq!(kind(&e), "MemoryError");
+    assert!(e.message.contains("max_held_bytes"), "{}", e.message);
+    assert_eq!(len(&l), i(1));
+    m.shutdown().unwrap();
+    // Every object was released at shutdown, and the total with them.
+    assert_eq!(server.join().unwrap(), 0, "held bytes after shutdown");
+}

@@ -518,6 +518,48 @@ mod tests {
     }
 
     #[test]
+    fn the_running_total_follows_every_change() {
+        let mut core = crate::server::context::Core::new();
+        let mut cx = core.context(None);
+        let mut l = PyList::default();
+        let b = |n: usize| Value::Bytes(vec![1; n]);
+        let sl = |start, stop| {
+            Value::Slice(crate::proto::Slice {
+                start,
+                stop,
+                step: None,
+            })
+        };
+        let steps: Vec<(&str, Vec<Value>)> = vec![
+            ("append", vec![b(10)]),
+            (
+                "extend",
+                vec![Value::List(vec![b(3), Value::from("xyz"), b(7)])],
+            ),
+            ("extend", vec![Value::from("ab")]),
+            ("insert", vec![Value::Int(1), b(100)]),
+            ("__setitem__", vec![Value::Int(0), b(1)]),
+            (
+                "__setitem__",
+                vec![sl(Some(1), Some(3)), Value::List(vec![b(50)])],
+            ),
+            ("__imul__", vec![Value::Int(3)]),
+            ("pop", vec![Value::Int(2)]),
+            ("remove", vec![b(7)]),
+            ("__delitem__", vec![sl(Some(0), Some(2))]),
+            ("__delitem__", vec![Value::Int(-1)]),
+            ("reverse", vec![]),
+            ("__imul__", vec![Value::Int(0)]),
+            ("append", vec![Value::List(vec![b(5)])]),
+        ];
+        for (method, args) in steps {
+            l.call(&mut cx, method, CallArgs::positional(args)).unwrap();
+            assert_eq!(l.bytes, values_bytes(&l.items), "after {method}");
+            assert_eq!(l.held_bytes(), l.bytes);
+        }
+    }
+
+    #[test]
     fn index_bounds_like_python() {
         let l = PyList::new(vec![Value::Int(1), Value::Int(2), Value::Int(1)]);
         assert_eq!(
