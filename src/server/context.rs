@@ -771,6 +771,12 @@ impl Context<'_> {
         size::check_result(bytes, self.core.limits.max_result)
     }
 
+    /// Whether the server caps the bytes objects hold (so a growing call
+    /// should size its growth for [`check_growth`](Self::check_growth)).
+    pub fn held_bytes_capped(&self) -> bool {
+        self.core.limits.max_held_bytes.is_some()
+    }
+
     /// Fails with `MemoryError` when holding `more` bytes more would take the
     /// server's total past its
     /// [`max_held_bytes`](super::ServerConfig::max_held_bytes). Call it before

@@ -191,7 +191,9 @@ impl SharedObject for PyDict {
             "__len__" => Value::Int(self.map.len() as i64),
             "__setitem__" => {
                 let (k, v) = (key(), default.expect("arity checked"));
-                cx.check_growth(self.map.growth(&k, &v))?;
+                if cx.held_bytes_capped() {
+                    cx.check_growth(self.map.growth(&k, &v))?;
+                }
                 self.map.try_reserve(1)?;
                 self.map.insert(k, v);
                 Value::None
@@ -241,7 +243,9 @@ impl SharedObject for PyDict {
                     Some(v) => v.clone(),
                     None => {
                         let d = default.unwrap_or(Value::None);
-                        cx.check_growth(self.map.growth(&k, &d))?;
+                        if cx.held_bytes_capped() {
+                            cx.check_growth(self.map.growth(&k, &d))?;
+                        }
                         self.map.try_reserve(1)?;
                         self.map.insert(k, d.clone());
                         d
