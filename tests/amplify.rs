@@ -233,8 +233,19 @@ fn copies_of_a_container_are_bounded_like_any_result() {
         assert_eq!(kind(&e), "MemoryError", "{method}");
         assert!(peak < MIB, "{method} allocated {peak} bytes");
     }
-    let e = remote(d.call("#GETVALUE", vec![]));
-    assert_eq!(kind(&e), "MemoryError");
+    for method in ["#GETVALUE", "__repr__", "__str__"] {
+        let (e, peak) = peak_during(|| remote(d.call(method, vec![])));
+        assert_eq!(kind(&e), "MemoryError", "{method}");
+        assert!(peak < MIB, "{method} allocated {peak} bytes");
+    }
+    // debug_info shows 75 characters of each object: it does not build the
+    // repr of one this big (over 80 MB of text).
+    let (info, peak) = peak_during(|| m.public("debug_info", vec![]).unwrap());
+    assert!(
+        matches!(&info, Value::Str(t) if t.contains("<dict object>")),
+        "{info:?}"
+    );
+    assert!(peak < MIB, "debug_info allocated {peak} bytes");
     // Reads of one item, and keys, are fine.
     let keys = d.call("keys", vec![]).unwrap();
     assert!(matches!(keys, Value::List(k) if k.len() == 20));

@@ -230,10 +230,12 @@ fn debug_info(core: &Core) -> String {
     let mut live: Vec<_> = core.objects.iter().collect();
     live.sort_by_key(|(id, _)| *id);
     for (id, slot) in live {
+        // An object too big for its repr() to be a result is not printed
+        // (only 75 characters of it would be shown).
         let text = slot
             .object
             .as_ref()
-            .filter(|_| slot.broken.is_none())
+            .filter(|_| slot.broken.is_none() && slot.bytes <= core.limits.max_result)
             .and_then(|o| guard::catch(|| o.str()).ok().flatten())
             .unwrap_or_else(|| format!("<{} object>", slot.spec.typeid()));
         let short: String = text.chars().take(75).collect();

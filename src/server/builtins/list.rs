@@ -283,6 +283,29 @@ impl PyList {
         Ok(())
     }
 
+    /// `l *= n`, in place: checked against the result limit and the held-bytes
+    /// cap, and reserved, before anything changes.
+    fn repeat_in_place(&mut self, cx: &Context<'_>, n: usize) -> Result<(), RemoteError> {
+        if n == 0 {
+            self.items.clear();
+            self.bytes = 0;
+            return Ok(());
+        }
+        if n == 1 || self.items.is_empty() {
+            return Ok(());
+        }
+        cx.check_result(self.bytes.saturating_mul(n).saturating_add(NODE))?;
+        let more = self.bytes.saturating_mul(n - 1);
+        cx.check_growth(more)?;
+        let len = self.items.len();
+        reserve(&mut self.items, len * (n - 1))?;
+        for _ in 1..n {
+            self.items.extend_from_within(..len);
+        }
+        self.bytes += more;
+        Ok(())
+    }
+
     /// `self + other`, where `other` may be a proxy of this list (`l + l`).
     fn concat(&self, cx: &Context<'_>, other: &Value) -> Result<Value, RemoteError> {
         let (other, other_bytes) = match other {
@@ -363,17 +386,7 @@ impl SharedObject for PyList {
                 Value::List(repeat(&self.items, self.bytes, n, limit)?)
             }
             "__imul__" => {
-                let n = repeat_count(&a[0])?;
-                let more = self.bytes.saturating_mul(n.saturating_sub(1));
-                if n > 1 && !self.items.is_empty() {
-                    cx.check_growth(more)?;
-                }
-                self.items = repeat(&self.items, self.bytes, n, cx.max_result_bytes())?;
-                self.bytes = if self.items.is_empty() {
-                    0
-                } else {
-                    self.bytes + more
-                };
+                self.repeat_in_place(cx, repeat_count(&a[0])?)?;
                 Value::None
             }
             "__reversed__" => {
