@@ -453,6 +453,24 @@ enum mgr_status mgr_server_register_builtins(struct mgr_server *server);
 // a callback.
 enum mgr_status mgr_server_number_of_objects(const struct mgr_server *server, size_t *out);
 
+// Caps the bytes all shared objects hold together (the built-in containers'
+// estimate of what they store): a call or create that would pass it fails with
+// a `MemoryError` for that call and changes nothing. 0 removes the cap (the
+// default). Takes effect at once. `MGR_ERR_BUSY` from inside a callback.
+enum mgr_status mgr_server_set_max_held_bytes(struct mgr_server *server, uint64_t max_bytes);
+
+// Caps the live objects one connection may have created (by `create` or as
+// the result of its calls): beyond it a creation fails with a `MemoryError`
+// naming the limit. 0 removes the cap (the default). Takes effect at once.
+// `MGR_ERR_BUSY` from inside a callback.
+enum mgr_status mgr_server_set_max_objects_per_conn(struct mgr_server *server,
+                                                    uint64_t max_objects);
+
+// Writes the bytes the shared objects hold, as the cap of
+// `mgr_server_set_max_held_bytes` counts them, to `*out`. `MGR_ERR_BUSY` from
+// inside a callback.
+enum mgr_status mgr_server_held_bytes(const struct mgr_server *server, size_t *out);
+
 // Shuts down if needed and frees the server, destroying every remaining object
 // (their destroy callbacks run now). NULL is a no-op. Must not be called from
 // inside one of this server's callbacks: it then does nothing (and sets the

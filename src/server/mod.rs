@@ -61,6 +61,18 @@ pub struct ServerConfig {
     /// How long the objects named in a reply are kept alive for its receiver to
     /// take its own reference (see `Server` docs on replies that hold proxies).
     pub reply_ref_grace: Duration,
+    /// Total bytes that shared objects may hold, server-wide (`None`, the
+    /// default: no cap). Counted by the built-in containers (dict, list, Queue,
+    /// Namespace, Value, Array, Iterator) with a cheap estimate of each stored
+    /// value; a call or `create` that would take the total past the cap fails
+    /// with `MemoryError` and changes nothing.
+    pub max_held_bytes: Option<usize>,
+    /// Live objects one connection may have created (by `create`, or as the
+    /// result of its calls) at a time (`None`, the default: no cap). Beyond it
+    /// the creation fails with a `MemoryError` naming the limit. CPython's
+    /// client opens a connection per `create`, so for it this bounds the
+    /// objects its calls create (`iter(dict)` …); `max_held_bytes` bounds both.
+    pub max_objects_per_conn: Option<usize>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -73,13 +85,16 @@ impl fmt::Debug for ServerConfig {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_output", &self.max_output)
             .field("reply_ref_grace", &self.reply_ref_grace)
+            .field("max_held_bytes", &self.max_held_bytes)
+            .field("max_objects_per_conn", &self.max_objects_per_conn)
             .finish()
     }
 }
 
 impl ServerConfig {
     /// Defaults: 64 MiB frames, 10,000 connections, a 10 s handshake deadline,
-    /// 4 MiB of output per connection, 5 s of grace for objects named in replies.
+    /// 4 MiB of output per connection, 5 s of grace for objects named in replies,
+    /// no cap on held bytes or objects per connection.
     pub fn new(address: Address, authkey: &[u8]) -> ServerConfig {
         ServerConfig {
             address,
@@ -89,6 +104,8 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_output: 4 << 20,
             reply_ref_grace: loans::DEFAULT_GRACE,
+            max_held_bytes: None,
+            max_objects_per_conn: None,
         }
     }
 }
@@ -126,6 +143,7 @@ impl Server {
         };
         let mut core = Core::new();
         core.loans.grace = config.reply_ref_grace;
+        core.limits = context::Limits::of(&config);
         let reactor = Reactor::bind(config)?;
         Ok(Server {
             reactor,
@@ -251,6 +269,25 @@ impl Server {
     /// Connections accepted since the server started.
     pub fn connections_accepted(&self) -> u64 {
         self.reactor.accepted
+    }
+
+    /// Bytes the shared objects hold, as the `max_held_bytes` accounting
+    /// estimates them (built-in containers; host types count nothing).
+    pub fn held_bytes(&self) -> usize {
+        self.core.objects.held_bytes()
+    }
+
+    /// Changes [`ServerConfig::max_held_bytes`] while serving (`None`: no
+    /// cap). Lowering it below what is held refuses growth from then on and
+    /// takes nothing away.
+    pub fn set_max_held_bytes(&mut self, max: Option<usize>) {
+        self.core.limits.max_held_bytes = max;
+    }
+
+    /// Changes [`ServerConfig::max_objects_per_conn`] while serving (`None`:
+    /// no cap). Objects already created stay.
+    pub fn set_max_objects_per_conn(&mut self, max: Option<usize>) {
+        self.core.limits.max_objects_per_conn = max;
     }
 }
 

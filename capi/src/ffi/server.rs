@@ -324,6 +324,63 @@ pub unsafe extern "C" fn mgr_server_number_of_objects(
     }
 }
 
+/// Caps the bytes all shared objects hold together (the built-in containers'
+/// estimate of what they store): a call or create that would pass it fails with
+/// a `MemoryError` for that call and changes nothing. 0 removes the cap (the
+/// default). Takes effect at once. `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_max_held_bytes(
+    server: *mut mgr_server,
+    max_bytes: u64,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let cap = (max_bytes > 0).then(|| usize::try_from(max_bytes).unwrap_or(usize::MAX));
+        b.with(|s| {
+            s.set_max_held_bytes(cap);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Caps the live objects one connection may have created (by `create` or as
+/// the result of its calls): beyond it a creation fails with a `MemoryError`
+/// naming the limit. 0 removes the cap (the default). Takes effect at once.
+/// `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_max_objects_per_conn(
+    server: *mut mgr_server,
+    max_objects: u64,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let cap = (max_objects > 0).then(|| usize::try_from(max_objects).unwrap_or(usize::MAX));
+        b.with(|s| {
+            s.set_max_objects_per_conn(cap);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Writes the bytes the shared objects hold, as the cap of
+/// [`mgr_server_set_max_held_bytes`] counts them, to `*out`. `MGR_ERR_BUSY` from
+/// inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_held_bytes(
+    server: *const mgr_server,
+    out: *mut usize,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let out = out_ptr(out, "out")?;
+        let n = b.with(|s| Ok(s.held_bytes()))?;
+        *out = n;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
 /// Shuts down if needed and frees the server, destroying every remaining object
 /// (their destroy callbacks run now). NULL is a no-op. Must not be called from
 /// inside one of this server's callbacks: it then does nothing (and sets the

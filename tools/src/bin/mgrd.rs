@@ -17,6 +17,7 @@ use mgr::{Address, Server, ServerConfig};
 const USAGE: &str = "\
 usage: mgrd [--address ADDR] [--max-connections N] [--max-frame BYTES]
             [--handshake-timeout S] [--max-output BYTES] [--reply-grace S]
+            [--max-held-bytes BYTES] [--max-objects-per-conn N]
             [-v] [--version]
 
 Serves shared objects to libmgr clients and to Python's multiprocessing.managers.
@@ -30,6 +31,11 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
                          is unread [default: 4194304]
   --reply-grace S        keep objects named in a reply alive S seconds for its
                          receiver to take its own reference [default: 5]
+  --max-held-bytes BYTES refuse (MemoryError) what would take the bytes all shared
+                         objects hold past BYTES [default: 0, no cap]
+  --max-objects-per-conn N
+                         refuse (MemoryError) creating objects beyond N live ones
+                         per connection [default: 0, no cap]
   -v, --verbose          log connections and shutdown to stderr
   --version              print the version
   -h, --help             print this help
@@ -101,6 +107,12 @@ fn seconds(flag: &str, v: String) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(s))
 }
 
+/// Parses an optional cap: 0 means none.
+fn cap(flag: &str, v: String) -> Result<Option<usize>, String> {
+    let n: usize = number(flag, v)?;
+    Ok((n > 0).then_some(n))
+}
+
 fn parse_args() -> Result<Options, String> {
     let key = std::env::var_os("MGR_AUTHKEY")
         .map(std::os::unix::ffi::OsStringExt::into_vec)
@@ -138,6 +150,8 @@ fn parse_args() -> Result<Options, String> {
             "--max-output" => config.max_output = number(&flag, value()?)?,
             "--handshake-timeout" => config.handshake_timeout = seconds(&flag, value()?)?,
             "--reply-grace" => config.reply_ref_grace = seconds(&flag, value()?)?,
+            "--max-held-bytes" => config.max_held_bytes = cap(&flag, value()?)?,
+            "--max-objects-per-conn" => config.max_objects_per_conn = cap(&flag, value()?)?,
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
