@@ -140,6 +140,19 @@ fn rust_snippet_builds_as_a_new_project_and_runs_against_mgrd() {
     // The same dependency versions as this package, so the build needs no network.
     std::fs::copy(root.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
     std::fs::write(project.join("src/main.rs"), main).unwrap();
+    // C artifacts left in the shared target dir by an older layout would look
+    // like this build's: remove them first.
+    let built = root.join("target/readme/debug");
+    let is_c_artifact = |n: &str| {
+        n == "mgrd" || (n.starts_with("libmgr") && (n.ends_with(".so") || n.ends_with(".a")))
+    };
+    for dir in [built.clone(), built.join("deps")] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if is_c_artifact(&e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args(["run", "--quiet", "--offline"])
@@ -156,17 +169,12 @@ fn rust_snippet_builds_as_a_new_project_and_runs_against_mgrd() {
     );
     // Depending on the library builds the Rust library only: no libmgr.so or
     // libmgr.a (those are the libmgr-capi package's), no mgrd.
-    let built = root.join("target/readme/debug");
     let names: Vec<String> = [built.clone(), built.join("deps")]
         .iter()
         .flat_map(|d| std::fs::read_dir(d).unwrap())
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    let c_artifacts: Vec<&String> = names
-        .iter()
-        .filter(|n| n.starts_with("libmgr") && (n.ends_with(".so") || n.ends_with(".a")))
-        .chain(names.iter().filter(|n| *n == "mgrd"))
-        .collect();
+    let c_artifacts: Vec<&String> = names.iter().filter(|n| is_c_artifact(n)).collect();
     assert!(
         c_artifacts.is_empty(),
         "a Rust dependent built {c_artifacts:?}"

@@ -788,3 +788,67 @@ fn last_error() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// Runs a server made through the C ABI, with both caps set by its setters,
+/// until a client shuts it down; returns the bytes held at the end.
+fn c_server_with_caps(tx: std::sync::mpsc::Sender<String>) -> usize {
+    let mut s = std::ptr::null_mut();
+    // SAFETY: valid C strings and out-pointers; the server is freed below.
+    unsafe {
+        let key = KEY;
+        let st = mgr_server_new(
+            c"127.0.0.1:0".as_ptr(),
+            key.as_ptr(),
+            key.len(),
+            std::ptr::null(),
+            &mut s,
+        );
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        assert_eq!(
+            mgr_server_set_max_held_bytes(s, 2 << 20),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(
+            mgr_server_set_max_objects_per_conn(s, 2),
+            mgr_status::MGR_OK
+        );
+        let address = std::ffi::CStr::from_ptr(mgr_server_address(s));
+        tx.send(address.to_str().unwrap().to_owned()).unwrap();
+        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
+        let mut held = usize::MAX;
+        assert_eq!(mgr_server_held_bytes(s, &mut held), mgr_status::MGR_OK);
+        mgr_server_free(s);
+        held
+    }
+}
+
+#[test]
+fn the_c_setters_set_both_caps() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || c_server_with_caps(tx));
+    let address = rx.recv().unwrap();
+    let m = Manager::connect(&address, KEY).unwrap();
+    let l = m.create("list", vec![]).unwrap();
+    let _d = m.create("dict", vec![]).unwrap();
+    // A refused create is answered as CPython answers it: a traceback that names
+    // the exception.
+    let (kind, msg) = remote_kind(m.create("list", vec![]).unwrap_err());
+    assert_eq!(kind, "RemoteError");
+    assert!(
+        msg.contains("MemoryError") && msg.contains("max_objects_per_conn"),
+        "{msg}"
+    );
+    l.call("append", vec![Value::Bytes(vec![0; 1 << 20])])
+        .unwrap();
+    let (kind, msg) = remote_kind(
+        l.call("append", vec![Value::Bytes(vec![0; 1 << 20])])
+            .unwrap_err(),
+    );
+    assert_eq!(kind, "MemoryError");
+    assert!(msg.contains("max_held_bytes"), "{msg}");
+    assert_eq!(l.call("__len__", vec![]).unwrap(), Value::Int(1));
+    m.shutdown().unwrap();
+    // Every object was released at shutdown, and the total with them.
+    assert_eq!(server.join().unwrap(), 0, "held bytes after shutdown");
+}
