@@ -14,6 +14,8 @@ have valgrind || need+=(valgrind)
 have pkg-config || need+=(pkg-config)
 have readelf || need+=(binutils)
 have python3 || need+=(python3)
+# The wheel check builds mgrd's Python wheel in a venv (Debian splits venv out).
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
