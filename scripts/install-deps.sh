@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need beyond the Rust toolchain, on a
 # fresh Debian machine: a C/C++ compiler and make (C examples), valgrind (leak
-# checks), pkg-config and binutils (install and symbol checks), python3 (interop).
+# checks), pkg-config and binutils (install and symbol checks), python3 with venv
+# (interop, and the wheel check, which pip-installs maturin into a venv).
 # Only what is missing is installed; running it twice is harmless.
 set -euo pipefail
 
