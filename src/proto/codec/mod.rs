@@ -50,6 +50,96 @@ impl fmt::Display for CodecError {
 
 impl std::error::Error for CodecError {}
 
+/// Bytes of memory a pickle decoder may hold per byte of its input (see
+/// [`decode_limit`]). A one-byte opcode (`N`, `)`) can stand for a whole
+/// [`Value`](crate::proto::Value), which is 48 bytes, and the pickle machine
+/// keeps a 32-byte node per object until it has converted them, so no smaller
+/// constant would admit every pickle CPython writes.
+pub const PICKLE_BYTES_PER_INPUT_BYTE: usize = 128;
+
+/// Bytes of memory the native decoder may hold per byte of its input (see
+/// [`decode_limit`]): one [`Value`](crate::proto::Value) (48 bytes) per
+/// one-byte tag at most, with room to spare.
+pub const NATIVE_BYTES_PER_INPUT_BYTE: usize = 64;
+
+/// Bytes every decode may use whatever its input's size (small inputs, fixed
+/// bookkeeping).
+pub const DECODE_FLOOR_BYTES: usize = 256 << 10;
+
+/// Most bytes of memory decoding an `input_len`-byte payload may allocate, for
+/// a decoder allowed `per_byte` bytes per input byte
+/// ([`PICKLE_BYTES_PER_INPUT_BYTE`], [`NATIVE_BYTES_PER_INPUT_BYTE`]): every
+/// allocation a decoder makes for its input — values, strings, its own stacks,
+/// memo and arena — is charged to one running budget of this size, and a
+/// payload that would need more is a [`CodecError`], refused before the
+/// allocation is made.
+pub fn decode_limit(input_len: usize, per_byte: usize) -> usize {
+    input_len
+        .saturating_mul(per_byte)
+        .saturating_add(DECODE_FLOOR_BYTES)
+}
+
+/// The running byte budget of one decode (see [`decode_limit`]).
+#[derive(Debug)]
+pub(crate) struct Budget {
+    left: usize,
+    limit: usize,
+}
+
+impl Budget {
+    /// The budget for decoding `input_len` bytes at `per_byte` bytes a byte.
+    pub(crate) fn new(input_len: usize, per_byte: usize) -> Budget {
+        let limit = decode_limit(input_len, per_byte);
+        Budget { left: limit, limit }
+    }
+
+    /// Charges `bytes`, or refuses once the budget is spent.
+    pub(crate) fn spend(&mut self, bytes: usize) -> Result<(), CodecError> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(CodecError::new(format!(
+                "payload expands beyond {} bytes when decoded (the limit for its size); refused",
+                self.limit
+            ))),
+        }
+    }
+
+    /// Charges room for `n` items of type `T`.
+    pub(crate) fn spend_items<T>(&mut self, n: usize) -> Result<(), CodecError> {
+        self.spend(n.saturating_mul(std::mem::size_of::<T>()))
+    }
+
+    /// Bytes still available.
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Makes room in `v` for `extra` more items, growing it by a quarter at a
+    /// time (not doubling, so unused capacity stays a small fraction) and
+    /// charging every byte of new capacity before it is allocated.
+    pub(crate) fn reserve<T>(&mut self, v: &mut Vec<T>, extra: usize) -> Result<(), CodecError> {
+        let need = v.len().saturating_add(extra);
+        let cap = v.capacity();
+        if need <= cap {
+            return Ok(());
+        }
+        let want = need.max(cap + cap / 4).max(4);
+        self.spend_items::<T>(want - cap)?;
+        v.reserve_exact(want - v.len());
+        // reserve_exact may round up; charge whatever it really took.
+        self.spend_items::<T>(v.capacity().saturating_sub(want))
+    }
+
+    /// Charges and allocates an empty vector with room for exactly `n` items.
+    pub(crate) fn vec<T>(&mut self, n: usize) -> Result<Vec<T>, CodecError> {
+        self.spend_items::<T>(n)?;
+        Ok(Vec::with_capacity(n))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
