@@ -18,6 +18,7 @@ use mgr::proto::codec::{
     decode_limit, native, pickle, CodecError, NATIVE_BYTES_PER_INPUT_BYTE,
     PICKLE_BYTES_PER_INPUT_BYTE,
 };
+use mgr::proto::frame::{self, FrameError, DEFAULT_MAX_FRAME};
 use mgr::proto::{ObjectId, Reply, Request, Token, Value};
 
 struct Counting;
@@ -567,6 +568,37 @@ fn every_decoder_stays_within_its_stated_memory_bound() {
         report.check(name, &bytes, n, expect, native::decode_reply);
     }
     let native_worst = report.worst;
+
+    // Frames: the header codec checks the announced length against the limit
+    // and allocates nothing, whatever it announces.
+    let mut long = vec![0xff; 4];
+    long.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    let cases: [(&str, &[u8], u64, bool); 4] = [
+        (
+            "frame announcing 2 GiB - 1",
+            &[0x7f, 0xff, 0xff, 0xff],
+            DEFAULT_MAX_FRAME,
+            false,
+        ),
+        ("frame announcing 2**62", &long, DEFAULT_MAX_FRAME, false),
+        (
+            "frame announcing 2**62 with no limit",
+            &long,
+            u64::MAX,
+            true,
+        ),
+        ("frame within the limit", &[0, 0, 1, 0], 1024, true),
+    ];
+    for (name, header, max, fits) in cases {
+        let (res, peak) = measure(|| frame::decode_header(header, max));
+        eprintln!("{name:<48} peak {peak} B: {res:?}");
+        assert_eq!(peak, 0, "{name}: the header codec allocated");
+        match res {
+            Ok(Some(h)) => assert!(fits && h.payload_len as u64 <= max, "{name}"),
+            Err(FrameError::TooLarge { .. }) => assert!(!fits, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
 
     eprintln!(
         "worst over inputs > 1 MiB: pickle {pickle_worst:.1}x (C = {p}), native {native_worst:.1}x (C = {n})"

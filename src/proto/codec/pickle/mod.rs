@@ -11,7 +11,10 @@
 //! (managers.py pickles dict views as `list(items)`), and exception classes (for
 //! replies). Any other global (`os.system`, `builtins.eval` …) or opcode (INST, OBJ,
 //! PERSID, EXT*, out-of-band buffers) is a [`CodecError`]: nothing is ever imported
-//! or executed. Memory and nesting are bounded by the input's size and
+//! or executed. Memory is bounded by one byte budget per payload,
+//! [`PICKLE_BYTES_PER_INPUT_BYTE`](super::PICKLE_BYTES_PER_INPUT_BYTE) × its
+//! length plus a floor (see [`decode_limit`](super::decode_limit)), charged
+//! across every constructor, memo reference and conversion; nesting by
 //! [`MAX_DEPTH`].
 //!
 //! Encoding writes protocol 4 that CPython's `pickle.loads` turns into the objects
