@@ -84,13 +84,20 @@ pub fn decode_limit(input_len: usize, per_byte: usize) -> usize {
 pub(crate) struct Budget {
     left: usize,
     limit: usize,
+    input_len: usize,
+    per_byte: usize,
 }
 
 impl Budget {
     /// The budget for decoding `input_len` bytes at `per_byte` bytes a byte.
     pub(crate) fn new(input_len: usize, per_byte: usize) -> Budget {
         let limit = decode_limit(input_len, per_byte);
-        Budget { left: limit, limit }
+        Budget {
+            left: limit,
+            limit,
+            input_len,
+            per_byte,
+        }
     }
 
     /// Charges `bytes`, or refuses once the budget is spent.
@@ -101,8 +108,9 @@ impl Budget {
                 Ok(())
             }
             None => Err(CodecError::new(format!(
-                "payload expands beyond {} bytes when decoded (the limit for its size); refused",
-                self.limit
+                "a {}-byte payload expands beyond {} bytes when decoded \
+                 ({} bytes per input byte + {DECODE_FLOOR_BYTES}); refused",
+                self.input_len, self.limit, self.per_byte
             ))),
         }
     }
@@ -152,5 +160,26 @@ mod tests {
             Serializer::Native
         );
         assert_eq!(Serializer::detect(0x7f), Serializer::Native);
+    }
+
+    #[test]
+    fn budget_charges_capacity_and_refuses_past_its_limit() {
+        assert_eq!(decode_limit(10, 64), 640 + DECODE_FLOOR_BYTES);
+        assert_eq!(decode_limit(usize::MAX, 64), usize::MAX);
+        let mut b = Budget::new(1000, 8);
+        let mut v: Vec<u64> = Vec::new();
+        b.reserve(&mut v, 100).unwrap();
+        assert_eq!(b.left(), 8000 + DECODE_FLOOR_BYTES - v.capacity() * 8);
+        // Growing a full vector adds a quarter, not a doubling.
+        v.resize(v.capacity(), 0);
+        let cap = v.capacity();
+        b.reserve(&mut v, 1).unwrap();
+        assert_eq!(v.capacity(), cap + cap / 4);
+        assert_eq!(b.left(), 8000 + DECODE_FLOOR_BYTES - v.capacity() * 8);
+        // Past the limit: refused, and nothing allocated for it.
+        let e = b.vec::<u64>(b.left()).unwrap_err().to_string();
+        assert!(e.contains("a 1000-byte payload expands beyond"), "{e}");
+        assert!(b.spend(b.left()).is_ok());
+        assert!(b.spend(1).is_err());
     }
 }
