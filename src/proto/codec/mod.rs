@@ -64,7 +64,7 @@ pub const NATIVE_BYTES_PER_INPUT_BYTE: usize = 64;
 
 /// Bytes every decode may use whatever its input's size (small inputs, fixed
 /// bookkeeping).
-pub const DECODE_FLOOR_BYTES: usize = 256 << 10;
+pub const DECODE_FLOOR_BYTES: usize = 1 << 20;
 
 /// Most bytes of memory decoding an `input_len`-byte payload may allocate, for
 /// a decoder allowed `per_byte` bytes per input byte
