@@ -639,7 +639,7 @@ impl Machine<'_> {
                     let module = self.input.line()?;
                     let name = self.input.line()?;
                     let g = resolve_global(module, name)?;
-                    self.push(Node::Global(g))?
+                    self.push_global(g)?
                 }
                 0x93 => {
                     let name = self.pop()?;
@@ -648,7 +648,7 @@ impl Machine<'_> {
                         return err("STACK_GLOBAL needs two strings");
                     };
                     let g = resolve_global(module, name)?;
-                    self.push(Node::Global(g))?
+                    self.push_global(g)?
                 }
                 b'R' => {
                     let args = self.pop()?;
@@ -689,6 +689,13 @@ impl Machine<'_> {
                 other => return err(format!("unknown or disallowed opcode 0x{other:02x}")),
             }
         }
+    }
+
+    fn push_global(&mut self, g: Global) -> Result<(), CodecError> {
+        if let Global::Exception(name) = &g {
+            self.budget.spend(name.len())?;
+        }
+        self.push(Node::Global(g))
     }
 
     fn string(&mut self, n: usize) -> Result<(), CodecError> {
@@ -797,12 +804,15 @@ impl Decoded {
                 ));
             }
         }
-        let token = Token {
-            typeid: st.typeid.clone(),
-            id: st.id,
+        let (n, id) = (st.typeid.len(), st.id);
+        self.budget.spend(n)?;
+        let Node::Token(Some(st)) = self.node(i) else {
+            unreachable!("matched a token")
         };
-        self.budget.spend(token.typeid.len())?;
-        Ok(token)
+        Ok(Token {
+            typeid: st.typeid.clone(),
+            id,
+        })
     }
 
     /// Converts node `i` into a [`Value`], spending from the budget.

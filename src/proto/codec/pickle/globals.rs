@@ -322,16 +322,22 @@ impl Machine<'_> {
                 Node::List(self.add_all(len as usize, items)?)
             }
             Global::CodecsEncode => match a[..] {
-                [s, enc] if matches!(self.text(enc), Some("latin1" | "latin-1")) => {
-                    let Some(s) = self.text(s) else {
+                [text, enc] if matches!(self.text(enc), Some("latin1" | "latin-1")) => {
+                    let Some(s) = self.text(text) else {
                         return err("encode() of something that is not a str");
                     };
-                    let b = s
-                        .chars()
-                        .map(|c| u8::try_from(u32::from(c)))
-                        .collect::<Result<Vec<u8>, _>>()
-                        .or_else(|_| err("latin1 text with a character above U+00FF"))?;
-                    self.budget.spend(b.capacity())?;
+                    let n = s.len();
+                    self.budget.spend(n)?;
+                    let Some(s) = self.text(text) else {
+                        unreachable!("matched a str")
+                    };
+                    let mut b = Vec::with_capacity(n);
+                    for c in s.chars() {
+                        match u8::try_from(u32::from(c)) {
+                            Ok(byte) => b.push(byte),
+                            Err(_) => return err("latin1 text with a character above U+00FF"),
+                        }
+                    }
                     Node::Bytes(b)
                 }
                 _ => return err("only encode(str, 'latin1') is supported"),
@@ -342,9 +348,13 @@ impl Machine<'_> {
                     Node::Str(s) => {
                         // One node per character; copying the text first keeps
                         // the borrow of the arena short (and is charged).
-                        let (n, s) = (s.chars().count(), s.clone());
+                        let n = s.chars().count();
                         self.budget.spend(s.len())?;
                         self.budget.spend(n.saturating_mul(4))?;
+                        let Node::Str(s) = self.node(items) else {
+                            unreachable!("matched a str")
+                        };
+                        let s = s.clone();
                         let chars = s.chars().map(|c| Ok(Node::Str(c.to_string())));
                         Node::List(self.add_all(n, chars)?)
                     }
@@ -473,11 +483,11 @@ impl Machine<'_> {
             _ => {}
         }
         // The bytes are copied out so the arena can grow while they are read.
+        self.budget.spend(size * n)?;
         let Node::Bytes(bytes) = self.node(data) else {
             unreachable!("matched bytes")
         };
         let bytes = bytes.clone();
-        self.budget.spend(bytes.len())?;
         let items = array_items(fmt, &bytes)?;
         Ok(Node::List(self.add_all(n, items)?))
     }
