@@ -60,6 +60,17 @@ fn cpython_manager_over_a_unix_socket() {
 }
 
 #[test]
+fn cpython_dict_update_with_colliding_int_keys_reads_back() {
+    // 20,000 keys that all share CPython's numeric hash, in one 280 kB update:
+    // the server hashes them with the dict's seed, so they cost what any keys
+    // cost (the count is shown by pykey's `colliding_int_floods_cost_what_ordinary_keys_cost`).
+    let s = TestServer::start();
+    let out = run_script("hash_flood.py", &s.address, &[]);
+    assert!(out.contains("hash_flood: ok"), "{out}");
+    assert_eq!(s.connect().number_of_objects().unwrap(), 0);
+}
+
+#[test]
 fn cpython_blocking_call_completed_by_another_process() {
     let s = TestServer::start();
     let out = run_script("blocking.py", &s.address, &[]);
