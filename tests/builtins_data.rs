@@ -634,7 +634,7 @@ fn a_list_of_dicts_keeps_them_alive_and_frees_them_when_removed() {
     );
     // The stored reference still reaches the dict.
     let inner = match l.call("__getitem__", vec![i(0)]).unwrap() {
-        Value::Ref(t) => m.proxy(t).unwrap(),
+        Value::Ref(ref t) => m.proxy(t.clone()).unwrap(),
         other => panic!("expected a reference, got {other}"),
     };
     assert_eq!(inner.call("__getitem__", vec![s("x")]).unwrap(), i(2));

@@ -5,6 +5,11 @@
 //! set, frozenset — plus an object reference ([`Token`]) so shared objects can be
 //! passed around and stored inside one another. Dicts and sets keep their elements
 //! in order as vectors: the data model carries values, it does not index them.
+//!
+//! A host may build a value of any depth (a million nested lists through the C
+//! API), so nothing here recurses over the tree: dropping, cloning, comparing,
+//! `Display` and `Debug` all go through [`Walk`] or an explicit stack, and use
+//! stack space independent of the nesting.
 
 use std::fmt;
 
@@ -58,7 +63,11 @@ pub struct Token {
 }
 
 /// One dynamically typed value.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Clone`, `PartialEq` (structural: floats by `==`, so a NaN is unequal to
+/// itself), `Debug`, `Display` and `Drop` work at any nesting depth without
+/// recursion. Because `Value` implements `Drop`, its fields cannot be moved out
+/// by a pattern; take them with `std::mem::take` (the default value is `None`).
 pub enum Value {
     /// Python's `None`.
     None,
@@ -102,7 +111,204 @@ pub struct Slice {
     pub step: Option<i64>,
 }
 
+impl Default for Value {
+    /// `None`: what `std::mem::take` leaves behind.
+    fn default() -> Value {
+        Value::None
+    }
+}
+
+/// Where a value sits in its parent, as [`Walk`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// The value the walk started from.
+    Root,
+    /// Item `i` of a list, tuple, set or frozenset.
+    Item(usize),
+    /// The key of a dict's entry `i`.
+    Key(usize),
+    /// The value of a dict's entry `i`.
+    DictValue(usize),
+}
+
+/// One step of a [`Walk`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Step<'a> {
+    /// A value without children: anything but a list, tuple, dict, set or
+    /// frozenset.
+    Leaf(&'a Value, Slot),
+    /// A container (possibly empty) starts; its children follow, then its `Exit`.
+    Enter(&'a Value, Slot),
+    /// The container last entered and not yet left ends.
+    Exit(&'a Value),
+}
+
+/// A depth-first, pre-order walk over a value tree with an explicit stack (one
+/// small frame per open container), so any nesting depth costs heap, not call
+/// stack. Dict entries are visited key, then value.
+#[derive(Debug)]
+pub(crate) struct Walk<'a> {
+    root: Option<&'a Value>,
+    open: Vec<(&'a Value, usize)>,
+}
+
+impl<'a> Walk<'a> {
+    /// A walk starting at `root`.
+    pub(crate) fn new(root: &'a Value) -> Walk<'a> {
+        Walk {
+            root: Some(root),
+            open: Vec::new(),
+        }
+    }
+
+    /// How many containers are open: the depth of a `Leaf` just returned, or one
+    /// more than the depth of a container just entered (the root is at depth 0).
+    pub(crate) fn open(&self) -> usize {
+        self.open.len()
+    }
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = Step<'a>;
+
+    fn next(&mut self) -> Option<Step<'a>> {
+        let (v, slot) = match self.root.take() {
+            Some(root) => (root, Slot::Root),
+            None => {
+                let (parent, next) = self.open.last_mut()?;
+                match parent.child(*next) {
+                    Some(child) => {
+                        *next += 1;
+                        child
+                    }
+                    None => {
+                        let (done, _) = self.open.pop().expect("a container is open");
+                        return Some(Step::Exit(done));
+                    }
+                }
+            }
+        };
+        Some(if v.is_container() {
+            self.open.push((v, 0));
+            Step::Enter(v, slot)
+        } else {
+            Step::Leaf(v, slot)
+        })
+    }
+}
+
 impl Value {
+    /// Whether this is a list, tuple, dict, set or frozenset.
+    fn is_container(&self) -> bool {
+        matches!(
+            self,
+            Value::List(_) | Value::Tuple(_) | Value::Dict(_) | Value::Set(_) | Value::FrozenSet(_)
+        )
+    }
+
+    /// Child `i` of a container (dict entries count twice: key, then value).
+    fn child(&self, i: usize) -> Option<(&Value, Slot)> {
+        match self {
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
+                v.get(i).map(|x| (x, Slot::Item(i)))
+            }
+            Value::Dict(d) => d.get(i / 2).map(|(k, x)| {
+                if i % 2 == 0 {
+                    (k, Slot::Key(i / 2))
+                } else {
+                    (x, Slot::DictValue(i / 2))
+                }
+            }),
+            _ => None,
+        }
+    }
+
+    /// A copy of a value without children; `None` for a container.
+    fn clone_leaf(&self) -> Option<Value> {
+        Some(match self {
+            Value::None => Value::None,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Int(i) => Value::Int(*i),
+            Value::BigInt(b) => Value::BigInt(b.clone()),
+            Value::Float(f) => Value::Float(*f),
+            Value::Str(s) => Value::Str(s.clone()),
+            Value::Bytes(b) => Value::Bytes(b.clone()),
+            Value::Ref(t) => Value::Ref(t.clone()),
+            Value::Slice(s) => Value::Slice(*s),
+            Value::List(_)
+            | Value::Tuple(_)
+            | Value::Dict(_)
+            | Value::Set(_)
+            | Value::FrozenSet(_) => return None,
+        })
+    }
+
+    /// An empty container of the same kind as `self`, with room for its items.
+    fn empty_like(&self) -> Building {
+        match self {
+            Value::Dict(d) => Building::Dict(Vec::with_capacity(d.len()), None),
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
+                Building::Seq(Vec::with_capacity(v.len()))
+            }
+            _ => Building::Seq(Vec::new()),
+        }
+    }
+
+    /// Compares two values without looking inside containers: `Some(answer)`
+    /// when that settles it, `None` when they are containers of the same kind and
+    /// length whose children must be compared.
+    fn shallow_eq(&self, other: &Value) -> Option<bool> {
+        Some(match (self, other) {
+            (Value::None, Value::None) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::BigInt(a), Value::BigInt(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::Ref(a), Value::Ref(b)) => a == b,
+            (Value::Slice(a), Value::Slice(b)) => a == b,
+            (Value::List(a), Value::List(b))
+            | (Value::Tuple(a), Value::Tuple(b))
+            | (Value::Set(a), Value::Set(b))
+            | (Value::FrozenSet(a), Value::FrozenSet(b)) => {
+                if a.len() != b.len() {
+                    false
+                } else {
+                    return None;
+                }
+            }
+            (Value::Dict(a), Value::Dict(b)) => {
+                if a.len() != b.len() {
+                    false
+                } else {
+                    return None;
+                }
+            }
+            _ => false,
+        })
+    }
+
+    /// Moves out every child that has children of its own onto `stack`, leaving
+    /// `None` in its place, so dropping `self` afterwards recurses no further.
+    fn detach_nested(&mut self, stack: &mut Vec<Value>) {
+        let mut take = |x: &mut Value| {
+            if x.child(0).is_some() {
+                stack.push(std::mem::take(x));
+            }
+        };
+        match self {
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
+                v.iter_mut().for_each(&mut take)
+            }
+            Value::Dict(d) => d.iter_mut().for_each(|(k, x)| {
+                take(k);
+                take(x);
+            }),
+            _ => {}
+        }
+    }
+
     /// A short name of the value's kind, as Python would call its type.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -119,6 +325,33 @@ impl Value {
             Value::FrozenSet(_) => "frozenset",
             Value::Ref(_) => "proxy",
             Value::Slice(_) => "slice",
+        }
+    }
+
+    /// The string of a `Str`, moved out; any other value back as the error.
+    pub fn into_str(mut self) -> Result<String, Value> {
+        match &mut self {
+            Value::Str(s) => Ok(std::mem::take(s)),
+            _ => Err(self),
+        }
+    }
+
+    /// The items of a list, tuple, set or frozenset, moved out; any other value
+    /// back as the error.
+    pub fn into_items(mut self) -> Result<Vec<Value>, Value> {
+        match &mut self {
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
+                Ok(std::mem::take(v))
+            }
+            _ => Err(self),
+        }
+    }
+
+    /// The entries of a dict, moved out; any other value back as the error.
+    pub fn into_entries(mut self) -> Result<Vec<(Value, Value)>, Value> {
+        match &mut self {
+            Value::Dict(d) => Ok(std::mem::take(d)),
+            _ => Err(self),
         }
     }
 
@@ -167,16 +400,10 @@ impl Value {
 
     /// Calls `f` with every object reference inside this value, depth first.
     pub fn visit_refs(&self, f: &mut dyn FnMut(&Token)) {
-        match self {
-            Value::Ref(t) => f(t),
-            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
-                v.iter().for_each(|x| x.visit_refs(f))
+        for step in Walk::new(self) {
+            if let Step::Leaf(Value::Ref(t), _) = step {
+                f(t);
             }
-            Value::Dict(d) => d.iter().for_each(|(k, v)| {
-                k.visit_refs(f);
-                v.visit_refs(f);
-            }),
-            _ => {}
         }
     }
 
@@ -184,11 +411,131 @@ impl Value {
     pub fn has_refs(&self) -> bool {
         match self {
             Value::Ref(_) => true,
-            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
-                v.iter().any(Value::has_refs)
+            Value::List(_)
+            | Value::Tuple(_)
+            | Value::Dict(_)
+            | Value::Set(_)
+            | Value::FrozenSet(_) => {
+                Walk::new(self).any(|s| matches!(s, Step::Leaf(Value::Ref(_), _)))
             }
-            Value::Dict(d) => d.iter().any(|(k, v)| k.has_refs() || v.has_refs()),
             _ => false,
+        }
+    }
+}
+
+/// A container being rebuilt by [`Value::clone`].
+enum Building {
+    Seq(Vec<Value>),
+    /// Entries so far, and the key waiting for its value.
+    Dict(Vec<(Value, Value)>, Option<Value>),
+}
+
+impl Building {
+    fn push(&mut self, v: Value) {
+        match self {
+            Building::Seq(items) => items.push(v),
+            Building::Dict(entries, pending) => match pending.take() {
+                Some(k) => entries.push((k, v)),
+                None => *pending = Some(v),
+            },
+        }
+    }
+
+    /// The finished container, of the kind of `like`.
+    fn finish(self, like: &Value) -> Value {
+        match (self, like) {
+            (Building::Dict(entries, _), _) => Value::Dict(entries),
+            (Building::Seq(items), Value::Tuple(_)) => Value::Tuple(items),
+            (Building::Seq(items), Value::Set(_)) => Value::Set(items),
+            (Building::Seq(items), Value::FrozenSet(_)) => Value::FrozenSet(items),
+            (Building::Seq(items), _) => Value::List(items),
+        }
+    }
+}
+
+impl Clone for Value {
+    fn clone(&self) -> Value {
+        if let Some(leaf) = self.clone_leaf() {
+            return leaf;
+        }
+        // A container of leaves (the common case) is copied directly.
+        let flat = match self {
+            Value::List(v) => v
+                .iter()
+                .map(Value::clone_leaf)
+                .collect::<Option<_>>()
+                .map(Value::List),
+            Value::Tuple(v) => v
+                .iter()
+                .map(Value::clone_leaf)
+                .collect::<Option<_>>()
+                .map(Value::Tuple),
+            Value::Dict(d) => d
+                .iter()
+                .map(|(k, x)| Some((k.clone_leaf()?, x.clone_leaf()?)))
+                .collect::<Option<_>>()
+                .map(Value::Dict),
+            _ => None,
+        };
+        if let Some(v) = flat {
+            return v;
+        }
+        let mut building: Vec<(&Value, Building)> = Vec::new();
+        for step in Walk::new(self) {
+            let done = match step {
+                Step::Leaf(v, _) => v.clone_leaf().expect("a leaf has no children"),
+                Step::Enter(v, _) => {
+                    building.push((v, v.empty_like()));
+                    continue;
+                }
+                Step::Exit(_) => {
+                    let (like, b) = building.pop().expect("entered before");
+                    b.finish(like)
+                }
+            };
+            match building.last_mut() {
+                Some((_, parent)) => parent.push(done),
+                None => return done,
+            }
+        }
+        unreachable!("a walk ends by leaving its root")
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        if let Some(answer) = self.shallow_eq(other) {
+            return answer;
+        }
+        // Pairs of containers being compared, and the next child index.
+        let mut open: Vec<(&Value, &Value, usize)> = vec![(self, other, 0)];
+        while let Some((a, b, next)) = open.last_mut() {
+            let (a, b) = (*a, *b);
+            let i = *next;
+            *next += 1;
+            match (a.child(i), b.child(i)) {
+                (Some((x, _)), Some((y, _))) => match x.shallow_eq(y) {
+                    Some(true) => {}
+                    Some(false) => return false,
+                    None => open.push((x, y, 0)),
+                },
+                _ => {
+                    open.pop();
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Value {
+    /// Frees a tree of any depth: nested containers are moved onto a heap stack
+    /// and emptied one by one, so no drop recurses more than one level.
+    fn drop(&mut self) {
+        let mut stack = Vec::new();
+        self.detach_nested(&mut stack);
+        while let Some(mut v) = stack.pop() {
+            v.detach_nested(&mut stack);
         }
     }
 }
@@ -234,19 +581,9 @@ impl From<Token> for Value {
     }
 }
 
-impl fmt::Display for Value {
-    /// Python's `repr()` of the value, near enough for messages and `__repr__`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn seq(f: &mut fmt::Formatter<'_>, open: &str, v: &[Value], close: &str) -> fmt::Result {
-            f.write_str(open)?;
-            for (i, x) in v.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(", ")?;
-                }
-                write!(f, "{x}")?;
-            }
-            f.write_str(close)
-        }
+impl Value {
+    /// Writes a value without children as Python's `repr()` would.
+    fn fmt_leaf(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::None => f.write_str("None"),
             Value::Bool(true) => f.write_str("True"),
@@ -263,22 +600,6 @@ impl fmt::Display for Value {
             Value::Float(x) => write!(f, "{x}"),
             Value::Str(s) => write!(f, "'{}'", s.escape_debug()),
             Value::Bytes(b) => write!(f, "b'{}'", b.escape_ascii()),
-            Value::List(v) => seq(f, "[", v, "]"),
-            Value::Tuple(v) if v.len() == 1 => write!(f, "({},)", v[0]),
-            Value::Tuple(v) => seq(f, "(", v, ")"),
-            Value::Dict(d) => {
-                f.write_str("{")?;
-                for (i, (k, v)) in d.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{k}: {v}")?;
-                }
-                f.write_str("}")
-            }
-            Value::Set(v) if v.is_empty() => f.write_str("set()"),
-            Value::Set(v) => seq(f, "{", v, "}"),
-            Value::FrozenSet(v) => seq(f, "frozenset({", v, "})"),
             Value::Ref(t) => write!(f, "<{} proxy id={}>", t.typeid, t.id),
             Value::Slice(s) => {
                 let part = |b: Option<i64>| b.map_or("None".to_owned(), |i| i.to_string());
@@ -290,7 +611,94 @@ impl fmt::Display for Value {
                     part(s.step)
                 )
             }
+            Value::List(_)
+            | Value::Tuple(_)
+            | Value::Dict(_)
+            | Value::Set(_)
+            | Value::FrozenSet(_) => Ok(()),
         }
+    }
+}
+
+impl fmt::Display for Value {
+    /// Python's `repr()` of the value, near enough for messages and `__repr__`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for step in Walk::new(self) {
+            let (v, slot) = match step {
+                Step::Leaf(v, slot) | Step::Enter(v, slot) => (v, slot),
+                Step::Exit(v) => {
+                    f.write_str(match v {
+                        Value::List(_) => "]",
+                        Value::Tuple(t) if t.len() == 1 => ",)",
+                        Value::Tuple(_) => ")",
+                        Value::Dict(_) => "}",
+                        Value::Set(s) if s.is_empty() => "",
+                        Value::Set(_) => "}",
+                        _ => "})",
+                    })?;
+                    continue;
+                }
+            };
+            match slot {
+                Slot::Item(i) | Slot::Key(i) if i > 0 => f.write_str(", ")?,
+                Slot::DictValue(_) => f.write_str(": ")?,
+                _ => {}
+            }
+            match (step, v) {
+                (Step::Leaf(..), _) => v.fmt_leaf(f)?,
+                (_, Value::List(_)) => f.write_str("[")?,
+                (_, Value::Tuple(_)) => f.write_str("(")?,
+                (_, Value::Dict(_)) => f.write_str("{")?,
+                (_, Value::Set(s)) if s.is_empty() => f.write_str("set()")?,
+                (_, Value::Set(_)) => f.write_str("{")?,
+                _ => f.write_str("frozenset({")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Value {
+    /// The derived form (`List([Int(1), Str("a")])`), on one line even for
+    /// `{:#?}`, written without recursion.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for step in Walk::new(self) {
+            let (v, slot) = match step {
+                Step::Leaf(v, slot) | Step::Enter(v, slot) => (v, slot),
+                Step::Exit(Value::Dict(d)) if !d.is_empty() => {
+                    f.write_str(")])")?;
+                    continue;
+                }
+                Step::Exit(_) => {
+                    f.write_str("])")?;
+                    continue;
+                }
+            };
+            match slot {
+                Slot::Item(i) if i > 0 => f.write_str(", ")?,
+                Slot::Key(0) => f.write_str("(")?,
+                Slot::Key(_) => f.write_str("), (")?,
+                Slot::DictValue(_) => f.write_str(", ")?,
+                _ => {}
+            }
+            match v {
+                Value::None => f.write_str("None")?,
+                Value::Bool(b) => write!(f, "Bool({b:?})")?,
+                Value::Int(i) => write!(f, "Int({i:?})")?,
+                Value::BigInt(b) => write!(f, "BigInt({b:?})")?,
+                Value::Float(x) => write!(f, "Float({x:?})")?,
+                Value::Str(s) => write!(f, "Str({s:?})")?,
+                Value::Bytes(b) => write!(f, "Bytes({b:?})")?,
+                Value::Ref(t) => write!(f, "Ref({t:?})")?,
+                Value::Slice(s) => write!(f, "Slice({s:?})")?,
+                Value::List(_) => f.write_str("List([")?,
+                Value::Tuple(_) => f.write_str("Tuple([")?,
+                Value::Dict(_) => f.write_str("Dict([")?,
+                Value::Set(_) => f.write_str("Set([")?,
+                Value::FrozenSet(_) => f.write_str("FrozenSet([")?,
+            }
+        }
+        Ok(())
     }
 }
 

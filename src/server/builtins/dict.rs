@@ -74,8 +74,8 @@ pub(crate) fn update(
 ) -> Result<(), RemoteError> {
     match other {
         None => {}
-        Some(Value::Dict(pairs)) => {
-            for (k, v) in pairs {
+        Some(pairs @ Value::Dict(_)) => {
+            for (k, v) in pairs.into_entries().expect("a dict") {
                 map.insert(PyKey::new(k)?, v);
             }
         }

@@ -55,10 +55,10 @@ pub(crate) fn not_iterable(v: &Value) -> RemoteError {
 /// and proxies, whose referent this object cannot reach).
 pub(crate) fn items_of(v: Value) -> Result<Vec<Value>, Value> {
     match v {
-        Value::List(x) | Value::Tuple(x) | Value::Set(x) | Value::FrozenSet(x) => Ok(x),
-        Value::Dict(d) => Ok(d.into_iter().map(|(k, _)| k).collect()),
-        Value::Str(s) => Ok(s.chars().map(|c| Value::Str(c.to_string())).collect()),
-        Value::Bytes(b) => Ok(b.into_iter().map(|x| Value::Int(i64::from(x))).collect()),
+        Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_) => v.into_items(),
+        Value::Dict(_) => Ok(v.into_entries()?.into_iter().map(|(k, _)| k).collect()),
+        Value::Str(ref s) => Ok(s.chars().map(|c| Value::Str(c.to_string())).collect()),
+        Value::Bytes(ref b) => Ok(b.iter().map(|&x| Value::Int(i64::from(x))).collect()),
         other => Err(other),
     }
 }

@@ -33,7 +33,7 @@ use globals::{BUILTIN_EXCEPTIONS, MODULE_EXCEPTIONS};
 
 use super::CodecError;
 use crate::proto::message::{RemoteError, Reply, Request};
-use crate::proto::value::{ObjectId, Value};
+use crate::proto::value::{ObjectId, Slot, Step, Value, Walk};
 
 pub use decode::MAX_DEPTH;
 
@@ -138,15 +138,17 @@ fn request(mut d: Decoded) -> Result<Request, CodecError> {
         return err("methodname must be a str");
     };
     let args = match d.value(parts[2])? {
-        Value::Tuple(v) | Value::List(v) => v,
+        v @ (Value::Tuple(_) | Value::List(_)) => v.into_items().expect("a sequence"),
         _ => return err("args must be a tuple"),
     };
     let kwargs = match d.value(parts[3])? {
-        Value::Dict(kv) => kv
+        kv @ Value::Dict(_) => kv
+            .into_entries()
+            .expect("a dict")
             .into_iter()
-            .map(|(k, v)| match k {
-                Value::Str(k) => Ok((k, v)),
-                _ => err("keyword names must be str"),
+            .map(|(k, v)| match k.into_str() {
+                Ok(k) => Ok((k, v)),
+                Err(_) => err("keyword names must be str"),
             })
             .collect::<Result<Vec<_>, _>>()?,
         Value::None => Vec::new(),
@@ -193,7 +195,7 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
         Reply::Error(e) => &e.args,
         _ => &[],
     };
-    if let Some(why) = values.iter().find_map(|v| unhashable(v, false)) {
+    if let Some(why) = values.iter().find_map(unhashable) {
         let reply = Reply::Unserializable(why);
         return encode_reply(&reply, origin, out);
     }
@@ -243,27 +245,41 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
 }
 
 /// Why `v` cannot be unpickled by Python, if it cannot: an unhashable value
-/// (list, dict, set, slice) used as a set element or dict key. `hashed` says
-/// whether `v` itself must be hashable.
-fn unhashable(v: &Value, hashed: bool) -> Option<String> {
-    match v {
-        Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Slice(_) if hashed => {
-            Some(format!(
+/// (list, dict, set, slice) used as a set element or dict key. Walked with an
+/// explicit stack: a host may build values of any depth.
+fn unhashable(v: &Value) -> Option<String> {
+    // Per open container: whether it is itself in a hashed position, and whether
+    // it is a set (whose members all are).
+    let mut open: Vec<(bool, bool)> = Vec::new();
+    for step in Walk::new(v) {
+        let (x, slot) = match step {
+            Step::Leaf(x, slot) | Step::Enter(x, slot) => (x, slot),
+            Step::Exit(_) => {
+                open.pop();
+                continue;
+            }
+        };
+        let hashed = match (slot, open.last()) {
+            (Slot::Key(_), _) => true,
+            (Slot::Item(_), Some(&(hashed, is_set))) => hashed || is_set,
+            _ => false,
+        };
+        if hashed
+            && matches!(
+                x,
+                Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Slice(_)
+            )
+        {
+            return Some(format!(
                 "unhashable type: '{}' used as a set element or dict key",
-                v.type_name()
-            ))
+                x.type_name()
+            ));
         }
-        Value::Tuple(items) | Value::List(items) => {
-            items.iter().find_map(|x| unhashable(x, hashed))
+        if let Step::Enter(..) = step {
+            open.push((hashed, matches!(x, Value::Set(_) | Value::FrozenSet(_))));
         }
-        Value::Set(items) | Value::FrozenSet(items) => {
-            items.iter().find_map(|x| unhashable(x, true))
-        }
-        Value::Dict(kv) => kv
-            .iter()
-            .find_map(|(k, v)| unhashable(k, true).or_else(|| unhashable(v, false))),
-        _ => None,
     }
+    None
 }
 
 impl Writer<'_, '_> {
@@ -291,11 +307,13 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
                 _ => return err("#PROXY result must be (exposed, token)"),
             };
             let exposed = match d.value(exposed)? {
-                Value::Tuple(v) | Value::List(v) => v
+                v @ (Value::Tuple(_) | Value::List(_)) => v
+                    .into_items()
+                    .expect("a sequence")
                     .into_iter()
-                    .map(|m| match m {
-                        Value::Str(s) => Ok(s),
-                        _ => err("exposed method names must be str"),
+                    .map(|m| match m.into_str() {
+                        Ok(s) => Ok(s),
+                        Err(_) => err("exposed method names must be str"),
                     })
                     .collect::<Result<Vec<_>, _>>()?,
                 _ => return err("exposed must be a sequence of names"),
@@ -308,7 +326,7 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
         Some("#ERROR") => match d.nodes[result].clone() {
             Node::Exception(kind, args) => {
                 let args = match d.value(args)? {
-                    Value::Tuple(v) => v,
+                    v @ Value::Tuple(_) => v.into_items().expect("a tuple"),
                     _ => return err("exception args must be a tuple"),
                 };
                 Reply::Error(remote_error(kind, args))
@@ -327,8 +345,8 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
 fn remote_error(kind: String, mut args: Vec<Value>) -> RemoteError {
     match (kind.as_str(), &args[..]) {
         ("KeyError", [key]) => RemoteError::key_error(key.clone()),
-        (_, [Value::Str(_)]) => match args.pop() {
-            Some(Value::Str(message)) => RemoteError::new(kind, message),
+        (_, [Value::Str(_)]) => match args.pop().map(Value::into_str) {
+            Some(Ok(message)) => RemoteError::new(kind, message),
             _ => unreachable!("matched a lone str"),
         },
         (_, []) => RemoteError::new(kind, ""),
