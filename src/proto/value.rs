@@ -703,7 +703,7 @@ impl fmt::Debug for Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -759,6 +759,176 @@ mod tests {
         v.visit_refs(&mut |t| seen.push(t.id));
         assert_eq!(seen, vec![ObjectId(5)]);
         assert!(!Value::List(vec![Value::Int(1)]).has_refs());
+    }
+
+    /// Runs `f` on a thread with a 2 MiB stack (the default for spawned threads):
+    /// anything recursing once per level of a million-deep value overflows it.
+    pub(crate) fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("no overflow, no panic");
+    }
+
+    /// `n` levels of `wrap` around `leaf`.
+    fn nest(n: usize, leaf: Value, wrap: impl Fn(Value) -> Value) -> Value {
+        (0..n).fold(leaf, |v, _| wrap(v))
+    }
+
+    const DEEP: usize = 1_000_000;
+
+    #[test]
+    fn million_deep_values_clone_compare_print_and_drop_without_recursion() {
+        on_small_stack(|| {
+            let t = Token {
+                typeid: "dict".into(),
+                id: ObjectId(9),
+            };
+            type Wrap = fn(Value) -> Value;
+            let kinds: [(&str, Wrap); 5] = [
+                ("list", |v| Value::List(vec![v])),
+                ("tuple", |v| Value::Tuple(vec![Value::Int(1), v])),
+                ("dict", |v| Value::Dict(vec![(Value::Str("k".into()), v)])),
+                ("dict key", |v| Value::Dict(vec![(v, Value::None)])),
+                ("frozenset", |v| Value::FrozenSet(vec![v])),
+            ];
+            for (name, wrap) in kinds {
+                let v = nest(DEEP, Value::Ref(t.clone()), wrap);
+                let copy = v.clone();
+                assert!(copy == v, "{name}: a clone equals its original");
+                let other = nest(
+                    DEEP,
+                    Value::Ref(Token {
+                        id: ObjectId(8),
+                        ..t.clone()
+                    }),
+                    wrap,
+                );
+                assert!(other != v, "{name}: a different leaf a million levels down");
+                assert!(v.has_refs());
+                let mut seen = Vec::new();
+                v.visit_refs(&mut |t| seen.push(t.id));
+                assert_eq!(seen, vec![ObjectId(9)]);
+                let repr = v.to_string();
+                assert!(repr.len() > 2 * DEEP, "{name}: {} bytes", repr.len());
+                assert!(repr.contains("<dict proxy id=9>"));
+                let debug = format!("{v:?}");
+                assert!(debug.contains("Ref(Token { typeid: \"dict\", id: ObjectId(9) })"));
+                drop((v, copy, other));
+            }
+            // A long list of deep values, and a wide one: both free without recursion.
+            let forest = Value::List(
+                (0..10)
+                    .map(|_| nest(DEEP / 10, Value::None, |v| Value::List(vec![v])))
+                    .collect(),
+            );
+            drop(forest.clone());
+            drop(forest);
+        });
+    }
+
+    #[test]
+    fn walk_visits_in_order_and_tracks_depth() {
+        let v = Value::List(vec![
+            Value::Int(1),
+            Value::Dict(vec![(Value::Str("k".into()), Value::Tuple(vec![]))]),
+        ]);
+        let mut w = Walk::new(&v);
+        let mut trace = Vec::new();
+        while let Some(step) = w.next() {
+            trace.push(match step {
+                Step::Leaf(x, slot) => format!("leaf {x} {slot:?} at {}", w.open()),
+                Step::Enter(x, slot) => {
+                    format!("enter {} {slot:?} at {}", x.type_name(), w.open() - 1)
+                }
+                Step::Exit(x) => format!("exit {}", x.type_name()),
+            });
+        }
+        assert_eq!(
+            trace,
+            [
+                "enter list Root at 0",
+                "leaf 1 Item(0) at 1",
+                "enter dict Item(1) at 1",
+                "leaf 'k' Key(0) at 2",
+                "enter tuple DictValue(0) at 2",
+                "exit tuple",
+                "exit dict",
+                "exit list",
+            ]
+        );
+    }
+
+    #[test]
+    fn clone_eq_and_debug_match_the_derived_forms() {
+        let v = Value::List(vec![
+            Value::None,
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::BigInt(vec![0, 1]),
+            Value::Float(2.0),
+            Value::Str("a".into()),
+            Value::Bytes(vec![0, 122]),
+            Value::Tuple(vec![Value::Int(1)]),
+            Value::Dict(vec![
+                (Value::Str("k".into()), Value::Set(vec![])),
+                (Value::Int(2), Value::FrozenSet(vec![Value::Int(3)])),
+            ]),
+            Value::Dict(vec![]),
+            Value::Slice(Slice {
+                start: Some(1),
+                stop: None,
+                step: Some(-2),
+            }),
+            Value::Ref(Token {
+                typeid: "dict".into(),
+                id: ObjectId(5),
+            }),
+        ]);
+        assert_eq!(
+            format!("{v:?}"),
+            "List([None, Bool(true), Int(-3), BigInt([0, 1]), Float(2.0), Str(\"a\"), \
+             Bytes([0, 122]), Tuple([Int(1)]), Dict([(Str(\"k\"), Set([])), \
+             (Int(2), FrozenSet([Int(3)]))]), Dict([]), \
+             Slice(Slice { start: Some(1), stop: None, step: Some(-2) }), \
+             Ref(Token { typeid: \"dict\", id: ObjectId(5) })])"
+        );
+        let copy = v.clone();
+        assert!(copy == v);
+        assert_eq!(format!("{copy:?}"), format!("{v:?}"));
+        // Structural equality: kinds, lengths, order and float `==` all count.
+        let l = |x: Vec<Value>| Value::List(x);
+        assert!(l(vec![Value::Int(1)]) != Value::Tuple(vec![Value::Int(1)]));
+        assert!(l(vec![Value::Int(1)]) != l(vec![Value::Int(1), Value::Int(2)]));
+        assert!(l(vec![Value::Int(1), Value::Int(2)]) != l(vec![Value::Int(2), Value::Int(1)]));
+        assert!(Value::Int(1) != Value::Float(1.0));
+        assert!(Value::Float(f64::NAN) != Value::Float(f64::NAN));
+        assert!(Value::Float(-0.0) == Value::Float(0.0));
+        let d = |k: i64, x: i64| Value::Dict(vec![(Value::Int(k), Value::Int(x))]);
+        assert!(d(1, 2) == d(1, 2) && d(1, 2) != d(1, 3) && d(1, 2) != d(0, 2));
+        let deep = |x| l(vec![l(vec![Value::Int(0)]), l(vec![l(vec![x])])]);
+        assert!(deep(Value::Int(1)) == deep(Value::Int(1)));
+        assert!(deep(Value::Int(1)) != deep(Value::Int(2)));
+    }
+
+    #[test]
+    fn into_helpers_move_parts_out() {
+        assert_eq!(Value::Str("s".into()).into_str().unwrap(), "s");
+        assert_eq!(Value::Int(1).into_str().unwrap_err(), Value::Int(1));
+        assert_eq!(
+            Value::Set(vec![Value::None]).into_items().unwrap(),
+            vec![Value::None]
+        );
+        assert!(Value::Dict(vec![]).into_items().is_err());
+        assert_eq!(
+            Value::Dict(vec![(Value::None, Value::None)])
+                .into_entries()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -554,6 +554,33 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_deeper_than_the_decoder_takes_is_unserializable() {
+        let nest = |n: u32| (0..n).fold(Value::None, |v, _| Value::List(vec![v]));
+        // One level more than `deep_nesting_is_refused` shows decoding.
+        let mut out = vec![0xaa];
+        encode_reply(&Reply::Return(nest(MAX_DEPTH + 1)), &mut out);
+        assert_eq!(out[0], 0xaa, "bytes already in the buffer are kept");
+        match decode_reply(&out[1..]).unwrap() {
+            Reply::Unserializable(why) => assert!(why.contains("nested deeper"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A million levels built by a host: encoded without recursion.
+        crate::proto::value::tests::on_small_stack(move || {
+            let deep = nest(1_000_000);
+            let mut out = Vec::new();
+            encode_reply(&Reply::Return(deep.clone()), &mut out);
+            assert!(matches!(decode_reply(&out), Ok(Reply::Unserializable(_))));
+            // A request (a C client's argument) is written whole; the server's
+            // decoder refuses it as too deep.
+            out.clear();
+            encode_request(&Request::call(ObjectId(1), "put", vec![deep]), &mut out);
+            assert!(out.len() > 2_000_000);
+            let err = decode_request(&out).unwrap_err();
+            assert!(err.to_string().contains("nested"), "{err}");
+        });
+    }
+
+    #[test]
     fn huge_length_is_refused_without_allocating() {
         // A str claiming u64::MAX/2 bytes inside a tiny payload.
         let mut out = vec![NATIVE_VERSION, MSG_RETURN, T_STR];

@@ -285,6 +285,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn million_deep_values_are_written_without_recursion() {
+        crate::proto::value::tests::on_small_stack(|| {
+            const DEEP: usize = 1_000_000;
+            let nest = |leaf: Value, wrap: fn(Value) -> Value| (0..DEEP).fold(leaf, |v, _| wrap(v));
+            let address = Value::None;
+            let origin = Origin::new(&address);
+            // [[[...None...]]]: EMPTY_LIST MARK per level, NONE, APPENDS per level.
+            let mut out = Vec::new();
+            let v = nest(Value::None, |v| Value::List(vec![v]));
+            let mut w = Writer {
+                out: &mut out,
+                origin: &origin,
+            };
+            w.value(&v);
+            assert_eq!(out.len(), 3 * DEEP + 1);
+            assert_eq!(&out[..4], &[EMPTY_LIST, MARK, EMPTY_LIST, MARK]);
+            assert_eq!(out[2 * DEEP], NONE);
+            assert!(out[2 * DEEP + 1..].iter().all(|&b| b == APPENDS));
+            // A reply: its hashability check walks without recursion too, and
+            // finds a list used as a dict key a million levels down.
+            let bad = nest(Value::Dict(vec![(Value::List(vec![]), Value::None)]), |v| {
+                Value::Tuple(vec![v])
+            });
+            let mut out = Vec::new();
+            super::super::encode_reply(&crate::proto::Reply::Return(bad), &origin, &mut out);
+            match super::super::decode_reply(&out).unwrap() {
+                crate::proto::Reply::Unserializable(why) => {
+                    assert!(why.contains("unhashable type: 'list'"), "{why}")
+                }
+                other => panic!("{other:?}"),
+            }
+            let mut out = Vec::new();
+            super::super::encode_reply(&crate::proto::Reply::Return(v), &origin, &mut out);
+            assert!(out.len() > 3 * DEEP);
+        });
+    }
+
+    #[test]
     fn long_bytes_are_minimal() {
         assert_eq!(long_bytes(0), vec![0]);
         assert_eq!(long_bytes(255), vec![0xff, 0]);
