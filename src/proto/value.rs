@@ -409,15 +409,20 @@ impl Value {
 
     /// Whether any object reference is inside this value.
     pub fn has_refs(&self) -> bool {
+        let mut nested = false;
+        let mut i = 0;
+        // Children first (no stack): most values hold only leaves.
+        while let Some((x, _)) = self.child(i) {
+            match x {
+                Value::Ref(_) => return true,
+                _ if x.is_container() => nested = true,
+                _ => {}
+            }
+            i += 1;
+        }
         match self {
             Value::Ref(_) => true,
-            Value::List(_)
-            | Value::Tuple(_)
-            | Value::Dict(_)
-            | Value::Set(_)
-            | Value::FrozenSet(_) => {
-                Walk::new(self).any(|s| matches!(s, Step::Leaf(Value::Ref(_), _)))
-            }
+            _ if nested => Walk::new(self).any(|s| matches!(s, Step::Leaf(Value::Ref(_), _))),
             _ => false,
         }
     }
@@ -459,22 +464,27 @@ impl Clone for Value {
             return leaf;
         }
         // A container of leaves (the common case) is copied directly.
+        fn flat(items: &[Value]) -> Option<Vec<Value>> {
+            let mut out = Vec::with_capacity(items.len());
+            for x in items {
+                out.push(x.clone_leaf()?);
+            }
+            Some(out)
+        }
         let flat = match self {
-            Value::List(v) => v
-                .iter()
-                .map(Value::clone_leaf)
-                .collect::<Option<_>>()
-                .map(Value::List),
-            Value::Tuple(v) => v
-                .iter()
-                .map(Value::clone_leaf)
-                .collect::<Option<_>>()
-                .map(Value::Tuple),
-            Value::Dict(d) => d
-                .iter()
-                .map(|(k, x)| Some((k.clone_leaf()?, x.clone_leaf()?)))
-                .collect::<Option<_>>()
-                .map(Value::Dict),
+            Value::List(v) => flat(v).map(Value::List),
+            Value::Tuple(v) => flat(v).map(Value::Tuple),
+            Value::Set(v) => flat(v).map(Value::Set),
+            Value::FrozenSet(v) => flat(v).map(Value::FrozenSet),
+            Value::Dict(d) => {
+                let mut out = Vec::with_capacity(d.len());
+                d.iter()
+                    .try_for_each(|(k, x)| {
+                        out.push((k.clone_leaf()?, x.clone_leaf()?));
+                        Some(())
+                    })
+                    .map(|()| Value::Dict(out))
+            }
             _ => None,
         };
         if let Some(v) = flat {
@@ -507,8 +517,21 @@ impl PartialEq for Value {
         if let Some(answer) = self.shallow_eq(other) {
             return answer;
         }
+        // Containers of the same kind and length. Children that settle without
+        // looking further (leaves, the common case) need no stack.
+        let mut i = 0;
+        while let (Some((x, _)), Some((y, _))) = (self.child(i), other.child(i)) {
+            match x.shallow_eq(y) {
+                Some(true) => i += 1,
+                Some(false) => return false,
+                None => break,
+            }
+        }
+        if self.child(i).is_none() {
+            return true;
+        }
         // Pairs of containers being compared, and the next child index.
-        let mut open: Vec<(&Value, &Value, usize)> = vec![(self, other, 0)];
+        let mut open: Vec<(&Value, &Value, usize)> = vec![(self, other, i)];
         while let Some((a, b, next)) = open.last_mut() {
             let (a, b) = (*a, *b);
             let i = *next;
@@ -911,6 +934,10 @@ pub(crate) mod tests {
         let deep = |x| l(vec![l(vec![Value::Int(0)]), l(vec![l(vec![x])])]);
         assert!(deep(Value::Int(1)) == deep(Value::Int(1)));
         assert!(deep(Value::Int(1)) != deep(Value::Int(2)));
+        let mixed = |x| l(vec![Value::Int(1), l(vec![x]), Value::Int(3)]);
+        assert!(mixed(Value::Int(2)) == mixed(Value::Int(2)));
+        assert!(mixed(Value::Int(2)) != mixed(Value::Int(4)));
+        assert!(mixed(Value::Int(2)).clone() == mixed(Value::Int(2)));
     }
 
     #[test]
