@@ -8,7 +8,7 @@
 //!
 //! A host may build a value of any depth (a million nested lists through the C
 //! API), so nothing here recurses over the tree: dropping, cloning, comparing,
-//! `Display` and `Debug` all go through [`Walk`] or an explicit stack, and use
+//! `Display` and `Debug` all go through `Walk` or an explicit stack, and use
 //! stack space independent of the nesting.
 
 use std::fmt;
