@@ -199,7 +199,8 @@ impl<'a> Iterator for Walk<'a> {
 
 impl Value {
     /// Whether this is a list, tuple, dict, set or frozenset.
-    fn is_container(&self) -> bool {
+    #[inline]
+    pub(crate) fn is_container(&self) -> bool {
         matches!(
             self,
             Value::List(_) | Value::Tuple(_) | Value::Dict(_) | Value::Set(_) | Value::FrozenSet(_)
@@ -224,6 +225,7 @@ impl Value {
     }
 
     /// A copy of a value without children; `None` for a container.
+    #[inline]
     fn clone_leaf(&self) -> Option<Value> {
         Some(match self {
             Value::None => Value::None,
@@ -287,6 +289,19 @@ impl Value {
             }
             _ => false,
         })
+    }
+
+    /// Whether a child of this value has children of its own.
+    #[inline]
+    fn has_nested(&self) -> bool {
+        let nested = |x: &Value| x.child(0).is_some();
+        match self {
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
+                v.iter().any(nested)
+            }
+            Value::Dict(d) => d.iter().any(|(k, x)| nested(k) || nested(x)),
+            _ => false,
+        }
     }
 
     /// Moves out every child that has children of its own onto `stack`, leaving
@@ -408,23 +423,27 @@ impl Value {
     }
 
     /// Whether any object reference is inside this value.
+    #[inline]
     pub fn has_refs(&self) -> bool {
-        let mut nested = false;
-        let mut i = 0;
-        // Children first (no stack): most values hold only leaves.
-        while let Some((x, _)) = self.child(i) {
-            match x {
-                Value::Ref(_) => return true,
-                _ if x.is_container() => nested = true,
-                _ => {}
-            }
-            i += 1;
-        }
         match self {
             Value::Ref(_) => true,
-            _ if nested => Walk::new(self).any(|s| matches!(s, Step::Leaf(Value::Ref(_), _))),
+            Value::List(_)
+            | Value::Tuple(_)
+            | Value::Dict(_)
+            | Value::Set(_)
+            | Value::FrozenSet(_) => self.container_has_refs(),
             _ => false,
         }
+    }
+
+    fn container_has_refs(&self) -> bool {
+        // A container of leaves (the common case) without a walk.
+        if let Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) = self {
+            if v.iter().all(|x| !x.is_container()) {
+                return v.iter().any(|x| matches!(x, Value::Ref(_)));
+            }
+        }
+        Walk::new(self).any(|s| matches!(s, Step::Leaf(Value::Ref(_), _)))
     }
 }
 
@@ -554,7 +573,12 @@ impl PartialEq for Value {
 impl Drop for Value {
     /// Frees a tree of any depth: nested containers are moved onto a heap stack
     /// and emptied one by one, so no drop recurses more than one level.
+    #[inline]
     fn drop(&mut self) {
+        // Leaves and containers of leaves (nearly every value) drop as they are.
+        if !self.has_nested() {
+            return;
+        }
         let mut stack = Vec::new();
         self.detach_nested(&mut stack);
         while let Some(mut v) = stack.pop() {

@@ -398,6 +398,18 @@ fn encode_value<E: Encoder>(
     e: &mut E,
     max_depth: Option<usize>,
 ) -> Result<(), EncodeError> {
+    // Leaves, and containers of leaves (depth 1), without a walk.
+    match v {
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items)
+            if items.iter().all(|x| !x.is_container()) && max_depth != Some(0) =>
+        {
+            encode_head(v, e)?;
+            return items.iter().try_for_each(|x| encode_head(x, e));
+        }
+        Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_) | Value::Dict(_) => {
+        }
+        _ => return encode_head(v, e),
+    }
     let mut walk = Walk::new(v);
     while let Some(step) = walk.next() {
         let (v, depth) = match step {
@@ -414,7 +426,11 @@ fn encode_value<E: Encoder>(
 }
 
 impl Encode for Value {
+    #[inline]
     fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+        if !self.is_container() {
+            return encode_head(self, e);
+        }
         encode_value(self, e, None)
     }
 }

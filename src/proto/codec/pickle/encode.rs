@@ -151,6 +151,9 @@ impl Writer<'_, '_> {
     /// One value. References become rebuilt proxies. The tree is walked with an
     /// explicit stack: a host may build values of any depth.
     pub(super) fn value(&mut self, v: &Value) {
+        if !v.is_container() {
+            return self.leaf(v);
+        }
         for step in Walk::new(v) {
             match step {
                 Step::Leaf(x, _) => self.leaf(x),

@@ -248,6 +248,9 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
 /// (list, dict, set, slice) used as a set element or dict key. Walked with an
 /// explicit stack: a host may build values of any depth.
 fn unhashable(v: &Value) -> Option<String> {
+    if !v.is_container() {
+        return None;
+    }
     // Per open container: whether it is itself in a hashed position, and whether
     // it is a set (whose members all are).
     let mut open: Vec<(bool, bool)> = Vec::new();
