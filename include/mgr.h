@@ -643,6 +643,11 @@ enum mgr_status mgr_value_dict_get(const struct mgr_value *v,
 
 // Appends `item` to a list, tuple or set. Takes ownership of `item` (freed even
 // when the call fails).
+//
+// Values may nest to any depth: cloning, comparing, printing and freeing never
+// recurse. Peers decode at most 128 levels, though: a call result nested deeper
+// reaches a libmgr client as an error (`MGR_ERR_REMOTE`), and a deeper argument
+// is refused by the server.
 enum mgr_status mgr_value_append(struct mgr_value *v, struct mgr_value *item);
 
 // Inserts `item` before position `index` of a list or tuple (`index` equal to the

@@ -134,7 +134,7 @@ fn a_repeat_is_bounded_by_bytes_not_items() {
     // Small items: many of them are fine, the same bytes in items are not.
     let ints = m.create("list", vec![Value::List(vec![i(1)])]).unwrap();
     let n = ints.call("__mul__", vec![i(100_000)]).unwrap();
-    assert!(matches!(n, Value::List(v) if v.len() == 100_000));
+    assert!(matches!(n, Value::List(ref v) if v.len() == 100_000));
     assert_eq!(
         kind(&remote(ints.call("__mul__", vec![i(1 << 40)]))),
         "MemoryError"
@@ -153,7 +153,7 @@ fn extending_a_list_with_itself_doubles_until_the_limit() {
     let me = Value::Ref(l.token().clone());
     // `l + l` and `l.extend(l)` see the list itself, as CPython's server does.
     let twice = l.call("__add__", vec![me.clone()]).unwrap();
-    assert!(matches!(twice, Value::List(v) if v.len() == 2));
+    assert!(matches!(twice, Value::List(ref v) if v.len() == 2));
     let mut doublings = 0;
     let e = loop {
         match l.call("extend", vec![me.clone()]) {
@@ -248,7 +248,7 @@ fn copies_of_a_container_are_bounded_like_any_result() {
     assert!(peak < MIB, "debug_info allocated {peak} bytes");
     // Reads of one item, and keys, are fine.
     let keys = d.call("keys", vec![]).unwrap();
-    assert!(matches!(keys, Value::List(k) if k.len() == 20));
+    assert!(matches!(keys, Value::List(ref k) if k.len() == 20));
     assert_eq!(
         d.call("__getitem__", vec![i(3)]).unwrap(),
         Value::Bytes(vec![0; MIB])

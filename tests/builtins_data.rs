@@ -634,7 +634,7 @@ fn a_list_of_dicts_keeps_them_alive_and_frees_them_when_removed() {
     );
     // The stored reference still reaches the dict.
     let inner = match l.call("__getitem__", vec![i(0)]).unwrap() {
-        Value::Ref(t) => m.proxy(t).unwrap(),
+        Value::Ref(ref t) => m.proxy(t.clone()).unwrap(),
         other => panic!("expected a reference, got {other}"),
     };
     assert_eq!(inner.call("__getitem__", vec![s("x")]).unwrap(), i(2));
@@ -911,4 +911,52 @@ fn a_large_dict_keeps_insertion_order_through_many_deletions() {
         Value::Tuple(vec![i(1), s("back")]),
         "a re-inserted key goes to the end"
     );
+}
+
+/// `k * (2**61 - 1)` as the minimal two's-complement bytes a big int carries:
+/// every one of them hashes to 0 under CPython's numeric hash.
+fn modulus_multiple(k: i128) -> Value {
+    let n = k * ((1 << 61) - 1);
+    match i64::try_from(n) {
+        Ok(small) => i(small),
+        Err(_) => {
+            let b = n.to_le_bytes();
+            let len = 16 - (n.leading_zeros() as usize - 1) / 8;
+            Value::BigInt(b[..len].to_vec())
+        }
+    }
+}
+
+#[test]
+fn a_dict_updated_with_colliding_int_keys_reads_back() {
+    const N: i128 = 20_000;
+    let srv = Builtins::start();
+    let m = srv.connect();
+    let d = m.create("dict", vec![]).unwrap();
+    let items: Vec<(Value, Value)> = (1..=N)
+        .map(|k| (modulus_multiple(k), i(-(k as i64))))
+        .collect();
+    d.call("update", vec![Value::Dict(items.clone())]).unwrap();
+    assert_eq!(d.call("__len__", vec![]).unwrap(), i(N as i64));
+    let keys = d.call("keys", vec![]).unwrap();
+    assert_eq!(keys, list(items.iter().map(|(k, _)| k.clone()).collect()));
+    for k in [1, N / 2, N] {
+        assert_eq!(
+            d.call("__getitem__", vec![modulus_multiple(k)]).unwrap(),
+            i(-(k as i64))
+        );
+    }
+    assert_eq!(
+        d.call("__contains__", vec![modulus_multiple(N + 1)])
+            .unwrap(),
+        Value::Bool(false)
+    );
+    // Equal numbers of other types are still the same key.
+    d.call("__setitem__", vec![Value::Bool(true), s("one")])
+        .unwrap();
+    assert_eq!(
+        d.call("__getitem__", vec![Value::Float(1.0)]).unwrap(),
+        s("one")
+    );
+    assert_eq!(d.call("__len__", vec![]).unwrap(), i(N as i64 + 1));
 }

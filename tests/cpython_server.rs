@@ -77,7 +77,7 @@ fn rust_client_uses_a_cpython_sync_manager() {
     l.call("append", vec![Value::Ref(inner.token().clone())])
         .unwrap();
     let token = match l.call("__getitem__", vec![Value::Int(0)]).unwrap() {
-        Value::Ref(t) => t,
+        Value::Ref(ref t) => t.clone(),
         other => panic!("expected a proxy, got {other}"),
     };
     assert_eq!(token, *inner.token());

@@ -68,7 +68,7 @@ fn register_fragile(server: &mut Server, held: Arc<Mutex<Vec<ReplyHandle>>>) {
         ],
         move |_, mut a| {
             let mode = match a.take(0, "mode") {
-                Some(Value::Str(s)) => s,
+                Some(Value::Str(ref s)) => s.clone(),
                 _ => String::new(),
             };
             let mode = match mode.as_str() {

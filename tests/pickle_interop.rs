@@ -60,6 +60,17 @@ fn cpython_manager_over_a_unix_socket() {
 }
 
 #[test]
+fn cpython_dict_update_with_colliding_int_keys_reads_back() {
+    // 20,000 keys that all share CPython's numeric hash, in one 280 kB update:
+    // the server hashes them with the dict's seed, so they cost what any keys
+    // cost (the count is shown by pykey's `colliding_int_floods_cost_what_ordinary_keys_cost`).
+    let s = TestServer::start();
+    let out = run_script("hash_flood.py", &s.address, &[]);
+    assert!(out.contains("hash_flood: ok"), "{out}");
+    assert_eq!(s.connect().number_of_objects().unwrap(), 0);
+}
+
+#[test]
 fn cpython_blocking_call_completed_by_another_process() {
     let s = TestServer::start();
     let out = run_script("blocking.py", &s.address, &[]);
@@ -111,7 +122,7 @@ fn pickle_connections_use_hex_ids_and_are_one_shot_unless_accepted() {
     let mut conn = Connection::connect(&s.address, KEY).unwrap();
     let create = Request::public("create", vec![Value::Str("Holder".into()), Value::Int(7)]);
     let (id, exposed) = match pickle_call(&mut conn, &s.address, &create) {
-        Reply::Return(Value::Tuple(v)) => match &v[..] {
+        Reply::Return(Value::Tuple(ref v)) => match &v[..] {
             [Value::Str(id), Value::Tuple(exposed)] => (id.clone(), exposed.clone()),
             other => panic!("{other:?}"),
         },
@@ -147,7 +158,7 @@ fn pickle_connections_use_hex_ids_and_are_one_shot_unless_accepted() {
         &s.address,
         &Request::public("create", vec![Value::Str("Maker".into())]),
     ) {
-        Reply::Return(Value::Tuple(v)) => ObjectId::from_hex(v[0].as_str().unwrap()).unwrap(),
+        Reply::Return(Value::Tuple(ref v)) => ObjectId::from_hex(v[0].as_str().unwrap()).unwrap(),
         other => panic!("{other:?}"),
     };
     let counter = match pickle_call(
@@ -208,7 +219,7 @@ fn rust_pickle_codec_talks_to_a_cpython_manager_server() {
     let mut conn = Connection::connect(&address, KEY).unwrap();
     let create = Request::public("create", vec![Value::Str("dict".into())]);
     let id = match pickle_call(&mut conn, &address, &create) {
-        Reply::Return(Value::Tuple(v)) => {
+        Reply::Return(Value::Tuple(ref v)) => {
             assert!(
                 matches!(&v[1], Value::Tuple(m) if m.contains(&Value::Str("__getitem__".into()))),
                 "{v:?}"
@@ -254,7 +265,7 @@ fn rust_pickle_codec_talks_to_a_cpython_manager_server() {
     }
     // dict.keys() comes back as a list (managers reduce views to lists).
     match pickle_call(&mut conn, &address, &Request::call(id, "keys", vec![])) {
-        Reply::Return(Value::List(keys)) => assert_eq!(keys, vec![Value::Str("k".into())]),
+        Reply::Return(Value::List(ref keys)) => assert_eq!(*keys, vec![Value::Str("k".into())]),
         other => panic!("{other:?}"),
     }
     // __iter__ is in method_to_typeid: a #PROXY with a CPython token.

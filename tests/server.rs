@@ -310,7 +310,7 @@ fn values_holding_references_keep_objects_alive() {
         "the holder keeps the counter"
     );
     let got = holder.call("get", vec![]).unwrap();
-    let Value::List(items) = got else { panic!() };
+    let Value::List(items) = &got else { panic!() };
     let Value::Ref(token) = &items[0] else {
         panic!()
     };

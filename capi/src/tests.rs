@@ -132,6 +132,14 @@ unsafe extern "C" fn call(
             mgr_reply_free(reply);
             mgr_status::MGR_OK
         }
+        "deep" => {
+            // A list nested `levels` deep, built here through the C API.
+            let mut item = ptr::null();
+            assert_eq!(mgr_value_get_item(args, 0, &mut item), mgr_status::MGR_OK);
+            let mut levels = 0;
+            assert_eq!(mgr_value_get_int(item, &mut levels), mgr_status::MGR_OK);
+            mgr_request_return(req, c_chain(0, levels as usize, 7))
+        }
         "stop" => mgr_server_shutdown(server),
         "nothing" => mgr_status::MGR_OK,
         "no_target" => {
@@ -179,7 +187,7 @@ unsafe extern "C" fn repr(_userdata: *mut c_void, object: *mut c_void) -> *mut m
 /// A request handle kept past its callback by "keep" (the misuse "use_kept" tries).
 static KEPT: AtomicPtr<mgr_request> = AtomicPtr::new(ptr::null_mut());
 
-struct Methods([*const c_char; 12]);
+struct Methods([*const c_char; 13]);
 // SAFETY: pointers to static C string literals.
 unsafe impl Sync for Methods {}
 static METHODS: Methods = Methods([
@@ -195,6 +203,7 @@ static METHODS: Methods = Methods([
     c"no_target".as_ptr(),
     c"keep".as_ptr(),
     c"use_kept".as_ptr(),
+    c"deep".as_ptr(),
 ]);
 
 struct VTable(mgr_type);
@@ -209,7 +218,7 @@ impl std::ops::Deref for VTable {
 static VTABLE: VTable = VTable(mgr_type {
     version: MGR_TYPE_VERSION,
     exposed: METHODS.0.as_ptr(),
-    exposed_len: 12,
+    exposed_len: 13,
     method_to_typeid: ptr::null::<mgr_method_typeid>(),
     method_to_typeid_len: 0,
     create: Some(create),
@@ -851,4 +860,88 @@ fn the_c_setters_set_both_caps() {
     m.shutdown().unwrap();
     // Every object was released at shutdown, and the total with them.
     assert_eq!(server.join().unwrap(), 0, "held bytes after shutdown");
+}
+
+/// A chain `levels` deep built through the C API around an int `leaf`: kind 0
+/// nests lists, 1 tuples, 2 dict values, 3 dict keys.
+unsafe fn c_chain(kind: u8, levels: usize, leaf: i64) -> *mut mgr_value {
+    let mut v = mgr_value_int(leaf);
+    for _ in 0..levels {
+        let (outer, status) = match kind {
+            0 => {
+                let l = mgr_value_list();
+                (l, mgr_value_append(l, v))
+            }
+            1 => {
+                let t = mgr_value_tuple();
+                (t, mgr_value_append(t, v))
+            }
+            2 => {
+                let d = mgr_value_dict();
+                (d, mgr_value_dict_set(d, mgr_value_str(c"k".as_ptr()), v))
+            }
+            _ => {
+                let d = mgr_value_dict();
+                (d, mgr_value_dict_set(d, v, mgr_value_none()))
+            }
+        };
+        assert_eq!(status, mgr_status::MGR_OK);
+        v = outer;
+    }
+    v
+}
+
+#[test]
+fn million_deep_c_values_clone_compare_print_and_free_on_a_small_stack() {
+    // 2 MiB, the default for a spawned thread: a recursion per level overflows it.
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| unsafe {
+            const DEEP: usize = 1_000_000;
+            for kind in 0..4 {
+                let v = c_chain(kind, DEEP, 7);
+                let copy = mgr_value_clone(v);
+                assert!(!copy.is_null());
+                assert!(mgr_value_equal(v, copy), "kind {kind}: a clone is equal");
+                let other = c_chain(kind, DEEP, 8);
+                assert!(!mgr_value_equal(v, other), "kind {kind}: the leaves differ");
+                let repr = mgr_value_repr(v);
+                assert!(!repr.is_null());
+                let text = CStr::from_ptr(repr).to_str().unwrap();
+                assert!(text.len() > 2 * DEEP, "kind {kind}: {} bytes", text.len());
+                assert!(text.contains('7') && !text.contains('8'));
+                mgr_string_free(repr);
+                mgr_value_free(other);
+                mgr_value_free(copy);
+                mgr_value_free(v);
+            }
+        })
+        .expect("spawn")
+        .join()
+        .expect("no stack overflow");
+}
+
+#[test]
+fn a_million_deep_host_reply_is_refused_cleanly_and_the_server_keeps_serving() {
+    // The server runs `mgr_server_run` on a spawned thread's 2 MiB stack: it
+    // encodes (and frees) the host's value without recursion, and answers the
+    // native client with a clear error, since its decoder stops at MAX_DEPTH.
+    let server = start();
+    let m = server.connect();
+    let p = m.create("Echo", vec![]).unwrap();
+    let (kind, msg) = remote_kind(p.call("deep", vec![Value::Int(1_000_000)]).unwrap_err());
+    assert_eq!(kind, "RemoteError");
+    assert!(msg.contains("nested deeper than 128 levels"), "{msg}");
+    // The same connection still works, and a value within the limit arrives.
+    let max = mgr::proto::codec::native::MAX_DEPTH as usize;
+    let expected = (0..max).fold(Value::Int(7), |v, _| Value::List(vec![v]));
+    assert_eq!(
+        p.call("deep", vec![Value::Int(max as i64)]).unwrap(),
+        expected
+    );
+    assert!(p.call("deep", vec![Value::Int(max as i64 + 1)]).is_err());
+    let v = Value::Str("still here".into());
+    assert_eq!(p.call("echo", vec![v.clone()]).unwrap(), v);
+    drop(p);
+    server.stop();
 }

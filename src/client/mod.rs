@@ -98,12 +98,11 @@ impl Returned {
 /// Reads a method list (a tuple or list of str).
 fn method_names(v: Value) -> Option<Vec<String>> {
     match v {
-        Value::Tuple(v) | Value::List(v) => Some(
-            v.into_iter()
-                .filter_map(|m| match m {
-                    Value::Str(s) => Some(s),
-                    _ => None,
-                })
+        Value::Tuple(_) | Value::List(_) => Some(
+            v.into_items()
+                .ok()?
+                .into_iter()
+                .filter_map(|m| m.into_str().ok())
                 .collect(),
         ),
         _ => None,
@@ -209,7 +208,8 @@ impl Manager {
         let reply = self.public_request(&req)?;
         let v = self.returned(reply)?.into_value()?;
         let (id, exposed) = match v {
-            Value::Tuple(mut t) if t.len() == 2 => {
+            Value::Tuple(ref t) if t.len() == 2 => {
+                let mut t = v.into_items().expect("a tuple");
                 let exposed = t.pop().expect("two items");
                 (t.pop().expect("two items"), exposed)
             }
@@ -219,9 +219,9 @@ impl Manager {
                 )))
             }
         };
-        let id = match id {
-            Value::Int(i) => Some(ObjectId(i as u64)),
-            Value::Str(hex) => ObjectId::from_hex(&hex),
+        let id = match &id {
+            Value::Int(i) => Some(ObjectId(*i as u64)),
+            Value::Str(hex) => ObjectId::from_hex(hex),
             _ => None,
         }
         .ok_or_else(|| Error::Protocol("create() answered no object id".into()))?;
@@ -265,10 +265,9 @@ impl Manager {
 
     /// The server's description of its objects.
     pub fn debug_info(&self) -> Result<String> {
-        match self.public("debug_info", vec![])? {
-            Value::Str(s) => Ok(s),
-            other => Err(Error::Protocol(format!("unexpected debug_info {other}"))),
-        }
+        self.public("debug_info", vec![])?
+            .into_str()
+            .map_err(|other| Error::Protocol(format!("unexpected debug_info {other}")))
     }
 
     /// The methods the object `id` exposes.
@@ -298,9 +297,9 @@ impl Manager {
 
     /// Names of the segments the server tracks.
     pub fn list_segments(&self) -> Result<Vec<String>> {
-        match self.public("list_segments", vec![])? {
+        match &self.public("list_segments", vec![])? {
             Value::List(v) => Ok(v
-                .into_iter()
+                .iter()
                 .filter_map(|m| m.as_str().map(str::to_owned))
                 .collect()),
             other => Err(Error::Protocol(format!("unexpected segment list {other}"))),

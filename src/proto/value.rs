@@ -5,8 +5,18 @@
 //! set, frozenset — plus an object reference ([`Token`]) so shared objects can be
 //! passed around and stored inside one another. Dicts and sets keep their elements
 //! in order as vectors: the data model carries values, it does not index them.
+//!
+//! A host may build a value of any depth (a million nested lists through the C
+//! API), so nothing here recurses over the tree: dropping, cloning, comparing,
+//! `Display` and `Debug` all go through `Walk` (in `tree`, with `Clone`,
+//! `PartialEq` and `Drop`) or an explicit stack, and use stack space independent
+//! of the nesting.
 
 use std::fmt;
+
+mod tree;
+
+pub(crate) use tree::{Slot, Step, Walk};
 
 /// Identity of a shared object on one server: slab index plus generation.
 ///
@@ -58,7 +68,11 @@ pub struct Token {
 }
 
 /// One dynamically typed value.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Clone`, `PartialEq` (structural: floats by `==`, so a NaN is unequal to
+/// itself), `Debug`, `Display` and `Drop` work at any nesting depth without
+/// recursion. Because `Value` implements `Drop`, its fields cannot be moved out
+/// by a pattern; take them with `std::mem::take` (the default value is `None`).
 pub enum Value {
     /// Python's `None`.
     None,
@@ -102,6 +116,13 @@ pub struct Slice {
     pub step: Option<i64>,
 }
 
+impl Default for Value {
+    /// `None`: what `std::mem::take` leaves behind.
+    fn default() -> Value {
+        Value::None
+    }
+}
+
 impl Value {
     /// A short name of the value's kind, as Python would call its type.
     pub fn type_name(&self) -> &'static str {
@@ -119,6 +140,33 @@ impl Value {
             Value::FrozenSet(_) => "frozenset",
             Value::Ref(_) => "proxy",
             Value::Slice(_) => "slice",
+        }
+    }
+
+    /// The string of a `Str`, moved out; any other value back as the error.
+    pub fn into_str(mut self) -> Result<String, Value> {
+        match &mut self {
+            Value::Str(s) => Ok(std::mem::take(s)),
+            _ => Err(self),
+        }
+    }
+
+    /// The items of a list, tuple, set or frozenset, moved out; any other value
+    /// back as the error.
+    pub fn into_items(mut self) -> Result<Vec<Value>, Value> {
+        match &mut self {
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
+                Ok(std::mem::take(v))
+            }
+            _ => Err(self),
+        }
+    }
+
+    /// The entries of a dict, moved out; any other value back as the error.
+    pub fn into_entries(mut self) -> Result<Vec<(Value, Value)>, Value> {
+        match &mut self {
+            Value::Dict(d) => Ok(std::mem::take(d)),
+            _ => Err(self),
         }
     }
 
@@ -167,29 +215,35 @@ impl Value {
 
     /// Calls `f` with every object reference inside this value, depth first.
     pub fn visit_refs(&self, f: &mut dyn FnMut(&Token)) {
-        match self {
-            Value::Ref(t) => f(t),
-            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
-                v.iter().for_each(|x| x.visit_refs(f))
+        for step in Walk::new(self) {
+            if let Step::Leaf(Value::Ref(t), _) = step {
+                f(t);
             }
-            Value::Dict(d) => d.iter().for_each(|(k, v)| {
-                k.visit_refs(f);
-                v.visit_refs(f);
-            }),
-            _ => {}
         }
     }
 
     /// Whether any object reference is inside this value.
+    #[inline]
     pub fn has_refs(&self) -> bool {
         match self {
             Value::Ref(_) => true,
-            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
-                v.iter().any(Value::has_refs)
-            }
-            Value::Dict(d) => d.iter().any(|(k, v)| k.has_refs() || v.has_refs()),
+            Value::List(_)
+            | Value::Tuple(_)
+            | Value::Dict(_)
+            | Value::Set(_)
+            | Value::FrozenSet(_) => self.container_has_refs(),
             _ => false,
         }
+    }
+
+    fn container_has_refs(&self) -> bool {
+        // A container of leaves (the common case) without a walk.
+        if let Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) = self {
+            if v.iter().all(|x| !x.is_container()) {
+                return v.iter().any(|x| matches!(x, Value::Ref(_)));
+            }
+        }
+        Walk::new(self).any(|s| matches!(s, Step::Leaf(Value::Ref(_), _)))
     }
 }
 
@@ -234,19 +288,9 @@ impl From<Token> for Value {
     }
 }
 
-impl fmt::Display for Value {
-    /// Python's `repr()` of the value, near enough for messages and `__repr__`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn seq(f: &mut fmt::Formatter<'_>, open: &str, v: &[Value], close: &str) -> fmt::Result {
-            f.write_str(open)?;
-            for (i, x) in v.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(", ")?;
-                }
-                write!(f, "{x}")?;
-            }
-            f.write_str(close)
-        }
+impl Value {
+    /// Writes a value without children as Python's `repr()` would.
+    fn fmt_leaf(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::None => f.write_str("None"),
             Value::Bool(true) => f.write_str("True"),
@@ -263,22 +307,6 @@ impl fmt::Display for Value {
             Value::Float(x) => write!(f, "{x}"),
             Value::Str(s) => write!(f, "'{}'", s.escape_debug()),
             Value::Bytes(b) => write!(f, "b'{}'", b.escape_ascii()),
-            Value::List(v) => seq(f, "[", v, "]"),
-            Value::Tuple(v) if v.len() == 1 => write!(f, "({},)", v[0]),
-            Value::Tuple(v) => seq(f, "(", v, ")"),
-            Value::Dict(d) => {
-                f.write_str("{")?;
-                for (i, (k, v)) in d.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{k}: {v}")?;
-                }
-                f.write_str("}")
-            }
-            Value::Set(v) if v.is_empty() => f.write_str("set()"),
-            Value::Set(v) => seq(f, "{", v, "}"),
-            Value::FrozenSet(v) => seq(f, "frozenset({", v, "})"),
             Value::Ref(t) => write!(f, "<{} proxy id={}>", t.typeid, t.id),
             Value::Slice(s) => {
                 let part = |b: Option<i64>| b.map_or("None".to_owned(), |i| i.to_string());
@@ -290,12 +318,99 @@ impl fmt::Display for Value {
                     part(s.step)
                 )
             }
+            Value::List(_)
+            | Value::Tuple(_)
+            | Value::Dict(_)
+            | Value::Set(_)
+            | Value::FrozenSet(_) => Ok(()),
         }
     }
 }
 
+impl fmt::Display for Value {
+    /// Python's `repr()` of the value, near enough for messages and `__repr__`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for step in Walk::new(self) {
+            let (v, slot) = match step {
+                Step::Leaf(v, slot) | Step::Enter(v, slot) => (v, slot),
+                Step::Exit(v) => {
+                    f.write_str(match v {
+                        Value::List(_) => "]",
+                        Value::Tuple(t) if t.len() == 1 => ",)",
+                        Value::Tuple(_) => ")",
+                        Value::Dict(_) => "}",
+                        Value::Set(s) if s.is_empty() => "",
+                        Value::Set(_) => "}",
+                        _ => "})",
+                    })?;
+                    continue;
+                }
+            };
+            match slot {
+                Slot::Item(i) | Slot::Key(i) if i > 0 => f.write_str(", ")?,
+                Slot::DictValue(_) => f.write_str(": ")?,
+                _ => {}
+            }
+            match (step, v) {
+                (Step::Leaf(..), _) => v.fmt_leaf(f)?,
+                (_, Value::List(_)) => f.write_str("[")?,
+                (_, Value::Tuple(_)) => f.write_str("(")?,
+                (_, Value::Dict(_)) => f.write_str("{")?,
+                (_, Value::Set(s)) if s.is_empty() => f.write_str("set()")?,
+                (_, Value::Set(_)) => f.write_str("{")?,
+                _ => f.write_str("frozenset({")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Value {
+    /// The derived form (`List([Int(1), Str("a")])`), on one line even for
+    /// `{:#?}`, written without recursion.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for step in Walk::new(self) {
+            let (v, slot) = match step {
+                Step::Leaf(v, slot) | Step::Enter(v, slot) => (v, slot),
+                Step::Exit(Value::Dict(d)) if !d.is_empty() => {
+                    f.write_str(")])")?;
+                    continue;
+                }
+                Step::Exit(_) => {
+                    f.write_str("])")?;
+                    continue;
+                }
+            };
+            match slot {
+                Slot::Item(i) if i > 0 => f.write_str(", ")?,
+                Slot::Key(0) => f.write_str("(")?,
+                Slot::Key(_) => f.write_str("), (")?,
+                Slot::DictValue(_) => f.write_str(", ")?,
+                _ => {}
+            }
+            match v {
+                Value::None => f.write_str("None")?,
+                Value::Bool(b) => write!(f, "Bool({b:?})")?,
+                Value::Int(i) => write!(f, "Int({i:?})")?,
+                Value::BigInt(b) => write!(f, "BigInt({b:?})")?,
+                Value::Float(x) => write!(f, "Float({x:?})")?,
+                Value::Str(s) => write!(f, "Str({s:?})")?,
+                Value::Bytes(b) => write!(f, "Bytes({b:?})")?,
+                Value::Ref(t) => write!(f, "Ref({t:?})")?,
+                Value::Slice(s) => write!(f, "Slice({s:?})")?,
+                Value::List(_) => f.write_str("List([")?,
+                Value::Tuple(_) => f.write_str("Tuple([")?,
+                Value::Dict(_) => f.write_str("Dict([")?,
+                Value::Set(_) => f.write_str("Set([")?,
+                Value::FrozenSet(_) => f.write_str("FrozenSet([")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -351,6 +466,148 @@ mod tests {
         v.visit_refs(&mut |t| seen.push(t.id));
         assert_eq!(seen, vec![ObjectId(5)]);
         assert!(!Value::List(vec![Value::Int(1)]).has_refs());
+    }
+
+    /// Runs `f` on a thread with a 2 MiB stack (the default for spawned threads):
+    /// anything recursing once per level of a million-deep value overflows it.
+    pub(crate) fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("no overflow, no panic");
+    }
+
+    /// `n` levels of `wrap` around `leaf`.
+    fn nest(n: usize, leaf: Value, wrap: impl Fn(Value) -> Value) -> Value {
+        (0..n).fold(leaf, |v, _| wrap(v))
+    }
+
+    const DEEP: usize = 1_000_000;
+
+    #[test]
+    fn million_deep_values_clone_compare_print_and_drop_without_recursion() {
+        on_small_stack(|| {
+            let t = Token {
+                typeid: "dict".into(),
+                id: ObjectId(9),
+            };
+            type Wrap = fn(Value) -> Value;
+            let kinds: [(&str, Wrap); 5] = [
+                ("list", |v| Value::List(vec![v])),
+                ("tuple", |v| Value::Tuple(vec![Value::Int(1), v])),
+                ("dict", |v| Value::Dict(vec![(Value::Str("k".into()), v)])),
+                ("dict key", |v| Value::Dict(vec![(v, Value::None)])),
+                ("frozenset", |v| Value::FrozenSet(vec![v])),
+            ];
+            for (name, wrap) in kinds {
+                let v = nest(DEEP, Value::Ref(t.clone()), wrap);
+                let copy = v.clone();
+                assert!(copy == v, "{name}: a clone equals its original");
+                let other = nest(
+                    DEEP,
+                    Value::Ref(Token {
+                        id: ObjectId(8),
+                        ..t.clone()
+                    }),
+                    wrap,
+                );
+                assert!(other != v, "{name}: a different leaf a million levels down");
+                assert!(v.has_refs());
+                let mut seen = Vec::new();
+                v.visit_refs(&mut |t| seen.push(t.id));
+                assert_eq!(seen, vec![ObjectId(9)]);
+                let repr = v.to_string();
+                assert!(repr.len() > 2 * DEEP, "{name}: {} bytes", repr.len());
+                assert!(repr.contains("<dict proxy id=9>"));
+                let debug = format!("{v:?}");
+                assert!(debug.contains("Ref(Token { typeid: \"dict\", id: ObjectId(9) })"));
+                drop((v, copy, other));
+            }
+            // A long list of deep values, and a wide one: both free without recursion.
+            let forest = Value::List(
+                (0..10)
+                    .map(|_| nest(DEEP / 10, Value::None, |v| Value::List(vec![v])))
+                    .collect(),
+            );
+            drop(forest.clone());
+            drop(forest);
+        });
+    }
+
+    #[test]
+    fn clone_eq_and_debug_match_the_derived_forms() {
+        let v = Value::List(vec![
+            Value::None,
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::BigInt(vec![0, 1]),
+            Value::Float(2.0),
+            Value::Str("a".into()),
+            Value::Bytes(vec![0, 122]),
+            Value::Tuple(vec![Value::Int(1)]),
+            Value::Dict(vec![
+                (Value::Str("k".into()), Value::Set(vec![])),
+                (Value::Int(2), Value::FrozenSet(vec![Value::Int(3)])),
+            ]),
+            Value::Dict(vec![]),
+            Value::Slice(Slice {
+                start: Some(1),
+                stop: None,
+                step: Some(-2),
+            }),
+            Value::Ref(Token {
+                typeid: "dict".into(),
+                id: ObjectId(5),
+            }),
+        ]);
+        assert_eq!(
+            format!("{v:?}"),
+            "List([None, Bool(true), Int(-3), BigInt([0, 1]), Float(2.0), Str(\"a\"), \
+             Bytes([0, 122]), Tuple([Int(1)]), Dict([(Str(\"k\"), Set([])), \
+             (Int(2), FrozenSet([Int(3)]))]), Dict([]), \
+             Slice(Slice { start: Some(1), stop: None, step: Some(-2) }), \
+             Ref(Token { typeid: \"dict\", id: ObjectId(5) })])"
+        );
+        let copy = v.clone();
+        assert!(copy == v);
+        assert_eq!(format!("{copy:?}"), format!("{v:?}"));
+        // Structural equality: kinds, lengths, order and float `==` all count.
+        let l = |x: Vec<Value>| Value::List(x);
+        assert!(l(vec![Value::Int(1)]) != Value::Tuple(vec![Value::Int(1)]));
+        assert!(l(vec![Value::Int(1)]) != l(vec![Value::Int(1), Value::Int(2)]));
+        assert!(l(vec![Value::Int(1), Value::Int(2)]) != l(vec![Value::Int(2), Value::Int(1)]));
+        assert!(Value::Int(1) != Value::Float(1.0));
+        assert!(Value::Float(f64::NAN) != Value::Float(f64::NAN));
+        assert!(Value::Float(-0.0) == Value::Float(0.0));
+        let d = |k: i64, x: i64| Value::Dict(vec![(Value::Int(k), Value::Int(x))]);
+        assert!(d(1, 2) == d(1, 2) && d(1, 2) != d(1, 3) && d(1, 2) != d(0, 2));
+        let deep = |x| l(vec![l(vec![Value::Int(0)]), l(vec![l(vec![x])])]);
+        assert!(deep(Value::Int(1)) == deep(Value::Int(1)));
+        assert!(deep(Value::Int(1)) != deep(Value::Int(2)));
+        let mixed = |x| l(vec![Value::Int(1), l(vec![x]), Value::Int(3)]);
+        assert!(mixed(Value::Int(2)) == mixed(Value::Int(2)));
+        assert!(mixed(Value::Int(2)) != mixed(Value::Int(4)));
+        assert!(mixed(Value::Int(2)).clone() == mixed(Value::Int(2)));
+    }
+
+    #[test]
+    fn into_helpers_move_parts_out() {
+        assert_eq!(Value::Str("s".into()).into_str().unwrap(), "s");
+        assert_eq!(Value::Int(1).into_str().unwrap_err(), Value::Int(1));
+        assert_eq!(
+            Value::Set(vec![Value::None]).into_items().unwrap(),
+            vec![Value::None]
+        );
+        assert!(Value::Dict(vec![]).into_items().is_err());
+        assert_eq!(
+            Value::Dict(vec![(Value::None, Value::None)])
+                .into_entries()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -414,10 +414,7 @@ impl SharedObject for HostObject {
         let repr = self.ty.vt.repr?;
         // SAFETY: the host promised a valid callback returning an owned value or NULL.
         let v = unsafe { from_raw(repr(self.ty.userdata, self.object)) }?;
-        match v {
-            Value::Str(s) => Some(s),
-            other => Some(other.to_string()),
-        }
+        Some(v.into_str().unwrap_or_else(|other| other.to_string()))
     }
 }
 

@@ -422,6 +422,11 @@ pub unsafe extern "C" fn mgr_value_dict_get(
 
 /// Appends `item` to a list, tuple or set. Takes ownership of `item` (freed even
 /// when the call fails).
+///
+/// Values may nest to any depth: cloning, comparing, printing and freeing never
+/// recurse. Peers decode at most 128 levels, though: a call result nested deeper
+/// reaches a libmgr client as an error (`MGR_ERR_REMOTE`), and a deeper argument
+/// is refused by the server.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_value_append(v: *mut mgr_value, item: *mut mgr_value) -> mgr_status {
     ffi_boundary! {

@@ -20,7 +20,7 @@ use bincode::error::EncodeError;
 
 use super::{Budget, CodecError, NATIVE_BYTES_PER_INPUT_BYTE};
 use crate::proto::message::{RemoteError, Reply, Request, RequestRef};
-use crate::proto::value::{ObjectId, Slice, Token, Value};
+use crate::proto::value::{ObjectId, Slice, Step, Token, Value, Walk};
 
 /// First byte of every native payload.
 pub const NATIVE_VERSION: u8 = 1;
@@ -110,9 +110,21 @@ pub fn decode_request_ref(payload: &[u8]) -> Result<RequestRef<'_>, CodecError> 
 }
 
 /// Appends the native payload of `reply` (no frame header) to `out`.
+///
+/// A returned value nested deeper than [`MAX_DEPTH`] (which only a host can
+/// build) would be refused by the peer's decoder: it is answered as
+/// [`Reply::Unserializable`] instead, as CPython answers a result it cannot pickle.
 pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
     match reply {
-        Reply::Return(v) => encode_into(MSG_RETURN, v, out),
+        Reply::Return(v) => {
+            let start = out.len();
+            out.extend_from_slice(&[NATIVE_VERSION, MSG_RETURN]);
+            if bincode::encode_into_writer(DecodableDepth(v), VecWriter(out), config()).is_err() {
+                out.truncate(start);
+                let why = format!("the result is nested deeper than {MAX_DEPTH} levels");
+                encode_into(MSG_UNSERIALIZABLE, &why, out);
+            }
+        }
         Reply::Proxy { exposed, token } => encode_into(MSG_PROXY, &(exposed, token), out),
         Reply::Error(e) => encode_into(MSG_ERROR, e, out),
         Reply::Traceback(s) => encode_into(MSG_TRACEBACK, s, out),
@@ -356,62 +368,107 @@ fn encode_str<E: Encoder>(s: &[u8], e: &mut E) -> Result<(), EncodeError> {
 
 // ---- values -------------------------------------------------------------------
 
+/// Writes one value without its children: a leaf whole, a container's tag and
+/// length (its items follow as the walk reaches them).
+fn encode_head<E: Encoder>(v: &Value, e: &mut E) -> Result<(), EncodeError> {
+    let seq = |tag: u8, n: usize, e: &mut E| {
+        tag.encode(e)?;
+        (n as u64).encode(e)
+    };
+    match v {
+        Value::None => T_NONE.encode(e),
+        Value::Bool(b) => {
+            T_BOOL.encode(e)?;
+            b.encode(e)
+        }
+        Value::Int(i) => {
+            T_INT.encode(e)?;
+            i.encode(e)
+        }
+        Value::BigInt(b) => {
+            T_BIGINT.encode(e)?;
+            encode_str(b, e)
+        }
+        Value::Float(f) => {
+            T_FLOAT.encode(e)?;
+            f.encode(e)
+        }
+        Value::Str(s) => {
+            T_STR.encode(e)?;
+            encode_str(s.as_bytes(), e)
+        }
+        Value::Bytes(b) => {
+            T_BYTES.encode(e)?;
+            encode_str(b, e)
+        }
+        Value::List(v) => seq(T_LIST, v.len(), e),
+        Value::Tuple(v) => seq(T_TUPLE, v.len(), e),
+        Value::Set(v) => seq(T_SET, v.len(), e),
+        Value::FrozenSet(v) => seq(T_FROZENSET, v.len(), e),
+        Value::Dict(d) => seq(T_DICT, d.len(), e),
+        Value::Ref(t) => {
+            T_REF.encode(e)?;
+            t.encode(e)
+        }
+        Value::Slice(s) => {
+            T_SLICE.encode(e)?;
+            s.start.encode(e)?;
+            s.stop.encode(e)?;
+            s.step.encode(e)
+        }
+    }
+}
+
+/// Encodes a value tree with an explicit stack (a host may build one of any
+/// depth); with `max_depth`, fails once a value sits deeper than that.
+fn encode_value<E: Encoder>(
+    v: &Value,
+    e: &mut E,
+    max_depth: Option<usize>,
+) -> Result<(), EncodeError> {
+    // Leaves, and containers of leaves (depth 1), without a walk.
+    match v {
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items)
+            if items.iter().all(|x| !x.is_container()) && max_depth != Some(0) =>
+        {
+            encode_head(v, e)?;
+            return items.iter().try_for_each(|x| encode_head(x, e));
+        }
+        Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_) | Value::Dict(_) => {
+        }
+        _ => return encode_head(v, e),
+    }
+    let mut walk = Walk::new(v);
+    while let Some(step) = walk.next() {
+        let (v, depth) = match step {
+            Step::Leaf(v, _) => (v, walk.open()),
+            Step::Enter(v, _) => (v, walk.open() - 1),
+            Step::Exit(_) => continue,
+        };
+        if max_depth.is_some_and(|max| depth > max) {
+            return Err(EncodeError::Other("value nested too deeply"));
+        }
+        encode_head(v, e)?;
+    }
+    Ok(())
+}
+
 impl Encode for Value {
+    #[inline]
     fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
-        fn seq<E: Encoder>(tag: u8, v: &[Value], e: &mut E) -> Result<(), EncodeError> {
-            tag.encode(e)?;
-            (v.len() as u64).encode(e)?;
-            v.iter().try_for_each(|x| x.encode(e))
+        if !self.is_container() {
+            return encode_head(self, e);
         }
-        match self {
-            Value::None => T_NONE.encode(e),
-            Value::Bool(b) => {
-                T_BOOL.encode(e)?;
-                b.encode(e)
-            }
-            Value::Int(i) => {
-                T_INT.encode(e)?;
-                i.encode(e)
-            }
-            Value::BigInt(b) => {
-                T_BIGINT.encode(e)?;
-                encode_str(b, e)
-            }
-            Value::Float(f) => {
-                T_FLOAT.encode(e)?;
-                f.encode(e)
-            }
-            Value::Str(s) => {
-                T_STR.encode(e)?;
-                encode_str(s.as_bytes(), e)
-            }
-            Value::Bytes(b) => {
-                T_BYTES.encode(e)?;
-                encode_str(b, e)
-            }
-            Value::List(v) => seq(T_LIST, v, e),
-            Value::Tuple(v) => seq(T_TUPLE, v, e),
-            Value::Set(v) => seq(T_SET, v, e),
-            Value::FrozenSet(v) => seq(T_FROZENSET, v, e),
-            Value::Dict(d) => {
-                T_DICT.encode(e)?;
-                (d.len() as u64).encode(e)?;
-                d.iter().try_for_each(|(k, v)| {
-                    k.encode(e)?;
-                    v.encode(e)
-                })
-            }
-            Value::Ref(t) => {
-                T_REF.encode(e)?;
-                t.encode(e)
-            }
-            Value::Slice(s) => {
-                T_SLICE.encode(e)?;
-                s.start.encode(e)?;
-                s.stop.encode(e)?;
-                s.step.encode(e)
-            }
-        }
+        encode_value(self, e, None)
+    }
+}
+
+/// A reply's value, refused when nested deeper than [`decode_reply`] accepts.
+struct DecodableDepth<'a>(&'a Value);
+
+impl Encode for DecodableDepth<'_> {
+    fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+        encode_value(self.0, e, Some(MAX_DEPTH as usize))
     }
 }
 
@@ -538,6 +595,33 @@ mod tests {
             encode_reply(&r, &mut out);
             assert_eq!(decode_reply(&out).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn a_reply_deeper_than_the_decoder_takes_is_unserializable() {
+        let nest = |n: u32| (0..n).fold(Value::None, |v, _| Value::List(vec![v]));
+        // One level more than `deep_nesting_is_refused` shows decoding.
+        let mut out = vec![0xaa];
+        encode_reply(&Reply::Return(nest(MAX_DEPTH + 1)), &mut out);
+        assert_eq!(out[0], 0xaa, "bytes already in the buffer are kept");
+        match decode_reply(&out[1..]).unwrap() {
+            Reply::Unserializable(why) => assert!(why.contains("nested deeper"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A million levels built by a host: encoded without recursion.
+        crate::proto::value::tests::on_small_stack(move || {
+            let deep = nest(1_000_000);
+            let mut out = Vec::new();
+            encode_reply(&Reply::Return(deep.clone()), &mut out);
+            assert!(matches!(decode_reply(&out), Ok(Reply::Unserializable(_))));
+            // A request (a C client's argument) is written whole; the server's
+            // decoder refuses it as too deep.
+            out.clear();
+            encode_request(&Request::call(ObjectId(1), "put", vec![deep]), &mut out);
+            assert!(out.len() > 2_000_000);
+            let err = decode_request(&out).unwrap_err();
+            assert!(err.to_string().contains("nested"), "{err}");
+        });
     }
 
     #[test]

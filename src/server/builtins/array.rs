@@ -180,7 +180,7 @@ fn convert(tc: char, v: Value) -> Result<Value, RemoteError> {
             Ok(Value::Float(if tc == 'f' { x as f32 as f64 } else { x }))
         }
         'u' => match v {
-            Value::Str(s) if s.chars().count() == 1 => Ok(Value::Str(s)),
+            Value::Str(ref s) if s.chars().count() == 1 => Ok(v),
             _ => Err(RemoteError::type_error(
                 "array item must be unicode character",
             )),
@@ -256,9 +256,9 @@ fn from_bytes(tc: char, b: &[u8], limit: usize) -> Result<Vec<Value>, RemoteErro
 }
 
 fn typecode_arg(v: Value) -> Result<char, RemoteError> {
-    let s = match v {
-        Value::Str(s) => s,
-        other => {
+    let s = match v.into_str() {
+        Ok(s) => s,
+        Err(other) => {
             return Err(RemoteError::type_error(format!(
                 "array() argument 1 must be a unicode character, not {}",
                 other.type_name()
@@ -303,7 +303,7 @@ impl PyArray {
                     "cannot use a str to initialize an array with typecode '{tc}'"
                 )))
             }
-            Value::Bytes(b) => from_bytes(tc, &b, limit)?,
+            Value::Bytes(ref b) => from_bytes(tc, b, limit)?,
             other => iterate(other, limit)?
                 .into_iter()
                 .map(|v| convert(tc, v))
@@ -337,7 +337,9 @@ impl PyArray {
         if let Value::Slice(s) = key {
             let span = Span::new(s, self.items.len())?;
             let new: Vec<Value> = match value {
-                Value::List(v) | Value::Tuple(v) => v
+                Value::List(_) | Value::Tuple(_) => value
+                    .into_items()
+                    .expect("a sequence")
                     .into_iter()
                     .map(|x| convert(self.typecode, x))
                     .collect::<Result<_, _>>()?,

@@ -101,9 +101,9 @@ impl Barrier {
 
     fn attribute(&self, mut args: CallArgs) -> CallResult {
         args.check("__getattribute__", 1, &[])?;
-        let name = match args.take(0, "name") {
-            Some(Value::Str(s)) => s,
-            Some(other) => {
+        let name = match args.take(0, "name").map(Value::into_str) {
+            Some(Ok(s)) => s,
+            Some(Err(other)) => {
                 return Err(RemoteError::type_error(format!(
                     "attribute name must be string, not '{}'",
                     other.type_name()

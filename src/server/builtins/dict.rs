@@ -77,7 +77,8 @@ pub(crate) fn update(
 ) -> Result<(), RemoteError> {
     match other {
         None => {}
-        Some(Value::Dict(pairs)) => {
+        Some(pairs @ Value::Dict(_)) => {
+            let pairs = pairs.into_entries().expect("a dict");
             map.try_reserve(pairs.len())?;
             for (k, v) in pairs {
                 map.insert(PyKey::new(k)?, v);

@@ -39,13 +39,12 @@ fn no_attribute(name: &str) -> RemoteError {
 }
 
 fn attr_name(v: Value) -> Result<String, RemoteError> {
-    match v {
-        Value::Str(s) => Ok(s),
-        other => Err(RemoteError::type_error(format!(
+    v.into_str().map_err(|other| {
+        RemoteError::type_error(format!(
             "attribute name must be string, not '{}'",
             other.type_name()
-        ))),
-    }
+        ))
+    })
 }
 
 fn key(name: &str) -> PyKey {

@@ -57,24 +57,26 @@ pub(crate) fn not_iterable(v: &Value) -> RemoteError {
 /// outer one is a `MemoryError` when a str or bytes would expand into items
 /// over `limit` bytes (see [`size`](super::size)), checked before allocating.
 pub(crate) fn items_of(v: Value, limit: usize) -> Result<Result<Vec<Value>, Value>, RemoteError> {
-    Ok(Ok(match v {
-        Value::List(x) | Value::Tuple(x) | Value::Set(x) | Value::FrozenSet(x) => x,
-        Value::Dict(d) => d.into_iter().map(|(k, _)| k).collect(),
-        Value::Str(s) => {
+    Ok(match v {
+        Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_) => v.into_items(),
+        Value::Dict(_) => v
+            .into_entries()
+            .map(|d| d.into_iter().map(|(k, _)| k).collect()),
+        Value::Str(ref s) => {
             let n = s.chars().count();
             check_result(n.saturating_mul(NODE).saturating_add(s.len()), limit)?;
             let mut out = vec_with(n)?;
             out.extend(s.chars().map(|c| Value::Str(c.to_string())));
-            out
+            Ok(out)
         }
-        Value::Bytes(b) => {
+        Value::Bytes(ref b) => {
             check_result(b.len().saturating_mul(NODE), limit)?;
             let mut out = vec_with(b.len())?;
-            out.extend(b.into_iter().map(|x| Value::Int(i64::from(x))));
-            out
+            out.extend(b.iter().map(|&x| Value::Int(i64::from(x))));
+            Ok(out)
         }
-        other => return Ok(Err(other)),
-    }))
+        other => Err(other),
+    })
 }
 
 /// [`items_of`], failing with Python's `'int' object is not iterable`.

@@ -3,7 +3,7 @@
 //! frames are written (both are optional for a reader).
 
 use super::Origin;
-use crate::proto::value::{Token, Value};
+use crate::proto::value::{Step, Token, Value, Walk};
 
 pub(super) const PROTO: u8 = 0x80;
 const STOP: u8 = b'.';
@@ -148,12 +148,70 @@ impl Writer<'_, '_> {
         }
     }
 
-    fn items(&mut self, v: &[Value]) {
-        v.iter().for_each(|x| self.value(x));
+    /// One value. References become rebuilt proxies. The tree is walked with an
+    /// explicit stack: a host may build values of any depth.
+    pub(super) fn value(&mut self, v: &Value) {
+        if !v.is_container() {
+            return self.leaf(v);
+        }
+        for step in Walk::new(v) {
+            match step {
+                Step::Leaf(x, _) => self.leaf(x),
+                Step::Enter(x, _) => self.open(x),
+                Step::Exit(x) => self.close(x),
+            }
+        }
     }
 
-    /// One value. References become rebuilt proxies.
-    pub(super) fn value(&mut self, v: &Value) {
+    /// The opcodes that start a container, before its items.
+    fn open(&mut self, v: &Value) {
+        match v {
+            Value::List(items) => {
+                self.out.push(EMPTY_LIST);
+                if !items.is_empty() {
+                    self.out.push(MARK);
+                }
+            }
+            Value::Tuple(items) => match items.len() {
+                0 => self.out.push(EMPTY_TUPLE),
+                1..=3 => {}
+                _ => self.out.push(MARK),
+            },
+            Value::Dict(d) => {
+                self.out.push(EMPTY_DICT);
+                if !d.is_empty() {
+                    self.out.push(MARK);
+                }
+            }
+            Value::Set(items) => {
+                self.out.push(EMPTY_SET);
+                if !items.is_empty() {
+                    self.out.push(MARK);
+                }
+            }
+            Value::FrozenSet(_) => self.out.push(MARK),
+            _ => {}
+        }
+    }
+
+    /// The opcode that builds a container from the items pushed since `open`.
+    fn close(&mut self, v: &Value) {
+        match v {
+            Value::List(items) if !items.is_empty() => self.out.push(APPENDS),
+            Value::Tuple(items) => match items.len() {
+                0 => {}
+                n @ 1..=3 => self.out.push(TUPLE1 + (n as u8 - 1)),
+                _ => self.out.push(TUPLE),
+            },
+            Value::Dict(d) if !d.is_empty() => self.out.push(SETITEMS),
+            Value::Set(items) if !items.is_empty() => self.out.push(ADDITEMS),
+            Value::FrozenSet(_) => self.out.push(FROZENSET),
+            _ => {}
+        }
+    }
+
+    /// A value without children.
+    fn leaf(&mut self, v: &Value) {
         match v {
             Value::None => self.out.push(NONE),
             Value::Bool(true) => self.out.push(NEWTRUE),
@@ -175,44 +233,16 @@ impl Writer<'_, '_> {
             }
             Value::Str(s) => self.str(s),
             Value::Bytes(b) => self.bytes(b),
-            Value::List(v) => {
-                self.out.push(EMPTY_LIST);
-                if !v.is_empty() {
-                    self.out.push(MARK);
-                    self.items(v);
-                    self.out.push(APPENDS);
-                }
-            }
-            Value::Tuple(v) => self.tuple_of(v.len(), |w| w.items(v)),
-            Value::Dict(d) => {
-                self.out.push(EMPTY_DICT);
-                if !d.is_empty() {
-                    self.out.push(MARK);
-                    for (k, v) in d {
-                        self.value(k);
-                        self.value(v);
-                    }
-                    self.out.push(SETITEMS);
-                }
-            }
-            Value::Set(v) => {
-                self.out.push(EMPTY_SET);
-                if !v.is_empty() {
-                    self.out.push(MARK);
-                    self.items(v);
-                    self.out.push(ADDITEMS);
-                }
-            }
-            Value::FrozenSet(v) => {
-                self.out.push(MARK);
-                self.items(v);
-                self.out.push(FROZENSET);
-            }
             Value::Slice(s) => {
                 let b = |x: Option<i64>| x.map_or(Value::None, Value::Int);
                 self.reduce("builtins", "slice", &[b(s.start), b(s.stop), b(s.step)]);
             }
             Value::Ref(t) => self.proxy(t),
+            Value::List(_)
+            | Value::Tuple(_)
+            | Value::Dict(_)
+            | Value::Set(_)
+            | Value::FrozenSet(_) => self.value(v),
         }
     }
 
@@ -256,6 +286,44 @@ impl Writer<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn million_deep_values_are_written_without_recursion() {
+        crate::proto::value::tests::on_small_stack(|| {
+            const DEEP: usize = 1_000_000;
+            let nest = |leaf: Value, wrap: fn(Value) -> Value| (0..DEEP).fold(leaf, |v, _| wrap(v));
+            let address = Value::None;
+            let origin = Origin::new(&address);
+            // [[[...None...]]]: EMPTY_LIST MARK per level, NONE, APPENDS per level.
+            let mut out = Vec::new();
+            let v = nest(Value::None, |v| Value::List(vec![v]));
+            let mut w = Writer {
+                out: &mut out,
+                origin: &origin,
+            };
+            w.value(&v);
+            assert_eq!(out.len(), 3 * DEEP + 1);
+            assert_eq!(&out[..4], &[EMPTY_LIST, MARK, EMPTY_LIST, MARK]);
+            assert_eq!(out[2 * DEEP], NONE);
+            assert!(out[2 * DEEP + 1..].iter().all(|&b| b == APPENDS));
+            // A reply: its hashability check walks without recursion too, and
+            // finds a list used as a dict key a million levels down.
+            let bad = nest(Value::Dict(vec![(Value::List(vec![]), Value::None)]), |v| {
+                Value::Tuple(vec![v])
+            });
+            let mut out = Vec::new();
+            super::super::encode_reply(&crate::proto::Reply::Return(bad), &origin, &mut out);
+            match super::super::decode_reply(&out).unwrap() {
+                crate::proto::Reply::Unserializable(why) => {
+                    assert!(why.contains("unhashable type: 'list'"), "{why}")
+                }
+                other => panic!("{other:?}"),
+            }
+            let mut out = Vec::new();
+            super::super::encode_reply(&crate::proto::Reply::Return(v), &origin, &mut out);
+            assert!(out.len() > 3 * DEEP);
+        });
+    }
 
     #[test]
     fn long_bytes_are_minimal() {

@@ -36,7 +36,7 @@ use globals::{BUILTIN_EXCEPTIONS, MODULE_EXCEPTIONS};
 
 use super::CodecError;
 use crate::proto::message::{RemoteError, Reply, Request};
-use crate::proto::value::{ObjectId, Value};
+use crate::proto::value::{ObjectId, Slot, Step, Value, Walk};
 
 pub use decode::MAX_DEPTH;
 
@@ -142,16 +142,17 @@ fn request(mut d: Decoded) -> Result<Request, CodecError> {
     };
     d.spend(method.len())?;
     let args = match d.value(parts[2])? {
-        Value::Tuple(v) | Value::List(v) => v,
+        v @ (Value::Tuple(_) | Value::List(_)) => v.into_items().expect("a sequence"),
         _ => return err("args must be a tuple"),
     };
     let kwargs = match d.value(parts[3])? {
-        Value::Dict(kv) => {
+        kv @ Value::Dict(_) => {
+            let kv = kv.into_entries().expect("a dict");
             d.spend(kv.len() * std::mem::size_of::<(String, Value)>())?;
             kv.into_iter()
-                .map(|(k, v)| match k {
-                    Value::Str(k) => Ok((k, v)),
-                    _ => err("keyword names must be str"),
+                .map(|(k, v)| match k.into_str() {
+                    Ok(k) => Ok((k, v)),
+                    Err(_) => err("keyword names must be str"),
                 })
                 .collect::<Result<Vec<_>, _>>()?
         }
@@ -199,7 +200,7 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
         Reply::Error(e) => &e.args,
         _ => &[],
     };
-    if let Some(why) = values.iter().find_map(|v| unhashable(v, false)) {
+    if let Some(why) = values.iter().find_map(unhashable) {
         let reply = Reply::Unserializable(why);
         return encode_reply(&reply, origin, out);
     }
@@ -249,27 +250,44 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
 }
 
 /// Why `v` cannot be unpickled by Python, if it cannot: an unhashable value
-/// (list, dict, set, slice) used as a set element or dict key. `hashed` says
-/// whether `v` itself must be hashable.
-fn unhashable(v: &Value, hashed: bool) -> Option<String> {
-    match v {
-        Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Slice(_) if hashed => {
-            Some(format!(
-                "unhashable type: '{}' used as a set element or dict key",
-                v.type_name()
-            ))
-        }
-        Value::Tuple(items) | Value::List(items) => {
-            items.iter().find_map(|x| unhashable(x, hashed))
-        }
-        Value::Set(items) | Value::FrozenSet(items) => {
-            items.iter().find_map(|x| unhashable(x, true))
-        }
-        Value::Dict(kv) => kv
-            .iter()
-            .find_map(|(k, v)| unhashable(k, true).or_else(|| unhashable(v, false))),
-        _ => None,
+/// (list, dict, set, slice) used as a set element or dict key. Walked with an
+/// explicit stack: a host may build values of any depth.
+fn unhashable(v: &Value) -> Option<String> {
+    if !v.is_container() {
+        return None;
     }
+    // Per open container: whether it is itself in a hashed position, and whether
+    // it is a set (whose members all are).
+    let mut open: Vec<(bool, bool)> = Vec::new();
+    for step in Walk::new(v) {
+        let (x, slot) = match step {
+            Step::Leaf(x, slot) | Step::Enter(x, slot) => (x, slot),
+            Step::Exit(_) => {
+                open.pop();
+                continue;
+            }
+        };
+        let hashed = match (slot, open.last()) {
+            (Slot::Key(_), _) => true,
+            (Slot::Item(_), Some(&(hashed, is_set))) => hashed || is_set,
+            _ => false,
+        };
+        if hashed
+            && matches!(
+                x,
+                Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Slice(_)
+            )
+        {
+            return Some(format!(
+                "unhashable type: '{}' used as a set element or dict key",
+                x.type_name()
+            ));
+        }
+        if let Step::Enter(..) = step {
+            open.push((hashed, matches!(x, Value::Set(_) | Value::FrozenSet(_))));
+        }
+    }
+    None
 }
 
 impl Writer<'_, '_> {
@@ -300,12 +318,13 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
                 _ => return err("#PROXY result must be (exposed, token)"),
             };
             let exposed = match d.value(exposed)? {
-                Value::Tuple(v) | Value::List(v) => {
+                v @ (Value::Tuple(_) | Value::List(_)) => {
+                    let v = v.into_items().expect("a sequence");
                     d.spend(v.len() * std::mem::size_of::<String>())?;
                     v.into_iter()
-                        .map(|m| match m {
-                            Value::Str(s) => Ok(s),
-                            _ => err("exposed method names must be str"),
+                        .map(|m| match m.into_str() {
+                            Ok(s) => Ok(s),
+                            Err(_) => err("exposed method names must be str"),
                         })
                         .collect::<Result<Vec<_>, _>>()?
                 }
@@ -321,7 +340,7 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
                 let (kind, args) = (kind.clone(), *args);
                 d.spend(kind.len())?;
                 let args = match d.value(args)? {
-                    Value::Tuple(v) => v,
+                    v @ Value::Tuple(_) => v.into_items().expect("a tuple"),
                     _ => return err("exception args must be a tuple"),
                 };
                 Reply::Error(remote_error(kind, args, &mut d)?)
@@ -345,8 +364,8 @@ fn remote_error(
     d: &mut Decoded,
 ) -> Result<RemoteError, CodecError> {
     let message = match &args[..] {
-        [Value::Str(_)] if kind != "KeyError" => match args.pop() {
-            Some(Value::Str(message)) => return Ok(RemoteError::new(kind, message)),
+        [Value::Str(_)] if kind != "KeyError" => match args.pop().map(Value::into_str) {
+            Some(Ok(message)) => return Ok(RemoteError::new(kind, message)),
             _ => unreachable!("matched a lone str"),
         },
         [] => String::new(),
@@ -354,10 +373,7 @@ fn remote_error(
         _ => {
             let all = Value::Tuple(args);
             let message = repr_within(&all, d)?;
-            let Value::Tuple(back) = all else {
-                unreachable!("built a tuple")
-            };
-            args = back;
+            args = all.into_items().expect("built a tuple");
             message
         }
     };

@@ -357,7 +357,9 @@ pub(crate) fn scenario_create(
             c.write_out().map_err(|e| e.to_string())?;
             for _ in 0..o2.depth {
                 match c.recv().map_err(|e| e.to_string())? {
-                    Reply::Return(Value::Tuple(t)) if matches!(t.first(), Some(Value::Int(_))) => {
+                    Reply::Return(Value::Tuple(ref t))
+                        if matches!(t.first(), Some(Value::Int(_))) =>
+                    {
                         ids.push(t[0].clone())
                     }
                     other => return Err(format!("unexpected create reply {other:?}")),

@@ -249,7 +249,7 @@ fn create(stream: &mut Stream, input: &mut Input, typeid: &str) -> Result<Object
     stream.write_all(&out).map_err(|e| e.to_string())?;
     let reply = input.read_frame(stream, DEFAULT_MAX_FRAME)?;
     match native::decode_reply(&reply).map_err(|e| e.to_string())? {
-        Reply::Return(Value::Tuple(t)) if t.len() == 2 => match t[0] {
+        Reply::Return(Value::Tuple(ref t)) if t.len() == 2 => match t[0] {
             Value::Int(id) => Ok(ObjectId(id as u64)),
             ref other => Err(format!("create({typeid}) answered the id {other:?}")),
         },
