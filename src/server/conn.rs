@@ -107,17 +107,26 @@ pub(crate) struct Conn {
     /// Close once the output is flushed (after a one-shot request, a failed
     /// handshake or a fatal protocol error).
     pub(crate) close_after_flush: bool,
-    /// The peer closed or the socket failed: close now.
+    /// The socket failed (or the peer vanished while a call waited): close now.
     pub(crate) dead: bool,
+    /// The peer has finished sending (end of stream, perhaps only its write
+    /// half: `shutdown(SHUT_WR)`). The requests it sent before are still
+    /// answered; then the connection closes once its output is flushed.
+    pub(crate) eof: bool,
     /// Bytes the next frame needs buffered before it can be decoded.
     pub(crate) need: usize,
     pub(crate) handshake_timer: Option<TimerId>,
     /// The last readiness event reported the peer's end closed (or an error): read
     /// to the end instead of stopping at a short read.
     pub(crate) read_closed: bool,
-    /// The last read stopped at its limit: the socket may hold more, and no new
-    /// edge will say so.
+    /// The socket may hold bytes not read yet: a readiness event said so and
+    /// they have not all been read, or the last read stopped at its limit (no
+    /// new edge will say so then).
     pub(crate) unread: bool,
+    /// In the reactor's ready queue.
+    pub(crate) queued: bool,
+    /// Counted among the authenticated connections (`max_connections`).
+    pub(crate) counted: bool,
 }
 
 impl Conn {
@@ -134,10 +143,13 @@ impl Conn {
             waiting: None,
             close_after_flush: false,
             dead: false,
+            eof: false,
             need: 0,
             handshake_timer: None,
             read_closed: false,
             unread: false,
+            queued: false,
+            counted: false,
         }
     }
 
@@ -212,14 +224,14 @@ impl Conn {
 
     /// Reads until the socket would block or `limit` bytes are buffered. Returns
     /// whether reading stopped at the limit (so more may be waiting in the socket).
-    /// End of stream or an error marks the connection dead.
+    /// End of stream sets `eof`; an error marks the connection dead.
     ///
     /// A read that does not fill the buffer has drained the socket: stream sockets
     /// hand over everything queued, and any later arrival raises a new edge. So it
     /// stops there rather than paying another `recv` for `EAGAIN` (one syscall of
     /// the four a request used to cost), unless the peer has closed its end.
     pub(crate) fn read(&mut self, limit: usize) -> bool {
-        self.unread = self.read_socket(limit);
+        self.unread = !self.eof && self.read_socket(limit);
         self.unread
     }
 
@@ -232,7 +244,7 @@ impl Conn {
             let room = self.input.len() - self.end;
             match self.stream.read(&mut self.input[self.end..]) {
                 Ok(0) => {
-                    self.dead = true;
+                    self.eof = true;
                     return false;
                 }
                 Ok(n) if n < room && !self.read_closed => {

@@ -6,9 +6,19 @@
 //! delivers deferred answers to their connections (which may resume their queued
 //! requests) and sweeps dead objects — never closing a connection or dropping an
 //! object while a callback that might use it is running.
+//!
+//! A turn is bounded (after sd-bus and Redis's ae): readiness events only mark a
+//! connection ready; serving then takes connections from a FIFO ready queue, at
+//! most [`PASS_BATCH`] requests each before the next gets its turn, until the
+//! turn's [`Budget`] is spent. mio is edge-triggered, so a connection that still
+//! has buffered frames or unread socket bytes goes back to the end of the queue:
+//! no new event would announce them. Accepting is bounded per turn too
+//! ([`ACCEPT_BATCH`]). Deferred answers, timers and sweeps are not budgeted.
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +48,71 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Input buffered per connection while it may not process requests (waiting on a
 /// deferred call, or its output backed up): enough to notice EOF, bounded.
 const PAUSED_INPUT: usize = 64 * 1024;
+
+/// Requests one connection is served per pass of the ready queue before the next
+/// connection's turn: small enough that a light client waits behind a flood of
+/// pipelining ones for a few requests each, large enough that one `send`
+/// carries several replies.
+pub(crate) const PASS_BATCH: usize = 16;
+
+/// Connections accepted per turn at most; the rest wait in the kernel's backlog
+/// for the next turn (which comes at once: the listener counts as pending work).
+pub(crate) const ACCEPT_BATCH: usize = 64;
+
+/// The listen backlog when the system's maximum cannot be read.
+const FALLBACK_BACKLOG: u32 = 4096;
+
+/// What is left of one turn's request-serving budget.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    requests: usize,
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    /// A turn's budget from the configuration: at least one request, so every
+    /// turn makes progress.
+    fn new(config: &ServerConfig, now: Instant) -> Budget {
+        Budget {
+            requests: config.turn_max_requests.max(1),
+            deadline: now.checked_add(config.turn_max_time),
+        }
+    }
+
+    /// Serves nothing: answers are delivered and sweeps run, requests wait.
+    pub(crate) fn none() -> Budget {
+        Budget {
+            requests: 0,
+            deadline: None,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.requests == 0
+    }
+
+    /// Charges one served request; once the time is up the rest is forfeited.
+    fn spend(&mut self) {
+        self.requests = self.requests.saturating_sub(1);
+        if let Some(d) = self.deadline {
+            if self.requests > 0 && Instant::now() >= d {
+                self.requests = 0;
+            }
+        }
+    }
+}
+
+/// Why [`Reactor::serve`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// No complete frame is buffered.
+    NeedInput,
+    /// The connection may not be served now (waiting on a deferred call, its
+    /// output backed up, or closing).
+    Paused,
+    /// The pass's batch or the turn's budget is spent; frames may remain.
+    Budget,
+}
 
 /// Work handed to the server from other threads.
 #[derive(Debug)]
@@ -73,9 +148,19 @@ pub(crate) struct Reactor {
     next_generation: u32,
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: ServerConfig,
-    /// Connections with input to process (answered deferred calls resume them).
-    ready: Vec<usize>,
+    /// Connections with work to do, served in turn (FIFO, a batch each).
+    ready: VecDeque<ConnId>,
+    /// The last accept stopped at [`ACCEPT_BATCH`]: the backlog may hold more.
+    accept_pending: bool,
+    /// Connections still authenticating, oldest first (entries that have since
+    /// authenticated or closed are skipped, and pruned when they pile up).
+    preauth: VecDeque<ConnId>,
+    preauth_count: usize,
+    /// Authenticated connections.
+    authenticated: usize,
     pub(crate) accepted: u64,
+    /// Frames served since the start.
+    pub(crate) served: u64,
     /// The retry timer set when accept ran out of descriptors.
     accept_retry: Option<TimerId>,
 }
@@ -94,6 +179,18 @@ impl Reactor {
                 (Listener::Unix(l), Address::Unix(path.clone()))
             }
         };
+        let backlog = config.listen_backlog.unwrap_or_else(system_backlog);
+        // mio listens with a backlog of 128 (TCP); listening again on a listening
+        // socket sets the new backlog (Linux clamps it to `somaxconn`).
+        let fd = match &listener {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        };
+        let backlog = backlog.min(i32::MAX as u32) as i32;
+        // SAFETY: `fd` is the listening socket just bound and owned by `listener`.
+        if unsafe { libc::listen(fd, backlog) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         match &mut listener {
             Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
             Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
@@ -113,8 +210,13 @@ impl Reactor {
                 waker,
             }),
             config,
-            ready: Vec::new(),
+            ready: VecDeque::new(),
+            accept_pending: false,
+            preauth: VecDeque::new(),
+            preauth_count: 0,
+            authenticated: 0,
             accepted: 0,
+            served: 0,
             accept_retry: None,
         })
     }
@@ -129,7 +231,9 @@ impl Reactor {
             .then_some(key)
     }
 
-    /// Waits up to `timeout` for events and does all the work they bring.
+    /// Waits up to `timeout` for events, then does one bounded turn of work:
+    /// events mark connections ready, then the ready queue is served within the
+    /// turn's budget (see the module docs).
     pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
@@ -146,7 +250,7 @@ impl Reactor {
             let readable = e.is_readable() || read_closed;
             let writable = e.is_writable();
             match token {
-                LISTENER => self.accept(core),
+                LISTENER => self.accept_pending = true,
                 WAKER => self.drain_commands(core),
                 Token(t) => {
                     let key = t - FIRST_CONN;
@@ -158,7 +262,8 @@ impl Reactor {
                         self.flush(key);
                     }
                     if readable {
-                        self.read_and_serve(core, key, true);
+                        self.conns[key].unread = true;
+                        self.enqueue(key);
                     } else {
                         self.after_io(core, key);
                     }
@@ -166,24 +271,46 @@ impl Reactor {
             }
         }
         self.events = events;
+        if self.accept_pending {
+            self.accept(core);
+        }
         self.fire_timers(core);
-        self.settle(core);
+        let mut budget = Budget::new(&self.config, core.now);
+        self.settle(core, &mut budget);
         Ok(())
     }
 
-    /// Delivers answers, resumes connections and sweeps, until nothing is left.
-    pub(crate) fn settle(&mut self, core: &mut Core) {
+    /// Whether the last turn left work behind: ready connections or a backlog.
+    pub(crate) fn has_pending_work(&self) -> bool {
+        self.accept_pending || !self.ready.is_empty()
+    }
+
+    /// Puts a connection at the end of the ready queue (once).
+    fn enqueue(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.queued {
+            conn.queued = true;
+            self.ready.push_back(conn.session.id);
+        }
+    }
+
+    /// Delivers answers, serves ready connections while `budget` lasts, and
+    /// sweeps, until nothing is left but requests beyond the budget.
+    pub(crate) fn settle(&mut self, core: &mut Core, budget: &mut Budget) {
         loop {
             if !core.outbox.is_empty() {
                 for c in mem::take(&mut core.outbox) {
                     self.deliver(core, c);
                 }
             }
-            if let Some(key) = self.ready.pop() {
-                if self.conns.contains(key) {
-                    self.read_and_serve(core, key, false);
+            if !budget.exhausted() {
+                if let Some(id) = self.ready.pop_front() {
+                    if let Some(key) = self.key_of(id) {
+                        self.conns[key].queued = false;
+                        self.serve_pass(core, key, budget);
+                    }
+                    continue;
                 }
-                continue;
             }
             if core.objects.needs_sweep() {
                 core.sweep();
@@ -195,8 +322,11 @@ impl Reactor {
         }
     }
 
+    /// Accepts up to [`ACCEPT_BATCH`] connections; more stay in the backlog for
+    /// the next turn.
     fn accept(&mut self, core: &mut Core) {
-        loop {
+        self.accept_pending = false;
+        for _ in 0..ACCEPT_BATCH {
             let stream = match self.listener.as_ref() {
                 Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| {
                     let _ = s.set_nodelay(true);
@@ -227,9 +357,12 @@ impl Reactor {
                     return;
                 }
             };
-            if self.conns.len() >= self.config.max_connections {
+            if self.authenticated >= self.config.max_connections {
                 drop(stream);
                 continue;
+            }
+            if self.preauth_count >= self.config.max_preauth_connections.max(1) {
+                self.evict_oldest_preauth(core);
             }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
@@ -264,8 +397,42 @@ impl Reactor {
             ));
             entry.insert(conn);
             self.accepted += 1;
+            self.preauth_count += 1;
+            self.preauth.push_back(id);
             self.transmit_handshake(key);
             self.after_io(core, key);
+        }
+        self.accept_pending = self.listener.is_some();
+    }
+
+    /// Closes the connection that has been authenticating longest, making room
+    /// for a new one: a peer that holds sockets open without authenticating can
+    /// only outpace clients, never lock them out.
+    fn evict_oldest_preauth(&mut self, core: &mut Core) {
+        while let Some(id) = self.preauth.pop_front() {
+            if let Some(key) = self.key_of(id) {
+                if matches!(self.conns[key].phase, Phase::Handshake(_)) {
+                    self.close(core, key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops queue entries for connections that have authenticated or closed,
+    /// once they outnumber the live ones (so the queue stays proportional to
+    /// the connections still authenticating).
+    fn prune_preauth(&mut self) {
+        if self.preauth.len() > 2 * self.preauth_count + 64 {
+            let conns = &self.conns;
+            let generations = &self.generations;
+            self.preauth.retain(|id| {
+                let key = id.index();
+                conns.get(key).is_some_and(|c| {
+                    generations.get(key) == Some(&id.generation())
+                        && matches!(c.phase, Phase::Handshake(_))
+                })
+            });
         }
     }
 
@@ -328,48 +495,87 @@ impl Reactor {
         };
         conn.waiting = None;
         encode_reply(conn, &reply, &self.pickle_address, &core.registry);
-        self.ready.push(key);
+        // Send the answer now (it is not held back by the turn's budget), then
+        // let the connection's buffered requests take their turn.
+        self.after_io(core, key);
+        if self.conns.contains(key) {
+            self.enqueue(key);
+        }
     }
 
-    /// Reads what the socket has and serves every complete frame. A connection
-    /// resumed after a deferred answer (`readable` false) reads only if its last
-    /// read stopped at the paused limit: otherwise the socket was drained and new
-    /// bytes raise a new event, so a `recv` would only return `EAGAIN`.
-    fn read_and_serve(&mut self, core: &mut Core, key: usize, readable: bool) {
-        let mut readable = readable;
-        loop {
+    /// One pass of the ready queue for a connection: reads what its socket has
+    /// (up to a bound), serves up to [`PASS_BATCH`] frames within `budget`,
+    /// flushes, and puts it back at the end of the queue if it has more to do.
+    /// A peer that has finished sending is closed once its requests are answered.
+    fn serve_pass(&mut self, core: &mut Core, key: usize, budget: &mut Budget) {
+        let max_output = self.config.max_output;
+        let mut batch = PASS_BATCH;
+        let stop = loop {
             let conn = &mut self.conns[key];
-            let paused = conn.waiting.is_some() || conn.unsent() > self.config.max_output;
-            let limit = if paused {
-                PAUSED_INPUT
-            } else {
-                conn.need.max(PAUSED_INPUT)
-            };
-            let more = if readable || conn.unread {
-                conn.read(limit)
-            } else {
-                false
-            };
-            readable = true;
-            self.serve(core, key);
+            if conn.unread && !conn.dead {
+                let paused = conn.waiting.is_some() || conn.unsent() > max_output;
+                let limit = if paused {
+                    PAUSED_INPUT
+                } else {
+                    conn.need.max(PAUSED_INPUT)
+                };
+                conn.read(limit);
+            }
+            let stop = self.serve(core, key, budget, &mut batch);
             let conn = &self.conns[key];
-            let progressed = conn.waiting.is_none() && conn.unsent() <= self.config.max_output;
-            if !(more && progressed) || conn.dead || conn.close_after_flush {
-                break;
+            if stop != Stop::NeedInput || !conn.unread || conn.dead {
+                break stop;
+            }
+        };
+        let conn = &mut self.conns[key];
+        if conn.eof && !conn.dead && !conn.close_after_flush {
+            if conn.waiting.is_some() {
+                // Gone while a call waits (a blocking `get`, say): a peer that
+                // closed cannot be told from one that only shut its write half,
+                // and keeping the wait would let vanished clients pin waiters.
+                conn.dead = true;
+            } else if stop == Stop::NeedInput {
+                // Everything it sent has been answered: flush, then close.
+                conn.close_after_flush = true;
             }
         }
+        let more = !conn.dead
+            && !conn.close_after_flush
+            && match stop {
+                Stop::Budget => true,
+                Stop::NeedInput => conn.unread,
+                Stop::Paused => false,
+            };
         self.after_io(core, key);
+        if more && self.conns.contains(key) {
+            self.enqueue(key);
+        }
     }
 
-    /// Decodes and serves buffered frames until one must wait.
-    fn serve(&mut self, core: &mut Core, key: usize) {
+    /// Decodes and serves buffered frames until one must wait or `batch` (and
+    /// `budget`) is spent; each frame served costs one of each.
+    fn serve(
+        &mut self,
+        core: &mut Core,
+        key: usize,
+        budget: &mut Budget,
+        batch: &mut usize,
+    ) -> Stop {
         let max_frame = self.config.max_frame;
         let max_output = self.config.max_output;
+        let max_connections = self.config.max_connections;
         let address = &self.pickle_address;
         let conn = &mut self.conns[key];
         loop {
-            if conn.waiting.is_some() || conn.close_after_flush || conn.unsent() > max_output {
-                return;
+            if conn.dead
+                || conn.waiting.is_some()
+                || conn.close_after_flush
+                || conn.unsent() > max_output
+            {
+                return Stop::Paused;
+            }
+            if *batch == 0 || budget.exhausted() {
+                return Stop::Budget;
             }
             let limit = match conn.phase {
                 Phase::Handshake(_) => MAX_HANDSHAKE_MESSAGE as u64,
@@ -379,9 +585,9 @@ impl Reactor {
                 Ok(Some(h)) if conn.input().len() >= h.total_len() => h,
                 Ok(Some(h)) => {
                     conn.need = h.total_len();
-                    return;
+                    return Stop::NeedInput;
                 }
-                Ok(None) => return,
+                Ok(None) => return Stop::NeedInput,
                 Err(e) => {
                     // Answer a bad first frame in the serializer the client speaks,
                     // if its first payload byte has arrived.
@@ -396,10 +602,13 @@ impl Reactor {
                         conn.serializer_for(b);
                     }
                     fatal(conn, &format!("bad frame: {e}"), address, &core.registry);
-                    return;
+                    return Stop::Paused;
                 }
             };
             conn.need = 0;
+            *batch -= 1;
+            budget.spend();
+            self.served += 1;
             let payload =
                 &conn.input[conn.start + header.header_len..conn.start + header.total_len()];
             match &mut conn.phase {
@@ -414,6 +623,14 @@ impl Reactor {
                             conn.phase = Phase::Serving(None);
                             if let Some(t) = conn.handshake_timer.take() {
                                 core.cancel_timer(t);
+                            }
+                            self.preauth_count -= 1;
+                            if self.authenticated >= max_connections {
+                                // Full: others authenticated meanwhile.
+                                conn.close_after_flush = true;
+                            } else {
+                                self.authenticated += 1;
+                                conn.counted = true;
                             }
                         }
                         (Ok(()), State::InProgress) => {}
@@ -503,7 +720,7 @@ impl Reactor {
         let paused = conn.unsent() > max_output;
         conn.flush();
         if paused && conn.unsent() <= max_output && !conn.dead {
-            self.ready.push(key);
+            self.enqueue(key);
         }
     }
 
@@ -512,6 +729,12 @@ impl Reactor {
     pub(crate) fn close(&mut self, core: &mut Core, key: usize) {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if matches!(conn.phase, Phase::Handshake(_)) {
+            self.preauth_count -= 1;
+            self.prune_preauth();
+        } else if conn.counted {
+            self.authenticated -= 1;
+        }
         let id = conn.session.id;
         if let Some(t) = conn.handshake_timer.take() {
             core.cancel_timer(t);
@@ -563,6 +786,11 @@ impl Reactor {
         self.conns.len()
     }
 
+    /// Connections still authenticating.
+    pub(crate) fn preauth_count(&self) -> usize {
+        self.preauth_count
+    }
+
     /// Memory held by every connection's input and output buffers.
     pub(crate) fn buffered_bytes(&self) -> usize {
         self.conns.iter().map(|(_, c)| c.buffered()).sum()
@@ -572,6 +800,16 @@ impl Reactor {
     pub(crate) fn conn_id_of(&self, key: usize) -> ConnId {
         self.conn_id(key)
     }
+}
+
+/// The system's largest listen backlog (`net.core.somaxconn`), or
+/// [`FALLBACK_BACKLOG`] when it cannot be read.
+fn system_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &u32| n > 0)
+        .unwrap_or(FALLBACK_BACKLOG)
 }
 
 /// Writes one reply frame in the connection's serializer; `address` (CPython's
