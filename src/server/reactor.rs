@@ -110,7 +110,7 @@ enum Stop {
     /// The connection may not be served now (waiting on a deferred call, its
     /// output backed up, or closing).
     Paused,
-    /// The pass's batch or the turn's budget is spent; frames may remain.
+    /// The pass's batch or the turn's budget is spent with a frame still to serve.
     Budget,
 }
 
@@ -574,9 +574,7 @@ impl Reactor {
             {
                 return Stop::Paused;
             }
-            if *batch == 0 || budget.exhausted() {
-                return Stop::Budget;
-            }
+
             let limit = match conn.phase {
                 Phase::Handshake(_) => MAX_HANDSHAKE_MESSAGE as u64,
                 Phase::Serving(_) => max_frame,
@@ -605,6 +603,9 @@ impl Reactor {
                     return Stop::Paused;
                 }
             };
+            if *batch == 0 || budget.exhausted() {
+                return Stop::Budget;
+            }
             conn.need = 0;
             *batch -= 1;
             budget.spend();
@@ -843,4 +844,67 @@ fn fatal(conn: &mut Conn, why: &str, address: &Value, registry: &Registry) {
         );
     }
     conn.close_after_flush = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backlog a listening TCP socket was given (Linux reports it in
+    /// `tcpi_sacked` for a socket in LISTEN state).
+    fn backlog_of(reactor: &Reactor) -> u32 {
+        let Some(Listener::Tcp(l)) = &reactor.listener else {
+            panic!("a TCP listener")
+        };
+        // SAFETY: a zeroed tcp_info is valid; getsockopt fills at most `len` bytes.
+        unsafe {
+            let mut info: libc::tcp_info = mem::zeroed();
+            let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+            info.tcpi_sacked
+        }
+    }
+
+    fn config(backlog: Option<u32>) -> ServerConfig {
+        let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap(), b"");
+        c.listen_backlog = backlog;
+        c
+    }
+
+    #[test]
+    fn the_listen_backlog_is_configurable_and_defaults_to_the_system_maximum() {
+        let r = Reactor::bind(config(Some(77))).unwrap();
+        assert_eq!(backlog_of(&r), 77);
+        let r = Reactor::bind(config(None)).unwrap();
+        assert_eq!(backlog_of(&r), system_backlog());
+        assert!(system_backlog() > 128, "more than mio's own 128");
+    }
+
+    #[test]
+    fn a_budget_charges_requests_and_time() {
+        let now = Instant::now();
+        let mut c = config(None);
+        c.turn_max_requests = 2;
+        c.turn_max_time = Duration::from_secs(3600);
+        let mut b = Budget::new(&c, now);
+        b.spend();
+        assert!(!b.exhausted());
+        b.spend();
+        assert!(b.exhausted());
+        c.turn_max_requests = 0;
+        assert!(!Budget::new(&c, now).exhausted(), "at least one request");
+        c.turn_max_requests = 100;
+        c.turn_max_time = Duration::ZERO;
+        let mut b = Budget::new(&c, now);
+        b.spend();
+        assert!(b.exhausted(), "the time is up after the first request");
+        assert!(Budget::none().exhausted());
+    }
 }
