@@ -222,13 +222,10 @@ fn a_light_client_is_served_in_the_first_turn_behind_floods() {
 fn read_frames_after(server: &mut Server, s: &mut TcpStream, n: usize) -> Vec<Vec<u8>> {
     for _ in 0..1000 {
         server.turn(Some(Duration::from_millis(5))).unwrap();
-        if {
-            s.set_nonblocking(true).unwrap();
-            let mut b = [0u8; 4];
-            let ready = s.peek(&mut b).is_ok_and(|k| k == 4);
-            s.set_nonblocking(false).unwrap();
-            ready
-        } {
+        s.set_nonblocking(true).unwrap();
+        let arrived = s.peek(&mut [0u8; 4]).is_ok_and(|k| k == 4);
+        s.set_nonblocking(false).unwrap();
+        if arrived {
             break;
         }
     }
