@@ -22,8 +22,9 @@
 // Version 1 (the same struct without `cancel`) is still accepted.
 #define MGR_TYPE_VERSION 2
 
-// The options layout version this library understands.
-#define MGR_SERVER_OPTIONS_VERSION 1
+// The options layout version this library understands (version 1 structs,
+// without the fields from `turn_max_requests` on, are still accepted).
+#define MGR_SERVER_OPTIONS_VERSION 2
 
 // The result of a fallible call. The numbers are part of the ABI: they are never
 // renumbered or reused, new codes are only appended.
@@ -137,7 +138,8 @@ typedef struct mgr_value mgr_value;
 typedef struct mgr_server_options {
   // Must be `MGR_SERVER_OPTIONS_VERSION`.
   uint32_t version;
-  // Connections beyond this are closed on accept (default 10000).
+  // Authenticated connections allowed at once; those still authenticating
+  // count against `max_preauth_connections` instead (default 10000).
   uint32_t max_connections;
   // Largest frame accepted after the handshake, in bytes (default 64 MiB).
   uint64_t max_frame;
@@ -147,6 +149,18 @@ typedef struct mgr_server_options {
   // A peer that has not authenticated within this many milliseconds is
   // dropped (default 10000).
   uint32_t handshake_timeout_ms;
+  // Requests one `mgr_server_process` call serves at most (default 1024).
+  // Since version 2.
+  uint32_t turn_max_requests;
+  // Microseconds one `mgr_server_process` call spends serving requests at
+  // most, checked after each request (default 1000). Since version 2.
+  uint32_t turn_max_time_us;
+  // Connections still authenticating allowed at once; a new one beyond this
+  // replaces the oldest (default 256). Since version 2.
+  uint32_t max_preauth_connections;
+  // The listen backlog (default: the system maximum, `net.core.somaxconn`).
+  // Since version 2.
+  uint32_t listen_backlog;
 } mgr_server_options;
 
 // One method_to_typeid entry: calling `method` returns a new shared object of
@@ -407,19 +421,32 @@ const char *mgr_server_address(const struct mgr_server *server);
 // the server: never close it. -1 if `server` is NULL.
 int32_t mgr_server_fd(const struct mgr_server *server);
 
-// Milliseconds until the server's next timer (rounded up), -1 if it has none:
-// the longest the host may wait on `mgr_server_fd`. 0 from inside a callback
-// or for NULL.
+// The longest the host may wait on `mgr_server_fd`, in milliseconds: 0 while
+// work is pending (see `mgr_server_pending`), else the time until the
+// server's next timer (rounded up), -1 if it has none. 0 from inside a
+// callback or for NULL.
 int32_t mgr_server_timeout_ms(struct mgr_server *server);
 
-// Does all ready work without blocking: accepts, reads, runs callbacks, fires
-// timers, delivers deferred answers, writes. Call it when the fd is readable or
-// the timeout passed (spurious calls are harmless). `MGR_ERR_BUSY` from inside
-// a callback; `MGR_OK` (doing nothing) once shut down.
+// Does one bounded turn of ready work without blocking: accepts, reads, runs
+// callbacks, fires timers, delivers deferred answers, writes — serving at most
+// `turn_max_requests` requests or `turn_max_time_us` of them (see
+// `mgr_server_options`), round-robin over the connections. Work left over
+// waits for the next call: `mgr_server_pending` is then true and
+// `mgr_server_timeout_ms` 0, and the fd need not be readable, so poll with
+// timeout 0 (or call again) while pending. Call it when the fd is readable,
+// the timeout passed or work is pending (spurious calls are harmless).
+// `MGR_ERR_BUSY` from inside a callback; `MGR_OK` (doing nothing) once shut
+// down.
 enum mgr_status mgr_server_process(struct mgr_server *server);
 
+// Whether the last `mgr_server_process` left work for the next (requests
+// already received, connections to accept, answers to deliver): call it again
+// without waiting on the fd. False for NULL, once shut down, and inside
+// callbacks.
+bool mgr_server_pending(const struct mgr_server *server);
+
 // Serves on the calling thread until shutdown (a client's `shutdown` request,
-// or `mgr_server_shutdown` called from a callback). `MGR_ERR_BUSY` from
+// or `mgr_server_shutdown` called from a callback), in bounded turns. `MGR_ERR_BUSY` from
 // inside a callback.
 enum mgr_status mgr_server_run(struct mgr_server *server);
 

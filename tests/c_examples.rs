@@ -4,7 +4,10 @@
 //! shared library's SONAME and exported symbols and that `mgr.h` compiles as
 //! C99 (-pedantic) and as C++.
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "common/harness.rs"]
+mod harness;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -175,9 +178,61 @@ fn wait_exit(guard: &mut Guard) -> std::process::ExitStatus {
     panic!("host_daemon did not exit");
 }
 
+/// Pipelines `n` calls of `count` on a new Mailbox over one raw native
+/// connection and checks every answer: more than the daemon's 16-request turn,
+/// so its loop must take the turns `mgr_server_pending` asks for.
+fn pipeline_calls(address: &str, n: usize) {
+    use mgr::proto::codec::native;
+    use mgr::proto::{frame, Reply, Request};
+    use mgr::{ObjectId, Value};
+    let mut s = harness::raw_client(address.parse().unwrap(), b"c-examples-key");
+    let mut send = |req: &Request, times: usize| {
+        let mut out = Vec::new();
+        for _ in 0..times {
+            let at = frame::begin_frame(&mut out);
+            native::encode_request(req, &mut out);
+            frame::finish_frame(&mut out, at);
+        }
+        out
+    };
+    let mut recv = |s: &mut std::net::TcpStream| {
+        let mut header = [0u8; 4];
+        s.read_exact(&mut header).unwrap();
+        let mut msg = vec![0u8; i32::from_be_bytes(header) as usize];
+        s.read_exact(&mut msg).unwrap();
+        native::decode_reply(&msg).unwrap()
+    };
+    let create = send(
+        &Request::public("create", vec![Value::Str("Mailbox".into())]),
+        1,
+    );
+    s.write_all(&create).unwrap();
+    let Reply::Return(Value::Tuple(t)) = recv(&mut s) else {
+        panic!("create failed")
+    };
+    let id = ObjectId(t[0].as_int().unwrap() as u64);
+    s.write_all(&send(&Request::call(id, "count", vec![]), n))
+        .unwrap();
+    for i in 0..n {
+        assert_eq!(recv(&mut s), Reply::Return(Value::Int(0)), "call {i}");
+    }
+}
+
+/// The daemon's count of turns that left work pending, from its exit line.
+fn pending_turns(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("turns left work pending"))
+        .unwrap_or_else(|| panic!("no exit line:\n{stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "turns").expect("count");
+    words[at - 1].parse().expect("a number")
+}
+
 #[test]
 fn c_and_cpp_clients_use_the_c_daemon() {
     let (mut daemon, address, stderr) = start_daemon(&[]);
+    pipeline_calls(&address, 200);
     assert_passed(&run_client(&[], "client", &address, &[]), "client");
     // A stock CPython client uses the C-defined types through BaseManager.
     assert_passed(&run_python_client(&address), "python");
@@ -191,6 +246,9 @@ fn c_and_cpp_clients_use_the_c_daemon() {
         .unwrap_or_default();
     assert!(status.success(), "host_daemon exited with {status}:\n{err}");
     assert!(err.contains("exiting on shutdown request"), "{err}");
+    // 200 pipelined calls at 16 a turn: the loop took the turns it was told
+    // were pending (and every call was answered above).
+    assert!(pending_turns(&err) >= 200 / 16 - 1, "{err}");
 }
 
 #[test]

@@ -1,6 +1,11 @@
 //! `mgr_server`: the embedded server from C — create, register host types, and
 //! drive it from the host's loop (fd / timeout / process) or give it the thread.
 //!
+//! One `mgr_server_process` call is a bounded turn: it serves at most
+//! `turn_max_requests` requests or `turn_max_time_us` of them, round-robin over
+//! the connections, and leaves the rest for the next call; `mgr_server_pending`
+//! then says so and `mgr_server_timeout_ms` returns 0.
+//!
 //! The server lives in a `RefCell`: functions that need all of it (process, run,
 //! register, free, counting objects) take it for their duration, so one called
 //! from inside a host callback (while the server is busy running that callback)
@@ -22,8 +27,9 @@ use super::{arg_bytes, arg_str, out_ptr};
 use crate::address::Address;
 use crate::server::{Server, ServerConfig, ServerHandle};
 
-/// The options layout version this library understands.
-pub const MGR_SERVER_OPTIONS_VERSION: u32 = 1;
+/// The options layout version this library understands (version 1 structs,
+/// without the fields from `turn_max_requests` on, are still accepted).
+pub const MGR_SERVER_OPTIONS_VERSION: u32 = 2;
 
 /// Server limits for [`mgr_server_new`]. Fill with [`mgr_server_options_init`]
 /// (or zero it and set `version`): a zero field keeps its default.
@@ -32,7 +38,8 @@ pub const MGR_SERVER_OPTIONS_VERSION: u32 = 1;
 pub struct mgr_server_options {
     /// Must be [`MGR_SERVER_OPTIONS_VERSION`].
     pub version: u32,
-    /// Connections beyond this are closed on accept (default 10000).
+    /// Authenticated connections allowed at once; those still authenticating
+    /// count against `max_preauth_connections` instead (default 10000).
     pub max_connections: u32,
     /// Largest frame accepted after the handshake, in bytes (default 64 MiB).
     pub max_frame: u64,
@@ -42,6 +49,55 @@ pub struct mgr_server_options {
     /// A peer that has not authenticated within this many milliseconds is
     /// dropped (default 10000).
     pub handshake_timeout_ms: u32,
+    /// Requests one [`mgr_server_process`] call serves at most (default 1024).
+    /// Since version 2.
+    pub turn_max_requests: u32,
+    /// Microseconds one [`mgr_server_process`] call spends serving requests at
+    /// most, checked after each request (default 1000). Since version 2.
+    pub turn_max_time_us: u32,
+    /// Connections still authenticating allowed at once; a new one beyond this
+    /// replaces the oldest (default 256). Since version 2.
+    pub max_preauth_connections: u32,
+    /// The listen backlog (default: the system maximum, `net.core.somaxconn`).
+    /// Since version 2.
+    pub listen_backlog: u32,
+}
+
+/// The version 1 layout of `mgr_server_options`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OptionsV1 {
+    version: u32,
+    max_connections: u32,
+    max_frame: u64,
+    max_output: u64,
+    handshake_timeout_ms: u32,
+}
+
+/// Reads `*o` by the layout its `version` names, without touching bytes past a
+/// version 1 struct's end.
+unsafe fn read_options(o: *const mgr_server_options) -> Result<mgr_server_options, Fail> {
+    match std::ptr::addr_of!((*o).version).read() {
+        1 => {
+            let v1 = o.cast::<OptionsV1>().read();
+            Ok(mgr_server_options {
+                version: 1,
+                max_connections: v1.max_connections,
+                max_frame: v1.max_frame,
+                max_output: v1.max_output,
+                handshake_timeout_ms: v1.handshake_timeout_ms,
+                turn_max_requests: 0,
+                turn_max_time_us: 0,
+                max_preauth_connections: 0,
+                listen_backlog: 0,
+            })
+        }
+        MGR_SERVER_OPTIONS_VERSION => Ok(o.read()),
+        v => Err(Fail::new(
+            mgr_status::MGR_ERR_INVALID_ARGUMENT,
+            format!("mgr_server_options.version is {v}, this library supports 1 to {MGR_SERVER_OPTIONS_VERSION}"),
+        )),
+    }
 }
 
 /// An embedded manager server (opaque). Owned by the host; free it with
@@ -97,6 +153,10 @@ pub unsafe extern "C" fn mgr_server_options_init(out: *mut mgr_server_options) -
             max_frame: d.max_frame,
             max_output: d.max_output as u64,
             handshake_timeout_ms: d.handshake_timeout.as_millis().min(u32::MAX as u128) as u32,
+            turn_max_requests: d.turn_max_requests.min(u32::MAX as usize) as u32,
+            turn_max_time_us: d.turn_max_time.as_micros().min(u32::MAX as u128) as u32,
+            max_preauth_connections: d.max_preauth_connections.min(u32::MAX as usize) as u32,
+            listen_backlog: 0,
         };
         Ok(mgr_status::MGR_OK)
     }
@@ -120,13 +180,8 @@ pub unsafe extern "C" fn mgr_server_new(
         let key = arg_bytes(authkey, authkey_len, "authkey")?;
         let out = out_ptr(out, "out")?;
         let mut config = ServerConfig::new(address, key);
-        if let Some(o) = options.as_ref() {
-            if o.version != MGR_SERVER_OPTIONS_VERSION {
-                return Err(Fail::new(
-                    mgr_status::MGR_ERR_INVALID_ARGUMENT,
-                    format!("mgr_server_options.version is {}, this library supports {MGR_SERVER_OPTIONS_VERSION}", o.version),
-                ));
-            }
+        if !options.is_null() {
+            let o = read_options(options)?;
             if o.max_connections != 0 {
                 config.max_connections = o.max_connections as usize;
             }
@@ -138,6 +193,18 @@ pub unsafe extern "C" fn mgr_server_new(
             }
             if o.handshake_timeout_ms != 0 {
                 config.handshake_timeout = Duration::from_millis(o.handshake_timeout_ms.into());
+            }
+            if o.turn_max_requests != 0 {
+                config.turn_max_requests = o.turn_max_requests as usize;
+            }
+            if o.turn_max_time_us != 0 {
+                config.turn_max_time = Duration::from_micros(o.turn_max_time_us.into());
+            }
+            if o.max_preauth_connections != 0 {
+                config.max_preauth_connections = o.max_preauth_connections as usize;
+            }
+            if o.listen_backlog != 0 {
+                config.listen_backlog = Some(o.listen_backlog);
             }
         }
         let server = Server::bind(config)?;
@@ -199,9 +266,10 @@ pub unsafe extern "C" fn mgr_server_fd(server: *const mgr_server) -> i32 {
     }
 }
 
-/// Milliseconds until the server's next timer (rounded up), -1 if it has none:
-/// the longest the host may wait on [`mgr_server_fd`]. 0 from inside a callback
-/// or for NULL.
+/// The longest the host may wait on [`mgr_server_fd`], in milliseconds: 0 while
+/// work is pending (see [`mgr_server_pending`]), else the time until the
+/// server's next timer (rounded up), -1 if it has none. 0 from inside a
+/// callback or for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_timeout_ms(server: *mut mgr_server) -> i32 {
     ffi_boundary! {
@@ -216,10 +284,16 @@ pub unsafe extern "C" fn mgr_server_timeout_ms(server: *mut mgr_server) -> i32 {
     }
 }
 
-/// Does all ready work without blocking: accepts, reads, runs callbacks, fires
-/// timers, delivers deferred answers, writes. Call it when the fd is readable or
-/// the timeout passed (spurious calls are harmless). `MGR_ERR_BUSY` from inside
-/// a callback; `MGR_OK` (doing nothing) once shut down.
+/// Does one bounded turn of ready work without blocking: accepts, reads, runs
+/// callbacks, fires timers, delivers deferred answers, writes — serving at most
+/// `turn_max_requests` requests or `turn_max_time_us` of them (see
+/// [`mgr_server_options`]), round-robin over the connections. Work left over
+/// waits for the next call: [`mgr_server_pending`] is then true and
+/// [`mgr_server_timeout_ms`] 0, and the fd need not be readable, so poll with
+/// timeout 0 (or call again) while pending. Call it when the fd is readable,
+/// the timeout passed or work is pending (spurious calls are harmless).
+/// `MGR_ERR_BUSY` from inside a callback; `MGR_OK` (doing nothing) once shut
+/// down.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_process(server: *mut mgr_server) -> mgr_status {
     ffi_boundary! {
@@ -230,8 +304,20 @@ pub unsafe extern "C" fn mgr_server_process(server: *mut mgr_server) -> mgr_stat
     }
 }
 
+/// Whether the last [`mgr_server_process`] left work for the next (requests
+/// already received, connections to accept, answers to deliver): call it again
+/// without waiting on the fd. False for NULL, once shut down, and inside
+/// callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_pending(server: *const mgr_server) -> bool {
+    ffi_boundary! {
+        let Some(b) = server.cast::<ServerBox>().as_ref() else { return Ok(false) };
+        Ok(b.with(|s| Ok(s.has_pending_work())).unwrap_or(false))
+    }
+}
+
 /// Serves on the calling thread until shutdown (a client's `shutdown` request,
-/// or [`mgr_server_shutdown`] called from a callback). `MGR_ERR_BUSY` from
+/// or [`mgr_server_shutdown`] called from a callback), in bounded turns. `MGR_ERR_BUSY` from
 /// inside a callback.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_run(server: *mut mgr_server) -> mgr_status {
@@ -391,6 +477,10 @@ mod tests {
             max_frame: 0,
             max_output: 0,
             handshake_timeout_ms: 0,
+            turn_max_requests: 0,
+            turn_max_time_us: 0,
+            max_preauth_connections: 0,
+            listen_backlog: 0,
         };
         assert_eq!(
             unsafe { mgr_server_options_init(&mut o) },
@@ -399,7 +489,22 @@ mod tests {
         assert_eq!(o.version, MGR_SERVER_OPTIONS_VERSION);
         assert_eq!(o.max_connections, 10_000);
         assert_eq!(o.handshake_timeout_ms, 10_000);
+        assert_eq!(o.turn_max_requests, 1024);
+        assert_eq!(o.turn_max_time_us, 1000);
+        assert_eq!(o.max_preauth_connections, 256);
+        assert_eq!(o.listen_backlog, 0, "0: the system maximum");
         let s = new_server(c"127.0.0.1:0", b"k", &o).unwrap();
+        unsafe { mgr_server_free(s) };
+        // A version 1 struct, the last thing in its allocation, is read
+        // without touching the bytes past its end.
+        let v1 = Box::new(OptionsV1 {
+            version: 1,
+            max_connections: 5,
+            max_frame: 0,
+            max_output: 0,
+            handshake_timeout_ms: 0,
+        });
+        let s = new_server(c"127.0.0.1:0", b"k", (&*v1 as *const OptionsV1).cast()).unwrap();
         unsafe { mgr_server_free(s) };
         o.version = 99;
         assert_eq!(
@@ -434,7 +539,9 @@ mod tests {
             );
             assert!(mgr_server_fd(s) >= 0);
             assert_eq!(mgr_server_timeout_ms(s), -1, "no timers yet");
+            assert!(!mgr_server_pending(s));
             assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
+            assert!(!mgr_server_pending(s));
             let mut n = 9;
             assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
             assert_eq!(n, 0);
@@ -449,6 +556,7 @@ mod tests {
             mgr_server_free(s);
             mgr_server_free(ptr::null_mut());
             assert_eq!(mgr_server_fd(ptr::null()), -1);
+            assert!(!mgr_server_pending(ptr::null()));
             assert!(mgr_server_address(ptr::null()).is_null());
             assert_eq!(
                 mgr_server_process(ptr::null_mut()),
