@@ -186,7 +186,7 @@ fn pipeline_calls(address: &str, n: usize) {
     use mgr::proto::{frame, Reply, Request};
     use mgr::{ObjectId, Value};
     let mut s = harness::raw_client(address.parse().unwrap(), b"c-examples-key");
-    let mut send = |req: &Request, times: usize| {
+    let send = |req: &Request, times: usize| {
         let mut out = Vec::new();
         for _ in 0..times {
             let at = frame::begin_frame(&mut out);
@@ -195,7 +195,7 @@ fn pipeline_calls(address: &str, n: usize) {
         }
         out
     };
-    let mut recv = |s: &mut std::net::TcpStream| {
+    let recv = |s: &mut std::net::TcpStream| {
         let mut header = [0u8; 4];
         s.read_exact(&mut header).unwrap();
         let mut msg = vec![0u8; i32::from_be_bytes(header) as usize];
