@@ -50,14 +50,18 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const PAUSED_INPUT: usize = 64 * 1024;
 
 /// Requests one connection is served per pass of the ready queue before the next
-/// connection's turn: small enough that a light client waits behind a flood of
-/// pipelining ones for a few requests each, large enough that one `send`
-/// carries several replies.
-pub(crate) const PASS_BATCH: usize = 16;
+/// connection's turn: a light client waits behind a flood of pipelining ones
+/// for a few requests each. (Replies are not sent per pass, so a small batch
+/// costs no extra `send`s.)
+pub(crate) const PASS_BATCH: usize = 8;
 
 /// Connections accepted per turn at most; the rest wait in the kernel's backlog
 /// for the next turn (which comes at once: the listener counts as pending work).
 pub(crate) const ACCEPT_BATCH: usize = 64;
+
+/// Output a connection with more requests to serve keeps unsent until its
+/// last pass of the turn; beyond this it is sent at once.
+const FLUSH_EARLY: usize = 64 * 1024;
 
 /// The listen backlog when the system's maximum cannot be read.
 const FALLBACK_BACKLOG: u32 = 4096;
@@ -235,12 +239,29 @@ impl Reactor {
     /// events mark connections ready, then the ready queue is served within the
     /// turn's budget (see the module docs).
     pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
+        self.poll_events(core, timeout)?;
+        core.now = Instant::now();
+        self.fire_timers(core);
+        let mut budget = Budget::new(&self.config, core.now);
+        self.settle(core, &mut budget);
+        // Accept after serving: a client whose handshake completes in this
+        // batch of events counts against `max_connections` before a newcomer
+        // is let in (and accepting is not held back by the budget).
+        if self.accept_pending {
+            self.accept(core);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for readiness and takes it in: connections become
+    /// ready (queued), writable ones are flushed, the listener is marked
+    /// pending, other threads' commands are taken.
+    fn poll_events(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        core.now = Instant::now();
         // Walk the events in place (taken out of `self` while the handlers borrow
         // it) rather than collecting them into a fresh Vec on every turn.
         let events = mem::replace(&mut self.events, Events::with_capacity(0));
@@ -271,12 +292,6 @@ impl Reactor {
             }
         }
         self.events = events;
-        if self.accept_pending {
-            self.accept(core);
-        }
-        self.fire_timers(core);
-        let mut budget = Budget::new(&self.config, core.now);
-        self.settle(core, &mut budget);
         Ok(())
     }
 
@@ -296,7 +311,13 @@ impl Reactor {
 
     /// Delivers answers, serves ready connections while `budget` lasts, and
     /// sweeps, until nothing is left but requests beyond the budget.
+    ///
+    /// Serving goes in rounds: each connection queued when a round starts gets
+    /// one pass. Between rounds the reactor takes in new readiness without
+    /// waiting, so a client whose request arrives during a long turn waits for
+    /// at most a round (a batch from each busy connection), not for the turn.
     pub(crate) fn settle(&mut self, core: &mut Core, budget: &mut Budget) {
+        let mut round = self.ready.len();
         loop {
             if !core.outbox.is_empty() {
                 for c in mem::take(&mut core.outbox) {
@@ -304,7 +325,13 @@ impl Reactor {
                 }
             }
             if !budget.exhausted() {
+                if round == 0 && !self.ready.is_empty() {
+                    // An error here surfaces at the next turn's poll.
+                    let _ = self.poll_events(core, Some(Duration::ZERO));
+                    round = self.ready.len();
+                }
                 if let Some(id) = self.ready.pop_front() {
+                    round = round.saturating_sub(1);
                     if let Some(key) = self.key_of(id) {
                         self.conns[key].queued = false;
                         self.serve_pass(core, key, budget);
@@ -319,6 +346,22 @@ impl Reactor {
             if core.outbox.is_empty() {
                 break;
             }
+        }
+        self.flush_queued();
+    }
+
+    /// Sends what the connections still queued have buffered, at the end of a
+    /// turn: a connection with more to serve keeps its replies from pass to
+    /// pass (one `send` for a pipelined batch instead of one per pass).
+    fn flush_queued(&mut self) {
+        let mut i = 0;
+        while i < self.ready.len() {
+            if let Some(key) = self.key_of(self.ready[i]) {
+                if self.conns[key].unsent() > 0 && !self.conns[key].dead {
+                    self.flush(key);
+                }
+            }
+            i += 1;
         }
     }
 
@@ -546,9 +589,15 @@ impl Reactor {
                 Stop::NeedInput => conn.unread,
                 Stop::Paused => false,
             };
-        self.after_io(core, key);
-        if more && self.conns.contains(key) {
+        if more {
+            // More to serve: its replies wait for its last pass (or the end
+            // of the turn), unless they pile up.
+            if conn.unsent() >= FLUSH_EARLY {
+                self.flush(key);
+            }
             self.enqueue(key);
+        } else {
+            self.after_io(core, key);
         }
     }
 
