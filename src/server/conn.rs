@@ -19,6 +19,9 @@ use crate::proto::codec::Serializer;
 
 /// Smallest read attempted; the input buffer starts at this size.
 const READ_CHUNK: usize = 4096;
+/// Output written per flush at most: one `send` copies at most this much, even
+/// when a client that stopped reading frees megabytes of socket buffer at once.
+const FLUSH_MAX: usize = 256 * 1024;
 /// Buffers larger than this are released once drained, so idle connections stay small.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -262,28 +265,35 @@ impl Conn {
         }
     }
 
-    /// Writes as much output as the socket takes. A write error marks the
-    /// connection dead.
-    pub(crate) fn flush(&mut self) {
-        while self.sent < self.output.len() {
-            match self.stream.write(&self.output[self.sent..]) {
+    /// Writes as much output as the socket takes, up to [`FLUSH_MAX`] bytes.
+    /// Returns whether it stopped there with output left and the socket perhaps
+    /// still writable: no new edge will say so, so the caller must come back.
+    /// A write error marks the connection dead.
+    pub(crate) fn flush(&mut self) -> bool {
+        let stop = self.sent.saturating_add(FLUSH_MAX).min(self.output.len());
+        while self.sent < stop {
+            match self.stream.write(&self.output[self.sent..stop]) {
                 Ok(0) => {
                     self.dead = true;
-                    return;
+                    return false;
                 }
                 Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.dead = true;
-                    return;
+                    return false;
                 }
             }
+        }
+        if self.sent < self.output.len() {
+            return true;
         }
         self.output.clear();
         self.sent = 0;
         if self.output.capacity() > KEEP_CAPACITY {
             self.output = Vec::new();
         }
+        false
     }
 }

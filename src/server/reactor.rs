@@ -357,7 +357,9 @@ impl Reactor {
         let mut i = 0;
         while i < self.ready.len() {
             if let Some(key) = self.key_of(self.ready[i]) {
-                if self.conns[key].unsent() > 0 && !self.conns[key].dead {
+                // Larger output was sent (in part) by its pass already.
+                let unsent = self.conns[key].unsent();
+                if unsent > 0 && unsent < FLUSH_EARLY && !self.conns[key].dead {
                     self.flush(key);
                 }
             }
@@ -761,15 +763,16 @@ impl Reactor {
         }
     }
 
-    /// Writes what the socket takes. A connection whose serving was paused by its
-    /// unread output resumes (it may hold buffered requests that no new input
-    /// event would ever bring back) once the output drops to the limit.
+    /// Writes what the socket takes, up to a bound per call. A connection whose
+    /// serving was paused by its unread output resumes (it may hold buffered
+    /// requests that no new input event would ever bring back) once the output
+    /// drops to the limit; one that stopped at the bound is queued to go on.
     fn flush(&mut self, key: usize) {
         let max_output = self.config.max_output;
         let conn = &mut self.conns[key];
         let paused = conn.unsent() > max_output;
-        conn.flush();
-        if paused && conn.unsent() <= max_output && !conn.dead {
+        let capped = conn.flush();
+        if (capped || paused && conn.unsent() <= max_output) && !conn.dead {
             self.enqueue(key);
         }
     }
@@ -812,7 +815,7 @@ impl Reactor {
         while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.unsent() > 0 && !c.dead)
         {
             for (_, c) in self.conns.iter_mut() {
-                c.flush();
+                while c.flush() {}
             }
             let _ = self
                 .poll

@@ -50,6 +50,10 @@ struct Turns {
     empty: u64,
     /// Requests served.
     served: u64,
+    /// CPU time in `process()`, in all.
+    cpu_total: u64,
+    /// The requests served by the call that took the most CPU time.
+    served_in_longest: u64,
 }
 
 /// This thread's CPU time, in nanoseconds.
@@ -116,9 +120,13 @@ impl Embedded {
                 let served = server.requests_served() - served;
                 let t = &mut turns[p.load(Ordering::Relaxed)];
                 t.hist.record(ns);
+                if cpu > t.cpu.quantile(1.0) {
+                    t.served_in_longest = served;
+                }
                 t.cpu.record(cpu);
                 t.count += 1;
                 t.served += served;
+                t.cpu_total += cpu;
                 t.empty += u64::from(served == 0);
             }
             turns
@@ -220,6 +228,14 @@ impl Run {
     fn flood_calls_per_s(&self) -> f64 {
         self.flood_calls as f64 / self.flood_secs.max(1e-9)
     }
+
+    /// Flood requests served per second of the server's CPU time in
+    /// `process()`: its efficiency, which the machine's other load disturbs
+    /// less than calls per wall second.
+    fn flood_calls_per_cpu_s(&self) -> f64 {
+        let t = &self.turns[Phase::Flood as usize];
+        t.served as f64 / (t.cpu_total as f64 / 1e9).max(1e-9)
+    }
 }
 
 /// Each server's phases run this many times, the two servers alternating, so
@@ -304,7 +320,7 @@ impl Turns {
     fn text(&self) -> String {
         format!(
             "{} turns ({} empty, {:.0} requests per busy turn), wall p99/max {:.1}/{:.1} us, \
-             cpu p99/max {:.1}/{:.1} us",
+             cpu p99/max {:.1}/{:.1} us (that turn served {} requests)",
             self.count,
             self.empty,
             self.served as f64 / (self.count - self.empty).max(1) as f64,
@@ -312,6 +328,7 @@ impl Turns {
             us(self.hist.quantile(1.0)),
             us(self.cpu.quantile(0.99)),
             us(self.cpu.quantile(1.0)),
+            self.served_in_longest,
         )
     }
 
@@ -351,12 +368,14 @@ pub(crate) fn scenario_fairness(o: &Opts) -> Result<String, String> {
     let ratio_flood = p99(&with.flood_light) as f64 / p99(&with.alone).max(1) as f64;
     let ratio_nonreaders = p99(&with.nonreaders_light) as f64 / p99(&with.alone).max(1) as f64;
     let throughput = with.flood_calls_per_s() / without.flood_calls_per_s().max(1e-9);
+    let efficiency = with.flood_calls_per_cpu_s() / without.flood_calls_per_cpu_s().max(1e-9);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     for (name, r) in [("budget", &with), ("no budget", &without)] {
         eprintln!(
             "mgr-bench: fairness [{name}]: light client p50/p99 alone {:.1}/{:.1} us, \
              under the {FLOOD_CONNS}x{FLOOD_DEPTH} flood {:.1}/{:.1} us, \
-             with {NONREADERS} non-readers {:.1}/{:.1} us; flood {:.0} calls/s; \
+             with {NONREADERS} non-readers {:.1}/{:.1} us; flood {:.0} calls/s \
+             ({:.0} per server CPU second); \
              non-readers wrote {} calls\n  turns under the flood: {}\n  turns with \
              non-readers: {}",
             us(r.alone.quantile(0.5)),
@@ -366,6 +385,7 @@ pub(crate) fn scenario_fairness(o: &Opts) -> Result<String, String> {
             us(r.nonreaders_light.quantile(0.5)),
             us(p99(&r.nonreaders_light)),
             r.flood_calls_per_s(),
+            r.flood_calls_per_cpu_s(),
             r.nonreader_calls,
             r.turns[flood].text(),
             r.turns[nonreaders].text(),
@@ -375,7 +395,8 @@ pub(crate) fn scenario_fairness(o: &Opts) -> Result<String, String> {
         "mgr-bench: fairness targets: light p99 under flood / alone = {ratio_flood:.2} (<= 5: {}), \
          with non-readers / alone = {ratio_nonreaders:.2} (<= 5: {}); longest turn with the \
          budget {:.1} us wall, {:.1} us cpu (<= 2000: {} wall, {} cpu), without {:.1} us wall; \
-         flood throughput with / without budget = {throughput:.2} (>= 0.9: {})",
+         flood throughput with / without budget = {throughput:.2} (>= 0.9: {}), per server \
+         CPU second {efficiency:.2}",
         verdict(ratio_flood <= 5.0),
         verdict(ratio_nonreaders <= 5.0),
         us(longest(&with, wall)),
@@ -390,7 +411,7 @@ pub(crate) fn scenario_fairness(o: &Opts) -> Result<String, String> {
             "{{\"light_alone_p50_us\":{:.1},\"light_alone_p99_us\":{:.1},\
              \"light_flood_p50_us\":{:.1},\"light_flood_p99_us\":{:.1},\
              \"light_nonreaders_p50_us\":{:.1},\"light_nonreaders_p99_us\":{:.1},\
-             \"flood_calls_per_s\":{:.0},\"nonreader_calls\":{},\
+             \"flood_calls_per_s\":{:.0},\"flood_calls_per_cpu_s\":{:.0},\"nonreader_calls\":{},\
              \"turns_flood\":{},\"turns_nonreaders\":{}}}",
             us(r.alone.quantile(0.5)),
             us(p99(&r.alone)),
@@ -399,6 +420,7 @@ pub(crate) fn scenario_fairness(o: &Opts) -> Result<String, String> {
             us(r.nonreaders_light.quantile(0.5)),
             us(p99(&r.nonreaders_light)),
             r.flood_calls_per_s(),
+            r.flood_calls_per_cpu_s(),
             r.nonreader_calls,
             r.turns[flood].json(),
             r.turns[nonreaders].json(),
@@ -411,7 +433,8 @@ pub(crate) fn scenario_fairness(o: &Opts) -> Result<String, String> {
          \"light_p99_nonreaders_over_alone\":{ratio_nonreaders:.2},\
          \"longest_turn_us\":{:.1},\"longest_turn_cpu_us\":{:.1},\
          \"longest_turn_no_budget_us\":{:.1},\
-         \"flood_throughput_budget_over_none\":{throughput:.3}}}",
+         \"flood_throughput_budget_over_none\":{throughput:.3},\
+         \"flood_cpu_efficiency_budget_over_none\":{efficiency:.3}}}",
         o.seconds,
         side(&with),
         side(&without),
