@@ -297,3 +297,63 @@ impl Conn {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::auth::{ChallengeKind, Digest, Role};
+    use crate::server::context::ConnId;
+
+    /// A connection on one end of a socket pair whose send buffer takes more
+    /// than [`FLUSH_MAX`]; the other end is returned for reading.
+    fn pair() -> (Conn, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let size: libc::c_int = 4 << 20;
+        // SAFETY: setting an int socket option on our own socket.
+        unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let hs = Handshake::new(
+            Role::Server,
+            b"",
+            ChallengeKind::Modern(Digest::Sha256),
+            [0; 40],
+        );
+        let session = Session::new(ConnId::new(0, 1), IdStyle::Int, true);
+        let conn = Conn::new(Stream::Unix(UnixStream::from_std(a)), hs, session);
+        (conn, b)
+    }
+
+    #[test]
+    fn one_flush_writes_at_most_flush_max() {
+        let (mut conn, mut peer) = pair();
+        conn.output = vec![7; 3 * FLUSH_MAX + 10];
+        let mut got = 0;
+        let mut calls = 0;
+        let mut capped_calls = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        while conn.unsent() > 0 {
+            let before = conn.unsent();
+            let capped = conn.flush();
+            calls += 1;
+            let wrote = before - conn.unsent();
+            assert!(wrote <= FLUSH_MAX, "one flush wrote {wrote}");
+            assert_eq!(capped, conn.unsent() > 0 && wrote == FLUSH_MAX);
+            capped_calls += usize::from(capped);
+            while got < 3 * FLUSH_MAX + 10 - conn.unsent() {
+                got += peer.read(&mut buf).unwrap();
+            }
+        }
+        assert_eq!(got, 3 * FLUSH_MAX + 10);
+        assert!(calls >= 4, "{calls} flushes");
+        assert!(capped_calls >= 1, "the socket took more than one flush's worth");
+        assert!(!conn.dead);
+    }
+}
