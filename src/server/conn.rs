@@ -353,7 +353,10 @@ mod tests {
         }
         assert_eq!(got, 3 * FLUSH_MAX + 10);
         assert!(calls >= 4, "{calls} flushes");
-        assert!(capped_calls >= 1, "the socket took more than one flush's worth");
+        assert!(
+            capped_calls >= 1,
+            "the socket took more than one flush's worth"
+        );
         assert!(!conn.dead);
     }
 }
