@@ -53,7 +53,13 @@ const PAUSED_INPUT: usize = 64 * 1024;
 /// connection's turn: a light client waits behind a flood of pipelining ones
 /// for a few requests each. (Replies are not sent per pass, so a small batch
 /// costs no extra `send`s.)
-pub(crate) const PASS_BATCH: usize = 8;
+pub(crate) const PASS_BATCH: usize = 4;
+
+/// Requests served in a turn between two looks for new readiness (an
+/// `epoll_wait` without waiting, at the end of a round): how long a request
+/// that arrives during a long turn waits to join the queue, traded against a
+/// system call per so many requests.
+pub(crate) const REPOLL_AFTER: u64 = 64;
 
 /// Connections accepted per turn at most; the rest wait in the kernel's backlog
 /// for the next turn (which comes at once: the listener counts as pending work).
@@ -313,11 +319,13 @@ impl Reactor {
     /// sweeps, until nothing is left but requests beyond the budget.
     ///
     /// Serving goes in rounds: each connection queued when a round starts gets
-    /// one pass. Between rounds the reactor takes in new readiness without
+    /// one pass. Between rounds, once [`REPOLL_AFTER`] requests have been
+    /// served since the last look, the reactor takes in new readiness without
     /// waiting, so a client whose request arrives during a long turn waits for
-    /// at most a round (a batch from each busy connection), not for the turn.
+    /// about that many requests and a round, not for the turn.
     pub(crate) fn settle(&mut self, core: &mut Core, budget: &mut Budget) {
         let mut round = self.ready.len();
+        let mut polled_at = self.served;
         loop {
             if !core.outbox.is_empty() {
                 for c in mem::take(&mut core.outbox) {
@@ -326,8 +334,11 @@ impl Reactor {
             }
             if !budget.exhausted() {
                 if round == 0 && !self.ready.is_empty() {
-                    // An error here surfaces at the next turn's poll.
-                    let _ = self.poll_events(core, Some(Duration::ZERO));
+                    if self.served - polled_at >= REPOLL_AFTER {
+                        // An error here surfaces at the next turn's poll.
+                        let _ = self.poll_events(core, Some(Duration::ZERO));
+                        polled_at = self.served;
+                    }
                     round = self.ready.len();
                 }
                 if let Some(id) = self.ready.pop_front() {
