@@ -15,8 +15,8 @@
  *   Snapshot  len(), item(i) (IndexError past the end).
  *
  * The loop gives the server bounded turns: one mgr_server_process() serves at
- * most opts.turn_max_requests requests (kept small here, 16, so that a client
- * pipelining calls shows it) or opts.turn_max_time_us of them; while
+ * most the budget mgr_server_set_turn_budget() sets (kept small here, 16
+ * requests, so that a client pipelining calls shows it; or 2 ms); while
  * mgr_server_pending() says work is left, the loop polls with timeout 0, so its
  * own tick and signals are never held up by a flood of requests.
  *
@@ -382,12 +382,17 @@ int main(int argc, char **argv) {
 
   mgr_server_options_init(&opts);
   opts.max_connections = 64;
-  opts.max_preauth_connections = 16;
-  opts.turn_max_requests = 16;  /* the default, 1024, suits a 60 Hz host */
-  opts.turn_max_time_us = 2000; /* at most 2 ms of requests per turn */
   st = mgr_server_new(address, (const uint8_t *)key, strlen(key), &opts, &server);
   if (st != MGR_OK) {
     warn_status("mgr_server_new", st);
+    return 1;
+  }
+  /* At most 16 requests (the default, 1024, suits a 60 Hz host) or 2 ms of
+   * them per turn; at most 16 peers still authenticating. */
+  if ((st = mgr_server_set_turn_budget(server, 16, 2000)) != MGR_OK ||
+      (st = mgr_server_set_max_preauth_connections(server, 16)) != MGR_OK) {
+    warn_status("mgr_server_set_*", st);
+    mgr_server_free(server);
     return 1;
   }
 
@@ -411,8 +416,10 @@ int main(int argc, char **argv) {
   snapshot_type.call = snapshot_call;
   snapshot_type.destroy = snapshot_destroy;
 
-  if ((st = mgr_server_register(server, "Mailbox", &mailbox_type, &d)) != MGR_OK ||
-      (st = mgr_server_register(server, "Snapshot", &snapshot_type, &d)) != MGR_OK) {
+  /* Snapshot first: Mailbox.snapshot's results become Snapshots, and a
+     method_to_typeid entry must name a type that is registered already. */
+  if ((st = mgr_server_register(server, "Snapshot", &snapshot_type, &d)) != MGR_OK ||
+      (st = mgr_server_register(server, "Mailbox", &mailbox_type, &d)) != MGR_OK) {
     warn_status("mgr_server_register", st);
     mgr_server_free(server);
     return 1;

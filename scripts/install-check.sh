@@ -10,6 +10,16 @@ trap 'rm -rf "$prefix"' EXIT
 make -s install PREFIX="$prefix"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 
+# The daemon and its control tool come along, and nothing installed carries
+# debug info.
+for f in "$prefix/bin/mgrd" "$prefix/bin/mgrctl" "$prefix/lib/libmgr.so.0" "$prefix/lib/libmgr.a"; do
+  [ -e "$f" ] || { echo "install-check: $f was not installed"; exit 1; }
+  if readelf -S "$f" 2>/dev/null | grep -q '\.debug_info'; then
+    echo "install-check: $f carries debug info"; exit 1
+  fi
+done
+"$prefix/bin/mgrd" --version | grep -q '^mgrd ' || { echo "install-check: installed mgrd does not run"; exit 1; }
+
 cat > "$prefix/check.c" <<'C'
 #include <mgr.h>
 #include <stdio.h>

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need beyond the Rust toolchain, on a
 # fresh Debian machine: a C/C++ compiler and make (C examples), valgrind (leak
-# checks), pkg-config and binutils (install and symbol checks), python3 (interop).
+# checks), pkg-config and binutils (install and symbol checks), python3 with venv
+# (interop, and the wheel check, which pip-installs maturin into a venv).
 # Only what is missing is installed; running it twice is harmless.
 set -euo pipefail
 
@@ -14,6 +15,8 @@ have valgrind || need+=(valgrind)
 have pkg-config || need+=(pkg-config)
 have readelf || need+=(binutils)
 have python3 || need+=(python3)
+# The wheel check builds mgrd's Python wheel in a venv (Debian splits venv out).
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"

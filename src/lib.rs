@@ -4,14 +4,15 @@
 //! - [`proto`]: the sans-IO protocol core (framing, handshake, values, codecs).
 //! - [`server`]: the manager server, driven by the host's event loop.
 //! - [`client`]: a blocking client with refcounted proxies and pipelining.
-//! - [`ffi`]: the C ABI (`include/mgr.h`).
+//!
+//! The C ABI (`libmgr.so`, `libmgr.a`, `include/mgr.h`) is the `libmgr-capi`
+//! package beside this one, a thin layer over this crate's public API.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod address;
 pub mod client;
 mod entropy;
 pub mod error;
-pub mod ffi;
 pub mod proto;
 pub mod server;
 

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, TestServer, KEY};
+use common::{eventually, TempDir, TestServer, KEY};
 use mgr::client::{Connection, Returned};
 use mgr::proto::codec::native;
 use mgr::{Error, Manager, Reply, Request, ServerConfig, Value};
@@ -472,8 +472,7 @@ fn max_connections_refuses_the_excess() {
 
 #[test]
 fn unix_socket_server() {
-    let dir = std::env::temp_dir().join(format!("mgr-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("mgr-test");
     let path = dir.join("unix.sock");
     let _ = std::fs::remove_file(&path);
     let config = ServerConfig::new(mgr::Address::Unix(path.clone()), KEY);

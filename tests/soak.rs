@@ -8,7 +8,8 @@
 //! soak drives that already running server instead of spawning one (the script
 //! does so to run mgrd under valgrind) and skips the RSS check.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,7 +144,7 @@ fn soak(duration: Duration, clients: u64) -> Report {
         Some(a) => a.clone(),
         None => {
             let mut o = SpawnOptions::new(KEY);
-            o.program = PathBuf::from(env!("CARGO_BIN_EXE_mgrd"));
+            o.program = common::mgrd();
             let s = SpawnedServer::start(&o).unwrap();
             let a = s.address().to_string();
             spawned = Some(s);

@@ -1,23 +1,25 @@
 //! Starting mgrd as a child process from the Rust client, and stopping it the way
 //! CPython's finalizer does.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::TempDir;
 use mgr::client::{SpawnOptions, SpawnedServer};
 use mgr::{Address, Error};
 
 fn options(key: &[u8]) -> SpawnOptions {
     let mut o = SpawnOptions::new(key);
-    o.program = PathBuf::from(env!("CARGO_BIN_EXE_mgrd"));
+    o.program = common::mgrd();
     o
 }
 
-fn script(name: &str, body: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgr-spawn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// Writes an executable shell script `name` into `dir`.
+fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -77,7 +79,9 @@ fn spawned_server_on_a_unix_socket() {
 
 #[test]
 fn a_server_that_ignores_shutdown_and_sigterm_is_killed() {
+    let dir = TempDir::new("mgr-spawn");
     let stubborn = script(
+        &dir,
         "stubborn",
         "trap '' TERM\necho 'mgrd listening on 127.0.0.1:9'\nexec sleep 600",
     );
@@ -95,14 +99,16 @@ fn start_failures_are_clear_errors() {
     let err = start(&o).unwrap_err();
     assert!(err.to_string().contains("cannot start"), "{err}");
 
-    o.program = script("chatty", "echo 'hello there'");
+    let dir = TempDir::new("mgr-spawn");
+    o.program = script(&dir, "chatty", "echo 'hello there'");
     let err = start(&o).unwrap_err();
     assert!(
         matches!(err, Error::Protocol(ref m) if m.contains("hello there")),
         "{err}"
     );
 
-    o.program = script("silent", "exec sleep 600");
+    let dir = TempDir::new("mgr-spawn");
+    o.program = script(&dir, "silent", "exec sleep 600");
     o.start_timeout = Duration::from_millis(200);
     let err = start(&o).unwrap_err();
     assert!(err.to_string().contains("did not report"), "{err}");

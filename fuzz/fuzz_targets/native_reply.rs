@@ -1,10 +1,15 @@
-//! The native reply decoder (what the client reads from a server).
+//! The native reply decoder (what the client reads from a server): never more
+//! memory than the stated bound; what decodes re-encodes to a reply that decodes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mgr::proto::codec::native;
+use mgr::proto::codec::{native, NATIVE_BYTES_PER_INPUT_BYTE};
+
+#[path = "counting.rs"]
+mod counting;
+use counting::within_bound;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(reply) = native::decode_reply(data) {
+    if let Ok(reply) = within_bound(data, NATIVE_BYTES_PER_INPUT_BYTE, native::decode_reply) {
         let mut out = Vec::new();
         native::encode_reply(&reply, &mut out);
         assert!(native::decode_reply(&out).is_ok());

@@ -1,10 +1,17 @@
-//! The native request decoder; what decodes must re-encode to the same request.
+//! The native request decoder: never more memory than the stated bound; what
+//! decodes must re-encode to the same request.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use mgr::proto::codec::native;
+use mgr::proto::codec::{native, NATIVE_BYTES_PER_INPUT_BYTE};
+
+#[path = "counting.rs"]
+mod counting;
+use counting::within_bound;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(req) = native::decode_request(data) {
+    let c = NATIVE_BYTES_PER_INPUT_BYTE;
+    let _ = within_bound(data, c, native::decode_request_ref);
+    if let Ok(req) = within_bound(data, c, native::decode_request) {
         let mut out = Vec::new();
         native::encode_request(&req, &mut out);
         let again = native::decode_request(&out).expect("re-encoded request decodes");

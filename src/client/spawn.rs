@@ -122,7 +122,12 @@ impl SpawnedServer {
             .map_err(|e| {
                 Error::Io(io::Error::new(
                     e.kind(),
-                    format!("cannot start {}: {e}", options.program.display()),
+                    format!(
+                        "cannot start {}: {e} (the server program is $MGRD if set, else \
+                         mgrd beside this executable, else mgrd on PATH; `make install` \
+                         puts mgrd in PREFIX/bin)",
+                        options.program.display()
+                    ),
                 ))
             })?;
         let mut out = child.stdout.take().expect("stdout is piped");

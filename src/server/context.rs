@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::builtins::size;
 use super::guard;
 use super::loans::Loans;
-use super::objects::ObjectTable;
-use super::registry::{CallArgs, Registry, SharedObject};
+use super::objects::{held_bytes_of, ObjectTable};
+use super::registry::{CallArgs, Registry, SharedObject, TypeSpec};
 use super::segments::Segments;
+use super::ServerConfig;
+use crate::proto::frame::DEFAULT_MAX_FRAME;
 use crate::proto::{ObjectId, RemoteError, Token, Value};
 
 macro_rules! id_type {
@@ -101,6 +104,37 @@ struct Timers {
     next: u64,
 }
 
+/// The bounds on what calls may build and hold (from [`ServerConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Largest estimated result of one call (a repeat, a copy …): `max_frame`.
+    pub(crate) max_result: usize,
+    /// Cap on the bytes all objects hold together.
+    pub(crate) max_held_bytes: Option<usize>,
+    /// Cap on the live objects one connection created.
+    pub(crate) max_objects_per_conn: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_result: DEFAULT_MAX_FRAME as usize,
+            max_held_bytes: None,
+            max_objects_per_conn: None,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn of(config: &ServerConfig) -> Limits {
+        Limits {
+            max_result: usize::try_from(config.max_frame).unwrap_or(usize::MAX),
+            max_held_bytes: config.max_held_bytes,
+            max_objects_per_conn: config.max_objects_per_conn,
+        }
+    }
+}
+
 /// The server's state apart from sockets.
 pub(crate) struct Core {
     pub(crate) objects: ObjectTable,
@@ -117,6 +151,8 @@ pub(crate) struct Core {
     pub(crate) segments: Segments,
     /// References lent to replies in flight.
     pub(crate) loans: Loans,
+    /// What calls may build and hold.
+    pub(crate) limits: Limits,
 }
 
 impl fmt::Debug for Core {
@@ -172,6 +208,7 @@ impl Core {
             segments: Segments::default(),
             loans: Loans::default(),
             now: Instant::now(),
+            limits: Limits::default(),
         }
     }
 
@@ -217,6 +254,9 @@ impl Core {
         };
         let r = guard::catch(|| f(&mut *object, &mut cx));
         let (deferred, refs_changed) = (cx.deferred, cx.refs_changed);
+        let old_bytes = self.objects.get(id).map_or(0, |s| s.bytes);
+        self.objects
+            .set_bytes(id, held_bytes_of(&*object, old_bytes));
         let slot = self
             .objects
             .get_mut(id)
@@ -547,6 +587,7 @@ impl Core {
             .get(typeid)
             .cloned()
             .ok_or_else(|| RemoteError::value_error(format!("unknown typeid '{typeid}'")))?;
+        self.check_owner(conn)?;
         let has_refs = args.has_refs();
         let constructor = spec.constructor();
         let mut cx = self.context(conn);
@@ -556,11 +597,61 @@ impl Core {
                 format!("creating a '{typeid}' failed: its constructor panicked: {why}"),
             )
         })??;
-        let id = self.objects.insert(spec, object);
+        let id = self.admit(conn, spec, object)?;
         if has_refs {
             self.rescan_refs(id);
         }
         Ok(id)
+    }
+
+    /// Refuses a creation on behalf of `conn` once it has as many live objects
+    /// as `max_objects_per_conn` allows.
+    fn check_owner(&self, conn: Option<ConnId>) -> Result<(), RemoteError> {
+        if let (Some(max), Some(c)) = (self.limits.max_objects_per_conn, conn) {
+            let n = self.objects.owned_by(c);
+            if n >= max {
+                return Err(size::memory_error(format!(
+                    "this connection has created {n} live shared objects, the server's limit (max_objects_per_conn = {max})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a new object in the table on behalf of `conn`, or drops it and
+    /// fails when it would take the held bytes past `max_held_bytes` or `conn`
+    /// past `max_objects_per_conn`.
+    pub(crate) fn admit(
+        &mut self,
+        conn: Option<ConnId>,
+        spec: Rc<TypeSpec>,
+        object: Box<dyn SharedObject>,
+    ) -> Result<ObjectId, RemoteError> {
+        let bytes = held_bytes_of(&*object, 0);
+        let fits = self
+            .check_owner(conn)
+            .and_then(|()| self.check_growth(bytes));
+        if let Err(e) = fits {
+            // A panicking Drop costs only this object.
+            let _ = guard::catch(move || drop(object));
+            return Err(e);
+        }
+        Ok(self.objects.insert_owned(spec, object, conn, bytes))
+    }
+
+    /// Fails with `MemoryError` when `more` bytes held would take the total
+    /// past `max_held_bytes`.
+    pub(crate) fn check_growth(&self, more: usize) -> Result<(), RemoteError> {
+        let Some(cap) = self.limits.max_held_bytes else {
+            return Ok(());
+        };
+        let total = self.objects.held_bytes().saturating_add(more);
+        if more > 0 && total > cap {
+            return Err(size::memory_error(format!(
+                "shared objects would hold about {total} bytes, over the server's limit of {cap} bytes (max_held_bytes)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -664,6 +755,34 @@ impl Context<'_> {
     /// Whether `id` names a live object.
     pub fn object_exists(&self, id: ObjectId) -> bool {
         self.core.objects.contains(id)
+    }
+
+    /// The largest result one call may build, in the bytes
+    /// [`SharedObject::held_bytes`] counts: the server's `max_frame`. A call
+    /// whose result (a repeat, a copy, the items a string expands into) would
+    /// be larger should fail with `MemoryError` before allocating it.
+    pub fn max_result_bytes(&self) -> usize {
+        self.core.limits.max_result
+    }
+
+    /// Fails with `MemoryError` when a result of `bytes` is over
+    /// [`max_result_bytes`](Self::max_result_bytes).
+    pub fn check_result(&self, bytes: usize) -> Result<(), RemoteError> {
+        size::check_result(bytes, self.core.limits.max_result)
+    }
+
+    /// Whether the server caps the bytes objects hold (so a growing call
+    /// should size its growth for [`check_growth`](Self::check_growth)).
+    pub fn held_bytes_capped(&self) -> bool {
+        self.core.limits.max_held_bytes.is_some()
+    }
+
+    /// Fails with `MemoryError` when holding `more` bytes more would take the
+    /// server's total past its
+    /// [`max_held_bytes`](super::ServerConfig::max_held_bytes). Call it before
+    /// changing anything, so a refused call changes nothing.
+    pub fn check_growth(&self, more: usize) -> Result<(), RemoteError> {
+        self.core.check_growth(more)
     }
 }
 

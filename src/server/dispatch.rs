@@ -230,10 +230,12 @@ fn debug_info(core: &Core) -> String {
     let mut live: Vec<_> = core.objects.iter().collect();
     live.sort_by_key(|(id, _)| *id);
     for (id, slot) in live {
+        // An object too big for its repr() to be a result is not printed
+        // (only 75 characters of it would be shown).
         let text = slot
             .object
             .as_ref()
-            .filter(|_| slot.broken.is_none())
+            .filter(|_| slot.broken.is_none() && slot.bytes <= core.limits.max_result)
             .and_then(|o| guard::catch(|| o.str()).ok().flatten())
             .unwrap_or_else(|| format!("<{} object>", slot.spec.typeid()));
         let short: String = text.chars().take(75).collect();
@@ -331,11 +333,13 @@ fn call(
             None => Reply::Return(v),
         },
         Ok(Outcome::Object(object)) => match proxy.and_then(|t| core.registry.get(&t).cloned()) {
-            Some(spec) => {
-                let new = core.objects.insert(spec.clone(), object);
-                core.rescan_refs(new);
-                proxy_reply(core, session, new, spec.typeid())
-            }
+            Some(spec) => match core.admit(Some(session.id), spec.clone(), object) {
+                Ok(new) => {
+                    core.rescan_refs(new);
+                    proxy_reply(core, session, new, spec.typeid())
+                }
+                Err(e) => Reply::Error(e),
+            },
             None => Reply::Traceback(format!(
                 "TypeError: {method}() returned a shared object but has no registered method_to_typeid entry"
             )),
@@ -396,6 +400,12 @@ fn fallback(
             format!("shared object {id} is busy (re-entrant call)"),
         );
     };
+    if matches!(method, "__repr__" | "__str__" | "#GETVALUE") {
+        // A copy of everything the object holds: bounded like any result.
+        if let Err(e) = super::builtins::size::check_result(slot.bytes, core.limits.max_result) {
+            return Dispatched::Reply(Reply::Error(e));
+        }
+    }
     let default_repr = || format!("<{typeid} object, id={id}>");
     // These take `&self`, so a panic leaves the object as it was: an error for
     // this call only.

@@ -92,6 +92,18 @@ pub struct ServerConfig {
     /// accepted); `None` asks for the system maximum (`net.core.somaxconn`,
     /// 4096 if unreadable).
     pub listen_backlog: Option<u32>,
+    /// Total bytes that shared objects may hold, server-wide (`None`, the
+    /// default: no cap). Counted by the built-in containers (dict, list, Queue,
+    /// Namespace, Value, Array, Iterator) with a cheap estimate of each stored
+    /// value; a call or `create` that would take the total past the cap fails
+    /// with `MemoryError` and changes nothing.
+    pub max_held_bytes: Option<usize>,
+    /// Live objects one connection may have created (by `create`, or as the
+    /// result of its calls) at a time (`None`, the default: no cap). Beyond it
+    /// the creation fails with a `MemoryError` naming the limit. CPython's
+    /// client opens a connection per `create`, so for it this bounds the
+    /// objects its calls create (`iter(dict)` …); `max_held_bytes` bounds both.
+    pub max_objects_per_conn: Option<usize>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -108,6 +120,8 @@ impl fmt::Debug for ServerConfig {
             .field("turn_max_time", &self.turn_max_time)
             .field("max_preauth_connections", &self.max_preauth_connections)
             .field("listen_backlog", &self.listen_backlog)
+            .field("max_held_bytes", &self.max_held_bytes)
+            .field("max_objects_per_conn", &self.max_objects_per_conn)
             .finish()
     }
 }
@@ -117,7 +131,7 @@ impl ServerConfig {
     /// authenticating, a 10 s handshake deadline, 4 MiB of output per connection,
     /// 5 s of grace for objects named in replies, turns of at most 1024 requests
     /// or 1 ms of serving (sized for a host running a 60 Hz frame), the system's
-    /// maximum listen backlog.
+    /// maximum listen backlog, no cap on held bytes or objects per connection.
     pub fn new(address: Address, authkey: &[u8]) -> ServerConfig {
         ServerConfig {
             address,
@@ -131,6 +145,8 @@ impl ServerConfig {
             turn_max_time: DEFAULT_TURN_MAX_TIME,
             max_preauth_connections: DEFAULT_MAX_PREAUTH,
             listen_backlog: None,
+            max_held_bytes: None,
+            max_objects_per_conn: None,
         }
     }
 }
@@ -168,6 +184,7 @@ impl Server {
         };
         let mut core = Core::new();
         core.loans.grace = config.reply_ref_grace;
+        core.limits = context::Limits::of(&config);
         let reactor = Reactor::bind(config)?;
         Ok(Server {
             reactor,
@@ -332,6 +349,46 @@ impl Server {
     /// [`ServerConfig::max_preauth_connections`]).
     pub fn preauth_connections(&self) -> usize {
         self.reactor.preauth_count()
+    }
+
+    /// Bytes the shared objects hold, as the `max_held_bytes` accounting
+    /// estimates them (built-in containers; host types count nothing).
+    pub fn held_bytes(&self) -> usize {
+        self.core.objects.held_bytes()
+    }
+
+    /// Changes the turn budget ([`ServerConfig::turn_max_requests`],
+    /// [`ServerConfig::turn_max_time`]) while serving; it applies from the next
+    /// turn. The host decides how much of its frame to give.
+    pub fn set_turn_budget(&mut self, max_requests: usize, max_time: Duration) {
+        self.reactor.config.turn_max_requests = max_requests;
+        self.reactor.config.turn_max_time = max_time;
+    }
+
+    /// Changes [`ServerConfig::max_preauth_connections`] while serving.
+    /// Connections already authenticating stay; new ones replace the oldest
+    /// while there are more than this.
+    pub fn set_max_preauth_connections(&mut self, max: usize) {
+        self.reactor.config.max_preauth_connections = max;
+    }
+
+    /// Changes the listen backlog ([`ServerConfig::listen_backlog`]) of the
+    /// live listener (`None`: the system's maximum).
+    pub fn set_listen_backlog(&mut self, backlog: Option<u32>) -> Result<()> {
+        Ok(self.reactor.set_backlog(backlog)?)
+    }
+
+    /// Changes [`ServerConfig::max_held_bytes`] while serving (`None`: no
+    /// cap). Lowering it below what is held refuses growth from then on and
+    /// takes nothing away.
+    pub fn set_max_held_bytes(&mut self, max: Option<usize>) {
+        self.core.limits.max_held_bytes = max;
+    }
+
+    /// Changes [`ServerConfig::max_objects_per_conn`] while serving (`None`:
+    /// no cap). Objects already created stay.
+    pub fn set_max_objects_per_conn(&mut self, max: Option<usize>) {
+        self.core.limits.max_objects_per_conn = max;
     }
 }
 

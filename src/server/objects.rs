@@ -9,6 +9,9 @@ use std::rc::Rc;
 
 use slab::Slab;
 
+use super::context::ConnId;
+use super::fasthash::FastMap;
+use super::guard;
 use super::registry::{SharedObject, TypeSpec};
 use crate::proto::ObjectId;
 
@@ -24,6 +27,11 @@ pub(crate) struct Slot {
     /// Set when a callback panicked: the object's state may be half-updated, so
     /// it is not called again (calls get this message) but is released normally.
     pub(crate) broken: Option<Rc<str>>,
+    /// The bytes it held when last asked ([`SharedObject::held_bytes`]),
+    /// counted in the table's total.
+    pub(crate) bytes: usize,
+    /// The connection whose request created it, counted in its tally.
+    owner: Option<ConnId>,
 }
 
 /// The table of live objects.
@@ -33,6 +41,10 @@ pub(crate) struct ObjectTable {
     next_generation: u32,
     /// Objects that may have reached refcount zero, checked at the next sweep.
     maybe_dead: Vec<ObjectId>,
+    /// Sum of every slot's `bytes`.
+    held: usize,
+    /// Live objects per creating connection (entries at zero are removed).
+    per_owner: FastMap<ConnId, usize>,
 }
 
 impl std::fmt::Debug for ObjectTable {
@@ -46,9 +58,27 @@ impl std::fmt::Debug for ObjectTable {
 impl ObjectTable {
     /// Adds an object with refcount zero; unless a reference is taken before the
     /// next sweep, the sweep drops it.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, spec: Rc<TypeSpec>, object: Box<dyn SharedObject>) -> ObjectId {
+        let bytes = held_bytes_of(&*object, 0);
+        self.insert_owned(spec, object, None, bytes)
+    }
+
+    /// [`insert`](Self::insert), counting the object in `owner`'s tally and its
+    /// `bytes` (its [`SharedObject::held_bytes`]) in the total.
+    pub(crate) fn insert_owned(
+        &mut self,
+        spec: Rc<TypeSpec>,
+        object: Box<dyn SharedObject>,
+        owner: Option<ConnId>,
+        bytes: usize,
+    ) -> ObjectId {
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
+        if let Some(c) = owner {
+            *self.per_owner.entry(c).or_insert(0) += 1;
+        }
+        self.held = self.held.saturating_add(bytes);
         let index = self.slots.insert(Slot {
             generation,
             spec,
@@ -56,6 +86,8 @@ impl ObjectTable {
             refcount: 0,
             holds: Vec::new(),
             broken: None,
+            bytes,
+            owner,
         });
         let id = ObjectId::new(index as u32, generation);
         self.maybe_dead.push(id);
@@ -76,6 +108,24 @@ impl ObjectTable {
 
     pub(crate) fn contains(&self, id: ObjectId) -> bool {
         self.get(id).is_some()
+    }
+
+    /// Bytes all live objects hold, as they last reported them.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Live objects `conn` created.
+    pub(crate) fn owned_by(&self, conn: ConnId) -> usize {
+        self.per_owner.get(&conn).copied().unwrap_or(0)
+    }
+
+    /// Records that object `id` now holds `bytes`.
+    pub(crate) fn set_bytes(&mut self, id: ObjectId, bytes: usize) {
+        if let Some(s) = self.get_mut(id) {
+            let old = std::mem::replace(&mut s.bytes, bytes);
+            self.held = self.held.saturating_sub(old).saturating_add(bytes);
+        }
     }
 
     /// Number of live objects (CPython's `number_of_objects`).
@@ -118,7 +168,17 @@ impl ObjectTable {
                 .get(id)
                 .is_some_and(|s| s.refcount == 0 && s.object.is_some());
             if dead {
-                return Some((id, self.slots.remove(id.index() as usize)));
+                let slot = self.slots.remove(id.index() as usize);
+                self.held = self.held.saturating_sub(slot.bytes);
+                if let Some(c) = slot.owner {
+                    if let Some(n) = self.per_owner.get_mut(&c) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_owner.remove(&c);
+                        }
+                    }
+                }
+                return Some((id, slot));
             }
         }
         None
@@ -140,6 +200,12 @@ impl ObjectTable {
             .iter()
             .map(|(i, s)| (ObjectId::new(i as u32, s.generation), s))
     }
+}
+
+/// `object.held_bytes()`, or `fallback` if it panics (a host type's bug costs
+/// only its own accounting).
+pub(crate) fn held_bytes_of(object: &dyn SharedObject, fallback: usize) -> usize {
+    guard::catch(|| object.held_bytes()).unwrap_or(fallback)
 }
 
 #[cfg(test)]

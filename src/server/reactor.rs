@@ -189,18 +189,7 @@ impl Reactor {
                 (Listener::Unix(l), Address::Unix(path.clone()))
             }
         };
-        let backlog = config.listen_backlog.unwrap_or_else(system_backlog);
-        // mio listens with a backlog of 128 (TCP); listening again on a listening
-        // socket sets the new backlog (Linux clamps it to `somaxconn`).
-        let fd = match &listener {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l) => l.as_raw_fd(),
-        };
-        let backlog = backlog.min(i32::MAX as u32) as i32;
-        // SAFETY: `fd` is the listening socket just bound and owned by `listener`.
-        if unsafe { libc::listen(fd, backlog) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        listen(&listener, config.listen_backlog)?;
         match &mut listener {
             Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
             Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
@@ -841,6 +830,16 @@ impl Reactor {
         core.segments.unlink_all();
     }
 
+    /// Sets the listen backlog of the live listener (`None`: the system's
+    /// maximum).
+    pub(crate) fn set_backlog(&mut self, backlog: Option<u32>) -> io::Result<()> {
+        self.config.listen_backlog = backlog;
+        match &self.listener {
+            Some(l) => listen(l, backlog),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the listener is gone (after shutdown).
     pub(crate) fn is_closed(&self) -> bool {
         self.listener.is_none()
@@ -864,6 +863,22 @@ impl Reactor {
     pub(crate) fn conn_id_of(&self, key: usize) -> ConnId {
         self.conn_id(key)
     }
+}
+
+/// Listens on `listener` with `backlog` (`None`: the system's maximum). mio
+/// listens with a backlog of 128 (TCP); listening again on a listening socket
+/// sets the new backlog (Linux clamps it to `somaxconn`).
+fn listen(listener: &Listener, backlog: Option<u32>) -> io::Result<()> {
+    let backlog = backlog.unwrap_or_else(system_backlog).min(i32::MAX as u32) as i32;
+    let fd = match listener {
+        Listener::Tcp(l) => l.as_raw_fd(),
+        Listener::Unix(l) => l.as_raw_fd(),
+    };
+    // SAFETY: `fd` is the listening socket owned by `listener`.
+    if unsafe { libc::listen(fd, backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The system's largest listen backlog (`net.core.somaxconn`), or
@@ -945,9 +960,12 @@ mod tests {
     fn the_listen_backlog_is_configurable_and_defaults_to_the_system_maximum() {
         let r = Reactor::bind(config(Some(77))).unwrap();
         assert_eq!(backlog_of(&r), 77);
-        let r = Reactor::bind(config(None)).unwrap();
+        let mut r = Reactor::bind(config(None)).unwrap();
         assert_eq!(backlog_of(&r), system_backlog());
         assert!(system_backlog() > 128, "more than mio's own 128");
+        // Changed while listening (what `Server::set_listen_backlog` does).
+        r.set_backlog(Some(300)).unwrap();
+        assert_eq!(backlog_of(&r), 300);
     }
 
     #[test]

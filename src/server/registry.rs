@@ -145,6 +145,16 @@ pub trait SharedObject: 'static {
     /// Calls `f` with every object id this object holds a reference to (values
     /// stored inside it that are proxies). The table keeps those objects alive.
     fn visit_refs(&self, _f: &mut dyn FnMut(ObjectId)) {}
+
+    /// The bytes of data this object holds, for the server's
+    /// [`max_held_bytes`](super::ServerConfig::max_held_bytes) accounting; asked
+    /// after every callback, so keep it O(1) (a running total). The default, 0,
+    /// leaves the object out of the accounting. An object that counts should
+    /// refuse growth past the cap with [`Context::check_growth`] before it
+    /// changes anything.
+    fn held_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Builds a new object of a type from the `create` arguments (or, for a typeid

@@ -19,6 +19,72 @@ use mgr::{Address, Manager, ObjectId, Proxy, RemoteError, Server, ServerConfig, 
 
 pub const KEY: &[u8] = b"test-secret";
 
+/// The repository's top: these fixtures also serve the `capi/` crate's tests.
+pub fn repo_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|p| p.join("tests/python").is_dir())
+        .expect("the repository holds tests/python")
+}
+
+/// The `mgrd` program this test run uses: `$MGRD` if set, else `mgrd` in the
+/// target directory of this test executable (`target/<profile>/`), built there
+/// first if `cargo test` was run on a single package that does not build it.
+pub fn mgrd() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("MGRD") {
+                return p.into();
+            }
+            let exe = std::env::current_exe().expect("test executable path");
+            let dir = exe
+                .parent()
+                .and_then(std::path::Path::parent)
+                .expect("target/<profile>/deps/<test>");
+            let program = dir.join("mgrd");
+            if !program.exists() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut cmd = Command::new(cargo);
+                cmd.args(["build", "-p", "mgr-tools", "--bin", "mgrd"]);
+                if dir.file_name().is_some_and(|n| n == "release") {
+                    cmd.arg("--release");
+                }
+                let status = cmd.status().expect("run cargo build --bin mgrd");
+                assert!(status.success(), "cargo build --bin mgrd failed");
+            }
+            assert!(program.exists(), "{} was not built", program.display());
+            program
+        })
+        .clone()
+}
+
+/// A directory of its own under the system temp dir, removed with everything in
+/// it when dropped, so test runs leave nothing behind.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Creates `<tmp>/<tag>-<pid>-<n>`, unique within this test process.
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir(path)
+    }
+
+    /// `name` inside the directory.
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A running server and the means to stop it.
 pub struct TestServer {
     pub address: Address,
@@ -337,7 +403,7 @@ pub struct CpythonServer {
 
 impl CpythonServer {
     pub fn start(key: &[u8]) -> CpythonServer {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pickle/serve.py");
+        let script = repo_root().join("tests/python/pickle/serve.py");
         let mut child = Command::new("python3")
             .arg(script)
             .env("MGR_AUTHKEY", std::str::from_utf8(key).unwrap())

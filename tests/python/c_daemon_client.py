@@ -1,6 +1,6 @@
 """A stock CPython client of the C host daemon (c-examples/host_daemon.c): a
 BaseManager subclass registers the typeids the daemon defined in C and uses them
-through AutoProxy over pickle. Run by tests/c_examples.rs.
+through AutoProxy over pickle. Run by capi/tests/c_examples.rs.
 
 usage: MGR_AUTHKEY=key c_daemon_client.py HOST:PORT
 Prints "python: all checks passed" on success.

@@ -222,7 +222,9 @@ class HostileClientsTest(unittest.TestCase):
         self.assert_healthy()
 
     def test_forbidden_pickles_run_nothing(self):
-        canary = os.path.join(tempfile.mkdtemp(), "canary")
+        scratch = tempfile.TemporaryDirectory()
+        self.addCleanup(scratch.cleanup)
+        canary = os.path.join(scratch.name, "canary")
         command = "touch " + canary
         payloads = [
             b"\x80\x04cos\nsystem\n" + pickle.dumps(command, protocol=4)[2:-1] + b"\x85R.",

@@ -27,13 +27,23 @@ class MgrctlTest(unittest.TestCase):
             self.assertEqual((r.returncode, r.stdout), (0, b"0\n"))
             r = mgrctl(m.text, "debug-info")
             self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(b"holds no shared objects", r.stderr)
             r = mgrctl(m.text, "segments")
             self.assertEqual((r.returncode, r.stdout), (0, b""))
+            self.assertIn(b"tracks no shared-memory segments", r.stderr)
             r = mgrctl(m.text, "ping", key=b"wrong")
             self.assertEqual(r.returncode, 1)
             self.assertIn(b"authentication failed", r.stderr)
+            self.assertNotIn(b"MGR_AUTHKEY is not set", r.stderr)
+            env = {k: v for k, v in os.environ.items() if k != "MGR_AUTHKEY"}
+            r = subprocess.run(
+                [MGRCTL, "--address", m.text, "ping"], env=env, capture_output=True, timeout=20
+            )
+            self.assertEqual(r.returncode, 1)
+            self.assertIn(b"hint: MGR_AUTHKEY is not set", r.stderr)
             r = mgrctl(m.text, "shutdown")
             self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(b"shutting down", r.stdout)
             self.assertEqual(m.proc.wait(timeout=20), 0, "mgrd exits after shutdown")
         finally:
             m.stop()

@@ -59,6 +59,10 @@ def hold_lock(lock, held, release):
     lock.release()
 
 
+def acquire_and_exit(lock):
+    lock.acquire()
+
+
 def notify_later(cond, state):
     time.sleep(0.2)
     with cond:
@@ -152,6 +156,36 @@ class SyncManagerTest(MgrdTestCase):
         join_ok(self, p)
         with self.assertRaises(RuntimeError):
             lock.release()
+
+    def test_lock_outlives_the_thread_and_process_that_acquired_it(self):
+        # A plain Lock has no owner (threading.Lock): acquired by a thread or a
+        # process that then ends, it stays held until someone releases it.
+        lock = self.m.Lock()
+        t = threading.Thread(target=lock.acquire)
+        t.start()
+        t.join(10)
+        gc.collect()  # the thread's connection goes with its thread-local state
+        time.sleep(0.2)
+        self.assertFalse(lock.acquire(False), "the lock was released when its thread ended")
+        lock.release()  # a hand-off: another thread releases it
+        self.assertTrue(lock.acquire(False))
+        lock.release()
+        p = run_in_child(acquire_and_exit, lock)
+        join_ok(self, p)
+        time.sleep(0.2)
+        self.assertFalse(lock.acquire(False), "the lock was released when its process ended")
+        lock.release()
+
+    def test_rlock_of_a_thread_that_ended_is_released(self):
+        # An RLock belongs to the thread (connection) that acquired it; once that
+        # is gone for good no one else could release it, so the server does.
+        r = self.m.RLock()
+        t = threading.Thread(target=r.acquire)
+        t.start()
+        t.join(10)
+        gc.collect()
+        self.assertTrue(r.acquire(timeout=10))
+        r.release()
 
     def test_rlock_reentrancy_and_ownership(self):
         r = self.m.RLock()

@@ -50,6 +50,110 @@ impl fmt::Display for CodecError {
 
 impl std::error::Error for CodecError {}
 
+/// Bytes of memory a pickle decoder may hold per byte of its input (see
+/// [`decode_limit`]). A one-byte opcode (`N`, `)`) can stand for a whole
+/// [`Value`](crate::proto::Value), which is 48 bytes, and the pickle machine
+/// keeps a 32-byte node per object until it has converted them, so no smaller
+/// constant would admit every pickle CPython writes.
+pub const PICKLE_BYTES_PER_INPUT_BYTE: usize = 128;
+
+/// Bytes of memory the native decoder may hold per byte of its input (see
+/// [`decode_limit`]): one [`Value`](crate::proto::Value) (48 bytes) per
+/// one-byte tag at most, with room to spare.
+pub const NATIVE_BYTES_PER_INPUT_BYTE: usize = 64;
+
+/// Bytes every decode may use whatever its input's size (small inputs, fixed
+/// bookkeeping).
+pub const DECODE_FLOOR_BYTES: usize = 1 << 20;
+
+/// Most bytes of memory decoding an `input_len`-byte payload may allocate, for
+/// a decoder allowed `per_byte` bytes per input byte
+/// ([`PICKLE_BYTES_PER_INPUT_BYTE`], [`NATIVE_BYTES_PER_INPUT_BYTE`]): every
+/// allocation a decoder makes for its input — values, strings, its own stacks,
+/// memo and arena — is charged to one running budget of this size, and a
+/// payload that would need more is a [`CodecError`], refused before the
+/// allocation is made.
+pub fn decode_limit(input_len: usize, per_byte: usize) -> usize {
+    input_len
+        .saturating_mul(per_byte)
+        .saturating_add(DECODE_FLOOR_BYTES)
+}
+
+/// Part of the floor the budget keeps back from its charges: room for a
+/// decoder's small fixed bookkeeping that is not charged (error text, a
+/// global's name, a few words of state), so the measured peak stays within
+/// [`decode_limit`] and not merely the charges.
+const UNCHARGED_RESERVE: usize = 64 << 10;
+
+/// The running byte budget of one decode (see [`decode_limit`]).
+#[derive(Debug)]
+pub(crate) struct Budget {
+    left: usize,
+    limit: usize,
+    input_len: usize,
+    per_byte: usize,
+}
+
+impl Budget {
+    /// The budget for decoding `input_len` bytes at `per_byte` bytes a byte.
+    pub(crate) fn new(input_len: usize, per_byte: usize) -> Budget {
+        let limit = decode_limit(input_len, per_byte);
+        Budget {
+            left: limit - UNCHARGED_RESERVE,
+            limit,
+            input_len,
+            per_byte,
+        }
+    }
+
+    /// Charges `bytes`, or refuses once the budget is spent.
+    pub(crate) fn spend(&mut self, bytes: usize) -> Result<(), CodecError> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(CodecError::new(format!(
+                "a {}-byte payload expands beyond {} bytes when decoded \
+                 ({} bytes per input byte + {DECODE_FLOOR_BYTES}); refused",
+                self.input_len, self.limit, self.per_byte
+            ))),
+        }
+    }
+
+    /// Charges room for `n` items of type `T`.
+    pub(crate) fn spend_items<T>(&mut self, n: usize) -> Result<(), CodecError> {
+        self.spend(n.saturating_mul(std::mem::size_of::<T>()))
+    }
+
+    /// Bytes still available.
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Makes room in `v` for `extra` more items, growing it by a quarter at a
+    /// time (not doubling, so unused capacity stays a small fraction) and
+    /// charging every byte of new capacity before it is allocated.
+    pub(crate) fn reserve<T>(&mut self, v: &mut Vec<T>, extra: usize) -> Result<(), CodecError> {
+        let need = v.len().saturating_add(extra);
+        let cap = v.capacity();
+        if need <= cap {
+            return Ok(());
+        }
+        let want = need.max(cap + cap / 4).max(4);
+        self.spend_items::<T>(want - cap)?;
+        v.reserve_exact(want - v.len());
+        // reserve_exact may round up; charge whatever it really took.
+        self.spend_items::<T>(v.capacity().saturating_sub(want))
+    }
+
+    /// Charges and allocates an empty vector with room for exactly `n` items.
+    pub(crate) fn vec<T>(&mut self, n: usize) -> Result<Vec<T>, CodecError> {
+        self.spend_items::<T>(n)?;
+        Ok(Vec::with_capacity(n))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +166,27 @@ mod tests {
             Serializer::Native
         );
         assert_eq!(Serializer::detect(0x7f), Serializer::Native);
+    }
+
+    #[test]
+    fn budget_charges_capacity_and_refuses_past_its_limit() {
+        assert_eq!(decode_limit(10, 64), 640 + DECODE_FLOOR_BYTES);
+        assert_eq!(decode_limit(usize::MAX, 64), usize::MAX);
+        let mut b = Budget::new(1000, 8);
+        let mut v: Vec<u64> = Vec::new();
+        b.reserve(&mut v, 100).unwrap();
+        let full = 8000 + DECODE_FLOOR_BYTES - UNCHARGED_RESERVE;
+        assert_eq!(b.left(), full - v.capacity() * 8);
+        // Growing a full vector adds a quarter, not a doubling.
+        v.resize(v.capacity(), 0);
+        let cap = v.capacity();
+        b.reserve(&mut v, 1).unwrap();
+        assert_eq!(v.capacity(), cap + cap / 4);
+        assert_eq!(b.left(), full - v.capacity() * 8);
+        // Past the limit: refused, and nothing allocated for it.
+        let e = b.vec::<u64>(b.left()).unwrap_err().to_string();
+        assert!(e.contains("a 1000-byte payload expands beyond"), "{e}");
+        assert!(b.spend(b.left()).is_ok());
+        assert!(b.spend(1).is_err());
     }
 }

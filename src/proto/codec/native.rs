@@ -6,14 +6,19 @@
 //! through bincode's primitives; decoding is a small reader over the same format
 //! (`Input`) that borrows strings from the payload where it can (a request's
 //! method name) and checks every length against the bytes actually left in the
-//! frame before anything is allocated. Nesting is capped at [`MAX_DEPTH`], so a
-//! hostile payload costs at most a small multiple of its own size.
+//! frame before anything is allocated. Every allocation is charged to one
+//! running budget of [`NATIVE_BYTES_PER_INPUT_BYTE`] × the payload's length (plus
+//! a floor, see [`decode_limit`](super::decode_limit)): a container is reserved
+//! at its declared length only when that many items could still follow (each
+//! takes at least a byte) and the budget can pay for them, so a declared length
+//! never allocates more than the input can fill. Nesting is capped at
+//! [`MAX_DEPTH`].
 
 use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder};
 use bincode::error::EncodeError;
 
-use super::CodecError;
+use super::{Budget, CodecError, NATIVE_BYTES_PER_INPUT_BYTE};
 use crate::proto::message::{RemoteError, Reply, Request, RequestRef};
 use crate::proto::value::{ObjectId, Slice, Token, Value};
 
@@ -22,9 +27,6 @@ pub const NATIVE_VERSION: u8 = 1;
 
 /// Deepest nesting of lists, dicts … accepted in one value.
 pub const MAX_DEPTH: u32 = 128;
-
-/// Elements reserved up front for a container; more are grown as they decode.
-const PREALLOC: usize = 1024;
 
 const MSG_REQUEST: u8 = 0;
 const MSG_RETURN: u8 = 0;
@@ -100,7 +102,7 @@ pub fn decode_request_ref(payload: &[u8]) -> Result<RequestRef<'_>, CodecError> 
                 target: d.option(Input::varint)?.map(ObjectId),
                 method: d.str()?,
                 args: d.seq(|d| d.value(1))?,
-                kwargs: d.seq(|d| Ok((d.str()?.to_owned(), d.value(1)?)))?,
+                kwargs: d.seq(|d| Ok((d.string()?, d.value(1)?)))?,
             })
         }),
         (t, _) => Err(CodecError::new(format!("unknown native request tag {t}"))),
@@ -121,7 +123,7 @@ pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
 /// Decodes a native reply payload.
 pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
     let (tag, body) = split_header(payload)?;
-    let text = |d: &mut Input<'_>| d.str().map(str::to_owned);
+    let text = |d: &mut Input<'_>| d.string();
     match tag {
         MSG_RETURN => Input::whole(body, |d| d.value(0).map(Reply::Return)),
         MSG_PROXY => Input::whole(body, |d| {
@@ -159,6 +161,7 @@ fn truncated() -> CodecError {
 /// `Option`, little-endian `f64`, and length-prefixed byte strings.
 struct Input<'a> {
     rest: &'a [u8],
+    budget: Budget,
 }
 
 impl<'a> Input<'a> {
@@ -167,7 +170,10 @@ impl<'a> Input<'a> {
         body: &'a [u8],
         f: impl FnOnce(&mut Input<'a>) -> Result<T, CodecError>,
     ) -> Result<T, CodecError> {
-        let mut d = Input { rest: body };
+        let mut d = Input {
+            rest: body,
+            budget: Budget::new(body.len(), NATIVE_BYTES_PER_INPUT_BYTE),
+        };
         let v = f(&mut d)?;
         if !d.rest.is_empty() {
             return Err(CodecError::new(format!(
@@ -270,14 +276,36 @@ impl<'a> Input<'a> {
         std::str::from_utf8(bytes).map_err(malformed)
     }
 
-    /// A length-prefixed sequence; room is reserved for at most [`PREALLOC`]
-    /// items (and never more than bytes are left), the rest grow as they decode.
+    /// An owned copy of a length-prefixed string, charged.
+    fn string(&mut self) -> Result<String, CodecError> {
+        let s = self.str()?;
+        self.budget.spend(s.len())?;
+        Ok(s.to_owned())
+    }
+
+    /// An owned copy of a length-prefixed byte string, charged.
+    fn byte_vec(&mut self) -> Result<Vec<u8>, CodecError> {
+        let b = self.bytes()?;
+        self.budget.spend(b.len())?;
+        Ok(b.to_vec())
+    }
+
+    /// A length-prefixed sequence, reserved at its declared length: every item
+    /// takes at least one byte, so a length beyond the bytes left is refused
+    /// before anything is allocated, and the room is charged to the budget.
     fn seq<T>(
         &mut self,
         mut item: impl FnMut(&mut Self) -> Result<T, CodecError>,
     ) -> Result<Vec<T>, CodecError> {
         let n = self.len()?;
-        let mut v = Vec::with_capacity(n.min(PREALLOC).min(self.rest.len()));
+        if n > self.rest.len() {
+            return Err(malformed(format_args!(
+                "{n} items declared but only {} bytes left",
+                self.rest.len()
+            )));
+        }
+        self.budget.spend_items::<T>(n)?;
+        let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             v.push(item(self)?);
         }
@@ -286,7 +314,7 @@ impl<'a> Input<'a> {
 
     fn token(&mut self) -> Result<Token, CodecError> {
         Ok(Token {
-            typeid: self.str()?.to_owned(),
+            typeid: self.string()?,
             id: ObjectId(self.varint()?),
         })
     }
@@ -301,10 +329,10 @@ impl<'a> Input<'a> {
             T_NONE => Value::None,
             T_BOOL => Value::Bool(self.flag()?),
             T_INT => Value::Int(self.int()?),
-            T_BIGINT => Value::BigInt(self.bytes()?.to_vec()),
+            T_BIGINT => Value::BigInt(self.byte_vec()?),
             T_FLOAT => Value::Float(self.float()?),
-            T_STR => Value::Str(self.str()?.to_owned()),
-            T_BYTES => Value::Bytes(self.bytes()?.to_vec()),
+            T_STR => Value::Str(self.string()?),
+            T_BYTES => Value::Bytes(self.byte_vec()?),
             T_LIST => Value::List(self.seq(inner)?),
             T_TUPLE => Value::Tuple(self.seq(inner)?),
             T_SET => Value::Set(self.seq(inner)?),

@@ -10,6 +10,7 @@
 
 use super::pykey::{int_of, value_from_i128, PyInt};
 use super::pyseq::{int_index, iterate, positional, resolve, Span};
+use super::size::{check_result, reserve, vec_with, NODE};
 use crate::proto::{RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
 
@@ -21,8 +22,8 @@ const TYPECODES: &str = "bBuhHiIlLqQfd";
 
 /// Registers `Array`.
 pub(crate) fn register(server: &mut Server) {
-    server.register(TypeSpec::new("Array", EXPOSED, |_, args| {
-        Ok(Box::new(PyArray::from_args(args)?))
+    server.register(TypeSpec::new("Array", EXPOSED, |cx, args| {
+        Ok(Box::new(PyArray::from_args(args, cx.max_result_bytes())?))
     }));
 }
 
@@ -207,40 +208,51 @@ fn item_size(tc: char) -> usize {
     }
 }
 
-/// `array.frombytes`: native-endian machine values.
-fn from_bytes(tc: char, b: &[u8]) -> Result<Vec<Value>, RemoteError> {
+/// Estimated bytes one item of typecode `tc` takes on the server (a `Value`,
+/// and a 'u' item's character).
+fn held_item_bytes(tc: char) -> usize {
+    NODE + if tc == 'u' { 4 } else { 0 }
+}
+
+/// `array.frombytes`: native-endian machine values, checked against `limit`
+/// before allocating (each item becomes a `Value`, many times its bytes).
+fn from_bytes(tc: char, b: &[u8], limit: usize) -> Result<Vec<Value>, RemoteError> {
     let size = item_size(tc);
     if b.len() % size != 0 {
         return Err(RemoteError::value_error(
             "bytes length not a multiple of item size",
         ));
     }
-    b.chunks(size)
-        .map(|c| {
-            let mut buf = [0u8; 8];
-            buf[..size].copy_from_slice(c);
-            let raw = u64::from_ne_bytes(buf);
-            Ok(match tc {
-                'b' => Value::Int(i64::from(c[0] as i8)),
-                'h' => Value::Int(i64::from(i16::from_ne_bytes([c[0], c[1]]))),
-                'i' => Value::Int(i64::from(i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))),
-                'l' | 'q' => Value::Int(raw as i64),
-                'f' => Value::Float(f64::from(f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))),
-                'd' => Value::Float(f64::from_bits(raw)),
-                'u' => {
-                    let code = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
-                    let ch = char::from_u32(code).ok_or_else(|| {
-                        RemoteError::value_error(format!(
-                            "character U+{code:x} is not in range [U+0000; U+10ffff]"
-                        ))
-                    })?;
-                    Value::Str(ch.to_string())
-                }
-                // Unsigned typecodes.
-                _ => value_from_i128(i128::from(raw)),
-            })
+    let n = b.len() / size;
+    check_result(n.saturating_mul(held_item_bytes(tc)), limit)?;
+    let mut out = vec_with(n)?;
+    for item in b.chunks(size).map(|c| {
+        let mut buf = [0u8; 8];
+        buf[..size].copy_from_slice(c);
+        let raw = u64::from_ne_bytes(buf);
+        Ok(match tc {
+            'b' => Value::Int(i64::from(c[0] as i8)),
+            'h' => Value::Int(i64::from(i16::from_ne_bytes([c[0], c[1]]))),
+            'i' => Value::Int(i64::from(i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))),
+            'l' | 'q' => Value::Int(raw as i64),
+            'f' => Value::Float(f64::from(f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))),
+            'd' => Value::Float(f64::from_bits(raw)),
+            'u' => {
+                let code = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+                let ch = char::from_u32(code).ok_or_else(|| {
+                    RemoteError::value_error(format!(
+                        "character U+{code:x} is not in range [U+0000; U+10ffff]"
+                    ))
+                })?;
+                Value::Str(ch.to_string())
+            }
+            // Unsigned typecodes.
+            _ => value_from_i128(i128::from(raw)),
         })
-        .collect()
+    }) {
+        out.push(item?);
+    }
+    Ok(out)
 }
 
 fn typecode_arg(v: Value) -> Result<char, RemoteError> {
@@ -268,7 +280,7 @@ fn typecode_arg(v: Value) -> Result<char, RemoteError> {
 impl PyArray {
     /// `Array(typecode, sequence, lock=True)`; `lock` is accepted and ignored, as
     /// CPython's manager ignores it.
-    fn from_args(mut args: CallArgs) -> Result<PyArray, RemoteError> {
+    fn from_args(mut args: CallArgs, limit: usize) -> Result<PyArray, RemoteError> {
         args.check("Array", 3, &["typecode", "sequence", "lock"])?;
         let typecode = args.take(0, "typecode");
         let sequence = args.take(1, "sequence");
@@ -291,8 +303,8 @@ impl PyArray {
                     "cannot use a str to initialize an array with typecode '{tc}'"
                 )))
             }
-            Value::Bytes(b) => from_bytes(tc, &b)?,
-            other => iterate(other)?
+            Value::Bytes(b) => from_bytes(tc, &b, limit)?,
+            other => iterate(other, limit)?
                 .into_iter()
                 .map(|v| convert(tc, v))
                 .collect::<Result<_, _>>()?,
@@ -303,9 +315,13 @@ impl PyArray {
         })
     }
 
-    fn get_item(&self, key: &Value) -> Result<Value, RemoteError> {
+    fn get_item(&self, limit: usize, key: &Value) -> Result<Value, RemoteError> {
         if let Value::Slice(s) = key {
             let span = Span::new(s, self.items.len())?;
+            check_result(
+                NODE + span.len.saturating_mul(held_item_bytes(self.typecode)),
+                limit,
+            )?;
             return Ok(Value::List(
                 span.positions().map(|p| self.items[p].clone()).collect(),
             ));
@@ -317,7 +333,7 @@ impl PyArray {
             .ok_or_else(|| RemoteError::new("IndexError", "array index out of range"))
     }
 
-    fn set_item(&mut self, key: &Value, value: Value) -> Result<(), RemoteError> {
+    fn set_item(&mut self, cx: &Context<'_>, key: &Value, value: Value) -> Result<(), RemoteError> {
         if let Value::Slice(s) = key {
             let span = Span::new(s, self.items.len())?;
             let new: Vec<Value> = match value {
@@ -333,6 +349,9 @@ impl PyArray {
                 }
             };
             if let Some(range) = span.contiguous() {
+                let more = new.len().saturating_sub(range.len());
+                cx.check_growth(more * held_item_bytes(self.typecode))?;
+                reserve(&mut self.items, more)?;
                 self.items.splice(range, new);
                 return Ok(());
             }
@@ -358,17 +377,20 @@ impl PyArray {
 }
 
 impl SharedObject for PyArray {
-    fn call(&mut self, _cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         let v = match method {
             "__len__" => {
                 positional("array", "__len__", args, 0, 0)?;
                 Value::Int(self.items.len() as i64)
             }
-            "__getitem__" => self.get_item(&positional("array", "__getitem__", args, 1, 1)?[0])?,
+            "__getitem__" => {
+                let a = positional("array", "__getitem__", args, 1, 1)?;
+                self.get_item(cx.max_result_bytes(), &a[0])?
+            }
             "__setitem__" => {
                 let mut a = positional("array", "__setitem__", args, 2, 2)?;
                 let value = a.pop().expect("two arguments");
-                self.set_item(&a[0], value)?;
+                self.set_item(cx, &a[0], value)?;
                 Value::None
             }
             other => {
@@ -399,6 +421,10 @@ impl SharedObject for PyArray {
 
     fn get_value(&self) -> Result<Value, RemoteError> {
         Ok(Value::List(self.items.clone()))
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.items.len() * held_item_bytes(self.typecode)
     }
 }
 
@@ -501,7 +527,7 @@ mod tests {
     #[test]
     fn constructor_and_repr() {
         let mk = |tc: &str, seq: Value| {
-            PyArray::from_args(CallArgs::positional(vec![Value::from(tc), seq]))
+            PyArray::from_args(CallArgs::positional(vec![Value::from(tc), seq]), 1 << 20)
         };
         let a = mk("d", Value::List(vec![Value::Int(1), Value::Float(2.5)])).unwrap();
         assert_eq!(a.repr().unwrap(), "array('d', [1.0, 2.5])");
@@ -528,5 +554,13 @@ mod tests {
         let h = mk("h", Value::Bytes(vec![1, 0, 0xff, 0xff])).unwrap();
         assert_eq!(h.items, vec![Value::Int(1), Value::Int(-1)]);
         assert!(mk("h", Value::Bytes(vec![1])).is_err());
+        // Bytes expand into one Value per item: sized before allocating.
+        let few = CallArgs::positional(vec![Value::from("b"), Value::Bytes(vec![0; 100])]);
+        let e = PyArray::from_args(few.clone(), 99 * NODE).unwrap_err();
+        assert_eq!(e.kind, "MemoryError");
+        assert_eq!(
+            PyArray::from_args(few, 100 * NODE).unwrap().items.len(),
+            100
+        );
     }
 }

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use super::pykey::PyKey;
 use super::pymap::PyMap;
 use super::pyseq::{items_of, iterate, positional};
+use super::size::value_bytes;
 use crate::proto::{ObjectId, RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
 
@@ -41,8 +42,8 @@ pub(crate) const EXPOSED: &[&str] = &[
 /// Registers `dict`.
 pub(crate) fn register(server: &mut Server) {
     server.register(
-        TypeSpec::new("dict", EXPOSED, |_, args| {
-            Ok(Box::new(PyDict::from_args(args)?))
+        TypeSpec::new("dict", EXPOSED, |cx, args| {
+            Ok(Box::new(PyDict::from_args(args, cx.max_result_bytes())?))
         })
         .method_to_typeid("__iter__", "Iterator")
         .reads_only(&[
@@ -66,22 +67,25 @@ pub struct PyDict {
 }
 
 /// Adds `other` (a dict, or an iterable of key/value pairs) and then `kwargs` to
-/// `map`, as `dict.update` does.
+/// `map`, as `dict.update` does; a str or bytes expands into items of at most
+/// `limit` bytes.
 pub(crate) fn update(
     map: &mut PyMap,
     other: Option<Value>,
     kwargs: Vec<(String, Value)>,
+    limit: usize,
 ) -> Result<(), RemoteError> {
     match other {
         None => {}
         Some(Value::Dict(pairs)) => {
+            map.try_reserve(pairs.len())?;
             for (k, v) in pairs {
                 map.insert(PyKey::new(k)?, v);
             }
         }
         Some(v) => {
-            for (i, item) in iterate(v)?.into_iter().enumerate() {
-                let pair = items_of(item).map_err(|_| {
+            for (i, item) in iterate(v, limit)?.into_iter().enumerate() {
+                let pair = items_of(item, limit)?.map_err(|_| {
                     RemoteError::type_error(format!(
                         "cannot convert dictionary update sequence element #{i} to a sequence"
                     ))
@@ -106,7 +110,7 @@ pub(crate) fn update(
 
 impl PyDict {
     /// `dict(mapping_or_pairs=(), **kwargs)`, as the `create` arguments carry it.
-    fn from_args(args: CallArgs) -> Result<PyDict, RemoteError> {
+    fn from_args(args: CallArgs, limit: usize) -> Result<PyDict, RemoteError> {
         if args.args.len() > 1 {
             return Err(RemoteError::type_error(format!(
                 "dict expected at most 1 argument, got {}",
@@ -114,7 +118,7 @@ impl PyDict {
             )));
         }
         let mut d = PyDict::default();
-        update(&mut d.map, args.args.into_iter().next(), args.kwargs)?;
+        update(&mut d.map, args.args.into_iter().next(), args.kwargs, limit)?;
         Ok(d)
     }
 
@@ -124,7 +128,7 @@ impl PyDict {
 }
 
 impl SharedObject for PyDict {
-    fn call(&mut self, _cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         if method == "update" {
             if args.args.len() > 1 {
                 return Err(RemoteError::type_error(format!(
@@ -132,7 +136,21 @@ impl SharedObject for PyDict {
                     args.args.len()
                 )));
             }
-            update(&mut self.map, args.args.into_iter().next(), args.kwargs)?;
+            // At most what the arguments hold, keys counted twice.
+            let more = args.args.iter().map(value_bytes).sum::<usize>()
+                + args
+                    .kwargs
+                    .iter()
+                    .map(|(k, v)| k.len() + value_bytes(v))
+                    .sum::<usize>();
+            cx.check_growth(more.saturating_mul(2))?;
+            let limit = cx.max_result_bytes();
+            update(
+                &mut self.map,
+                args.args.into_iter().next(),
+                args.kwargs,
+                limit,
+            )?;
             return Ok(Value::None.into());
         }
         let (min, max) = match method {
@@ -166,28 +184,42 @@ impl SharedObject for PyDict {
                     None => return Err(RemoteError::key_error(k.into_value())),
                 }
             }
-            "__iter__" | "keys" => Value::List(self.keys()),
+            "__iter__" | "keys" => {
+                cx.check_result(self.map.sizes().keys)?;
+                Value::List(self.keys())
+            }
             "__len__" => Value::Int(self.map.len() as i64),
             "__setitem__" => {
-                self.map.insert(key(), default.expect("arity checked"));
+                let (k, v) = (key(), default.expect("arity checked"));
+                if cx.held_bytes_capped() {
+                    cx.check_growth(self.map.growth(&k, &v))?;
+                }
+                self.map.try_reserve(1)?;
+                self.map.insert(k, v);
                 Value::None
             }
             "clear" => {
                 self.map.clear();
                 Value::None
             }
-            "copy" => self.map.to_value(),
+            "copy" => {
+                cx.check_result(self.map.sizes().dict)?;
+                self.map.to_value()
+            }
             "get" => self
                 .map
                 .get(&key())
                 .cloned()
                 .unwrap_or(default.unwrap_or(Value::None)),
-            "items" => Value::List(
-                self.map
-                    .iter()
-                    .map(|(k, v)| Value::Tuple(vec![k.clone(), v.clone()]))
-                    .collect(),
-            ),
+            "items" => {
+                cx.check_result(self.map.sizes().items)?;
+                Value::List(
+                    self.map
+                        .iter()
+                        .map(|(k, v)| Value::Tuple(vec![k.clone(), v.clone()]))
+                        .collect(),
+                )
+            }
             "pop" => {
                 let k = key();
                 match (self.map.remove(&k), default) {
@@ -211,12 +243,19 @@ impl SharedObject for PyDict {
                     Some(v) => v.clone(),
                     None => {
                         let d = default.unwrap_or(Value::None);
+                        if cx.held_bytes_capped() {
+                            cx.check_growth(self.map.growth(&k, &d))?;
+                        }
+                        self.map.try_reserve(1)?;
                         self.map.insert(k, d.clone());
                         d
                     }
                 }
             }
-            "values" => Value::List(self.map.iter().map(|(_, v)| v.clone()).collect()),
+            "values" => {
+                cx.check_result(self.map.sizes().values)?;
+                Value::List(self.map.iter().map(|(_, v)| v.clone()).collect())
+            }
             other => {
                 return Err(RemoteError::new(
                     "AttributeError",
@@ -249,15 +288,25 @@ impl SharedObject for PyDict {
             v.visit_refs(&mut |t| f(t.id));
         }
     }
+
+    fn held_bytes(&self) -> usize {
+        self.map.bytes()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    impl PyDict {
+        fn from_args_for_test(args: CallArgs) -> Result<PyDict, RemoteError> {
+            PyDict::from_args(args, 1 << 30)
+        }
+    }
+
     #[test]
     fn construct_from_mapping_pairs_and_keywords() {
-        let d = PyDict::from_args(CallArgs {
+        let d = PyDict::from_args_for_test(CallArgs {
             args: vec![Value::List(vec![Value::Tuple(vec![
                 Value::Int(1),
                 Value::from("a"),
@@ -267,21 +316,24 @@ mod tests {
         .unwrap();
         assert_eq!(d.map.len(), 2);
         assert_eq!(d.repr().unwrap(), "{1: 'a', 'z': 5}");
-        let e = PyDict::from_args(CallArgs::positional(vec![Value::List(vec![Value::Int(1)])]))
+        let e =
+            PyDict::from_args_for_test(CallArgs::positional(vec![Value::List(vec![Value::Int(
+                1,
+            )])]))
             .unwrap_err();
         assert_eq!(
             e.message,
             "cannot convert dictionary update sequence element #0 to a sequence"
         );
-        let e = PyDict::from_args(CallArgs::positional(vec![Value::List(vec![Value::Tuple(
-            vec![Value::Int(1); 3],
-        )])]))
+        let e = PyDict::from_args_for_test(CallArgs::positional(vec![Value::List(vec![
+            Value::Tuple(vec![Value::Int(1); 3]),
+        ])]))
         .unwrap_err();
         assert_eq!(
             e.message,
             "dictionary update sequence element #0 has length 3; 2 is required"
         );
-        let e = PyDict::from_args(CallArgs::positional(vec![Value::Dict(vec![(
+        let e = PyDict::from_args_for_test(CallArgs::positional(vec![Value::Dict(vec![(
             Value::List(vec![]),
             Value::None,
         )])]))

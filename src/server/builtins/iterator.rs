@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 
 use super::pyseq::{iterate, positional};
+use super::size::{value_bytes, values_bytes};
 use crate::proto::{ObjectId, RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
 
@@ -20,8 +21,11 @@ pub(crate) const EXPOSED: &[&str] = &["__next__", "send", "throw", "close"];
 
 /// Registers `Iterator`.
 pub(crate) fn register(server: &mut Server) {
-    server.register(TypeSpec::new("Iterator", EXPOSED, |_, args| {
-        Ok(Box::new(PyIterator::from_args(args)?))
+    server.register(TypeSpec::new("Iterator", EXPOSED, |cx, args| {
+        Ok(Box::new(PyIterator::from_args(
+            args,
+            cx.max_result_bytes(),
+        )?))
     }));
 }
 
@@ -29,6 +33,8 @@ pub(crate) fn register(server: &mut Server) {
 #[derive(Debug, Clone, Default)]
 pub struct PyIterator {
     rest: VecDeque<Value>,
+    /// Estimated bytes of `rest`.
+    bytes: usize,
 }
 
 fn stop() -> RemoteError {
@@ -38,20 +44,32 @@ fn stop() -> RemoteError {
 impl PyIterator {
     /// An iterator over `items`.
     pub fn new(items: Vec<Value>) -> PyIterator {
-        PyIterator { rest: items.into() }
+        PyIterator {
+            bytes: values_bytes(&items),
+            rest: items.into(),
+        }
     }
 
     /// Built from exactly one iterable argument, as CPython builds a typeid
-    /// registered without a callable.
-    fn from_args(args: CallArgs) -> Result<PyIterator, RemoteError> {
+    /// registered without a callable; a str or bytes expands into items of at
+    /// most `limit` bytes.
+    fn from_args(args: CallArgs, limit: usize) -> Result<PyIterator, RemoteError> {
         let a = positional("Iterator", "", args, 1, 1)?;
         Ok(PyIterator::new(iterate(
             a.into_iter().next().expect("one argument"),
+            limit,
         )?))
     }
 
     fn next(&mut self) -> CallResult {
-        self.rest.pop_front().map(Into::into).ok_or_else(stop)
+        let v = self.rest.pop_front().ok_or_else(stop)?;
+        self.bytes -= value_bytes(&v);
+        Ok(v.into())
+    }
+
+    fn finish(&mut self) {
+        self.rest.clear();
+        self.bytes = 0;
     }
 }
 
@@ -82,12 +100,12 @@ impl SharedObject for PyIterator {
                     Some(Value::Str(s)) => s.clone(),
                     Some(other) => other.to_string(),
                 };
-                self.rest.clear();
+                self.finish();
                 Err(RemoteError::new(kind, message))
             }
             "close" => {
                 positional("Iterator", "close", args, 0, 0)?;
-                self.rest.clear();
+                self.finish();
                 Ok(Value::None.into())
             }
             other => Err(RemoteError::new(
@@ -107,6 +125,10 @@ impl SharedObject for PyIterator {
             .iter()
             .for_each(|v| v.visit_refs(&mut |t| f(t.id)));
     }
+
+    fn held_bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 #[cfg(test)]
@@ -115,13 +137,15 @@ mod tests {
 
     #[test]
     fn built_from_one_iterable() {
-        let it = PyIterator::from_args(CallArgs::positional(vec![Value::Tuple(vec![Value::Int(
-            1,
-        )])]))
+        let it = PyIterator::from_args(
+            CallArgs::positional(vec![Value::Tuple(vec![Value::Int(1)])]),
+            1 << 20,
+        )
         .unwrap();
         assert_eq!(it.get_value().unwrap(), Value::List(vec![Value::Int(1)]));
-        assert!(PyIterator::from_args(CallArgs::positional(vec![])).is_err());
-        let e = PyIterator::from_args(CallArgs::positional(vec![Value::Int(3)])).unwrap_err();
+        assert!(PyIterator::from_args(CallArgs::positional(vec![]), 1 << 20).is_err());
+        let e =
+            PyIterator::from_args(CallArgs::positional(vec![Value::Int(3)]), 1 << 20).unwrap_err();
         assert_eq!(e.message, "'int' object is not iterable");
     }
 }

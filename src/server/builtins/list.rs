@@ -11,6 +11,7 @@
 
 use super::pykey::{py_eq, py_sort};
 use super::pyseq::{delete_span, int_arg, int_index, items_of, iterate, positional, resolve, Span};
+use super::size::{reserve, value_bytes, values_bytes, vec_with, NODE};
 use crate::proto::{ObjectId, RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
 
@@ -37,15 +38,11 @@ pub(crate) const EXPOSED: &[&str] = &[
     "__imul__",
 ];
 
-/// The most items a repetition (`l * n`, `l *= n`) may produce; beyond it the
-/// call fails with `MemoryError` instead of exhausting the server.
-pub(crate) const MAX_REPEAT_ITEMS: usize = 1 << 26;
-
 /// Registers `list`.
 pub(crate) fn register(server: &mut Server) {
     server.register(
-        TypeSpec::new("list", EXPOSED, |_, args| {
-            Ok(Box::new(PyList::from_args(args)?))
+        TypeSpec::new("list", EXPOSED, |cx, args| {
+            Ok(Box::new(PyList::from_args(args, cx.max_result_bytes())?))
         })
         .reads_only(&[
             "__add__",
@@ -66,6 +63,8 @@ pub(crate) fn register(server: &mut Server) {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PyList {
     items: Vec<Value>,
+    /// Estimated bytes of the items, kept up to date by every change.
+    bytes: usize,
 }
 
 fn index_error(msg: &str) -> RemoteError {
@@ -79,26 +78,41 @@ fn indices_type_error(v: &Value) -> RemoteError {
     ))
 }
 
-/// `list * n` with Python's rules: a negative count gives an empty list.
-fn repeat(items: &[Value], n: &Value) -> Result<Vec<Value>, RemoteError> {
-    let n = match int_arg(n) {
-        Err(e) if e.kind == "OverflowError" => {
-            return Err(RemoteError::new(
-                "OverflowError",
-                "cannot fit 'int' into an index-sized integer",
-            ))
-        }
-        n => n?.max(0) as usize,
-    };
-    if items.len().saturating_mul(n) > MAX_REPEAT_ITEMS {
-        return Err(RemoteError::new("MemoryError", ""));
+/// The count of `list * n` with Python's rules: a negative count is 0.
+fn repeat_count(n: &Value) -> Result<usize, RemoteError> {
+    match int_arg(n) {
+        Err(e) if e.kind == "OverflowError" => Err(RemoteError::new(
+            "OverflowError",
+            "cannot fit 'int' into an index-sized integer",
+        )),
+        n => Ok(n?.max(0) as usize),
     }
-    Ok(items
-        .iter()
-        .cloned()
-        .cycle()
-        .take(items.len() * n)
-        .collect())
+}
+
+/// `n` copies of `items` (which take `bytes`), after checking that the result
+/// fits in `limit` bytes and reserving it fallibly: sized by bytes, not items,
+/// so `[8 MiB of bytes] * 100000` is refused as surely as `[0] * 2**40`.
+fn repeat(
+    items: &[Value],
+    bytes: usize,
+    n: usize,
+    limit: usize,
+) -> Result<Vec<Value>, RemoteError> {
+    if items.is_empty() || n == 0 {
+        return Ok(Vec::new());
+    }
+    super::size::check_result(bytes.saturating_mul(n).saturating_add(NODE), limit)?;
+    let mut out = vec_with(items.len() * n)?;
+    for _ in 0..n {
+        out.extend_from_slice(items);
+    }
+    Ok(out)
+}
+
+/// Whether `v` is a reference to the object running the call (`l.extend(l)`,
+/// `l + l`: CPython's server hands the method its own list there).
+fn is_self(cx: &Context<'_>, v: &Value) -> bool {
+    matches!(v, Value::Ref(t) if Some(t.id) == cx.object_id())
 }
 
 /// Python's bound of an index argument to `list.index`: negative counts from the
@@ -132,11 +146,15 @@ fn clamp_bound(v: Option<&Value>, default: usize, len: usize) -> Result<usize, R
 impl PyList {
     /// A list of `items`.
     pub fn new(items: Vec<Value>) -> PyList {
-        PyList { items }
+        PyList {
+            bytes: values_bytes(&items),
+            items,
+        }
     }
 
-    /// `list(iterable=())`, as the `create` arguments carry it.
-    fn from_args(args: CallArgs) -> Result<PyList, RemoteError> {
+    /// `list(iterable=())`, as the `create` arguments carry it; a str or bytes
+    /// expands into items of at most `limit` bytes.
+    fn from_args(args: CallArgs, limit: usize) -> Result<PyList, RemoteError> {
         if !args.kwargs.is_empty() {
             return Err(RemoteError::type_error("list() takes no keyword arguments"));
         }
@@ -147,14 +165,20 @@ impl PyList {
             )));
         }
         match args.args.into_iter().next() {
-            Some(v) => Ok(PyList::new(iterate(v)?)),
+            Some(v) => Ok(PyList::new(iterate(v, limit)?)),
             None => Ok(PyList::default()),
         }
     }
 
-    fn get_item(&self, key: &Value) -> Result<Value, RemoteError> {
+    fn get_item(&self, cx: &Context<'_>, key: &Value) -> Result<Value, RemoteError> {
         if let Value::Slice(s) = key {
             let span = Span::new(s, self.items.len())?;
+            let bytes = if span.len == self.items.len() {
+                self.bytes
+            } else {
+                values_bytes(span.positions().map(|p| &self.items[p]))
+            };
+            cx.check_result(NODE + bytes)?;
             return Ok(Value::List(
                 span.positions().map(|p| self.items[p].clone()).collect(),
             ));
@@ -165,16 +189,21 @@ impl PyList {
             .ok_or_else(|| index_error("list index out of range"))
     }
 
-    fn set_item(&mut self, key: &Value, value: Value) -> Result<(), RemoteError> {
+    fn set_item(&mut self, cx: &Context<'_>, key: &Value, value: Value) -> Result<(), RemoteError> {
+        let limit = cx.max_result_bytes();
         if let Value::Slice(s) = key {
             let span = Span::new(s, self.items.len())?;
             if let Some(range) = span.contiguous() {
-                let new = items_of(value)
+                let new = items_of(value, limit)?
                     .map_err(|_| RemoteError::type_error("can only assign an iterable"))?;
+                let (added, gone) = (values_bytes(&new), values_bytes(&self.items[range.clone()]));
+                cx.check_growth(added.saturating_sub(gone))?;
+                reserve(&mut self.items, new.len().saturating_sub(range.len()))?;
                 self.items.splice(range, new);
+                self.bytes = self.bytes - gone + added;
                 return Ok(());
             }
-            let new = items_of(value)
+            let new = items_of(value, limit)?
                 .map_err(|_| RemoteError::type_error("must assign iterable to extended slice"))?;
             if new.len() != span.len {
                 return Err(RemoteError::value_error(format!(
@@ -183,29 +212,117 @@ impl PyList {
                     span.len
                 )));
             }
+            let added = values_bytes(&new);
+            let gone = values_bytes(span.positions().map(|p| &self.items[p]));
+            cx.check_growth(added.saturating_sub(gone))?;
             for (p, v) in span.positions().zip(new) {
                 self.items[p] = v;
             }
+            self.bytes = self.bytes - gone + added;
             return Ok(());
         }
         let i = int_index(key).ok_or_else(|| indices_type_error(key))??;
         let p = resolve(i, self.items.len())
             .ok_or_else(|| index_error("list assignment index out of range"))?;
+        let (added, gone) = (value_bytes(&value), value_bytes(&self.items[p]));
+        cx.check_growth(added.saturating_sub(gone))?;
         self.items[p] = value;
+        self.bytes = self.bytes - gone + added;
         Ok(())
     }
 
     fn del_item(&mut self, key: &Value) -> Result<(), RemoteError> {
         if let Value::Slice(s) = key {
             let span = Span::new(s, self.items.len())?;
+            self.bytes -= values_bytes(span.positions().map(|p| &self.items[p]));
             delete_span(&mut self.items, &span);
             return Ok(());
         }
         let i = int_index(key).ok_or_else(|| indices_type_error(key))??;
         let p = resolve(i, self.items.len())
             .ok_or_else(|| index_error("list assignment index out of range"))?;
-        self.items.remove(p);
+        self.take(p);
         Ok(())
+    }
+
+    /// Removes and returns the item at `p`.
+    fn take(&mut self, p: usize) -> Value {
+        let v = self.items.remove(p);
+        self.bytes -= value_bytes(&v);
+        v
+    }
+
+    /// Adds `v` at `p`, if the server may hold it.
+    fn put(&mut self, cx: &Context<'_>, p: usize, v: Value) -> Result<(), RemoteError> {
+        let b = value_bytes(&v);
+        cx.check_growth(b)?;
+        reserve(&mut self.items, 1)?;
+        self.items.insert(p, v);
+        self.bytes += b;
+        Ok(())
+    }
+
+    /// `extend`: the items of an iterable, or this list's own items again when
+    /// the argument is a proxy of this list (`l.extend(l)`, `l += l`).
+    fn extend(&mut self, cx: &Context<'_>, arg: Value) -> Result<(), RemoteError> {
+        if is_self(cx, &arg) {
+            cx.check_result(self.bytes.saturating_mul(2).saturating_add(NODE))?;
+            cx.check_growth(self.bytes)?;
+            let n = self.items.len();
+            reserve(&mut self.items, n)?;
+            self.items.extend_from_within(..);
+            self.bytes *= 2;
+            return Ok(());
+        }
+        let new = iterate(arg, cx.max_result_bytes())?;
+        let added = values_bytes(&new);
+        cx.check_growth(added)?;
+        reserve(&mut self.items, new.len())?;
+        self.items.extend(new);
+        self.bytes += added;
+        Ok(())
+    }
+
+    /// `l *= n`, in place: checked against the result limit and the held-bytes
+    /// cap, and reserved, before anything changes.
+    fn repeat_in_place(&mut self, cx: &Context<'_>, n: usize) -> Result<(), RemoteError> {
+        if n == 0 {
+            self.items.clear();
+            self.bytes = 0;
+            return Ok(());
+        }
+        if n == 1 || self.items.is_empty() {
+            return Ok(());
+        }
+        cx.check_result(self.bytes.saturating_mul(n).saturating_add(NODE))?;
+        let more = self.bytes.saturating_mul(n - 1);
+        cx.check_growth(more)?;
+        let len = self.items.len();
+        reserve(&mut self.items, len * (n - 1))?;
+        for _ in 1..n {
+            self.items.extend_from_within(..len);
+        }
+        self.bytes += more;
+        Ok(())
+    }
+
+    /// `self + other`, where `other` may be a proxy of this list (`l + l`).
+    fn concat(&self, cx: &Context<'_>, other: &Value) -> Result<Value, RemoteError> {
+        let (other, other_bytes) = match other {
+            v if is_self(cx, v) => (&self.items[..], self.bytes),
+            Value::List(o) => (&o[..], values_bytes(o)),
+            other => {
+                return Err(RemoteError::type_error(format!(
+                    "can only concatenate list (not \"{}\") to list",
+                    other.type_name()
+                )))
+            }
+        };
+        cx.check_result(NODE + self.bytes.saturating_add(other_bytes))?;
+        let mut out = vec_with(self.items.len() + other.len())?;
+        out.extend_from_slice(&self.items);
+        out.extend_from_slice(other);
+        Ok(Value::List(out))
     }
 
     fn index(&self, a: &[Value]) -> Result<Value, RemoteError> {
@@ -241,7 +358,7 @@ impl PyList {
 }
 
 impl SharedObject for PyList {
-    fn call(&mut self, _cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         if method == "sort" {
             self.sort(args)?;
             return Ok(Value::None.into());
@@ -255,46 +372,40 @@ impl SharedObject for PyList {
         };
         let mut a = positional("list", method, args, min, max)?;
         let v = match method {
-            "__add__" => match &a[0] {
-                Value::List(other) => {
-                    let mut out = Vec::with_capacity(self.items.len() + other.len());
-                    out.extend(self.items.iter().cloned());
-                    out.extend(other.iter().cloned());
-                    Value::List(out)
-                }
-                other => {
-                    return Err(RemoteError::type_error(format!(
-                        "can only concatenate list (not \"{}\") to list",
-                        other.type_name()
-                    )))
-                }
-            },
+            "__add__" => self.concat(cx, &a[0])?,
             "__contains__" => Value::Bool(self.items.iter().any(|x| py_eq(x, &a[0]))),
             "__delitem__" => {
                 self.del_item(&a[0])?;
                 Value::None
             }
-            "__getitem__" => self.get_item(&a[0])?,
+            "__getitem__" => self.get_item(cx, &a[0])?,
             "__len__" => Value::Int(self.items.len() as i64),
-            "__mul__" | "__rmul__" => Value::List(repeat(&self.items, &a[0])?),
+            "__mul__" | "__rmul__" => {
+                let n = repeat_count(&a[0])?;
+                let limit = cx.max_result_bytes();
+                Value::List(repeat(&self.items, self.bytes, n, limit)?)
+            }
             "__imul__" => {
-                self.items = repeat(&self.items, &a[0])?;
+                self.repeat_in_place(cx, repeat_count(&a[0])?)?;
                 Value::None
             }
-            "__reversed__" => Value::List(self.items.iter().rev().cloned().collect()),
+            "__reversed__" => {
+                cx.check_result(NODE + self.bytes)?;
+                Value::List(self.items.iter().rev().cloned().collect())
+            }
             "__setitem__" => {
                 let value = a.pop().expect("two arguments");
-                self.set_item(&a[0], value)?;
+                self.set_item(cx, &a[0], value)?;
                 Value::None
             }
             "append" => {
-                self.items.push(a.pop().expect("one argument"));
+                let end = self.items.len();
+                self.put(cx, end, a.pop().expect("one argument"))?;
                 Value::None
             }
             "count" => Value::Int(self.items.iter().filter(|x| py_eq(x, &a[0])).count() as i64),
             "extend" => {
-                let new = iterate(a.pop().expect("one argument"))?;
-                self.items.extend(new);
+                self.extend(cx, a.pop().expect("one argument"))?;
                 Value::None
             }
             "index" => self.index(&a)?,
@@ -303,7 +414,7 @@ impl SharedObject for PyList {
                 let i = int_arg(&a[0])?;
                 let len = self.items.len() as i64;
                 let p = if i < 0 { (i + len).max(0) } else { i.min(len) };
-                self.items.insert(p as usize, value);
+                self.put(cx, p as usize, value)?;
                 Value::None
             }
             "pop" => {
@@ -316,7 +427,7 @@ impl SharedObject for PyList {
                 }
                 let p = resolve(i, self.items.len())
                     .ok_or_else(|| index_error("pop index out of range"))?;
-                self.items.remove(p)
+                self.take(p)
             }
             "remove" => {
                 let p = self
@@ -324,7 +435,7 @@ impl SharedObject for PyList {
                     .iter()
                     .position(|x| py_eq(x, &a[0]))
                     .ok_or_else(|| RemoteError::value_error("list.remove(x): x not in list"))?;
-                self.items.remove(p);
+                self.take(p);
                 Value::None
             }
             "reverse" => {
@@ -354,40 +465,61 @@ impl SharedObject for PyList {
             .iter()
             .for_each(|v| v.visit_refs(&mut |t| f(t.id)));
     }
+
+    fn held_bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    impl PyList {
+        fn from_args_for_test(args: CallArgs) -> Result<PyList, RemoteError> {
+            PyList::from_args(args, 1 << 30)
+        }
+    }
+
     #[test]
     fn from_args_takes_any_iterable() {
-        let l = PyList::from_args(CallArgs::positional(vec![Value::Tuple(vec![Value::Int(
-            1,
-        )])]))
-        .unwrap();
+        let l =
+            PyList::from_args_for_test(CallArgs::positional(vec![Value::Tuple(vec![Value::Int(
+                1,
+            )])]))
+            .unwrap();
         assert_eq!(l.items, [Value::Int(1)]);
-        let e = PyList::from_args(CallArgs::positional(vec![Value::Int(1)])).unwrap_err();
+        let e = PyList::from_args_for_test(CallArgs::positional(vec![Value::Int(1)])).unwrap_err();
         assert_eq!(e.message, "'int' object is not iterable");
-        let e =
-            PyList::from_args(CallArgs::positional(vec![Value::None, Value::None])).unwrap_err();
+        let e = PyList::from_args_for_test(CallArgs::positional(vec![Value::None, Value::None]))
+            .unwrap_err();
         assert_eq!(e.message, "list expected at most 1 argument, got 2");
     }
 
     #[test]
     fn slices_get_set_delete() {
+        let mut core = crate::server::context::Core::new();
+        let cx = core.context(None);
         let mut l = PyList::new((0..6).map(Value::Int).collect());
         let s = |start, stop, step| Value::Slice(crate::proto::Slice { start, stop, step });
         assert_eq!(
-            l.get_item(&s(None, None, Some(-2))).unwrap(),
+            l.get_item(&cx, &s(None, None, Some(-2))).unwrap(),
             Value::List(vec![Value::Int(5), Value::Int(3), Value::Int(1)])
         );
-        l.set_item(&s(Some(4), Some(1), None), Value::List(vec![Value::Int(9)]))
-            .unwrap();
+        l.set_item(
+            &cx,
+            &s(Some(4), Some(1), None),
+            Value::List(vec![Value::Int(9)]),
+        )
+        .unwrap();
         assert_eq!(l.items.len(), 7);
         assert_eq!(l.items[4], Value::Int(9));
         let e = l
-            .set_item(&s(None, None, Some(2)), Value::List(vec![Value::Int(1)]))
+            .set_item(
+                &cx,
+                &s(None, None, Some(2)),
+                Value::List(vec![Value::Int(1)]),
+            )
             .unwrap_err();
         assert_eq!(
             e.message,
@@ -395,6 +527,49 @@ mod tests {
         );
         l.del_item(&s(None, None, Some(2))).unwrap();
         assert_eq!(l.items.len(), 3);
+        assert_eq!(l.bytes, values_bytes(&l.items), "the running total follows");
+    }
+
+    #[test]
+    fn the_running_total_follows_every_change() {
+        let mut core = crate::server::context::Core::new();
+        let mut cx = core.context(None);
+        let mut l = PyList::default();
+        let b = |n: usize| Value::Bytes(vec![1; n]);
+        let sl = |start, stop| {
+            Value::Slice(crate::proto::Slice {
+                start,
+                stop,
+                step: None,
+            })
+        };
+        let steps: Vec<(&str, Vec<Value>)> = vec![
+            ("append", vec![b(10)]),
+            (
+                "extend",
+                vec![Value::List(vec![b(3), Value::from("xyz"), b(7)])],
+            ),
+            ("extend", vec![Value::from("ab")]),
+            ("insert", vec![Value::Int(1), b(100)]),
+            ("__setitem__", vec![Value::Int(0), b(1)]),
+            (
+                "__setitem__",
+                vec![sl(Some(1), Some(3)), Value::List(vec![b(50)])],
+            ),
+            ("__imul__", vec![Value::Int(3)]),
+            ("pop", vec![Value::Int(2)]),
+            ("remove", vec![b(7)]),
+            ("__delitem__", vec![sl(Some(0), Some(2))]),
+            ("__delitem__", vec![Value::Int(-1)]),
+            ("reverse", vec![]),
+            ("__imul__", vec![Value::Int(0)]),
+            ("append", vec![Value::List(vec![b(5)])]),
+        ];
+        for (method, args) in steps {
+            l.call(&mut cx, method, CallArgs::positional(args)).unwrap();
+            assert_eq!(l.bytes, values_bytes(&l.items), "after {method}");
+            assert_eq!(l.held_bytes(), l.bytes);
+        }
     }
 
     #[test]

@@ -2,11 +2,15 @@
 //! `AcquirerProxy`), and [`LockCore`], the fair lock [`Condition`](super::condition)
 //! is built on.
 //!
-//! Ownership is per connection: an `RLock` is re-entered and released only by the
-//! connection that holds it. Waiters get the lock in the order they asked. When the
-//! connection holding a lock closes, the lock is released and passed to the next
-//! waiter — for a plain `Lock` too, where CPython would leave it locked forever
-//! with no thread left to release it.
+//! Ownership follows Python's: an `RLock` belongs to the connection (CPython: the
+//! thread) that acquired it — only it re-enters and releases it, and when that
+//! connection closes the RLock is released and passed to the next waiter (CPython
+//! would leave it held forever by a thread that no longer exists). A plain `Lock`
+//! has no owner: any client may release it, and it stays held when the connection,
+//! thread or process that acquired it ends, exactly as on CPython's server ("the
+//! first worker to `acquire(False)` does the setup" and hand-off patterns rely on
+//! it; a stock client's threads each have a connection of their own). Waiters get
+//! the lock in the order they asked.
 
 use super::waiters::{lock_timeout, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
@@ -69,7 +73,9 @@ impl LockCore {
             })?;
             return Ok(Value::Bool(true).into());
         }
-        cx.watch_disconnect();
+        if self.reentrant {
+            cx.watch_disconnect();
+        }
         if !self.is_locked() {
             self.owner = conn;
             self.count = 1;
@@ -166,13 +172,12 @@ impl LockCore {
         self.waiters.take_handle(cx, handle).is_some()
     }
 
-    /// The connection `conn` closed: if it held the lock, the next waiter gets it.
-    ///
-    /// For a plain `Lock` this departs from CPython on purpose: there a lock whose
-    /// holder died stays locked forever; here no one could ever release it, so
-    /// the lock is released on the vanished holder's behalf.
+    /// The connection `conn` closed: if it held a re-entrant lock, the next waiter
+    /// gets it (only that connection could ever have released it). A plain lock
+    /// has no owner and stays held: another client may still release it, as on
+    /// CPython's server.
     pub(crate) fn on_disconnect(&mut self, cx: &mut Context<'_>, conn: ConnId) {
-        if self.owned_by(Some(conn)) {
+        if self.reentrant && self.owned_by(Some(conn)) {
             self.release_save(cx);
         }
     }
@@ -332,20 +337,34 @@ mod tests {
     }
 
     #[test]
-    fn an_owner_that_disconnects_hands_the_lock_on() {
-        for reentrant in [false, true] {
-            let mut h = Harness::new(Box::new(LockObject(LockCore::new(reentrant))));
-            h.call(0, "acquire", vec![]);
-            h.call(0, "acquire", vec![t(), Value::Int(0)]);
-            deferred(h.call(1, "acquire", vec![]));
-            h.disconnect(0);
-            assert_eq!(h.replies(), vec![(conn(1), Ok(t()))]);
-            h.disconnect(2);
-            assert_eq!(
-                h.call(2, "acquire", vec![Value::Bool(false)]),
-                Now::Value(Value::Bool(false))
-            );
-        }
+    fn an_rlock_owner_that_disconnects_hands_it_on() {
+        let mut h = Harness::new(Box::new(LockObject(LockCore::new(true))));
+        h.call(0, "acquire", vec![]);
+        h.call(0, "acquire", vec![t(), Value::Int(0)]);
+        deferred(h.call(1, "acquire", vec![]));
+        h.disconnect(0);
+        assert_eq!(h.replies(), vec![(conn(1), Ok(t()))]);
+        h.disconnect(2);
+        assert_eq!(
+            h.call(2, "acquire", vec![Value::Bool(false)]),
+            Now::Value(Value::Bool(false))
+        );
+    }
+
+    #[test]
+    fn a_plain_lock_stays_held_when_its_acquirer_disconnects() {
+        let mut h = Harness::new(Box::new(LockObject(LockCore::new(false))));
+        h.call(0, "acquire", vec![]);
+        deferred(h.call(1, "acquire", vec![]));
+        h.disconnect(0);
+        assert!(h.replies().is_empty(), "still held: nobody released it");
+        assert_eq!(
+            h.call(2, "acquire", vec![Value::Bool(false)]),
+            Now::Value(Value::Bool(false))
+        );
+        // Anyone may release it (a hand-off); the waiter gets it.
+        assert_eq!(h.call(2, "release", vec![]), Now::Value(Value::None));
+        assert_eq!(h.replies(), vec![(conn(1), Ok(t()))]);
     }
 
     #[test]

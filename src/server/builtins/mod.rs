@@ -4,7 +4,8 @@
 //! BoundedSemaphore, Condition, Barrier) on deferred replies and the wait queues of
 //! `waiters`, and the data types (`dict`, `list`, `Namespace`, `Value`, `Array`,
 //! `Iterator`) with the Python semantics helpers they share (`pykey`, `pymap`,
-//! `pyseq`).
+//! `pyseq`), and the byte-size estimates that bound what a call may build
+//! (`size`).
 
 use super::Server;
 
@@ -22,6 +23,7 @@ mod pymap;
 mod pyseq;
 mod queue;
 mod semaphore;
+pub(crate) mod size;
 mod value;
 mod waiters;
 

@@ -70,20 +70,28 @@ impl Namespace {
 }
 
 impl SharedObject for Namespace {
-    fn call(&mut self, _cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         let n = if method == "__setattr__" { 2 } else { 1 };
         let mut a = positional("Namespace", method, args, n, n)?;
         let value = if n == 2 { a.pop() } else { None };
         let name = attr_name(a.pop().expect("arity checked"))?;
         let v = match method {
-            "__getattribute__" if name == "__dict__" => self.attrs.to_value(),
+            "__getattribute__" if name == "__dict__" => {
+                cx.check_result(self.attrs.sizes().dict)?;
+                self.attrs.to_value()
+            }
             "__getattribute__" => self
                 .attrs
                 .get(&key(&name))
                 .cloned()
                 .ok_or_else(|| no_attribute(&name))?,
             "__setattr__" => {
-                self.attrs.insert(key(&name), value.expect("arity checked"));
+                let (k, v) = (key(&name), value.expect("arity checked"));
+                if cx.held_bytes_capped() {
+                    cx.check_growth(self.attrs.growth(&k, &v))?;
+                }
+                self.attrs.try_reserve(1)?;
+                self.attrs.insert(k, v);
                 Value::None
             }
             "__delattr__" => {
@@ -119,6 +127,10 @@ impl SharedObject for Namespace {
         self.attrs
             .iter()
             .for_each(|(_, v)| v.visit_refs(&mut |t| f(t.id)));
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.attrs.bytes()
     }
 }
 

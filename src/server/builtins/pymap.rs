@@ -3,6 +3,7 @@
 //! and hashing are Python's (`1 == 1.0 == True`).
 
 use super::pykey::PyKey;
+use super::size::{value_bytes, NODE};
 use crate::proto::Value;
 use crate::server::fasthash::FastMap;
 
@@ -13,6 +14,10 @@ use crate::server::fasthash::FastMap;
 pub(crate) struct PyMap {
     index: FastMap<PyKey, usize>,
     slots: Vec<Option<(Value, Value)>>,
+    /// Estimated bytes of the live keys and of the live values
+    /// ([`value_bytes`]), kept up to date by every change.
+    keys_total: usize,
+    values_total: usize,
 }
 
 impl PyMap {
@@ -35,19 +40,49 @@ impl PyMap {
     /// Sets `key` to `value`, keeping the first-inserted key object and its
     /// position when an equal key is present; returns the old value.
     pub(crate) fn insert(&mut self, key: PyKey, value: Value) -> Option<Value> {
+        let vb = value_bytes(&value);
         if let Some(&i) = self.index.get(&key) {
             let slot = self.slots[i].as_mut().expect("indexed slots are live");
-            return Some(std::mem::replace(&mut slot.1, value));
+            let old = std::mem::replace(&mut slot.1, value);
+            self.values_total = self.values_total.saturating_sub(value_bytes(&old)) + vb;
+            return Some(old);
         }
+        self.keys_total += value_bytes(key.as_value());
+        self.values_total += vb;
         self.slots.push(Some((key.as_value().clone(), value)));
         self.index.insert(key, self.slots.len() - 1);
         None
+    }
+
+    /// The bytes holding `value` under `key` would add (0 when it shrinks).
+    pub(crate) fn growth(&self, key: &PyKey, value: &Value) -> usize {
+        let vb = value_bytes(value);
+        match self.get(key) {
+            Some(old) => vb.saturating_sub(value_bytes(old)),
+            None => 2 * value_bytes(key.as_value()) + vb,
+        }
+    }
+
+    /// Makes room for `n` more items, failing instead of aborting.
+    pub(crate) fn try_reserve(&mut self, n: usize) -> Result<(), crate::proto::RemoteError> {
+        super::size::reserve(&mut self.slots, n)?;
+        self.index.try_reserve(n).map_err(|_| {
+            super::size::memory_error(format!("cannot allocate memory for {n} more items"))
+        })
+    }
+
+    fn forget(&mut self, k: &Value, v: &Value) {
+        self.keys_total = self.keys_total.saturating_sub(value_bytes(k));
+        self.values_total = self.values_total.saturating_sub(value_bytes(v));
     }
 
     /// Removes `key`, returning the stored key and value.
     pub(crate) fn remove(&mut self, key: &PyKey) -> Option<(Value, Value)> {
         let i = self.index.remove(key)?;
         let item = self.slots[i].take();
+        if let Some((k, v)) = &item {
+            self.forget(k, v);
+        }
         self.compact();
         item
     }
@@ -56,6 +91,7 @@ impl PyMap {
     pub(crate) fn pop_last(&mut self) -> Option<(Value, Value)> {
         while let Some(slot) = self.slots.pop() {
             if let Some((k, v)) = slot {
+                self.forget(&k, &v);
                 let key = PyKey::trusted(k);
                 self.index.remove(&key);
                 return Some((key.into_value(), v));
@@ -68,6 +104,25 @@ impl PyMap {
     pub(crate) fn clear(&mut self) {
         self.index.clear();
         self.slots.clear();
+        self.keys_total = 0;
+        self.values_total = 0;
+    }
+
+    /// Estimated bytes the map holds: each key twice (the index and the
+    /// slot) and each value.
+    pub(crate) fn bytes(&self) -> usize {
+        2 * self.keys_total + self.values_total
+    }
+
+    /// Estimated bytes of a list of the keys, of the values, and of the map
+    /// as a dict or a list of pairs (one tuple per item).
+    pub(crate) fn sizes(&self) -> MapSizes {
+        MapSizes {
+            keys: NODE + self.keys_total,
+            values: NODE + self.values_total,
+            dict: NODE + self.keys_total + self.values_total,
+            items: NODE + self.keys_total + self.values_total + self.len() * NODE,
+        }
     }
 
     /// Items in insertion order.
@@ -96,6 +151,15 @@ impl PyMap {
     }
 }
 
+/// Estimated sizes of copies of a [`PyMap`] (see [`PyMap::sizes`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MapSizes {
+    pub(crate) keys: usize,
+    pub(crate) values: usize,
+    pub(crate) dict: usize,
+    pub(crate) items: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,11 +186,17 @@ mod tests {
             ]
         );
         assert_eq!(m.get(&key(Value::Bool(true))), Some(&Value::from("b")));
+        // Keys twice (index and slot), values once: 1, "x" -> "b", 2.
+        assert_eq!(m.bytes(), 2 * (2 * NODE + 1) + 2 * NODE + 1);
+        assert_eq!(m.growth(&key(Value::Int(1)), &Value::from("bb")), 1);
+        assert_eq!(m.growth(&key(Value::Int(1)), &Value::None), 0);
+        assert_eq!(m.growth(&key(Value::Int(7)), &Value::None), 3 * NODE);
         assert_eq!(m.pop_last(), Some((Value::from("x"), Value::Int(2))));
         assert_eq!(m.len(), 1);
         assert!(m.remove(&key(Value::Int(1))).is_some());
         assert_eq!(m.len(), 0);
         assert_eq!(m.pop_last(), None);
+        assert_eq!(m.bytes(), 0);
     }
 
     #[test]

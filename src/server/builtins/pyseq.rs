@@ -6,6 +6,7 @@
 //! Nothing here holds state; `list` and `Array` own their items.
 
 use super::pykey::int_of;
+use super::size::{check_result, vec_with, NODE};
 use crate::proto::{RemoteError, Slice, Value};
 
 /// Binds the positional-only arguments of a C-implemented method such as
@@ -51,21 +52,34 @@ pub(crate) fn not_iterable(v: &Value) -> RemoteError {
 
 /// The items of an iterable value, as Python's `list(v)` would give them: the
 /// elements of a list, tuple or set, a dict's keys, a str's characters, a bytes
-/// object's ints. `None` for a value that is not iterable here (numbers, `None`,
-/// and proxies, whose referent this object cannot reach).
-pub(crate) fn items_of(v: Value) -> Result<Vec<Value>, Value> {
-    match v {
-        Value::List(x) | Value::Tuple(x) | Value::Set(x) | Value::FrozenSet(x) => Ok(x),
-        Value::Dict(d) => Ok(d.into_iter().map(|(k, _)| k).collect()),
-        Value::Str(s) => Ok(s.chars().map(|c| Value::Str(c.to_string())).collect()),
-        Value::Bytes(b) => Ok(b.into_iter().map(|x| Value::Int(i64::from(x))).collect()),
-        other => Err(other),
-    }
+/// object's ints. The inner `Err` gives back a value that is not iterable here
+/// (numbers, `None`, and proxies, whose referent this object cannot reach); the
+/// outer one is a `MemoryError` when a str or bytes would expand into items
+/// over `limit` bytes (see [`size`](super::size)), checked before allocating.
+pub(crate) fn items_of(v: Value, limit: usize) -> Result<Result<Vec<Value>, Value>, RemoteError> {
+    Ok(Ok(match v {
+        Value::List(x) | Value::Tuple(x) | Value::Set(x) | Value::FrozenSet(x) => x,
+        Value::Dict(d) => d.into_iter().map(|(k, _)| k).collect(),
+        Value::Str(s) => {
+            let n = s.chars().count();
+            check_result(n.saturating_mul(NODE).saturating_add(s.len()), limit)?;
+            let mut out = vec_with(n)?;
+            out.extend(s.chars().map(|c| Value::Str(c.to_string())));
+            out
+        }
+        Value::Bytes(b) => {
+            check_result(b.len().saturating_mul(NODE), limit)?;
+            let mut out = vec_with(b.len())?;
+            out.extend(b.into_iter().map(|x| Value::Int(i64::from(x))));
+            out
+        }
+        other => return Ok(Err(other)),
+    }))
 }
 
 /// [`items_of`], failing with Python's `'int' object is not iterable`.
-pub(crate) fn iterate(v: Value) -> Result<Vec<Value>, RemoteError> {
-    items_of(v).map_err(|v| not_iterable(&v))
+pub(crate) fn iterate(v: Value, limit: usize) -> Result<Vec<Value>, RemoteError> {
+    items_of(v, limit)?.map_err(|v| not_iterable(&v))
 }
 
 /// An integer index argument: `int` or `bool`; a big int is an `IndexError` as
@@ -301,17 +315,28 @@ mod tests {
     #[test]
     fn iterables() {
         assert_eq!(
-            iterate(Value::Str("ab".into())).unwrap(),
+            iterate(Value::Str("ab".into()), 1 << 20).unwrap(),
             vec![Value::from("a"), Value::from("b")]
         );
         assert_eq!(
-            iterate(Value::Dict(vec![(Value::Int(1), Value::None)])).unwrap(),
+            iterate(Value::Dict(vec![(Value::Int(1), Value::None)]), 1 << 20).unwrap(),
             vec![Value::Int(1)]
         );
         assert_eq!(
-            iterate(Value::Int(5)).unwrap_err().message,
+            iterate(Value::Int(5), 1 << 20).unwrap_err().message,
             "'int' object is not iterable"
         );
+        // A str or bytes expands into one value per item: bounded before allocating.
+        let e = iterate(Value::Bytes(vec![0; 1000]), 999 * NODE).unwrap_err();
+        assert_eq!(e.kind, "MemoryError");
+        assert_eq!(
+            iterate(Value::Bytes(vec![0; 1000]), 1000 * NODE)
+                .unwrap()
+                .len(),
+            1000
+        );
+        let e = iterate(Value::from("ab"), 2 * NODE + 1).unwrap_err();
+        assert_eq!(e.kind, "MemoryError");
         assert_eq!(
             int_arg(&Value::Float(1.0)).unwrap_err().message,
             "'float' object cannot be interpreted as an integer"

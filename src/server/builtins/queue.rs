@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 
+use super::size::{memory_error, value_bytes};
 use super::waiters::{int_arg, queue_timeout, Wait, WaitQueue};
 use crate::proto::{ObjectId, RemoteError, Value};
 use crate::server::context::{Context, ReplyHandle, TimerId};
@@ -50,6 +51,8 @@ pub(crate) struct Queue {
     joiners: WaitQueue<()>,
     /// Items put and not yet marked done.
     unfinished: u64,
+    /// Estimated bytes of the items and of the blocked putters' items.
+    bytes: usize,
 }
 
 impl Queue {
@@ -79,10 +82,24 @@ impl Queue {
                 return;
             }
         }
+        self.bytes += value_bytes(&item);
         self.items.push_back(item);
     }
 
+    /// Forgets the bytes of an item that left the queue or a putter.
+    fn forget(&mut self, item: &Value) {
+        self.bytes = self.bytes.saturating_sub(value_bytes(item));
+    }
+
     fn put(&mut self, cx: &mut Context<'_>, item: Value, wait: Wait) -> CallResult {
+        let stays = self.getters.len() == 0 || self.is_full();
+        if stays {
+            // Refused before anything changes when the server may not hold it.
+            cx.check_growth(value_bytes(&item))?;
+            self.items
+                .try_reserve(1)
+                .map_err(|_| memory_error("cannot allocate memory for one more item"))?;
+        }
         if !self.is_full() {
             self.enter(cx, item);
             return Ok(Value::None.into());
@@ -90,16 +107,19 @@ impl Queue {
         if wait == Wait::Never {
             return Err(full());
         }
+        self.bytes += value_bytes(&item);
         self.putters.defer(cx, wait, item);
         Ok(Outcome::Deferred)
     }
 
     fn get(&mut self, cx: &mut Context<'_>, wait: Wait) -> CallResult {
         if let Some(item) = self.items.pop_front() {
+            self.forget(&item);
             while !self.is_full() {
                 let Some(w) = self.putters.pop_front(cx) else {
                     break;
                 };
+                self.forget(&w.data);
                 if cx.reply(w.handle, Ok(Value::None)) {
                     self.enter(cx, w.data);
                 }
@@ -201,15 +221,20 @@ impl SharedObject for Queue {
         if let Some(w) = self.getters.take_timer(timer) {
             cx.reply(w.handle, Err(empty()));
         } else if let Some(w) = self.putters.take_timer(timer) {
+            self.forget(&w.data);
             cx.reply(w.handle, Err(full()));
         }
     }
 
     fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
-        if self.getters.take_handle(cx, reply).is_none()
-            && self.putters.take_handle(cx, reply).is_none()
-        {
-            self.joiners.take_handle(cx, reply);
+        if self.getters.take_handle(cx, reply).is_some() {
+            return;
+        }
+        match self.putters.take_handle(cx, reply) {
+            Some(w) => self.forget(&w.data),
+            None => {
+                self.joiners.take_handle(cx, reply);
+            }
         }
     }
 
@@ -229,6 +254,10 @@ impl SharedObject for Queue {
         self.putters
             .iter()
             .for_each(|w| w.data.visit_refs(&mut each));
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.bytes
     }
 }
 

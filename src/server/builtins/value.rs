@@ -6,6 +6,7 @@
 //! instance, which only a Python client could rebuild.
 
 use super::pyseq::positional;
+use super::size::value_bytes;
 use crate::proto::{ObjectId, RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
 
@@ -28,6 +29,8 @@ pub(crate) fn register(server: &mut Server) {
 pub struct SharedValue {
     typecode: Value,
     value: Value,
+    /// Estimated bytes of `typecode` and `value`.
+    bytes: usize,
 }
 
 impl SharedValue {
@@ -39,7 +42,11 @@ impl SharedValue {
         let value = args.take(1, "value");
         let _lock = args.take(2, "lock");
         match (typecode, value) {
-            (Some(typecode), Some(value)) => Ok(SharedValue { typecode, value }),
+            (Some(typecode), Some(value)) => Ok(SharedValue {
+                bytes: value_bytes(&typecode) + value_bytes(&value),
+                typecode,
+                value,
+            }),
             (None, None) => Err(RemoteError::type_error(
                 "Value.__init__() missing 2 required positional arguments: 'typecode' and 'value'",
             )),
@@ -54,7 +61,7 @@ impl SharedValue {
 }
 
 impl SharedObject for SharedValue {
-    fn call(&mut self, _cx: &mut Context<'_>, method: &str, mut args: CallArgs) -> CallResult {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, mut args: CallArgs) -> CallResult {
         match method {
             "get" => {
                 positional("Value", "get", args, 0, 0)?;
@@ -62,11 +69,15 @@ impl SharedObject for SharedValue {
             }
             "set" => {
                 args.check("Value.set", 1, &["value"])?;
-                self.value = args.take(0, "value").ok_or_else(|| {
+                let value = args.take(0, "value").ok_or_else(|| {
                     RemoteError::type_error(
                         "Value.set() missing 1 required positional argument: 'value'",
                     )
                 })?;
+                let (new, old) = (value_bytes(&value), value_bytes(&self.value));
+                cx.check_growth(new.saturating_sub(old))?;
+                self.value = value;
+                self.bytes = self.bytes - old + new;
                 Ok(Value::None.into())
             }
             other => Err(RemoteError::new(
@@ -87,6 +98,10 @@ impl SharedObject for SharedValue {
 
     fn visit_refs(&self, f: &mut dyn FnMut(ObjectId)) {
         self.value.visit_refs(&mut |t| f(t.id));
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.bytes
     }
 }
 

@@ -4,14 +4,20 @@
 //!
 //! Nothing is ever imported or called: a global is only a name compared against
 //! the whitelist in [`resolve_global`], and "calling" one (REDUCE, NEWOBJ, BUILD)
-//! interprets its arguments as data. The arena holds one node per opcode at most
-//! and every container only the items moved into it, so memory is linear in the
-//! input; converting to `Value` (which copies what the memo shares) is capped by a
-//! budget proportional to the input and by [`MAX_DEPTH`].
+//! interprets its arguments as data.
+//!
+//! Memory: one [`Budget`] of [`PICKLE_BYTES_PER_INPUT_BYTE`] × the input's length
+//! (plus a floor) is charged with every byte the decode allocates — arena nodes,
+//! the stack, marks and memo (by capacity, as they grow), strings, every
+//! constructor's result (`range`, `array`, `bytes`, `list`, `set`, exceptions),
+//! and each [`Value`] the conversion builds. Memo references cost an index while
+//! the machine runs; converting a node that is referenced more than once copies
+//! it once per reference, and every copy is charged. A node referenced once is
+//! moved out of the arena (its string is not copied, its index list is freed).
+//! A structure that contains itself is refused as soon as the conversion meets
+//! the node it is converting; nesting is capped by [`MAX_DEPTH`].
 
-use std::collections::HashMap;
-
-use super::super::CodecError;
+use super::super::{Budget, CodecError, PICKLE_BYTES_PER_INPUT_BYTE};
 use super::globals::{resolve_global, Global};
 use crate::proto::value::{ObjectId, Slice, Token, Value};
 
@@ -19,16 +25,14 @@ use crate::proto::value::{ObjectId, Slice, Token, Value};
 /// structure trips this too).
 pub const MAX_DEPTH: u32 = 128;
 
-/// Conversion budget: units (one per value, plus one per byte of str, bytes and
-/// big-int data) allowed per input byte, and a floor for tiny inputs. Every
-/// opcode builds at most one value, so only memo sharing (a GET of an object
-/// already built) can spend more than one unit per byte; 4 leaves room for the
-/// sharing real pickles do (a memoized key repeated in many dicts).
-const BUDGET_PER_BYTE: usize = 4;
-const BUDGET_FLOOR: usize = 64 * 1024;
+/// Index of a node in the arena.
+pub(super) type Ix = u32;
+
+/// A memo slot that was never stored.
+const NO_MEMO: Ix = Ix::MAX;
 
 /// One object built by the machine. Containers refer to other nodes by index.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) enum Node {
     None,
     Bool(bool),
@@ -37,27 +41,56 @@ pub(super) enum Node {
     Float(f64),
     Str(String),
     Bytes(Vec<u8>),
-    List(Vec<usize>),
-    Tuple(Vec<usize>),
-    Dict(Vec<(usize, usize)>),
-    Set(Vec<usize>),
-    FrozenSet(Vec<usize>),
-    Slice(Slice),
+    List(Vec<Ix>),
+    Tuple(Vec<Ix>),
+    Dict(Vec<(Ix, Ix)>),
+    Set(Vec<Ix>),
+    FrozenSet(Vec<Ix>),
+    Slice(Box<Slice>),
     Global(Global),
-    /// A `Token` instance; its state `(typeid, address, id)` arrives by BUILD.
-    Token(Option<usize>),
+    /// A `Token` instance; its state `(typeid, address, id)` arrives by BUILD
+    /// (or as REDUCE arguments) and is read at once.
+    Token(Option<Box<TokenState>>),
     /// A rebuilt proxy: the index of its token.
-    Proxy(usize),
+    Proxy(Ix),
     /// An exception instance: its kind and its args tuple.
-    Exception(String, usize),
+    Exception(String, Ix),
+    /// Converted and moved out (it was referenced once).
+    Taken,
+    /// Being converted: meeting it again means the value contains itself.
+    Busy,
+    /// Converted, referenced more than once: each further reference gets a
+    /// copy of this value, whose heap size is the second field.
+    Done(Box<(Value, usize)>),
+}
+
+/// A Token's state, read when it is set.
+#[derive(Debug)]
+pub(super) struct TokenState {
+    pub(super) typeid: String,
+    pub(super) id: ObjectId,
+    address: Address,
+}
+
+/// The address a Token names, as far as matching it against ours needs.
+#[derive(Debug)]
+enum Address {
+    /// `(host, port)`: compared by port.
+    Port(i64),
+    /// A Unix socket path.
+    Path(String),
+    Other,
 }
 
 /// The result of running a pickle: the arena and the index of the root node.
 #[derive(Debug)]
 pub(super) struct Decoded {
-    pub(super) nodes: Vec<Node>,
-    pub(super) root: usize,
-    budget: usize,
+    nodes: Vec<Node>,
+    pub(super) root: Ix,
+    /// How many references each node has from the nodes reachable from the
+    /// root (saturating): 0 unreachable, 1 moved when converted, 2 shared.
+    refs: Vec<u8>,
+    budget: Budget,
     /// When set, every token must carry this server address (CPython's form):
     /// a proxy of another manager is refused rather than mistaken for one of
     /// ours. TCP addresses match by port, since a client may name the host
@@ -121,18 +154,15 @@ impl<'a> Input<'a> {
 /// The machine's state while it runs.
 pub(super) struct Machine<'a> {
     input: Input<'a>,
-    pub(super) nodes: Vec<Node>,
-    stack: Vec<usize>,
-    marks: Vec<usize>,
-    memo: HashMap<u32, usize>,
-}
-
-impl Machine<'_> {
-    /// Most items a `range()` in this pickle may expand to: the conversion
-    /// budget, so a tiny pickle cannot ask for a huge list.
-    pub(super) fn range_limit(&self) -> usize {
-        self.input.data.len().saturating_mul(BUDGET_PER_BYTE) + BUDGET_FLOOR
-    }
+    nodes: Vec<Node>,
+    stack: Vec<Ix>,
+    marks: Vec<u32>,
+    /// Memo key → node; keys are below the input's length (a pickler numbers
+    /// them from 0, one per PUT), so this is a vector, charged as it grows.
+    memo: Vec<Ix>,
+    /// Keys stored so far (MEMOIZE's next key, as `len(memo)` in CPython).
+    memo_len: u32,
+    pub(super) budget: Budget,
 }
 
 /// Runs a whole pickle. Trailing bytes after STOP are an error.
@@ -142,7 +172,9 @@ pub(super) fn run(data: &[u8]) -> Result<Decoded, CodecError> {
         nodes: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Vec::new(),
+        memo_len: 0,
+        budget: Budget::new(data.len(), PICKLE_BYTES_PER_INPUT_BYTE),
     };
     let root = m.run()?;
     if m.input.pos != data.len() {
@@ -151,12 +183,57 @@ pub(super) fn run(data: &[u8]) -> Result<Decoded, CodecError> {
             data.len() - m.input.pos
         ));
     }
+    let Machine {
+        nodes, mut budget, ..
+    } = m;
+    let refs = count_refs(&nodes, root, &mut budget)?;
     Ok(Decoded {
-        nodes: m.nodes,
+        nodes,
         root,
-        budget: data.len().saturating_mul(BUDGET_PER_BYTE) + BUDGET_FLOOR,
+        refs,
+        budget,
         home: None,
     })
+}
+
+/// The nodes `node` refers to (that a conversion may visit).
+fn children(
+    node: &Node,
+    mut f: impl FnMut(Ix) -> Result<(), CodecError>,
+) -> Result<(), CodecError> {
+    match node {
+        Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => {
+            v.iter().try_for_each(|&c| f(c))
+        }
+        Node::Dict(d) => d.iter().try_for_each(|&(k, v)| {
+            f(k)?;
+            f(v)
+        }),
+        Node::Proxy(c) | Node::Exception(_, c) => f(*c),
+        _ => Ok(()),
+    }
+}
+
+/// Counts the references to every node reachable from `root` (saturating at
+/// 2), visiting each node once: memo sharing and cycles cost nothing here.
+fn count_refs(nodes: &[Node], root: Ix, budget: &mut Budget) -> Result<Vec<u8>, CodecError> {
+    let mut refs = budget.vec::<u8>(nodes.len())?;
+    refs.resize(nodes.len(), 0);
+    let mut todo: Vec<Ix> = Vec::new();
+    refs[root as usize] = 1;
+    todo.push(root);
+    while let Some(i) = todo.pop() {
+        children(&nodes[i as usize], |c| {
+            let r = &mut refs[c as usize];
+            if *r == 0 {
+                budget.reserve(&mut todo, 1)?;
+                todo.push(c);
+            }
+            *r = r.saturating_add(1).min(2);
+            Ok(())
+        })?;
+    }
+    Ok(refs)
 }
 
 /// Minimal little-endian two's-complement form of `b` (as Value::BigInt keeps,
@@ -190,86 +267,189 @@ pub(super) fn long_node(bytes: &[u8]) -> Node {
 }
 
 impl Machine<'_> {
-    fn push(&mut self, n: Node) {
-        self.nodes.push(n);
-        self.stack.push(self.nodes.len() - 1);
+    /// The node at `i`.
+    pub(super) fn node(&self, i: Ix) -> &Node {
+        &self.nodes[i as usize]
     }
 
-    fn pop(&mut self) -> Result<usize, CodecError> {
+    /// Replaces the node at `i`.
+    pub(super) fn set_node(&mut self, i: Ix, n: Node) {
+        self.nodes[i as usize] = n;
+    }
+
+    /// Adds a node to the arena (charging its room) and returns its index.
+    pub(super) fn add(&mut self, n: Node) -> Result<Ix, CodecError> {
+        let Ok(i) = Ix::try_from(self.nodes.len()) else {
+            return err("too many objects in one pickle");
+        };
+        if i == NO_MEMO {
+            return err("too many objects in one pickle");
+        }
+        self.budget.reserve(&mut self.nodes, 1)?;
+        self.nodes.push(n);
+        Ok(i)
+    }
+
+    fn push_ix(&mut self, i: Ix) -> Result<(), CodecError> {
+        self.budget.reserve(&mut self.stack, 1)?;
+        self.stack.push(i);
+        Ok(())
+    }
+
+    fn push(&mut self, n: Node) -> Result<(), CodecError> {
+        let i = self.add(n)?;
+        self.push_ix(i)
+    }
+
+    fn pop(&mut self) -> Result<Ix, CodecError> {
         match self.stack.pop() {
-            Some(i) if self.marks.last().is_none_or(|&m| self.stack.len() >= m) => Ok(i),
+            Some(i)
+                if self
+                    .marks
+                    .last()
+                    .is_none_or(|&m| self.stack.len() >= m as usize) =>
+            {
+                Ok(i)
+            }
             Some(_) => err("stack underflow (popped past a MARK)"),
             None => err("stack underflow"),
         }
     }
 
-    fn top(&self) -> Result<usize, CodecError> {
+    fn top(&self) -> Result<Ix, CodecError> {
         match self.stack.last() {
-            Some(&i) if self.marks.last().is_none_or(|&m| self.stack.len() > m) => Ok(i),
+            Some(&i)
+                if self
+                    .marks
+                    .last()
+                    .is_none_or(|&m| self.stack.len() > m as usize) =>
+            {
+                Ok(i)
+            }
             _ => err("stack underflow"),
         }
     }
 
-    /// The items pushed since the last MARK, which is removed.
-    fn pop_mark(&mut self) -> Result<Vec<usize>, CodecError> {
-        let Some(m) = self.marks.pop() else {
-            return err("no MARK on the stack");
-        };
-        Ok(self.stack.split_off(m))
+    /// Removes the last MARK and returns where it stood: the items pushed
+    /// since are `stack[m..]`.
+    fn mark(&mut self) -> Result<usize, CodecError> {
+        match self.marks.pop() {
+            Some(m) => Ok(m as usize),
+            None => err("no MARK on the stack"),
+        }
     }
 
-    pub(super) fn text(&self, i: usize) -> Option<&str> {
-        match &self.nodes[i] {
+    /// The items pushed since the last MARK (which is removed), in a vector
+    /// of exactly their number.
+    fn pop_mark(&mut self) -> Result<Vec<Ix>, CodecError> {
+        let m = self.mark()?;
+        let mut items = self.budget.vec(self.stack.len() - m)?;
+        items.extend(self.stack.drain(m..));
+        Ok(items)
+    }
+
+    /// The items pushed since the last MARK as key/value pairs.
+    fn pop_mark_pairs(&mut self) -> Result<Vec<(Ix, Ix)>, CodecError> {
+        let m = self.mark()?;
+        let n = self.stack.len() - m;
+        if n % 2 != 0 {
+            return err("SETITEMS with an odd number of items");
+        }
+        let mut items = self.budget.vec(n / 2)?;
+        items.extend(self.stack[m..].chunks(2).map(|p| (p[0], p[1])));
+        self.stack.truncate(m);
+        Ok(items)
+    }
+
+    pub(super) fn text(&self, i: Ix) -> Option<&str> {
+        match self.node(i) {
             Node::Str(s) => Some(s),
             _ => None,
         }
     }
 
     fn memo_get(&mut self, k: u32) -> Result<(), CodecError> {
-        match self.memo.get(&k) {
-            Some(&i) => {
-                self.stack.push(i);
-                Ok(())
-            }
-            None => err(format!("memo key {k} was never stored")),
+        match self.memo.get(k as usize) {
+            Some(&i) if i != NO_MEMO => self.push_ix(i),
+            _ => err(format!("memo key {k} was never stored")),
         }
     }
 
     fn memo_put(&mut self, k: u32) -> Result<(), CodecError> {
         let top = self.top()?;
-        self.memo.insert(k, top);
+        let k = k as usize;
+        if k >= self.input.data.len() {
+            return err(format!(
+                "memo key {k} is beyond what a pickle of this size can number"
+            ));
+        }
+        if k >= self.memo.len() {
+            let extra = k + 1 - self.memo.len();
+            self.budget.reserve(&mut self.memo, extra)?;
+            self.memo.resize(k + 1, NO_MEMO);
+        }
+        if self.memo[k] == NO_MEMO {
+            self.memo_len += 1;
+        }
+        self.memo[k] = top;
         Ok(())
     }
 
-    fn container_mut(&mut self, at: usize) -> &mut Node {
-        &mut self.nodes[at]
-    }
-
-    fn extend_list(&mut self, list: usize, items: Vec<usize>) -> Result<(), CodecError> {
-        match self.container_mut(list) {
-            Node::List(v) => {
-                v.extend(items);
-                Ok(())
+    /// Moves the items from `stack[m..]` into the container `at`: a list for
+    /// APPEND(S) (`op` b'a', b'e'), a dict for SETITEM(S) (b's', b'u'), a set
+    /// for ADDITEMS.
+    fn extend(&mut self, at: Ix, m: usize, op: u8) -> Result<(), CodecError> {
+        let Machine {
+            nodes,
+            stack,
+            budget,
+            ..
+        } = self;
+        let items = &stack[m..];
+        match (op, &mut nodes[at as usize]) {
+            (b'a' | b'e', Node::List(v)) | (0x90, Node::Set(v)) => {
+                budget.reserve(v, items.len())?;
+                v.extend_from_slice(items);
             }
-            _ => err("APPEND to something that is not a list"),
-        }
-    }
-
-    fn set_items(&mut self, dict: usize, items: Vec<usize>) -> Result<(), CodecError> {
-        if items.len() % 2 != 0 {
-            return err("SETITEMS with an odd number of items");
-        }
-        let pairs = items.chunks(2).map(|p| (p[0], p[1]));
-        match self.container_mut(dict) {
-            Node::Dict(d) => {
-                d.extend(pairs);
-                Ok(())
+            (b's' | b'u', Node::Dict(d)) => {
+                if items.len() % 2 != 0 {
+                    return err("SETITEMS with an odd number of items");
+                }
+                budget.reserve(d, items.len() / 2)?;
+                d.extend(items.chunks(2).map(|p| (p[0], p[1])));
             }
-            _ => err("SETITEM on something that is not a dict"),
+            (b'a' | b'e', _) => return err("APPEND to something that is not a list"),
+            (b's' | b'u', _) => return err("SETITEM on something that is not a dict"),
+            _ => return err("ADDITEMS to something that is not a set"),
         }
+        stack.truncate(m);
+        Ok(())
     }
 
-    fn run(&mut self) -> Result<usize, CodecError> {
+    /// APPEND / SETITEM: the last `n` items go into the container under them.
+    fn extend_top(&mut self, n: usize, op: u8) -> Result<(), CodecError> {
+        let floor = self.marks.last().map_or(0, |&m| m as usize);
+        if self.stack.len() < floor + n + 1 {
+            return err("stack underflow");
+        }
+        let m = self.stack.len() - n;
+        let at = self.stack[m - 1];
+        self.extend(at, m, op)
+    }
+
+    /// APPENDS / SETITEMS / ADDITEMS: the items since the last MARK go into the
+    /// container under the MARK.
+    fn extend_mark(&mut self, op: u8) -> Result<(), CodecError> {
+        let m = self.mark()?;
+        let floor = self.marks.last().map_or(0, |&m| m as usize);
+        if m <= floor {
+            return err("stack underflow");
+        }
+        let at = self.stack[m - 1];
+        self.extend(at, m, op)
+    }
+
+    fn run(&mut self) -> Result<Ix, CodecError> {
         loop {
             let op = self.input.byte()?;
             match op {
@@ -291,42 +471,49 @@ impl Machine<'_> {
                     }
                     return Ok(root);
                 }
-                b'(' => self.marks.push(self.stack.len()),
+                b'(' => {
+                    let at = self.stack.len() as u32;
+                    self.budget.reserve(&mut self.marks, 1)?;
+                    self.marks.push(at)
+                }
                 b'0' => {
                     self.pop()?;
                 }
                 b'1' => {
-                    self.pop_mark()?;
+                    let m = self.mark()?;
+                    self.stack.truncate(m);
                 }
                 b'2' => {
                     let t = self.top()?;
-                    self.stack.push(t);
+                    self.push_ix(t)?
                 }
-                b'N' => self.push(Node::None),
-                0x88 => self.push(Node::Bool(true)),
-                0x89 => self.push(Node::Bool(false)),
+                b'N' => self.push(Node::None)?,
+                0x88 => self.push(Node::Bool(true))?,
+                0x89 => self.push(Node::Bool(false))?,
                 b'J' => {
                     let v = self.input.u32()? as i32;
-                    self.push(Node::Int(i64::from(v)))
+                    self.push(Node::Int(i64::from(v)))?
                 }
                 b'K' => {
                     let v = self.input.byte()?;
-                    self.push(Node::Int(i64::from(v)))
+                    self.push(Node::Int(i64::from(v)))?
                 }
                 b'M' => {
                     let v = self.input.u16()?;
-                    self.push(Node::Int(v as i64))
+                    self.push(Node::Int(v as i64))?
                 }
                 0x8a => {
                     let n = self.input.byte()?;
                     let b = self.input.take(usize::from(n))?;
-                    self.push(long_node(b))
+                    self.budget.spend(b.len())?;
+                    self.push(long_node(b))?
                 }
                 0x8b => {
                     let n = self.input.u32()?;
                     let n = self.input.len(u64::from(n))?;
                     let b = self.input.take(n)?;
-                    self.push(long_node(b))
+                    self.budget.spend(b.len())?;
+                    self.push(long_node(b))?
                 }
                 b'I' => {
                     let node = match self.input.line()? {
@@ -337,19 +524,19 @@ impl Machine<'_> {
                             Err(_) => return err(format!("bad INT argument '{s}'")),
                         },
                     };
-                    self.push(node)
+                    self.push(node)?
                 }
                 b'L' => {
                     let s = self.input.line()?;
                     match s.trim_end_matches('L').parse::<i64>() {
-                        Ok(i) => self.push(Node::Int(i)),
+                        Ok(i) => self.push(Node::Int(i))?,
                         Err(_) => return err("LONG text argument beyond 64 bits"),
                     }
                 }
                 b'F' => {
                     let s = self.input.line()?;
                     match s.parse::<f64>() {
-                        Ok(f) => self.push(Node::Float(f)),
+                        Ok(f) => self.push(Node::Float(f))?,
                         Err(_) => return err(format!("bad FLOAT argument '{s}'")),
                     }
                 }
@@ -357,7 +544,7 @@ impl Machine<'_> {
                     let b = self.input.take(8)?;
                     self.push(Node::Float(f64::from_be_bytes(
                         b.try_into().expect("8 bytes"),
-                    )))
+                    )))?
                 }
                 0x8c => {
                     let n = usize::from(self.input.byte()?);
@@ -387,66 +574,40 @@ impl Machine<'_> {
                     let n = self.input.len(n)?;
                     self.bytes(n)?
                 }
-                b']' => self.push(Node::List(Vec::new())),
-                b')' => self.push(Node::Tuple(Vec::new())),
-                b'}' => self.push(Node::Dict(Vec::new())),
-                0x8f => self.push(Node::Set(Vec::new())),
+                b']' => self.push(Node::List(Vec::new()))?,
+                b')' => self.push(Node::Tuple(Vec::new()))?,
+                b'}' => self.push(Node::Dict(Vec::new()))?,
+                0x8f => self.push(Node::Set(Vec::new()))?,
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.push(Node::List(items))
+                    self.push(Node::List(items))?
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Node::Tuple(items))
+                    self.push(Node::Tuple(items))?
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(self.pop()?);
+                    let floor = self.marks.last().map_or(0, |&m| m as usize);
+                    if self.stack.len() < floor + n {
+                        return err("stack underflow");
                     }
-                    items.reverse();
-                    self.push(Node::Tuple(items))
+                    let m = self.stack.len() - n;
+                    let mut items = self.budget.vec(n)?;
+                    items.extend(self.stack.drain(m..));
+                    self.push(Node::Tuple(items))?
                 }
                 b'd' => {
-                    let items = self.pop_mark()?;
-                    self.push(Node::Dict(Vec::new()));
-                    let d = self.top()?;
-                    self.set_items(d, items)?
+                    let items = self.pop_mark_pairs()?;
+                    self.push(Node::Dict(items))?
                 }
                 0x91 => {
                     let items = self.pop_mark()?;
-                    self.push(Node::FrozenSet(items))
+                    self.push(Node::FrozenSet(items))?
                 }
-                b'a' => {
-                    let item = self.pop()?;
-                    let list = self.top()?;
-                    self.extend_list(list, vec![item])?
-                }
-                b'e' => {
-                    let items = self.pop_mark()?;
-                    let list = self.top()?;
-                    self.extend_list(list, items)?
-                }
-                b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    let d = self.top()?;
-                    self.set_items(d, vec![k, v])?
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    let d = self.top()?;
-                    self.set_items(d, items)?
-                }
-                0x90 => {
-                    let items = self.pop_mark()?;
-                    let s = self.top()?;
-                    match self.container_mut(s) {
-                        Node::Set(v) => v.extend(items),
-                        _ => return err("ADDITEMS to something that is not a set"),
-                    }
-                }
+                b'a' => self.extend_top(1, op)?,
+                b's' => self.extend_top(2, op)?,
+                b'e' | b'u' | 0x90 => self.extend_mark(op)?,
                 b'g' => {
                     let s = self.input.line()?;
                     let k = s.parse::<u32>().or_else(|_| err("bad GET argument"))?;
@@ -473,15 +634,12 @@ impl Machine<'_> {
                     let k = self.input.u32()?;
                     self.memo_put(k)?
                 }
-                0x94 => {
-                    let k = u32::try_from(self.memo.len()).or_else(|_| err("memo too large"))?;
-                    self.memo_put(k)?
-                }
+                0x94 => self.memo_put(self.memo_len)?,
                 b'c' => {
                     let module = self.input.line()?;
                     let name = self.input.line()?;
                     let g = resolve_global(module, name)?;
-                    self.push(Node::Global(g))
+                    self.push_global(g)?
                 }
                 0x93 => {
                     let name = self.pop()?;
@@ -490,26 +648,26 @@ impl Machine<'_> {
                         return err("STACK_GLOBAL needs two strings");
                     };
                     let g = resolve_global(module, name)?;
-                    self.push(Node::Global(g))
+                    self.push_global(g)?
                 }
                 b'R' => {
                     let args = self.pop()?;
                     let func = self.pop()?;
                     let n = self.reduce(func, args)?;
-                    self.push(n)
+                    self.push(n)?
                 }
                 0x81 => {
                     let args = self.pop()?;
                     let cls = self.pop()?;
                     let n = self.new_object(cls, args, None)?;
-                    self.push(n)
+                    self.push(n)?
                 }
                 0x92 => {
                     let kwargs = self.pop()?;
                     let args = self.pop()?;
                     let cls = self.pop()?;
                     let n = self.new_object(cls, args, Some(kwargs))?;
-                    self.push(n)
+                    self.push(n)?
                 }
                 b'b' => {
                     let state = self.pop()?;
@@ -533,135 +691,233 @@ impl Machine<'_> {
         }
     }
 
+    fn push_global(&mut self, g: Global) -> Result<(), CodecError> {
+        if let Global::Exception(name) = &g {
+            self.budget.spend(name.len())?;
+        }
+        self.push(Node::Global(g))
+    }
+
     fn string(&mut self, n: usize) -> Result<(), CodecError> {
         let b = self.input.take(n)?;
         match std::str::from_utf8(b) {
             Ok(s) => {
-                self.push(Node::Str(s.to_owned()));
-                Ok(())
+                self.budget.spend(n)?;
+                self.push(Node::Str(s.to_owned()))
             }
             Err(_) => err("string is not valid UTF-8"),
         }
     }
 
     fn bytes(&mut self, n: usize) -> Result<(), CodecError> {
-        let b = self.input.take(n)?.to_vec();
-        self.push(Node::Bytes(b));
-        Ok(())
-    }
-}
-
-impl Decoded {
-    /// The root node.
-    pub(super) fn root(&self) -> &Node {
-        &self.nodes[self.root]
+        let b = self.input.take(n)?;
+        self.budget.spend(n)?;
+        self.push(Node::Bytes(b.to_vec()))
     }
 
-    /// The string in node `i`, if it is one.
-    pub(super) fn text(&self, i: usize) -> Option<&str> {
-        match &self.nodes[i] {
-            Node::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// A Token node's (typeid, id string), once its state is set.
-    pub(super) fn token(&self, i: usize) -> Result<Token, CodecError> {
-        let state = match self.nodes[i] {
-            Node::Token(Some(s)) => s,
-            Node::Proxy(t) => return self.token(t),
-            Node::Token(None) => return err("Token without its state"),
-            _ => return err("expected a Token"),
+    /// Reads a Token's state tuple `(typeid, address, id)`.
+    pub(super) fn token_state(&mut self, state: Ix) -> Result<Box<TokenState>, CodecError> {
+        let (t, a, i) = match self.node(state) {
+            Node::Tuple(v) if v.len() == 3 => (v[0], v[1], v[2]),
+            _ => return err("Token state must be (typeid, address, id)"),
         };
-        let Node::Tuple(parts) = &self.nodes[state] else {
-            return err("Token state must be a tuple");
-        };
-        let (Some(typeid), Some(id)) = (self.text(parts[0]), self.text(parts[2])) else {
+        let (Some(typeid), Some(id)) = (self.text(t), self.text(i)) else {
             return err("Token typeid and id must be strings");
         };
         let Some(id) = ObjectId::from_hex(id) else {
             return err(format!("Token id '{id}' is not a hex object id"));
         };
+        let address = match self.node(a) {
+            Node::Tuple(p) if p.len() == 2 => match *self.node(p[1]) {
+                Node::Int(port) => Address::Port(port),
+                _ => Address::Other,
+            },
+            Node::Str(s) => Address::Path(s.clone()),
+            _ => Address::Other,
+        };
+        let typeid = typeid.to_owned();
+        let heap = typeid.len()
+            + match &address {
+                Address::Path(p) => p.len(),
+                _ => 0,
+            };
+        self.budget
+            .spend(heap + std::mem::size_of::<TokenState>())?;
+        Ok(Box::new(TokenState {
+            typeid,
+            id,
+            address,
+        }))
+    }
+}
+
+impl Decoded {
+    /// The node at `i`.
+    pub(super) fn node(&self, i: Ix) -> &Node {
+        &self.nodes[i as usize]
+    }
+
+    /// The root node.
+    pub(super) fn root(&self) -> &Node {
+        self.node(self.root)
+    }
+
+    /// The string in node `i`, if it is one.
+    pub(super) fn text(&self, i: Ix) -> Option<&str> {
+        match self.node(i) {
+            Node::Str(s) => Some(s),
+            Node::Done(d) => d.0.as_str(),
+            _ => None,
+        }
+    }
+
+    /// Charges `bytes` to this decode's budget.
+    pub(super) fn spend(&mut self, bytes: usize) -> Result<(), CodecError> {
+        self.budget.spend(bytes)
+    }
+
+    /// Bytes left in this decode's budget.
+    pub(super) fn left(&self) -> usize {
+        self.budget.left()
+    }
+
+    /// A Token (or proxy) node as a [`Token`], checked against `home`.
+    pub(super) fn token(&mut self, i: Ix) -> Result<Token, CodecError> {
+        let st = match self.node(i) {
+            Node::Token(Some(s)) => s,
+            &Node::Proxy(t) => return self.token(t),
+            Node::Token(None) => return err("Token without its state"),
+            _ => return err("expected a Token"),
+        };
         if let Some(home) = &self.home {
-            let same = match (&self.nodes[parts[1]], home) {
-                (Node::Tuple(p), Value::Tuple(h)) if p.len() == 2 && h.len() == 2 => {
-                    matches!((&self.nodes[p[1]], &h[1]), (Node::Int(a), Value::Int(b)) if a == b)
+            let same = match (&st.address, home) {
+                (Address::Port(a), Value::Tuple(h)) if h.len() == 2 => {
+                    matches!(h[1], Value::Int(b) if b == *a)
                 }
-                (Node::Str(a), Value::Str(b)) => a == b,
+                (Address::Path(a), Value::Str(b)) => a == b,
                 _ => false,
             };
             if !same {
                 return err(format!(
-                    "a proxy of another manager ({typeid} {id}) cannot be sent to this server"
+                    "a proxy of another manager ({} {}) cannot be sent to this server",
+                    st.typeid, st.id
                 ));
             }
         }
+        let (n, id) = (st.typeid.len(), st.id);
+        self.budget.spend(n)?;
+        let Node::Token(Some(st)) = self.node(i) else {
+            unreachable!("matched a token")
+        };
         Ok(Token {
-            typeid: typeid.to_owned(),
+            typeid: st.typeid.clone(),
             id,
         })
     }
 
     /// Converts node `i` into a [`Value`], spending from the budget.
-    pub(super) fn value(&mut self, i: usize) -> Result<Value, CodecError> {
-        self.value_at(i, 0)
+    pub(super) fn value(&mut self, i: Ix) -> Result<Value, CodecError> {
+        self.value_at(i, 0).map(|(v, _)| v)
     }
 
-    fn spend(&mut self, units: usize) -> Result<(), CodecError> {
-        if units > self.budget {
-            return err("pickle expands beyond the size limit (shared references)");
-        }
-        self.budget -= units;
-        Ok(())
-    }
-
-    fn values(&mut self, items: &[usize], depth: u32) -> Result<Vec<Value>, CodecError> {
-        let mut out = Vec::with_capacity(items.len().min(1024));
-        for &i in items {
-            out.push(self.value_at(i, depth + 1)?);
-        }
-        Ok(out)
-    }
-
-    fn value_at(&mut self, i: usize, depth: u32) -> Result<Value, CodecError> {
+    /// Node `i` as a value and the bytes its heap holds. A node referenced
+    /// once is moved out of the arena; a shared one is converted once, kept,
+    /// and copied (and charged) for every reference.
+    fn value_at(&mut self, i: Ix, depth: u32) -> Result<(Value, usize), CodecError> {
         if depth > MAX_DEPTH {
             return err("value nested too deeply (or recursive)");
         }
-        self.spend(1)?;
-        // Cloning the index lists keeps the borrow checker out of the recursion;
-        // it costs no more than the values built from them.
-        Ok(match self.nodes[i].clone() {
-            Node::None => Value::None,
-            Node::Bool(b) => Value::Bool(b),
-            Node::Int(v) => Value::Int(v),
-            Node::Float(f) => Value::Float(f),
+        match self.node(i) {
+            Node::Token(_) | Node::Proxy(_) => {
+                let t = self.token(i)?;
+                let n = t.typeid.len();
+                return Ok((Value::Ref(t), n));
+            }
+            Node::Done(d) => {
+                let size = d.1;
+                self.budget.spend(size)?;
+                let Node::Done(d) = self.node(i) else {
+                    unreachable!("matched Done")
+                };
+                return Ok((d.0.clone(), size));
+            }
+            Node::Busy => return err("value is recursive (it contains itself)"),
+            Node::Taken => return err("a value referenced once was converted twice"),
+            _ => {}
+        }
+        let shared = self.refs.get(i as usize).is_none_or(|&r| r > 1);
+        let slot = if shared { Node::Busy } else { Node::Taken };
+        let node = std::mem::replace(&mut self.nodes[i as usize], slot);
+        let (v, size) = self.convert(node, depth)?;
+        if !shared {
+            return Ok((v, size));
+        }
+        self.budget
+            .spend(size + std::mem::size_of::<(Value, usize)>())?;
+        let copy = v.clone();
+        self.nodes[i as usize] = Node::Done(Box::new((v, size)));
+        Ok((copy, size))
+    }
+
+    /// Converts a node taken out of the arena, moving its contents.
+    fn convert(&mut self, node: Node, depth: u32) -> Result<(Value, usize), CodecError> {
+        Ok(match node {
+            Node::None => (Value::None, 0),
+            Node::Bool(b) => (Value::Bool(b), 0),
+            Node::Int(v) => (Value::Int(v), 0),
+            Node::Float(f) => (Value::Float(f), 0),
             Node::BigInt(b) => {
-                self.spend(b.len())?;
-                Value::BigInt(b)
+                let n = b.capacity();
+                (Value::BigInt(b), n)
             }
             Node::Str(s) => {
-                self.spend(s.len())?;
-                Value::Str(s)
+                let n = s.capacity();
+                (Value::Str(s), n)
             }
             Node::Bytes(b) => {
-                self.spend(b.len())?;
-                Value::Bytes(b)
+                let n = b.capacity();
+                (Value::Bytes(b), n)
             }
-            Node::List(v) => Value::List(self.values(&v, depth)?),
-            Node::Tuple(v) => Value::Tuple(self.values(&v, depth)?),
-            Node::Set(v) => Value::Set(self.values(&v, depth)?),
-            Node::FrozenSet(v) => Value::FrozenSet(self.values(&v, depth)?),
+            Node::List(v) => self.values(&v, depth, Value::List)?,
+            Node::Tuple(v) => self.values(&v, depth, Value::Tuple)?,
+            Node::Set(v) => self.values(&v, depth, Value::Set)?,
+            Node::FrozenSet(v) => self.values(&v, depth, Value::FrozenSet)?,
             Node::Dict(d) => {
-                let mut out = Vec::with_capacity(d.len().min(1024));
-                for (k, v) in d {
-                    out.push((self.value_at(k, depth + 1)?, self.value_at(v, depth + 1)?));
+                let mut out = self.budget.vec::<(Value, Value)>(d.len())?;
+                let mut size = d.len() * std::mem::size_of::<(Value, Value)>();
+                for &(k, v) in &d {
+                    let (k, kn) = self.value_at(k, depth + 1)?;
+                    let (v, vn) = self.value_at(v, depth + 1)?;
+                    size += kn + vn;
+                    out.push((k, v));
                 }
-                Value::Dict(out)
+                (Value::Dict(out), size)
             }
-            Node::Slice(s) => Value::Slice(s),
-            Node::Token(_) | Node::Proxy(_) => Value::Ref(self.token(i)?),
+            Node::Slice(s) => (Value::Slice(*s), 0),
             Node::Global(_) => return err("a class or function cannot be a value"),
             Node::Exception(..) => return err("an exception cannot be a value here"),
+            Node::Token(_) | Node::Proxy(_) | Node::Taken | Node::Busy | Node::Done(_) => {
+                return err("internal: node converted out of turn")
+            }
         })
     }
+
+    fn values(
+        &mut self,
+        items: &[Ix],
+        depth: u32,
+        make: fn(Vec<Value>) -> Value,
+    ) -> Result<(Value, usize), CodecError> {
+        let mut out = self.budget.vec::<Value>(items.len())?;
+        let mut size = items.len() * std::mem::size_of::<Value>();
+        for &i in items {
+            let (v, n) = self.value_at(i, depth + 1)?;
+            size += n;
+            out.push(v);
+        }
+        Ok((make(out), size))
+    }
 }
+
+// The arena's per-object cost is part of the stated bound: keep nodes small.
+const _: () = assert!(std::mem::size_of::<Node>() <= 32);

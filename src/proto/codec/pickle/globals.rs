@@ -3,7 +3,7 @@
 //! set, a list from an array's bytes, a Token, a rebuilt proxy, an exception.
 //! Nothing here imports or runs anything: a name that is not listed is an error.
 
-use super::decode::{err, long_node, Machine, Node};
+use super::decode::{err, long_node, Ix, Machine, Node};
 use crate::proto::codec::CodecError;
 use crate::proto::value::Slice;
 
@@ -165,22 +165,28 @@ pub(super) fn resolve_global(module: &str, name: &str) -> Result<Global, CodecEr
 }
 
 impl Machine<'_> {
-    fn global(&self, i: usize) -> Option<&Global> {
-        match &self.nodes[i] {
+    fn global(&self, i: Ix) -> Option<&Global> {
+        match self.node(i) {
             Node::Global(g) => Some(g),
             _ => None,
         }
     }
 
-    fn tuple(&self, i: usize, what: &str) -> Result<Vec<usize>, CodecError> {
-        match &self.nodes[i] {
-            Node::Tuple(v) => Ok(v.clone()),
+    /// The first (up to 4) items of the argument tuple `i` and its length.
+    fn args(&self, i: Ix, what: &str) -> Result<([Ix; 4], usize), CodecError> {
+        match self.node(i) {
+            Node::Tuple(v) => {
+                let mut a = [0; 4];
+                let n = v.len().min(4);
+                a[..n].copy_from_slice(&v[..n]);
+                Ok((a, v.len()))
+            }
             _ => err(format!("{what} needs an argument tuple")),
         }
     }
 
-    fn int_or_none(&self, i: usize) -> Result<Option<i64>, CodecError> {
-        match self.nodes[i] {
+    fn int_or_none(&self, i: Ix) -> Result<Option<i64>, CodecError> {
+        match *self.node(i) {
             Node::None => Ok(None),
             Node::Int(v) => Ok(Some(v)),
             Node::Bool(b) => Ok(Some(i64::from(b))),
@@ -188,42 +194,59 @@ impl Machine<'_> {
         }
     }
 
+    /// A copy of the items of the list, tuple or set `src`, charged.
+    fn items_of(&mut self, src: Ix, what: &str) -> Result<Vec<Ix>, CodecError> {
+        let n = match self.node(src) {
+            Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => v.len(),
+            _ => return err(format!("{what} of something that is not a sequence")),
+        };
+        let mut items = self.budget.vec(n)?;
+        if let Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) = self.node(src) {
+            items.extend_from_slice(v);
+        }
+        Ok(items)
+    }
+
     /// REDUCE: "calls" a whitelisted global by interpreting its arguments.
-    pub(super) fn reduce(&mut self, func: usize, args: usize) -> Result<Node, CodecError> {
+    pub(super) fn reduce(&mut self, func: Ix, args: Ix) -> Result<Node, CodecError> {
         let Some(g) = self.global(func).cloned() else {
             return err("REDUCE of something that is not a whitelisted global");
         };
-        let a = self.tuple(args, "REDUCE")?;
+        if let Global::Exception(kind) = &g {
+            self.budget.spend(kind.len())?;
+        }
+        let (arr, len) = self.args(args, "REDUCE")?;
+        if len > 4 && !matches!(g, Global::Exception(_) | Global::NewObj) {
+            return err("too many arguments for a whitelisted global");
+        }
+        let a = &arr[..len.min(4)];
         Ok(match g {
             Global::Slice => {
                 let b = a
                     .iter()
                     .map(|&i| self.int_or_none(i))
                     .collect::<Result<Vec<_>, _>>()?;
-                match b[..] {
-                    [stop] => Node::Slice(Slice {
+                let slice = match b[..] {
+                    [stop] => Slice {
                         start: None,
                         stop,
                         step: None,
-                    }),
-                    [start, stop] => Node::Slice(Slice {
+                    },
+                    [start, stop] => Slice {
                         start,
                         stop,
                         step: None,
-                    }),
-                    [start, stop, step] => Node::Slice(Slice { start, stop, step }),
+                    },
+                    [start, stop, step] => Slice { start, stop, step },
                     _ => return err("slice() takes 1 to 3 arguments"),
-                }
+                };
+                self.budget.spend_items::<Slice>(1)?;
+                Node::Slice(Box::new(slice))
             }
             Global::Seq(tuple) => {
                 let items = match a[..] {
                     [] => Vec::new(),
-                    [src] => match &self.nodes[src] {
-                        Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => {
-                            v.clone()
-                        }
-                        _ => return err("list()/tuple() of something that is not a sequence"),
-                    },
+                    [src] => self.items_of(src, "list()/tuple()")?,
                     _ => return err("list()/tuple() take at most one argument"),
                 };
                 if tuple {
@@ -235,12 +258,7 @@ impl Machine<'_> {
             Global::Set(frozen) => {
                 let items = match a[..] {
                     [] => Vec::new(),
-                    [src] => match &self.nodes[src] {
-                        Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => {
-                            v.clone()
-                        }
-                        _ => return err("set() of something that is not a sequence"),
-                    },
+                    [src] => self.items_of(src, "set()")?,
                     _ => return err("set() takes at most one argument"),
                 };
                 if frozen {
@@ -251,8 +269,15 @@ impl Machine<'_> {
             }
             Global::Bytes => match a[..] {
                 [] => Node::Bytes(Vec::new()),
-                [src] => match &self.nodes[src] {
-                    Node::Bytes(b) => Node::Bytes(b.clone()),
+                [src] => match self.node(src) {
+                    Node::Bytes(b) => {
+                        let n = b.len();
+                        self.budget.spend(n)?;
+                        let Node::Bytes(b) = self.node(src) else {
+                            unreachable!("matched bytes")
+                        };
+                        Node::Bytes(b.clone())
+                    }
                     _ => return err("bytes()/bytearray() of something that is not bytes"),
                 },
                 _ => return err("bytes()/bytearray() with unsupported arguments"),
@@ -265,8 +290,8 @@ impl Machine<'_> {
                     3 => &mut b[..],
                     _ => return err("range() takes 1 to 3 arguments"),
                 };
-                for (slot, &i) in given.iter_mut().zip(&a) {
-                    *slot = match self.nodes[i] {
+                for (slot, &i) in given.iter_mut().zip(a) {
+                    *slot = match *self.node(i) {
                         Node::Int(v) => v,
                         _ => return err("range() bounds must be ints"),
                     };
@@ -281,48 +306,65 @@ impl Machine<'_> {
                 } else {
                     0
                 };
-                if len > self.range_limit() as u128 {
+                // Each item costs a node and an index: refuse before building
+                // a range this request's remaining budget cannot hold.
+                let per_item = (std::mem::size_of::<Node>() + std::mem::size_of::<Ix>()) as u128;
+                if len * per_item > self.budget.left() as u128 {
                     return err(format!(
                         "range() of {len} items is too large for this request"
                     ));
                 }
-                let items = (0..len as i64)
-                    .map(|k| {
-                        Node::Int((i128::from(start) + i128::from(k) * i128::from(step)) as i64)
-                    })
-                    .collect();
-                Node::List(self.add_all(items))
+                let items = (0..len as i64).map(|k| {
+                    Ok(Node::Int(
+                        (i128::from(start) + i128::from(k) * i128::from(step)) as i64,
+                    ))
+                });
+                Node::List(self.add_all(len as usize, items)?)
             }
             Global::CodecsEncode => match a[..] {
-                [s, enc] if matches!(self.text(enc), Some("latin1" | "latin-1")) => {
-                    let Some(s) = self.text(s) else {
+                [text, enc] if matches!(self.text(enc), Some("latin1" | "latin-1")) => {
+                    let Some(s) = self.text(text) else {
                         return err("encode() of something that is not a str");
                     };
-                    let b = s
-                        .chars()
-                        .map(|c| u8::try_from(u32::from(c)))
-                        .collect::<Result<Vec<u8>, _>>()
-                        .or_else(|_| err("latin1 text with a character above U+00FF"))?;
+                    let n = s.len();
+                    self.budget.spend(n)?;
+                    let Some(s) = self.text(text) else {
+                        unreachable!("matched a str")
+                    };
+                    let mut b = Vec::with_capacity(n);
+                    for c in s.chars() {
+                        match u8::try_from(u32::from(c)) {
+                            Ok(byte) => b.push(byte),
+                            Err(_) => return err("latin1 text with a character above U+00FF"),
+                        }
+                    }
                     Node::Bytes(b)
                 }
                 _ => return err("only encode(str, 'latin1') is supported"),
             },
             Global::Array => match a[..] {
-                [code, items] if self.text(code).is_some() => match &self.nodes[items] {
-                    Node::List(v) => Node::List(v.clone()),
+                [code, items] if self.text(code).is_some() => match self.node(items) {
+                    Node::List(_) => Node::List(self.items_of(items, "array()")?),
                     Node::Str(s) => {
-                        let chars: Vec<Node> =
-                            s.chars().map(|c| Node::Str(c.to_string())).collect();
-                        Node::List(self.add_all(chars))
+                        // One node per character; copying the text first keeps
+                        // the borrow of the arena short (and is charged).
+                        let n = s.chars().count();
+                        self.budget.spend(s.len())?;
+                        self.budget.spend(n.saturating_mul(4))?;
+                        let Node::Str(s) = self.node(items) else {
+                            unreachable!("matched a str")
+                        };
+                        let s = s.clone();
+                        let chars = s.chars().map(|c| Ok(Node::Str(c.to_string())));
+                        Node::List(self.add_all(n, chars)?)
                     }
                     // managers.py reduces arrays to (typecode, a.tobytes()):
                     // native machine format, as on this (the same) host.
-                    Node::Bytes(data) => {
+                    Node::Bytes(_) => {
                         let Some(fmt) = self.text(code).and_then(native_format) else {
                             return err("array() with an unknown typecode");
                         };
-                        let items = array_items(fmt, &data.clone())?;
-                        Node::List(self.add_all(items))
+                        self.array(fmt, items)?
                     }
                     _ => return err("array() needs a list of items"),
                 },
@@ -333,12 +375,11 @@ impl Machine<'_> {
                     if self.global(cls) != Some(&Global::Array) || self.text(code).is_none() {
                         return err("_array_reconstructor needs array.array and a typecode");
                     }
-                    let (Node::Int(fmt), Node::Bytes(data)) = (&self.nodes[fmt], &self.nodes[data])
+                    let (&Node::Int(fmt), Node::Bytes(_)) = (self.node(fmt), self.node(data))
                     else {
                         return err("_array_reconstructor needs a format code and bytes");
                     };
-                    let items = array_items(*fmt, data)?;
-                    Node::List(self.add_all(items))
+                    self.array(fmt, data)?
                 }
                 _ => return err("_array_reconstructor takes 4 arguments"),
             },
@@ -346,23 +387,25 @@ impl Machine<'_> {
                 [cls, base, state]
                     if self.global(cls) == Some(&Global::Token)
                         && self.global(base) == Some(&Global::Object)
-                        && matches!(self.nodes[state], Node::None) =>
+                        && matches!(self.node(state), Node::None) =>
                 {
                     Node::Token(None)
                 }
                 _ => return err("copyreg._reconstructor is only accepted for Token"),
             },
-            Global::NewObj => match a.split_first() {
-                Some((&cls, rest)) => {
-                    let rest = Node::Tuple(rest.to_vec());
-                    self.nodes.push(rest);
-                    let rest = self.nodes.len() - 1;
-                    return self.new_object(cls, rest, None);
+            Global::NewObj => {
+                let Some(&cls) = a.first() else {
+                    return err("copyreg.__newobj__ needs a class");
+                };
+                let mut rest = self.budget.vec::<Ix>(len - 1)?;
+                if let Node::Tuple(v) = self.node(args) {
+                    rest.extend_from_slice(&v[1..]);
                 }
-                None => return err("copyreg.__newobj__ needs a class"),
-            },
+                let rest = self.add(Node::Tuple(rest))?;
+                return self.new_object(cls, rest, None);
+            }
             Global::Token => match a[..] {
-                [_, _, _] => Node::Token(Some(args)),
+                [_, _, _] => Node::Token(Some(self.token_state(args)?)),
                 _ => return err("Token() takes 3 arguments"),
             },
             Global::RebuildProxy => match a[..] {
@@ -370,7 +413,7 @@ impl Machine<'_> {
                     if self.global(func) != Some(&Global::ProxyType) {
                         return err("RebuildProxy needs a multiprocessing.managers proxy type");
                     }
-                    if !matches!(self.nodes[token], Node::Token(Some(_))) {
+                    if !matches!(self.node(token), Node::Token(Some(_))) {
                         return err("RebuildProxy needs a Token");
                     }
                     Node::Proxy(token)
@@ -387,43 +430,81 @@ impl Machine<'_> {
     /// NEWOBJ / NEWOBJ_EX: only `Token.__new__(Token)` and exceptions.
     pub(super) fn new_object(
         &mut self,
-        cls: usize,
-        args: usize,
-        kwargs: Option<usize>,
+        cls: Ix,
+        args: Ix,
+        kwargs: Option<Ix>,
     ) -> Result<Node, CodecError> {
-        let a = self.tuple(args, "NEWOBJ")?;
+        let (_, len) = self.args(args, "NEWOBJ")?;
         if let Some(k) = kwargs {
-            if !matches!(&self.nodes[k], Node::Dict(d) if d.is_empty()) {
+            if !matches!(self.node(k), Node::Dict(d) if d.is_empty()) {
                 return err("NEWOBJ_EX with keyword arguments is not supported");
             }
         }
         match self.global(cls) {
-            Some(Global::Token) if a.is_empty() => Ok(Node::Token(None)),
-            Some(Global::Exception(kind)) => Ok(Node::Exception(kind.clone(), args)),
+            Some(Global::Token) if len == 0 => Ok(Node::Token(None)),
+            Some(Global::Exception(kind)) => {
+                let kind = kind.clone();
+                self.budget.spend(kind.len())?;
+                Ok(Node::Exception(kind, args))
+            }
             _ => err("NEWOBJ is only accepted for Token and exceptions"),
         }
     }
 
     /// BUILD: a Token's `(typeid, address, id)` state; an exception's attribute
     /// dict is accepted and ignored.
-    pub(super) fn build(&mut self, obj: usize, state: usize) -> Result<(), CodecError> {
-        match self.nodes[obj] {
-            Node::Token(None) => match &self.nodes[state] {
-                Node::Tuple(v) if v.len() == 3 => {
-                    self.nodes[obj] = Node::Token(Some(state));
-                    Ok(())
-                }
-                _ => err("Token state must be (typeid, address, id)"),
-            },
+    pub(super) fn build(&mut self, obj: Ix, state: Ix) -> Result<(), CodecError> {
+        match self.node(obj) {
+            Node::Token(None) => {
+                let st = self.token_state(state)?;
+                self.set_node(obj, Node::Token(Some(st)));
+                Ok(())
+            }
             Node::Exception(..) => Ok(()),
             _ => err("BUILD is only accepted for Token and exceptions"),
         }
     }
 
-    fn add_all(&mut self, items: Vec<Node>) -> Vec<usize> {
-        let first = self.nodes.len();
-        self.nodes.extend(items);
-        (first..self.nodes.len()).collect()
+    /// The items of an array's machine-format bytes (node `data`) as a list.
+    fn array(&mut self, fmt: i64, data: Ix) -> Result<Node, CodecError> {
+        let (size, _, _) = machine_format(fmt)?;
+        let Node::Bytes(bytes) = self.node(data) else {
+            return err("array data must be bytes");
+        };
+        if bytes.len() % size != 0 {
+            return err("array data is not a whole number of items");
+        }
+        let n = bytes.len() / size;
+        // Characters carry up to 4 bytes of text each.
+        // Unsigned 64-bit items above i64::MAX become 9-byte big ints.
+        match fmt {
+            18..=21 => self.budget.spend(n.saturating_mul(4))?,
+            10 | 11 => self.budget.spend(n.saturating_mul(9))?,
+            _ => {}
+        }
+        // The bytes are copied out so the arena can grow while they are read.
+        self.budget.spend(size * n)?;
+        let Node::Bytes(bytes) = self.node(data) else {
+            unreachable!("matched bytes")
+        };
+        let bytes = bytes.clone();
+        let items = array_items(fmt, &bytes)?;
+        Ok(Node::List(self.add_all(n, items)?))
+    }
+
+    /// Adds up to `n` nodes to the arena, charging them first, and returns
+    /// their indices.
+    fn add_all(
+        &mut self,
+        n: usize,
+        items: impl Iterator<Item = Result<Node, CodecError>>,
+    ) -> Result<Vec<Ix>, CodecError> {
+        let mut ixs = self.budget.vec::<Ix>(n)?;
+        for item in items.take(n) {
+            let i = self.add(item?)?;
+            ixs.push(i);
+        }
+        Ok(ixs)
     }
 }
 
@@ -448,9 +529,8 @@ fn native_format(code: &str) -> Option<i64> {
     Some(if le { base } else { base + 1 })
 }
 
-/// Decodes `array._array_reconstructor`'s machine-format bytes into nodes.
-fn array_items(fmt: i64, data: &[u8]) -> Result<Vec<Node>, CodecError> {
-    // (item size, signed, big-endian, kind) per CPython's enum machine_format_code.
+/// (item size, signed, big-endian) of CPython's `enum machine_format_code`.
+fn machine_format(fmt: i64) -> Result<(usize, bool, bool), CodecError> {
     let (size, big) = match fmt {
         0 | 1 => (1, false),
         2..=5 => (2, fmt % 2 == 1),
@@ -459,11 +539,21 @@ fn array_items(fmt: i64, data: &[u8]) -> Result<Vec<Node>, CodecError> {
         18 | 19 => (2, fmt == 19),
         _ => return err(format!("unknown array machine format {fmt}")),
     };
+    let signed = matches!(fmt, 1 | 4 | 5 | 8 | 9 | 12 | 13);
+    Ok((size, signed, big))
+}
+
+/// Decodes `array._array_reconstructor`'s machine-format bytes into nodes,
+/// one at a time.
+fn array_items(
+    fmt: i64,
+    data: &[u8],
+) -> Result<impl Iterator<Item = Result<Node, CodecError>> + '_, CodecError> {
+    let (size, signed, big) = machine_format(fmt)?;
     if data.len() % size != 0 {
         return err("array data is not a whole number of items");
     }
-    let signed = matches!(fmt, 1 | 4 | 5 | 8 | 9 | 12 | 13);
-    let word = |c: &[u8]| -> u64 {
+    let word = move |c: &[u8]| -> u64 {
         let mut v = 0u64;
         for i in 0..size {
             let b = if big { c[i] } else { c[size - 1 - i] };
@@ -471,15 +561,14 @@ fn array_items(fmt: i64, data: &[u8]) -> Result<Vec<Node>, CodecError> {
         }
         v
     };
-    if matches!(fmt, 18 | 19) {
-        let units: Vec<u16> = data.chunks(2).map(|c| word(c) as u16).collect();
-        return char::decode_utf16(units)
-            .map(|c| c.map(|c| Node::Str(c.to_string())))
-            .collect::<Result<_, _>>()
-            .or_else(|_| err("array holds invalid UTF-16"));
-    }
-    data.chunks(size)
-        .map(|c| {
+    let utf16 = matches!(fmt, 18 | 19).then(|| {
+        char::decode_utf16(data.chunks(2).map(move |c| word(c) as u16)).map(|c| {
+            c.map(|c| Node::Str(c.to_string()))
+                .or_else(|_| err("array holds invalid UTF-16"))
+        })
+    });
+    let words = (!matches!(fmt, 18 | 19)).then(|| {
+        data.chunks(size).map(move |c| {
             let v = word(c);
             Ok(match fmt {
                 14 | 15 => Node::Float(f64::from(f32::from_bits(v as u32))),
@@ -498,5 +587,9 @@ fn array_items(fmt: i64, data: &[u8]) -> Result<Vec<Node>, CodecError> {
                 },
             })
         })
-        .collect()
+    });
+    Ok(utf16
+        .into_iter()
+        .flatten()
+        .chain(words.into_iter().flatten()))
 }

@@ -11,7 +11,10 @@
 //! (managers.py pickles dict views as `list(items)`), and exception classes (for
 //! replies). Any other global (`os.system`, `builtins.eval` …) or opcode (INST, OBJ,
 //! PERSID, EXT*, out-of-band buffers) is a [`CodecError`]: nothing is ever imported
-//! or executed. Memory and nesting are bounded by the input's size and
+//! or executed. Memory is bounded by one byte budget per payload,
+//! [`PICKLE_BYTES_PER_INPUT_BYTE`](super::PICKLE_BYTES_PER_INPUT_BYTE) × its
+//! length plus a floor (see [`decode_limit`](super::decode_limit)), charged
+//! across every constructor, memo reference and conversion; nesting by
 //! [`MAX_DEPTH`].
 //!
 //! Encoding writes protocol 4 that CPython's `pickle.loads` turns into the objects
@@ -123,10 +126,10 @@ pub fn decode_request_for(payload: &[u8], address: &Value) -> Result<Request, Co
 
 fn request(mut d: Decoded) -> Result<Request, CodecError> {
     let parts = match d.root() {
-        Node::Tuple(p) if p.len() == 4 => p.clone(),
+        Node::Tuple(p) if p.len() == 4 => [p[0], p[1], p[2], p[3]],
         _ => return err("a request must be a tuple (ident, methodname, args, kwds)"),
     };
-    let target = match &d.nodes[parts[0]] {
+    let target = match d.node(parts[0]) {
         Node::None => None,
         Node::Str(s) => match ObjectId::from_hex(s) {
             Some(id) => Some(id),
@@ -137,18 +140,21 @@ fn request(mut d: Decoded) -> Result<Request, CodecError> {
     let Some(method) = d.text(parts[1]).map(str::to_owned) else {
         return err("methodname must be a str");
     };
+    d.spend(method.len())?;
     let args = match d.value(parts[2])? {
         Value::Tuple(v) | Value::List(v) => v,
         _ => return err("args must be a tuple"),
     };
     let kwargs = match d.value(parts[3])? {
-        Value::Dict(kv) => kv
-            .into_iter()
-            .map(|(k, v)| match k {
-                Value::Str(k) => Ok((k, v)),
-                _ => err("keyword names must be str"),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
+        Value::Dict(kv) => {
+            d.spend(kv.len() * std::mem::size_of::<(String, Value)>())?;
+            kv.into_iter()
+                .map(|(k, v)| match k {
+                    Value::Str(k) => Ok((k, v)),
+                    _ => err("keyword names must be str"),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
         Value::None => Vec::new(),
         _ => return err("kwds must be a dict"),
     };
@@ -279,25 +285,30 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
         Node::Tuple(p) if p.len() == 2 => (p[0], p[1]),
         _ => return err("a reply must be a tuple (kind, result)"),
     };
-    let text = |d: &Decoded, what: &str| match d.text(result) {
-        Some(s) => Ok(s.to_owned()),
+    let text = |d: &mut Decoded, what: &str| match d.text(result).map(str::len) {
+        Some(n) => {
+            d.spend(n)?;
+            Ok(d.text(result).unwrap_or_default().to_owned())
+        }
         None => err(format!("{what} result must be a str")),
     };
     Ok(match d.text(kind) {
         Some("#RETURN") => Reply::Return(d.value(result)?),
         Some("#PROXY") => {
-            let (exposed, token) = match &d.nodes[result] {
+            let (exposed, token) = match d.node(result) {
                 Node::Tuple(p) if p.len() == 2 => (p[0], p[1]),
                 _ => return err("#PROXY result must be (exposed, token)"),
             };
             let exposed = match d.value(exposed)? {
-                Value::Tuple(v) | Value::List(v) => v
-                    .into_iter()
-                    .map(|m| match m {
-                        Value::Str(s) => Ok(s),
-                        _ => err("exposed method names must be str"),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
+                Value::Tuple(v) | Value::List(v) => {
+                    d.spend(v.len() * std::mem::size_of::<String>())?;
+                    v.into_iter()
+                        .map(|m| match m {
+                            Value::Str(s) => Ok(s),
+                            _ => err("exposed method names must be str"),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
+                }
                 _ => return err("exposed must be a sequence of names"),
             };
             Reply::Proxy {
@@ -305,18 +316,20 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
                 token: d.token(token)?,
             }
         }
-        Some("#ERROR") => match d.nodes[result].clone() {
+        Some("#ERROR") => match d.node(result) {
             Node::Exception(kind, args) => {
+                let (kind, args) = (kind.clone(), *args);
+                d.spend(kind.len())?;
                 let args = match d.value(args)? {
                     Value::Tuple(v) => v,
                     _ => return err("exception args must be a tuple"),
                 };
-                Reply::Error(remote_error(kind, args))
+                Reply::Error(remote_error(kind, args, &mut d)?)
             }
             _ => return err("#ERROR result must be an exception"),
         },
-        Some("#TRACEBACK") => Reply::Traceback(text(&d, "#TRACEBACK")?),
-        Some("#UNSERIALIZABLE") => Reply::Unserializable(text(&d, "#UNSERIALIZABLE")?),
+        Some("#TRACEBACK") => Reply::Traceback(text(&mut d, "#TRACEBACK")?),
+        Some("#UNSERIALIZABLE") => Reply::Unserializable(text(&mut d, "#UNSERIALIZABLE")?),
         Some(other) => return err(format!("unknown reply kind '{other}'")),
         None => return err("reply kind must be a str"),
     })
@@ -324,25 +337,57 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
 
 /// An exception's kind and args as a [`RemoteError`], shaped as libmgr's own
 /// errors are: a lone str argument is the message; a `KeyError` keeps its key.
-fn remote_error(kind: String, mut args: Vec<Value>) -> RemoteError {
-    match (kind.as_str(), &args[..]) {
-        ("KeyError", [key]) => RemoteError::key_error(key.clone()),
-        (_, [Value::Str(_)]) => match args.pop() {
-            Some(Value::Str(message)) => RemoteError::new(kind, message),
+/// A message made from other arguments is their repr, cut to what is left of
+/// the decode's budget (and charged).
+fn remote_error(
+    kind: String,
+    mut args: Vec<Value>,
+    d: &mut Decoded,
+) -> Result<RemoteError, CodecError> {
+    let message = match &args[..] {
+        [Value::Str(_)] if kind != "KeyError" => match args.pop() {
+            Some(Value::Str(message)) => return Ok(RemoteError::new(kind, message)),
             _ => unreachable!("matched a lone str"),
         },
-        (_, []) => RemoteError::new(kind, ""),
-        (_, [one]) => RemoteError {
-            message: one.to_string(),
-            kind,
-            args,
-        },
-        _ => RemoteError {
-            message: Value::Tuple(args.clone()).to_string(),
-            kind,
-            args,
-        },
+        [] => String::new(),
+        [one] => repr_within(one, d)?,
+        _ => {
+            let all = Value::Tuple(args);
+            let message = repr_within(&all, d)?;
+            let Value::Tuple(back) = all else {
+                unreachable!("built a tuple")
+            };
+            args = back;
+            message
+        }
+    };
+    Ok(RemoteError {
+        kind,
+        message,
+        args,
+    })
+}
+
+/// `v`'s repr, at most as long as the decode's budget allows (cut with "…").
+fn repr_within(v: &Value, d: &mut Decoded) -> Result<String, CodecError> {
+    use std::fmt::Write;
+    struct Capped(String, usize);
+    impl Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            if self.0.len() + s.len() > self.1 {
+                return Err(std::fmt::Error);
+            }
+            self.0.push_str(s);
+            Ok(())
+        }
     }
+    let cap = d.left().min(1 << 20);
+    let mut out = Capped(String::new(), cap);
+    if write!(out, "{v}").is_err() {
+        out.0.push('…');
+    }
+    d.spend(out.0.capacity())?;
+    Ok(out.0)
 }
 
 #[cfg(test)]

@@ -319,16 +319,16 @@ fn allocation_is_bounded_by_the_input() {
     }
     p.extend_from_slice(&[b'h', 40, b'.']);
     let e = decode_reply(&p).unwrap_err().to_string();
-    assert!(e.contains("size limit") || e.contains("reply"), "{e}");
+    assert!(e.contains("expands beyond") || e.contains("reply"), "{e}");
     let e = decode_request(&p).unwrap_err().to_string();
-    assert!(e.contains("size limit") || e.contains("tuple"), "{e}");
+    assert!(e.contains("expands beyond") || e.contains("tuple"), "{e}");
     let mut d = decode::run(&p).unwrap();
     let root = d.root;
     assert!(d
         .value(root)
         .unwrap_err()
         .to_string()
-        .contains("size limit"));
+        .contains("expands beyond"));
 }
 
 #[test]

@@ -4,23 +4,24 @@
 //! shared library's SONAME and exported symbols and that `mgr.h` compiles as
 //! C99 (-pedantic) and as C++.
 
-#[path = "common/harness.rs"]
-mod harness;
-
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+/// The repository's top (this crate is `capi/` in it).
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("capi/ is in the repository")
 }
 
 /// `target/<profile>`: the test executable lives in its `deps/`. `cargo test`
-/// builds the library only as an rlib for the tests, so on a fresh checkout the
-/// shared library is built here first (same profile, same target directory).
+/// on the workspace builds `libmgr.so` with everything else; when it has not
+/// (a single test target asked for), it is built here first (same profile, same
+/// target directory).
 fn lib_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -34,7 +35,8 @@ fn lib_dir() -> PathBuf {
             if !dir.join("libmgr.so").exists() {
                 let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
                 let mut cmd = Command::new(cargo);
-                cmd.args(["build", "--lib"]).current_dir(root());
+                cmd.args(["build", "-p", "libmgr-capi", "--lib"])
+                    .current_dir(root());
                 if dir.file_name().is_some_and(|n| n == "release") {
                     cmd.arg("--release");
                 }
@@ -178,44 +180,17 @@ fn wait_exit(guard: &mut Guard) -> std::process::ExitStatus {
     panic!("host_daemon did not exit");
 }
 
-/// Pipelines `n` calls of `count` on a new Mailbox over one raw native
-/// connection and checks every answer: more than the daemon's 16-request turn,
-/// so its loop must take the turns `mgr_server_pending` asks for.
-fn pipeline_calls(address: &str, n: usize) {
-    use mgr::proto::codec::native;
-    use mgr::proto::{frame, Reply, Request};
-    use mgr::{ObjectId, Value};
-    let mut s = harness::raw_client(address.parse().unwrap(), b"c-examples-key");
-    let send = |req: &Request, times: usize| {
-        let mut out = Vec::new();
-        for _ in 0..times {
-            let at = frame::begin_frame(&mut out);
-            native::encode_request(req, &mut out);
-            frame::finish_frame(&mut out, at);
-        }
-        out
-    };
-    let recv = |s: &mut std::net::TcpStream| {
-        let mut header = [0u8; 4];
-        s.read_exact(&mut header).unwrap();
-        let mut msg = vec![0u8; i32::from_be_bytes(header) as usize];
-        s.read_exact(&mut msg).unwrap();
-        native::decode_reply(&msg).unwrap()
-    };
-    let create = send(
-        &Request::public("create", vec![Value::Str("Mailbox".into())]),
-        1,
-    );
-    s.write_all(&create).unwrap();
-    let Reply::Return(Value::Tuple(t)) = recv(&mut s) else {
-        panic!("create failed")
-    };
-    let id = ObjectId(t[0].as_int().unwrap() as u64);
-    s.write_all(&send(&Request::call(id, "count", vec![]), n))
-        .unwrap();
-    for i in 0..n {
-        assert_eq!(recv(&mut s), Reply::Return(Value::Int(0)), "call {i}");
-    }
+/// `tests/python/c_daemon_pipeline.py`: `n` calls pipelined on one
+/// connection, more than the daemon's 16-request turn, so its loop must take
+/// the turns `mgr_server_pending` asks for.
+fn run_python_pipeline(address: &str, n: usize) -> Output {
+    Command::new("python3")
+        .arg(root().join("tests/python/c_daemon_pipeline.py"))
+        .arg(address)
+        .arg(n.to_string())
+        .env("MGR_AUTHKEY", "c-examples-key")
+        .output()
+        .expect("run python3")
 }
 
 /// The daemon's count of turns that left work pending, from its exit line.
@@ -232,7 +207,7 @@ fn pending_turns(stderr: &str) -> u64 {
 #[test]
 fn c_and_cpp_clients_use_the_c_daemon() {
     let (mut daemon, address, stderr) = start_daemon(&[]);
-    pipeline_calls(&address, 200);
+    assert_passed(&run_python_pipeline(&address, 200), "pipeline");
     assert_passed(&run_client(&[], "client", &address, &[]), "client");
     // A stock CPython client uses the C-defined types through BaseManager.
     assert_passed(&run_python_client(&address), "python");

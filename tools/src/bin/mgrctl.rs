@@ -15,7 +15,9 @@ Commands:
   segments             list the shared-memory segments it tracks
   shutdown             ask the server to shut down
 
-ADDR is host:port or unix:/path. The authkey is read from MGR_AUTHKEY.
+ADDR is host:port or unix:/path. The authkey is read from MGR_AUTHKEY (unset
+means an empty key, as mgrd uses when it has none).
+Empty listings (debug-info, segments) print nothing on stdout and say so on stderr.
 Exit status: 0 on success, 1 if the server cannot be reached or refuses, 2 on
 bad usage.";
 
@@ -47,10 +49,17 @@ fn parse() -> Result<(String, String), String> {
 }
 
 fn run(address: &str, command: &str) -> Result<(), String> {
-    let key = std::env::var_os("MGR_AUTHKEY")
-        .map(std::os::unix::ffi::OsStringExt::into_vec)
-        .unwrap_or_default();
-    let m = Manager::connect(address, &key).map_err(|e| format!("{address}: {e}"))?;
+    let key = std::env::var_os("MGR_AUTHKEY").map(std::os::unix::ffi::OsStringExt::into_vec);
+    let m = Manager::connect(address, key.as_deref().unwrap_or_default()).map_err(|e| {
+        let hint = match (&e, &key) {
+            (mgr::Error::Auth(_), None) => {
+                "\nhint: MGR_AUTHKEY is not set, so mgrctl used an empty key; \
+                 set it to the server's key (MGR_AUTHKEY=... mgrctl ...)"
+            }
+            _ => "",
+        };
+        format!("{address}: {e}{hint}")
+    })?;
     match command {
         "ping" => {
             let started = Instant::now();
@@ -61,13 +70,26 @@ fn run(address: &str, command: &str) -> Result<(), String> {
             );
         }
         "objects" => println!("{}", m.number_of_objects().map_err(|e| e.to_string())?),
-        "debug-info" => print!("{}", m.debug_info().map_err(|e| e.to_string())?),
+        "debug-info" => {
+            let info = m.debug_info().map_err(|e| e.to_string())?;
+            if info.is_empty() {
+                eprintln!("mgrctl: {address} holds no shared objects");
+            }
+            print!("{info}");
+        }
         "segments" => {
-            for name in m.list_segments().map_err(|e| e.to_string())? {
+            let names = m.list_segments().map_err(|e| e.to_string())?;
+            if names.is_empty() {
+                eprintln!("mgrctl: {address} tracks no shared-memory segments");
+            }
+            for name in names {
                 println!("{name}");
             }
         }
-        "shutdown" => m.shutdown().map_err(|e| e.to_string())?,
+        "shutdown" => {
+            m.shutdown().map_err(|e| e.to_string())?;
+            println!("{address}: shutting down");
+        }
         other => unreachable!("checked by main: {other}"),
     }
     Ok(())

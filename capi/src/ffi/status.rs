@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_int, CString};
 
 use crate::error::Error;
 use crate::proto::RemoteError;
@@ -241,32 +241,67 @@ pub unsafe extern "C" fn mgr_last_error_kind() -> *const c_char {
     }
 }
 
-/// A static, human-readable name for a status code ("MGR_OK", "MGR_ERR_REMOTE" …).
-/// Never NULL; never freed.
+/// Copies the message of the last failed call on this thread into `buf`, as
+/// `snprintf` does: at most `len - 1` bytes and a terminating NUL (nothing is
+/// written when `buf` is NULL or `len` is 0). Returns the message's full length
+/// in bytes, without the NUL: a result `>= len` means it was cut short.
+///
+/// The copy stays the caller's, unlike [`mgr_last_error`]'s pointer, which the
+/// next failing call replaces.
 #[no_mangle]
-pub unsafe extern "C" fn mgr_status_name(status: mgr_status) -> *const c_char {
+pub unsafe extern "C" fn mgr_last_error_copy(buf: *mut c_char, len: usize) -> usize {
     ffi_boundary! {
-        use mgr_status::*;
-        let s: &'static [u8] = match status {
-            MGR_OK => b"MGR_OK\0",
-            MGR_ERR_NULL_ARGUMENT => b"MGR_ERR_NULL_ARGUMENT\0",
-            MGR_ERR_INVALID_ARGUMENT => b"MGR_ERR_INVALID_ARGUMENT\0",
-            MGR_ERR_WRONG_TYPE => b"MGR_ERR_WRONG_TYPE\0",
-            MGR_ERR_OUT_OF_RANGE => b"MGR_ERR_OUT_OF_RANGE\0",
-            MGR_ERR_NOT_FOUND => b"MGR_ERR_NOT_FOUND\0",
-            MGR_ERR_IO => b"MGR_ERR_IO\0",
-            MGR_ERR_CONFIG => b"MGR_ERR_CONFIG\0",
-            MGR_ERR_AUTH => b"MGR_ERR_AUTH\0",
-            MGR_ERR_PROTOCOL => b"MGR_ERR_PROTOCOL\0",
-            MGR_ERR_REMOTE => b"MGR_ERR_REMOTE\0",
-            MGR_ERR_CLOSED => b"MGR_ERR_CLOSED\0",
-            MGR_ERR_BUSY => b"MGR_ERR_BUSY\0",
-            MGR_ERR_STATE => b"MGR_ERR_STATE\0",
-            MGR_ERR_STALE => b"MGR_ERR_STALE\0",
-            MGR_ERR_PANIC => b"MGR_ERR_PANIC\0",
-        };
-        Ok(s.as_ptr().cast::<c_char>())
+        Ok(LAST.with(|l| {
+            let msg = l.borrow().0.as_bytes().to_vec();
+            if !buf.is_null() && len > 0 {
+                let n = msg.len().min(len - 1);
+                // SAFETY: the caller gives `len` writable bytes at `buf`.
+                std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n);
+                *buf.add(n) = 0;
+            }
+            msg.len()
+        }))
     }
+}
+
+/// A static, human-readable name for a status code ("MGR_OK", "MGR_ERR_REMOTE" …).
+///
+/// Takes any `int`, not only the codes this library knows: codes are append-only,
+/// so a program built against a newer header may pass one this library has never
+/// heard of. Such a code (and any negative or out-of-range value) gives
+/// "MGR_ERR_UNKNOWN". Never NULL; never freed.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_status_name(status: c_int) -> *const c_char {
+    ffi_boundary! {
+        Ok(status_name(status).as_ptr().cast::<c_char>())
+    }
+}
+
+/// The NUL-terminated name of `code`, or "MGR_ERR_UNKNOWN\0".
+fn status_name(code: c_int) -> &'static [u8] {
+    use mgr_status::*;
+    const NAMES: &[(mgr_status, &[u8])] = &[
+        (MGR_OK, b"MGR_OK\0"),
+        (MGR_ERR_NULL_ARGUMENT, b"MGR_ERR_NULL_ARGUMENT\0"),
+        (MGR_ERR_INVALID_ARGUMENT, b"MGR_ERR_INVALID_ARGUMENT\0"),
+        (MGR_ERR_WRONG_TYPE, b"MGR_ERR_WRONG_TYPE\0"),
+        (MGR_ERR_OUT_OF_RANGE, b"MGR_ERR_OUT_OF_RANGE\0"),
+        (MGR_ERR_NOT_FOUND, b"MGR_ERR_NOT_FOUND\0"),
+        (MGR_ERR_IO, b"MGR_ERR_IO\0"),
+        (MGR_ERR_CONFIG, b"MGR_ERR_CONFIG\0"),
+        (MGR_ERR_AUTH, b"MGR_ERR_AUTH\0"),
+        (MGR_ERR_PROTOCOL, b"MGR_ERR_PROTOCOL\0"),
+        (MGR_ERR_REMOTE, b"MGR_ERR_REMOTE\0"),
+        (MGR_ERR_CLOSED, b"MGR_ERR_CLOSED\0"),
+        (MGR_ERR_BUSY, b"MGR_ERR_BUSY\0"),
+        (MGR_ERR_STATE, b"MGR_ERR_STATE\0"),
+        (MGR_ERR_STALE, b"MGR_ERR_STALE\0"),
+        (MGR_ERR_PANIC, b"MGR_ERR_PANIC\0"),
+    ];
+    NAMES
+        .iter()
+        .find(|(s, _)| *s as c_int == code)
+        .map_or(b"MGR_ERR_UNKNOWN\0", |(_, name)| name)
 }
 
 #[cfg(test)]
@@ -297,8 +332,54 @@ mod tests {
         assert_eq!(MGR_ERR_REMOTE as i32, 10);
         assert_eq!(MGR_ERR_BUSY as i32, 12);
         assert_eq!(MGR_ERR_PANIC as i32, 15);
-        let name = unsafe { CStr::from_ptr(mgr_status_name(MGR_ERR_STALE)) };
+        let name = unsafe { CStr::from_ptr(mgr_status_name(MGR_ERR_STALE as c_int)) };
         assert_eq!(name.to_str().unwrap(), "MGR_ERR_STALE");
+    }
+
+    fn name_of(code: c_int) -> String {
+        let p = unsafe { mgr_status_name(code) };
+        assert!(!p.is_null());
+        unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_last_error_copies_out_like_snprintf() {
+        let _: mgr_status = finish(Ok(Err(Fail::null("argument"))));
+        let full = "argument must not be NULL";
+        let mut buf = [0x55 as c_char; 64];
+        let n = unsafe { mgr_last_error_copy(buf.as_mut_ptr(), buf.len()) };
+        assert_eq!(n, full.len());
+        let got = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+        assert_eq!(got.to_str().unwrap(), full);
+        let mut small = [0x55 as c_char; 9];
+        let n = unsafe { mgr_last_error_copy(small.as_mut_ptr(), small.len()) };
+        assert_eq!(n, full.len(), "the full length says it was cut");
+        let got = unsafe { std::ffi::CStr::from_ptr(small.as_ptr()) };
+        assert_eq!(got.to_str().unwrap(), "argument");
+        assert_eq!(
+            unsafe { mgr_last_error_copy(std::ptr::null_mut(), 0) },
+            full.len()
+        );
+    }
+
+    #[test]
+    fn every_code_has_its_own_name_and_unknown_codes_a_fixed_one() {
+        let known: Vec<String> = (0..=15).map(name_of).collect();
+        assert_eq!(known[0], "MGR_OK");
+        assert_eq!(known[15], "MGR_ERR_PANIC");
+        for (code, name) in known.iter().enumerate() {
+            assert!(
+                name.starts_with("MGR_") && name != "MGR_ERR_UNKNOWN",
+                "{code}: {name}"
+            );
+        }
+        let mut unique = known.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), known.len(), "two codes share a name");
+        for code in [16, 17, 999, -1, c_int::MIN, c_int::MAX] {
+            assert_eq!(name_of(code), "MGR_ERR_UNKNOWN", "code {code}");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::ffi::{c_char, CStr};
 /// The body is a closure body returning `Result<R, Fail>` (so `?` works); an `Err`
 /// is recorded as the thread's last error and turned into `R`'s failure value, as
 /// is a panic (with [`mgr_status::MGR_ERR_PANIC`]). Every `extern "C"` function in
-/// `src/ffi` has this macro as its body (`tests/header.rs` checks it).
+/// `capi/src/ffi` has this macro as its body (`tests/header.rs` checks it).
 macro_rules! ffi_boundary {
     ($($body:tt)*) => {{
         #[allow(unused_unsafe, clippy::redundant_closure_call)]

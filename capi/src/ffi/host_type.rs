@@ -76,10 +76,13 @@ pub type mgr_repr_fn =
 
 /// Told that the caller of a deferred call went away (its connection closed)
 /// before `reply` — the pointer `mgr_request_defer` gave for that call, not yet
-/// freed — was answered. Answering it now is a harmless no-op
-/// (`MGR_ERR_STALE`); the host should drop it from its waiters and
-/// `mgr_reply_free` it, here or later. Runs inside the server's turn, like the
-/// other callbacks.
+/// freed — was answered. Called only for a reply that no `mgr_reply_return` /
+/// `mgr_reply_raise` / `mgr_reply_free` has answered, and at most once: a reply
+/// the host answered is never handed to `cancel`, so the host frees each reply
+/// exactly once (here, or wherever it answered it). Answering a cancelled reply
+/// is a harmless no-op (`MGR_ERR_STALE`); the host should drop it from its
+/// waiters and `mgr_reply_free` it, here or later. Runs inside the server's turn,
+/// like the other callbacks.
 pub type mgr_cancel_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, object: *mut c_void, reply: *mut mgr_reply)>;
 
@@ -225,6 +228,14 @@ impl HostType {
         Ok((ty, spec))
     }
 
+    /// A method_to_typeid entry `(method, target)` whose target `known` refuses.
+    pub(crate) fn unknown_target(&self, known: impl Fn(&str) -> bool) -> Option<(&str, &str)> {
+        self.targets
+            .iter()
+            .find(|(_, t)| !known(t))
+            .map(|(m, t)| (m.as_str(), t.as_str()))
+    }
+
     /// The host type `method`'s result becomes (method_to_typeid), if it is one.
     pub(crate) fn target_of(&self, method: &str) -> Option<Rc<HostType>> {
         let typeid = self.targets.get(method)?;
@@ -247,15 +258,9 @@ impl HostType {
                 answer: None,
             };
             // SAFETY: the host promised a valid callback; every pointer lives for the call.
-            let status = unsafe {
-                create(
-                    self.userdata,
-                    as_ptr(&a),
-                    as_ptr(&k),
-                    req.as_c(),
-                    &mut object,
-                )
-            };
+            let status = req.with_handle(|r| unsafe {
+                create(self.userdata, as_ptr(&a), as_ptr(&k), r, &mut object)
+            });
             let raised = match req.answer {
                 Some(Answer::Raise(e)) => Some(e),
                 _ => None,
@@ -329,16 +334,16 @@ impl SharedObject for HostObject {
             answer: None,
         };
         // SAFETY: the host promised a valid callback; every pointer lives for the call.
-        let status = unsafe {
+        let status = req.with_handle(|r| unsafe {
             call(
                 ty.userdata,
                 self.object,
                 cmethod.as_ptr(),
                 as_ptr(&a),
                 as_ptr(&k),
-                req.as_c(),
+                r,
             )
-        };
+        });
         let answer = req.answer.take();
         if status != mgr_status::MGR_OK {
             return Err(match answer {
@@ -379,8 +384,9 @@ impl SharedObject for HostObject {
         let mut cancelled = None;
         self.pending.retain(|w| match w.upgrade() {
             Some(s) if s.handle == reply => {
-                s.mark_stale();
-                cancelled = Some(s);
+                if s.claim_for_cancel() {
+                    cancelled = Some(s);
+                }
                 false
             }
             Some(_) => true,

@@ -4,6 +4,8 @@
 //! replies answered from another thread, freed unanswered, or gone stale, and a
 //! shutdown queued from inside a callback.
 
+// The root package's test fixtures (a stock CPython manager server …).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::ffi::{c_char, c_void, CStr};
@@ -12,12 +14,12 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use mgr::ffi::host_type::mgr_type;
-use mgr::ffi::request::*;
-use mgr::ffi::server::*;
-use mgr::ffi::status::mgr_status;
-use mgr::ffi::value::*;
-use mgr::ffi::{mgr_method_typeid, MGR_TYPE_VERSION};
+use crate::ffi::host_type::mgr_type;
+use crate::ffi::request::*;
+use crate::ffi::server::*;
+use crate::ffi::status::mgr_status;
+use crate::ffi::value::*;
+use crate::ffi::{mgr_method_typeid, MGR_TYPE_VERSION};
 use mgr::proto::{Request, Value};
 use mgr::{Error, Manager};
 
@@ -137,6 +139,23 @@ unsafe extern "C" fn call(
             let st = mgr_request_return_object(req, ptr::null_mut());
             mgr_request_return(req, mgr_value_int(st as i64))
         }
+        "keep" => {
+            KEPT.store(req, Ordering::SeqCst);
+            mgr_status::MGR_OK
+        }
+        "use_kept" => {
+            // A handle from an earlier callback: refused, never written through.
+            let kept = KEPT.load(Ordering::SeqCst);
+            let statuses = [
+                mgr_request_return(kept, mgr_value_int(1)),
+                mgr_request_raise(kept, c"KeyError".as_ptr(), ptr::null()),
+            ];
+            let t = mgr_value_tuple();
+            for s in statuses {
+                mgr_value_append(t, mgr_value_int(s as i64));
+            }
+            mgr_request_return(req, t)
+        }
         other => panic!("unexpected method {other}"),
     }
 }
@@ -157,7 +176,10 @@ unsafe extern "C" fn repr(_userdata: *mut c_void, object: *mut c_void) -> *mut m
     mgr_value_str(s.as_ptr())
 }
 
-struct Methods([*const c_char; 10]);
+/// A request handle kept past its callback by "keep" (the misuse "use_kept" tries).
+static KEPT: AtomicPtr<mgr_request> = AtomicPtr::new(ptr::null_mut());
+
+struct Methods([*const c_char; 12]);
 // SAFETY: pointers to static C string literals.
 unsafe impl Sync for Methods {}
 static METHODS: Methods = Methods([
@@ -171,6 +193,8 @@ static METHODS: Methods = Methods([
     c"stop".as_ptr(),
     c"nothing".as_ptr(),
     c"no_target".as_ptr(),
+    c"keep".as_ptr(),
+    c"use_kept".as_ptr(),
 ]);
 
 struct VTable(mgr_type);
@@ -185,7 +209,7 @@ impl std::ops::Deref for VTable {
 static VTABLE: VTable = VTable(mgr_type {
     version: MGR_TYPE_VERSION,
     exposed: METHODS.0.as_ptr(),
-    exposed_len: 10,
+    exposed_len: 12,
     method_to_typeid: ptr::null::<mgr_method_typeid>(),
     method_to_typeid_len: 0,
     create: Some(create),
@@ -302,6 +326,13 @@ fn host_type_calls_errors_and_reentrancy() {
         p.call("defer_now", vec![]).unwrap(),
         Value::Str("soon".into())
     );
+    // A request handle kept past its callback is refused (MGR_ERR_STATE) in a
+    // later callback, even one whose own request is live at the same time.
+    assert_eq!(p.call("keep", vec![]).unwrap(), Value::None);
+    assert_eq!(
+        p.call("use_kept", vec![]).unwrap(),
+        Value::Tuple(vec![state.clone(), state.clone()])
+    );
     drop(p);
     assert_eq!(m.number_of_objects().unwrap(), 0);
     server.stop();
@@ -364,13 +395,91 @@ fn deferred_replies_from_another_thread_freed_and_stale() {
         );
         mgr_reply_free(r);
     }
+
     server.stop();
+}
+
+/// Waits until the server's fd is readable (some event is ready for it).
+fn wait_readable(fd: i32) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    assert_eq!(
+        unsafe { libc::poll(&mut p, 1, 10_000) },
+        1,
+        "server fd never became readable"
+    );
+}
+
+#[test]
+fn cancel_is_never_called_for_a_reply_the_host_answered() {
+    // The server is driven from this thread, so the order is ours: the caller
+    // hangs up, the host answers, and only then does the server see both.
+    let (tx, replies) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        server: AtomicPtr::new(ptr::null_mut()),
+        replies: Mutex::new(tx),
+        created: AtomicUsize::new(0),
+        destroyed: AtomicUsize::new(0),
+        cancelled: Mutex::new(Vec::new()),
+    });
+    unsafe {
+        let s = new_server();
+        shared.server.store(s, Ordering::SeqCst);
+        let ud = Arc::as_ptr(&shared) as *mut c_void;
+        assert_eq!(
+            mgr_server_register(s, c"Echo".as_ptr(), &*VTABLE, ud),
+            mgr_status::MGR_OK
+        );
+        let address = CStr::from_ptr(mgr_server_address(s))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let (hang_up, hung_up) = (mpsc::channel::<()>(), mpsc::channel::<()>());
+        let caller = std::thread::spawn(move || {
+            let m = Manager::connect(&address, KEY).unwrap();
+            let p = m.create("Echo", vec![]).unwrap();
+            m.connection()
+                .queue(&Request::call(p.id(), "defer", vec![]));
+            m.connection().write_out().unwrap();
+            hang_up.1.recv().unwrap();
+            drop(p);
+            drop(m);
+            hung_up.0.send(()).unwrap();
+        });
+        let r = loop {
+            if let Ok(r) = replies.try_recv() {
+                break r.0;
+            }
+            wait_readable(mgr_server_fd(s));
+            assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
+        };
+        hang_up.0.send(()).unwrap();
+        hung_up.1.recv().unwrap();
+        wait_readable(mgr_server_fd(s));
+        assert_eq!(mgr_reply_return(r, mgr_value_int(2)), mgr_status::MGR_OK);
+        while mgr_server_process(s) == mgr_status::MGR_OK
+            && shared.destroyed.load(Ordering::SeqCst) == 0
+        {
+            wait_readable(mgr_server_fd(s));
+        }
+        caller.join().unwrap();
+        assert!(
+            shared.cancelled.lock().unwrap().is_empty(),
+            "cancel was called for a reply the host had answered (it would free it twice)"
+        );
+        mgr_reply_free(r);
+        mgr_server_free(s);
+    }
 }
 
 #[test]
 fn c_client_against_host_type() {
-    use mgr::ffi::client::*;
-    use mgr::ffi::status::{mgr_last_error, mgr_last_error_kind};
+    use crate::ffi::client::*;
+    use crate::ffi::status::{mgr_last_error, mgr_last_error_kind};
     let server = start();
     let address = std::ffi::CString::new(server.address.clone()).unwrap();
     unsafe {
@@ -444,7 +553,7 @@ unsafe fn new_server() -> *mut mgr_server {
 /// Calls `method` on `proxy` with `args` (handed over and freed here); returns the
 /// status and the result (NULL on failure).
 unsafe fn c_call(
-    proxy: *mut mgr::ffi::mgr_proxy,
+    proxy: *mut crate::ffi::mgr_proxy,
     method: &CStr,
     args: Vec<*mut mgr_value>,
 ) -> (mgr_status, *mut mgr_value) {
@@ -453,29 +562,29 @@ unsafe fn c_call(
         mgr_value_append(list, a);
     }
     let mut out = ptr::null_mut();
-    let st = mgr::ffi::client::mgr_call(proxy, method.as_ptr(), list, ptr::null(), &mut out);
+    let st = crate::ffi::client::mgr_call(proxy, method.as_ptr(), list, ptr::null(), &mut out);
     mgr_value_free(list);
     (st, out)
 }
 
 /// Creates an object of `typeid` with no arguments through a C client.
-unsafe fn c_create(c: *mut mgr::ffi::mgr_client, typeid: &CStr) -> *mut mgr::ffi::mgr_proxy {
+unsafe fn c_create(c: *mut crate::ffi::mgr_client, typeid: &CStr) -> *mut crate::ffi::mgr_proxy {
     let mut p = ptr::null_mut();
-    let st = mgr::ffi::client::mgr_create(c, typeid.as_ptr(), ptr::null(), ptr::null(), &mut p);
+    let st = crate::ffi::client::mgr_create(c, typeid.as_ptr(), ptr::null(), ptr::null(), &mut p);
     assert_eq!(st, mgr_status::MGR_OK);
     p
 }
 
 fn last_error_kind() -> String {
     // SAFETY: the library keeps the string valid until the next failing call.
-    unsafe { CStr::from_ptr(mgr::ffi::status::mgr_last_error_kind()) }
+    unsafe { CStr::from_ptr(crate::ffi::status::mgr_last_error_kind()) }
         .to_string_lossy()
         .into_owned()
 }
 
 #[test]
 fn c_host_serves_the_builtins_to_the_c_client() {
-    use mgr::ffi::client::*;
+    use crate::ffi::client::*;
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::spawn(move || unsafe {
         let s = new_server();
@@ -517,10 +626,11 @@ fn c_host_serves_the_builtins_to_the_c_client() {
 
 #[test]
 fn c_client_spawns_mgrd_and_shares_a_tracked_segment() {
-    use mgr::ffi::client::*;
-    use mgr::ffi::segment::*;
-    use mgr::ffi::spawn::*;
-    let program = std::ffi::CString::new(env!("CARGO_BIN_EXE_mgrd")).unwrap();
+    use crate::ffi::client::*;
+    use crate::ffi::segment::*;
+    use crate::ffi::spawn::*;
+    use std::os::unix::ffi::OsStringExt;
+    let program = std::ffi::CString::new(common::mgrd().into_os_string().into_vec()).unwrap();
     unsafe {
         let mut sp = ptr::null_mut();
         let st = mgr_spawn(
@@ -605,7 +715,7 @@ fn c_client_spawns_mgrd_and_shares_a_tracked_segment() {
 
 #[test]
 fn c_client_talks_to_a_cpython_manager_server() {
-    use mgr::ffi::client::*;
+    use crate::ffi::client::*;
     let server = common::CpythonServer::start(KEY);
     let address = std::ffi::CString::new(server.address.as_str()).unwrap();
     unsafe {
@@ -636,4 +746,109 @@ fn c_client_talks_to_a_cpython_manager_server() {
         assert_eq!(mgr_client_shutdown(c), mgr_status::MGR_OK);
         mgr_client_free(c);
     }
+}
+
+#[test]
+fn registration_refuses_empty_typeids_and_unknown_targets() {
+    unsafe {
+        let s = new_server();
+        let ud = ptr::null_mut();
+        let invalid = mgr_status::MGR_ERR_INVALID_ARGUMENT;
+        assert_eq!(mgr_server_register(s, c"".as_ptr(), &*VTABLE, ud), invalid);
+        let with_target = |target: &CStr| {
+            let pair = [mgr_method_typeid {
+                method: c"spawn".as_ptr(),
+                type_id: target.as_ptr(),
+            }];
+            let vt = mgr_type {
+                method_to_typeid: pair.as_ptr(),
+                method_to_typeid_len: 1,
+                ..*VTABLE
+            };
+            mgr_server_register(s, c"Maker".as_ptr(), &vt, ud)
+        };
+        assert_eq!(with_target(c"Nope"), invalid);
+        assert!(last_error().contains("'Nope', which is not registered"));
+        assert_eq!(
+            with_target(c"dict"),
+            invalid,
+            "builtins are not registered yet"
+        );
+        assert_eq!(with_target(c"Maker"), mgr_status::MGR_OK, "its own typeid");
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        assert_eq!(with_target(c"dict"), mgr_status::MGR_OK);
+        let mut n = 0;
+        assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
+        mgr_server_free(s);
+    }
+}
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(crate::ffi::status::mgr_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Runs a server made through the C ABI, with both caps set by its setters,
+/// until a client shuts it down; returns the bytes held at the end.
+fn c_server_with_caps(tx: std::sync::mpsc::Sender<String>) -> usize {
+    let mut s = std::ptr::null_mut();
+    // SAFETY: valid C strings and out-pointers; the server is freed below.
+    unsafe {
+        let key = KEY;
+        let st = mgr_server_new(
+            c"127.0.0.1:0".as_ptr(),
+            key.as_ptr(),
+            key.len(),
+            std::ptr::null(),
+            &mut s,
+        );
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        assert_eq!(
+            mgr_server_set_max_held_bytes(s, 2 << 20),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(
+            mgr_server_set_max_objects_per_conn(s, 2),
+            mgr_status::MGR_OK
+        );
+        let address = std::ffi::CStr::from_ptr(mgr_server_address(s));
+        tx.send(address.to_str().unwrap().to_owned()).unwrap();
+        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
+        let mut held = usize::MAX;
+        assert_eq!(mgr_server_held_bytes(s, &mut held), mgr_status::MGR_OK);
+        mgr_server_free(s);
+        held
+    }
+}
+
+#[test]
+fn the_c_setters_set_both_caps() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || c_server_with_caps(tx));
+    let address = rx.recv().unwrap();
+    let m = Manager::connect(&address, KEY).unwrap();
+    let l = m.create("list", vec![]).unwrap();
+    let _d = m.create("dict", vec![]).unwrap();
+    // A refused create is answered as CPython answers it: a traceback that names
+    // the exception.
+    let (kind, msg) = remote_kind(m.create("list", vec![]).unwrap_err());
+    assert_eq!(kind, "RemoteError");
+    assert!(
+        msg.contains("MemoryError") && msg.contains("max_objects_per_conn"),
+        "{msg}"
+    );
+    l.call("append", vec![Value::Bytes(vec![0; 1 << 20])])
+        .unwrap();
+    let (kind, msg) = remote_kind(
+        l.call("append", vec![Value::Bytes(vec![0; 1 << 20])])
+            .unwrap_err(),
+    );
+    assert_eq!(kind, "MemoryError");
+    assert!(msg.contains("max_held_bytes"), "{msg}");
+    assert_eq!(l.call("__len__", vec![]).unwrap(), Value::Int(1));
+    m.shutdown().unwrap();
+    // Every object was released at shutdown, and the total with them.
+    assert_eq!(server.join().unwrap(), 0, "held bytes after shutdown");
 }

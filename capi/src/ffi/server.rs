@@ -1,10 +1,10 @@
 //! `mgr_server`: the embedded server from C — create, register host types, and
 //! drive it from the host's loop (fd / timeout / process) or give it the thread.
 //!
-//! One `mgr_server_process` call is a bounded turn: it serves at most
-//! `turn_max_requests` requests or `turn_max_time_us` of them, round-robin over
-//! the connections, and leaves the rest for the next call; `mgr_server_pending`
-//! then says so and `mgr_server_timeout_ms` returns 0.
+//! One `mgr_server_process` call is a bounded turn: it serves at most a set
+//! number of requests or microseconds of them ([`mgr_server_set_turn_budget`]),
+//! round-robin over the connections, and leaves the rest for the next call;
+//! `mgr_server_pending` then says so and `mgr_server_timeout_ms` returns 0.
 //!
 //! The server lives in a `RefCell`: functions that need all of it (process, run,
 //! register, free, counting objects) take it for their duration, so one called
@@ -27,9 +27,8 @@ use super::{arg_bytes, arg_str, out_ptr};
 use crate::address::Address;
 use crate::server::{Server, ServerConfig, ServerHandle};
 
-/// The options layout version this library understands (version 1 structs,
-/// without the fields from `turn_max_requests` on, are still accepted).
-pub const MGR_SERVER_OPTIONS_VERSION: u32 = 2;
+/// The options layout version this library understands.
+pub const MGR_SERVER_OPTIONS_VERSION: u32 = 1;
 
 /// Server limits for [`mgr_server_new`]. Fill with [`mgr_server_options_init`]
 /// (or zero it and set `version`): a zero field keeps its default.
@@ -38,8 +37,9 @@ pub const MGR_SERVER_OPTIONS_VERSION: u32 = 2;
 pub struct mgr_server_options {
     /// Must be [`MGR_SERVER_OPTIONS_VERSION`].
     pub version: u32,
-    /// Authenticated connections allowed at once; those still authenticating
-    /// count against `max_preauth_connections` instead (default 10000).
+    /// Authenticated connections allowed at once (default 10000); those still
+    /// authenticating count against [`mgr_server_set_max_preauth_connections`]
+    /// instead.
     pub max_connections: u32,
     /// Largest frame accepted after the handshake, in bytes (default 64 MiB).
     pub max_frame: u64,
@@ -49,55 +49,6 @@ pub struct mgr_server_options {
     /// A peer that has not authenticated within this many milliseconds is
     /// dropped (default 10000).
     pub handshake_timeout_ms: u32,
-    /// Requests one [`mgr_server_process`] call serves at most (default 1024).
-    /// Since version 2.
-    pub turn_max_requests: u32,
-    /// Microseconds one [`mgr_server_process`] call spends serving requests at
-    /// most, checked after each request (default 1000). Since version 2.
-    pub turn_max_time_us: u32,
-    /// Connections still authenticating allowed at once; a new one beyond this
-    /// replaces the oldest (default 256). Since version 2.
-    pub max_preauth_connections: u32,
-    /// The listen backlog (default: the system maximum, `net.core.somaxconn`).
-    /// Since version 2.
-    pub listen_backlog: u32,
-}
-
-/// The version 1 layout of `mgr_server_options`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct OptionsV1 {
-    version: u32,
-    max_connections: u32,
-    max_frame: u64,
-    max_output: u64,
-    handshake_timeout_ms: u32,
-}
-
-/// Reads `*o` by the layout its `version` names, without touching bytes past a
-/// version 1 struct's end.
-unsafe fn read_options(o: *const mgr_server_options) -> Result<mgr_server_options, Fail> {
-    match std::ptr::addr_of!((*o).version).read() {
-        1 => {
-            let v1 = o.cast::<OptionsV1>().read();
-            Ok(mgr_server_options {
-                version: 1,
-                max_connections: v1.max_connections,
-                max_frame: v1.max_frame,
-                max_output: v1.max_output,
-                handshake_timeout_ms: v1.handshake_timeout_ms,
-                turn_max_requests: 0,
-                turn_max_time_us: 0,
-                max_preauth_connections: 0,
-                listen_backlog: 0,
-            })
-        }
-        MGR_SERVER_OPTIONS_VERSION => Ok(o.read()),
-        v => Err(Fail::new(
-            mgr_status::MGR_ERR_INVALID_ARGUMENT,
-            format!("mgr_server_options.version is {v}, this library supports 1 to {MGR_SERVER_OPTIONS_VERSION}"),
-        )),
-    }
 }
 
 /// An embedded manager server (opaque). Owned by the host; free it with
@@ -153,10 +104,6 @@ pub unsafe extern "C" fn mgr_server_options_init(out: *mut mgr_server_options) -
             max_frame: d.max_frame,
             max_output: d.max_output as u64,
             handshake_timeout_ms: d.handshake_timeout.as_millis().min(u32::MAX as u128) as u32,
-            turn_max_requests: d.turn_max_requests.min(u32::MAX as usize) as u32,
-            turn_max_time_us: d.turn_max_time.as_micros().min(u32::MAX as u128) as u32,
-            max_preauth_connections: d.max_preauth_connections.min(u32::MAX as usize) as u32,
-            listen_backlog: 0,
         };
         Ok(mgr_status::MGR_OK)
     }
@@ -180,8 +127,13 @@ pub unsafe extern "C" fn mgr_server_new(
         let key = arg_bytes(authkey, authkey_len, "authkey")?;
         let out = out_ptr(out, "out")?;
         let mut config = ServerConfig::new(address, key);
-        if !options.is_null() {
-            let o = read_options(options)?;
+        if let Some(o) = options.as_ref() {
+            if o.version != MGR_SERVER_OPTIONS_VERSION {
+                return Err(Fail::new(
+                    mgr_status::MGR_ERR_INVALID_ARGUMENT,
+                    format!("mgr_server_options.version is {}, this library supports {MGR_SERVER_OPTIONS_VERSION}", o.version),
+                ));
+            }
             if o.max_connections != 0 {
                 config.max_connections = o.max_connections as usize;
             }
@@ -193,18 +145,6 @@ pub unsafe extern "C" fn mgr_server_new(
             }
             if o.handshake_timeout_ms != 0 {
                 config.handshake_timeout = Duration::from_millis(o.handshake_timeout_ms.into());
-            }
-            if o.turn_max_requests != 0 {
-                config.turn_max_requests = o.turn_max_requests as usize;
-            }
-            if o.turn_max_time_us != 0 {
-                config.turn_max_time = Duration::from_micros(o.turn_max_time_us.into());
-            }
-            if o.max_preauth_connections != 0 {
-                config.max_preauth_connections = o.max_preauth_connections as usize;
-            }
-            if o.listen_backlog != 0 {
-                config.listen_backlog = Some(o.listen_backlog);
             }
         }
         let server = Server::bind(config)?;
@@ -225,6 +165,9 @@ pub unsafe extern "C" fn mgr_server_new(
 /// strings it points to; `userdata` is passed first to every callback and must
 /// stay valid until [`mgr_server_free`] returns. Objects of a replaced type keep
 /// the old callbacks. `MGR_ERR_BUSY` from inside a callback.
+/// `MGR_ERR_INVALID_ARGUMENT` for an empty `type_id`, or a `method_to_typeid`
+/// entry naming a typeid that is neither `type_id` itself nor registered already
+/// (register the target types first).
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_register(
     server: *mut mgr_server,
@@ -235,9 +178,22 @@ pub unsafe extern "C" fn mgr_server_register(
     ffi_boundary! {
         let b = arg_server(server)?;
         let typeid = arg_str(type_id, "type_id")?;
+        if typeid.is_empty() {
+            return Err(Fail::new(mgr_status::MGR_ERR_INVALID_ARGUMENT, "type_id must not be empty"));
+        }
         let vt = read_vtable(vtable)?;
         b.with(|s| {
             let (ty, spec) = HostType::new(typeid, &vt, userdata, &b.types, b.handle.clone(), b.alive.clone())?;
+            let known = s.typeids();
+            if let Some((method, target)) = ty.unknown_target(|t| t == typeid || known.contains(&t)) {
+                return Err(Fail::new(
+                    mgr_status::MGR_ERR_INVALID_ARGUMENT,
+                    format!(
+                        "{typeid}.{method} is mapped to typeid '{target}', which is not registered \
+                         (register it first)"
+                    ),
+                ));
+            }
             s.register(spec);
             b.types.borrow_mut().insert(typeid.to_owned(), ty);
             Ok(mgr_status::MGR_OK)
@@ -286,14 +242,14 @@ pub unsafe extern "C" fn mgr_server_timeout_ms(server: *mut mgr_server) -> i32 {
 
 /// Does one bounded turn of ready work without blocking: accepts, reads, runs
 /// callbacks, fires timers, delivers deferred answers, writes — serving at most
-/// `turn_max_requests` requests or `turn_max_time_us` of them (see
-/// [`mgr_server_options`]), round-robin over the connections. Work left over
-/// waits for the next call: [`mgr_server_pending`] is then true and
-/// [`mgr_server_timeout_ms`] 0, and the fd need not be readable, so poll with
-/// timeout 0 (or call again) while pending. Call it when the fd is readable,
-/// the timeout passed or work is pending (spurious calls are harmless).
-/// `MGR_ERR_BUSY` from inside a callback; `MGR_OK` (doing nothing) once shut
-/// down.
+/// the turn budget's requests or microseconds of them
+/// ([`mgr_server_set_turn_budget`]; by default 1024 requests or 1 ms),
+/// round-robin over the connections. Work left over waits for the next call:
+/// [`mgr_server_pending`] is then true and [`mgr_server_timeout_ms`] 0, and the
+/// fd need not be readable, so poll with timeout 0 (or call again) while
+/// pending. Call it when the fd is readable, the timeout passed or work is
+/// pending (spurious calls are harmless). `MGR_ERR_BUSY` from inside a
+/// callback; `MGR_OK` (doing nothing) once shut down.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_process(server: *mut mgr_server) -> mgr_status {
     ffi_boundary! {
@@ -394,6 +350,132 @@ pub unsafe extern "C" fn mgr_server_number_of_objects(
     }
 }
 
+/// Caps the bytes all shared objects hold together (the built-in containers'
+/// estimate of what they store): a call or create that would pass it fails with
+/// a `MemoryError` for that call and changes nothing. 0 removes the cap (the
+/// default). Takes effect at once. `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_max_held_bytes(
+    server: *mut mgr_server,
+    max_bytes: u64,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let cap = (max_bytes > 0).then(|| usize::try_from(max_bytes).unwrap_or(usize::MAX));
+        b.with(|s| {
+            s.set_max_held_bytes(cap);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Sets the turn budget: one [`mgr_server_process`] serves at most
+/// `max_requests` requests (frames, handshake messages included) or
+/// `max_time_us` microseconds of them (checked after each request), a few from
+/// each ready connection in turn; the rest waits for the next call. 0 lifts
+/// that limit. Defaults: 1024 requests, 1000 microseconds (sized for a host running a
+/// 60 Hz frame). Takes effect from the next turn. `MGR_ERR_BUSY` from inside a
+/// callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_turn_budget(
+    server: *mut mgr_server,
+    max_requests: u64,
+    max_time_us: u64,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let requests = match max_requests {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let time = match max_time_us {
+            0 => Duration::MAX,
+            n => Duration::from_micros(n),
+        };
+        b.with(|s| {
+            s.set_turn_budget(requests, time);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Caps the connections still authenticating (default 256): a new connection
+/// beyond the cap closes the oldest one still authenticating, so idle sockets
+/// never lock clients out (they count apart from `max_connections`). 0 removes
+/// the cap. Takes effect at once. `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_max_preauth_connections(
+    server: *mut mgr_server,
+    max_connections: u64,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let cap = match max_connections {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        b.with(|s| {
+            s.set_max_preauth_connections(cap);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Sets the listen backlog of the server's listening socket (default, and 0:
+/// the system maximum, `net.core.somaxconn`; the kernel caps larger values
+/// there). `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_listen_backlog(
+    server: *mut mgr_server,
+    backlog: u32,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        b.with(|s| Ok(s.set_listen_backlog((backlog > 0).then_some(backlog))?))?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Caps the live objects one connection may have created (by `create` or as
+/// the result of its calls): beyond it a creation fails with a `MemoryError`
+/// naming the limit. 0 removes the cap (the default). Takes effect at once.
+/// `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_max_objects_per_conn(
+    server: *mut mgr_server,
+    max_objects: u64,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let cap = (max_objects > 0).then(|| usize::try_from(max_objects).unwrap_or(usize::MAX));
+        b.with(|s| {
+            s.set_max_objects_per_conn(cap);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Writes the bytes the shared objects hold, as the cap of
+/// [`mgr_server_set_max_held_bytes`] counts them, to `*out`. `MGR_ERR_BUSY` from
+/// inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_held_bytes(
+    server: *const mgr_server,
+    out: *mut usize,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let out = out_ptr(out, "out")?;
+        let n = b.with(|s| Ok(s.held_bytes()))?;
+        *out = n;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
 /// Shuts down if needed and frees the server, destroying every remaining object
 /// (their destroy callbacks run now). NULL is a no-op. Must not be called from
 /// inside one of this server's callbacks: it then does nothing (and sets the
@@ -477,10 +559,6 @@ mod tests {
             max_frame: 0,
             max_output: 0,
             handshake_timeout_ms: 0,
-            turn_max_requests: 0,
-            turn_max_time_us: 0,
-            max_preauth_connections: 0,
-            listen_backlog: 0,
         };
         assert_eq!(
             unsafe { mgr_server_options_init(&mut o) },
@@ -489,22 +567,7 @@ mod tests {
         assert_eq!(o.version, MGR_SERVER_OPTIONS_VERSION);
         assert_eq!(o.max_connections, 10_000);
         assert_eq!(o.handshake_timeout_ms, 10_000);
-        assert_eq!(o.turn_max_requests, 1024);
-        assert_eq!(o.turn_max_time_us, 1000);
-        assert_eq!(o.max_preauth_connections, 256);
-        assert_eq!(o.listen_backlog, 0, "0: the system maximum");
         let s = new_server(c"127.0.0.1:0", b"k", &o).unwrap();
-        unsafe { mgr_server_free(s) };
-        // A version 1 struct, the last thing in its allocation, is read
-        // without touching the bytes past its end.
-        let v1 = Box::new(OptionsV1 {
-            version: 1,
-            max_connections: 5,
-            max_frame: 0,
-            max_output: 0,
-            handshake_timeout_ms: 0,
-        });
-        let s = new_server(c"127.0.0.1:0", b"k", (&*v1 as *const OptionsV1).cast()).unwrap();
         unsafe { mgr_server_free(s) };
         o.version = 99;
         assert_eq!(
@@ -542,6 +605,13 @@ mod tests {
             assert!(!mgr_server_pending(s));
             assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
             assert!(!mgr_server_pending(s));
+            assert_eq!(mgr_server_set_turn_budget(s, 10, 0), mgr_status::MGR_OK);
+            assert_eq!(
+                mgr_server_set_max_preauth_connections(s, 4),
+                mgr_status::MGR_OK
+            );
+            assert_eq!(mgr_server_set_listen_backlog(s, 50), mgr_status::MGR_OK);
+            assert_eq!(mgr_server_set_listen_backlog(s, 0), mgr_status::MGR_OK);
             let mut n = 9;
             assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
             assert_eq!(n, 0);
@@ -557,6 +627,10 @@ mod tests {
             mgr_server_free(ptr::null_mut());
             assert_eq!(mgr_server_fd(ptr::null()), -1);
             assert!(!mgr_server_pending(ptr::null()));
+            assert_eq!(
+                mgr_server_set_turn_budget(ptr::null_mut(), 1, 1),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
             assert!(mgr_server_address(ptr::null()).is_null());
             assert_eq!(
                 mgr_server_process(ptr::null_mut()),

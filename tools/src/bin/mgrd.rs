@@ -20,7 +20,8 @@ const USAGE: &str = "\
 usage: mgrd [--address ADDR] [--max-connections N] [--max-preauth N]
             [--backlog N] [--max-frame BYTES] [--handshake-timeout S]
             [--max-output BYTES] [--reply-grace S] [--turn-max-requests N]
-            [--turn-max-time S] [-v] [--version]
+            [--turn-max-time S] [--max-held-bytes BYTES]
+            [--max-objects-per-conn N] [-v] [--version]
 
 Serves shared objects to libmgr clients and to Python's multiprocessing.managers.
 
@@ -40,6 +41,11 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
                          from each ready connection in turn [default: 1024]
   --turn-max-time S      spend at most S seconds serving requests per turn
                          [default: 0.001]
+  --max-held-bytes BYTES refuse (MemoryError) what would take the bytes all shared
+                         objects hold past BYTES [default: 0, no cap]
+  --max-objects-per-conn N
+                         refuse (MemoryError) creating objects beyond N live ones
+                         per connection [default: 0, no cap]
   -v, --verbose          log connections and shutdown to stderr
   --version              print the version
   -h, --help             print this help
@@ -111,6 +117,12 @@ fn seconds(flag: &str, v: String) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(s))
 }
 
+/// Parses an optional cap: 0 means none.
+fn cap(flag: &str, v: String) -> Result<Option<usize>, String> {
+    let n: usize = number(flag, v)?;
+    Ok((n > 0).then_some(n))
+}
+
 fn parse_args() -> Result<Options, String> {
     let key = std::env::var_os("MGR_AUTHKEY")
         .map(std::os::unix::ffi::OsStringExt::into_vec)
@@ -152,6 +164,8 @@ fn parse_args() -> Result<Options, String> {
             "--backlog" => config.listen_backlog = Some(number(&flag, value()?)?),
             "--turn-max-requests" => config.turn_max_requests = number(&flag, value()?)?,
             "--turn-max-time" => config.turn_max_time = seconds(&flag, value()?)?,
+            "--max-held-bytes" => config.max_held_bytes = cap(&flag, value()?)?,
+            "--max-objects-per-conn" => config.max_objects_per_conn = cap(&flag, value()?)?,
             other => return Err(format!("unknown argument '{other}'")),
         }
     }

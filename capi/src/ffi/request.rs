@@ -7,9 +7,10 @@
 //! touches the server directly and is safe from any thread and from inside
 //! callbacks.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use super::host_type::HostType;
@@ -20,7 +21,9 @@ use crate::proto::{RemoteError, Value};
 use crate::server::{Context, ReplyHandle, ServerHandle};
 
 /// The context of one host callback (opaque). Valid only while that callback
-/// runs; never free it.
+/// runs, on the server's thread; never free it. A request kept and used after
+/// its callback returned is refused with `MGR_ERR_STATE` (the pointer is a
+/// handle that is never reused, not an address).
 #[derive(Debug)]
 pub struct mgr_request {
     _private: [u8; 0],
@@ -61,9 +64,41 @@ pub(crate) struct Request<'r, 'c> {
     pub(crate) answer: Option<Answer>,
 }
 
+thread_local! {
+    /// The requests whose callbacks are running on this thread (innermost last,
+    /// as callbacks nest when a host calls back into the library): each with the
+    /// handle the host was given for it.
+    static LIVE: RefCell<Vec<(usize, *mut c_void)>> = const { RefCell::new(Vec::new()) };
+    /// The next handle: never reused, so a handle kept past its callback can never
+    /// name a later request.
+    static NEXT_HANDLE: Cell<usize> = const { Cell::new(1) };
+}
+
+/// Unregisters a live request when its callback returns (or unwinds).
+struct LiveGuard(usize);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        LIVE.with(|l| l.borrow_mut().retain(|&(h, _)| h != self.0));
+    }
+}
+
 impl Request<'_, '_> {
-    pub(crate) fn as_c(&mut self) -> *mut mgr_request {
-        (self as *mut Self).cast()
+    /// Runs `f` (which calls the host's callback) with a handle for this request
+    /// that is valid only until `f` returns. The handle is an opaque number, not
+    /// the request's address: one kept and used after its callback returned is
+    /// found in no live slot and refused with `MGR_ERR_STATE`, never written through.
+    pub(crate) fn with_handle<R>(&mut self, f: impl FnOnce(*mut mgr_request) -> R) -> R {
+        let handle = NEXT_HANDLE.with(|n| {
+            let h = n.get();
+            n.set(h.wrapping_add(1).max(1));
+            h
+        });
+        let me: *mut Self = self;
+        LIVE.with(|l| l.borrow_mut().push((handle, me.cast())));
+        let _guard = LiveGuard(handle);
+        // The handle is an integer in pointer clothing; it is never dereferenced.
+        f(std::ptr::without_provenance_mut(handle))
     }
 
     fn set(&mut self, a: Answer) -> Result<(), Fail> {
@@ -88,17 +123,44 @@ impl Request<'_, '_> {
     }
 }
 
+/// The live request behind handle `p` (see [`Request::with_handle`]).
 unsafe fn arg_request<'a>(p: *mut mgr_request) -> Result<&'a mut Request<'a, 'a>, Fail> {
-    p.cast::<Request<'a, 'a>>()
-        .as_mut()
-        .ok_or_else(|| Fail::null("req"))
+    if p.is_null() {
+        return Err(Fail::null("req"));
+    }
+    let handle = p as usize;
+    let live = LIVE.with(|l| {
+        l.borrow()
+            .iter()
+            .find(|&&(h, _)| h == handle)
+            .map(|&(_, r)| r)
+    });
+    match live {
+        // SAFETY: registered by `with_handle`, whose frame (and so the request)
+        // is still running: the entry is removed before it returns.
+        Some(r) => Ok(&mut *r.cast::<Request<'a, 'a>>()),
+        None => Err(Fail::new(
+            mgr_status::MGR_ERR_STATE,
+            "this mgr_request is not live: a request is valid only while its callback \
+             runs (on the server's thread)",
+        )),
+    }
 }
+
+/// A deferred reply not answered yet.
+const OPEN: u8 = 0;
+/// Answered by the host (`mgr_reply_return` / `_raise` / `_free`).
+const ANSWERED: u8 = 1;
+/// Its caller went away first and the host's `cancel` callback was told.
+const CANCELLED: u8 = 2;
 
 /// Shared between a [`ReplyBox`] and the object that deferred it.
 #[derive(Debug)]
 pub(crate) struct ReplyState {
     pub(crate) handle: ReplyHandle,
-    answered: AtomicBool,
+    /// [`OPEN`], [`ANSWERED`] or [`CANCELLED`]: set once, by whichever of the
+    /// host's answer and the `cancel` callback comes first.
+    fate: AtomicU8,
     /// Its client went away, or its object was destroyed.
     stale: AtomicBool,
     server_alive: Arc<AtomicBool>,
@@ -109,6 +171,41 @@ pub(crate) struct ReplyState {
 impl ReplyState {
     pub(crate) fn mark_stale(&self) {
         self.stale.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks the reply stale and claims it for the `cancel` callback: true when
+    /// it was not answered yet (the host is told), false when an answer got there
+    /// first (the host, which answered, is not told — it frees the reply itself).
+    pub(crate) fn claim_for_cancel(&self) -> bool {
+        self.mark_stale();
+        self.fate
+            .compare_exchange(OPEN, CANCELLED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Takes the reply for the host's answer: `MGR_ERR_STATE` when it was
+    /// answered already, `MGR_ERR_STALE` when its caller has gone (the `cancel`
+    /// callback had it, or the server or object is gone).
+    fn take_for_answer(&self) -> Result<(), Fail> {
+        let fate = self
+            .fate
+            .compare_exchange(OPEN, ANSWERED, Ordering::SeqCst, Ordering::SeqCst);
+        if fate == Err(ANSWERED) {
+            return Err(Fail::new(
+                mgr_status::MGR_ERR_STATE,
+                "this deferred reply was answered already",
+            ));
+        }
+        if fate == Err(CANCELLED)
+            || self.stale.load(Ordering::SeqCst)
+            || !self.server_alive.load(Ordering::SeqCst)
+        {
+            return Err(Fail::new(
+                mgr_status::MGR_ERR_STALE,
+                "the caller of this deferred reply has gone; the answer was dropped",
+            ));
+        }
+        Ok(())
     }
 
     /// The host's `mgr_reply` for this call (NULL before `mgr_request_defer` returns).
@@ -125,20 +222,7 @@ struct ReplyBox {
 
 impl ReplyBox {
     fn answer(&self, result: Result<Value, RemoteError>) -> Result<mgr_status, Fail> {
-        if self.state.answered.swap(true, Ordering::SeqCst) {
-            return Err(Fail::new(
-                mgr_status::MGR_ERR_STATE,
-                "this deferred reply was answered already",
-            ));
-        }
-        if self.state.stale.load(Ordering::SeqCst)
-            || !self.state.server_alive.load(Ordering::SeqCst)
-        {
-            return Err(Fail::new(
-                mgr_status::MGR_ERR_STALE,
-                "the caller of this deferred reply has gone; the answer was dropped",
-            ));
-        }
+        self.state.take_for_answer()?;
         self.server.complete(self.state.handle, result);
         Ok(mgr_status::MGR_OK)
     }
@@ -250,7 +334,7 @@ pub unsafe extern "C" fn mgr_request_defer(
         let handle = req.cx.defer();
         let state = Arc::new(ReplyState {
             handle,
-            answered: AtomicBool::new(false),
+            fate: AtomicU8::new(OPEN),
             stale: AtomicBool::new(false),
             server_alive: req.ty.server_alive.clone(),
             boxed: AtomicPtr::new(std::ptr::null_mut()),
@@ -303,12 +387,48 @@ pub unsafe extern "C" fn mgr_reply_free(reply: *mut mgr_reply) {
             return Ok(());
         }
         let b = Box::from_raw(reply.cast::<ReplyBox>());
-        if !b.state.answered.load(Ordering::SeqCst) {
+        if b.state.fate.load(Ordering::SeqCst) == OPEN {
             let _ = b.answer(Err(RemoteError::new(
                 "RuntimeError",
                 "the host freed the deferred reply without answering it",
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> ReplyState {
+        ReplyState {
+            handle: ReplyHandle::from_raw(1),
+            fate: AtomicU8::new(OPEN),
+            stale: AtomicBool::new(false),
+            server_alive: Arc::new(AtomicBool::new(true)),
+            boxed: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    #[test]
+    fn an_answered_reply_is_never_handed_to_cancel() {
+        let s = state();
+        assert!(s.take_for_answer().is_ok());
+        assert!(
+            !s.claim_for_cancel(),
+            "answered first: the host is not told"
+        );
+        let again = s.take_for_answer().unwrap_err();
+        assert_eq!(again.status, mgr_status::MGR_ERR_STATE);
+    }
+
+    #[test]
+    fn a_cancelled_reply_answers_stale() {
+        let s = state();
+        assert!(s.claim_for_cancel(), "not answered yet: the host is told");
+        assert!(!s.claim_for_cancel(), "told once");
+        let late = s.take_for_answer().unwrap_err();
+        assert_eq!(late.status, mgr_status::MGR_ERR_STALE);
     }
 }

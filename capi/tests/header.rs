@@ -1,9 +1,9 @@
-//! `include/mgr.h` is what cbindgen (the pinned version) generates from `src/ffi`:
+//! `include/mgr.h` is what cbindgen (the pinned version) generates from `capi/src/ffi`:
 //! this test regenerates it and fails on any difference. Run with
 //! `MGR_UPDATE_HEADER=1` to rewrite the checked-in header instead.
 //!
 //! It also checks the convention the header cannot show: every exported function
-//! in `src/ffi` runs its body inside the `ffi_boundary!` panic boundary.
+//! in `capi/src/ffi` runs its body inside the `ffi_boundary!` panic boundary.
 
 use std::path::Path;
 
@@ -11,6 +11,11 @@ use std::path::Path;
 fn header_is_up_to_date() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
+    // The header lives at the repository's top, where C users look for it.
+    let include = root
+        .parent()
+        .expect("capi/ is in the repository")
+        .join("include");
     // cbindgen follows the `mod` items of src/ffi/mod.rs: only the C surface.
     let bindings = cbindgen::Builder::new()
         .with_config(config)
@@ -20,7 +25,7 @@ fn header_is_up_to_date() {
     let mut generated = Vec::new();
     bindings.write(&mut generated);
     let generated = c_comments(&String::from_utf8(generated).expect("utf-8 header"));
-    let path = root.join("include/mgr.h");
+    let path = include.join("mgr.h");
     if std::env::var_os("MGR_UPDATE_HEADER").is_some() {
         std::fs::write(&path, &generated).expect("write include/mgr.h");
         return;

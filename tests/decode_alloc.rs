@@ -1,0 +1,606 @@
+//! Decoding in bounded memory, measured: a counting global allocator records the
+//! peak of live heap bytes while each decoder runs, and every input — large
+//! ordinary pickles as CPython writes them, native payloads, and crafted ones
+//! (memo reuse of every constructor, self-reference, deep nesting, huge declared
+//! lengths) — must stay within `decode_limit(len, C)`: C bytes per input byte
+//! plus a fixed floor, with C = `PICKLE_BYTES_PER_INPUT_BYTE` or
+//! `NATIVE_BYTES_PER_INPUT_BYTE`.
+//!
+//! The binary has a single test function so nothing else allocates while a
+//! case is measured.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use mgr::proto::codec::{
+    decode_limit, native, pickle, CodecError, NATIVE_BYTES_PER_INPUT_BYTE,
+    PICKLE_BYTES_PER_INPUT_BYTE,
+};
+use mgr::proto::frame::{self, FrameError, DEFAULT_MAX_FRAME};
+use mgr::proto::{ObjectId, Reply, Request, Token, Value};
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(n: usize) {
+    let now = CURRENT.fetch_add(n, SeqCst) + n;
+    PEAK.fetch_max(now, SeqCst);
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), SeqCst);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                CURRENT.fetch_sub(layout.size() - new_size, SeqCst);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Runs `f` and returns its result with the peak of heap bytes allocated while
+/// it ran (its result is still alive at the end, so it is included).
+fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = CURRENT.load(SeqCst);
+    PEAK.store(base, SeqCst);
+    let out = f();
+    (out, PEAK.load(SeqCst) - base)
+}
+
+/// What a case must do besides staying within the bound.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Expect {
+    Ok,
+    Err,
+    Either,
+}
+
+struct Report {
+    worst: f64,
+}
+
+impl Report {
+    fn check<T: std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        input: &[u8],
+        per_byte: usize,
+        expect: Expect,
+        decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
+    ) -> Option<T> {
+        let (res, peak) = measure(|| decode(input));
+        let limit = decode_limit(input.len(), per_byte);
+        let ratio = peak as f64 / input.len().max(1) as f64;
+        let outcome = match &res {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("error: {}", truncate(&e.to_string())),
+        };
+        let row = format!(
+            "{name:<48} {:>9} B in, peak {:>11} B ({ratio:>6.1}x), limit {limit:>11}: {outcome}",
+            input.len(),
+            peak
+        );
+        eprintln!("{row}");
+        if input.len() > 1 << 20 {
+            self.worst = self.worst.max(ratio);
+        }
+        assert!(
+            peak <= limit,
+            "{name}: peak {peak} B exceeds the limit {limit} B for {} input bytes",
+            input.len()
+        );
+        match (expect, &res) {
+            (Expect::Ok, Err(e)) => panic!("{name}: should decode, got {e}"),
+            (Expect::Err, Ok(_)) => panic!("{name}: should be refused"),
+            _ => {}
+        }
+        res.ok()
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(90).collect()
+}
+
+fn pickle_request(b: &[u8]) -> Result<Request, CodecError> {
+    pickle::decode_request(b)
+}
+
+fn pickle_request_for(b: &[u8]) -> Result<Request, CodecError> {
+    let home = Value::Tuple(vec![Value::Str("127.0.0.1".into()), Value::Int(5000)]);
+    pickle::decode_request_for(b, &home)
+}
+
+fn pickle_reply(b: &[u8]) -> Result<Reply, CodecError> {
+    pickle::decode_reply(b)
+}
+
+/// Ordinary pickles, as CPython writes them (one file per case), about 4 MiB each.
+fn cpython_pickles() -> Vec<(String, Vec<u8>)> {
+    let dir = std::env::temp_dir().join(format!("mgr-decode-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = r#"
+import pickle, sys, os, array
+d = sys.argv[1]
+M = 4 << 20
+cases = {
+    'list of small ints (K)': [i % 256 for i in range(M // 2)],
+    'list of ints (J)': list(range(1 << 20, (1 << 20) + M // 5)),
+    'list of None': [None] * M,
+    'list of empty tuples': [()] * M,
+    'list of 1-tuples': [(i % 200,) for i in range(M // 4)],
+    'list of short strings': [str(i) for i in range(M // 10)],
+    'list of one shared list': [[1, 2, 3]] * (M // 2),
+    'dict str -> int': {str(i): i for i in range(M // 14)},
+    'set of ints': set(range(M // 5)),
+    'nested lists': [[i, [i, [i]]] for i in range(M // 16)],
+    'big bytes': b'x' * M,
+    'big str': 'y' * M,
+    'array of doubles': array.array('d', range(M // 8)),
+}
+for name, obj in cases.items():
+    for proto in (2, 4):
+        req = (None, 'create', ('list', obj), {'k': 1})
+        data = pickle.dumps(req, protocol=proto)
+        with open(os.path.join(d, f'{name} p{proto}'), 'wb') as f:
+            f.write(data)
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&dir)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let cases = files
+        .iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(p).unwrap())
+        })
+        .collect();
+    std::fs::remove_dir_all(&dir).unwrap();
+    cases
+}
+
+/// A protocol-4 request `(None, 'create', (<body>,), {})` around raw opcodes
+/// that leave one object on the stack.
+fn wrap(body: &[u8]) -> Vec<u8> {
+    let mut p = b"\x80\x04(N\x8c\x06create(".to_vec();
+    p.extend_from_slice(body);
+    p.extend_from_slice(b"t}t.");
+    p
+}
+
+fn global(module: &str, name: &str) -> Vec<u8> {
+    format!("c{module}\n{name}\n").into_bytes()
+}
+
+/// `count` times: push memo[func], memo[args], REDUCE, append to the list
+/// under them. The list is memo 0, the global memo 1, the argument tuple memo 2.
+fn reduce_again_and_again(func: &[u8], args: &[u8], count: usize) -> Vec<u8> {
+    let mut b = b"]\x94".to_vec(); // the list, memo 0
+    b.extend_from_slice(func);
+    b.extend_from_slice(b"\x940"); // memo 1, popped
+    b.extend_from_slice(args);
+    b.extend_from_slice(b"\x940"); // memo 2, popped
+    for _ in 0..count {
+        b.extend_from_slice(b"h\x01h\x02Ra");
+    }
+    wrap(&b)
+}
+
+/// A tuple of one memoized object, from raw opcodes.
+fn one_tuple(obj: &[u8]) -> Vec<u8> {
+    let mut b = obj.to_vec();
+    b.push(0x85);
+    b
+}
+
+fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
+    let mut cases = Vec::new();
+    // range(60000) again and again: each one is within the budget, their sum is not.
+    cases.push((
+        "range() reused 3000x",
+        reduce_again_and_again(
+            &global("builtins", "range"),
+            &one_tuple(b"J\x60\xea\x00\x00"),
+            3000,
+        ),
+        Expect::Err,
+    ));
+    // list(x), set(x), tuple(x) of a memoized 20000-item list.
+    let big_list = {
+        let mut b = b"(".to_vec();
+        b.extend(std::iter::repeat_n(b'N', 20_000));
+        b.push(b'l');
+        b
+    };
+    for (name, g) in [
+        (
+            "list() of one list reused 3000x",
+            global("builtins", "list"),
+        ),
+        ("set() of one list reused 3000x", global("builtins", "set")),
+        (
+            "tuple() of one list reused 3000x",
+            global("builtins", "tuple"),
+        ),
+        (
+            "frozenset() of one list reused 3000x",
+            global("builtins", "frozenset"),
+        ),
+    ] {
+        cases.push((
+            name,
+            reduce_again_and_again(&g, &one_tuple(&big_list), 3000),
+            Expect::Err,
+        ));
+    }
+    // bytes(b) / bytearray(b) of a memoized 64 KiB bytes.
+    let big_bytes = {
+        let mut b = b"B\x00\x00\x01\x00".to_vec();
+        b.extend(std::iter::repeat_n(b'z', 65536));
+        b
+    };
+    for (name, g) in [
+        ("bytes() reused 3000x", global("builtins", "bytes")),
+        ("bytearray() reused 3000x", global("builtins", "bytearray")),
+    ] {
+        cases.push((
+            name,
+            reduce_again_and_again(&g, &one_tuple(&big_bytes), 3000),
+            Expect::Err,
+        ));
+    }
+    // array('b', bytes) and _array_reconstructor over one memoized bytes.
+    let mut arr_args = b"\x8c\x01b".to_vec();
+    arr_args.extend_from_slice(&big_bytes);
+    arr_args.push(0x86);
+    cases.push((
+        "array('b', bytes) reused 3000x",
+        reduce_again_and_again(&global("array", "array"), &arr_args, 3000),
+        Expect::Err,
+    ));
+    let mut rec_args = b"(".to_vec();
+    rec_args.extend_from_slice(&global("array", "array"));
+    rec_args.extend_from_slice(b"\x8c\x01bK\x01");
+    rec_args.extend_from_slice(&big_bytes);
+    rec_args.push(b't');
+    cases.push((
+        "_array_reconstructor reused 3000x",
+        reduce_again_and_again(&global("array", "_array_reconstructor"), &rec_args, 3000),
+        Expect::Err,
+    ));
+    let mut str_args = b"\x8c\x01u".to_vec();
+    str_args.extend_from_slice(b"\x8d\x00\x00\x01\x00\x00\x00\x00\x00");
+    str_args.extend(std::iter::repeat_n(b'w', 65536));
+    str_args.push(0x86);
+    cases.push((
+        "array('u', str) reused 3000x",
+        reduce_again_and_again(&global("array", "array"), &str_args, 3000),
+        Expect::Err,
+    ));
+    // Exception constructors over one memoized 20000-item argument tuple.
+    let mut exc_args = b"(".to_vec();
+    exc_args.extend(std::iter::repeat_n(b'N', 20_000));
+    exc_args.push(b't');
+    cases.push((
+        "ValueError(*args) reused 3000x",
+        reduce_again_and_again(&global("builtins", "ValueError"), &exc_args, 3000),
+        Expect::Err,
+    ));
+    let mut newobj = b"]\x94".to_vec();
+    newobj.extend_from_slice(&global("builtins", "KeyError"));
+    newobj.extend_from_slice(b"\x940");
+    newobj.extend_from_slice(&exc_args);
+    newobj.extend_from_slice(b"\x940");
+    for _ in 0..3000 {
+        newobj.extend_from_slice(b"h\x01h\x02\x81a");
+    }
+    cases.push(("NEWOBJ KeyError reused 3000x", wrap(&newobj), Expect::Err));
+    let mut copyreg = b"]\x94".to_vec();
+    copyreg.extend_from_slice(&global("copyreg", "__newobj__"));
+    copyreg.extend_from_slice(b"\x940(");
+    copyreg.extend_from_slice(&global("builtins", "OSError"));
+    copyreg.extend(std::iter::repeat_n(b'N', 20_000));
+    copyreg.extend_from_slice(b"t\x940");
+    for _ in 0..3000 {
+        copyreg.extend_from_slice(b"h\x01h\x02Ra");
+    }
+    cases.push((
+        "copyreg.__newobj__(OSError, ...) reused 3000x",
+        wrap(&copyreg),
+        Expect::Err,
+    ));
+    // A list appended to itself: wide (10000 times) and through a chain.
+    let mut wide = b"]\x94(".to_vec();
+    for _ in 0..10_000 {
+        wide.extend_from_slice(b"h\x00");
+    }
+    wide.push(b'e');
+    cases.push(("list containing itself 10000x", wrap(&wide), Expect::Err));
+    let mut chain = b"]\x94".to_vec(); // memo 0: the outer list
+    for _ in 0..100 {
+        chain.extend_from_slice(b"]\x94("); // a new list, memoized
+        for _ in 0..100 {
+            chain.extend_from_slice(b"h\x00"); // full of the outer list
+        }
+        chain.extend_from_slice(b"ea"); // appended to the list below it
+    }
+    cases.push(("lists containing their ancestor", wrap(&chain), Expect::Err));
+    // Memo doubling: l(n+1) = [l(n), l(n)], 2**40 leaves from a few hundred bytes.
+    let mut dbl = b"]\x94(".to_vec();
+    dbl.extend(std::iter::repeat_n(b'N', 1000));
+    dbl.extend_from_slice(b"e0");
+    for i in 0..40u8 {
+        dbl.extend_from_slice(&[b'h', i, b'h', i, 0x86, 0x94, b'0']);
+    }
+    dbl.extend_from_slice(&[b'h', 40]);
+    cases.push(("memo doubling to 2**40 items", wrap(&dbl), Expect::Err));
+    // DUP of one list into a wide tuple, then that tuple doubled by DUP again.
+    let mut dup = b"(]".to_vec();
+    dup.extend(std::iter::repeat_n(b'2', 200_000));
+    dup.push(b't');
+    cases.push(("DUP of one list 200000x", wrap(&dup), Expect::Either));
+    // Deep nesting.
+    let mut deep = Vec::new();
+    deep.extend(std::iter::repeat_n(b']', 200_000));
+    deep.extend(std::iter::repeat_n(b'a', 199_999));
+    cases.push(("200000 nested lists", wrap(&deep), Expect::Err));
+    // Huge declared lengths and memo keys.
+    cases.push((
+        "str declaring 4 GiB",
+        b"\x80\x04X\xff\xff\xff\xff.".to_vec(),
+        Expect::Err,
+    ));
+    cases.push((
+        "bytes declaring 2**63",
+        b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\x7f.".to_vec(),
+        Expect::Err,
+    ));
+    cases.push((
+        "range(10**18)",
+        wrap(b"cbuiltins\nrange\n\x8a\x08\x00\x00d\xa7\xb3\xb6\xe0\x0d\x85R"),
+        Expect::Err,
+    ));
+    let mut far_memo = b"N".to_vec();
+    far_memo.extend_from_slice(b"r\xff\xff\xff\x7f");
+    cases.push(("memo key 2**31", wrap(&far_memo), Expect::Err));
+    let mut near_memo = vec![b'N'; 1 << 16];
+    near_memo.extend_from_slice(b"r\x00\x00\x01\x00");
+    near_memo.extend(std::iter::repeat_n(b'0', (1 << 16) - 1));
+    cases.push((
+        "memo key at the input's size",
+        wrap(&near_memo),
+        Expect::Either,
+    ));
+    // Dense 1-byte objects in the shapes that cost most per byte.
+    let mut tuples = b"(".to_vec();
+    for _ in 0..(1 << 20) {
+        tuples.extend_from_slice(b"N\x85");
+    }
+    tuples.push(b'l');
+    cases.push((
+        "2**20 1-tuples of None (2 B each)",
+        wrap(&tuples),
+        Expect::Ok,
+    ));
+    let mut marks = b"(".to_vec();
+    marks.extend(std::iter::repeat_n(b'(', 1 << 20));
+    marks.extend(std::iter::repeat_n(b'l', 1 << 20));
+    marks.push(b'l');
+    cases.push(("2**20 MARKs", wrap(&marks), Expect::Err));
+    let mut pairs = b"}(".to_vec();
+    pairs.extend(std::iter::repeat_n(b'N', 1 << 21));
+    pairs.push(b'u');
+    cases.push(("dict of 2**20 None: None pairs", wrap(&pairs), Expect::Ok));
+    cases
+}
+
+/// A reply `('#ERROR', ValueError(*big))` and a reply returning shared data.
+fn crafted_replies() -> Vec<(&'static str, Vec<u8>, Expect)> {
+    let mut err = b"\x80\x04\x8c\x06#ERROR".to_vec();
+    err.extend_from_slice(&global("builtins", "ValueError"));
+    err.push(b'(');
+    for _ in 0..(1 << 18) {
+        err.extend_from_slice(b"\x8c\x01\x07"); // '\x07' reprs as 4 chars
+    }
+    err.extend_from_slice(b"tR\x86.");
+    let mut shared = b"\x80\x04\x8c\x07#RETURN(".to_vec();
+    shared.extend_from_slice(b"]\x94(");
+    shared.extend(std::iter::repeat_n(b'N', 10_000));
+    shared.push(b'e');
+    for _ in 0..(1 << 16) {
+        shared.extend_from_slice(b"h\x00");
+    }
+    shared.extend_from_slice(b"l\x86.");
+    vec![
+        ("#ERROR with 2**18 str args", err, Expect::Ok),
+        ("#RETURN of one list 2**16 times", shared, Expect::Err),
+    ]
+}
+
+fn native_values() -> Vec<(&'static str, Value)> {
+    let m = 4 << 20;
+    vec![
+        ("list of None", Value::List(vec![Value::None; m])),
+        (
+            "list of small ints",
+            Value::List((0..m as i64 / 2).map(|i| Value::Int(i % 100)).collect()),
+        ),
+        (
+            "list of short strings",
+            Value::List(
+                (0..m / 8)
+                    .map(|i| Value::Str(format!("{}", i % 1000)))
+                    .collect(),
+            ),
+        ),
+        (
+            "list of 1-tuples",
+            Value::List(vec![Value::Tuple(vec![Value::None]); m / 3]),
+        ),
+        (
+            "dict of None pairs",
+            Value::Dict(vec![(Value::None, Value::None); m / 2]),
+        ),
+        (
+            "list of refs",
+            Value::List(vec![
+                Value::Ref(Token {
+                    typeid: "Q".into(),
+                    id: ObjectId(1)
+                });
+                m / 4
+            ]),
+        ),
+        ("big bytes", Value::Bytes(vec![7; m])),
+    ]
+}
+
+fn native_crafted() -> Vec<(&'static str, Vec<u8>, Expect)> {
+    let mut cases = Vec::new();
+    // A reply: version, MSG_RETURN (0), then a value.
+    let varint = |n: u64, out: &mut Vec<u8>| {
+        out.push(253);
+        out.extend_from_slice(&n.to_le_bytes());
+    };
+    // A list declaring 10**6 items with 10**6 bytes of None after it.
+    let mut full = vec![native::NATIVE_VERSION, 0, 7];
+    varint(1_000_000, &mut full);
+    full.extend(std::iter::repeat_n(0u8, 1_000_000));
+    cases.push(("list of 10**6 None, as declared", full, Expect::Ok));
+    // Lists each declaring every byte left, nested: the claims outrun the input
+    // (each could be filled, but not all of them).
+    let total = 1_000_000u64;
+    let mut chain = vec![native::NATIVE_VERSION, 0];
+    for _ in 0..100 {
+        chain.push(7);
+        let after = chain.len() as u64 + 9;
+        varint(total - after, &mut chain);
+    }
+    chain.resize(total as usize, 0);
+    cases.push(("nested lists each claiming the rest", chain, Expect::Err));
+    let mut over = vec![native::NATIVE_VERSION, 0, 7];
+    varint(u64::MAX / 2, &mut over);
+    cases.push(("list declaring 2**63 items", over, Expect::Err));
+    let mut deep = vec![native::NATIVE_VERSION, 0];
+    deep.extend(std::iter::repeat_n([7u8, 1], 100_000).flatten());
+    deep.push(0);
+    cases.push(("100000 nested lists", deep, Expect::Err));
+    cases
+}
+
+#[test]
+fn every_decoder_stays_within_its_stated_memory_bound() {
+    let mut report = Report { worst: 0.0 };
+    let p = PICKLE_BYTES_PER_INPUT_BYTE;
+    let n = NATIVE_BYTES_PER_INPUT_BYTE;
+
+    for (name, bytes) in cpython_pickles() {
+        let req = report.check(&name, &bytes, p, Expect::Ok, pickle_request_for);
+        let req = req.expect("decoded");
+        assert_eq!(req.method, "create", "{name}");
+        assert_eq!(req.args.len(), 2, "{name}");
+    }
+    for (name, bytes, expect) in crafted_pickles() {
+        report.check(name, &bytes, p, expect, pickle_request);
+        report.check(name, &bytes, p, Expect::Either, pickle_reply);
+    }
+    for (name, bytes, expect) in crafted_replies() {
+        report.check(name, &bytes, p, expect, pickle_reply);
+    }
+    let pickle_worst = report.worst;
+
+    report.worst = 0.0;
+    for (name, value) in native_values() {
+        let mut req = Vec::new();
+        native::encode_request(
+            &Request::public("create", vec![Value::Str("list".into()), value.clone()]),
+            &mut req,
+        );
+        report.check(name, &req, n, Expect::Ok, native::decode_request);
+        drop(req);
+        let mut reply = Vec::new();
+        native::encode_reply(&Reply::Return(value), &mut reply);
+        report.check(name, &reply, n, Expect::Ok, native::decode_reply);
+    }
+    for (name, bytes, expect) in native_crafted() {
+        report.check(name, &bytes, n, expect, native::decode_reply);
+    }
+    let native_worst = report.worst;
+
+    // Frames: the header codec checks the announced length against the limit
+    // and allocates nothing, whatever it announces.
+    let mut long = vec![0xff; 4];
+    long.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    let cases: [(&str, &[u8], u64, bool); 4] = [
+        (
+            "frame announcing 2 GiB - 1",
+            &[0x7f, 0xff, 0xff, 0xff],
+            DEFAULT_MAX_FRAME,
+            false,
+        ),
+        ("frame announcing 2**62", &long, DEFAULT_MAX_FRAME, false),
+        (
+            "frame announcing 2**62 with no limit",
+            &long,
+            u64::MAX,
+            true,
+        ),
+        ("frame within the limit", &[0, 0, 1, 0], 1024, true),
+    ];
+    for (name, header, max, fits) in cases {
+        let (res, peak) = measure(|| frame::decode_header(header, max));
+        eprintln!("{name:<48} peak {peak} B: {res:?}");
+        assert_eq!(peak, 0, "{name}: the header codec allocated");
+        match res {
+            Ok(Some(h)) => assert!(fits && h.payload_len as u64 <= max, "{name}"),
+            Err(FrameError::TooLarge { .. }) => assert!(!fits, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    eprintln!(
+        "worst over inputs > 1 MiB: pickle {pickle_worst:.1}x (C = {p}), native {native_worst:.1}x (C = {n})"
+    );
+}
