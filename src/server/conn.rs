@@ -271,6 +271,7 @@ impl Conn {
     /// A write error marks the connection dead.
     pub(crate) fn flush(&mut self) -> bool {
         let stop = self.sent.saturating_add(FLUSH_MAX).min(self.output.len());
+        let mut blocked = false;
         while self.sent < stop {
             match self.stream.write(&self.output[self.sent..stop]) {
                 Ok(0) => {
@@ -278,7 +279,10 @@ impl Conn {
                     return false;
                 }
                 Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.dead = true;
@@ -287,7 +291,14 @@ impl Conn {
             }
         }
         if self.sent < self.output.len() {
-            return true;
+            // A peer that reads, but never all, would otherwise keep every byte
+            // it ever read in the buffer: drop the written prefix once it is as
+            // large as what is left (a copy of at most that much, amortized).
+            if self.sent >= KEEP_CAPACITY && 2 * self.sent >= self.output.len() {
+                self.output.drain(..self.sent);
+                self.sent = 0;
+            }
+            return !blocked;
         }
         self.output.clear();
         self.sent = 0;
@@ -307,9 +318,13 @@ mod tests {
     /// A connection on one end of a socket pair whose send buffer takes more
     /// than [`FLUSH_MAX`]; the other end is returned for reading.
     fn pair() -> (Conn, std::os::unix::net::UnixStream) {
+        pair_with(4 << 20)
+    }
+
+    /// A connection whose socket's send buffer is `size` bytes.
+    fn pair_with(size: libc::c_int) -> (Conn, std::os::unix::net::UnixStream) {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
-        let size: libc::c_int = 4 << 20;
         // SAFETY: setting an int socket option on our own socket.
         unsafe {
             libc::setsockopt(
@@ -343,6 +358,12 @@ mod tests {
             let before = conn.unsent();
             let capped = conn.flush();
             calls += 1;
+            let kept = conn.output.len() - conn.unsent();
+            assert!(
+                kept < KEEP_CAPACITY || 2 * kept < conn.output.len(),
+                "{kept} written bytes kept of {}",
+                conn.output.len()
+            );
             let wrote = before - conn.unsent();
             assert!(wrote <= FLUSH_MAX, "one flush wrote {wrote}");
             assert_eq!(capped, conn.unsent() > 0 && wrote == FLUSH_MAX);
@@ -358,5 +379,29 @@ mod tests {
             "the socket took more than one flush's worth"
         );
         assert!(!conn.dead);
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_everything_does_not_grow_the_output() {
+        // A backlog larger than the socket takes, then the peer reads what
+        // each new reply adds: every flush is partial and the output never
+        // drains, yet the buffer holds about what is unsent, not all that was
+        // ever sent.
+        let (mut conn, mut peer) = pair_with(16 * 1024);
+        conn.output = vec![1; 256 * 1024];
+        conn.flush();
+        let mut buf = vec![0u8; 8 * 1024];
+        for _ in 0..200 {
+            conn.output.extend_from_slice(&[1; 8 * 1024]);
+            peer.read_exact(&mut buf).unwrap();
+            conn.flush();
+            assert!(conn.unsent() > 0, "the output never drains");
+            assert!(
+                conn.output.len() <= 2 * conn.unsent().max(KEEP_CAPACITY),
+                "{} bytes buffered for {} unsent",
+                conn.output.len(),
+                conn.unsent()
+            );
+        }
     }
 }
