@@ -139,7 +139,9 @@ typedef struct mgr_value mgr_value;
 typedef struct mgr_server_options {
   // Must be `MGR_SERVER_OPTIONS_VERSION`.
   uint32_t version;
-  // Connections beyond this are closed on accept (default 10000).
+  // Authenticated connections allowed at once (default 10000); those still
+  // authenticating count against `mgr_server_set_max_preauth_connections`
+  // instead.
   uint32_t max_connections;
   // Largest frame accepted after the handshake, in bytes (default 64 MiB).
   uint64_t max_frame;
@@ -415,19 +417,32 @@ const char *mgr_server_address(const struct mgr_server *server);
 // the server: never close it. -1 if `server` is NULL.
 int32_t mgr_server_fd(const struct mgr_server *server);
 
-// Milliseconds until the server's next timer (rounded up), -1 if it has none:
-// the longest the host may wait on `mgr_server_fd`. 0 from inside a callback
-// or for NULL.
+// The longest the host may wait on `mgr_server_fd`, in milliseconds: 0 while
+// work is pending (see `mgr_server_pending`), else the time until the
+// server's next timer (rounded up), -1 if it has none. 0 from inside a
+// callback or for NULL.
 int32_t mgr_server_timeout_ms(struct mgr_server *server);
 
-// Does all ready work without blocking: accepts, reads, runs callbacks, fires
-// timers, delivers deferred answers, writes. Call it when the fd is readable or
-// the timeout passed (spurious calls are harmless). `MGR_ERR_BUSY` from inside
-// a callback; `MGR_OK` (doing nothing) once shut down.
+// Does one bounded turn of ready work without blocking: accepts, reads, runs
+// callbacks, fires timers, delivers deferred answers, writes — serving at most
+// the turn budget's requests or microseconds of them
+// (`mgr_server_set_turn_budget`; by default 1024 requests or 1 ms),
+// round-robin over the connections. Work left over waits for the next call:
+// `mgr_server_pending` is then true and `mgr_server_timeout_ms` 0, and the
+// fd need not be readable, so poll with timeout 0 (or call again) while
+// pending. Call it when the fd is readable, the timeout passed or work is
+// pending (spurious calls are harmless). `MGR_ERR_BUSY` from inside a
+// callback; `MGR_OK` (doing nothing) once shut down.
 enum mgr_status mgr_server_process(struct mgr_server *server);
 
+// Whether the last `mgr_server_process` left work for the next (requests
+// already received, connections to accept, answers to deliver): call it again
+// without waiting on the fd. False for NULL, once shut down, and inside
+// callbacks.
+bool mgr_server_pending(const struct mgr_server *server);
+
 // Serves on the calling thread until shutdown (a client's `shutdown` request,
-// or `mgr_server_shutdown` called from a callback). `MGR_ERR_BUSY` from
+// or `mgr_server_shutdown` called from a callback), in bounded turns. `MGR_ERR_BUSY` from
 // inside a callback.
 enum mgr_status mgr_server_run(struct mgr_server *server);
 
@@ -458,6 +473,29 @@ enum mgr_status mgr_server_number_of_objects(const struct mgr_server *server, si
 // a `MemoryError` for that call and changes nothing. 0 removes the cap (the
 // default). Takes effect at once. `MGR_ERR_BUSY` from inside a callback.
 enum mgr_status mgr_server_set_max_held_bytes(struct mgr_server *server, uint64_t max_bytes);
+
+// Sets the turn budget: one `mgr_server_process` serves at most
+// `max_requests` requests (frames, handshake messages included) or
+// `max_time_us` microseconds of them (checked after each request), a few from
+// each ready connection in turn; the rest waits for the next call. 0 lifts
+// that limit. Defaults: 1024 requests, 1000 microseconds (sized for a host running a
+// 60 Hz frame). Takes effect from the next turn. `MGR_ERR_BUSY` from inside a
+// callback.
+enum mgr_status mgr_server_set_turn_budget(struct mgr_server *server,
+                                           uint64_t max_requests,
+                                           uint64_t max_time_us);
+
+// Caps the connections still authenticating (default 256): a new connection
+// beyond the cap closes the oldest one still authenticating, so idle sockets
+// never lock clients out (they count apart from `max_connections`). 0 removes
+// the cap. Takes effect at once. `MGR_ERR_BUSY` from inside a callback.
+enum mgr_status mgr_server_set_max_preauth_connections(struct mgr_server *server,
+                                                       uint64_t max_connections);
+
+// Sets the listen backlog of the server's listening socket (default, and 0:
+// the system maximum, `net.core.somaxconn`; the kernel caps larger values
+// there). `MGR_ERR_BUSY` from inside a callback.
+enum mgr_status mgr_server_set_listen_backlog(struct mgr_server *server, uint32_t backlog);
 
 // Caps the live objects one connection may have created (by `create` or as
 // the result of its calls): beyond it a creation fails with a `MemoryError`

@@ -180,9 +180,34 @@ fn wait_exit(guard: &mut Guard) -> std::process::ExitStatus {
     panic!("host_daemon did not exit");
 }
 
+/// `tests/python/c_daemon_pipeline.py`: `n` calls pipelined on one
+/// connection, more than the daemon's 16-request turn, so its loop must take
+/// the turns `mgr_server_pending` asks for.
+fn run_python_pipeline(address: &str, n: usize) -> Output {
+    Command::new("python3")
+        .arg(root().join("tests/python/c_daemon_pipeline.py"))
+        .arg(address)
+        .arg(n.to_string())
+        .env("MGR_AUTHKEY", "c-examples-key")
+        .output()
+        .expect("run python3")
+}
+
+/// The daemon's count of turns that left work pending, from its exit line.
+fn pending_turns(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("turns left work pending"))
+        .unwrap_or_else(|| panic!("no exit line:\n{stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "turns").expect("count");
+    words[at - 1].parse().expect("a number")
+}
+
 #[test]
 fn c_and_cpp_clients_use_the_c_daemon() {
     let (mut daemon, address, stderr) = start_daemon(&[]);
+    assert_passed(&run_python_pipeline(&address, 200), "pipeline");
     assert_passed(&run_client(&[], "client", &address, &[]), "client");
     // A stock CPython client uses the C-defined types through BaseManager.
     assert_passed(&run_python_client(&address), "python");
@@ -196,6 +221,9 @@ fn c_and_cpp_clients_use_the_c_daemon() {
         .unwrap_or_default();
     assert!(status.success(), "host_daemon exited with {status}:\n{err}");
     assert!(err.contains("exiting on shutdown request"), "{err}");
+    // 200 pipelined calls at 16 a turn: the loop took the turns it was told
+    // were pending (and every call was answered above).
+    assert!(pending_turns(&err) >= 200 / 16 - 1, "{err}");
 }
 
 #[test]

@@ -19,6 +19,9 @@ use crate::proto::codec::Serializer;
 
 /// Smallest read attempted; the input buffer starts at this size.
 const READ_CHUNK: usize = 4096;
+/// Output written per flush at most: one `send` copies at most this much, even
+/// when a client that stopped reading frees megabytes of socket buffer at once.
+const FLUSH_MAX: usize = 256 * 1024;
 /// Buffers larger than this are released once drained, so idle connections stay small.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -107,17 +110,26 @@ pub(crate) struct Conn {
     /// Close once the output is flushed (after a one-shot request, a failed
     /// handshake or a fatal protocol error).
     pub(crate) close_after_flush: bool,
-    /// The peer closed or the socket failed: close now.
+    /// The socket failed (or the peer vanished while a call waited): close now.
     pub(crate) dead: bool,
+    /// The peer has finished sending (end of stream, perhaps only its write
+    /// half: `shutdown(SHUT_WR)`). The requests it sent before are still
+    /// answered; then the connection closes once its output is flushed.
+    pub(crate) eof: bool,
     /// Bytes the next frame needs buffered before it can be decoded.
     pub(crate) need: usize,
     pub(crate) handshake_timer: Option<TimerId>,
     /// The last readiness event reported the peer's end closed (or an error): read
     /// to the end instead of stopping at a short read.
     pub(crate) read_closed: bool,
-    /// The last read stopped at its limit: the socket may hold more, and no new
-    /// edge will say so.
+    /// The socket may hold bytes not read yet: a readiness event said so and
+    /// they have not all been read, or the last read stopped at its limit (no
+    /// new edge will say so then).
     pub(crate) unread: bool,
+    /// In the reactor's ready queue.
+    pub(crate) queued: bool,
+    /// Counted among the authenticated connections (`max_connections`).
+    pub(crate) counted: bool,
 }
 
 impl Conn {
@@ -134,10 +146,13 @@ impl Conn {
             waiting: None,
             close_after_flush: false,
             dead: false,
+            eof: false,
             need: 0,
             handshake_timer: None,
             read_closed: false,
             unread: false,
+            queued: false,
+            counted: false,
         }
     }
 
@@ -212,14 +227,14 @@ impl Conn {
 
     /// Reads until the socket would block or `limit` bytes are buffered. Returns
     /// whether reading stopped at the limit (so more may be waiting in the socket).
-    /// End of stream or an error marks the connection dead.
+    /// End of stream sets `eof`; an error marks the connection dead.
     ///
     /// A read that does not fill the buffer has drained the socket: stream sockets
     /// hand over everything queued, and any later arrival raises a new edge. So it
     /// stops there rather than paying another `recv` for `EAGAIN` (one syscall of
     /// the four a request used to cost), unless the peer has closed its end.
     pub(crate) fn read(&mut self, limit: usize) -> bool {
-        self.unread = self.read_socket(limit);
+        self.unread = !self.eof && self.read_socket(limit);
         self.unread
     }
 
@@ -232,7 +247,7 @@ impl Conn {
             let room = self.input.len() - self.end;
             match self.stream.read(&mut self.input[self.end..]) {
                 Ok(0) => {
-                    self.dead = true;
+                    self.eof = true;
                     return false;
                 }
                 Ok(n) if n < room && !self.read_closed => {
@@ -250,28 +265,143 @@ impl Conn {
         }
     }
 
-    /// Writes as much output as the socket takes. A write error marks the
-    /// connection dead.
-    pub(crate) fn flush(&mut self) {
-        while self.sent < self.output.len() {
-            match self.stream.write(&self.output[self.sent..]) {
+    /// Writes as much output as the socket takes, up to [`FLUSH_MAX`] bytes.
+    /// Returns whether it stopped there with output left and the socket perhaps
+    /// still writable: no new edge will say so, so the caller must come back.
+    /// A write error marks the connection dead.
+    pub(crate) fn flush(&mut self) -> bool {
+        let stop = self.sent.saturating_add(FLUSH_MAX).min(self.output.len());
+        let mut blocked = false;
+        while self.sent < stop {
+            match self.stream.write(&self.output[self.sent..stop]) {
                 Ok(0) => {
                     self.dead = true;
-                    return;
+                    return false;
                 }
                 Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.dead = true;
-                    return;
+                    return false;
                 }
             }
+        }
+        if self.sent < self.output.len() {
+            // A peer that reads, but never all, would otherwise keep every byte
+            // it ever read in the buffer: drop the written prefix once it is as
+            // large as what is left (a copy of at most that much, amortized).
+            if self.sent >= KEEP_CAPACITY && 2 * self.sent >= self.output.len() {
+                self.output.drain(..self.sent);
+                self.sent = 0;
+            }
+            return !blocked;
         }
         self.output.clear();
         self.sent = 0;
         if self.output.capacity() > KEEP_CAPACITY {
             self.output = Vec::new();
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::auth::{ChallengeKind, Digest, Role};
+    use crate::server::context::ConnId;
+
+    /// A connection on one end of a socket pair whose send buffer takes more
+    /// than [`FLUSH_MAX`]; the other end is returned for reading.
+    fn pair() -> (Conn, std::os::unix::net::UnixStream) {
+        pair_with(4 << 20)
+    }
+
+    /// A connection whose socket's send buffer is `size` bytes.
+    fn pair_with(size: libc::c_int) -> (Conn, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        // SAFETY: setting an int socket option on our own socket.
+        unsafe {
+            libc::setsockopt(
+                a.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let hs = Handshake::new(
+            Role::Server,
+            b"",
+            ChallengeKind::Modern(Digest::Sha256),
+            [0; 40],
+        );
+        let session = Session::new(ConnId::new(0, 1), IdStyle::Int, true);
+        let conn = Conn::new(Stream::Unix(UnixStream::from_std(a)), hs, session);
+        (conn, b)
+    }
+
+    #[test]
+    fn one_flush_writes_at_most_flush_max() {
+        let (mut conn, mut peer) = pair();
+        conn.output = vec![7; 3 * FLUSH_MAX + 10];
+        let mut got = 0;
+        let mut calls = 0;
+        let mut capped_calls = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        while conn.unsent() > 0 {
+            let before = conn.unsent();
+            let capped = conn.flush();
+            calls += 1;
+            let kept = conn.output.len() - conn.unsent();
+            assert!(
+                kept < KEEP_CAPACITY || 2 * kept < conn.output.len(),
+                "{kept} written bytes kept of {}",
+                conn.output.len()
+            );
+            let wrote = before - conn.unsent();
+            assert!(wrote <= FLUSH_MAX, "one flush wrote {wrote}");
+            assert_eq!(capped, conn.unsent() > 0 && wrote == FLUSH_MAX);
+            capped_calls += usize::from(capped);
+            while got < 3 * FLUSH_MAX + 10 - conn.unsent() {
+                got += peer.read(&mut buf).unwrap();
+            }
+        }
+        assert_eq!(got, 3 * FLUSH_MAX + 10);
+        assert!(calls >= 4, "{calls} flushes");
+        assert!(
+            capped_calls >= 1,
+            "the socket took more than one flush's worth"
+        );
+        assert!(!conn.dead);
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_everything_does_not_grow_the_output() {
+        // A backlog larger than the socket takes, then the peer reads what
+        // each new reply adds: every flush is partial and the output never
+        // drains, yet the buffer holds about what is unsent, not all that was
+        // ever sent.
+        let (mut conn, mut peer) = pair_with(16 * 1024);
+        conn.output = vec![1; 256 * 1024];
+        conn.flush();
+        let mut buf = vec![0u8; 8 * 1024];
+        for _ in 0..200 {
+            conn.output.extend_from_slice(&[1; 8 * 1024]);
+            peer.read_exact(&mut buf).unwrap();
+            conn.flush();
+            assert!(conn.unsent() > 0, "the output never drains");
+            assert!(
+                conn.output.len() <= 2 * conn.unsent().max(KEEP_CAPACITY),
+                "{} bytes buffered for {} unsent",
+                conn.output.len(),
+                conn.unsent()
+            );
         }
     }
 }

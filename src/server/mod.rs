@@ -7,6 +7,12 @@
 //! spawns a thread. Other threads reach a server only through a [`ServerHandle`]
 //! (answer a deferred call, request shutdown), which wakes the fd.
 //!
+//! A turn is bounded: one [`Server::process`] serves at most
+//! [`ServerConfig::turn_max_requests`] requests or [`ServerConfig::turn_max_time`]
+//! of them, round-robin over the connections, and carries the rest to the next
+//! call ([`Server::has_pending_work`]; [`Server::timeout`] is then zero). Timers,
+//! deferred answers and sweeps are not held back by the budget.
+//!
 //! A reply whose value names shared objects (a proxy stored in a list, returned by
 //! `list[0]` or `Queue.get`) keeps each of them alive for
 //! [`ServerConfig::reply_ref_grace`], so the receiver can take its own reference
@@ -41,6 +47,13 @@ pub use registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 use context::Core;
 use reactor::{Command, Reactor, Shared};
 
+/// Default [`ServerConfig::turn_max_requests`].
+pub const DEFAULT_TURN_MAX_REQUESTS: usize = 1024;
+/// Default [`ServerConfig::turn_max_time`].
+pub const DEFAULT_TURN_MAX_TIME: Duration = Duration::from_millis(1);
+/// Default [`ServerConfig::max_preauth_connections`].
+pub const DEFAULT_MAX_PREAUTH: usize = 256;
+
 /// How a server listens and what it allows.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -51,7 +64,10 @@ pub struct ServerConfig {
     pub authkey: Vec<u8>,
     /// Largest frame accepted after the handshake, checked before allocating.
     pub max_frame: u64,
-    /// Connections beyond this are closed as soon as they are accepted.
+    /// Authenticated connections allowed at once: a peer that completes its
+    /// handshake beyond this is closed. Connections still authenticating are
+    /// counted against [`max_preauth_connections`](Self::max_preauth_connections)
+    /// instead, so they never take an authenticated client's place.
     pub max_connections: usize,
     /// A peer that has not authenticated within this time is dropped.
     pub handshake_timeout: Duration,
@@ -61,6 +77,21 @@ pub struct ServerConfig {
     /// How long the objects named in a reply are kept alive for its receiver to
     /// take its own reference (see `Server` docs on replies that hold proxies).
     pub reply_ref_grace: Duration,
+    /// Requests (frames, handshake messages included) one
+    /// [`Server::process`] call serves at most, round-robin over the ready
+    /// connections; the rest waits for the next call (see [`Server::has_pending_work`]).
+    pub turn_max_requests: usize,
+    /// Time one [`Server::process`] call spends serving requests at most
+    /// (checked after each request); the rest waits for the next call.
+    pub turn_max_time: Duration,
+    /// Connections still authenticating allowed at once. A new one beyond this
+    /// replaces the oldest (which is closed): idle sockets cannot lock clients
+    /// out, they can only be outpaced.
+    pub max_preauth_connections: usize,
+    /// The listen backlog (connections the kernel queues before they are
+    /// accepted); `None` asks for the system maximum (`net.core.somaxconn`,
+    /// 4096 if unreadable).
+    pub listen_backlog: Option<u32>,
     /// Total bytes that shared objects may hold, server-wide (`None`, the
     /// default: no cap). Counted by the built-in containers (dict, list, Queue,
     /// Namespace, Value, Array, Iterator) with a cheap estimate of each stored
@@ -85,6 +116,10 @@ impl fmt::Debug for ServerConfig {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_output", &self.max_output)
             .field("reply_ref_grace", &self.reply_ref_grace)
+            .field("turn_max_requests", &self.turn_max_requests)
+            .field("turn_max_time", &self.turn_max_time)
+            .field("max_preauth_connections", &self.max_preauth_connections)
+            .field("listen_backlog", &self.listen_backlog)
             .field("max_held_bytes", &self.max_held_bytes)
             .field("max_objects_per_conn", &self.max_objects_per_conn)
             .finish()
@@ -92,9 +127,11 @@ impl fmt::Debug for ServerConfig {
 }
 
 impl ServerConfig {
-    /// Defaults: 64 MiB frames, 10,000 connections, a 10 s handshake deadline,
-    /// 4 MiB of output per connection, 5 s of grace for objects named in replies,
-    /// no cap on held bytes or objects per connection.
+    /// Defaults: 64 MiB frames, 10,000 authenticated connections and 256 still
+    /// authenticating, a 10 s handshake deadline, 4 MiB of output per connection,
+    /// 5 s of grace for objects named in replies, turns of at most 1024 requests
+    /// or 1 ms of serving (sized for a host running a 60 Hz frame), the system's
+    /// maximum listen backlog, no cap on held bytes or objects per connection.
     pub fn new(address: Address, authkey: &[u8]) -> ServerConfig {
         ServerConfig {
             address,
@@ -104,6 +141,10 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_output: 4 << 20,
             reply_ref_grace: loans::DEFAULT_GRACE,
+            turn_max_requests: DEFAULT_TURN_MAX_REQUESTS,
+            turn_max_time: DEFAULT_TURN_MAX_TIME,
+            max_preauth_connections: DEFAULT_MAX_PREAUTH,
+            listen_backlog: None,
             max_held_bytes: None,
             max_objects_per_conn: None,
         }
@@ -178,20 +219,43 @@ impl Server {
         self.reactor.poll.as_raw_fd()
     }
 
-    /// Time until the next timer, `None` if there is none: the longest a host may
-    /// wait on [`fd`](Self::fd) before calling [`process`](Self::process).
+    /// How long a host may wait on [`fd`](Self::fd) before calling
+    /// [`process`](Self::process): zero while work is left over from a turn
+    /// (see [`has_pending_work`](Self::has_pending_work)), else the time until
+    /// the next timer, `None` if there is none.
     pub fn timeout(&mut self) -> Option<Duration> {
+        if self.has_pending_work() {
+            return Some(Duration::ZERO);
+        }
         self.core
             .next_deadline()
             .map(|d| d.saturating_duration_since(std::time::Instant::now()))
     }
 
-    /// Does all ready work without blocking.
+    /// Whether the last turn left work for the next: requests already received
+    /// (buffered, or still in a socket no new readiness event will announce),
+    /// connections waiting to be accepted, answers to deliver. Its fd need not be
+    /// readable then: call [`process`](Self::process) again (poll with timeout 0
+    /// meanwhile, as [`timeout`](Self::timeout) says).
+    pub fn has_pending_work(&self) -> bool {
+        !self.reactor.is_closed()
+            && (self.reactor.has_pending_work() || !self.core.outbox.is_empty())
+    }
+
+    /// Does one bounded turn of ready work without blocking: accepts, reads,
+    /// fires due timers, delivers deferred answers, sweeps, and serves at most
+    /// [`ServerConfig::turn_max_requests`] requests or
+    /// [`ServerConfig::turn_max_time`] of them, round-robin over the ready
+    /// connections (a few requests from each per pass). What is left is carried
+    /// to the next call: [`has_pending_work`](Self::has_pending_work) says so
+    /// and [`timeout`](Self::timeout) returns zero. Like `sd_bus_process`, the
+    /// host decides how many turns to give in its frame.
     pub fn process(&mut self) -> Result<()> {
         self.turn(Some(Duration::ZERO))
     }
 
-    /// Waits up to `timeout` (forever with `None`) for work, then does it.
+    /// Waits up to `timeout` (forever with `None`) for work — not at all while
+    /// work is pending — then does one bounded turn, as [`process`](Self::process).
     pub fn turn(&mut self, timeout: Option<Duration>) -> Result<()> {
         if self.reactor.is_closed() {
             return Ok(());
@@ -207,7 +271,8 @@ impl Server {
         Ok(())
     }
 
-    /// Serves until a client or a [`ServerHandle`] asks for shutdown.
+    /// Serves until a client or a [`ServerHandle`] asks for shutdown: bounded
+    /// turns, polling without waiting while work is pending.
     pub fn run(&mut self) -> Result<()> {
         while !self.is_shut_down() {
             self.turn(None)?;
@@ -231,7 +296,10 @@ impl Server {
     /// stale (answered already, or its client went away).
     pub fn complete(&mut self, handle: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
         let ok = self.core.complete(handle, result);
-        self.reactor.settle(&mut self.core);
+        // Deliver (and send) the answer now; requests behind it wait for the
+        // next `process`, which `has_pending_work` asks for.
+        self.reactor
+            .settle(&mut self.core, &mut reactor::Budget::none());
         ok
     }
 
@@ -271,10 +339,43 @@ impl Server {
         self.reactor.accepted
     }
 
+    /// Frames (requests and handshake messages) served since the server
+    /// started: the unit of [`ServerConfig::turn_max_requests`].
+    pub fn requests_served(&self) -> u64 {
+        self.reactor.served
+    }
+
+    /// Connections still authenticating (bounded by
+    /// [`ServerConfig::max_preauth_connections`]).
+    pub fn preauth_connections(&self) -> usize {
+        self.reactor.preauth_count()
+    }
+
     /// Bytes the shared objects hold, as the `max_held_bytes` accounting
     /// estimates them (built-in containers; host types count nothing).
     pub fn held_bytes(&self) -> usize {
         self.core.objects.held_bytes()
+    }
+
+    /// Changes the turn budget ([`ServerConfig::turn_max_requests`],
+    /// [`ServerConfig::turn_max_time`]) while serving; it applies from the next
+    /// turn. The host decides how much of its frame to give.
+    pub fn set_turn_budget(&mut self, max_requests: usize, max_time: Duration) {
+        self.reactor.config.turn_max_requests = max_requests;
+        self.reactor.config.turn_max_time = max_time;
+    }
+
+    /// Changes [`ServerConfig::max_preauth_connections`] while serving.
+    /// Connections already authenticating stay; new ones replace the oldest
+    /// while there are more than this.
+    pub fn set_max_preauth_connections(&mut self, max: usize) {
+        self.reactor.config.max_preauth_connections = max;
+    }
+
+    /// Changes the listen backlog ([`ServerConfig::listen_backlog`]) of the
+    /// live listener (`None`: the system's maximum).
+    pub fn set_listen_backlog(&mut self, backlog: Option<u32>) -> Result<()> {
+        Ok(self.reactor.set_backlog(backlog)?)
     }
 
     /// Changes [`ServerConfig::max_held_bytes`] while serving (`None`: no

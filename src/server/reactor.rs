@@ -6,9 +6,19 @@
 //! delivers deferred answers to their connections (which may resume their queued
 //! requests) and sweeps dead objects — never closing a connection or dropping an
 //! object while a callback that might use it is running.
+//!
+//! A turn is bounded (after sd-bus and Redis's ae): readiness events only mark a
+//! connection ready; serving then takes connections from a FIFO ready queue, at
+//! most [`PASS_BATCH`] requests each before the next gets its turn, until the
+//! turn's [`Budget`] is spent. mio is edge-triggered, so a connection that still
+//! has buffered frames or unread socket bytes goes back to the end of the queue:
+//! no new event would announce them. Accepting is bounded per turn too
+//! ([`ACCEPT_BATCH`]). Deferred answers, timers and sweeps are not budgeted.
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +48,81 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Input buffered per connection while it may not process requests (waiting on a
 /// deferred call, or its output backed up): enough to notice EOF, bounded.
 const PAUSED_INPUT: usize = 64 * 1024;
+
+/// Requests one connection is served per pass of the ready queue before the next
+/// connection's turn: a light client waits behind a flood of pipelining ones
+/// for a few requests each. (Replies are not sent per pass, so a small batch
+/// costs no extra `send`s.)
+pub(crate) const PASS_BATCH: usize = 4;
+
+/// Requests served in a turn between two looks for new readiness (an
+/// `epoll_wait` without waiting, at the end of a round): how long a request
+/// that arrives during a long turn waits to join the queue, traded against a
+/// system call per so many requests.
+pub(crate) const REPOLL_AFTER: u64 = 64;
+
+/// Connections accepted per turn at most; the rest wait in the kernel's backlog
+/// for the next turn (which comes at once: the listener counts as pending work).
+pub(crate) const ACCEPT_BATCH: usize = 64;
+
+/// Output a connection with more requests to serve keeps unsent until its
+/// last pass of the turn; beyond this it is sent at once.
+const FLUSH_EARLY: usize = 64 * 1024;
+
+/// The listen backlog when the system's maximum cannot be read.
+const FALLBACK_BACKLOG: u32 = 4096;
+
+/// What is left of one turn's request-serving budget.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    requests: usize,
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    /// A turn's budget from the configuration: at least one request, so every
+    /// turn makes progress.
+    fn new(config: &ServerConfig, now: Instant) -> Budget {
+        Budget {
+            requests: config.turn_max_requests.max(1),
+            deadline: now.checked_add(config.turn_max_time),
+        }
+    }
+
+    /// Serves nothing: answers are delivered and sweeps run, requests wait.
+    pub(crate) fn none() -> Budget {
+        Budget {
+            requests: 0,
+            deadline: None,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.requests == 0
+    }
+
+    /// Charges one served request; once the time is up the rest is forfeited.
+    fn spend(&mut self) {
+        self.requests = self.requests.saturating_sub(1);
+        if let Some(d) = self.deadline {
+            if self.requests > 0 && Instant::now() >= d {
+                self.requests = 0;
+            }
+        }
+    }
+}
+
+/// Why [`Reactor::serve`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// No complete frame is buffered.
+    NeedInput,
+    /// The connection may not be served now (waiting on a deferred call, its
+    /// output backed up, or closing).
+    Paused,
+    /// The pass's batch or the turn's budget is spent with a frame still to serve.
+    Budget,
+}
 
 /// Work handed to the server from other threads.
 #[derive(Debug)]
@@ -73,9 +158,19 @@ pub(crate) struct Reactor {
     next_generation: u32,
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: ServerConfig,
-    /// Connections with input to process (answered deferred calls resume them).
-    ready: Vec<usize>,
+    /// Connections with work to do, served in turn (FIFO, a batch each).
+    ready: VecDeque<ConnId>,
+    /// The last accept stopped at [`ACCEPT_BATCH`]: the backlog may hold more.
+    accept_pending: bool,
+    /// Connections still authenticating, oldest first (entries that have since
+    /// authenticated or closed are skipped, and pruned when they pile up).
+    preauth: VecDeque<ConnId>,
+    preauth_count: usize,
+    /// Authenticated connections.
+    authenticated: usize,
     pub(crate) accepted: u64,
+    /// Frames served since the start.
+    pub(crate) served: u64,
     /// The retry timer set when accept ran out of descriptors.
     accept_retry: Option<TimerId>,
 }
@@ -94,6 +189,7 @@ impl Reactor {
                 (Listener::Unix(l), Address::Unix(path.clone()))
             }
         };
+        listen(&listener, config.listen_backlog)?;
         match &mut listener {
             Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
             Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
@@ -113,8 +209,13 @@ impl Reactor {
                 waker,
             }),
             config,
-            ready: Vec::new(),
+            ready: VecDeque::new(),
+            accept_pending: false,
+            preauth: VecDeque::new(),
+            preauth_count: 0,
+            authenticated: 0,
             accepted: 0,
+            served: 0,
             accept_retry: None,
         })
     }
@@ -129,14 +230,33 @@ impl Reactor {
             .then_some(key)
     }
 
-    /// Waits up to `timeout` for events and does all the work they bring.
+    /// Waits up to `timeout` for events, then does one bounded turn of work:
+    /// events mark connections ready, then the ready queue is served within the
+    /// turn's budget (see the module docs).
     pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
+        self.poll_events(core, timeout)?;
+        core.now = Instant::now();
+        self.fire_timers(core);
+        let mut budget = Budget::new(&self.config, core.now);
+        self.settle(core, &mut budget);
+        // Accept after serving: a client whose handshake completes in this
+        // batch of events counts against `max_connections` before a newcomer
+        // is let in (and accepting is not held back by the budget).
+        if self.accept_pending {
+            self.accept(core);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for readiness and takes it in: connections become
+    /// ready (queued), writable ones are flushed, the listener is marked
+    /// pending, other threads' commands are taken.
+    fn poll_events(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        core.now = Instant::now();
         // Walk the events in place (taken out of `self` while the handlers borrow
         // it) rather than collecting them into a fresh Vec on every turn.
         let events = mem::replace(&mut self.events, Events::with_capacity(0));
@@ -146,7 +266,7 @@ impl Reactor {
             let readable = e.is_readable() || read_closed;
             let writable = e.is_writable();
             match token {
-                LISTENER => self.accept(core),
+                LISTENER => self.accept_pending = true,
                 WAKER => self.drain_commands(core),
                 Token(t) => {
                     let key = t - FIRST_CONN;
@@ -158,7 +278,8 @@ impl Reactor {
                         self.flush(key);
                     }
                     if readable {
-                        self.read_and_serve(core, key, true);
+                        self.conns[key].unread = true;
+                        self.enqueue(key);
                     } else {
                         self.after_io(core, key);
                     }
@@ -166,24 +287,57 @@ impl Reactor {
             }
         }
         self.events = events;
-        self.fire_timers(core);
-        self.settle(core);
         Ok(())
     }
 
-    /// Delivers answers, resumes connections and sweeps, until nothing is left.
-    pub(crate) fn settle(&mut self, core: &mut Core) {
+    /// Whether the last turn left work behind: ready connections or a backlog.
+    pub(crate) fn has_pending_work(&self) -> bool {
+        self.accept_pending || !self.ready.is_empty()
+    }
+
+    /// Puts a connection at the end of the ready queue (once).
+    fn enqueue(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.queued {
+            conn.queued = true;
+            self.ready.push_back(conn.session.id);
+        }
+    }
+
+    /// Delivers answers, serves ready connections while `budget` lasts, and
+    /// sweeps, until nothing is left but requests beyond the budget.
+    ///
+    /// Serving goes in rounds: each connection queued when a round starts gets
+    /// one pass. Between rounds, once [`REPOLL_AFTER`] requests have been
+    /// served since the last look, the reactor takes in new readiness without
+    /// waiting, so a client whose request arrives during a long turn waits for
+    /// about that many requests and a round, not for the turn.
+    pub(crate) fn settle(&mut self, core: &mut Core, budget: &mut Budget) {
+        let mut round = self.ready.len();
+        let mut polled_at = self.served;
         loop {
             if !core.outbox.is_empty() {
                 for c in mem::take(&mut core.outbox) {
                     self.deliver(core, c);
                 }
             }
-            if let Some(key) = self.ready.pop() {
-                if self.conns.contains(key) {
-                    self.read_and_serve(core, key, false);
+            if !budget.exhausted() {
+                if round == 0 && !self.ready.is_empty() {
+                    if self.served - polled_at >= REPOLL_AFTER {
+                        // An error here surfaces at the next turn's poll.
+                        let _ = self.poll_events(core, Some(Duration::ZERO));
+                        polled_at = self.served;
+                    }
+                    round = self.ready.len();
                 }
-                continue;
+                if let Some(id) = self.ready.pop_front() {
+                    round = round.saturating_sub(1);
+                    if let Some(key) = self.key_of(id) {
+                        self.conns[key].queued = false;
+                        self.serve_pass(core, key, budget);
+                    }
+                    continue;
+                }
             }
             if core.objects.needs_sweep() {
                 core.sweep();
@@ -193,10 +347,31 @@ impl Reactor {
                 break;
             }
         }
+        self.flush_queued();
     }
 
+    /// Sends what the connections still queued have buffered, at the end of a
+    /// turn: a connection with more to serve keeps its replies from pass to
+    /// pass (one `send` for a pipelined batch instead of one per pass).
+    fn flush_queued(&mut self) {
+        let mut i = 0;
+        while i < self.ready.len() {
+            if let Some(key) = self.key_of(self.ready[i]) {
+                // Larger output was sent (in part) by its pass already.
+                let unsent = self.conns[key].unsent();
+                if unsent > 0 && unsent < FLUSH_EARLY && !self.conns[key].dead {
+                    self.flush(key);
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Accepts up to [`ACCEPT_BATCH`] connections; more stay in the backlog for
+    /// the next turn.
     fn accept(&mut self, core: &mut Core) {
-        loop {
+        self.accept_pending = false;
+        for _ in 0..ACCEPT_BATCH {
             let stream = match self.listener.as_ref() {
                 Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| {
                     let _ = s.set_nodelay(true);
@@ -227,9 +402,12 @@ impl Reactor {
                     return;
                 }
             };
-            if self.conns.len() >= self.config.max_connections {
+            if self.authenticated >= self.config.max_connections {
                 drop(stream);
                 continue;
+            }
+            if self.preauth_count >= self.config.max_preauth_connections.max(1) {
+                self.evict_oldest_preauth(core);
             }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
@@ -264,8 +442,42 @@ impl Reactor {
             ));
             entry.insert(conn);
             self.accepted += 1;
+            self.preauth_count += 1;
+            self.preauth.push_back(id);
             self.transmit_handshake(key);
             self.after_io(core, key);
+        }
+        self.accept_pending = self.listener.is_some();
+    }
+
+    /// Closes the connection that has been authenticating longest, making room
+    /// for a new one: a peer that holds sockets open without authenticating can
+    /// only outpace clients, never lock them out.
+    fn evict_oldest_preauth(&mut self, core: &mut Core) {
+        while let Some(id) = self.preauth.pop_front() {
+            if let Some(key) = self.key_of(id) {
+                if matches!(self.conns[key].phase, Phase::Handshake(_)) {
+                    self.close(core, key);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops queue entries for connections that have authenticated or closed,
+    /// once they outnumber the live ones (so the queue stays proportional to
+    /// the connections still authenticating).
+    fn prune_preauth(&mut self) {
+        if self.preauth.len() > 2 * self.preauth_count + 64 {
+            let conns = &self.conns;
+            let generations = &self.generations;
+            self.preauth.retain(|id| {
+                let key = id.index();
+                conns.get(key).is_some_and(|c| {
+                    generations.get(key) == Some(&id.generation())
+                        && matches!(c.phase, Phase::Handshake(_))
+                })
+            });
         }
     }
 
@@ -328,49 +540,92 @@ impl Reactor {
         };
         conn.waiting = None;
         encode_reply(conn, &reply, &self.pickle_address, &core.registry);
-        self.ready.push(key);
+        // Send the answer now (it is not held back by the turn's budget), then
+        // let the connection's buffered requests take their turn.
+        self.after_io(core, key);
+        if self.conns.contains(key) {
+            self.enqueue(key);
+        }
     }
 
-    /// Reads what the socket has and serves every complete frame. A connection
-    /// resumed after a deferred answer (`readable` false) reads only if its last
-    /// read stopped at the paused limit: otherwise the socket was drained and new
-    /// bytes raise a new event, so a `recv` would only return `EAGAIN`.
-    fn read_and_serve(&mut self, core: &mut Core, key: usize, readable: bool) {
-        let mut readable = readable;
-        loop {
+    /// One pass of the ready queue for a connection: reads what its socket has
+    /// (up to a bound), serves up to [`PASS_BATCH`] frames within `budget`,
+    /// flushes, and puts it back at the end of the queue if it has more to do.
+    /// A peer that has finished sending is closed once its requests are answered.
+    fn serve_pass(&mut self, core: &mut Core, key: usize, budget: &mut Budget) {
+        let max_output = self.config.max_output;
+        let mut batch = PASS_BATCH;
+        let stop = loop {
             let conn = &mut self.conns[key];
-            let paused = conn.waiting.is_some() || conn.unsent() > self.config.max_output;
-            let limit = if paused {
-                PAUSED_INPUT
-            } else {
-                conn.need.max(PAUSED_INPUT)
-            };
-            let more = if readable || conn.unread {
-                conn.read(limit)
-            } else {
-                false
-            };
-            readable = true;
-            self.serve(core, key);
+            if conn.unread && !conn.dead {
+                let paused = conn.waiting.is_some() || conn.unsent() > max_output;
+                let limit = if paused {
+                    PAUSED_INPUT
+                } else {
+                    conn.need.max(PAUSED_INPUT)
+                };
+                conn.read(limit);
+            }
+            let stop = self.serve(core, key, budget, &mut batch);
             let conn = &self.conns[key];
-            let progressed = conn.waiting.is_none() && conn.unsent() <= self.config.max_output;
-            if !(more && progressed) || conn.dead || conn.close_after_flush {
-                break;
+            if stop != Stop::NeedInput || !conn.unread || conn.dead {
+                break stop;
+            }
+        };
+        let conn = &mut self.conns[key];
+        if conn.eof && !conn.dead && !conn.close_after_flush {
+            if conn.waiting.is_some() {
+                // Gone while a call waits (a blocking `get`, say): a peer that
+                // closed cannot be told from one that only shut its write half,
+                // and keeping the wait would let vanished clients pin waiters.
+                conn.dead = true;
+            } else if stop == Stop::NeedInput {
+                // Everything it sent has been answered: flush, then close.
+                conn.close_after_flush = true;
             }
         }
-        self.after_io(core, key);
+        let more = !conn.dead
+            && !conn.close_after_flush
+            && match stop {
+                Stop::Budget => true,
+                Stop::NeedInput => conn.unread,
+                Stop::Paused => false,
+            };
+        if more {
+            // More to serve: its replies wait for its last pass (or the end
+            // of the turn), unless they pile up.
+            if conn.unsent() >= FLUSH_EARLY {
+                self.flush(key);
+            }
+            self.enqueue(key);
+        } else {
+            self.after_io(core, key);
+        }
     }
 
-    /// Decodes and serves buffered frames until one must wait.
-    fn serve(&mut self, core: &mut Core, key: usize) {
+    /// Decodes and serves buffered frames until one must wait or `batch` (and
+    /// `budget`) is spent; each frame served costs one of each.
+    fn serve(
+        &mut self,
+        core: &mut Core,
+        key: usize,
+        budget: &mut Budget,
+        batch: &mut usize,
+    ) -> Stop {
         let max_frame = self.config.max_frame;
         let max_output = self.config.max_output;
+        let max_connections = self.config.max_connections;
         let address = &self.pickle_address;
         let conn = &mut self.conns[key];
         loop {
-            if conn.waiting.is_some() || conn.close_after_flush || conn.unsent() > max_output {
-                return;
+            if conn.dead
+                || conn.waiting.is_some()
+                || conn.close_after_flush
+                || conn.unsent() > max_output
+            {
+                return Stop::Paused;
             }
+
             let limit = match conn.phase {
                 Phase::Handshake(_) => MAX_HANDSHAKE_MESSAGE as u64,
                 Phase::Serving(_) => max_frame,
@@ -379,9 +634,9 @@ impl Reactor {
                 Ok(Some(h)) if conn.input().len() >= h.total_len() => h,
                 Ok(Some(h)) => {
                     conn.need = h.total_len();
-                    return;
+                    return Stop::NeedInput;
                 }
-                Ok(None) => return,
+                Ok(None) => return Stop::NeedInput,
                 Err(e) => {
                     // Answer a bad first frame in the serializer the client speaks,
                     // if its first payload byte has arrived.
@@ -396,10 +651,16 @@ impl Reactor {
                         conn.serializer_for(b);
                     }
                     fatal(conn, &format!("bad frame: {e}"), address, &core.registry);
-                    return;
+                    return Stop::Paused;
                 }
             };
+            if *batch == 0 || budget.exhausted() {
+                return Stop::Budget;
+            }
             conn.need = 0;
+            *batch -= 1;
+            budget.spend();
+            self.served += 1;
             let payload =
                 &conn.input[conn.start + header.header_len..conn.start + header.total_len()];
             match &mut conn.phase {
@@ -414,6 +675,14 @@ impl Reactor {
                             conn.phase = Phase::Serving(None);
                             if let Some(t) = conn.handshake_timer.take() {
                                 core.cancel_timer(t);
+                            }
+                            self.preauth_count -= 1;
+                            if self.authenticated >= max_connections {
+                                // Full: others authenticated meanwhile.
+                                conn.close_after_flush = true;
+                            } else {
+                                self.authenticated += 1;
+                                conn.counted = true;
                             }
                         }
                         (Ok(()), State::InProgress) => {}
@@ -494,16 +763,17 @@ impl Reactor {
         }
     }
 
-    /// Writes what the socket takes. A connection whose serving was paused by its
-    /// unread output resumes (it may hold buffered requests that no new input
-    /// event would ever bring back) once the output drops to the limit.
+    /// Writes what the socket takes, up to a bound per call. A connection whose
+    /// serving was paused by its unread output resumes (it may hold buffered
+    /// requests that no new input event would ever bring back) once the output
+    /// drops to the limit; one that stopped at the bound is queued to go on.
     fn flush(&mut self, key: usize) {
         let max_output = self.config.max_output;
         let conn = &mut self.conns[key];
         let paused = conn.unsent() > max_output;
-        conn.flush();
-        if paused && conn.unsent() <= max_output && !conn.dead {
-            self.ready.push(key);
+        let capped = conn.flush();
+        if (capped || paused && conn.unsent() <= max_output) && !conn.dead {
+            self.enqueue(key);
         }
     }
 
@@ -512,6 +782,12 @@ impl Reactor {
     pub(crate) fn close(&mut self, core: &mut Core, key: usize) {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if matches!(conn.phase, Phase::Handshake(_)) {
+            self.preauth_count -= 1;
+            self.prune_preauth();
+        } else if conn.counted {
+            self.authenticated -= 1;
+        }
         let id = conn.session.id;
         if let Some(t) = conn.handshake_timer.take() {
             core.cancel_timer(t);
@@ -539,7 +815,7 @@ impl Reactor {
         while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.unsent() > 0 && !c.dead)
         {
             for (_, c) in self.conns.iter_mut() {
-                c.flush();
+                while c.flush() {}
             }
             let _ = self
                 .poll
@@ -554,6 +830,16 @@ impl Reactor {
         core.segments.unlink_all();
     }
 
+    /// Sets the listen backlog of the live listener (`None`: the system's
+    /// maximum).
+    pub(crate) fn set_backlog(&mut self, backlog: Option<u32>) -> io::Result<()> {
+        self.config.listen_backlog = backlog;
+        match &self.listener {
+            Some(l) => listen(l, backlog),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the listener is gone (after shutdown).
     pub(crate) fn is_closed(&self) -> bool {
         self.listener.is_none()
@@ -561,6 +847,11 @@ impl Reactor {
 
     pub(crate) fn conn_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Connections still authenticating.
+    pub(crate) fn preauth_count(&self) -> usize {
+        self.preauth_count
     }
 
     /// Memory held by every connection's input and output buffers.
@@ -572,6 +863,32 @@ impl Reactor {
     pub(crate) fn conn_id_of(&self, key: usize) -> ConnId {
         self.conn_id(key)
     }
+}
+
+/// Listens on `listener` with `backlog` (`None`: the system's maximum). mio
+/// listens with a backlog of 128 (TCP); listening again on a listening socket
+/// sets the new backlog (Linux clamps it to `somaxconn`).
+fn listen(listener: &Listener, backlog: Option<u32>) -> io::Result<()> {
+    let backlog = backlog.unwrap_or_else(system_backlog).min(i32::MAX as u32) as i32;
+    let fd = match listener {
+        Listener::Tcp(l) => l.as_raw_fd(),
+        Listener::Unix(l) => l.as_raw_fd(),
+    };
+    // SAFETY: `fd` is the listening socket owned by `listener`.
+    if unsafe { libc::listen(fd, backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The system's largest listen backlog (`net.core.somaxconn`), or
+/// [`FALLBACK_BACKLOG`] when it cannot be read.
+fn system_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &u32| n > 0)
+        .unwrap_or(FALLBACK_BACKLOG)
 }
 
 /// Writes one reply frame in the connection's serializer; `address` (CPython's
@@ -605,4 +922,70 @@ fn fatal(conn: &mut Conn, why: &str, address: &Value, registry: &Registry) {
         );
     }
     conn.close_after_flush = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backlog a listening TCP socket was given (Linux reports it in
+    /// `tcpi_sacked` for a socket in LISTEN state).
+    fn backlog_of(reactor: &Reactor) -> u32 {
+        let Some(Listener::Tcp(l)) = &reactor.listener else {
+            panic!("a TCP listener")
+        };
+        // SAFETY: a zeroed tcp_info is valid; getsockopt fills at most `len` bytes.
+        unsafe {
+            let mut info: libc::tcp_info = mem::zeroed();
+            let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+            info.tcpi_sacked
+        }
+    }
+
+    fn config(backlog: Option<u32>) -> ServerConfig {
+        let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap(), b"");
+        c.listen_backlog = backlog;
+        c
+    }
+
+    #[test]
+    fn the_listen_backlog_is_configurable_and_defaults_to_the_system_maximum() {
+        let r = Reactor::bind(config(Some(77))).unwrap();
+        assert_eq!(backlog_of(&r), 77);
+        let mut r = Reactor::bind(config(None)).unwrap();
+        assert_eq!(backlog_of(&r), system_backlog());
+        assert!(system_backlog() > 128, "more than mio's own 128");
+        // Changed while listening (what `Server::set_listen_backlog` does).
+        r.set_backlog(Some(300)).unwrap();
+        assert_eq!(backlog_of(&r), 300);
+    }
+
+    #[test]
+    fn a_budget_charges_requests_and_time() {
+        let now = Instant::now();
+        let mut c = config(None);
+        c.turn_max_requests = 2;
+        c.turn_max_time = Duration::from_secs(3600);
+        let mut b = Budget::new(&c, now);
+        b.spend();
+        assert!(!b.exhausted());
+        b.spend();
+        assert!(b.exhausted());
+        c.turn_max_requests = 0;
+        assert!(!Budget::new(&c, now).exhausted(), "at least one request");
+        c.turn_max_requests = 100;
+        c.turn_max_time = Duration::ZERO;
+        let mut b = Budget::new(&c, now);
+        b.spend();
+        assert!(b.exhausted(), "the time is up after the first request");
+        assert!(Budget::none().exhausted());
+    }
 }

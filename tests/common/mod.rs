@@ -100,6 +100,7 @@ pub struct Stats {
     pub objects: AtomicUsize,
     pub pending: AtomicUsize,
     pub connections: AtomicUsize,
+    pub preauth: AtomicUsize,
     pub buffered: AtomicUsize,
     pub max_buffered: AtomicUsize,
 }
@@ -111,6 +112,8 @@ impl Stats {
         self.pending.store(server.pending_calls(), Ordering::SeqCst);
         self.connections
             .store(server.connection_count(), Ordering::SeqCst);
+        self.preauth
+            .store(server.preauth_connections(), Ordering::SeqCst);
         let b = server.buffered_bytes();
         self.buffered.store(b, Ordering::SeqCst);
         self.max_buffered.fetch_max(b, Ordering::SeqCst);
@@ -200,6 +203,11 @@ impl TestServer {
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.stats.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections still authenticating.
+    pub fn preauth(&self) -> usize {
+        self.stats.preauth.load(Ordering::SeqCst)
     }
 
     /// The most output the server has held unsent at once.

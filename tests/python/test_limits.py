@@ -111,3 +111,43 @@ class ConnectionCapTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class PreauthCapTest(unittest.TestCase):
+    def test_idle_sockets_beyond_the_preauth_cap_cannot_lock_out_a_stock_client(self):
+        from multiprocessing.managers import SyncManager
+
+        p, addr = start("--max-preauth", "8", "--max-connections", "4")
+        idle = []
+        try:
+            # Ten times the cap of sockets that connect and never authenticate.
+            for _ in range(80):
+                idle.append(socket.create_connection(addr))
+            m = SyncManager(address=addr, authkey=b"k")
+            m.connect()
+            d = m.dict({"a": 1})
+            d["b"] = 2
+            self.assertEqual(d.copy(), {"a": 1, "b": 2})
+            q = m.Queue()
+            q.put("x")
+            self.assertEqual(q.get(timeout=5), "x")
+            # The oldest idle sockets were closed to make room for newer peers.
+            closed = 0
+            for s in idle:
+                s.settimeout(0.01)
+                try:
+                    while s.recv(256):
+                        pass
+                    closed += 1
+                except ConnectionResetError:
+                    closed += 1
+                except (socket.timeout, BlockingIOError):
+                    pass
+            self.assertGreaterEqual(closed, 70)
+            self.assertIsNone(p.poll(), "still running")
+        finally:
+            for s in idle:
+                s.close()
+            p.terminate()
+            self.assertEqual(p.wait(timeout=20), 0)
+            p.stdout.close()

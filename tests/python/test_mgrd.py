@@ -51,7 +51,7 @@ class MgrdCliTest(unittest.TestCase):
             self.assertTrue(p.stdout.readline().startswith(b"mgrd listening on "))
             with open(f"/proc/{p.pid}/limits") as f:
                 line = next(l for l in f if l.startswith("Max open files"))
-            self.assertEqual(int(line.split()[3]), min(564, hard), line)
+            self.assertEqual(int(line.split()[3]), min(500 + 256 + 64, hard), line)
         finally:
             p.terminate()
             self.assertEqual(p.wait(timeout=20), 0)

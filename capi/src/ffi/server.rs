@@ -1,6 +1,11 @@
 //! `mgr_server`: the embedded server from C — create, register host types, and
 //! drive it from the host's loop (fd / timeout / process) or give it the thread.
 //!
+//! One `mgr_server_process` call is a bounded turn: it serves at most a set
+//! number of requests or microseconds of them ([`mgr_server_set_turn_budget`]),
+//! round-robin over the connections, and leaves the rest for the next call;
+//! `mgr_server_pending` then says so and `mgr_server_timeout_ms` returns 0.
+//!
 //! The server lives in a `RefCell`: functions that need all of it (process, run,
 //! register, free, counting objects) take it for their duration, so one called
 //! from inside a host callback (while the server is busy running that callback)
@@ -32,7 +37,9 @@ pub const MGR_SERVER_OPTIONS_VERSION: u32 = 1;
 pub struct mgr_server_options {
     /// Must be [`MGR_SERVER_OPTIONS_VERSION`].
     pub version: u32,
-    /// Connections beyond this are closed on accept (default 10000).
+    /// Authenticated connections allowed at once (default 10000); those still
+    /// authenticating count against [`mgr_server_set_max_preauth_connections`]
+    /// instead.
     pub max_connections: u32,
     /// Largest frame accepted after the handshake, in bytes (default 64 MiB).
     pub max_frame: u64,
@@ -215,9 +222,10 @@ pub unsafe extern "C" fn mgr_server_fd(server: *const mgr_server) -> i32 {
     }
 }
 
-/// Milliseconds until the server's next timer (rounded up), -1 if it has none:
-/// the longest the host may wait on [`mgr_server_fd`]. 0 from inside a callback
-/// or for NULL.
+/// The longest the host may wait on [`mgr_server_fd`], in milliseconds: 0 while
+/// work is pending (see [`mgr_server_pending`]), else the time until the
+/// server's next timer (rounded up), -1 if it has none. 0 from inside a
+/// callback or for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_timeout_ms(server: *mut mgr_server) -> i32 {
     ffi_boundary! {
@@ -232,10 +240,16 @@ pub unsafe extern "C" fn mgr_server_timeout_ms(server: *mut mgr_server) -> i32 {
     }
 }
 
-/// Does all ready work without blocking: accepts, reads, runs callbacks, fires
-/// timers, delivers deferred answers, writes. Call it when the fd is readable or
-/// the timeout passed (spurious calls are harmless). `MGR_ERR_BUSY` from inside
-/// a callback; `MGR_OK` (doing nothing) once shut down.
+/// Does one bounded turn of ready work without blocking: accepts, reads, runs
+/// callbacks, fires timers, delivers deferred answers, writes — serving at most
+/// the turn budget's requests or microseconds of them
+/// ([`mgr_server_set_turn_budget`]; by default 1024 requests or 1 ms),
+/// round-robin over the connections. Work left over waits for the next call:
+/// [`mgr_server_pending`] is then true and [`mgr_server_timeout_ms`] 0, and the
+/// fd need not be readable, so poll with timeout 0 (or call again) while
+/// pending. Call it when the fd is readable, the timeout passed or work is
+/// pending (spurious calls are harmless). `MGR_ERR_BUSY` from inside a
+/// callback; `MGR_OK` (doing nothing) once shut down.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_process(server: *mut mgr_server) -> mgr_status {
     ffi_boundary! {
@@ -246,8 +260,20 @@ pub unsafe extern "C" fn mgr_server_process(server: *mut mgr_server) -> mgr_stat
     }
 }
 
+/// Whether the last [`mgr_server_process`] left work for the next (requests
+/// already received, connections to accept, answers to deliver): call it again
+/// without waiting on the fd. False for NULL, once shut down, and inside
+/// callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_pending(server: *const mgr_server) -> bool {
+    ffi_boundary! {
+        let Some(b) = server.cast::<ServerBox>().as_ref() else { return Ok(false) };
+        Ok(b.with(|s| Ok(s.has_pending_work())).unwrap_or(false))
+    }
+}
+
 /// Serves on the calling thread until shutdown (a client's `shutdown` request,
-/// or [`mgr_server_shutdown`] called from a callback). `MGR_ERR_BUSY` from
+/// or [`mgr_server_shutdown`] called from a callback), in bounded turns. `MGR_ERR_BUSY` from
 /// inside a callback.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_run(server: *mut mgr_server) -> mgr_status {
@@ -340,6 +366,75 @@ pub unsafe extern "C" fn mgr_server_set_max_held_bytes(
             s.set_max_held_bytes(cap);
             Ok(())
         })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Sets the turn budget: one [`mgr_server_process`] serves at most
+/// `max_requests` requests (frames, handshake messages included) or
+/// `max_time_us` microseconds of them (checked after each request), a few from
+/// each ready connection in turn; the rest waits for the next call. 0 lifts
+/// that limit. Defaults: 1024 requests, 1000 microseconds (sized for a host running a
+/// 60 Hz frame). Takes effect from the next turn. `MGR_ERR_BUSY` from inside a
+/// callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_turn_budget(
+    server: *mut mgr_server,
+    max_requests: u64,
+    max_time_us: u64,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let requests = match max_requests {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let time = match max_time_us {
+            0 => Duration::MAX,
+            n => Duration::from_micros(n),
+        };
+        b.with(|s| {
+            s.set_turn_budget(requests, time);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Caps the connections still authenticating (default 256): a new connection
+/// beyond the cap closes the oldest one still authenticating, so idle sockets
+/// never lock clients out (they count apart from `max_connections`). 0 removes
+/// the cap. Takes effect at once. `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_max_preauth_connections(
+    server: *mut mgr_server,
+    max_connections: u64,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let cap = match max_connections {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        b.with(|s| {
+            s.set_max_preauth_connections(cap);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Sets the listen backlog of the server's listening socket (default, and 0:
+/// the system maximum, `net.core.somaxconn`; the kernel caps larger values
+/// there). `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_listen_backlog(
+    server: *mut mgr_server,
+    backlog: u32,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        b.with(|s| Ok(s.set_listen_backlog((backlog > 0).then_some(backlog))?))?;
         Ok(mgr_status::MGR_OK)
     }
 }
@@ -507,7 +602,16 @@ mod tests {
             );
             assert!(mgr_server_fd(s) >= 0);
             assert_eq!(mgr_server_timeout_ms(s), -1, "no timers yet");
+            assert!(!mgr_server_pending(s));
             assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
+            assert!(!mgr_server_pending(s));
+            assert_eq!(mgr_server_set_turn_budget(s, 10, 0), mgr_status::MGR_OK);
+            assert_eq!(
+                mgr_server_set_max_preauth_connections(s, 4),
+                mgr_status::MGR_OK
+            );
+            assert_eq!(mgr_server_set_listen_backlog(s, 50), mgr_status::MGR_OK);
+            assert_eq!(mgr_server_set_listen_backlog(s, 0), mgr_status::MGR_OK);
             let mut n = 9;
             assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
             assert_eq!(n, 0);
@@ -522,6 +626,11 @@ mod tests {
             mgr_server_free(s);
             mgr_server_free(ptr::null_mut());
             assert_eq!(mgr_server_fd(ptr::null()), -1);
+            assert!(!mgr_server_pending(ptr::null()));
+            assert_eq!(
+                mgr_server_set_turn_budget(ptr::null_mut(), 1, 1),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
             assert!(mgr_server_address(ptr::null()).is_null());
             assert_eq!(
                 mgr_server_process(ptr::null_mut()),

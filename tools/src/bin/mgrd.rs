@@ -4,7 +4,9 @@
 //! [`Server::turn`] (one syscall per wakeup; a host that polls [`Server::fd`] and
 //! then calls [`Server::process`] pays two). SIGINT and SIGTERM are blocked in every
 //! thread and taken by a small thread in `sigwait(2)`, which asks the server to
-//! shut down through a [`ServerHandle`].
+//! shut down through a [`ServerHandle`]. Turns are bounded (`--turn-max-requests`,
+//! `--turn-max-time`); while one leaves work, the next polls without waiting, so
+//! a shutdown request is never starved by a flood of requests.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,22 +17,30 @@ use mgr::server::ServerHandle;
 use mgr::{Address, Server, ServerConfig};
 
 const USAGE: &str = "\
-usage: mgrd [--address ADDR] [--max-connections N] [--max-frame BYTES]
-            [--handshake-timeout S] [--max-output BYTES] [--reply-grace S]
-            [--max-held-bytes BYTES] [--max-objects-per-conn N]
-            [-v] [--version]
+usage: mgrd [--address ADDR] [--max-connections N] [--max-preauth N]
+            [--backlog N] [--max-frame BYTES] [--handshake-timeout S]
+            [--max-output BYTES] [--reply-grace S] [--turn-max-requests N]
+            [--turn-max-time S] [--max-held-bytes BYTES]
+            [--max-objects-per-conn N] [-v] [--version]
 
 Serves shared objects to libmgr clients and to Python's multiprocessing.managers.
 
   --address ADDR         host:port (port 0 picks a free one) or unix:/path
                          [default: 127.0.0.1:0]
-  --max-connections N    refuse connections beyond N [default: 10000]
+  --max-connections N    authenticated connections beyond N are closed [default: 10000]
+  --max-preauth N        connections still authenticating beyond N replace the
+                         oldest of them [default: 256]
+  --backlog N            listen backlog [default: the system maximum, somaxconn]
   --max-frame BYTES      largest request accepted [default: 67108864]
   --handshake-timeout S  drop peers that have not authenticated in S seconds [default: 10]
   --max-output BYTES     stop serving a connection while this much of its output
                          is unread [default: 4194304]
   --reply-grace S        keep objects named in a reply alive S seconds for its
                          receiver to take its own reference [default: 5]
+  --turn-max-requests N  serve at most N requests per turn of the loop, a few
+                         from each ready connection in turn [default: 1024]
+  --turn-max-time S      spend at most S seconds serving requests per turn
+                         [default: 0.001]
   --max-held-bytes BYTES refuse (MemoryError) what would take the bytes all shared
                          objects hold past BYTES [default: 0, no cap]
   --max-objects-per-conn N
@@ -150,6 +160,10 @@ fn parse_args() -> Result<Options, String> {
             "--max-output" => config.max_output = number(&flag, value()?)?,
             "--handshake-timeout" => config.handshake_timeout = seconds(&flag, value()?)?,
             "--reply-grace" => config.reply_ref_grace = seconds(&flag, value()?)?,
+            "--max-preauth" => config.max_preauth_connections = number(&flag, value()?)?,
+            "--backlog" => config.listen_backlog = Some(number(&flag, value()?)?),
+            "--turn-max-requests" => config.turn_max_requests = number(&flag, value()?)?,
+            "--turn-max-time" => config.turn_max_time = seconds(&flag, value()?)?,
             "--max-held-bytes" => config.max_held_bytes = cap(&flag, value()?)?,
             "--max-objects-per-conn" => config.max_objects_per_conn = cap(&flag, value()?)?,
             other => return Err(format!("unknown argument '{other}'")),
@@ -158,12 +172,14 @@ fn parse_args() -> Result<Options, String> {
     Ok(Options { config, verbose })
 }
 
-/// Raises the soft descriptor limit toward `max_connections` plus some spare (as
-/// Redis does for maxclients), never above the hard limit, so a connection flood
-/// meets the connection cap (refused at once) before the process runs out of
-/// descriptors (where the backlog has to wait).
-fn raise_fd_limit(max_connections: usize, verbose: bool) {
-    let want = max_connections.saturating_add(64) as libc::rlim_t;
+/// Raises the soft descriptor limit toward `max_connections` plus
+/// `max_preauth` plus some spare (as Redis does for maxclients), never above the
+/// hard limit, so a connection flood meets the connection caps (refused at once)
+/// before the process runs out of descriptors (where the backlog has to wait).
+fn raise_fd_limit(max_connections: usize, max_preauth: usize, verbose: bool) {
+    let want = max_connections
+        .saturating_add(max_preauth)
+        .saturating_add(64) as libc::rlim_t;
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -180,7 +196,7 @@ fn raise_fd_limit(max_connections: usize, verbose: bool) {
     let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
     if verbose && (!ok || raised.rlim_cur < want) {
         eprintln!(
-            "mgrd: descriptor limit {} is below --max-connections {max_connections} + 64",
+            "mgrd: descriptor limit {} is below --max-connections {max_connections} + --max-preauth {max_preauth} + 64",
             if ok { raised.rlim_cur } else { lim.rlim_cur }
         );
     }
@@ -198,7 +214,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raise_fd_limit(opts.config.max_connections, opts.verbose);
+    raise_fd_limit(
+        opts.config.max_connections,
+        opts.config.max_preauth_connections,
+        opts.verbose,
+    );
     let mut server = match Server::bind(opts.config) {
         Ok(s) => s,
         Err(e) => {

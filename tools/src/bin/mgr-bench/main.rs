@@ -4,12 +4,14 @@
 //! scenario on N client connections — for the call loop all from one event-loop
 //! thread by default (as `redis-benchmark` drives its connections), otherwise one
 //! thread each — and prints one JSON line of results on stdout (and a readable
-//! summary on stderr). `scripts/bench.sh`
+//! summary on stderr); the `fairness` scenario embeds its server instead (see
+//! `fairness`). `scripts/bench.sh`
 //! runs every scenario against every peer and prints the comparison table.
 //! Nothing here asserts on time: benchmarks report.
 
 mod echo;
 mod evloop;
+mod fairness;
 mod hist;
 mod procinfo;
 mod scenarios;
@@ -32,7 +34,10 @@ usage: mgr-bench [options]
        mgr-bench echo-server --address ADDR
        mgr-bench queue-consumer ADDR QUEUE-ID [DEPTH]   (the consumer process of scenario 5)
 
-  --scenario S     sync | create | queue | scale  [default: sync]
+  --scenario S     sync | create | queue | scale | fairness  [default: sync]
+                   (fairness: an embedded server in this process, each phase
+                   --seconds long, with and without the turn budget; --peer,
+                   --transport, --address and --conns do not apply)
   --peer P         mgr | echo (raw ping-pong of the same frame sizes)  [default: mgr]
   --transport T    tcp | unix  [default: tcp] (ignored with --address)
   --address ADDR   use a running server instead of spawning one
@@ -240,6 +245,9 @@ fn json_outcome(o: &Opts, call: &str, r: &Outcome) -> String {
 }
 
 fn run(o: &Opts) -> Result<String, String> {
+    if o.scenario == "fairness" {
+        return fairness::scenario_fairness(o);
+    }
     let (target, pid) = start(o)?;
     let address = target.address();
     let result = match o.scenario.as_str() {
