@@ -10,65 +10,19 @@
 //! reaches, not by how long it took.
 
 mod common;
+mod counting;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use common::TestServer;
+use counting::measure;
 use mgr::{Error, Manager, Proxy, RemoteError, Value};
-
-/// Counts the bytes allocated now and the most allocated at once.
-struct Counting;
-
-static NOW: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: defers to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc(l);
-        if !p.is_null() {
-            let now = NOW.fetch_add(l.size(), Ordering::SeqCst) + l.size();
-            PEAK.fetch_max(now, Ordering::SeqCst);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        NOW.fetch_sub(l.size(), Ordering::SeqCst);
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = System.realloc(p, l, new);
-        if !q.is_null() {
-            if new >= l.size() {
-                let now = NOW.fetch_add(new - l.size(), Ordering::SeqCst) + new - l.size();
-                PEAK.fetch_max(now, Ordering::SeqCst);
-            } else {
-                NOW.fetch_sub(l.size() - new, Ordering::SeqCst);
-            }
-        }
-        q
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 /// One test at a time, so a peak belongs to the test that measures it.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The most bytes allocated at once (above what was allocated when it began)
-/// while `f` ran.
-fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let base = NOW.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
-    let r = f();
-    (r, PEAK.load(Ordering::SeqCst).saturating_sub(base))
 }
 
 const MIB: usize = 1 << 20;
@@ -114,13 +68,13 @@ fn a_repeat_is_bounded_by_bytes_not_items() {
         .create("list", vec![Value::List(vec![item.clone()])])
         .unwrap();
     // A few bytes of request asking for 100 GB: refused before allocating.
-    let (e, peak) = peak_during(|| remote(l.call("__imul__", vec![i(100_000)])));
+    let (e, peak) = measure(|| remote(l.call("__imul__", vec![i(100_000)])));
     assert_eq!(kind(&e), "MemoryError");
     assert!(e.message.contains("max_frame"), "{}", e.message);
     assert!(peak < MIB, "a refused repeat allocated {peak} bytes");
     assert_eq!(len(&l), i(1), "the list is unchanged");
     for method in ["__mul__", "__rmul__"] {
-        let (e, peak) = peak_during(|| remote(l.call(method, vec![i(100_000)])));
+        let (e, peak) = measure(|| remote(l.call(method, vec![i(100_000)])));
         assert_eq!(kind(&e), "MemoryError", "{method}");
         assert!(peak < MIB, "{method} allocated {peak} bytes");
     }
@@ -191,7 +145,7 @@ fn expanding_bytes_or_str_into_items_is_bounded() {
         ("list", vec![big.clone()]),
         ("list", vec![Value::Str("x".repeat(MIB))]),
     ] {
-        let (e, peak) = peak_during(|| remote(m.create(typeid, args)));
+        let (e, peak) = measure(|| remote(m.create(typeid, args)));
         assert_eq!(kind(&e), "MemoryError", "{typeid}");
         assert!(e.message.contains("max_frame"), "{}", e.message);
         // The request itself (1 MiB, decoded) and little else.
@@ -229,18 +183,18 @@ fn copies_of_a_container_are_bounded_like_any_result() {
             .unwrap();
     }
     for method in ["copy", "items", "values"] {
-        let (e, peak) = peak_during(|| remote(d.call(method, vec![])));
+        let (e, peak) = measure(|| remote(d.call(method, vec![])));
         assert_eq!(kind(&e), "MemoryError", "{method}");
         assert!(peak < MIB, "{method} allocated {peak} bytes");
     }
     for method in ["#GETVALUE", "__repr__", "__str__"] {
-        let (e, peak) = peak_during(|| remote(d.call(method, vec![])));
+        let (e, peak) = measure(|| remote(d.call(method, vec![])));
         assert_eq!(kind(&e), "MemoryError", "{method}");
         assert!(peak < MIB, "{method} allocated {peak} bytes");
     }
     // debug_info shows 75 characters of each object: it does not build the
     // repr of one this big (over 80 MB of text).
-    let (info, peak) = peak_during(|| m.public("debug_info", vec![]).unwrap());
+    let (info, peak) = measure(|| m.public("debug_info", vec![]).unwrap());
     assert!(
         matches!(&info, Value::Str(t) if t.contains("<dict object>")),
         "{info:?}"

@@ -9,10 +9,8 @@
 //! The binary has a single test function so nothing else allocates while a
 //! case is measured.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use mgr::proto::codec::{
     decode_limit, native, pickle, CodecError, NATIVE_BYTES_PER_INPUT_BYTE,
@@ -21,60 +19,9 @@ use mgr::proto::codec::{
 use mgr::proto::frame::{self, FrameError, DEFAULT_MAX_FRAME};
 use mgr::proto::{ObjectId, Reply, Request, Token, Value};
 
-struct Counting;
+mod counting;
 
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(n: usize) {
-    let now = CURRENT.fetch_add(n, SeqCst) + n;
-    PEAK.fetch_max(now, SeqCst);
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), SeqCst);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                grew(new_size - layout.size());
-            } else {
-                CURRENT.fetch_sub(layout.size() - new_size, SeqCst);
-            }
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Runs `f` and returns its result with the peak of heap bytes allocated while
-/// it ran (its result is still alive at the end, so it is included).
-fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(SeqCst);
-    PEAK.store(base, SeqCst);
-    let out = f();
-    (out, PEAK.load(SeqCst) - base)
-}
+use counting::measure;
 
 /// What a case must do besides staying within the bound.
 #[derive(Clone, Copy, PartialEq, Debug)]

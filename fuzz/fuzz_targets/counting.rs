@@ -1,68 +1,16 @@
-//! A counting global allocator for the fuzz targets: `measure` returns the
-//! peak of live heap bytes while a decoder ran, so each target can assert the
-//! decoders' stated memory bound (`mgr::proto::codec::decode_limit`) on every
-//! input. libFuzzer runs one input at a time on one thread.
+//! The fuzz targets' allocation bound: the counting allocator of the test suite
+//! (`tests/counting/mod.rs`), and [`within_bound`], which asserts the decoders'
+//! stated memory bound (`mgr::proto::codec::decode_limit`) on every input.
+//! libFuzzer runs one input at a time on one thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+#[path = "../../tests/counting/mod.rs"]
+mod alloc;
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(n: usize) {
-    let now = CURRENT.fetch_add(n, SeqCst) + n;
-    PEAK.fetch_max(now, SeqCst);
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), SeqCst);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                grew(new_size - layout.size());
-            } else {
-                CURRENT.fetch_sub(layout.size() - new_size, SeqCst);
-            }
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Runs `f`, returning its result and the peak of heap bytes allocated while it
-/// ran (the result is still alive at the end, so it counts).
-pub fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(SeqCst);
-    PEAK.store(base, SeqCst);
-    let out = f();
-    (out, PEAK.load(SeqCst) - base)
-}
+pub use alloc::measure;
 
 /// Runs the decoder `f` over `data` and panics if it used more memory than
 /// `decode_limit(data.len(), per_byte)`.
+#[allow(dead_code)] // the frame target only measures
 pub fn within_bound<'a, T>(data: &'a [u8], per_byte: usize, f: impl FnOnce(&'a [u8]) -> T) -> T {
     let (out, peak) = measure(|| f(data));
     let limit = mgr::proto::codec::decode_limit(data.len(), per_byte);
