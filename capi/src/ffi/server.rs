@@ -361,9 +361,8 @@ pub unsafe extern "C" fn mgr_server_set_max_held_bytes(
 ) -> mgr_status {
     ffi_boundary! {
         let b = arg_server(server)?;
-        let cap = (max_bytes > 0).then(|| usize::try_from(max_bytes).unwrap_or(usize::MAX));
         b.with(|s| {
-            s.set_max_held_bytes(cap);
+            s.set_max_held_bytes(optional_cap(max_bytes));
             Ok(())
         })?;
         Ok(mgr_status::MGR_OK)
@@ -385,10 +384,7 @@ pub unsafe extern "C" fn mgr_server_set_turn_budget(
 ) -> mgr_status {
     ffi_boundary! {
         let b = arg_server(server)?;
-        let requests = match max_requests {
-            0 => usize::MAX,
-            n => usize::try_from(n).unwrap_or(usize::MAX),
-        };
+        let requests = optional_cap(max_requests).unwrap_or(usize::MAX);
         let time = match max_time_us {
             0 => Duration::MAX,
             n => Duration::from_micros(n),
@@ -412,10 +408,7 @@ pub unsafe extern "C" fn mgr_server_set_max_preauth_connections(
 ) -> mgr_status {
     ffi_boundary! {
         let b = arg_server(server)?;
-        let cap = match max_connections {
-            0 => usize::MAX,
-            n => usize::try_from(n).unwrap_or(usize::MAX),
-        };
+        let cap = optional_cap(max_connections).unwrap_or(usize::MAX);
         b.with(|s| {
             s.set_max_preauth_connections(cap);
             Ok(())
@@ -450,9 +443,8 @@ pub unsafe extern "C" fn mgr_server_set_max_objects_per_conn(
 ) -> mgr_status {
     ffi_boundary! {
         let b = arg_server(server)?;
-        let cap = (max_objects > 0).then(|| usize::try_from(max_objects).unwrap_or(usize::MAX));
         b.with(|s| {
-            s.set_max_objects_per_conn(cap);
+            s.set_max_objects_per_conn(optional_cap(max_objects));
             Ok(())
         })?;
         Ok(mgr_status::MGR_OK)
@@ -497,6 +489,12 @@ pub unsafe extern "C" fn mgr_server_free(server: *mut mgr_server) {
         drop(Box::from_raw(server.cast::<ServerBox>()));
         Ok(())
     }
+}
+
+/// A C limit where 0 means "no limit": `None` for 0, else the value (saturated
+/// to `usize`).
+fn optional_cap(n: u64) -> Option<usize> {
+    (n > 0).then(|| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]
