@@ -19,5 +19,5 @@ pub mod server;
 pub use address::Address;
 pub use client::{Manager, Proxy};
 pub use error::{Error, Result};
-pub use proto::{ObjectId, RemoteError, Reply, Request, Token, Value};
+pub use proto::{ConversionError, ObjectId, RemoteError, Reply, Request, Token, Value};
 pub use server::{Server, ServerConfig};

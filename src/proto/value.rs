@@ -14,7 +14,10 @@
 
 use std::fmt;
 
+mod convert;
 mod tree;
+
+pub use convert::ConversionError;
 
 pub(crate) use tree::{Slot, Step, Walk};
 
