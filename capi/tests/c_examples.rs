@@ -221,9 +221,12 @@ fn c_and_cpp_clients_use_the_c_daemon() {
         .unwrap_or_default();
     assert!(status.success(), "host_daemon exited with {status}:\n{err}");
     assert!(err.contains("exiting on shutdown request"), "{err}");
-    // 200 pipelined calls at 16 a turn: the loop took the turns it was told
-    // were pending (and every call was answered above).
-    assert!(pending_turns(&err) >= 200 / 16 - 1, "{err}");
+    // 200 pipelined calls at 16 a turn: some turns left work pending, and the
+    // loop took them without waiting on the fd (no new event would have come for
+    // requests already buffered: every call was answered above). How many turns
+    // were pending depends on how the calls arrived, so only their presence is
+    // checked.
+    assert!(pending_turns(&err) >= 1, "{err}");
 }
 
 #[test]
