@@ -19,7 +19,7 @@
 //! even if the last holder let go in the same call.
 
 use std::fmt;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -232,6 +232,17 @@ impl Server {
             .map(|d| d.saturating_duration_since(std::time::Instant::now()))
     }
 
+    /// When [`process`](Self::process) should next run even if the fd stays
+    /// quiet: now while work is pending, else the next timer's deadline (`None`:
+    /// only when the fd is readable). The absolute form of
+    /// [`timeout`](Self::timeout), for loops that keep deadlines.
+    pub fn next_deadline(&mut self) -> Option<std::time::Instant> {
+        if self.has_pending_work() {
+            return Some(std::time::Instant::now());
+        }
+        self.core.next_deadline()
+    }
+
     /// Whether the last turn left work for the next: requests already received
     /// (buffered, or still in a socket no new readiness event will announce),
     /// connections waiting to be accepted, answers to deliver. Its fd need not be
@@ -400,6 +411,51 @@ impl Drop for Server {
         if let Some(path) = self.remove_socket.take() {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// The server's pollable descriptor (its epoll fd), for event loops that take
+/// an `AsFd` / `AsRawFd` source, such as tokio's `AsyncFd`. Readable when
+/// [`Server::process`] has work; it stays open as long as the server.
+impl AsRawFd for Server {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+}
+
+impl AsFd for Server {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor belongs to the server's `Poll` and is closed only
+        // when the server is dropped; the borrow cannot outlive `self`.
+        unsafe { BorrowedFd::borrow_raw(self.fd()) }
+    }
+}
+
+/// Registers the server's descriptor in a host's own `mio::Poll`, so a mio
+/// program drives it like any socket: on its event (or when
+/// [`Server::next_deadline`] passes, or while [`Server::has_pending_work`]),
+/// call [`Server::process`]. Register it readable; the descriptor is
+/// level-triggered for new work, but work already taken in is announced only by
+/// `has_pending_work`.
+impl mio::event::Source for Server {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.fd()).register(registry, token, interests)
+    }
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.fd()).reregister(registry, token, interests)
+    }
+    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.fd()).deregister(registry)
     }
 }
 

@@ -162,6 +162,10 @@ pub(crate) struct Reactor {
     ready: VecDeque<ConnId>,
     /// The last accept stopped at [`ACCEPT_BATCH`]: the backlog may hold more.
     accept_pending: bool,
+    /// The last poll filled the events buffer: more readiness may be waiting in
+    /// the epoll set, which a host watching our fd edge-triggered (mio, tokio)
+    /// would never hear of again.
+    events_full: bool,
     /// Connections still authenticating, oldest first (entries that have since
     /// authenticated or closed are skipped, and pruned when they pile up).
     preauth: VecDeque<ConnId>,
@@ -211,6 +215,7 @@ impl Reactor {
             config,
             ready: VecDeque::new(),
             accept_pending: false,
+            events_full: false,
             preauth: VecDeque::new(),
             preauth_count: 0,
             authenticated: 0,
@@ -260,7 +265,9 @@ impl Reactor {
         // Walk the events in place (taken out of `self` while the handlers borrow
         // it) rather than collecting them into a fresh Vec on every turn.
         let events = mem::replace(&mut self.events, Events::with_capacity(0));
+        let mut taken = 0;
         for e in events.iter() {
+            taken += 1;
             let token = e.token();
             let read_closed = e.is_read_closed() || e.is_error();
             let readable = e.is_readable() || read_closed;
@@ -286,13 +293,15 @@ impl Reactor {
                 }
             }
         }
+        self.events_full = taken >= events.capacity();
         self.events = events;
         Ok(())
     }
 
-    /// Whether the last turn left work behind: ready connections or a backlog.
+    /// Whether the last turn left work behind: ready connections, a backlog, or
+    /// readiness the events buffer had no room for.
     pub(crate) fn has_pending_work(&self) -> bool {
-        self.accept_pending || !self.ready.is_empty()
+        self.accept_pending || self.events_full || !self.ready.is_empty()
     }
 
     /// Puts a connection at the end of the ready queue (once).
