@@ -17,48 +17,16 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use mgr::server::{CallArgs, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec};
-use mgr::{Server, ServerConfig, Value};
+use mgr::{Server, ServerConfig};
 use mio::{Events, Interest, Poll, Token};
+
+#[path = "shared/gate.rs"]
+mod gate;
 
 /// The server's descriptor in our poll.
 const SERVER: Token = Token(0);
 /// The host's own frame rate.
 const TICK: Duration = Duration::from_micros(16_667);
-
-/// A gate that callers wait at until someone opens it; it reads the host's
-/// frame counter (state shared with the loop, on the same thread).
-struct Gate {
-    waiting: Vec<ReplyHandle>,
-    ticks: Rc<Cell<u64>>,
-}
-
-impl SharedObject for Gate {
-    fn call(&mut self, cx: &mut Context<'_>, method: &str, _args: CallArgs) -> CallResult {
-        match method {
-            "wait" => {
-                self.waiting.push(cx.defer());
-                Ok(Outcome::Deferred)
-            }
-            "open" => {
-                let mut woken = 0;
-                for h in self.waiting.drain(..) {
-                    if cx.reply(h, Ok(Value::from(self.ticks.get()))) {
-                        woken += 1;
-                    }
-                }
-                Ok(Value::Int(woken).into())
-            }
-            "waiting" => Ok(Value::from(self.waiting.len()).into()),
-            "ticks" => Ok(Value::from(self.ticks.get()).into()),
-            _ => unreachable!("the server checks the exposed methods"),
-        }
-    }
-
-    fn on_cancel(&mut self, _cx: &mut Context<'_>, reply: ReplyHandle) {
-        self.waiting.retain(|h| *h != reply);
-    }
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let address = std::env::args()
@@ -68,17 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut server = Server::bind(ServerConfig::new(address.parse()?, key.as_bytes()))?;
     server.register_builtins();
     let ticks = Rc::new(Cell::new(0u64));
-    let clock = ticks.clone();
-    server.register(TypeSpec::new(
-        "Gate",
-        &["wait", "open", "waiting", "ticks"],
-        move |_, _| {
-            Ok(Box::new(Gate {
-                waiting: Vec::new(),
-                ticks: clock.clone(),
-            }))
-        },
-    ));
+    server.register(gate::gate_type(&ticks));
     println!("mio_host listening on {}", server.address());
 
     let mut poll = Poll::new()?;

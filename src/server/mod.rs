@@ -40,9 +40,13 @@ mod loans;
 mod objects;
 mod reactor;
 mod segments;
+#[cfg(feature = "tokio")]
+mod tokio_serve;
 
 pub use context::{ConnId, Context, ReplyHandle, TimerId};
 pub use registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
+#[cfg(feature = "tokio")]
+pub use tokio_serve::serve;
 
 use context::Core;
 use reactor::{Command, Reactor, Shared};

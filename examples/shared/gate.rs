@@ -1,0 +1,58 @@
+//! `Gate`, the host type the examples serve: `wait()` blocks its caller (a
+//! deferred reply, no thread) until another client calls `open()`, which answers
+//! every waiter with the host's frame count so far; `waiting()`, `ticks()`.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use mgr::server::{CallArgs, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec};
+use mgr::Value;
+
+/// A gate that callers wait at until someone opens it; it reads the host's
+/// frame counter (state shared with the loop, on the same thread).
+struct Gate {
+    waiting: Vec<ReplyHandle>,
+    ticks: Rc<Cell<u64>>,
+}
+
+impl SharedObject for Gate {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, _args: CallArgs) -> CallResult {
+        match method {
+            "wait" => {
+                self.waiting.push(cx.defer());
+                Ok(Outcome::Deferred)
+            }
+            "open" => {
+                let mut woken = 0;
+                for h in self.waiting.drain(..) {
+                    if cx.reply(h, Ok(Value::from(self.ticks.get()))) {
+                        woken += 1;
+                    }
+                }
+                Ok(Value::Int(woken).into())
+            }
+            "waiting" => Ok(Value::from(self.waiting.len()).into()),
+            "ticks" => Ok(Value::from(self.ticks.get()).into()),
+            _ => unreachable!("the server checks the exposed methods"),
+        }
+    }
+
+    fn on_cancel(&mut self, _cx: &mut Context<'_>, reply: ReplyHandle) {
+        self.waiting.retain(|h| *h != reply);
+    }
+}
+
+/// The `Gate` type, reading the host's frame counter `ticks`.
+pub fn gate_type(ticks: &Rc<Cell<u64>>) -> TypeSpec {
+    let clock = ticks.clone();
+    TypeSpec::new(
+        "Gate",
+        &["wait", "open", "waiting", "ticks"],
+        move |_, _| {
+            Ok(Box::new(Gate {
+                waiting: Vec::new(),
+                ticks: clock.clone(),
+            }))
+        },
+    )
+}
