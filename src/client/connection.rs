@@ -92,7 +92,14 @@ impl Connection {
     /// which also works against 3.11-style legacy servers).
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Connection> {
         let stream = Connection::open(address).map_err(|e| Error::connect(address, e))?;
-        let mut c = Connection {
+        let mut c = Connection::over(stream);
+        c.handshake(authkey)?;
+        Ok(c)
+    }
+
+    /// A connection over `stream`, before the handshake.
+    fn over(stream: Stream) -> Connection {
+        Connection {
             stream,
             input: vec![0; 4096],
             start: 0,
@@ -104,9 +111,7 @@ impl Connection {
             max_frame: DEFAULT_MAX_FRAME,
             broken: false,
             pickle: None,
-        };
-        c.handshake(authkey)?;
-        Ok(c)
+        }
     }
 
     /// Opens the socket (a host name is looked up here, and each address it
@@ -424,5 +429,65 @@ impl Connection {
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write)?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection over one end of a socket pair, and the other end, which
+    /// plays the server: no handshake.
+    fn pair() -> (Connection, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Connection::over(Stream::Unix(a)), b)
+    }
+
+    fn answer(peer: &mut UnixStream, values: &[i64]) {
+        let mut out = Vec::new();
+        for v in values {
+            let at = begin_frame(&mut out);
+            native::encode_reply(&Reply::Return(Value::Int(*v)), &mut out);
+            finish_frame(&mut out, at);
+        }
+        peer.write_all(&out).unwrap();
+    }
+
+    fn int(r: Result<Reply>) -> i64 {
+        match r.unwrap() {
+            Reply::Return(Value::Int(i)) => i,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn replies_go_to_their_requests_whatever_the_order_of_reads() {
+        let (mut c, mut peer) = pair();
+        let req = Request::public("dummy", vec![]);
+        let a = c.queue(&req);
+        c.send_ignoring_reply(&req).unwrap();
+        let b = c.queue(&req);
+        let d = c.queue(&req);
+        c.write_out().unwrap();
+        assert_eq!(c.in_flight(), 4);
+        answer(&mut peer, &[1, 2, 3, 4]);
+        // Reading the last one first keeps the wanted ones before it.
+        assert_eq!(int(c.recv_for(d)), 4);
+        assert_eq!((c.in_flight(), c.kept()), (0, 2));
+        c.abandon(a);
+        assert_eq!(c.kept(), 1, "an abandoned reply is dropped");
+        assert!(matches!(c.recv_for(a), Err(Error::Protocol(_))));
+        assert_eq!(int(c.recv()), 3, "the oldest wanted one");
+        assert!(matches!(c.recv_for(b), Err(Error::Protocol(_))), "read already");
+        // Nothing expected: an error, not a wait.
+        assert!(matches!(c.recv(), Err(Error::Protocol(_))));
+        // A request abandoned before its reply arrives: the reply is skipped.
+        let e = c.queue(&req);
+        let f = c.queue(&req);
+        c.write_out().unwrap();
+        c.abandon(e);
+        answer(&mut peer, &[5, 6]);
+        assert_eq!(int(c.recv_for(f)), 6);
+        assert_eq!((c.in_flight(), c.kept()), (0, 0));
     }
 }
