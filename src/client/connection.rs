@@ -478,7 +478,10 @@ mod tests {
         assert_eq!(c.kept(), 1, "an abandoned reply is dropped");
         assert!(matches!(c.recv_for(a), Err(Error::Protocol(_))));
         assert_eq!(int(c.recv()), 3, "the oldest wanted one");
-        assert!(matches!(c.recv_for(b), Err(Error::Protocol(_))), "read already");
+        assert!(
+            matches!(c.recv_for(b), Err(Error::Protocol(_))),
+            "read already"
+        );
         // Nothing expected: an error, not a wait.
         assert!(matches!(c.recv(), Err(Error::Protocol(_))));
         // A request abandoned before its reply arrives: the reply is skipped.

@@ -397,6 +397,19 @@ impl Proxy {
     /// the order they were sent on this connection: a later call waits behind
     /// this one, and reads and keeps this one's reply for the ticket first.
     /// Dropping the ticket gives the reply up (the call still runs).
+    ///
+    /// ```no_run
+    /// # fn main() -> mgr::Result<()> {
+    /// let m = mgr::Manager::connect("127.0.0.1:50000", b"secret")?;
+    /// let q = m.create("Queue", vec![])?;
+    /// let get = q.start_call("get", vec![])?; // waits in the server, not here
+    /// // Another connection puts; this one's later calls would wait behind `get`.
+    /// let other = mgr::Manager::connect("127.0.0.1:50000", b"secret")?;
+    /// other.proxy(q.token().clone())?.call("put", vec![mgr::Value::Int(7)])?;
+    /// assert_eq!(get.finish()?.into_value()?, mgr::Value::Int(7));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn start_call(&self, method: &str, args: Vec<Value>) -> Result<PendingCall> {
         let mut conn = self.manager.conn.borrow_mut();
         let seq = conn.queue(&Request::call(self.token.id, method, args));
