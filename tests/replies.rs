@@ -150,7 +150,7 @@ fn a_host_type_cannot_answer_a_call_twice() {
         waiting.finish().unwrap().into_value().unwrap(),
         Value::Int(40)
     );
-    assert_eq!(s.pending(), 0);
+    s.await_blocked(0);
     in_step(&m);
     in_step(&other);
 }
