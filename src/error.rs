@@ -1,20 +1,35 @@
 //! The crate's error type, shared by the server and the client.
+//!
+//! Every [`Error`]'s `Display` is a complete one-line message, and
+//! [`source`](std::error::Error::source) returns only what that message does not
+//! already say, so a report that walks the chain (`anyhow`'s `{:#}`, say) never
+//! prints the same text twice: a variant that wraps another error shows that
+//! error's own message and passes on that error's source.
 
 use std::fmt;
 use std::io;
 
-use crate::address::AddressError;
+use crate::address::{Address, AddressError};
 use crate::proto::auth::AuthError;
 use crate::proto::codec::CodecError;
 use crate::proto::frame::FrameError;
 use crate::proto::RemoteError;
 
-/// Everything that can go wrong in libmgr.
+/// Everything that can go wrong in libmgr. More kinds may be added: match with
+/// a wildcard arm.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// A socket or system call failed.
     Io(io::Error),
-    /// An address could not be parsed or resolved.
+    /// Connecting to (or resolving) an address failed: the address and why.
+    Connect {
+        /// Where the connection was going.
+        address: Address,
+        /// Why it failed.
+        error: io::Error,
+    },
+    /// An address could not be parsed.
     Address(AddressError),
     /// The handshake failed (wrong key, or a peer that does not speak the protocol).
     Auth(AuthError),
@@ -22,7 +37,8 @@ pub enum Error {
     Frame(FrameError),
     /// A payload could not be decoded.
     Codec(CodecError),
-    /// The remote method raised: `kind` is the Python exception kind.
+    /// The remote method raised: `kind` is the Python exception kind (parsed out
+    /// of a traceback reply too, whose full text is then the error's only arg).
     Remote(RemoteError),
     /// The peer broke the protocol, or the call was used wrongly.
     Protocol(String),
@@ -30,15 +46,53 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// The remote exception, when the server answered with one.
+    pub fn remote(&self) -> Option<&RemoteError> {
+        match self {
+            Error::Remote(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The Python exception kind of a remote error (`"KeyError"`,
+    /// `"queue.Empty"` …), `None` for other errors.
+    pub fn remote_kind(&self) -> Option<&str> {
+        self.remote().map(|e| e.kind.as_str())
+    }
+
+    /// The full traceback text, when the server answered with a traceback
+    /// (`#TRACEBACK`: an error raised outside a method, such as an unknown
+    /// typeid or a method not exposed).
+    pub fn traceback(&self) -> Option<&str> {
+        match self.remote()?.args.as_slice() {
+            [crate::proto::Value::Str(t)] if t.starts_with(TRACEBACK_HEADER) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Wraps a failure to reach `address`.
+    pub(crate) fn connect(address: &Address, error: io::Error) -> Error {
+        Error::Connect {
+            address: address.clone(),
+            error,
+        }
+    }
+}
+
+/// How a CPython traceback starts.
+pub(crate) const TRACEBACK_HEADER: &str = "Traceback (most recent call last):";
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io(e) => write!(f, "I/O error: {e}"),
-            Error::Address(e) => write!(f, "bad address: {e}"),
+            Error::Io(e) => e.fmt(f),
+            Error::Connect { address, error } => write!(f, "connecting to {address}: {error}"),
+            Error::Address(e) => e.fmt(f),
             Error::Auth(e) => write!(f, "authentication failed: {e}"),
-            Error::Frame(e) => write!(f, "bad frame: {e}"),
-            Error::Codec(e) => write!(f, "bad payload: {e}"),
-            Error::Remote(e) => write!(f, "remote error: {e}"),
+            Error::Frame(e) => e.fmt(f),
+            Error::Codec(e) => e.fmt(f),
+            Error::Remote(e) => e.fmt(f),
             Error::Protocol(e) => write!(f, "protocol error: {e}"),
             Error::Config(e) => write!(f, "configuration error: {e}"),
         }
@@ -46,14 +100,15 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {
+    /// The source of the wrapped error (whose own text `Display` already shows).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
-            Error::Auth(e) => Some(e),
-            Error::Frame(e) => Some(e),
-            Error::Codec(e) => Some(e),
-            Error::Remote(e) => Some(e),
-            Error::Address(e) => Some(e),
+            Error::Io(e) | Error::Connect { error: e, .. } => e.source(),
+            Error::Auth(e) => e.source(),
+            Error::Frame(e) => e.source(),
+            Error::Codec(e) => e.source(),
+            Error::Remote(e) => e.source(),
+            Error::Address(e) => e.source(),
             Error::Protocol(_) | Error::Config(_) => None,
         }
     }
@@ -74,3 +129,44 @@ from_error!(io::Error => Io, AddressError => Address, AuthError => Auth, FrameEr
 
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Display of each error followed by the Display of every source below it.
+    fn chain(e: &Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(s) = next {
+            out.push(s.to_string());
+            next = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn no_text_is_shown_twice_down_the_chain() {
+        let address: Address = "unix:/x".parse().unwrap();
+        let errors = [
+            Error::connect(&address, io::Error::from(io::ErrorKind::NotFound)),
+            Error::Io(io::Error::other("disk on fire")),
+            Error::Io(io::Error::other(Error::Protocol("inner".into()))),
+            Error::Remote(RemoteError::new("KeyError", "'k'")),
+            Error::Address(AddressError("bad".into())),
+            Error::Protocol("odd".into()),
+        ];
+        for e in &errors {
+            let links = chain(e);
+            for (i, a) in links.iter().enumerate() {
+                for b in &links[i + 1..] {
+                    assert!(!a.contains(b.as_str()), "{a:?} repeats {b:?}");
+                }
+            }
+        }
+        assert!(errors[0].to_string().starts_with("connecting to unix:/x: "));
+        assert_eq!(errors[3].remote_kind(), Some("KeyError"));
+        assert_eq!(errors[0].remote_kind(), None);
+    }
+}

@@ -217,12 +217,10 @@ fn a_panicking_constructor_creates_nothing() {
         m.create("Fragile", vec![Value::Str("ctor".into())])
             .unwrap_err(),
     );
-    // `create` reports failures as a traceback, as CPython's server does.
-    assert_eq!(kind, "RemoteError");
-    assert!(
-        msg.contains("RuntimeError") && msg.contains("constructor panicked"),
-        "{msg}"
-    );
+    // `create` reports failures as a traceback, as CPython's server does; the
+    // client parses its kind out.
+    assert_eq!(kind, "RuntimeError");
+    assert!(msg.contains("constructor panicked"), "{msg}");
     assert_eq!(m.number_of_objects().unwrap(), 0);
     others_are_served(&m);
 }
@@ -282,7 +280,7 @@ fn panics_in_cancel_disconnect_and_destroy_hooks_cost_nothing_else() {
             let w = h.connect();
             let p = w.proxy(f.token().clone()).unwrap();
             p.call("watch", vec![]).unwrap();
-            p.start_call("wait", vec![]).unwrap();
+            let _pending = p.start_call("wait", vec![]).unwrap();
             assert!(eventually(10, || h.pending() == 1));
         } // the waiting client goes: on_cancel, then on_disconnect
         assert!(eventually(10, || h.pending() == 0 && h.connections() == 1));
@@ -301,7 +299,7 @@ fn a_host_answering_late_reaches_no_one_else() {
     {
         let w = h.connect();
         let p = w.proxy(f.token().clone()).unwrap();
-        p.start_call("hold", vec![]).unwrap();
+        let _pending = p.start_call("hold", vec![]).unwrap();
         assert!(eventually(10, || held.lock().unwrap().len() == 1));
     }
     assert!(eventually(10, || h.pending() == 0 && h.connections() == 1));
@@ -362,7 +360,7 @@ fn child_for_sigkill() {
         "waiting" => {
             let m = Manager::connect_to(&addr, KEY).unwrap();
             let f = m.create("Fragile", vec![]).unwrap();
-            f.start_call("wait", vec![]).unwrap();
+            let _pending = f.start_call("wait", vec![]).unwrap();
             std::mem::forget(f);
             std::mem::forget(m);
         }

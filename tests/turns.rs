@@ -35,7 +35,7 @@ fn embedded(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
 fn tcp(server: &Server) -> std::net::SocketAddr {
     match server.address() {
         mgr::Address::Tcp(a) => *a,
-        mgr::Address::Unix(_) => unreachable!(),
+        _ => unreachable!(),
     }
 }
 

@@ -2,10 +2,17 @@
 //!
 //! It speaks the client side of the handshake and then moves native frames.
 //! Requests may be queued and written together (pipelining); replies come back in
-//! request order. Replies to fire-and-forget requests (a proxy's decref on drop)
-//! are counted and skipped when the next reply is read, so dropping a proxy never
-//! waits for a round trip.
+//! request order.
+//!
+//! Every request queued gets a sequence number ([`Seq`]) and a slot in a FIFO of
+//! expected replies, so a reply always goes to the request it answers, whatever
+//! order the caller reads them in: reading the reply of a later request first
+//! reads and keeps the earlier ones for their own readers
+//! ([`recv_for`](Connection::recv_for)). Replies nobody wants (a proxy's decref on
+//! drop, a started call whose ticket was dropped) are skipped when they arrive,
+//! so dropping a proxy never waits for a round trip.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -35,6 +42,27 @@ impl Stream {
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// The sequence number of a request queued on a [`Connection`]: its reply is
+/// read with [`Connection::recv_for`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seq(u64);
+
+impl Seq {
+    /// The request `n` places after this one.
+    pub fn offset(self, n: usize) -> Seq {
+        Seq(self.0 + n as u64)
+    }
+}
+
+/// What is expected of a reply still to be read off the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Someone will read it.
+    Wanted,
+    /// Nobody will: skip it when it arrives.
+    Discard,
+}
+
 /// One authenticated connection.
 #[derive(Debug)]
 pub struct Connection {
@@ -43,10 +71,15 @@ pub struct Connection {
     start: usize,
     end: usize,
     output: Vec<u8>,
-    /// Replies still to come for requests whose answers nobody wants.
-    discard: usize,
-    /// Requests written whose replies have not been read (including discarded ones).
-    in_flight: usize,
+    /// A slot per request queued whose reply has not been read off the socket,
+    /// oldest first; the front is request `first`.
+    expected: VecDeque<Slot>,
+    /// The sequence number of `expected`'s front.
+    first: u64,
+    /// Replies read off the socket (to reach a later one) whose readers have not
+    /// taken them yet, by sequence number. Holds at most one per outstanding
+    /// ticket or pipeline entry of the caller's.
+    kept: BTreeMap<u64, Result<Reply>>,
     max_frame: u64,
     broken: bool,
     /// Pickle instead of the native codec (talking to a CPython server): the
@@ -58,28 +91,39 @@ impl Connection {
     /// Connects and authenticates with `authkey` (the Python ≥ 3.12 handshake,
     /// which also works against 3.11-style legacy servers).
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Connection> {
-        let stream = match address {
-            Address::Tcp(a) => {
-                let s = TcpStream::connect(a)?;
-                s.set_nodelay(true)?;
-                Stream::Tcp(s)
-            }
-            Address::Unix(p) => Stream::Unix(UnixStream::connect(p)?),
-        };
-        let mut c = Connection {
+        let stream = Connection::open(address).map_err(|e| Error::connect(address, e))?;
+        let mut c = Connection::over(stream);
+        c.handshake(authkey)?;
+        Ok(c)
+    }
+
+    /// A connection over `stream`, before the handshake.
+    fn over(stream: Stream) -> Connection {
+        Connection {
             stream,
             input: vec![0; 4096],
             start: 0,
             end: 0,
             output: Vec::new(),
-            discard: 0,
-            in_flight: 0,
+            expected: VecDeque::new(),
+            first: 0,
+            kept: BTreeMap::new(),
             max_frame: DEFAULT_MAX_FRAME,
             broken: false,
             pickle: None,
+        }
+    }
+
+    /// Opens the socket (a host name is looked up here, and each address it
+    /// resolves to is tried in turn).
+    fn open(address: &Address) -> io::Result<Stream> {
+        let tcp = match address {
+            Address::Unix(p) => return Ok(Stream::Unix(UnixStream::connect(p)?)),
+            Address::Tcp(a) => TcpStream::connect(a)?,
+            Address::Host { host, port } => TcpStream::connect((host.as_str(), *port))?,
         };
-        c.handshake(authkey)?;
-        Ok(c)
+        tcp.set_nodelay(true)?;
+        Ok(Stream::Tcp(tcp))
     }
 
     /// Connects like [`connect`](Self::connect), then speaks pickle, as CPython's
@@ -129,23 +173,49 @@ impl Connection {
         self.max_frame = max;
     }
 
-    /// Queues a request without writing it.
-    pub fn queue(&mut self, req: &Request) {
-        let at = begin_frame(&mut self.output);
+    /// Encodes `req` as one frame at the end of `out`, in this connection's
+    /// codec, without queueing it (a [`Pipeline`](super::Pipeline) keeps its
+    /// frames until it runs).
+    pub fn encode(&self, req: &Request, out: &mut Vec<u8>) {
+        let at = begin_frame(out);
         match &self.pickle {
-            Some(address) => {
-                pickle::encode_request(req, &pickle::Origin::new(address), &mut self.output)
-            }
-            None => native::encode_request(req, &mut self.output),
+            Some(address) => pickle::encode_request(req, &pickle::Origin::new(address), out),
+            None => native::encode_request(req, out),
         }
-        finish_frame(&mut self.output, at);
-        self.in_flight += 1;
+        finish_frame(out, at);
+    }
+
+    /// Takes a slot for a request just queued.
+    fn expect(&mut self, slot: Slot) -> Seq {
+        let seq = Seq(self.first + self.expected.len() as u64);
+        self.expected.push_back(slot);
+        seq
+    }
+
+    /// Queues a request without writing it; its reply is read with
+    /// [`recv_for`](Self::recv_for) (or [`recv`](Self::recv) in request order).
+    pub fn queue(&mut self, req: &Request) -> Seq {
+        let mut out = std::mem::take(&mut self.output);
+        self.encode(req, &mut out);
+        self.output = out;
+        self.expect(Slot::Wanted)
+    }
+
+    /// Queues `count` requests already encoded by [`encode`](Self::encode) as
+    /// whole frames, and returns the first one's sequence number (the others
+    /// follow it).
+    pub fn queue_encoded(&mut self, frames: &[u8], count: usize) -> Seq {
+        self.output.extend_from_slice(frames);
+        let first = Seq(self.first + self.expected.len() as u64);
+        self.expected
+            .extend(std::iter::repeat_n(Slot::Wanted, count));
+        first
     }
 
     /// Queues a raw payload as one frame (for tests and tools).
-    pub fn queue_raw(&mut self, payload: &[u8]) {
+    pub fn queue_raw(&mut self, payload: &[u8]) -> Seq {
         frame::write_frame(payload, &mut self.output);
-        self.in_flight += 1;
+        self.expect(Slot::Wanted)
     }
 
     /// Queues raw bytes, not framed (for tests of framing itself).
@@ -163,42 +233,119 @@ impl Connection {
         r.map_err(|e| self.fail(e))
     }
 
-    /// Sends a request now and reads its reply.
+    /// Sends a request now and reads its reply (keeping the replies of earlier
+    /// requests that arrive first for their readers).
     pub fn call(&mut self, req: &Request) -> Result<Reply> {
-        self.queue(req);
-        self.write_out()?;
-        self.recv()
+        let seq = self.queue(req);
+        if let Err(e) = self.write_out() {
+            self.abandon(seq);
+            return Err(e);
+        }
+        self.recv_for(seq)
     }
 
     /// Sends a request whose reply will be skipped unread.
     pub fn send_ignoring_reply(&mut self, req: &Request) -> Result<()> {
-        self.queue(req);
-        self.discard += 1;
+        let mut out = std::mem::take(&mut self.output);
+        self.encode(req, &mut out);
+        self.output = out;
+        self.expect(Slot::Discard);
         self.write_out()
     }
 
-    /// Reads the next reply that someone is waiting for.
+    /// Reads the reply of the oldest request whose reply is still wanted (an
+    /// error, not a wait, when no reply is expected).
     pub fn recv(&mut self) -> Result<Reply> {
+        let oldest = match self.kept.keys().next() {
+            Some(&seq) => seq,
+            None => match self.expected.iter().position(|s| *s == Slot::Wanted) {
+                Some(i) => self.first + i as u64,
+                None => {
+                    return Err(Error::Protocol(
+                        "no reply is expected: every request sent has been answered".into(),
+                    ))
+                }
+            },
+        };
+        self.recv_for(Seq(oldest))
+    }
+
+    /// Reads the reply of request `seq`. Replies of earlier requests that are
+    /// still wanted are read and kept for their own readers; unwanted ones are
+    /// skipped. An error, not a wait, when `seq`'s reply was read already, was
+    /// given up ([`abandon`](Self::abandon)) or was never asked for.
+    pub fn recv_for(&mut self, seq: Seq) -> Result<Reply> {
+        if let Some(reply) = self.kept.remove(&seq.0) {
+            return reply;
+        }
+        let at = seq.0.checked_sub(self.first).map(|i| i as usize);
+        if at.and_then(|i| self.expected.get(i)) != Some(&Slot::Wanted) {
+            return Err(Error::Protocol(format!(
+                "no reply is expected for request #{}: it was read already, given up, or never sent",
+                seq.0
+            )));
+        }
         loop {
-            let at = self.next_frame(self.max_frame)?;
-            self.in_flight = self.in_flight.saturating_sub(1);
-            if self.discard > 0 {
-                self.discard -= 1;
-                continue;
+            let slot = *self.expected.front().expect("seq's slot is still queued");
+            let this = self.first;
+            let reply = self.read_reply();
+            if matches!(&reply, Err(e) if !matches!(e, Error::Codec(_))) {
+                // The connection failed (or the frame was bad): nothing more
+                // will be read in step, so every later read fails too.
+                self.broken = true;
+                return reply;
             }
-            // Decoded where it lies in the input buffer: no copy of the payload.
-            let payload = &self.input[at];
-            let reply = match self.pickle {
-                Some(_) => pickle::decode_reply(payload),
-                None => native::decode_reply(payload),
-            };
-            return reply.map_err(Error::Codec);
+            self.expected.pop_front();
+            self.first += 1;
+            match slot {
+                Slot::Discard => {}
+                Slot::Wanted if this == seq.0 => return reply,
+                Slot::Wanted => {
+                    self.kept.insert(this, reply);
+                }
+            }
         }
     }
 
-    /// Reads one frame's payload.
+    /// Gives up the reply of request `seq`: it is dropped if it has been read, and
+    /// skipped when it arrives otherwise.
+    pub fn abandon(&mut self, seq: Seq) {
+        if self.kept.remove(&seq.0).is_some() {
+            return;
+        }
+        if let Some(i) = seq.0.checked_sub(self.first) {
+            if let Some(slot) = self.expected.get_mut(i as usize) {
+                *slot = Slot::Discard;
+            }
+        }
+    }
+
+    /// Reads and decodes one reply frame.
+    fn read_reply(&mut self) -> Result<Reply> {
+        if self.broken {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the connection failed earlier",
+            )));
+        }
+        let at = self.next_frame(self.max_frame)?;
+        // Decoded where it lies in the input buffer: no copy of the payload.
+        let payload = &self.input[at];
+        let reply = match self.pickle {
+            Some(_) => pickle::decode_reply(payload),
+            None => native::decode_reply(payload),
+        };
+        reply.map_err(Error::Codec)
+    }
+
+    /// Reads one frame's payload, undecoded (for the handshake, tests and
+    /// tools): the reply of the oldest request whose reply has not been read,
+    /// whether it was wanted or not.
     pub fn read_frame(&mut self, max: u64) -> Result<Vec<u8>> {
         let at = self.next_frame(max)?;
+        if self.expected.pop_front().is_some() {
+            self.first += 1;
+        }
         Ok(self.input[at].to_vec())
     }
 
@@ -264,9 +411,15 @@ impl Connection {
         self.broken
     }
 
-    /// Requests written whose replies have not been read yet.
+    /// Requests queued whose replies have not been read off the socket yet
+    /// (wanted or not).
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.expected.len()
+    }
+
+    /// Replies read off the socket and kept for readers that have not asked yet.
+    pub fn kept(&self) -> usize {
+        self.kept.len()
     }
 
     /// Shuts the sending half (the server sees EOF).
@@ -276,5 +429,68 @@ impl Connection {
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write)?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection over one end of a socket pair, and the other end, which
+    /// plays the server: no handshake.
+    fn pair() -> (Connection, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Connection::over(Stream::Unix(a)), b)
+    }
+
+    fn answer(peer: &mut UnixStream, values: &[i64]) {
+        let mut out = Vec::new();
+        for v in values {
+            let at = begin_frame(&mut out);
+            native::encode_reply(&Reply::Return(Value::Int(*v)), &mut out);
+            finish_frame(&mut out, at);
+        }
+        peer.write_all(&out).unwrap();
+    }
+
+    fn int(r: Result<Reply>) -> i64 {
+        match r.unwrap() {
+            Reply::Return(Value::Int(i)) => i,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn replies_go_to_their_requests_whatever_the_order_of_reads() {
+        let (mut c, mut peer) = pair();
+        let req = Request::public("dummy", vec![]);
+        let a = c.queue(&req);
+        c.send_ignoring_reply(&req).unwrap();
+        let b = c.queue(&req);
+        let d = c.queue(&req);
+        c.write_out().unwrap();
+        assert_eq!(c.in_flight(), 4);
+        answer(&mut peer, &[1, 2, 3, 4]);
+        // Reading the last one first keeps the wanted ones before it.
+        assert_eq!(int(c.recv_for(d)), 4);
+        assert_eq!((c.in_flight(), c.kept()), (0, 2));
+        c.abandon(a);
+        assert_eq!(c.kept(), 1, "an abandoned reply is dropped");
+        assert!(matches!(c.recv_for(a), Err(Error::Protocol(_))));
+        assert_eq!(int(c.recv()), 3, "the oldest wanted one");
+        assert!(
+            matches!(c.recv_for(b), Err(Error::Protocol(_))),
+            "read already"
+        );
+        // Nothing expected: an error, not a wait.
+        assert!(matches!(c.recv(), Err(Error::Protocol(_))));
+        // A request abandoned before its reply arrives: the reply is skipped.
+        let e = c.queue(&req);
+        let f = c.queue(&req);
+        c.write_out().unwrap();
+        c.abandon(e);
+        answer(&mut peer, &[5, 6]);
+        assert_eq!(int(c.recv_for(f)), 6);
+        assert_eq!((c.in_flight(), c.kept()), (0, 0));
     }
 }

@@ -7,6 +7,13 @@
 //! the connection belong to it: if the process dies, the server releases them.
 //! [`Pipeline`] sends many calls before reading any reply.
 //!
+//! Replies cannot be mixed up: every request has a slot in the connection's FIFO
+//! of expected replies, and each caller reads its own. A call started with
+//! [`Proxy::start_call`] is a ticket ([`PendingCall`]); ordinary calls made while
+//! it is outstanding keep its reply for it, and dropping the ticket drops the
+//! reply when it comes. A [`Pipeline`] owns its requests until
+//! [`run`](Pipeline::run): dropped unrun, they are never sent.
+//!
 //! [`Manager::connect_cpython`] talks to a CPython manager server instead
 //! (`BaseManager.start()`, `get_server().serve_forever()`): pickle, method calls
 //! over one `accept_connection`ed connection, and every public request (create,
@@ -24,7 +31,7 @@ mod connection;
 mod segment;
 mod spawn;
 
-pub use connection::Connection;
+pub use connection::{Connection, Seq};
 pub use segment::Segment;
 pub use spawn::{SpawnOptions, SpawnedServer};
 
@@ -174,9 +181,9 @@ impl Manager {
                 released: false,
             })),
             Reply::Error(e) => Err(Error::Remote(e)),
-            Reply::Traceback(t) | Reply::Unserializable(t) => Err(Error::Remote(
-                crate::proto::RemoteError::new("RemoteError", t),
-            )),
+            Reply::Traceback(t) | Reply::Unserializable(t) => {
+                Err(Error::Remote(traceback_error(t)))
+            }
         }
     }
 
@@ -311,17 +318,23 @@ impl Manager {
         self.public("shutdown", vec![]).map(drop)
     }
 
-    /// Reads the reply of the oldest call sent with [`Proxy::start_call`] (waiting
-    /// for it if the server has not answered yet).
-    pub fn finish_call(&self) -> Result<Returned> {
-        let reply = self.conn.borrow_mut().recv()?;
-        self.returned(reply)
+    /// Reads the reply of a call started with [`Proxy::start_call`] (waiting for
+    /// it if the server has not answered yet); the same as [`PendingCall::finish`].
+    /// An error if the call was started on another connection.
+    pub fn finish_call(&self, call: PendingCall) -> Result<Returned> {
+        if !Rc::ptr_eq(&self.conn, &call.manager.conn) {
+            return Err(Error::Protocol(
+                "finish_call: the call was started on another connection".into(),
+            ));
+        }
+        call.finish()
     }
 
     /// Starts a batch of calls sent together.
     pub fn pipeline(&self) -> Pipeline<'_> {
         Pipeline {
             manager: self,
+            frames: Vec::new(),
             count: 0,
         }
     }
@@ -379,13 +392,35 @@ impl Proxy {
     }
 
     /// Sends a call of `method` without reading its reply, so a call that blocks
-    /// in the server (`Queue.get`, `Lock.acquire`) does not block this thread. Read
-    /// the reply with [`Manager::finish_call`]; replies come back in the order the
-    /// calls were sent on this connection, and later calls wait behind it.
-    pub fn start_call(&self, method: &str, args: Vec<Value>) -> Result<()> {
+    /// in the server (`Queue.get`, `Lock.acquire`) does not block this thread.
+    /// Read the reply with [`PendingCall::finish`]. The server answers calls in
+    /// the order they were sent on this connection: a later call waits behind
+    /// this one, and reads and keeps this one's reply for the ticket first.
+    /// Dropping the ticket gives the reply up (the call still runs).
+    ///
+    /// ```no_run
+    /// # fn main() -> mgr::Result<()> {
+    /// let m = mgr::Manager::connect("127.0.0.1:50000", b"secret")?;
+    /// let q = m.create("Queue", vec![])?;
+    /// let get = q.start_call("get", vec![])?; // waits in the server, not here
+    /// // Another connection puts; this one's later calls would wait behind `get`.
+    /// let other = mgr::Manager::connect("127.0.0.1:50000", b"secret")?;
+    /// other.proxy(q.token().clone())?.call("put", vec![mgr::Value::Int(7)])?;
+    /// assert_eq!(get.finish()?.into_value()?, mgr::Value::Int(7));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start_call(&self, method: &str, args: Vec<Value>) -> Result<PendingCall> {
         let mut conn = self.manager.conn.borrow_mut();
-        conn.queue(&Request::call(self.token.id, method, args));
-        conn.write_out()
+        let seq = conn.queue(&Request::call(self.token.id, method, args));
+        if let Err(e) = conn.write_out() {
+            conn.abandon(seq);
+            return Err(e);
+        }
+        Ok(PendingCall {
+            manager: self.manager.clone(),
+            seq: Some(seq),
+        })
     }
 
     /// A manager handle on the same connection.
@@ -411,21 +446,62 @@ impl Drop for Proxy {
     }
 }
 
+/// A call sent by [`Proxy::start_call`] whose reply has not been read: a ticket
+/// for that reply. Other calls on the same connection keep the reply for it if
+/// they read past it; dropping the ticket unfinished gives the reply up.
+#[must_use = "a started call's reply is read with PendingCall::finish; dropping it gives the reply up"]
+pub struct PendingCall {
+    manager: Manager,
+    /// `None` once finished.
+    seq: Option<Seq>,
+}
+
+impl fmt::Debug for PendingCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingCall")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingCall {
+    /// Reads the call's reply, waiting for it if the server has not answered yet.
+    pub fn finish(mut self) -> Result<Returned> {
+        let seq = self.seq.take().expect("a ticket is finished once");
+        let reply = self.manager.conn.borrow_mut().recv_for(seq)?;
+        self.manager.returned(reply)
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq {
+            if let Ok(mut c) = self.manager.conn.try_borrow_mut() {
+                c.abandon(seq);
+            }
+        }
+    }
+}
+
 /// Calls queued to be sent together; [`run`](Pipeline::run) writes them in one go
-/// and reads every reply in order.
+/// and reads every reply in order. The pipeline owns its requests until then:
+/// dropped without `run`, it sends nothing.
 #[derive(Debug)]
+#[must_use = "a pipeline sends nothing until run() is called"]
 pub struct Pipeline<'a> {
     manager: &'a Manager,
+    /// The queued calls, encoded as frames.
+    frames: Vec<u8>,
     count: usize,
 }
 
 impl Pipeline<'_> {
     /// Queues a call of `method` on `proxy`.
     pub fn call(&mut self, proxy: &Proxy, method: &str, args: Vec<Value>) -> &mut Self {
-        self.manager
-            .conn
-            .borrow_mut()
-            .queue(&Request::call(proxy.token.id, method, args));
+        self.manager.conn.borrow().encode(
+            &Request::call(proxy.token.id, method, args),
+            &mut self.frames,
+        );
         self.count += 1;
         self
     }
@@ -440,14 +516,90 @@ impl Pipeline<'_> {
         self.count == 0
     }
 
-    /// Sends the queued calls and returns their results in order.
+    /// Sends the queued calls and returns their results in order. A failed
+    /// connection fails the whole run; an error in one reply is that call's.
     pub fn run(self) -> Result<Vec<Result<Returned>>> {
-        self.manager.conn.borrow_mut().write_out()?;
+        let first = {
+            let mut conn = self.manager.conn.borrow_mut();
+            let first = conn.queue_encoded(&self.frames, self.count);
+            if let Err(e) = conn.write_out() {
+                (0..self.count).for_each(|i| conn.abandon(first.offset(i)));
+                return Err(e);
+            }
+            first
+        };
         let mut out = Vec::with_capacity(self.count);
-        for _ in 0..self.count {
-            let reply = self.manager.conn.borrow_mut().recv()?;
-            out.push(self.manager.returned(reply));
+        for i in 0..self.count {
+            let reply = self.manager.conn.borrow_mut().recv_for(first.offset(i));
+            match reply {
+                Ok(reply) => out.push(self.manager.returned(reply)),
+                Err(e @ Error::Codec(_)) => out.push(Err(e)),
+                Err(e) => {
+                    let mut conn = self.manager.conn.borrow_mut();
+                    (i + 1..self.count).for_each(|j| conn.abandon(first.offset(j)));
+                    return Err(e);
+                }
+            }
         }
         Ok(out)
+    }
+}
+
+/// The error a `#TRACEBACK` (or `#UNSERIALIZABLE`) reply stands for. A CPython
+/// traceback ends with the exception's line, `Kind: message`; that kind is the
+/// error's, the message its message, and the whole text its only arg (as
+/// CPython's `RemoteError` carries it). Text that is no traceback is a
+/// `RemoteError` with the text as its message.
+pub(crate) fn traceback_error(text: String) -> crate::proto::RemoteError {
+    use crate::error::TRACEBACK_HEADER;
+    use crate::proto::RemoteError;
+    let last = text.trim_end().lines().last().unwrap_or("");
+    let (kind, message) = last.split_once(": ").unwrap_or((last, ""));
+    let is_name = !kind.is_empty()
+        && kind.split('.').all(|part| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+        });
+    // Without the header, only a name that reads as an exception's counts.
+    let looks_raised = ["Error", "Exception", "Exit", "Interrupt", "Warning"]
+        .iter()
+        .any(|end| kind.ends_with(end));
+    if is_name && (text.starts_with(TRACEBACK_HEADER) || looks_raised) {
+        let mut e = RemoteError::new(kind, message);
+        if text.starts_with(TRACEBACK_HEADER) {
+            e.args = vec![Value::Str(text)];
+        }
+        return e;
+    }
+    RemoteError::new("RemoteError", text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traceback_error;
+
+    #[test]
+    fn traceback_kinds_are_parsed_from_the_last_line() {
+        let t = "Traceback (most recent call last):\n  File \"x\", line 1\nAttributeError: 'Foo' has no attribute 'bar'\n";
+        let e = traceback_error(t.into());
+        assert_eq!(e.kind, "AttributeError");
+        assert_eq!(e.message, "'Foo' has no attribute 'bar'");
+        assert_eq!(e.args, vec![crate::Value::Str(t.into())]);
+        let e = traceback_error("Traceback (most recent call last):\nqueue.Empty".into());
+        assert_eq!((e.kind.as_str(), e.message.as_str()), ("queue.Empty", ""));
+        let e = traceback_error("TypeError: f() returned a shared object".into());
+        assert_eq!(e.kind, "TypeError");
+        for other in [
+            "libmgr: rejected request: x",
+            "",
+            "no kind here",
+            "Traceback (most recent call last):\n  odd line: x y",
+        ] {
+            let e = traceback_error(other.into());
+            assert_eq!(e.kind, "RemoteError", "{other:?}");
+            assert_eq!(e.message, other);
+        }
     }
 }

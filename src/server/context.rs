@@ -59,7 +59,8 @@ id_type!(
 );
 id_type!(
     /// A deferred call awaiting its answer. Answering a handle whose client has gone
-    /// (or that was answered already) is a harmless no-op that reports `false`.
+    /// (or that was answered already) is a harmless no-op that reports `false`:
+    /// a call is answered once.
     ReplyHandle
 );
 
@@ -91,6 +92,8 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) struct Completion {
     pub(crate) conn: ConnId,
+    /// The handle it answers (none for a call failed because its object went).
+    pub(crate) handle: Option<ReplyHandle>,
     /// The typeid the value becomes (method_to_typeid), if any.
     pub(crate) proxy: Option<Rc<str>>,
     pub(crate) result: Result<Value, RemoteError>,
@@ -403,6 +406,7 @@ impl Core {
             if let Some(conn) = p.conn {
                 self.outbox.push(Completion {
                     conn,
+                    handle: None,
                     proxy: None,
                     result: Err(RemoteError::new("RuntimeError", why())),
                 });
@@ -448,6 +452,7 @@ impl Core {
                 }
                 self.outbox.push(Completion {
                     conn,
+                    handle: Some(h),
                     proxy: p.proxy,
                     result,
                 });
@@ -521,9 +526,23 @@ impl Core {
         }
     }
 
-    /// Drops a handle that was taken but not used (the call answered at once).
-    pub(crate) fn discard(&mut self, h: ReplyHandle) {
-        self.take_pending(h);
+    /// Drops a handle that was taken but not used: the call answered by
+    /// returning (or panicked). An answer given through the handle before the
+    /// call returned is a second answer: it is taken back out of the outbox,
+    /// never sent, so the call's own result is its only answer. True when there
+    /// was one to take back.
+    pub(crate) fn discard(&mut self, h: ReplyHandle) -> bool {
+        if self.take_pending(h).is_some() {
+            return false;
+        }
+        match self.outbox.iter().rposition(|c| c.handle == Some(h)) {
+            Some(i) => {
+                // Loans of the refused value are repaid by their timer as usual.
+                self.outbox.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Number of deferred calls awaiting an answer.
@@ -695,8 +714,16 @@ impl Context<'_> {
     /// and answer later with [`reply`](Self::reply) (or, from the host, through the
     /// server). The connection's later requests wait until then, in order.
     ///
+    /// A call has one answer: calling `defer` again in the same call returns the
+    /// same handle, and if `call` returns anything but [`Outcome::Deferred`]
+    /// (a value, an object, an error), that is the answer and the handle is
+    /// dropped — an answer already given through it is taken back, never sent.
+    ///
     /// [`Outcome::Deferred`]: super::registry::Outcome::Deferred
     pub fn defer(&mut self) -> ReplyHandle {
+        if let Some(h) = self.deferred {
+            return h;
+        }
         let object = self.this.unwrap_or(ObjectId(u64::MAX));
         let h = self.core.defer(self.conn, object, self.proxy.clone());
         self.deferred = Some(h);
@@ -704,7 +731,11 @@ impl Context<'_> {
     }
 
     /// Answers a deferred call. Returns false when the handle is stale (answered
-    /// already, or its client has gone) — a no-op, not an error.
+    /// already, or its client has gone) — a no-op, not an error: a second
+    /// answer is never sent. Answering the running call's own handle before
+    /// `call` returns counts only if `call` then returns
+    /// [`Outcome::Deferred`](super::registry::Outcome::Deferred) (see
+    /// [`defer`](Self::defer)).
     pub fn reply(&mut self, handle: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
         self.core.complete(handle, result)
     }
@@ -941,6 +972,64 @@ mod tests {
             e.message
         );
         assert_eq!(core.objects.len(), 0);
+    }
+
+    /// Answers its own call twice, as `method` says.
+    struct Twice;
+    impl SharedObject for Twice {
+        fn call(
+            &mut self,
+            cx: &mut Context<'_>,
+            method: &str,
+            _: CallArgs,
+        ) -> super::super::registry::CallResult {
+            let h = cx.defer();
+            match method {
+                "reply_then_return" => {
+                    assert!(cx.reply(h, Ok(Value::Int(1))));
+                    Ok(Value::Int(2).into())
+                }
+                "defer_twice" => {
+                    assert_eq!(cx.defer(), h, "one handle per call");
+                    assert!(cx.reply(h, Ok(Value::Int(1))));
+                    assert!(!cx.reply(h, Ok(Value::Int(2))), "answered already");
+                    Ok(super::super::registry::Outcome::Deferred)
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_call_is_answered_once() {
+        use super::super::registry::{Outcome, TypeSpec};
+        let mut core = Core::new();
+        core.registry
+            .insert(TypeSpec::new("twice", &[], |_, _| Ok(Box::new(Twice))));
+        let id = core.construct(None, "twice", CallArgs::default()).unwrap();
+        assert!(core.objects.incref(id));
+        let conn = ConnId::new(0, 1);
+        let run = |core: &mut Core, method: &str| {
+            core.with_object(id, Some(conn), None, Recount::IfHolding, |o, cx| {
+                o.call(cx, method, CallArgs::default())
+            })
+            .unwrap()
+        };
+        // Answered through the handle, then by returning: the return wins
+        // (dispatch discards the handle), the early answer is taken back.
+        let (r, h) = run(&mut core, "reply_then_return");
+        assert!(matches!(r, Ok(Outcome::Value(Value::Int(2)))));
+        assert_eq!(core.outbox.len(), 1);
+        assert!(core.discard(h.unwrap()), "the early answer is taken back");
+        assert!(core.outbox.is_empty(), "and never sent");
+        assert_eq!(core.pending_len(), 0);
+        // Deferred twice: one handle, one answer.
+        let (r, h) = run(&mut core, "defer_twice");
+        assert!(matches!(r, Ok(Outcome::Deferred)));
+        assert!(h.is_some());
+        assert_eq!(core.outbox.len(), 1);
+        assert_eq!(core.pending_len(), 0);
+        assert!(matches!(core.outbox[0].result, Ok(Value::Int(1))));
     }
 
     #[test]

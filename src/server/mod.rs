@@ -184,7 +184,7 @@ impl Server {
         }
         let remove_socket = match &config.address {
             Address::Unix(p) => Some(p.clone()),
-            Address::Tcp(_) => None,
+            Address::Tcp(_) | Address::Host { .. } => None,
         };
         let mut core = Core::new();
         core.loans.grace = config.reply_ref_grace;

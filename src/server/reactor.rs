@@ -182,7 +182,7 @@ pub(crate) struct Reactor {
 impl Reactor {
     pub(crate) fn bind(config: ServerConfig) -> io::Result<Reactor> {
         let poll = Poll::new()?;
-        let (mut listener, address) = match &config.address {
+        let (mut listener, address) = match &config.address.resolve()? {
             Address::Tcp(addr) => {
                 let l = TcpListener::bind(*addr)?;
                 let bound = l.local_addr()?;
@@ -192,6 +192,7 @@ impl Reactor {
                 let l = UnixListener::bind(path)?;
                 (Listener::Unix(l), Address::Unix(path.clone()))
             }
+            other => return Err(io::Error::other(format!("'{other}' was not resolved"))),
         };
         listen(&listener, config.listen_backlog)?;
         match &mut listener {

@@ -219,7 +219,7 @@ impl TestServer {
     pub fn tcp(&self) -> std::net::SocketAddr {
         match &self.address {
             Address::Tcp(a) => *a,
-            Address::Unix(_) => unreachable!("this server listens on a Unix socket"),
+            other => unreachable!("this server listens on {other}, not a TCP port"),
         }
     }
 
@@ -247,7 +247,7 @@ impl Drop for TestServer {
     }
 }
 
-/// Registers Counter, Mailbox, Holder and Maker.
+/// Registers Counter, Mailbox, Holder, Answers and Maker.
 pub fn register_test_types(server: &mut Server) {
     server.register(TypeSpec::new(
         "Counter",
@@ -265,6 +265,16 @@ pub fn register_test_types(server: &mut Server) {
     server.register(TypeSpec::new("Holder", &["set", "get"], |_, mut a| {
         Ok(Box::new(Holder(a.take(0, "value").unwrap_or(Value::None))))
     }));
+    server.register(TypeSpec::new(
+        "Answers",
+        &[
+            "reply_then_return",
+            "defer_twice",
+            "reply_then_defer",
+            "answer_all",
+        ],
+        |_, _| Ok(Box::new(Answers::default())),
+    ));
     server.register(
         TypeSpec::new("Maker", &[], |_, _| Ok(Box::new(Maker)))
             .method_to_typeid("counter", "Counter")
@@ -339,6 +349,50 @@ impl SharedObject for Mailbox {
             if let Some(t) = self.waiters.remove(i).1 {
                 cx.cancel_timer(t);
             }
+        }
+    }
+}
+
+/// Tries to answer one call twice, as a buggy host type might:
+/// reply_then_return() answers 1 through its handle, then returns 2;
+/// defer_twice() takes two handles (kept) and returns Deferred;
+/// reply_then_defer() answers 3 through its handle and returns Deferred;
+/// answer_all(v) answers every kept handle with v, v+1, …, and returns how many
+/// answers were accepted.
+#[derive(Default)]
+pub struct Answers {
+    kept: Vec<ReplyHandle>,
+}
+
+impl SharedObject for Answers {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, mut args: CallArgs) -> CallResult {
+        match method {
+            "reply_then_return" => {
+                let h = cx.defer();
+                cx.reply(h, Ok(Value::Int(1)));
+                Ok(Value::Int(2).into())
+            }
+            "defer_twice" => {
+                self.kept.push(cx.defer());
+                self.kept.push(cx.defer());
+                Ok(Outcome::Deferred)
+            }
+            "reply_then_defer" => {
+                let h = cx.defer();
+                cx.reply(h, Ok(Value::Int(3)));
+                Ok(Outcome::Deferred)
+            }
+            "answer_all" => {
+                let v = args.take(0, "v").and_then(|v| v.as_int()).unwrap_or(0);
+                let mut accepted = 0;
+                for (i, h) in self.kept.drain(..).enumerate() {
+                    if cx.reply(h, Ok(Value::Int(v + i as i64))) {
+                        accepted += 1;
+                    }
+                }
+                Ok(Value::Int(accepted).into())
+            }
+            _ => unreachable!(),
         }
     }
 }

@@ -111,12 +111,13 @@ impl From<Error> for Fail {
         use mgr_status::*;
         let status = match &e {
             Error::Io(io) if is_closed(io) => MGR_ERR_CLOSED,
-            Error::Io(_) => MGR_ERR_IO,
+            Error::Io(_) | Error::Connect { .. } => MGR_ERR_IO,
             Error::Address(_) => MGR_ERR_INVALID_ARGUMENT,
             Error::Auth(_) => MGR_ERR_AUTH,
             Error::Frame(_) | Error::Codec(_) | Error::Protocol(_) => MGR_ERR_PROTOCOL,
             Error::Config(_) => MGR_ERR_CONFIG,
             Error::Remote(_) => MGR_ERR_REMOTE,
+            _ => MGR_ERR_IO,
         };
         match e {
             Error::Remote(r) => Fail::remote(r),

@@ -419,26 +419,37 @@ mod tests {
     #[test]
     fn fifo_with_removal_by_handle_and_timer() {
         let mut core = Core::new();
-        let mut cx = core.context(Some(ConnId::new(0, 1)));
+        // One context per call: a call defers (at most) one answer.
+        let conn = Some(ConnId::new(0, 1));
         let mut q = WaitQueue::default();
-        let a = q.defer(&mut cx, Wait::Forever, 'a');
-        let b = q.defer(&mut cx, Wait::For(Duration::from_secs(1)), 'b');
-        let c = q.defer(&mut cx, Wait::For(Duration::from_secs(2)), 'c');
+        let a = q.defer(&mut core.context(conn), Wait::Forever, 'a');
+        let b = q.defer(
+            &mut core.context(conn),
+            Wait::For(Duration::from_secs(1)),
+            'b',
+        );
+        let c = q.defer(
+            &mut core.context(conn),
+            Wait::For(Duration::from_secs(2)),
+            'c',
+        );
         let tb = q.iter().nth(1).unwrap().timer.unwrap();
         assert_eq!(q.len(), 3);
-        assert_eq!(q.take_handle(&mut cx, a).map(|w| w.data), Some('a'));
+        assert_eq!(
+            q.take_handle(&mut core.context(conn), a).map(|w| w.data),
+            Some('a')
+        );
         assert_eq!(q.take_timer(tb).map(|w| w.data), Some('b'));
         assert!(q.take_timer(tb).is_none(), "a spent timer is gone");
-        cx.cancel_timer(tb); // as if it had fired
+        core.context(conn).cancel_timer(tb); // as if it had fired
         assert_eq!(q.iter().next().map(|w| w.handle), Some(c));
-        let d = q.defer(&mut cx, Wait::Forever, 'd');
-        let order: Vec<_> = std::iter::from_fn(|| q.pop_front(&mut cx))
+        let d = q.defer(&mut core.context(conn), Wait::Forever, 'd');
+        let order: Vec<_> = std::iter::from_fn(|| q.pop_front(&mut core.context(conn)))
             .map(|w| (w.handle, w.data))
             .collect();
         assert_eq!(order, vec![(c, 'c'), (d, 'd')]);
         assert_eq!(q.len(), 0);
         let _ = b;
-        drop(cx);
         assert_eq!(
             core.next_deadline(),
             None,

@@ -26,7 +26,7 @@ pub fn serve(address: &Address) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let tcp;
     let unix;
-    let bound = match address {
+    let bound = match &address.resolve()? {
         Address::Tcp(a) => {
             let mut l = TcpListener::bind(*a)?;
             poll.registry()
@@ -44,6 +44,7 @@ pub fn serve(address: &Address) -> io::Result<()> {
             unix = Some(l);
             address.clone()
         }
+        other => return Err(io::Error::other(format!("'{other}' was not resolved"))),
     };
     println!("echo listening on {bound}");
     io::stdout().flush()?;

@@ -22,13 +22,14 @@ pub(crate) enum Stream {
 impl Stream {
     /// Connects to `address` (TCP with `TCP_NODELAY`).
     pub(crate) fn connect(address: &Address) -> io::Result<Stream> {
-        Ok(match address {
+        Ok(match address.resolve()? {
             Address::Tcp(a) => {
                 let s = StdTcp::connect(a)?;
                 s.set_nodelay(true)?;
                 Stream::Tcp(s)
             }
             Address::Unix(p) => Stream::Unix(StdUnix::connect(p)?),
+            other => return Err(io::Error::other(format!("'{other}' was not resolved"))),
         })
     }
 }
