@@ -299,6 +299,29 @@ class SyncManagerTest(MgrdTestCase):
 
     # ---- data types ----
 
+    def test_dict_iterator_invalidated_like_cpythons(self):
+        # CPython's test_dict: changing a dict's size (or its keys) while
+        # iterating raises RuntimeError from next().
+        d = self.m.dict({1: 1, 2: 2})
+        it = iter(d)
+        d.clear()
+        with self.assertRaisesRegex(RuntimeError, "dictionary changed size during iteration"):
+            next(it)
+        d = self.m.dict({1: 1})
+        with self.assertRaises(RuntimeError):
+            for i in d:
+                d[i + 1] = 1
+        d = self.m.dict({0: 0})
+        with self.assertRaisesRegex(RuntimeError, "dictionary keys changed during iteration"):
+            for i in d:
+                del d[0]
+                d[0] = 0
+        # Values may change: iteration completes.
+        d = self.m.dict({"a": 1, "b": 2})
+        for k in d:
+            d[k] += 1
+        self.assertEqual(dict(d.items()), {"a": 2, "b": 3})
+
     def test_dict(self):
         d = self.m.dict({"a": 1}, b=2)
         d[3] = [1, 2]
