@@ -37,11 +37,13 @@ mod dispatch;
 mod fasthash;
 mod guard;
 mod loans;
+mod named;
 mod objects;
 mod reactor;
 mod segments;
 
 pub use context::{ConnId, Context, ReplyHandle, TimerId};
+pub use named::ObjectSpec;
 pub use registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 
 use context::Core;

@@ -297,10 +297,12 @@ impl TypeSpec {
     }
 }
 
-/// typeid → [`TypeSpec`].
+/// typeid → [`TypeSpec`], and the named objects: typeids whose `create`
+/// returns one long-lived object (see [`Server::expose`](super::Server::expose)).
 #[derive(Debug, Default)]
 pub struct Registry {
     types: HashMap<String, Rc<TypeSpec>>,
+    named: HashMap<String, ObjectId>,
 }
 
 impl Registry {
@@ -319,6 +321,44 @@ impl Registry {
         let mut v: Vec<&str> = self.types.keys().map(String::as_str).collect();
         v.sort_unstable();
         v
+    }
+
+    /// The object published under `name`, if any.
+    pub fn named(&self, name: &str) -> Option<ObjectId> {
+        self.named.get(name).copied()
+    }
+
+    /// The names objects are published under, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.named.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Why `name` cannot name a new published object, if it cannot: it is
+    /// empty, a registered typeid, or published already.
+    pub(crate) fn check_name(&self, name: &str) -> Result<(), String> {
+        if name.is_empty() {
+            Err("the name of a published object must not be empty".to_owned())
+        } else if self.types.contains_key(name) {
+            Err(format!(
+                "'{name}' is a registered typeid: a published object needs a name of its own"
+            ))
+        } else if self.named.contains_key(name) {
+            Err(format!("an object is published as '{name}' already"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records that `name` publishes `id` (after [`check_name`](Self::check_name)).
+    pub(crate) fn add_named(&mut self, name: &str, id: ObjectId) {
+        self.named.insert(name.to_owned(), id);
+    }
+
+    /// Forgets the name; returns the object it published.
+    pub(crate) fn remove_named(&mut self, name: &str) -> Option<ObjectId> {
+        self.named.remove(name)
     }
 }
 
@@ -355,6 +395,26 @@ mod tests {
         let e = a.check("get", 2, &["block"]).unwrap_err();
         assert_eq!(e.kind, "TypeError");
         assert!(e.message.contains("'bogus'"));
+    }
+
+    #[test]
+    fn names_are_checked_against_typeids_and_each_other() {
+        let mut r = Registry::default();
+        r.insert(TypeSpec::new("dict", &[], |_, _| {
+            Err(RemoteError::type_error("unused"))
+        }));
+        assert!(r.check_name("").is_err());
+        assert!(r
+            .check_name("dict")
+            .unwrap_err()
+            .contains("registered typeid"));
+        assert!(r.check_name("get_state").is_ok());
+        r.add_named("get_state", ObjectId(7));
+        assert!(r.check_name("get_state").unwrap_err().contains("already"));
+        assert_eq!(r.named("get_state"), Some(ObjectId(7)));
+        assert_eq!(r.names(), ["get_state"]);
+        assert_eq!(r.remove_named("get_state"), Some(ObjectId(7)));
+        assert_eq!(r.named("get_state"), None);
     }
 
     #[test]
