@@ -63,6 +63,13 @@ fn every_create_of_a_name_returns_the_same_object_held_by_the_server() {
             .unwrap(),
         int(6)
     );
+    // A client cannot drop the server's own reference: an extra decref is
+    // refused and the object stays.
+    let id = Value::Int(m2.create("score", vec![]).unwrap().token().id.0 as i64);
+    let e = m2.public("decref", vec![id.clone()]).unwrap_err();
+    assert!(e.to_string().contains("published object"), "{e}");
+    assert!(m2.public("decref", vec![id]).is_err(), "and again");
+    assert_eq!(m2.number_of_objects().unwrap(), 3);
     // Arguments are refused (the object is already built); the connection and
     // the object are fine.
     let e = m2.create("score", vec![int(1)]).unwrap_err();

@@ -182,6 +182,18 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
         }
         "incref" | "decref" => match id_arg(args.args.first()) {
             Ok(id) => {
+                let pins = core.registry.pins(id);
+                if method == "decref"
+                    && pins > 0
+                    && core.objects.get(id).is_some_and(|s| s.refcount <= pins)
+                {
+                    // Only the server's own references are left: an extra
+                    // decref must not destroy a published object.
+                    return traceback(
+                        "KeyError",
+                        format!("'{id}' (a published object: no client reference is left to drop)"),
+                    );
+                }
                 let ok = if method == "incref" {
                     session.take_ref(core, id)
                 } else {

@@ -303,6 +303,8 @@ impl TypeSpec {
 pub struct Registry {
     types: HashMap<String, Rc<TypeSpec>>,
     named: HashMap<String, ObjectId>,
+    /// How many names publish each object (each holds one reference).
+    pins: HashMap<ObjectId, u32>,
 }
 
 impl Registry {
@@ -354,11 +356,24 @@ impl Registry {
     /// Records that `name` publishes `id` (after [`check_name`](Self::check_name)).
     pub(crate) fn add_named(&mut self, name: &str, id: ObjectId) {
         self.named.insert(name.to_owned(), id);
+        *self.pins.entry(id).or_insert(0) += 1;
     }
 
     /// Forgets the name; returns the object it published.
     pub(crate) fn remove_named(&mut self, name: &str) -> Option<ObjectId> {
-        self.named.remove(name)
+        let id = self.named.remove(name)?;
+        if let Some(n) = self.pins.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.pins.remove(&id);
+            }
+        }
+        Some(id)
+    }
+
+    /// The references the names hold to `id` (that no client may drop).
+    pub(crate) fn pins(&self, id: ObjectId) -> u32 {
+        self.pins.get(&id).copied().unwrap_or(0)
     }
 }
 
@@ -410,11 +425,16 @@ mod tests {
             .contains("registered typeid"));
         assert!(r.check_name("get_state").is_ok());
         r.add_named("get_state", ObjectId(7));
+        r.add_named("alias", ObjectId(7));
+        assert_eq!(r.pins(ObjectId(7)), 2);
         assert!(r.check_name("get_state").unwrap_err().contains("already"));
         assert_eq!(r.named("get_state"), Some(ObjectId(7)));
-        assert_eq!(r.names(), ["get_state"]);
+        assert_eq!(r.names(), ["alias", "get_state"]);
         assert_eq!(r.remove_named("get_state"), Some(ObjectId(7)));
         assert_eq!(r.named("get_state"), None);
+        assert_eq!(r.pins(ObjectId(7)), 1);
+        assert_eq!(r.remove_named("alias"), Some(ObjectId(7)));
+        assert_eq!(r.pins(ObjectId(7)), 0);
     }
 
     #[test]
