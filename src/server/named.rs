@@ -86,7 +86,8 @@ impl Server {
 
     fn publish(&mut self, name: &str, id: ObjectId) {
         self.core.objects.incref(id);
-        self.core.registry.add_named(name, id);
+        let spec = self.core.objects.get(id).expect("live").spec.clone();
+        self.core.registry.add_named(name, id, spec);
     }
 }
 

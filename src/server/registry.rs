@@ -302,7 +302,8 @@ impl TypeSpec {
 #[derive(Debug, Default)]
 pub struct Registry {
     types: HashMap<String, Rc<TypeSpec>>,
-    named: HashMap<String, ObjectId>,
+    /// Each name's object, and that object's type.
+    named: HashMap<String, (ObjectId, Rc<TypeSpec>)>,
     /// How many names publish each object (each holds one reference).
     pins: HashMap<ObjectId, u32>,
 }
@@ -327,7 +328,17 @@ impl Registry {
 
     /// The object published under `name`, if any.
     pub fn named(&self, name: &str) -> Option<ObjectId> {
-        self.named.get(name).copied()
+        self.named.get(name).map(|(id, _)| *id)
+    }
+
+    /// The exposed methods of `typeid`'s objects: a registered type's, or for
+    /// a name, its object's type's (pickled proxies carry them, so a client
+    /// rebuilding one needs no `get_methods` round trip).
+    pub fn exposed_of(&self, typeid: &str) -> Option<&[String]> {
+        match self.types.get(typeid) {
+            Some(spec) => Some(spec.exposed()),
+            None => self.named.get(typeid).map(|(_, spec)| spec.exposed()),
+        }
     }
 
     /// The names objects are published under, sorted.
@@ -354,14 +365,14 @@ impl Registry {
     }
 
     /// Records that `name` publishes `id` (after [`check_name`](Self::check_name)).
-    pub(crate) fn add_named(&mut self, name: &str, id: ObjectId) {
-        self.named.insert(name.to_owned(), id);
+    pub(crate) fn add_named(&mut self, name: &str, id: ObjectId, spec: Rc<TypeSpec>) {
+        self.named.insert(name.to_owned(), (id, spec));
         *self.pins.entry(id).or_insert(0) += 1;
     }
 
     /// Forgets the name; returns the object it published.
     pub(crate) fn remove_named(&mut self, name: &str) -> Option<ObjectId> {
-        let id = self.named.remove(name)?;
+        let (id, _) = self.named.remove(name)?;
         if let Some(n) = self.pins.get_mut(&id) {
             *n -= 1;
             if *n == 0 {
@@ -424,12 +435,15 @@ mod tests {
             .unwrap_err()
             .contains("registered typeid"));
         assert!(r.check_name("get_state").is_ok());
-        r.add_named("get_state", ObjectId(7));
-        r.add_named("alias", ObjectId(7));
+        let spec = r.get("dict").unwrap().clone();
+        r.add_named("get_state", ObjectId(7), spec.clone());
+        r.add_named("alias", ObjectId(7), spec);
         assert_eq!(r.pins(ObjectId(7)), 2);
         assert!(r.check_name("get_state").unwrap_err().contains("already"));
         assert_eq!(r.named("get_state"), Some(ObjectId(7)));
         assert_eq!(r.names(), ["alias", "get_state"]);
+        assert_eq!(r.exposed_of("alias"), Some(&[][..]), "the object's type's");
+        assert_eq!(r.exposed_of("nothing"), None);
         assert_eq!(r.remove_named("get_state"), Some(ObjectId(7)));
         assert_eq!(r.named("get_state"), None);
         assert_eq!(r.pins(ObjectId(7)), 1);

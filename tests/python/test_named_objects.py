@@ -9,7 +9,8 @@ import subprocess
 import sys
 import textwrap
 import unittest
-from multiprocessing.managers import BaseManager
+import multiprocessing
+from multiprocessing.managers import BaseManager, IteratorProxy
 
 from mgrtest import MGRD, Mgrd
 
@@ -52,6 +53,8 @@ QueueManager.register("get_queue")
 QueueManager.register("get_state")
 QueueManager.register("jobs")
 QueueManager.register("Queue")  # a plain typeid, for contrast
+# What dict.__iter__ returns (method_to_typeid), as for any such result.
+QueueManager.register("Iterator", proxytype=IteratorProxy, create_method=False)
 
 
 class NamedObjectsTest(unittest.TestCase):
@@ -119,6 +122,24 @@ class NamedObjectsTest(unittest.TestCase):
         with self.assertRaises(queue.Full):
             jobs.put("two", timeout=0.05)
         self.assertEqual(jobs.get(), "one")
+
+    def test_a_published_objects_proxy_nested_in_a_value_comes_back_usable(self):
+        # Proxies rebuilt from returned values authenticate with the process key.
+        multiprocessing.current_process().authkey = AUTHKEY
+        m = self.manager()
+        state, q = m.get_state(), m.get_queue()
+        state["inbox"] = q
+        try:
+            back = state["inbox"]
+            # The pickled proxy carried the exposed methods: no get_methods
+            # round trip (which a proxy rebuilt without a manager cannot make).
+            self.assertEqual(back._token.id, q._token.id)
+            self.assertIn("put", back._exposed_)
+            back.put("via the dict")
+            self.assertEqual(q.get(timeout=5), "via the dict")
+            self.assertIn("inbox", list(state))
+        finally:
+            del state["inbox"]
 
     def test_arguments_to_a_named_create_are_refused(self):
         m = self.manager()
