@@ -6,7 +6,9 @@
 //! `create` of such a name returns the same object every time (with its type's
 //! exposed methods), taking a reference like any `create`; the server keeps one
 //! reference of its own, so the object lives until [`Server::unexpose`] or until
-//! the server is dropped, however clients count theirs. This module owns the
+//! the server is dropped, however clients count theirs. A name cannot be a
+//! registered typeid; a type registered later under a published name is
+//! shadowed by it for `create`. This module owns the
 //! names' bookkeeping on the server's side and the `NAME=TYPE[:ARGS]` syntax
 //! ([`ObjectSpec`]); `dispatch` answers `create` for a name.
 
