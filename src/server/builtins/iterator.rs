@@ -18,12 +18,17 @@
 //! `RuntimeError('dictionary keys changed during iteration')` once a key was
 //! added while the size came back to the same (a key deleted and another added:
 //! the iterator is finished then, as CPython's drops its dict). CPython raises
-//! the latter only when the walk over its entry table meets more keys than it
-//! expected, which may be later or, when the replacements land behind the
-//! iterator's position, not at all; here the first `__next__` after the change
-//! raises. An iterator that has raised `StopIteration` stays finished whatever
-//! the dict does. Values stored under existing keys may change freely, as in
-//! CPython (the iterator yields keys).
+//! the latter only when the walk over its entry table meets more entries than
+//! it expected, which depends on the table's layout: later, or not at all (a
+//! temporary key added and deleted again, a resize that compacts the table).
+//! Here the first `__next__` after any key was added raises, whatever happened
+//! since — deterministic, and within what Python documents ("may raise a
+//! RuntimeError or fail to iterate over all entries"). Knowing exactly which
+//! keys are new since the iterator was made would need an insertion stamp per
+//! entry; the two counters keep the check O(1) with no per-entry cost. An
+//! iterator that has raised `StopIteration` stays finished whatever the dict
+//! does. Values stored under existing keys may change freely, as in CPython
+//! (the iterator yields keys).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
