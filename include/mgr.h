@@ -464,6 +464,47 @@ enum mgr_status mgr_server_shutdown(struct mgr_server *server);
 // one of these typeids is replaced. `MGR_ERR_BUSY` from inside a callback.
 enum mgr_status mgr_server_register_builtins(struct mgr_server *server);
 
+// Publishes a new object of the registered `type_id` (a host type or a
+// built-in), built from `args` (a list or tuple, NULL for none) and `kwargs`
+// (a dict with str keys, NULL for none) as a client's create would build it,
+// under `name`: from then on every create of typeid `name` returns this one
+// object, as CPython's `register(name, callable=lambda: obj)` does, so a
+// Python client reaches it with `Manager.register(name)` and `m.name()`.
+// The server holds a reference to it until `mgr_server_unexpose` or
+// `mgr_server_free`. `args` and `kwargs` are borrowed. `MGR_ERR_CONFIG`
+// when `name` is empty, a registered typeid or published already;
+// `MGR_ERR_REMOTE` when building fails (unknown typeid, or the constructor
+// raised: kind and message in the last error); `MGR_ERR_BUSY` from inside a
+// callback.
+enum mgr_status mgr_server_expose(struct mgr_server *server,
+                                  const char *name,
+                                  const char *type_id,
+                                  const struct mgr_value *args,
+                                  const struct mgr_value *kwargs);
+
+// Publishes the host's own state `object` (what a create callback of the
+// registered host type `type_id` would make; NULL is a valid state) under
+// `name`, as `mgr_server_expose` does, without calling the create
+// callback: a game host publishes the scoreboard it keeps updating, and
+// clients call the type's methods on it. When `type_id` is not a registered
+// host type (`MGR_ERR_NOT_FOUND`) or an argument is NULL, nothing is taken;
+// otherwise `object` passes to the library, and is released with the type's
+// destroy callback when the object goes (after `mgr_server_unexpose` and
+// the last client reference, or at `mgr_server_free`) — at once if
+// publishing fails (`MGR_ERR_CONFIG`: `name` empty, a registered typeid or
+// published already; `MGR_ERR_REMOTE`: no room under the held-bytes cap).
+// `MGR_ERR_BUSY` from inside a callback (nothing is taken then either).
+enum mgr_status mgr_server_expose_object(struct mgr_server *server,
+                                         const char *name,
+                                         const char *type_id,
+                                         void *object);
+
+// Withdraws `name` (`mgr_server_expose`) and drops the server's reference:
+// the object lives on while clients hold it (its destroy callback runs once
+// the last goes, now if none holds it). `MGR_ERR_NOT_FOUND` when nothing is
+// published as `name`; `MGR_ERR_BUSY` from inside a callback.
+enum mgr_status mgr_server_unexpose(struct mgr_server *server, const char *name);
+
 // Writes the number of live shared objects to `*out`. `MGR_ERR_BUSY` from inside
 // a callback.
 enum mgr_status mgr_server_number_of_objects(const struct mgr_server *server, size_t *out);

@@ -270,8 +270,8 @@ fn dict_iteration_goes_through_an_iterator_proxy() {
     assert_eq!(it.token().typeid, "Iterator");
     assert_eq!(it.exposed(), ["__next__", "send", "throw", "close"]);
     assert_eq!(m.number_of_objects().unwrap(), 2);
-    // A snapshot: later changes to the dict do not show.
-    d.call("__setitem__", vec![s("late"), i(0)]).unwrap();
+    // Values may change while iterating; the keys are yielded in order.
+    d.call("__setitem__", vec![i(1), s("new value")]).unwrap();
     assert_eq!(it.call("__next__", vec![]).unwrap(), i(1));
     assert_eq!(it.call("__next__", vec![]).unwrap(), s("x"));
     assert_eq!(
@@ -280,6 +280,67 @@ fn dict_iteration_goes_through_an_iterator_proxy() {
     );
     drop(it);
     assert_eq!(m.number_of_objects().unwrap(), 1);
+}
+
+#[test]
+fn dict_iterators_are_invalidated_like_cpythons() {
+    let srv = Builtins::start();
+    let m = srv.connect();
+    let iter = |d: &mgr::Proxy| {
+        d.invoke("__iter__", vec![], vec![])
+            .unwrap()
+            .into_proxy()
+            .unwrap()
+    };
+    let size = || {
+        (
+            "RuntimeError".to_owned(),
+            "dictionary changed size during iteration".to_owned(),
+        )
+    };
+    // `it = iter(d); d.clear(); next(it)`, as CPython's test_dict checks.
+    let d = new_dict(&m);
+    let it = iter(&d);
+    d.call("clear", vec![]).unwrap();
+    assert_eq!(kind_msg(it.call("__next__", vec![])), size());
+    assert_eq!(kind_msg(it.call("__next__", vec![])), size(), "sticky");
+    // An item added while iterating (test_mutating_iteration).
+    let d = new_dict(&m);
+    let it = iter(&d);
+    assert_eq!(it.call("__next__", vec![]).unwrap(), i(1));
+    d.call("__setitem__", vec![s("late"), i(0)]).unwrap();
+    assert_eq!(kind_msg(it.call("__next__", vec![])), size());
+    // A key deleted and put back (test_mutating_iteration_delete).
+    let d = m
+        .create("dict", vec![Value::Dict(vec![(i(0), i(0))])])
+        .unwrap();
+    let it = iter(&d);
+    assert_eq!(it.call("__next__", vec![]).unwrap(), i(0));
+    d.call("__delitem__", vec![i(0)]).unwrap();
+    d.call("__setitem__", vec![i(0), i(0)]).unwrap();
+    assert_eq!(
+        kind_msg(it.call("__next__", vec![])),
+        (
+            "RuntimeError".into(),
+            "dictionary keys changed during iteration".into()
+        )
+    );
+    assert_eq!(kind_msg(it.call("__next__", vec![])).0, "StopIteration");
+    // Iterators of one dict, made before and after a change, each judge by
+    // their own start; a failed call changes nothing.
+    let d = new_dict(&m);
+    let old = iter(&d);
+    assert_eq!(remote(d.call("pop", vec![s("nope")])).kind, "KeyError");
+    d.call("pop", vec![s("x")]).unwrap();
+    let new = iter(&d);
+    assert_eq!(kind_msg(old.call("__next__", vec![])), size());
+    assert_eq!(new.call("__next__", vec![]).unwrap(), i(1));
+    assert_eq!(kind_msg(new.call("__next__", vec![])).0, "StopIteration");
+    // The iterator outlives its dict and keeps its snapshot.
+    let d = new_dict(&m);
+    let it = iter(&d);
+    drop(d);
+    assert_eq!(it.call("__next__", vec![]).unwrap(), i(1));
 }
 
 #[test]

@@ -436,6 +436,25 @@ fn a_waiter_killed_mid_wait_is_removed_and_the_next_one_is_served() {
 }
 
 #[test]
+fn a_barrier_party_whose_connection_died_still_counts_for_its_round() {
+    // As on CPython: a party that arrived counts even if its client went away,
+    // so the survivors are released when the last party arrives.
+    let s = SyncServer::start();
+    let m = s.connect();
+    let b = m.create("Barrier", vec![int(3)]).unwrap();
+    let doomed = block_on_new_connection(&s, b.token(), "wait", 1);
+    let survivor = s.spawn(b.token(), |b| b.call("wait", vec![]).unwrap());
+    s.await_blocked(2);
+    drop(doomed);
+    s.await_blocked(1);
+    assert_eq!(attr(&b, "n_waiting"), int(2), "the departed party counts");
+    assert_eq!(b.call("wait", vec![]).unwrap(), int(2));
+    assert_eq!(survivor.join().unwrap(), int(1));
+    assert_eq!(attr(&b, "n_waiting"), int(0));
+    assert_eq!(attr(&b, "broken"), f());
+}
+
+#[test]
 fn an_rlock_owner_that_disconnects_hands_it_to_the_next_waiter() {
     let s = SyncServer::start();
     let m = s.connect();

@@ -47,9 +47,15 @@ struct Mgrd {
 
 impl Mgrd {
     fn start() -> Mgrd {
+        Mgrd::start_with(README_KEY, &[])
+    }
+
+    /// `mgrd` with this key and these arguments besides the address.
+    fn start_with(key: &str, args: &[&str]) -> Mgrd {
         let mut child = Command::new(common::mgrd())
             .args(["--address", "127.0.0.1:0"])
-            .env("MGR_AUTHKEY", README_KEY)
+            .args(args)
+            .env("MGR_AUTHKEY", key)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start mgrd");
@@ -109,6 +115,46 @@ fn python_snippet_runs_against_mgrd() {
         "stdout: {stdout}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn named_object_snippet_runs_against_mgrd_object() {
+    // The "Using a remote manager" client, against the mgrd command above it.
+    let text = readme();
+    let command = blocks(&text, "sh")
+        .into_iter()
+        .find(|b| b.contains("--object"))
+        .expect("the README shows mgrd --object");
+    assert!(
+        command.contains("MGR_AUTHKEY=abracadabra ")
+            && command.contains("--object get_queue=Queue"),
+        "the command changed; update this test: {command}"
+    );
+    let py = blocks(&text, "py");
+    assert_eq!(py.len(), 1, "one named-object snippet");
+    let server = Mgrd::start_with("abracadabra", &["--object", "get_queue=Queue"]);
+    let script = py[0].replace("50000", server.port());
+    assert_ne!(script, py[0], "the snippet names port 50000");
+    // A second client (another process) takes the item the snippet put.
+    let getter = "from multiprocessing.managers import BaseManager\n\
+                  class QueueManager(BaseManager): pass\n\
+                  QueueManager.register('get_queue')\n\
+                  m = QueueManager(address=('127.0.0.1', PORT), authkey=b'abracadabra')\n\
+                  m.connect()\n\
+                  print('got', m.get_queue().get(timeout=10))\n"
+        .replace("PORT", server.port());
+    for (code, expect) in [(script.as_str(), ""), (getter.as_str(), "got hello")] {
+        let out = Command::new("python3")
+            .args(["-c", code])
+            .output()
+            .expect("run python3");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(expect),
+            "stdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -942,3 +942,155 @@ fn a_million_deep_host_reply_is_refused_cleanly_and_the_server_keeps_serving() {
     drop(p);
     server.stop();
 }
+
+/// The Scoreboard host type's userdata: how many states were destroyed.
+static BOARDS_DESTROYED: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn board_call(
+    _userdata: *mut c_void,
+    object: *mut c_void,
+    method: *const c_char,
+    args: *const mgr_value,
+    _kwargs: *const mgr_value,
+    req: *mut mgr_request,
+) -> mgr_status {
+    let score = &mut *object.cast::<i64>();
+    match CStr::from_ptr(method).to_str().unwrap() {
+        "add" => {
+            let (mut item, mut n) = (ptr::null(), 0);
+            if mgr_value_get_item(args, 0, &mut item) != mgr_status::MGR_OK
+                || mgr_value_get_int(item, &mut n) != mgr_status::MGR_OK
+            {
+                mgr_request_raise(req, c"TypeError".as_ptr(), c"add(n: int)".as_ptr());
+                return mgr_status::MGR_ERR_REMOTE;
+            }
+            *score += n;
+            mgr_request_return(req, mgr_value_int(*score))
+        }
+        "get" => mgr_request_return(req, mgr_value_int(*score)),
+        other => panic!("unexpected method {other}"),
+    }
+}
+
+unsafe extern "C" fn board_destroy(_userdata: *mut c_void, object: *mut c_void) {
+    BOARDS_DESTROYED.fetch_add(1, Ordering::SeqCst);
+    drop(Box::from_raw(object.cast::<i64>()));
+}
+
+struct BoardMethods([*const c_char; 2]);
+// SAFETY: pointers to static C string literals.
+unsafe impl Sync for BoardMethods {}
+static BOARD_METHODS: BoardMethods = BoardMethods([c"add".as_ptr(), c"get".as_ptr()]);
+
+#[test]
+fn a_c_host_publishes_objects_that_stock_cpython_clients_reach_by_typeid() {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || unsafe {
+        let s = new_server();
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        let vt = mgr_type {
+            version: MGR_TYPE_VERSION,
+            exposed: BOARD_METHODS.0.as_ptr(),
+            exposed_len: 2,
+            method_to_typeid: ptr::null(),
+            method_to_typeid_len: 0,
+            create: None,
+            call: Some(board_call),
+            destroy: Some(board_destroy),
+            repr: None,
+            cancel: None,
+        };
+        assert_eq!(
+            mgr_server_register(s, c"Scoreboard".as_ptr(), &vt, ptr::null_mut()),
+            mgr_status::MGR_OK
+        );
+        // The host's own state, published as it is.
+        let board = Box::into_raw(Box::new(100i64)).cast::<c_void>();
+        let name = c"get_scoreboard".as_ptr();
+        assert_eq!(
+            mgr_server_expose_object(s, name, c"Scoreboard".as_ptr(), board),
+            mgr_status::MGR_OK
+        );
+        // A name taken: the state passed over is released at once.
+        let other = Box::into_raw(Box::new(0i64)).cast::<c_void>();
+        assert_eq!(
+            mgr_server_expose_object(s, name, c"Scoreboard".as_ptr(), other),
+            mgr_status::MGR_ERR_CONFIG
+        );
+        assert_eq!(BOARDS_DESTROYED.load(Ordering::SeqCst), 1);
+        // Not a host type: nothing is taken.
+        assert_eq!(
+            mgr_server_expose_object(s, c"q".as_ptr(), c"Queue".as_ptr(), ptr::null_mut()),
+            mgr_status::MGR_ERR_NOT_FOUND
+        );
+        // A built-in built with arguments: Queue(1).
+        let args = mgr_value_tuple();
+        mgr_value_append(args, mgr_value_int(1));
+        assert_eq!(
+            mgr_server_expose(
+                s,
+                c"get_queue".as_ptr(),
+                c"Queue".as_ptr(),
+                args,
+                ptr::null()
+            ),
+            mgr_status::MGR_OK
+        );
+        mgr_value_free(args);
+        let bad = mgr_value_tuple();
+        mgr_value_append(bad, mgr_value_str(c"x".as_ptr()));
+        assert_eq!(
+            mgr_server_expose(s, c"bad".as_ptr(), c"Queue".as_ptr(), bad, ptr::null()),
+            mgr_status::MGR_ERR_REMOTE
+        );
+        assert_eq!(last_error_kind(), "TypeError");
+        mgr_value_free(bad);
+        let address = CStr::from_ptr(mgr_server_address(s))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        tx.send(address).unwrap();
+        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
+        let mut n = usize::MAX;
+        assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 2, "the server holds its published objects");
+        assert_eq!(
+            mgr_server_unexpose(s, c"get_queue".as_ptr()),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(
+            mgr_server_unexpose(s, c"get_queue".as_ptr()),
+            mgr_status::MGR_ERR_NOT_FOUND
+        );
+        assert_eq!(mgr_server_number_of_objects(s, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 1, "unexposed and unheld: destroyed");
+        assert_eq!(BOARDS_DESTROYED.load(Ordering::SeqCst), 1);
+        mgr_server_free(s);
+        assert_eq!(
+            BOARDS_DESTROYED.load(Ordering::SeqCst),
+            2,
+            "freed with the server"
+        );
+    });
+    let address = rx.recv().expect("server started");
+    let out = std::process::Command::new("python3")
+        .arg(common::repo_root().join("tests/python/c_expose_client.py"))
+        .arg(&address)
+        .env("MGR_AUTHKEY", std::str::from_utf8(KEY).unwrap())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("python: all checks passed"),
+        "python client failed ({}):\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Rust client sees the same object, with the Python client's changes.
+    let m = Manager::connect(&address, KEY).unwrap();
+    let board = m.create("get_scoreboard", vec![]).unwrap();
+    assert_eq!(board.call("get", vec![]).unwrap(), Value::Int(105));
+    drop(board);
+    m.public("shutdown", vec![]).unwrap();
+    thread.join().expect("server thread");
+}

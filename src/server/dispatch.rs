@@ -163,10 +163,14 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
                 _ => return traceback("TypeError", "create() needs a typeid string"),
             };
             args.args.remove(0);
-            match core.construct(Some(session.id), &typeid, args) {
+            let made = match core.registry.named(&typeid) {
+                Some(id) => named(core, &typeid, id, &args),
+                None => core.construct(Some(session.id), &typeid, args),
+            };
+            match made {
                 Ok(id) => {
                     session.take_ref(core, id);
-                    let spec = &core.objects.get(id).expect("just created").spec;
+                    let spec = &core.objects.get(id).expect("live").spec;
                     let exposed = spec.exposed().iter().cloned().map(Value::Str).collect();
                     done(Value::Tuple(vec![
                         session.id_value(id),
@@ -178,6 +182,18 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
         }
         "incref" | "decref" => match id_arg(args.args.first()) {
             Ok(id) => {
+                let pins = core.registry.pins(id);
+                if method == "decref"
+                    && pins > 0
+                    && core.objects.get(id).is_some_and(|s| s.refcount <= pins)
+                {
+                    // Only the server's own references are left: an extra
+                    // decref must not destroy a published object.
+                    return traceback(
+                        "KeyError",
+                        format!("'{id}' (a published object: no client reference is left to drop)"),
+                    );
+                }
                 let ok = if method == "incref" {
                     session.take_ref(core, id)
                 } else {
@@ -221,6 +237,30 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
             Some(Err(e)) => traceback(&e.kind, &e.message),
             None => traceback("AssertionError", format!("'{other}' unrecognized")),
         },
+    }
+}
+
+/// `create` of a typeid that names a published object: that object (the
+/// caller takes a reference), as CPython's `register('get_queue', callable=lambda:
+/// queue)` returns the same queue every time. Arguments are refused, as that
+/// lambda refuses them.
+fn named(
+    core: &Core,
+    name: &str,
+    id: ObjectId,
+    args: &CallArgs,
+) -> Result<ObjectId, crate::proto::RemoteError> {
+    if !args.args.is_empty() || !args.kwargs.is_empty() {
+        return Err(crate::proto::RemoteError::type_error(format!(
+            "'{name}' names a published object: create() takes no arguments for it"
+        )));
+    }
+    match core.objects.get(id) {
+        Some(_) => Ok(id),
+        None => Err(crate::proto::RemoteError::new(
+            "KeyError",
+            format!("'{name}' names an object that is gone"),
+        )),
     }
 }
 

@@ -37,6 +37,7 @@ mod dispatch;
 mod fasthash;
 mod guard;
 mod loans;
+mod named;
 mod objects;
 mod reactor;
 mod segments;
@@ -44,6 +45,7 @@ mod segments;
 mod tokio_serve;
 
 pub use context::{ConnId, Context, ReplyHandle, TimerId};
+pub use named::ObjectSpec;
 pub use registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 #[cfg(feature = "tokio")]
 pub use tokio_serve::serve;

@@ -908,7 +908,7 @@ fn encode_reply(conn: &mut Conn, reply: &Reply, address: &Value, registry: &Regi
     let at = begin_frame(&mut conn.output);
     match conn.phase {
         Phase::Serving(Some(Serializer::Pickle)) => {
-            let exposed = |typeid: &str| registry.get(typeid).map(|s| s.exposed());
+            let exposed = |typeid: &str| registry.exposed_of(typeid);
             let origin = pickle::Origin {
                 address,
                 exposed: &exposed,

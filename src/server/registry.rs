@@ -297,10 +297,15 @@ impl TypeSpec {
     }
 }
 
-/// typeid → [`TypeSpec`].
+/// typeid → [`TypeSpec`], and the named objects: typeids whose `create`
+/// returns one long-lived object (see [`Server::expose`](super::Server::expose)).
 #[derive(Debug, Default)]
 pub struct Registry {
     types: HashMap<String, Rc<TypeSpec>>,
+    /// Each name's object, and that object's type.
+    named: HashMap<String, (ObjectId, Rc<TypeSpec>)>,
+    /// How many names publish each object (each holds one reference).
+    pins: HashMap<ObjectId, u32>,
 }
 
 impl Registry {
@@ -319,6 +324,67 @@ impl Registry {
         let mut v: Vec<&str> = self.types.keys().map(String::as_str).collect();
         v.sort_unstable();
         v
+    }
+
+    /// The object published under `name`, if any.
+    pub fn named(&self, name: &str) -> Option<ObjectId> {
+        self.named.get(name).map(|(id, _)| *id)
+    }
+
+    /// The exposed methods of `typeid`'s objects: a registered type's, or for
+    /// a name, its object's type's (pickled proxies carry them, so a client
+    /// rebuilding one needs no `get_methods` round trip).
+    pub fn exposed_of(&self, typeid: &str) -> Option<&[String]> {
+        match self.types.get(typeid) {
+            Some(spec) => Some(spec.exposed()),
+            None => self.named.get(typeid).map(|(_, spec)| spec.exposed()),
+        }
+    }
+
+    /// The names objects are published under, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.named.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Why `name` cannot name a new published object, if it cannot: it is
+    /// empty, a registered typeid, or published already.
+    pub(crate) fn check_name(&self, name: &str) -> Result<(), String> {
+        if name.is_empty() {
+            Err("the name of a published object must not be empty".to_owned())
+        } else if self.types.contains_key(name) {
+            Err(format!(
+                "'{name}' is a registered typeid: a published object needs a name of its own"
+            ))
+        } else if self.named.contains_key(name) {
+            Err(format!("an object is published as '{name}' already"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records that `name` publishes `id` (after [`check_name`](Self::check_name)).
+    pub(crate) fn add_named(&mut self, name: &str, id: ObjectId, spec: Rc<TypeSpec>) {
+        self.named.insert(name.to_owned(), (id, spec));
+        *self.pins.entry(id).or_insert(0) += 1;
+    }
+
+    /// Forgets the name; returns the object it published.
+    pub(crate) fn remove_named(&mut self, name: &str) -> Option<ObjectId> {
+        let (id, _) = self.named.remove(name)?;
+        if let Some(n) = self.pins.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.pins.remove(&id);
+            }
+        }
+        Some(id)
+    }
+
+    /// The references the names hold to `id` (that no client may drop).
+    pub(crate) fn pins(&self, id: ObjectId) -> u32 {
+        self.pins.get(&id).copied().unwrap_or(0)
     }
 }
 
@@ -355,6 +421,34 @@ mod tests {
         let e = a.check("get", 2, &["block"]).unwrap_err();
         assert_eq!(e.kind, "TypeError");
         assert!(e.message.contains("'bogus'"));
+    }
+
+    #[test]
+    fn names_are_checked_against_typeids_and_each_other() {
+        let mut r = Registry::default();
+        r.insert(TypeSpec::new("dict", &[], |_, _| {
+            Err(RemoteError::type_error("unused"))
+        }));
+        assert!(r.check_name("").is_err());
+        assert!(r
+            .check_name("dict")
+            .unwrap_err()
+            .contains("registered typeid"));
+        assert!(r.check_name("get_state").is_ok());
+        let spec = r.get("dict").unwrap().clone();
+        r.add_named("get_state", ObjectId(7), spec.clone());
+        r.add_named("alias", ObjectId(7), spec);
+        assert_eq!(r.pins(ObjectId(7)), 2);
+        assert!(r.check_name("get_state").unwrap_err().contains("already"));
+        assert_eq!(r.named("get_state"), Some(ObjectId(7)));
+        assert_eq!(r.names(), ["alias", "get_state"]);
+        assert_eq!(r.exposed_of("alias"), Some(&[][..]), "the object's type's");
+        assert_eq!(r.exposed_of("nothing"), None);
+        assert_eq!(r.remove_named("get_state"), Some(ObjectId(7)));
+        assert_eq!(r.named("get_state"), None);
+        assert_eq!(r.pins(ObjectId(7)), 1);
+        assert_eq!(r.remove_named("alias"), Some(ObjectId(7)));
+        assert_eq!(r.pins(ObjectId(7)), 0);
     }
 
     #[test]

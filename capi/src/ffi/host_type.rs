@@ -242,6 +242,12 @@ impl HostType {
         self.types.upgrade()?.borrow().get(typeid).cloned()
     }
 
+    /// Wraps the host's state `object` as an object of this type (released
+    /// with its destroy callback when it goes).
+    pub(crate) fn wrap(self: &Rc<Self>, object: *mut c_void) -> Box<dyn SharedObject> {
+        Box::new(HostObject::new(self.clone(), object))
+    }
+
     fn construct(
         self: &Rc<Self>,
         cx: &mut Context<'_>,

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use super::host_type::{mgr_type, read_vtable, HostType, Types};
 use super::status::{mgr_status, Fail};
+use super::value::{arg_args, arg_kwargs, mgr_value};
 use super::{arg_bytes, arg_str, out_ptr};
 use crate::address::Address;
-use crate::server::{Server, ServerConfig, ServerHandle};
+use crate::server::{CallArgs, Server, ServerConfig, ServerHandle};
 
 /// The options layout version this library understands.
 pub const MGR_SERVER_OPTIONS_VERSION: u32 = 1;
@@ -331,6 +332,99 @@ pub unsafe extern "C" fn mgr_server_register_builtins(server: *mut mgr_server) -
             Ok(())
         })?;
         Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Publishes a new object of the registered `type_id` (a host type or a
+/// built-in), built from `args` (a list or tuple, NULL for none) and `kwargs`
+/// (a dict with str keys, NULL for none) as a client's create would build it,
+/// under `name`: from then on every create of typeid `name` returns this one
+/// object, as CPython's `register(name, callable=lambda: obj)` does, so a
+/// Python client reaches it with `Manager.register(name)` and `m.name()`.
+/// The server holds a reference to it until [`mgr_server_unexpose`] or
+/// [`mgr_server_free`]. `args` and `kwargs` are borrowed. `MGR_ERR_CONFIG`
+/// when `name` is empty, a registered typeid or published already;
+/// `MGR_ERR_REMOTE` when building fails (unknown typeid, or the constructor
+/// raised: kind and message in the last error); `MGR_ERR_BUSY` from inside a
+/// callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_expose(
+    server: *mut mgr_server,
+    name: *const c_char,
+    type_id: *const c_char,
+    args: *const mgr_value,
+    kwargs: *const mgr_value,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let name = arg_str(name, "name")?;
+        let typeid = arg_str(type_id, "type_id")?;
+        let args = CallArgs { args: arg_args(args)?, kwargs: arg_kwargs(kwargs)? };
+        b.with(|s| {
+            s.expose(name, typeid, args)?;
+            Ok(mgr_status::MGR_OK)
+        })
+    }
+}
+
+/// Publishes the host's own state `object` (what a create callback of the
+/// registered host type `type_id` would make; NULL is a valid state) under
+/// `name`, as [`mgr_server_expose`] does, without calling the create
+/// callback: a game host publishes the scoreboard it keeps updating, and
+/// clients call the type's methods on it. When `type_id` is not a registered
+/// host type (`MGR_ERR_NOT_FOUND`) or an argument is NULL, nothing is taken;
+/// otherwise `object` passes to the library, and is released with the type's
+/// destroy callback when the object goes (after [`mgr_server_unexpose`] and
+/// the last client reference, or at [`mgr_server_free`]) — at once if
+/// publishing fails (`MGR_ERR_CONFIG`: `name` empty, a registered typeid or
+/// published already; `MGR_ERR_REMOTE`: no room under the held-bytes cap).
+/// `MGR_ERR_BUSY` from inside a callback (nothing is taken then either).
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_expose_object(
+    server: *mut mgr_server,
+    name: *const c_char,
+    type_id: *const c_char,
+    object: *mut c_void,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let name = arg_str(name, "name")?;
+        let typeid = arg_str(type_id, "type_id")?;
+        let ty = b.types.borrow().get(typeid).cloned().ok_or_else(|| {
+            Fail::new(
+                mgr_status::MGR_ERR_NOT_FOUND,
+                format!("'{typeid}' is not a registered host type"),
+            )
+        })?;
+        b.with(|s| {
+            s.expose_object(name, typeid, ty.wrap(object))?;
+            Ok(mgr_status::MGR_OK)
+        })
+    }
+}
+
+/// Withdraws `name` ([`mgr_server_expose`]) and drops the server's reference:
+/// the object lives on while clients hold it (its destroy callback runs once
+/// the last goes, now if none holds it). `MGR_ERR_NOT_FOUND` when nothing is
+/// published as `name`; `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_unexpose(
+    server: *mut mgr_server,
+    name: *const c_char,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let name = arg_str(name, "name")?;
+        b.with(|s| {
+            if s.unexpose(name) {
+                Ok(mgr_status::MGR_OK)
+            } else {
+                Err(Fail::new(
+                    mgr_status::MGR_ERR_NOT_FOUND,
+                    format!("nothing is published as '{name}'"),
+                ))
+            }
+        })
     }
 }
 

@@ -8,6 +8,14 @@
 //! breaks the barrier, as in CPython; a broken barrier answers every wait with
 //! `threading.BrokenBarrierError` until `reset()`. An `action` callable cannot
 //! cross the wire and is refused.
+//!
+//! A party that arrived counts for its round even if its connection dies before
+//! the round is released, as on CPython (whose server thread stays in `wait()`
+//! for a client that has gone): the round completes when the remaining parties
+//! arrive, the departed party's answer is dropped, and its timeout (if it gave
+//! one) still breaks the barrier when it expires. Breaking the barrier as soon as
+//! a waiter's *process* is known dead would need the server to track client
+//! processes, which it does not yet do.
 
 use super::waiters::{cond_timeout, int_arg, seconds, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
@@ -27,8 +35,8 @@ pub(crate) struct Barrier {
     timeout: Option<Value>,
     broken: bool,
     /// Waiters of the round being filled, in arrival order: a waiter's index is
-    /// its position when the round is released (so a waiter that went away leaves
-    /// no gap).
+    /// its position when the round is released. A waiter whose client went away
+    /// stays (its answer is dropped), as its arrival counts.
     waiters: WaitQueue<()>,
 }
 
@@ -156,9 +164,9 @@ impl SharedObject for Barrier {
         }
     }
 
-    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
-        // The round waits for one more arrival in its place.
-        self.waiters.take_handle(cx, reply);
+    fn on_cancel(&mut self, _cx: &mut Context<'_>, _reply: ReplyHandle) {
+        // The party arrived: it keeps its place in the round (as on CPython), and
+        // answering it when the round is released is a no-op.
     }
 
     fn repr(&self) -> Option<String> {
@@ -244,6 +252,23 @@ mod tests {
         h.call(0, "abort", vec![]);
         assert_eq!(h.replies().len(), 1);
         assert_eq!(h.call(0, "wait", vec![Value::Int(0)]), Now::Error(kind));
+    }
+
+    #[test]
+    fn a_party_whose_client_went_away_still_counts() {
+        let mut h = barrier(3);
+        let gone = match h.call(1, "wait", vec![]) {
+            Now::Deferred(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(h.call(2, "wait", vec![]), Now::Deferred(_)));
+        h.cancel(gone);
+        assert_eq!(attr(&mut h, "n_waiting"), Now::Value(Value::Int(2)));
+        // The third arrival releases the round; the departed party's answer is dropped.
+        assert_eq!(h.call(3, "wait", vec![]), Now::Value(Value::Int(2)));
+        assert_eq!(h.replies(), vec![(conn(2), Ok(Value::Int(1)))]);
+        assert_eq!(attr(&mut h, "n_waiting"), Now::Value(Value::Int(0)));
+        assert_eq!(attr(&mut h, "broken"), Now::Value(Value::Bool(false)));
     }
 
     #[test]

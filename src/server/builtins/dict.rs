@@ -7,17 +7,21 @@
 //! What CPython's manager returns and what this type returns instead:
 //! `keys()`, `values()` and `items()` return lists (CPython 3.11's server sends
 //! lists too, as a view cannot be pickled); `__iter__` returns a snapshot of the
-//! keys, from which the server builds the `Iterator` object, so changing the dict
-//! while iterating does not raise `RuntimeError` as a live dict iterator would.
+//! keys in an `Iterator` object that watches the dict's [`DictVersion`], so
+//! changing the dict's size (or its keys) while iterating raises `RuntimeError`
+//! as a live dict iterator does (see `iterator`).
 
 use std::fmt::Write as _;
 
+use std::rc::Rc;
+
+use super::iterator::{DictVersion, PyIterator};
 use super::pykey::PyKey;
 use super::pymap::PyMap;
 use super::pyseq::{items_of, iterate, positional};
 use super::size::value_bytes;
 use crate::proto::{ObjectId, RemoteError, Value};
-use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
+use crate::server::{CallArgs, CallResult, Context, Outcome, Server, SharedObject, TypeSpec};
 
 /// The methods `DictProxy` exposes, in CPython's order.
 pub(crate) const EXPOSED: &[&str] = &[
@@ -61,9 +65,11 @@ pub(crate) fn register(server: &mut Server) {
 }
 
 /// A shared Python dict.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PyDict {
     map: PyMap,
+    /// What its iterators watch; made by the first `__iter__`.
+    version: Option<Rc<DictVersion>>,
 }
 
 /// Adds `other` (a dict, or an iterable of key/value pairs) and then `kwargs` to
@@ -130,6 +136,48 @@ impl PyDict {
 
 impl SharedObject for PyDict {
     fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+        let before = self.map.len();
+        let r = self.call_inner(cx, method, args);
+        if let Some(v) = &self.version {
+            let after = self.map.len();
+            if after != before {
+                v.changed(before, after);
+            }
+        }
+        r
+    }
+
+    fn repr(&self) -> Option<String> {
+        let mut s = String::from("{");
+        for (i, (k, v)) in self.map.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "{k}: {v}");
+        }
+        s.push('}');
+        Some(s)
+    }
+
+    fn get_value(&self) -> Result<Value, RemoteError> {
+        Ok(self.map.to_value())
+    }
+
+    fn visit_refs(&self, f: &mut dyn FnMut(ObjectId)) {
+        for (k, v) in self.map.iter() {
+            k.visit_refs(&mut |t| f(t.id));
+            v.visit_refs(&mut |t| f(t.id));
+        }
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.map.bytes()
+    }
+}
+
+impl PyDict {
+    /// Runs `method` (the version is brought up to date by the caller).
+    fn call_inner(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         if method == "update" {
             if args.args.len() > 1 {
                 return Err(RemoteError::type_error(format!(
@@ -185,7 +233,17 @@ impl SharedObject for PyDict {
                     None => return Err(RemoteError::key_error(k.into_value())),
                 }
             }
-            "__iter__" | "keys" => {
+            "__iter__" => {
+                cx.check_result(self.map.sizes().keys)?;
+                let len = self.map.len();
+                let version = self
+                    .version
+                    .get_or_insert_with(|| Rc::new(DictVersion::new(len)))
+                    .clone();
+                let it = PyIterator::over_dict(self.keys(), version);
+                return Ok(Outcome::Object(Box::new(it)));
+            }
+            "keys" => {
                 cx.check_result(self.map.sizes().keys)?;
                 Value::List(self.keys())
             }
@@ -265,33 +323,6 @@ impl SharedObject for PyDict {
             }
         };
         Ok(v.into())
-    }
-
-    fn repr(&self) -> Option<String> {
-        let mut s = String::from("{");
-        for (i, (k, v)) in self.map.iter().enumerate() {
-            if i > 0 {
-                s.push_str(", ");
-            }
-            let _ = write!(s, "{k}: {v}");
-        }
-        s.push('}');
-        Some(s)
-    }
-
-    fn get_value(&self) -> Result<Value, RemoteError> {
-        Ok(self.map.to_value())
-    }
-
-    fn visit_refs(&self, f: &mut dyn FnMut(ObjectId)) {
-        for (k, v) in self.map.iter() {
-            k.visit_refs(&mut |t| f(t.id));
-            v.visit_refs(&mut |t| f(t.id));
-        }
-    }
-
-    fn held_bytes(&self) -> usize {
-        self.map.bytes()
     }
 }
 

@@ -8,8 +8,31 @@
 //! yields the items: `send(value)` advances like `__next__` (the value is
 //! dropped), `throw(kind, message=None)` finishes the iterator and raises that
 //! error kind, `close()` finishes it.
+//!
+//! An iterator made by `dict.__iter__` is invalidated as CPython's
+//! `dict_keyiterator` is: it shares a [`DictVersion`] with its dict (one `Rc`
+//! handed over when the dict builds it, so `__next__` reads two cells and looks
+//! nothing up), and `__next__` raises `RuntimeError('dictionary changed size
+//! during iteration')` once the dict's size differs from what it was when the
+//! iterator was made (and keeps raising it, as CPython does), or
+//! `RuntimeError('dictionary keys changed during iteration')` once a key was
+//! added while the size came back to the same (a key deleted and another added:
+//! the iterator is finished then, as CPython's drops its dict). CPython raises
+//! the latter only when the walk over its entry table meets more entries than
+//! it expected, which depends on the table's layout: later, or not at all (a
+//! temporary key added and deleted again, a resize that compacts the table).
+//! Here the first `__next__` after any key was added raises, whatever happened
+//! since — deterministic, and within what Python documents ("may raise a
+//! RuntimeError or fail to iterate over all entries"). Knowing exactly which
+//! keys are new since the iterator was made would need an insertion stamp per
+//! entry; the two counters keep the check O(1) with no per-entry cost. An
+//! iterator that has raised `StopIteration` stays finished whatever the dict
+//! does. Values stored under existing keys may change freely, as in CPython
+//! (the iterator yields keys).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use super::pyseq::{iterate, positional};
 use super::size::{value_bytes, values_bytes};
@@ -29,12 +52,53 @@ pub(crate) fn register(server: &mut Server) {
     }));
 }
 
+/// What a dict's iterators watch: its size and how many keys it has added,
+/// updated by the dict after each change that alters its size.
+#[derive(Debug, Default)]
+pub(crate) struct DictVersion {
+    len: Cell<usize>,
+    added: Cell<u64>,
+}
+
+impl DictVersion {
+    /// The version of a dict of `len` items.
+    pub(crate) fn new(len: usize) -> DictVersion {
+        DictVersion {
+            len: Cell::new(len),
+            added: Cell::new(0),
+        }
+    }
+
+    /// The dict went from `before` to `after` items in one call (every dict
+    /// method only adds keys or only removes them, so a growth is that many
+    /// keys added).
+    pub(crate) fn changed(&self, before: usize, after: usize) {
+        if after > before {
+            self.added
+                .set(self.added.get().wrapping_add((after - before) as u64));
+        }
+        self.len.set(after);
+    }
+}
+
+/// The dict an iterator came from, as it was then.
+#[derive(Debug, Clone)]
+struct Source {
+    version: Rc<DictVersion>,
+    /// The size it had; `usize::MAX` once a size change was reported (sticky).
+    len: usize,
+    added: u64,
+}
+
 /// A shared iterator over a snapshot of items.
 #[derive(Debug, Clone, Default)]
 pub struct PyIterator {
     rest: VecDeque<Value>,
     /// Estimated bytes of `rest`.
     bytes: usize,
+    /// The dict it iterates, watched for changes (`None` for an iterator built
+    /// from a value, and once finished).
+    source: Option<Source>,
 }
 
 fn stop() -> RemoteError {
@@ -47,7 +111,20 @@ impl PyIterator {
         PyIterator {
             bytes: values_bytes(&items),
             rest: items.into(),
+            source: None,
         }
+    }
+
+    /// An iterator over the keys of a dict whose changes `version` tracks
+    /// (`keys` is a snapshot of them, taken now).
+    pub(crate) fn over_dict(keys: Vec<Value>, version: Rc<DictVersion>) -> PyIterator {
+        let mut it = PyIterator::new(keys);
+        it.source = Some(Source {
+            len: version.len.get(),
+            added: version.added.get(),
+            version,
+        });
+        it
     }
 
     /// Built from exactly one iterable argument, as CPython builds a typeid
@@ -61,8 +138,34 @@ impl PyIterator {
         )?))
     }
 
+    /// The error CPython's dict iterator raises when its dict changed.
+    fn check_source(&mut self) -> Result<(), RemoteError> {
+        let Some(s) = &mut self.source else {
+            return Ok(());
+        };
+        if s.len != s.version.len.get() {
+            s.len = usize::MAX;
+            return Err(RemoteError::new(
+                "RuntimeError",
+                "dictionary changed size during iteration",
+            ));
+        }
+        if s.added != s.version.added.get() {
+            self.finish();
+            return Err(RemoteError::new(
+                "RuntimeError",
+                "dictionary keys changed during iteration",
+            ));
+        }
+        Ok(())
+    }
+
     fn next(&mut self) -> CallResult {
-        let v = self.rest.pop_front().ok_or_else(stop)?;
+        self.check_source()?;
+        let Some(v) = self.rest.pop_front() else {
+            self.finish();
+            return Err(stop());
+        };
         self.bytes -= value_bytes(&v);
         Ok(v.into())
     }
@@ -70,6 +173,7 @@ impl PyIterator {
     fn finish(&mut self) {
         self.rest.clear();
         self.bytes = 0;
+        self.source = None;
     }
 }
 
@@ -134,6 +238,62 @@ impl SharedObject for PyIterator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::Outcome;
+
+    fn next(it: &mut PyIterator) -> Result<Value, (String, String)> {
+        match it.next() {
+            Ok(Outcome::Value(v)) => Ok(v),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err((e.kind, e.message)),
+        }
+    }
+
+    fn size_changed() -> Result<Value, (String, String)> {
+        Err((
+            "RuntimeError".into(),
+            "dictionary changed size during iteration".into(),
+        ))
+    }
+
+    #[test]
+    fn a_dict_iterator_raises_like_cpythons_once_its_dict_changes() {
+        let keys = || vec![Value::Int(1), Value::Int(2)];
+        // Size changed: raised, and raised again even once the size is back.
+        let v = Rc::new(DictVersion::new(2));
+        let mut it = PyIterator::over_dict(keys(), v.clone());
+        assert_eq!(next(&mut it), Ok(Value::Int(1)));
+        v.changed(2, 0);
+        assert_eq!(next(&mut it), size_changed());
+        v.changed(0, 2);
+        assert_eq!(next(&mut it), size_changed());
+        // Same size, other keys: raised once, then finished.
+        let v = Rc::new(DictVersion::new(2));
+        let mut it = PyIterator::over_dict(keys(), v.clone());
+        v.changed(2, 1);
+        v.changed(1, 2);
+        assert_eq!(
+            next(&mut it),
+            Err((
+                "RuntimeError".into(),
+                "dictionary keys changed during iteration".into()
+            ))
+        );
+        assert_eq!(next(&mut it).unwrap_err().0, "StopIteration");
+        // Exhausted first: later changes are not its business.
+        let v = Rc::new(DictVersion::new(2));
+        let mut it = PyIterator::over_dict(keys(), v.clone());
+        assert_eq!(next(&mut it), Ok(Value::Int(1)));
+        assert_eq!(next(&mut it), Ok(Value::Int(2)));
+        assert_eq!(next(&mut it).unwrap_err().0, "StopIteration");
+        v.changed(2, 3);
+        assert_eq!(next(&mut it).unwrap_err().0, "StopIteration");
+        // Unchanged size and keys (values may change): iterates to the end.
+        let v = Rc::new(DictVersion::new(2));
+        let mut it = PyIterator::over_dict(keys(), v.clone());
+        v.changed(2, 2);
+        assert_eq!(next(&mut it), Ok(Value::Int(1)));
+        assert_eq!(next(&mut it), Ok(Value::Int(2)));
+    }
 
     #[test]
     fn built_from_one_iterable() {

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mgr::server::ServerHandle;
+use mgr::server::{ObjectSpec, ServerHandle};
 use mgr::{Address, Server, ServerConfig};
 
 const USAGE: &str = "\
@@ -21,7 +21,8 @@ usage: mgrd [--address ADDR] [--max-connections N] [--max-preauth N]
             [--backlog N] [--max-frame BYTES] [--handshake-timeout S]
             [--max-output BYTES] [--reply-grace S] [--turn-max-requests N]
             [--turn-max-time S] [--max-held-bytes BYTES]
-            [--max-objects-per-conn N] [-v] [--version]
+            [--max-objects-per-conn N] [--object NAME=TYPE[:ARGS]]...
+            [-v] [--version]
 
 Serves shared objects to libmgr clients and to Python's multiprocessing.managers.
 
@@ -46,6 +47,13 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
   --max-objects-per-conn N
                          refuse (MemoryError) creating objects beyond N live ones
                          per connection [default: 0, no cap]
+  --object NAME=TYPE[:ARGS]
+                         serve one TYPE object (built with ARGS) that every
+                         create of typeid NAME returns, as Python's
+                         register('NAME', callable=lambda: obj) does; ARGS are
+                         comma-separated literals: 10, 2.5, None, True, 'a,b'
+                         or bare words (strings). Repeatable. E.g.
+                         --object get_queue=Queue --object jobs=Queue:10
   -v, --verbose          log connections and shutdown to stderr
   --version              print the version
   -h, --help             print this help
@@ -98,6 +106,8 @@ fn watch_signals(handle: ServerHandle) -> std::io::Result<()> {
 struct Options {
     config: ServerConfig,
     verbose: bool,
+    /// `--object`: published objects.
+    objects: Vec<ObjectSpec>,
 }
 
 /// Parses a flag's value as `T`, naming the flag in the error.
@@ -130,6 +140,7 @@ fn parse_args() -> Result<Options, String> {
     let default: Address = "127.0.0.1:0".parse().expect("a valid address");
     let mut config = ServerConfig::new(default, &key);
     let mut verbose = false;
+    let mut objects = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -166,10 +177,15 @@ fn parse_args() -> Result<Options, String> {
             "--turn-max-time" => config.turn_max_time = seconds(&flag, value()?)?,
             "--max-held-bytes" => config.max_held_bytes = cap(&flag, value()?)?,
             "--max-objects-per-conn" => config.max_objects_per_conn = cap(&flag, value()?)?,
+            "--object" => objects.push(value()?.parse().map_err(|e| format!("--object {e}"))?),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    Ok(Options { config, verbose })
+    Ok(Options {
+        config,
+        verbose,
+        objects,
+    })
 }
 
 /// Raises the soft descriptor limit toward `max_connections` plus
@@ -227,6 +243,12 @@ fn main() -> ExitCode {
         }
     };
     server.register_builtins();
+    for spec in &opts.objects {
+        if let Err(e) = spec.expose(&mut server) {
+            eprintln!("mgrd: --object {spec}: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Err(e) = watch_signals(server.handle()) {
         eprintln!("mgrd: cannot set up signal handling: {e}");
         return ExitCode::FAILURE;
