@@ -397,7 +397,7 @@ mod tests {
         let b = adopt(OwnedFd::from(StdUnix::bind(&path).unwrap())).unwrap();
         assert_eq!(b.address, unix(&path));
 
-        let file = std::fs::File::open(&path.parent().unwrap()).unwrap();
+        let file = std::fs::File::open(path.parent().unwrap()).unwrap();
         let e = adopt(OwnedFd::from(file)).unwrap_err();
         assert!(e.to_string().contains("is not a socket"), "{e}");
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
