@@ -66,7 +66,7 @@ impl SocketFile {
         if identity(&m) != self.identity {
             return;
         }
-        match std::os::unix::net::UnixStream::connect(&self.path) {
+        match probe(&self.path) {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 let _ = std::fs::remove_file(&self.path);
             }
@@ -156,8 +156,8 @@ fn remove_if_stale(path: &Path, address: &Address) -> io::Result<()> {
             ),
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(named(
+    match probe(path) {
+        Ok(()) => Err(named(
             in_use,
             format!("another server is listening on {address}"),
         )),
@@ -177,6 +177,17 @@ fn remove_if_stale(path: &Path, address: &Address) -> io::Result<()> {
                 "cannot listen on {address}: a socket file is there and connecting to it failed ({e}); remove it if no server uses it"
             ),
         )),
+    }
+}
+
+/// Connects to a Unix socket without waiting: `Ok` (or `WouldBlock`, a
+/// full backlog) means a server accepts on it, `ConnectionRefused` that none
+/// does. A blocking connect would wait for a hung server's full backlog.
+fn probe(path: &Path) -> io::Result<()> {
+    match mio::net::UnixStream::connect(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -318,6 +329,32 @@ mod tests {
             format!("another server is listening on unix:{}", path.display())
         );
         drop(bound);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_live_server_with_a_full_backlog_is_refused_without_waiting() {
+        use std::os::fd::AsRawFd;
+        let dir = temp_dir("full");
+        let path = dir.join("s.sock");
+        let hung = StdUnix::bind(&path).unwrap(); // never accepts
+                                                  // SAFETY: `hung` is a listening socket; a new backlog is set.
+        assert_eq!(unsafe { libc::listen(hung.as_raw_fd(), 0) }, 0);
+        let mut queued = Vec::new();
+        let full = (0..64).any(|_| match mio::net::UnixStream::connect(&path) {
+            Ok(s) => {
+                queued.push(s);
+                false
+            }
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        });
+        assert!(full, "the backlog filled up");
+        // A blocking connect would wait here for ever.
+        let e = bind(&unix(&path)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("another server is listening on unix:{}", path.display())
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
