@@ -304,11 +304,27 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener as StdUnix;
 
-    fn temp_dir(name: &str) -> PathBuf {
+    /// A directory of its own, removed when dropped (a failing test too).
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    fn temp_dir(name: &str) -> TempDir {
         let d = std::env::temp_dir().join(format!("mgr-listen-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        TempDir(d)
     }
 
     fn unix(path: &Path) -> Address {
@@ -329,7 +345,6 @@ mod tests {
             format!("another server is listening on unix:{}", path.display())
         );
         drop(bound);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -355,7 +370,6 @@ mod tests {
             e.to_string(),
             format!("another server is listening on unix:{}", path.display())
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -366,7 +380,6 @@ mod tests {
         let e = bind(&unix(&path)).unwrap_err();
         assert!(e.to_string().contains("exists and is not a socket"), "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -382,7 +395,6 @@ mod tests {
             )),
             "{e}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -418,7 +430,6 @@ mod tests {
         drop(listener);
         file.remove();
         assert!(!path.exists());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -443,6 +454,5 @@ mod tests {
         let (s, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
         let e = adopt(OwnedFd::from(s)).unwrap_err();
         assert!(e.to_string().ends_with("is not listening"), "{e}");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
