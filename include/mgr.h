@@ -389,11 +389,30 @@ enum mgr_status mgr_server_options_init(struct mgr_server_options *out);
 // a Unix socket; NULL allowed when `authkey_len` is 0). `options` may be NULL
 // for defaults. On success writes an owned server to `*out` (free with
 // `mgr_server_free`). Registers no types.
+//
+// A Unix socket file left at `address` by a crashed server (nothing accepts on
+// it) is replaced; a live socket, or a path that is not a socket, is refused
+// (and never removed). Errors name the address (`mgr_last_error`), e.g.
+// "127.0.0.1:50000 is already in use (another server?)".
 enum mgr_status mgr_server_new(const char *address,
                                const uint8_t *authkey,
                                size_t authkey_len,
                                const struct mgr_server_options *options,
                                struct mgr_server **out);
+
+// Serves on `fd`, a socket already bound and listening (from systemd's socket
+// activation, or a parent): a TCP (IPv4 or IPv6) or Unix path stream socket.
+// The library owns `fd` from this call on, whatever it returns (it is closed
+// on failure). It is made non-blocking and close-on-exec; its backlog is kept;
+// a Unix socket's file is not removed when the server is freed. `authkey`,
+// `options` and `out` as for `mgr_server_new` (an empty key only if the
+// socket is on loopback or a Unix socket). `MGR_ERR_IO` names the descriptor
+// when it is not a listening stream socket.
+enum mgr_status mgr_server_from_fd(int fd,
+                                   const uint8_t *authkey,
+                                   size_t authkey_len,
+                                   const struct mgr_server_options *options,
+                                   struct mgr_server **out);
 
 // Registers (or replaces) the host type `type_id`. `vtable` is copied, with the
 // strings it points to; `userdata` is passed first to every callback and must

@@ -1094,3 +1094,62 @@ fn a_c_host_publishes_objects_that_stock_cpython_clients_reach_by_typeid() {
     m.public("shutdown", vec![]).unwrap();
     thread.join().expect("server thread");
 }
+
+#[test]
+fn a_server_adopts_a_listening_descriptor_and_refuses_others() {
+    use crate::ffi::client::*;
+    use std::os::fd::IntoRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let expected = listener.local_addr().unwrap().to_string();
+    let fd = listener.into_raw_fd();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || unsafe {
+        let mut s = ptr::null_mut();
+        let st = mgr_server_from_fd(fd, KEY.as_ptr(), KEY.len(), ptr::null(), &mut s);
+        assert_eq!(st, mgr_status::MGR_OK, "{}", last_error());
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        tx.send(CStr::from_ptr(mgr_server_address(s)).to_owned())
+            .unwrap();
+        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
+        mgr_server_free(s);
+    });
+    let address = rx.recv().unwrap();
+    assert_eq!(address.to_str().unwrap(), expected);
+    unsafe {
+        let mut c = ptr::null_mut();
+        let st = mgr_client_connect(address.as_ptr(), KEY.as_ptr(), KEY.len(), &mut c);
+        assert_eq!(st, mgr_status::MGR_OK);
+        mgr_proxy_free(c_create(c, c"dict"));
+        assert_eq!(mgr_client_shutdown(c), mgr_status::MGR_OK);
+        mgr_client_free(c);
+    }
+    thread.join().unwrap();
+
+    unsafe {
+        let mut s = ptr::null_mut();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .into_raw_fd();
+        let st = mgr_server_from_fd(udp, KEY.as_ptr(), KEY.len(), ptr::null(), &mut s);
+        assert_eq!(st, mgr_status::MGR_ERR_IO);
+        assert!(
+            last_error().ends_with(&format!("fd {udp} is not a stream socket")),
+            "{}",
+            last_error()
+        );
+        assert!(s.is_null());
+        let st = mgr_server_from_fd(-1, KEY.as_ptr(), KEY.len(), ptr::null(), &mut s);
+        assert_eq!(st, mgr_status::MGR_ERR_INVALID_ARGUMENT);
+        // An empty key on a public address is refused after adoption, too.
+        let public = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .into_raw_fd();
+        let st = mgr_server_from_fd(public, ptr::null(), 0, ptr::null(), &mut s);
+        assert_eq!(st, mgr_status::MGR_ERR_CONFIG);
+        assert!(
+            last_error().contains("without an authkey"),
+            "{}",
+            last_error()
+        );
+    }
+}

@@ -36,6 +36,7 @@ mod conn;
 mod dispatch;
 mod fasthash;
 mod guard;
+mod listen;
 mod loans;
 mod named;
 mod objects;
@@ -63,7 +64,8 @@ pub const DEFAULT_MAX_PREAUTH: usize = 256;
 /// How a server listens and what it allows.
 #[derive(Clone)]
 pub struct ServerConfig {
-    /// Where to listen (`127.0.0.1:0` picks a free port).
+    /// Where to listen (`127.0.0.1:0` picks a free port). A stale Unix socket
+    /// file there (nothing accepts on it) is replaced; see [`Server::bind`].
     pub address: Address,
     /// The shared secret clients prove they know (CPython's `authkey`). Empty is
     /// allowed only on loopback and Unix sockets.
@@ -161,7 +163,7 @@ impl ServerConfig {
 pub struct Server {
     reactor: Reactor,
     core: Core,
-    remove_socket: Option<std::path::PathBuf>,
+    remove_socket: Option<listen::SocketFile>,
 }
 
 impl fmt::Debug for Server {
@@ -175,23 +177,63 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds the listener. Refuses an empty authkey on an address other machines
-    /// can reach.
+    /// Binds the listener at [`ServerConfig::address`]. Refuses an empty authkey
+    /// on an address other machines can reach.
+    ///
+    /// A Unix socket path that is taken is examined, not blindly replaced: a
+    /// socket file nothing accepts on (a crashed server's: connecting is
+    /// refused) is removed and bound again; a socket some server accepts on is
+    /// refused ("another server is listening on unix:/…"); a path that is not a
+    /// socket is refused and never removed. The socket file is removed when
+    /// the server is dropped, if the path still names the file it created.
+    ///
+    /// Errors name the address: `Error::Io` keeps the system error's kind
+    /// (`AddrInUse` for a taken port or a live socket, `NotFound` for a
+    /// missing directory) with a message such as "127.0.0.1:50000 is already
+    /// in use (another server?)" or "cannot listen on unix:/run/x/mgr.sock:
+    /// directory /run/x does not exist".
     pub fn bind(config: ServerConfig) -> Result<Server> {
-        if config.authkey.is_empty() && !config.address.is_local() {
+        Self::check_key(&config, &config.address)?;
+        let bound = listen::bind(&config.address)?;
+        Self::with_listener(config, bound)
+    }
+
+    /// Serves on a socket that is already bound and listening, as systemd's
+    /// socket activation or a parent process hands one over: a TCP (IPv4 or
+    /// IPv6) or Unix path stream socket, checked with `getsockopt` and
+    /// `getsockname`. It is made non-blocking and close-on-exec.
+    /// [`ServerConfig::address`] is replaced by the socket's own address (the
+    /// empty-authkey rule applies to it); the listen backlog is left as the
+    /// socket has it unless [`ServerConfig::listen_backlog`] is set. The
+    /// socket's file (for a Unix socket) is not removed at the end: whoever
+    /// created it owns it. Anything else (a datagram socket, one that is not
+    /// listening, not a socket at all) is an `Error::Io` of kind
+    /// `InvalidInput` naming the descriptor; the descriptor is closed.
+    pub fn from_listener(
+        listener: std::os::fd::OwnedFd,
+        mut config: ServerConfig,
+    ) -> Result<Server> {
+        let bound = listen::adopt(listener)?;
+        Self::check_key(&config, &bound.address)?;
+        config.address = bound.address.clone();
+        Self::with_listener(config, bound)
+    }
+
+    fn check_key(config: &ServerConfig, address: &Address) -> Result<()> {
+        if config.authkey.is_empty() && !address.is_local() {
             return Err(Error::Config(format!(
-                "refusing to listen on {} without an authkey: set one, or listen on loopback or a Unix socket",
-                config.address
+                "refusing to listen on {address} without an authkey: set one, or listen on loopback or a Unix socket"
             )));
         }
-        let remove_socket = match &config.address {
-            Address::Unix(p) => Some(p.clone()),
-            Address::Tcp(_) | Address::Host { .. } => None,
-        };
+        Ok(())
+    }
+
+    fn with_listener(config: ServerConfig, mut bound: listen::Bound) -> Result<Server> {
+        let remove_socket = bound.socket_file.take();
         let mut core = Core::new();
         core.loans.grace = config.reply_ref_grace;
         core.limits = context::Limits::of(&config);
-        let reactor = Reactor::bind(config)?;
+        let reactor = Reactor::bind(config, bound)?;
         Ok(Server {
             reactor,
             core,
@@ -414,8 +456,8 @@ impl Drop for Server {
         if !self.reactor.is_closed() {
             self.reactor.shut_down(&mut self.core);
         }
-        if let Some(path) = self.remove_socket.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some(file) = self.remove_socket.take() {
+            file.remove();
         }
     }
 }

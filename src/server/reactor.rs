@@ -180,21 +180,15 @@ pub(crate) struct Reactor {
 }
 
 impl Reactor {
-    pub(crate) fn bind(config: ServerConfig) -> io::Result<Reactor> {
+    /// Takes a listening socket from [`listen`](super::listen) (bound, or
+    /// adopted) and sets up the reactor around it. An adopted socket keeps its
+    /// backlog unless [`ServerConfig::listen_backlog`] names one.
+    pub(crate) fn bind(config: ServerConfig, bound: super::listen::Bound) -> io::Result<Reactor> {
         let poll = Poll::new()?;
-        let (mut listener, address) = match &config.address.resolve()? {
-            Address::Tcp(addr) => {
-                let l = TcpListener::bind(*addr)?;
-                let bound = l.local_addr()?;
-                (Listener::Tcp(l), Address::Tcp(bound))
-            }
-            Address::Unix(path) => {
-                let l = UnixListener::bind(path)?;
-                (Listener::Unix(l), Address::Unix(path.clone()))
-            }
-            other => return Err(io::Error::other(format!("'{other}' was not resolved"))),
-        };
-        listen(&listener, config.listen_backlog)?;
+        let (mut listener, address) = (bound.listener, bound.address);
+        if !bound.adopted || config.listen_backlog.is_some() {
+            listen(&listener, config.listen_backlog)?;
+        }
         match &mut listener {
             Listener::Tcp(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
             Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
@@ -968,14 +962,31 @@ mod tests {
 
     #[test]
     fn the_listen_backlog_is_configurable_and_defaults_to_the_system_maximum() {
-        let r = Reactor::bind(config(Some(77))).unwrap();
+        let bound = |c: &ServerConfig| super::super::listen::bind(&c.address).unwrap();
+        let c = config(Some(77));
+        let r = Reactor::bind(c.clone(), bound(&c)).unwrap();
         assert_eq!(backlog_of(&r), 77);
-        let mut r = Reactor::bind(config(None)).unwrap();
+        let c = config(None);
+        let mut r = Reactor::bind(c.clone(), bound(&c)).unwrap();
         assert_eq!(backlog_of(&r), system_backlog());
         assert!(system_backlog() > 128, "more than mio's own 128");
         // Changed while listening (what `Server::set_listen_backlog` does).
         r.set_backlog(Some(300)).unwrap();
         assert_eq!(backlog_of(&r), 300);
+    }
+
+    #[test]
+    fn an_adopted_listener_keeps_its_backlog_unless_one_is_configured() {
+        let adopted = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            // SAFETY: `l` is a listening socket; listen again sets its backlog.
+            assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 50) }, 0);
+            super::super::listen::adopt(l.into()).unwrap()
+        };
+        let r = Reactor::bind(config(None), adopted()).unwrap();
+        assert_eq!(backlog_of(&r), 50);
+        let r = Reactor::bind(config(Some(77)), adopted()).unwrap();
+        assert_eq!(backlog_of(&r), 77);
     }
 
     #[test]

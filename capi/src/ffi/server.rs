@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CString};
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -115,6 +115,11 @@ pub unsafe extern "C" fn mgr_server_options_init(out: *mut mgr_server_options) -
 /// a Unix socket; NULL allowed when `authkey_len` is 0). `options` may be NULL
 /// for defaults. On success writes an owned server to `*out` (free with
 /// [`mgr_server_free`]). Registers no types.
+///
+/// A Unix socket file left at `address` by a crashed server (nothing accepts on
+/// it) is replaced; a live socket, or a path that is not a socket, is refused
+/// (and never removed). Errors name the address (`mgr_last_error`), e.g.
+/// "127.0.0.1:50000 is already in use (another server?)".
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_new(
     address: *const c_char,
@@ -127,39 +132,82 @@ pub unsafe extern "C" fn mgr_server_new(
         let address: Address = arg_str(address, "address")?.parse().map_err(crate::Error::from)?;
         let key = arg_bytes(authkey, authkey_len, "authkey")?;
         let out = out_ptr(out, "out")?;
-        let mut config = ServerConfig::new(address, key);
-        if let Some(o) = options.as_ref() {
-            if o.version != MGR_SERVER_OPTIONS_VERSION {
-                return Err(Fail::new(
-                    mgr_status::MGR_ERR_INVALID_ARGUMENT,
-                    format!("mgr_server_options.version is {}, this library supports {MGR_SERVER_OPTIONS_VERSION}", o.version),
-                ));
-            }
-            if o.max_connections != 0 {
-                config.max_connections = o.max_connections as usize;
-            }
-            if o.max_frame != 0 {
-                config.max_frame = o.max_frame;
-            }
-            if o.max_output != 0 {
-                config.max_output = usize::try_from(o.max_output).unwrap_or(usize::MAX);
-            }
-            if o.handshake_timeout_ms != 0 {
-                config.handshake_timeout = Duration::from_millis(o.handshake_timeout_ms.into());
-            }
-        }
-        let server = Server::bind(config)?;
-        let b = ServerBox {
-            handle: server.handle(),
-            address: CString::new(server.address().to_string()).unwrap_or_default(),
-            fd: server.fd(),
-            alive: Arc::new(AtomicBool::new(true)),
-            types: Rc::new(RefCell::new(HashMap::new())),
-            inner: RefCell::new(Some(server)),
-        };
-        *out = Box::into_raw(Box::new(b)).cast();
+        let config = configure(ServerConfig::new(address, key), options)?;
+        *out = boxed(Server::bind(config)?);
         Ok(mgr_status::MGR_OK)
     }
+}
+
+/// Serves on `fd`, a socket already bound and listening (from systemd's socket
+/// activation, or a parent): a TCP (IPv4 or IPv6) or Unix path stream socket.
+/// The library owns `fd` from this call on, whatever it returns (it is closed
+/// on failure). It is made non-blocking and close-on-exec; its backlog is kept;
+/// a Unix socket's file is not removed when the server is freed. `authkey`,
+/// `options` and `out` as for [`mgr_server_new`] (an empty key only if the
+/// socket is on loopback or a Unix socket). `MGR_ERR_IO` names the descriptor
+/// when it is not a listening stream socket.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_from_fd(
+    fd: RawFd,
+    authkey: *const u8,
+    authkey_len: usize,
+    options: *const mgr_server_options,
+    out: *mut *mut mgr_server,
+) -> mgr_status {
+    ffi_boundary! {
+        if fd < 0 {
+            return Err(Fail::new(mgr_status::MGR_ERR_INVALID_ARGUMENT, format!("fd {fd} is not a descriptor")));
+        }
+        // SAFETY: the caller hands `fd` over, open or not (adoption checks it).
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let key = arg_bytes(authkey, authkey_len, "authkey")?;
+        let out = out_ptr(out, "out")?;
+        let placeholder = Address::Tcp(([127, 0, 0, 1], 0).into());
+        let config = configure(ServerConfig::new(placeholder, key), options)?;
+        *out = boxed(Server::from_listener(owned, config)?);
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Applies the caller's `options` (NULL: defaults) to `config`.
+unsafe fn configure(
+    mut config: ServerConfig,
+    options: *const mgr_server_options,
+) -> Result<ServerConfig, Fail> {
+    if let Some(o) = options.as_ref() {
+        if o.version != MGR_SERVER_OPTIONS_VERSION {
+            return Err(Fail::new(
+                mgr_status::MGR_ERR_INVALID_ARGUMENT,
+                format!("mgr_server_options.version is {}, this library supports {MGR_SERVER_OPTIONS_VERSION}", o.version),
+            ));
+        }
+        if o.max_connections != 0 {
+            config.max_connections = o.max_connections as usize;
+        }
+        if o.max_frame != 0 {
+            config.max_frame = o.max_frame;
+        }
+        if o.max_output != 0 {
+            config.max_output = usize::try_from(o.max_output).unwrap_or(usize::MAX);
+        }
+        if o.handshake_timeout_ms != 0 {
+            config.handshake_timeout = Duration::from_millis(o.handshake_timeout_ms.into());
+        }
+    }
+    Ok(config)
+}
+
+/// The server as the C caller holds it.
+fn boxed(server: Server) -> *mut mgr_server {
+    let b = ServerBox {
+        handle: server.handle(),
+        address: CString::new(server.address().to_string()).unwrap_or_default(),
+        fd: server.fd(),
+        alive: Arc::new(AtomicBool::new(true)),
+        types: Rc::new(RefCell::new(HashMap::new())),
+        inner: RefCell::new(Some(server)),
+    };
+    Box::into_raw(Box::new(b)).cast()
 }
 
 /// Registers (or replaces) the host type `type_id`. `vtable` is copied, with the

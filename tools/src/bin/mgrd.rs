@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mgr::server::{ObjectSpec, ServerHandle};
-use mgr::{Address, Server, ServerConfig};
+use mgr::{Address, Error, Server, ServerConfig};
+
+#[path = "../systemd.rs"]
+mod systemd;
 
 const USAGE: &str = "\
 usage: mgrd [--address ADDR] [--max-connections N] [--max-preauth N]
@@ -22,7 +25,7 @@ usage: mgrd [--address ADDR] [--max-connections N] [--max-preauth N]
             [--max-output BYTES] [--reply-grace S] [--turn-max-requests N]
             [--turn-max-time S] [--max-held-bytes BYTES]
             [--max-objects-per-conn N] [--object NAME=TYPE[:ARGS]]...
-            [-v] [--version]
+            [-v] [--version] [-h]
 
 Serves shared objects to libmgr clients and to Python's multiprocessing.managers.
 
@@ -59,8 +62,17 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
   -h, --help             print this help
 
 The authkey is read from the environment variable MGR_AUTHKEY (its bytes). Without
-one, mgrd listens only on loopback or a Unix socket. The first line on stdout is
-`mgrd listening on <address>`. SIGINT or SIGTERM shut it down cleanly.";
+one, mgrd listens only on loopback or a Unix socket, and clients must pass
+authkey=b\"\". The first line on stdout is `mgrd listening on <address>`. SIGINT or
+SIGTERM shut it down cleanly.
+
+A Unix socket file left by a crashed server (nothing accepts on it) is replaced;
+one a live server accepts on, or a path that is not a socket, is refused.
+
+Under systemd (or a supervisor that follows its conventions): with LISTEN_PID
+and LISTEN_FDS=1, mgrd serves the listening socket passed as fd 3 instead of
+binding (no --address then); with NOTIFY_SOCKET it sends READY=1 once it
+listens and STOPPING=1 when it shuts down (Type=notify). See contrib/systemd/.";
 
 /// Set once a signal asked for the shutdown (for the verbose exit message).
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
@@ -108,6 +120,10 @@ struct Options {
     verbose: bool,
     /// `--object`: published objects.
     objects: Vec<ObjectSpec>,
+    /// `--address` was given (it conflicts with an inherited socket).
+    address_given: bool,
+    /// `MGR_AUTHKEY` is set (possibly to nothing).
+    key_set: bool,
 }
 
 /// Parses a flag's value as `T`, naming the flag in the error.
@@ -134,13 +150,16 @@ fn cap(flag: &str, v: String) -> Result<Option<usize>, String> {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let key = std::env::var_os("MGR_AUTHKEY")
+    let key_var = std::env::var_os("MGR_AUTHKEY");
+    let key_set = key_var.is_some();
+    let key = key_var
         .map(std::os::unix::ffi::OsStringExt::into_vec)
         .unwrap_or_default();
     let default: Address = "127.0.0.1:0".parse().expect("a valid address");
     let mut config = ServerConfig::new(default, &key);
     let mut verbose = false;
     let mut objects = Vec::new();
+    let mut address_given = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -164,7 +183,8 @@ fn parse_args() -> Result<Options, String> {
             }
             "-v" | "--verbose" => verbose = true,
             "--address" => {
-                config.address = value()?.parse().map_err(|e| format!("--address: {e}"))?
+                config.address = value()?.parse().map_err(|e| format!("--address: {e}"))?;
+                address_given = true;
             }
             "--max-connections" => config.max_connections = number(&flag, value()?)?,
             "--max-frame" => config.max_frame = number(&flag, value()?)?,
@@ -185,6 +205,8 @@ fn parse_args() -> Result<Options, String> {
         config,
         verbose,
         objects,
+        address_given,
+        key_set,
     })
 }
 
@@ -218,6 +240,64 @@ fn raise_fd_limit(max_connections: usize, max_preauth: usize, verbose: bool) {
     }
 }
 
+/// Takes the service manager's variables, then binds `config.address` or
+/// serves the socket passed by socket activation; says why not on stderr.
+/// Notes an empty authkey on stderr.
+fn start(
+    config: ServerConfig,
+    address_given: bool,
+    key_set: bool,
+) -> Option<(Server, Option<systemd::Notifier>)> {
+    let fail = |e: String| {
+        eprintln!("mgrd: {e}");
+        None
+    };
+    let inherited = match systemd::listen_fd() {
+        Ok(fd) => fd,
+        Err(e) => return fail(e),
+    };
+    // A notification socket that cannot be used is reported, not fatal.
+    let notifier = systemd::Notifier::from_env().unwrap_or_else(|e| {
+        eprintln!("mgrd: {e}");
+        None
+    });
+    let key_empty = config.authkey.is_empty();
+    let bound = match inherited {
+        Some(_) if address_given => {
+            return fail(format!(
+                "--address {} conflicts with the socket passed by socket activation (LISTEN_FDS): drop one",
+                config.address
+            ))
+        }
+        Some(fd) => Server::from_listener(fd, config),
+        None => Server::bind(config),
+    };
+    let server = match bound {
+        Ok(s) => s,
+        // The message names the address; the kind adds nothing.
+        Err(Error::Io(e)) => return fail(e.to_string()),
+        Err(e @ Error::Config(_)) if key_empty => {
+            return fail(format!("{e} (mgrd reads the authkey from MGR_AUTHKEY)"))
+        }
+        Err(e) => return fail(e.to_string()),
+    };
+    if key_empty {
+        eprintln!(
+            "mgrd: MGR_AUTHKEY is {}: the authkey is empty, so clients must pass authkey=b\"\"",
+            if key_set { "empty" } else { "not set" }
+        );
+    }
+    Some((server, notifier))
+}
+
+/// Sends a notification if the service manager asked for them; a failure is
+/// reported and otherwise ignored (serving matters more).
+fn notify(notifier: &Option<systemd::Notifier>, message: &str) {
+    if let Some(Err(e)) = notifier.as_ref().map(|n| n.send(message)) {
+        eprintln!("mgrd: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     if let Err(e) = block_shutdown_signals() {
         eprintln!("mgrd: cannot block signals: {e}");
@@ -235,12 +315,8 @@ fn main() -> ExitCode {
         opts.config.max_preauth_connections,
         opts.verbose,
     );
-    let mut server = match Server::bind(opts.config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("mgrd: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some((mut server, notifier)) = start(opts.config, opts.address_given, opts.key_set) else {
+        return ExitCode::FAILURE;
     };
     server.register_builtins();
     for spec in &opts.objects {
@@ -256,6 +332,10 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "mgrd listening on {}", server.address());
     let _ = stdout.flush();
+    notify(
+        &notifier,
+        &format!("READY=1\nSTATUS=listening on {}", server.address()),
+    );
 
     let mut reason = "shutdown requested by a client";
     while !server.is_shut_down() {
@@ -275,6 +355,7 @@ fn main() -> ExitCode {
             server.number_of_objects()
         );
     }
+    notify(&notifier, &format!("STOPPING=1\nSTATUS={reason}"));
     server.shutdown();
     drop(server);
     ExitCode::SUCCESS
