@@ -30,7 +30,10 @@ use crate::proto::{RemoteError, Value};
 
 pub mod builtins;
 pub mod context;
+pub mod log;
+pub mod peer;
 pub mod registry;
+pub mod stats;
 
 mod conn;
 mod dispatch;
@@ -42,7 +45,10 @@ mod reactor;
 mod segments;
 
 pub use context::{ConnId, Context, ReplyHandle, TimerId};
+pub use log::{LogEvent, LogHook};
+pub use peer::{Peer, PeerAddr};
 pub use registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
+pub use stats::ServerStats;
 
 use context::Core;
 use reactor::{Command, Reactor, Shared};
@@ -336,13 +342,31 @@ impl Server {
 
     /// Connections accepted since the server started.
     pub fn connections_accepted(&self) -> u64 {
-        self.reactor.accepted
+        self.core.stats.accepted
     }
 
     /// Frames (requests and handshake messages) served since the server
     /// started: the unit of [`ServerConfig::turn_max_requests`].
     pub fn requests_served(&self) -> u64 {
-        self.reactor.served
+        self.core.stats.served
+    }
+
+    /// A snapshot of the server's counters: connections, requests, errors,
+    /// bytes, deferred calls, objects (by typeid too), loans, timers and the
+    /// longest turn. Cheap but for the by-typeid counts (one pass over the
+    /// objects). Clients get the same through the public method `stats`
+    /// (`mgrctl stats`).
+    pub fn stats(&self) -> ServerStats {
+        self.core.snapshot()
+    }
+
+    /// Sets (or, with `None`, removes) the hook that receives a
+    /// [`LogEvent`] for each connection accepted, refused or closed, each
+    /// failed handshake, each protocol error, and the shutdown. Off by
+    /// default, and then free. The hook runs on the server's thread, inside
+    /// the call that saw the event; a panic in it is caught and ignored.
+    pub fn set_log_hook(&mut self, hook: Option<LogHook>) {
+        self.reactor.log = log::Log(hook);
     }
 
     /// Connections still authenticating (bounded by
