@@ -905,8 +905,8 @@ impl Reactor {
                 Listener::Tcp(l) => self.poll.registry().deregister(l),
                 Listener::Unix(l) => self.poll.registry().deregister(l),
             };
+            emit(&mut self.log, LogEvent::Shutdown);
         }
-        emit(&mut self.log, LogEvent::Shutdown);
         // Answers given before the shutdown reach their callers: take the
         // queued ones in and write every delivered one into its connection's
         // output (no request is served: the budget is empty).

@@ -46,7 +46,9 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
   --max-objects-per-conn N
                          refuse (MemoryError) creating objects beyond N live ones
                          per connection [default: 0, no cap]
-  -v, --verbose          log connections and shutdown to stderr
+  -v, --verbose          log to stderr, one timestamped line per connection
+                         accepted, refused or closed, failed handshake,
+                         protocol error, and the shutdown (never a key)
   --version              print the version
   -h, --help             print this help
 
@@ -227,6 +229,14 @@ fn main() -> ExitCode {
         }
     };
     server.register_builtins();
+    if opts.verbose {
+        // One line per connection event and the shutdown, timestamped; the
+        // events name peers, never keys.
+        server.set_log_hook(Some(Box::new(|e: &mgr::server::LogEvent<'_>| {
+            let now = mgr::server::log::rfc3339_utc(std::time::SystemTime::now());
+            eprintln!("{now} mgrd: {e}");
+        })));
+    }
     if let Err(e) = watch_signals(server.handle()) {
         eprintln!("mgrd: cannot set up signal handling: {e}");
         return ExitCode::FAILURE;
