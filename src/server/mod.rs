@@ -291,8 +291,11 @@ impl Server {
         self.reactor.is_closed()
     }
 
-    /// Shuts down now: stops listening, flushes what it can, closes every
-    /// connection and releases their references.
+    /// Shuts down now: stops listening, delivers the answers already given
+    /// (by [`complete`](Self::complete), a [`ServerHandle`] or an object),
+    /// flushes what it can for about half a second at most, closes every
+    /// connection and releases their references. Dropping a server does the
+    /// same.
     pub fn shutdown(&mut self) {
         self.core.shutdown_requested = true;
         self.reactor.shut_down(&mut self.core);
@@ -358,6 +361,16 @@ impl Server {
     /// (`mgrctl stats`).
     pub fn stats(&self) -> ServerStats {
         self.core.snapshot()
+    }
+
+    /// Live shared objects of `typeid` (one pass over the objects; 0 for a
+    /// typeid with none, registered or not).
+    pub fn objects_of_type(&self, typeid: &str) -> usize {
+        self.core
+            .objects
+            .iter()
+            .filter(|(_, slot)| slot.spec.typeid() == typeid)
+            .count()
     }
 
     /// Sets (or, with `None`, removes) the hook that receives a
