@@ -64,12 +64,33 @@ impl fmt::Display for LogEvent<'_> {
                 write!(f, "authentication failed for {peer}")
             }
             LogEvent::ProtocolError { peer, message } => {
-                write!(f, "protocol error from {peer}: {message}")
+                write!(f, "protocol error from {peer}: ")?;
+                write_clean(f, message, MAX_MESSAGE)
             }
             LogEvent::Closed { peer } => write!(f, "closed {peer}"),
             LogEvent::Shutdown => f.write_str("shutting down"),
         }
     }
+}
+
+/// Characters of a protocol error's message a log line carries at most (the
+/// decoder's text can quote what the peer sent).
+pub(crate) const MAX_MESSAGE: usize = 200;
+
+/// Writes at most `max` characters of `text`, control characters escaped
+/// (`\n` …), so what a peer chose can neither forge a line nor make one long.
+pub(crate) fn write_clean(f: &mut fmt::Formatter<'_>, text: &str, max: usize) -> fmt::Result {
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            return f.write_str("…");
+        }
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            write!(f, "{c}")?;
+        }
+    }
+    Ok(())
 }
 
 /// A host's log hook: called on the server's thread, inside
@@ -145,5 +166,27 @@ mod tests {
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_709_251_199, 999), "2024-02-29T23:59:59.999Z");
         assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn what_a_peer_chose_cannot_forge_or_stretch_a_line() {
+        use super::super::context::ConnId;
+        let peer = Peer {
+            conn: ConnId::from_raw(1),
+            addr: super::super::peer::PeerAddr::Unix(Some("/tmp/a\nforged".into())),
+            pid: None,
+            uid: None,
+            gid: None,
+        };
+        let long = "x\n".repeat(1000);
+        let line = LogEvent::ProtocolError {
+            peer: &peer,
+            message: &long,
+        }
+        .to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("unix:/tmp/a\\nforged"), "{line}");
+        assert!(line.chars().count() < 2 * MAX_MESSAGE + 100, "{line}");
+        assert!(line.ends_with('…'));
     }
 }

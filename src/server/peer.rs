@@ -27,7 +27,11 @@ impl fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerAddr::Tcp(a) => write!(f, "{a}"),
-            PeerAddr::Unix(Some(p)) => write!(f, "unix:{}", p.display()),
+            PeerAddr::Unix(Some(p)) => {
+                // The peer chose the path: no control characters in a log line.
+                f.write_str("unix:")?;
+                super::log::write_clean(f, &p.to_string_lossy(), usize::MAX)
+            }
             PeerAddr::Unix(None) => f.write_str("unix:"),
         }
     }
