@@ -1,6 +1,7 @@
 //! The server's counters and the snapshot [`Server::stats`](super::Server::stats)
-//! returns (also served to clients by the native-only public method `stats`,
-//! which `mgrctl stats` calls).
+//! returns (also served to clients by the public method `stats`, libmgr's own:
+//! CPython's server has none, so stock CPython clients never call it; `mgrctl
+//! stats` does).
 //!
 //! Counting costs an add where the event happens; bytes are counted by the
 //! connections into cells shared with the core, so no pass over the
