@@ -22,6 +22,12 @@
 // Version 1 (the same struct without `cancel`) is still accepted.
 #define MGR_TYPE_VERSION 2
 
+// `mgr_peer.family` of a TCP peer.
+#define MGR_PEER_TCP 1
+
+// `mgr_peer.family` of a Unix-socket peer.
+#define MGR_PEER_UNIX 2
+
 // The options layout version this library understands.
 #define MGR_SERVER_OPTIONS_VERSION 1
 
@@ -64,6 +70,22 @@ typedef enum mgr_status {
   // A panic was caught at the boundary (a bug in libmgr).
   MGR_ERR_PANIC = 15,
 } mgr_status;
+
+// What a log line from `mgr_server_set_log` is about.
+typedef enum mgr_log_kind {
+  // A connection was accepted (it starts authenticating).
+  MGR_LOG_ACCEPTED = 1,
+  // A connection was refused or dropped for a limit (named in the message).
+  MGR_LOG_REFUSED = 2,
+  // A peer failed the handshake (a wrong key, a malformed answer).
+  MGR_LOG_AUTH_FAILED = 3,
+  // A frame the server could not get past, or a request it refused to decode.
+  MGR_LOG_PROTOCOL_ERROR = 4,
+  // A connection closed.
+  MGR_LOG_CLOSED = 5,
+  // The server is shutting down.
+  MGR_LOG_SHUTDOWN = 6,
+} mgr_log_kind;
 
 // The kind of a value, as `mgr_value_type` reports it. Stable numbers.
 typedef enum mgr_value_kind {
@@ -133,6 +155,30 @@ typedef struct mgr_spawned mgr_spawned;
 // A dynamically typed value (opaque). Plain data: a value may move between
 // threads, but is used by one thread at a time.
 typedef struct mgr_value mgr_value;
+
+// Who sent a request, as `mgr_request_peer` (and the log callback of
+// `mgr_server_set_log`) report it. A plain struct the caller owns: nothing in
+// it needs freeing. Set `size` to `sizeof(mgr_peer)` before the call: the
+// library fills that many bytes at most (fields it does not know of stay as
+// they were), so the struct can grow without breaking older hosts.
+typedef struct mgr_peer {
+  // Set by the caller to `sizeof(mgr_peer)`; left as it is.
+  uint32_t size;
+  // `MGR_PEER_TCP` or `MGR_PEER_UNIX`.
+  uint32_t family;
+  // The connection's id: stable for its life, never reused by a later one.
+  uint64_t conn_id;
+  // The peer process's id (`SO_PEERCRED`, Unix sockets); -1 on TCP.
+  int64_t pid;
+  // The peer process's user id (Unix sockets); -1 on TCP.
+  int64_t uid;
+  // The peer process's group id (Unix sockets); -1 on TCP.
+  int64_t gid;
+  // Where it connected from, NUL-terminated (truncated to fit):
+  // `host:port` on TCP (IPv6 in brackets), `unix:` plus the peer's bound
+  // path (usually none) on a Unix socket.
+  char address[128];
+} mgr_peer;
 
 // Server limits for `mgr_server_new`. Fill with `mgr_server_options_init`
 // (or zero it and set `version`): a zero field keeps its default.
@@ -229,6 +275,67 @@ typedef struct mgr_type {
   mgr_cancel_fn cancel;
 } mgr_type;
 
+// A snapshot of a server's counters, from `mgr_server_stats`. Plain data
+// owned by the caller. Set `size` to `sizeof(mgr_stats)` before the
+// call: the library fills that many bytes at most (fields it does not know
+// of stay as they were), so the struct can grow without breaking older
+// hosts. Counts are since the server started; gauges are as of the call.
+typedef struct mgr_stats {
+  // Set by the caller to `sizeof(mgr_stats)`; left as it is.
+  uint32_t size;
+  // Zero.
+  uint32_t reserved;
+  // Connections open now, authenticated or not.
+  uint64_t connections_open;
+  // Connections open now that are still authenticating.
+  uint64_t connections_preauth;
+  // Connections accepted.
+  uint64_t connections_accepted;
+  // Connections closed at once because `max_connections` clients were
+  // authenticated already.
+  uint64_t connections_refused;
+  // Connections still authenticating that were dropped for a newer one or
+  // for their handshake deadline.
+  uint64_t preauth_dropped;
+  // Failed handshakes (a wrong key, a malformed answer).
+  uint64_t auth_failures;
+  // Frames served: requests and handshake messages.
+  uint64_t requests_served;
+  // Requests answered with an error, deferred answers included.
+  uint64_t errors;
+  // Frames the server could not get past or refused to decode.
+  uint64_t protocol_errors;
+  // Bytes read from clients.
+  uint64_t bytes_in;
+  // Bytes written to clients.
+  uint64_t bytes_out;
+  // Deferred calls waiting for an answer now.
+  uint64_t deferred_pending;
+  // Live shared objects now (by typeid: `mgr_server_objects_of_type`).
+  uint64_t objects;
+  // Bytes the shared objects hold (the estimate `mgr_server_set_max_held_bytes` caps).
+  uint64_t held_bytes;
+  // References lent to replies in flight now.
+  uint64_t loans;
+  // Timers set now.
+  uint64_t timers;
+  // Turns run (`mgr_server_process` calls, and the turns of `mgr_server_run`).
+  uint64_t turns;
+  // The longest turn so far, in microseconds.
+  uint64_t longest_turn_us;
+} mgr_stats;
+
+// A log callback: `kind` says what happened, `peer` who it happened to (NULL
+// for `mgr_log_kind.MGR_LOG_SHUTDOWN`), `message` a one-line description
+// without timestamp (it names the peer, never a key). `peer` and `message`
+// are valid only during the call. Runs on the server's thread, inside
+// `mgr_server_process` / `_run` / `_shutdown` / `_free`; this server's
+// functions return `MGR_ERR_BUSY` there.
+typedef void (*mgr_log_fn)(void *userdata,
+                           enum mgr_log_kind kind,
+                           const struct mgr_peer *peer,
+                           const char *message);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -314,6 +421,14 @@ enum mgr_status mgr_client_number_of_objects(struct mgr_client *client, size_t *
 
 // Asks the server to shut down. The client still has to be freed.
 enum mgr_status mgr_client_shutdown(struct mgr_client *client);
+
+// Fills `*out` with who sent this request: the connection's id, its address,
+// and on a Unix socket the peer process's pid, uid and gid (read once when
+// the connection was accepted). Set `out->size = sizeof(mgr_peer)` first.
+// Works in `create` and `call` callbacks. `*out` is plain data owned by the
+// caller. `MGR_ERR_INVALID_ARGUMENT` for a `size` below 16 (the fields up to
+// `conn_id`).
+enum mgr_status mgr_request_peer(const struct mgr_request *req, struct mgr_peer *out);
 
 // Answers the call with `value`. Takes ownership of `value` (freed even when the
 // call fails). `MGR_ERR_STATE` if the request was answered already or is a create
@@ -469,8 +584,9 @@ enum mgr_status mgr_server_run(struct mgr_server *server);
 // A host loop stops when this turns true. False for NULL and inside callbacks.
 bool mgr_server_is_shut_down(const struct mgr_server *server);
 
-// Shuts the server down: stops listening, flushes what it can, closes every
-// connection (their deferred calls are cancelled). Immediate when called from
+// Shuts the server down: stops listening, delivers the answers already given,
+// flushes what it can (for about half a second at most), closes every
+// connection (their deferred calls still waiting are cancelled). Immediate when called from
 // the host's loop; from inside a callback it is queued (the fd is woken) and
 // happens in the next `mgr_server_process`. Deferred replies answered
 // afterwards report `MGR_ERR_STALE`. The server still has to be freed.
@@ -569,8 +685,33 @@ enum mgr_status mgr_server_set_max_objects_per_conn(struct mgr_server *server,
 // inside a callback.
 enum mgr_status mgr_server_held_bytes(const struct mgr_server *server, size_t *out);
 
+// Fills `*out` with the server's counters (see `mgr_stats`); set
+// `out->size = sizeof(mgr_stats)` first. Cheap: no pass over
+// connections or objects. `MGR_ERR_INVALID_ARGUMENT` for a `size` below 8;
+// `MGR_ERR_BUSY` from inside a callback.
+enum mgr_status mgr_server_stats(const struct mgr_server *server, struct mgr_stats *out);
+
+// Writes the number of live shared objects of `type_id` to `*out` (0 for a
+// typeid with none, registered or not). One pass over the objects: a C host
+// knows its typeids and asks for the ones it wants, so no list needs
+// allocating and freeing. `MGR_ERR_BUSY` from inside a callback.
+enum mgr_status mgr_server_objects_of_type(const struct mgr_server *server,
+                                           const char *type_id,
+                                           size_t *out);
+
+// Sets the server's log callback (NULL removes it; off by default, and then
+// free): one call per connection accepted, refused or closed, failed
+// handshake, protocol error, and the shutdown. `userdata` is passed first and
+// must stay valid until the callback is replaced or `mgr_server_free`
+// returns (freeing logs the shutdown and the closes). `MGR_ERR_BUSY` from
+// inside a callback.
+enum mgr_status mgr_server_set_log(struct mgr_server *server, mgr_log_fn callback, void *userdata);
+
 // Shuts down if needed and frees the server, destroying every remaining object
-// (their destroy callbacks run now). NULL is a no-op. Must not be called from
+// (their destroy callbacks run now). Answers given before the call
+// (`mgr_reply_return` / `_raise`, from any thread) are still delivered: they
+// are written to their connections and flushed for at most about half a
+// second before the connections close. NULL is a no-op. Must not be called from
 // inside one of this server's callbacks: it then does nothing (and sets the
 // last error). Outstanding `mgr_reply` handles stay valid; answering them
 // reports `MGR_ERR_STALE`.

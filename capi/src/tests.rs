@@ -141,6 +141,26 @@ unsafe extern "C" fn call(
             mgr_request_return(req, c_chain(0, levels as usize, 7))
         }
         "stop" => mgr_server_shutdown(server),
+        "peer" => {
+            // Who is calling: (conn_id, pid, uid, gid, family, address).
+            let mut p: crate::ffi::mgr_peer = std::mem::zeroed();
+            p.size = std::mem::size_of::<crate::ffi::mgr_peer>() as u32;
+            assert_eq!(mgr_request_peer(req, &mut p), mgr_status::MGR_OK);
+            let t = mgr_value_tuple();
+            for n in [p.conn_id as i64, p.pid, p.uid, p.gid, i64::from(p.family)] {
+                mgr_value_append(t, mgr_value_int(n));
+            }
+            mgr_value_append(t, mgr_value_str(p.address.as_ptr()));
+            // A size below the fixed header is refused, and nothing is written.
+            let mut small: crate::ffi::mgr_peer = std::mem::zeroed();
+            small.size = 8;
+            assert_eq!(
+                mgr_request_peer(req, &mut small),
+                mgr_status::MGR_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(small.conn_id, 0);
+            mgr_request_return(req, t)
+        }
         "nothing" => mgr_status::MGR_OK,
         "no_target" => {
             // Not a method_to_typeid method: handing over an object is refused.
@@ -187,7 +207,7 @@ unsafe extern "C" fn repr(_userdata: *mut c_void, object: *mut c_void) -> *mut m
 /// A request handle kept past its callback by "keep" (the misuse "use_kept" tries).
 static KEPT: AtomicPtr<mgr_request> = AtomicPtr::new(ptr::null_mut());
 
-struct Methods([*const c_char; 13]);
+struct Methods([*const c_char; 14]);
 // SAFETY: pointers to static C string literals.
 unsafe impl Sync for Methods {}
 static METHODS: Methods = Methods([
@@ -204,6 +224,7 @@ static METHODS: Methods = Methods([
     c"keep".as_ptr(),
     c"use_kept".as_ptr(),
     c"deep".as_ptr(),
+    c"peer".as_ptr(),
 ]);
 
 struct VTable(mgr_type);
@@ -218,7 +239,7 @@ impl std::ops::Deref for VTable {
 static VTABLE: VTable = VTable(mgr_type {
     version: MGR_TYPE_VERSION,
     exposed: METHODS.0.as_ptr(),
-    exposed_len: 13,
+    exposed_len: 14,
     method_to_typeid: ptr::null::<mgr_method_typeid>(),
     method_to_typeid_len: 0,
     create: Some(create),
@@ -1151,5 +1172,259 @@ fn a_server_adopts_a_listening_descriptor_and_refuses_others() {
             "{}",
             last_error()
         );
+    }
+}
+
+/// The log lines a C log callback received: (kind, conn id, pid, message).
+type Logged = Mutex<Vec<(mgr_log_kind, u64, i64, String)>>;
+
+unsafe extern "C" fn log_line(
+    userdata: *mut c_void,
+    kind: mgr_log_kind,
+    peer: *const crate::ffi::mgr_peer,
+    message: *const c_char,
+) {
+    let logged = &*(userdata as *const Logged);
+    let (conn, pid) = peer.as_ref().map_or((0, 0), |p| (p.conn_id, p.pid));
+    let text = CStr::from_ptr(message).to_string_lossy().into_owned();
+    logged.lock().unwrap().push((kind, conn, pid, text));
+}
+
+fn peer_of(p: &mgr::Proxy) -> Vec<Value> {
+    p.call("peer", vec![]).unwrap().into_items().unwrap()
+}
+
+/// Reads the server's stats with the full struct size.
+unsafe fn stats_of(s: *mut mgr_server) -> mgr_stats {
+    let mut st = mgr_stats {
+        size: std::mem::size_of::<mgr_stats>() as u32,
+        ..Default::default()
+    };
+    assert_eq!(mgr_server_stats(s, &mut st), mgr_status::MGR_OK);
+    st
+}
+
+#[test]
+fn a_unix_peer_its_stats_and_its_log_through_the_c_abi() {
+    let dir = std::env::temp_dir().join(format!("mgr-capi-peer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    let address = format!("unix:{}", path.display());
+    let (tx, replies) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        server: AtomicPtr::new(ptr::null_mut()),
+        replies: Mutex::new(tx),
+        created: AtomicUsize::new(0),
+        destroyed: AtomicUsize::new(0),
+        cancelled: Mutex::new(Vec::new()),
+    });
+    drop(replies);
+    let logged: Arc<Logged> = Arc::default();
+    unsafe {
+        let mut s = ptr::null_mut();
+        let c_address = std::ffi::CString::new(address.clone()).unwrap();
+        assert_eq!(
+            mgr_server_new(
+                c_address.as_ptr(),
+                KEY.as_ptr(),
+                KEY.len(),
+                ptr::null(),
+                &mut s
+            ),
+            mgr_status::MGR_OK
+        );
+        shared.server.store(s, Ordering::SeqCst);
+        let ud = Arc::as_ptr(&shared) as *mut c_void;
+        assert_eq!(
+            mgr_server_register(s, c"Echo".as_ptr(), &*VTABLE, ud),
+            mgr_status::MGR_OK
+        );
+        let log_ud = Arc::as_ptr(&logged) as *mut c_void;
+        assert_eq!(
+            mgr_server_set_log(s, Some(log_line), log_ud),
+            mgr_status::MGR_OK
+        );
+        let before = stats_of(s);
+        assert_eq!((before.connections_accepted, before.objects), (0, 0));
+
+        let (step, steps) = mpsc::channel::<Vec<Value>>();
+        let (go, went) = mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let m = Manager::connect(&address, KEY).unwrap();
+            let p = m.create("Echo", vec![]).unwrap();
+            let who = peer_of(&p);
+            p.call("raise", vec![]).unwrap_err();
+            step.send(who).unwrap();
+            went.recv().unwrap();
+            assert!(Manager::connect(&address, b"wrong").is_err());
+            drop((p, m));
+            step.send(vec![]).unwrap();
+        });
+        let serve_until = |steps: &mpsc::Receiver<Vec<Value>>| loop {
+            match steps.try_recv() {
+                Ok(v) => break v,
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => panic!("the client failed"),
+            }
+            let mut p = libc::pollfd {
+                fd: mgr_server_fd(s),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            libc::poll(&mut p, 1, 5);
+            assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
+        };
+        let who = serve_until(&steps);
+        let (uid, gid) = (i64::from(libc::getuid()), i64::from(libc::getgid()));
+        assert_eq!(who[1], Value::Int(i64::from(std::process::id())), "{who:?}");
+        assert_eq!((&who[2], &who[3]), (&Value::Int(uid), &Value::Int(gid)));
+        assert_eq!(who[4], Value::Int(i64::from(crate::ffi::MGR_PEER_UNIX)));
+        assert_eq!(who[5], Value::from("unix:"));
+
+        let mid = stats_of(s);
+        assert_eq!((mid.connections_open, mid.connections_accepted), (1, 1));
+        assert_eq!((mid.objects, mid.errors, mid.auth_failures), (1, 1, 0));
+        let mut n = 9;
+        assert_eq!(
+            mgr_server_objects_of_type(s, c"Echo".as_ptr(), &mut n),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(n, 1);
+        assert_eq!(
+            mgr_server_objects_of_type(s, c"Nope".as_ptr(), &mut n),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(n, 0);
+        // A smaller (older) struct gets what fits and nothing past it.
+        let mut old = mgr_stats {
+            size: 16,
+            connections_preauth: 77,
+            ..Default::default()
+        };
+        assert_eq!(mgr_server_stats(s, &mut old), mgr_status::MGR_OK);
+        assert_eq!(
+            (old.size, old.connections_open, old.connections_preauth),
+            (16, 1, 77)
+        );
+        old.size = 4;
+        assert_eq!(
+            mgr_server_stats(s, &mut old),
+            mgr_status::MGR_ERR_INVALID_ARGUMENT
+        );
+
+        go.send(()).unwrap();
+        serve_until(&steps);
+        client.join().unwrap();
+        while stats_of(s).connections_open > 0 {
+            let mut p = libc::pollfd {
+                fd: mgr_server_fd(s),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            libc::poll(&mut p, 1, 5);
+            assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
+        }
+        let end = stats_of(s);
+        assert_eq!(
+            (end.connections_accepted, end.auth_failures, end.objects),
+            (2, 1, 0)
+        );
+        assert!(end.bytes_in > 0 && end.bytes_out > 0 && end.turns > 0);
+        mgr_server_free(s);
+    }
+    let logged = logged.lock().unwrap();
+    let me = i64::from(std::process::id());
+    let kinds: Vec<mgr_log_kind> = logged.iter().map(|l| l.0).collect();
+    use mgr_log_kind::*;
+    assert_eq!(
+        kinds,
+        [
+            MGR_LOG_ACCEPTED,
+            MGR_LOG_ACCEPTED,
+            MGR_LOG_AUTH_FAILED,
+            MGR_LOG_CLOSED,
+            MGR_LOG_CLOSED,
+            MGR_LOG_SHUTDOWN
+        ],
+        "{logged:#?}"
+    );
+    assert!(
+        logged[..5].iter().all(|l| l.2 == me && l.1 != 0),
+        "{logged:#?}"
+    );
+    assert_eq!(logged[0].1, logged[4].1, "the first connection closes last");
+    assert_eq!(logged[1].1, logged[2].1);
+    assert!(
+        logged[2].3.starts_with("authentication failed for conn "),
+        "{logged:#?}"
+    );
+    assert!(logged
+        .iter()
+        .all(|l| !l.3.contains("ffi-test-key") && !l.3.contains("wrong")));
+    assert_eq!(logged[5].3, "shutting down");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_tcp_peer_through_the_c_abi_has_an_address_and_no_credentials() {
+    let server = start();
+    let m = server.connect();
+    let p = m.create("Echo", vec![]).unwrap();
+    let who = peer_of(&p);
+    assert_eq!(
+        &who[1..4],
+        &[Value::Int(-1), Value::Int(-1), Value::Int(-1)]
+    );
+    assert_eq!(who[4], Value::Int(i64::from(crate::ffi::MGR_PEER_TCP)));
+    let addr: std::net::SocketAddr = who[5].as_str().unwrap().parse().unwrap();
+    assert!(addr.ip().is_loopback() && addr.port() != 0);
+    let again = peer_of(&p);
+    assert_eq!(again[0], who[0], "one connection, one id");
+    let other = server.connect();
+    let q = other.proxy(p.token().clone()).unwrap();
+    assert_ne!(peer_of(&q)[0], who[0], "another connection, another id");
+    drop((p, q, m, other));
+    server.stop();
+}
+
+#[test]
+fn an_answer_given_just_before_free_reaches_its_caller() {
+    let (tx, replies) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        server: AtomicPtr::new(ptr::null_mut()),
+        replies: Mutex::new(tx),
+        created: AtomicUsize::new(0),
+        destroyed: AtomicUsize::new(0),
+        cancelled: Mutex::new(Vec::new()),
+    });
+    unsafe {
+        let s = new_server();
+        shared.server.store(s, Ordering::SeqCst);
+        let ud = Arc::as_ptr(&shared) as *mut c_void;
+        assert_eq!(
+            mgr_server_register(s, c"Echo".as_ptr(), &*VTABLE, ud),
+            mgr_status::MGR_OK
+        );
+        let address = CStr::from_ptr(mgr_server_address(s))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let caller = std::thread::spawn(move || {
+            let m = Manager::connect(&address, KEY).unwrap();
+            let p = m.create("Echo", vec![]).unwrap();
+            p.call("defer", vec![])
+        });
+        let r = loop {
+            if let Ok(r) = replies.try_recv() {
+                break r.0;
+            }
+            wait_readable(mgr_server_fd(s));
+            assert_eq!(mgr_server_process(s), mgr_status::MGR_OK);
+        };
+        // Answered, then the server is freed before another turn.
+        assert_eq!(mgr_reply_return(r, mgr_value_int(42)), mgr_status::MGR_OK);
+        mgr_reply_free(r);
+        mgr_server_free(s);
+        assert_eq!(caller.join().unwrap().unwrap(), Value::Int(42));
     }
 }

@@ -14,6 +14,7 @@ use mio::{Interest, Registry, Token};
 
 use super::context::{ReplyHandle, TimerId};
 use super::dispatch::{IdStyle, Session};
+use super::stats::Io;
 use crate::proto::auth::Handshake;
 use crate::proto::codec::Serializer;
 
@@ -130,6 +131,8 @@ pub(crate) struct Conn {
     pub(crate) queued: bool,
     /// Counted among the authenticated connections (`max_connections`).
     pub(crate) counted: bool,
+    /// Where the bytes it reads and writes are counted (the server's totals).
+    pub(crate) io: std::rc::Rc<Io>,
 }
 
 impl Conn {
@@ -153,6 +156,7 @@ impl Conn {
             unread: false,
             queued: false,
             counted: false,
+            io: Default::default(),
         }
     }
 
@@ -252,9 +256,13 @@ impl Conn {
                 }
                 Ok(n) if n < room && !self.read_closed => {
                     self.end += n;
+                    self.io.add_in(n);
                     return false;
                 }
-                Ok(n) => self.end += n,
+                Ok(n) => {
+                    self.end += n;
+                    self.io.add_in(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -278,7 +286,10 @@ impl Conn {
                     self.dead = true;
                     return false;
                 }
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    self.io.add_out(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     blocked = true;
                     break;

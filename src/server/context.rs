@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::builtins::size;
+use super::fasthash::FastMap;
 use super::guard;
 use super::loans::Loans;
 use super::objects::{held_bytes_of, ObjectTable};
+use super::peer::Peer;
 use super::registry::{CallArgs, Registry, SharedObject, TypeSpec};
 use super::segments::Segments;
+use super::stats::{self, Counters, ServerStats};
 use super::ServerConfig;
 use crate::proto::frame::DEFAULT_MAX_FRAME;
 use crate::proto::{ObjectId, RemoteError, Token, Value};
@@ -156,6 +159,10 @@ pub(crate) struct Core {
     pub(crate) loans: Loans,
     /// What calls may build and hold.
     pub(crate) limits: Limits,
+    /// What the reactor and the dispatcher count (see `stats`).
+    pub(crate) stats: Counters,
+    /// Who is behind each open connection (read at accept).
+    pub(crate) peers: FastMap<ConnId, Peer>,
 }
 
 impl fmt::Debug for Core {
@@ -212,6 +219,37 @@ impl Core {
             loans: Loans::default(),
             now: Instant::now(),
             limits: Limits::default(),
+            stats: Counters::default(),
+            peers: FastMap::default(),
+        }
+    }
+
+    /// A snapshot of the counters (one pass over the objects for the
+    /// by-typeid counts).
+    pub(crate) fn snapshot(&self) -> ServerStats {
+        let c = &self.stats;
+        ServerStats {
+            connections_open: c.open,
+            connections_preauth: c.preauth,
+            connections_accepted: c.accepted,
+            connections_refused: c.refused,
+            preauth_dropped: c.preauth_dropped,
+            auth_failures: c.auth_failures,
+            requests_served: c.served,
+            errors: c.errors,
+            protocol_errors: c.protocol_errors,
+            bytes_in: c.io.bytes_in.get(),
+            bytes_out: c.io.bytes_out.get(),
+            deferred_pending: self.pending.len() as u64,
+            objects: self.objects.len() as u64,
+            objects_by_type: stats::count_by_type(
+                self.objects.iter().map(|(_, slot)| slot.spec.typeid()),
+            ),
+            held_bytes: self.objects.held_bytes() as u64,
+            loans: self.loans.lent().map(|(_, n)| u64::from(n)).sum(),
+            timers: self.timers.live.len() as u64,
+            turns: c.turns,
+            longest_turn: c.longest_turn,
         }
     }
 
@@ -698,6 +736,13 @@ impl Context<'_> {
     /// callbacks.
     pub fn conn(&self) -> Option<ConnId> {
         self.conn
+    }
+
+    /// Who sent the running request: the connection's id, its address and, on
+    /// a Unix socket, the peer's pid, uid and gid (read once at accept).
+    /// `None` where [`conn`](Self::conn) is.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.conn.and_then(|c| self.core.peers.get(&c))
     }
 
     /// The object whose callback is running; `None` inside a constructor.

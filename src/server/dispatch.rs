@@ -223,6 +223,9 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
         },
         "debug_info" => done(Value::Str(debug_info(core))),
         "number_of_objects" => done(Value::Int(core.held_objects() as i64)),
+        // libmgr's own (CPython has no such method): the server's counters
+        // as a dict, what `Server::stats` returns (`mgrctl stats`).
+        "stats" => done(core.snapshot().to_value()),
         "dummy" => done(Value::None),
         "accept_connection" => {
             session.persistent = true;

@@ -30,7 +30,10 @@ use crate::proto::{RemoteError, Value};
 
 pub mod builtins;
 pub mod context;
+pub mod log;
+pub mod peer;
 pub mod registry;
+pub mod stats;
 
 mod conn;
 mod dispatch;
@@ -46,8 +49,11 @@ mod segments;
 mod tokio_serve;
 
 pub use context::{ConnId, Context, ReplyHandle, TimerId};
+pub use log::{LogEvent, LogHook};
 pub use named::ObjectSpec;
+pub use peer::{Peer, PeerAddr};
 pub use registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
+pub use stats::ServerStats;
 #[cfg(feature = "tokio")]
 pub use tokio_serve::serve;
 
@@ -344,8 +350,11 @@ impl Server {
         self.reactor.is_closed()
     }
 
-    /// Shuts down now: stops listening, flushes what it can, closes every
-    /// connection and releases their references.
+    /// Shuts down now: stops listening, delivers the answers already given
+    /// (by [`complete`](Self::complete), a [`ServerHandle`] or an object),
+    /// flushes what it can for about half a second at most, closes every
+    /// connection and releases their references. Dropping a server does the
+    /// same.
     pub fn shutdown(&mut self) {
         self.core.shutdown_requested = true;
         self.reactor.shut_down(&mut self.core);
@@ -395,13 +404,41 @@ impl Server {
 
     /// Connections accepted since the server started.
     pub fn connections_accepted(&self) -> u64 {
-        self.reactor.accepted
+        self.core.stats.accepted
     }
 
     /// Frames (requests and handshake messages) served since the server
     /// started: the unit of [`ServerConfig::turn_max_requests`].
     pub fn requests_served(&self) -> u64 {
-        self.reactor.served
+        self.core.stats.served
+    }
+
+    /// A snapshot of the server's counters: connections, requests, errors,
+    /// bytes, deferred calls, objects (by typeid too), loans, timers and the
+    /// longest turn. Cheap but for the by-typeid counts (one pass over the
+    /// objects). Clients get the same through the public method `stats`
+    /// (`mgrctl stats`).
+    pub fn stats(&self) -> ServerStats {
+        self.core.snapshot()
+    }
+
+    /// Live shared objects of `typeid` (one pass over the objects; 0 for a
+    /// typeid with none, registered or not).
+    pub fn objects_of_type(&self, typeid: &str) -> usize {
+        self.core
+            .objects
+            .iter()
+            .filter(|(_, slot)| slot.spec.typeid() == typeid)
+            .count()
+    }
+
+    /// Sets (or, with `None`, removes) the hook that receives a
+    /// [`LogEvent`] for each connection accepted, refused or closed, each
+    /// failed handshake, each protocol error, and the shutdown. Off by
+    /// default, and then free. The hook runs on the server's thread, inside
+    /// the call that saw the event; a panic in it is caught and ignored.
+    pub fn set_log_hook(&mut self, hook: Option<LogHook>) {
+        self.reactor.log = log::Log(hook);
     }
 
     /// Connections still authenticating (bounded by

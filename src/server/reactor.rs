@@ -29,6 +29,8 @@ use slab::Slab;
 use super::conn::{Conn, Phase, Stream};
 use super::context::{Completion, ConnId, Core, Recount, ReplyHandle, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
+use super::log::{Log, LogEvent};
+use super::peer::Peer;
 use super::registry::Registry;
 use super::ServerConfig;
 use crate::address::Address;
@@ -172,11 +174,15 @@ pub(crate) struct Reactor {
     preauth_count: usize,
     /// Authenticated connections.
     authenticated: usize,
-    pub(crate) accepted: u64,
-    /// Frames served since the start.
-    pub(crate) served: u64,
     /// The retry timer set when accept ran out of descriptors.
     accept_retry: Option<TimerId>,
+    /// The host's log hook, if any (see [`LogEvent`]).
+    pub(crate) log: Log,
+}
+
+/// Hands `event` to the log hook, if one is set.
+fn emit(log: &mut Log, event: LogEvent<'_>) {
+    log.emit(event)
 }
 
 impl Reactor {
@@ -214,9 +220,8 @@ impl Reactor {
             preauth: VecDeque::new(),
             preauth_count: 0,
             authenticated: 0,
-            accepted: 0,
-            served: 0,
             accept_retry: None,
+            log: Log::default(),
         })
     }
 
@@ -236,6 +241,7 @@ impl Reactor {
     pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
         self.poll_events(core, timeout)?;
         core.now = Instant::now();
+        let started = core.now;
         self.fire_timers(core);
         let mut budget = Budget::new(&self.config, core.now);
         self.settle(core, &mut budget);
@@ -245,6 +251,9 @@ impl Reactor {
         if self.accept_pending {
             self.accept(core);
         }
+        let took = started.elapsed();
+        core.stats.turns += 1;
+        core.stats.longest_turn = core.stats.longest_turn.max(took);
         Ok(())
     }
 
@@ -318,7 +327,7 @@ impl Reactor {
     /// about that many requests and a round, not for the turn.
     pub(crate) fn settle(&mut self, core: &mut Core, budget: &mut Budget) {
         let mut round = self.ready.len();
-        let mut polled_at = self.served;
+        let mut polled_at = core.stats.served;
         loop {
             if !core.outbox.is_empty() {
                 for c in mem::take(&mut core.outbox) {
@@ -327,10 +336,10 @@ impl Reactor {
             }
             if !budget.exhausted() {
                 if round == 0 && !self.ready.is_empty() {
-                    if self.served - polled_at >= REPOLL_AFTER {
+                    if core.stats.served - polled_at >= REPOLL_AFTER {
                         // An error here surfaces at the next turn's poll.
                         let _ = self.poll_events(core, Some(Duration::ZERO));
-                        polled_at = self.served;
+                        polled_at = core.stats.served;
                     }
                     round = self.ready.len();
                 }
@@ -376,15 +385,21 @@ impl Reactor {
     fn accept(&mut self, core: &mut Core) {
         self.accept_pending = false;
         for _ in 0..ACCEPT_BATCH {
+            // The id this connection gets if it is let in.
+            let next_generation = self.next_generation.wrapping_add(1);
+            let id = ConnId::new(self.conns.vacant_key(), next_generation);
             let stream = match self.listener.as_ref() {
-                Some(Listener::Tcp(l)) => l.accept().map(|(s, _)| {
+                Some(Listener::Tcp(l)) => l.accept().map(|(s, addr)| {
                     let _ = s.set_nodelay(true);
-                    Stream::Tcp(s)
+                    (Stream::Tcp(s), Peer::tcp(id, addr))
                 }),
-                Some(Listener::Unix(l)) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                Some(Listener::Unix(l)) => l.accept().map(|(s, addr)| {
+                    let peer = Peer::unix(id, &s, &addr);
+                    (Stream::Unix(s), peer)
+                }),
                 None => return,
             };
-            let mut stream = match stream {
+            let (mut stream, peer) = match stream {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -408,11 +423,23 @@ impl Reactor {
             };
             if self.authenticated >= self.config.max_connections {
                 drop(stream);
+                self.next_generation = next_generation;
+                core.stats.accepted += 1;
+                core.stats.refused += 1;
+                emit(&mut self.log, LogEvent::Accepted { peer: &peer });
+                emit(
+                    &mut self.log,
+                    LogEvent::Refused {
+                        peer: &peer,
+                        why: "max_connections",
+                    },
+                );
                 continue;
             }
             if self.preauth_count >= self.config.max_preauth_connections.max(1) {
                 self.evict_oldest_preauth(core);
             }
+            // Evicting freed a slot: the id is taken afresh.
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if self.generations.len() <= key {
@@ -421,6 +448,7 @@ impl Reactor {
             self.next_generation = self.next_generation.wrapping_add(1);
             self.generations[key] = self.next_generation;
             let id = ConnId::new(key, self.next_generation);
+            let peer = Peer { conn: id, ..peer };
             if self
                 .poll
                 .registry()
@@ -440,14 +468,18 @@ impl Reactor {
                 crate::entropy::challenge_bytes(),
             );
             let mut conn = Conn::new(stream, handshake, Session::new(id, IdStyle::Int, true));
+            conn.io = core.stats.io.clone();
             conn.handshake_timer = Some(core.add_timer(
                 core.now + self.config.handshake_timeout,
                 TimerTarget::Handshake(id),
             ));
             entry.insert(conn);
-            self.accepted += 1;
+            core.stats.accepted += 1;
             self.preauth_count += 1;
             self.preauth.push_back(id);
+            emit(&mut self.log, LogEvent::Accepted { peer: &peer });
+            core.peers.insert(id, peer);
+            self.gauges(core);
             self.transmit_handshake(key);
             self.after_io(core, key);
         }
@@ -461,6 +493,16 @@ impl Reactor {
         while let Some(id) = self.preauth.pop_front() {
             if let Some(key) = self.key_of(id) {
                 if matches!(self.conns[key].phase, Phase::Handshake(_)) {
+                    core.stats.preauth_dropped += 1;
+                    if let Some(peer) = core.peers.get(&id) {
+                        emit(
+                            &mut self.log,
+                            LogEvent::Refused {
+                                peer,
+                                why: "max_preauth_connections",
+                            },
+                        );
+                    }
                     self.close(core, key);
                     return;
                 }
@@ -513,6 +555,16 @@ impl Reactor {
                 TimerTarget::Handshake(conn) => {
                     if let Some(key) = self.key_of(conn) {
                         if matches!(self.conns[key].phase, Phase::Handshake(_)) {
+                            core.stats.preauth_dropped += 1;
+                            if let Some(peer) = core.peers.get(&conn) {
+                                emit(
+                                    &mut self.log,
+                                    LogEvent::Refused {
+                                        peer,
+                                        why: "handshake_timeout",
+                                    },
+                                );
+                            }
                             self.conns[key].dead = true;
                             self.after_io(core, key);
                         }
@@ -542,6 +594,9 @@ impl Reactor {
             }
             (_, result) => result.into(),
         };
+        if matches!(reply, Reply::Error(_) | Reply::Traceback(_)) {
+            core.stats.errors += 1;
+        }
         conn.waiting = None;
         encode_reply(conn, &reply, &self.pickle_address, &core.registry);
         // Send the answer now (it is not held back by the turn's budget), then
@@ -654,7 +709,9 @@ impl Reactor {
                     if let (Phase::Serving(_), Some(b)) = (&conn.phase, first) {
                         conn.serializer_for(b);
                     }
-                    fatal(conn, &format!("bad frame: {e}"), address, &core.registry);
+                    let why = format!("bad frame: {e}");
+                    protocol_error(&mut self.log, core, conn.session.id, &why);
+                    fatal(conn, &why, address, &core.registry);
                     return Stop::Paused;
                 }
             };
@@ -664,7 +721,7 @@ impl Reactor {
             conn.need = 0;
             *batch -= 1;
             budget.spend();
-            self.served += 1;
+            core.stats.served += 1;
             let payload =
                 &conn.input[conn.start + header.header_len..conn.start + header.total_len()];
             match &mut conn.phase {
@@ -674,16 +731,33 @@ impl Reactor {
                         frame::write_frame(&msg, &mut conn.output);
                     }
                     match (result, hs.state()) {
-                        (Err(_), _) | (_, State::Failed(_)) => conn.close_after_flush = true,
+                        (Err(_), _) | (_, State::Failed(_)) => {
+                            conn.close_after_flush = true;
+                            core.stats.auth_failures += 1;
+                            if let Some(peer) = core.peers.get(&conn.session.id) {
+                                emit(&mut self.log, LogEvent::AuthFailed { peer });
+                            }
+                        }
                         (Ok(()), State::Done) => {
                             conn.phase = Phase::Serving(None);
                             if let Some(t) = conn.handshake_timer.take() {
                                 core.cancel_timer(t);
                             }
                             self.preauth_count -= 1;
+                            core.stats.preauth = self.preauth_count as u64;
                             if self.authenticated >= max_connections {
                                 // Full: others authenticated meanwhile.
                                 conn.close_after_flush = true;
+                                core.stats.refused += 1;
+                                if let Some(peer) = core.peers.get(&conn.session.id) {
+                                    emit(
+                                        &mut self.log,
+                                        LogEvent::Refused {
+                                            peer,
+                                            why: "max_connections",
+                                        },
+                                    );
+                                }
                             } else {
                                 self.authenticated += 1;
                                 conn.counted = true;
@@ -721,6 +795,9 @@ impl Reactor {
                             conn.consume(header.total_len());
                             match done {
                                 Dispatched::Reply(reply) => {
+                                    if matches!(reply, Reply::Error(_) | Reply::Traceback(_)) {
+                                        core.stats.errors += 1;
+                                    }
                                     encode_reply(conn, &reply, address, &core.registry)
                                 }
                                 Dispatched::Deferred(h) => conn.waiting = Some(h),
@@ -733,6 +810,8 @@ impl Reactor {
                         Err(e) if ser == Serializer::Pickle => {
                             // A pickle we refuse (a forbidden global, say) may be
                             // an attack: answer why, then close this connection.
+                            let why = format!("rejected request: {e}");
+                            protocol_error(&mut self.log, core, conn.session.id, &why);
                             encode_reply(
                                 conn,
                                 &Reply::Traceback(format!(
@@ -743,12 +822,16 @@ impl Reactor {
                             );
                             conn.close_after_flush = true;
                         }
-                        Err(e) => encode_reply(
-                            conn,
-                            &Reply::Traceback(format!("libmgr: malformed request: {e}")),
-                            address,
-                            &core.registry,
-                        ),
+                        Err(e) => {
+                            let why = format!("malformed request: {e}");
+                            protocol_error(&mut self.log, core, conn.session.id, &why);
+                            encode_reply(
+                                conn,
+                                &Reply::Traceback(format!("libmgr: {why}")),
+                                address,
+                                &core.registry,
+                            )
+                        }
                     }
                 }
             }
@@ -805,16 +888,34 @@ impl Reactor {
             });
         }
         conn.session.release_all(core);
+        if let Some(peer) = core.peers.remove(&id) {
+            emit(&mut self.log, LogEvent::Closed { peer: &peer });
+        }
+        self.gauges(core);
     }
 
-    /// Stops accepting, writes what can be written without waiting long, closes all.
+    /// Brings the connection gauges in the counters up to date.
+    fn gauges(&self, core: &mut Core) {
+        core.stats.open = self.conns.len() as u64;
+        core.stats.preauth = self.preauth_count as u64;
+    }
+
+    /// Stops accepting, delivers the answers already given (queued by other
+    /// threads or waiting in the outbox), writes what can be written without
+    /// waiting long, closes all.
     pub(crate) fn shut_down(&mut self, core: &mut Core) {
         if let Some(mut l) = self.listener.take() {
             let _ = match &mut l {
                 Listener::Tcp(l) => self.poll.registry().deregister(l),
                 Listener::Unix(l) => self.poll.registry().deregister(l),
             };
+            emit(&mut self.log, LogEvent::Shutdown);
         }
+        // Answers given before the shutdown reach their callers: take the
+        // queued ones in and write every delivered one into its connection's
+        // output (no request is served: the budget is empty).
+        self.drain_commands(core);
+        self.settle(core, &mut Budget::none());
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.unsent() > 0 && !c.dead)
         {
@@ -912,6 +1013,14 @@ fn encode_reply(conn: &mut Conn, reply: &Reply, address: &Value, registry: &Regi
         _ => native::encode_reply(reply, &mut conn.output),
     }
     finish_frame(&mut conn.output, at);
+}
+
+/// Counts a protocol error and logs it, naming the peer.
+fn protocol_error(log: &mut Log, core: &mut Core, conn: ConnId, why: &str) {
+    core.stats.protocol_errors += 1;
+    if let Some(peer) = core.peers.get(&conn) {
+        emit(log, LogEvent::ProtocolError { peer, message: why });
+    }
 }
 
 /// A frame we cannot get past: say why (in the connection's serializer, once it

@@ -1,8 +1,10 @@
 """mgrctl against a running mgrd."""
 
+import json
 import os
 import subprocess
 import unittest
+from multiprocessing.managers import SyncManager
 
 from mgrtest import MGRD, Mgrd
 
@@ -45,6 +47,49 @@ class MgrctlTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn(b"shutting down", r.stdout)
             self.assertEqual(m.proc.wait(timeout=20), 0, "mgrd exits after shutdown")
+        finally:
+            m.stop()
+
+    def test_stats_text_and_json(self):
+        m = Mgrd()
+        try:
+            manager = SyncManager(address=m.address, authkey=b"secret")
+            manager.connect()
+            q = manager.Queue()
+            d = manager.dict()
+            d2 = manager.dict()
+            r = mgrctl(m.text, "stats")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            text = dict(line.split(" ") for line in r.stdout.decode().splitlines())
+            self.assertEqual(text["objects"], "3")
+            self.assertEqual(text["objects_by_type.Queue"], "1")
+            self.assertEqual(text["objects_by_type.dict"], "2")
+            self.assertEqual(text["connections_preauth"], "0")
+            self.assertEqual(text["deferred_pending"], "0")
+            for name in ("requests_served", "bytes_in", "bytes_out", "turns"):
+                self.assertGreater(int(text[name]), 0, name)
+            accepted = int(text["connections_accepted"])
+            # SyncManager opens a connection per create, mgrctl its own.
+            self.assertGreaterEqual(accepted, 4)
+
+            r = mgrctl(m.text, "stats", "--json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            stats = json.loads(r.stdout)
+            self.assertEqual(stats["objects"], 3)
+            self.assertEqual(stats["objects_by_type"], {"Queue": 1, "dict": 2})
+            self.assertEqual(stats["connections_accepted"], accepted + 1, "this call's")
+            self.assertEqual(set(stats) - {"objects_by_type"}, set(text) - {
+                "objects_by_type.Queue", "objects_by_type.dict"})
+
+            # A refused key is counted (never shown).
+            self.assertEqual(mgrctl(m.text, "ping", key=b"wrong").returncode, 1)
+            stats = json.loads(mgrctl(m.text, "stats", "--json").stdout)
+            self.assertEqual(stats["auth_failures"], 1)
+            del q, d, d2
+
+            r = mgrctl(m.text, "ping", "--json")
+            self.assertEqual(r.returncode, 2)
+            self.assertIn(b"--json applies to stats only", r.stderr)
         finally:
             m.stop()
 

@@ -1,11 +1,15 @@
 """The mgrd command-line contract: first line, signals, key policy, flags."""
 
 import os
+import re
 import signal
 import subprocess
+import tempfile
 import unittest
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
 
-from mgrtest import MGRD, Mgrd
+from mgrtest import MGRD, Mgrd, answer_challenge_312
 
 
 class MgrdCliTest(unittest.TestCase):
@@ -56,6 +60,34 @@ class MgrdCliTest(unittest.TestCase):
             p.terminate()
             self.assertEqual(p.wait(timeout=20), 0)
             p.stdout.close()
+
+    def test_verbose_logs_connections_refused_keys_and_shutdown(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "s")
+            m = Mgrd(f"unix:{path}", authkey=b"sentinel-key", args=("-v",))
+            try:
+                # A wrong key, then a peer that connects and goes away.
+                c = Client(path, family="AF_UNIX", authkey=None)
+                with self.assertRaises(AuthenticationError):
+                    answer_challenge_312(c, b"wrong-sentinel")
+                c.close()
+                c = Client(path, family="AF_UNIX", authkey=None)
+                c.close()
+                m.proc.send_signal(signal.SIGTERM)
+                self.assertEqual(m.proc.wait(timeout=20), 0)
+                lines = m.proc.stderr.read().decode().splitlines()
+            finally:
+                m.stop()
+        stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z mgrd: "
+        me = f"from unix: (pid {os.getpid()}, uid {os.getuid()})"
+        events = [re.sub("^" + stamp, "", l) for l in lines if re.match(stamp, l)]
+        accepted = [e for e in events if e.startswith("accepted conn ") and me in e]
+        closed = [e for e in events if e.startswith("closed conn ") and me in e]
+        failed = [e for e in events if e.startswith("authentication failed for conn ")]
+        self.assertEqual((len(accepted), len(closed), len(failed)), (2, 2, 1), lines)
+        self.assertIn(me, failed[0])
+        self.assertIn("shutting down", events)
+        self.assertNotIn("sentinel", "\n".join(lines), "no key in the log")
 
     def test_help_version_and_bad_flags(self):
         r = subprocess.run([MGRD, "--help"], capture_output=True, timeout=20)

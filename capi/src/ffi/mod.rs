@@ -45,9 +45,11 @@ pub mod value;
 
 pub use client::{mgr_client, mgr_proxy};
 pub use host_type::{mgr_method_typeid, mgr_type, MGR_TYPE_VERSION};
-pub use request::{mgr_reply, mgr_request};
+pub use request::{mgr_peer, mgr_reply, mgr_request, MGR_PEER_TCP, MGR_PEER_UNIX};
 pub use segment::mgr_segment;
-pub use server::{mgr_server, mgr_server_options, MGR_SERVER_OPTIONS_VERSION};
+pub use server::{
+    mgr_log_fn, mgr_log_kind, mgr_server, mgr_server_options, mgr_stats, MGR_SERVER_OPTIONS_VERSION,
+};
 pub use spawn::mgr_spawned;
 pub use status::{mgr_status, Fail};
 pub use value::{mgr_value, mgr_value_kind};

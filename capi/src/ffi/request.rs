@@ -18,7 +18,81 @@ use super::status::{mgr_status, Fail};
 use super::value::{mgr_value, take_value};
 use super::{arg_str, out_ptr};
 use crate::proto::{RemoteError, Value};
-use crate::server::{Context, ReplyHandle, ServerHandle};
+use crate::server::{Context, Peer, PeerAddr, ReplyHandle, ServerHandle};
+
+/// [`mgr_peer::family`] of a TCP peer.
+pub const MGR_PEER_TCP: u32 = 1;
+/// [`mgr_peer::family`] of a Unix-socket peer.
+pub const MGR_PEER_UNIX: u32 = 2;
+
+/// Who sent a request, as [`mgr_request_peer`] (and the log callback of
+/// `mgr_server_set_log`) report it. A plain struct the caller owns: nothing in
+/// it needs freeing. Set `size` to `sizeof(mgr_peer)` before the call: the
+/// library fills that many bytes at most (fields it does not know of stay as
+/// they were), so the struct can grow without breaking older hosts.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mgr_peer {
+    /// Set by the caller to `sizeof(mgr_peer)`; left as it is.
+    pub size: u32,
+    /// [`MGR_PEER_TCP`] or [`MGR_PEER_UNIX`].
+    pub family: u32,
+    /// The connection's id: stable for its life, never reused by a later one.
+    pub conn_id: u64,
+    /// The peer process's id (`SO_PEERCRED`, Unix sockets); -1 on TCP.
+    pub pid: i64,
+    /// The peer process's user id (Unix sockets); -1 on TCP.
+    pub uid: i64,
+    /// The peer process's group id (Unix sockets); -1 on TCP.
+    pub gid: i64,
+    /// Where it connected from, NUL-terminated (truncated to fit):
+    /// `host:port` on TCP (IPv6 in brackets), `unix:` plus the peer's bound
+    /// path (usually none) on a Unix socket.
+    pub address: [c_char; 128],
+}
+
+impl mgr_peer {
+    /// The C form of `peer`, with `size` set to the full struct.
+    pub(crate) fn of(peer: &Peer) -> mgr_peer {
+        let n = |x: Option<u32>| x.map_or(-1, i64::from);
+        let mut address = [0 as c_char; 128];
+        let text = peer.addr.to_string();
+        for (dst, &b) in address.iter_mut().zip(text.as_bytes().iter().take(127)) {
+            *dst = b as c_char;
+        }
+        mgr_peer {
+            size: std::mem::size_of::<mgr_peer>() as u32,
+            family: match peer.addr {
+                PeerAddr::Tcp(_) => MGR_PEER_TCP,
+                _ => MGR_PEER_UNIX,
+            },
+            conn_id: peer.conn.to_raw(),
+            pid: n(peer.pid),
+            uid: n(peer.uid),
+            gid: n(peer.gid),
+            address,
+        }
+    }
+}
+
+/// Copies the first `out.size` bytes of `full` (at most all of it) into
+/// `out`, keeping `out.size`; fails for a size below the fixed header.
+pub(crate) unsafe fn fill_sized<T: Copy>(out: *mut T, full: &T, header: usize) -> Result<(), Fail> {
+    let size = out.cast::<u32>().read_unaligned() as usize;
+    if size < header {
+        return Err(Fail::new(
+            mgr_status::MGR_ERR_INVALID_ARGUMENT,
+            format!("size is {size}: set it to sizeof the struct (at least {header})"),
+        ));
+    }
+    let n = size.min(std::mem::size_of::<T>());
+    std::ptr::copy_nonoverlapping(
+        (full as *const T).cast::<u8>().add(4),
+        out.cast::<u8>().add(4),
+        n - 4,
+    );
+    Ok(())
+}
 
 /// The context of one host callback (opaque). Valid only while that callback
 /// runs, on the server's thread; never free it. A request kept and used after
@@ -249,6 +323,30 @@ fn remote_error(kind: *const c_char, message: *const c_char) -> Result<RemoteErr
         ));
     }
     Ok(RemoteError::new(kind, message))
+}
+
+/// Fills `*out` with who sent this request: the connection's id, its address,
+/// and on a Unix socket the peer process's pid, uid and gid (read once when
+/// the connection was accepted). Set `out->size = sizeof(mgr_peer)` first.
+/// Works in `create` and `call` callbacks. `*out` is plain data owned by the
+/// caller. `MGR_ERR_INVALID_ARGUMENT` for a `size` below 16 (the fields up to
+/// `conn_id`).
+#[no_mangle]
+pub unsafe extern "C" fn mgr_request_peer(
+    req: *const mgr_request,
+    out: *mut mgr_peer,
+) -> mgr_status {
+    ffi_boundary! {
+        let req = arg_request(req.cast_mut())?;
+        if out.is_null() {
+            return Err(Fail::null("out"));
+        }
+        let peer = req.cx.peer().ok_or_else(|| {
+            Fail::new(mgr_status::MGR_ERR_STATE, "this request has no peer")
+        })?;
+        fill_sized(out, &mgr_peer::of(peer), 16)?;
+        Ok(mgr_status::MGR_OK)
+    }
 }
 
 /// Answers the call with `value`. Takes ownership of `value` (freed even when the

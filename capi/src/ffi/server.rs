@@ -22,11 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::host_type::{mgr_type, read_vtable, HostType, Types};
+use super::request::{fill_sized, mgr_peer};
 use super::status::{mgr_status, Fail};
 use super::value::{arg_args, arg_kwargs, mgr_value};
 use super::{arg_bytes, arg_str, out_ptr};
 use crate::address::Address;
-use crate::server::{CallArgs, Server, ServerConfig, ServerHandle};
+use crate::server::{CallArgs, LogEvent, Server, ServerConfig, ServerHandle};
 
 /// The options layout version this library understands.
 pub const MGR_SERVER_OPTIONS_VERSION: u32 = 1;
@@ -344,8 +345,9 @@ pub unsafe extern "C" fn mgr_server_is_shut_down(server: *const mgr_server) -> b
     }
 }
 
-/// Shuts the server down: stops listening, flushes what it can, closes every
-/// connection (their deferred calls are cancelled). Immediate when called from
+/// Shuts the server down: stops listening, delivers the answers already given,
+/// flushes what it can (for about half a second at most), closes every
+/// connection (their deferred calls still waiting are cancelled). Immediate when called from
 /// the host's loop; from inside a callback it is queued (the fd is woken) and
 /// happens in the next [`mgr_server_process`]. Deferred replies answered
 /// afterwards report `MGR_ERR_STALE`. The server still has to be freed.
@@ -610,8 +612,199 @@ pub unsafe extern "C" fn mgr_server_held_bytes(
     }
 }
 
+/// A snapshot of a server's counters, from [`mgr_server_stats`]. Plain data
+/// owned by the caller. Set `size` to `sizeof(mgr_stats)` before the
+/// call: the library fills that many bytes at most (fields it does not know
+/// of stay as they were), so the struct can grow without breaking older
+/// hosts. Counts are since the server started; gauges are as of the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct mgr_stats {
+    /// Set by the caller to `sizeof(mgr_stats)`; left as it is.
+    pub size: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// Connections open now, authenticated or not.
+    pub connections_open: u64,
+    /// Connections open now that are still authenticating.
+    pub connections_preauth: u64,
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections closed at once because `max_connections` clients were
+    /// authenticated already.
+    pub connections_refused: u64,
+    /// Connections still authenticating that were dropped for a newer one or
+    /// for their handshake deadline.
+    pub preauth_dropped: u64,
+    /// Failed handshakes (a wrong key, a malformed answer).
+    pub auth_failures: u64,
+    /// Frames served: requests and handshake messages.
+    pub requests_served: u64,
+    /// Requests answered with an error, deferred answers included.
+    pub errors: u64,
+    /// Frames the server could not get past or refused to decode.
+    pub protocol_errors: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Deferred calls waiting for an answer now.
+    pub deferred_pending: u64,
+    /// Live shared objects now (by typeid: [`mgr_server_objects_of_type`]).
+    pub objects: u64,
+    /// Bytes the shared objects hold (the estimate `mgr_server_set_max_held_bytes` caps).
+    pub held_bytes: u64,
+    /// References lent to replies in flight now.
+    pub loans: u64,
+    /// Timers set now.
+    pub timers: u64,
+    /// Turns run (`mgr_server_process` calls, and the turns of `mgr_server_run`).
+    pub turns: u64,
+    /// The longest turn so far, in microseconds.
+    pub longest_turn_us: u64,
+}
+
+/// Fills `*out` with the server's counters (see [`mgr_stats`]); set
+/// `out->size = sizeof(mgr_stats)` first. Cheap: no pass over
+/// connections or objects. `MGR_ERR_INVALID_ARGUMENT` for a `size` below 8;
+/// `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_stats(
+    server: *const mgr_server,
+    out: *mut mgr_stats,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        if out.is_null() {
+            return Err(Fail::null("out"));
+        }
+        let st = b.with(|s| Ok(s.stats()))?;
+        let full = mgr_stats {
+            size: std::mem::size_of::<mgr_stats>() as u32,
+            reserved: 0,
+            connections_open: st.connections_open,
+            connections_preauth: st.connections_preauth,
+            connections_accepted: st.connections_accepted,
+            connections_refused: st.connections_refused,
+            preauth_dropped: st.preauth_dropped,
+            auth_failures: st.auth_failures,
+            requests_served: st.requests_served,
+            errors: st.errors,
+            protocol_errors: st.protocol_errors,
+            bytes_in: st.bytes_in,
+            bytes_out: st.bytes_out,
+            deferred_pending: st.deferred_pending,
+            objects: st.objects,
+            held_bytes: st.held_bytes,
+            loans: st.loans,
+            timers: st.timers,
+            turns: st.turns,
+            longest_turn_us: st.longest_turn.as_micros().min(u64::MAX as u128) as u64,
+        };
+        fill_sized(out, &full, 8)?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Writes the number of live shared objects of `type_id` to `*out` (0 for a
+/// typeid with none, registered or not). One pass over the objects: a C host
+/// knows its typeids and asks for the ones it wants, so no list needs
+/// allocating and freeing. `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_objects_of_type(
+    server: *const mgr_server,
+    type_id: *const c_char,
+    out: *mut usize,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let typeid = arg_str(type_id, "type_id")?;
+        let out = out_ptr(out, "out")?;
+        let n = b.with(|s| Ok(s.objects_of_type(typeid)))?;
+        *out = n;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// What a log line from [`mgr_server_set_log`] is about.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mgr_log_kind {
+    /// A connection was accepted (it starts authenticating).
+    MGR_LOG_ACCEPTED = 1,
+    /// A connection was refused or dropped for a limit (named in the message).
+    MGR_LOG_REFUSED = 2,
+    /// A peer failed the handshake (a wrong key, a malformed answer).
+    MGR_LOG_AUTH_FAILED = 3,
+    /// A frame the server could not get past, or a request it refused to decode.
+    MGR_LOG_PROTOCOL_ERROR = 4,
+    /// A connection closed.
+    MGR_LOG_CLOSED = 5,
+    /// The server is shutting down.
+    MGR_LOG_SHUTDOWN = 6,
+}
+
+/// A log callback: `kind` says what happened, `peer` who it happened to (NULL
+/// for [`mgr_log_kind::MGR_LOG_SHUTDOWN`]), `message` a one-line description
+/// without timestamp (it names the peer, never a key). `peer` and `message`
+/// are valid only during the call. Runs on the server's thread, inside
+/// `mgr_server_process` / `_run` / `_shutdown` / `_free`; this server's
+/// functions return `MGR_ERR_BUSY` there.
+pub type mgr_log_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        kind: mgr_log_kind,
+        peer: *const mgr_peer,
+        message: *const c_char,
+    ),
+>;
+
+/// Sets the server's log callback (NULL removes it; off by default, and then
+/// free): one call per connection accepted, refused or closed, failed
+/// handshake, protocol error, and the shutdown. `userdata` is passed first and
+/// must stay valid until the callback is replaced or [`mgr_server_free`]
+/// returns (freeing logs the shutdown and the closes). `MGR_ERR_BUSY` from
+/// inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_log(
+    server: *mut mgr_server,
+    callback: mgr_log_fn,
+    userdata: *mut c_void,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let hook: Option<crate::server::LogHook> = callback.map(|f| {
+            Box::new(move |e: &LogEvent<'_>| {
+                let (kind, peer) = match *e {
+                    LogEvent::Accepted { peer } => (mgr_log_kind::MGR_LOG_ACCEPTED, Some(peer)),
+                    LogEvent::Refused { peer, .. } => (mgr_log_kind::MGR_LOG_REFUSED, Some(peer)),
+                    LogEvent::AuthFailed { peer } => (mgr_log_kind::MGR_LOG_AUTH_FAILED, Some(peer)),
+                    LogEvent::ProtocolError { peer, .. } => {
+                        (mgr_log_kind::MGR_LOG_PROTOCOL_ERROR, Some(peer))
+                    }
+                    LogEvent::Closed { peer } => (mgr_log_kind::MGR_LOG_CLOSED, Some(peer)),
+                    _ => (mgr_log_kind::MGR_LOG_SHUTDOWN, None),
+                };
+                let peer = peer.map(mgr_peer::of);
+                let message = CString::new(e.to_string().replace('\0', "")).unwrap_or_default();
+                let p = peer.as_ref().map_or(std::ptr::null(), |p| p as *const mgr_peer);
+                // SAFETY: the host gave this callback and vouches for userdata.
+                unsafe { f(userdata, kind, p, message.as_ptr()) };
+            }) as crate::server::LogHook
+        });
+        b.with(|s| {
+            s.set_log_hook(hook);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
 /// Shuts down if needed and frees the server, destroying every remaining object
-/// (their destroy callbacks run now). NULL is a no-op. Must not be called from
+/// (their destroy callbacks run now). Answers given before the call
+/// (`mgr_reply_return` / `_raise`, from any thread) are still delivered: they
+/// are written to their connections and flushed for at most about half a
+/// second before the connections close. NULL is a no-op. Must not be called from
 /// inside one of this server's callbacks: it then does nothing (and sets the
 /// last error). Outstanding `mgr_reply` handles stay valid; answering them
 /// reports `MGR_ERR_STALE`.

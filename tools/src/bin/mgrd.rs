@@ -57,7 +57,9 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
                          comma-separated literals: 10, 2.5, None, True, 'a,b'
                          or bare words (strings). Repeatable. E.g.
                          --object get_queue=Queue --object jobs=Queue:10
-  -v, --verbose          log connections and shutdown to stderr
+  -v, --verbose          log to stderr, one timestamped line per connection
+                         accepted, refused or closed, failed handshake,
+                         protocol error, and the shutdown (never a key)
   --version              print the version
   -h, --help             print this help
 
@@ -324,6 +326,14 @@ fn main() -> ExitCode {
             eprintln!("mgrd: --object {spec}: {e}");
             return ExitCode::from(2);
         }
+    }
+    if opts.verbose {
+        // One line per connection event and the shutdown, timestamped; the
+        // events name peers, never keys.
+        server.set_log_hook(Some(Box::new(|e: &mgr::server::LogEvent<'_>| {
+            let now = mgr::server::log::rfc3339_utc(std::time::SystemTime::now());
+            eprintln!("{now} mgrd: {e}");
+        })));
     }
     if let Err(e) = watch_signals(server.handle()) {
         eprintln!("mgrd: cannot set up signal handling: {e}");
