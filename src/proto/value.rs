@@ -119,6 +119,20 @@ pub struct Slice {
     pub step: Option<i64>,
 }
 
+/// The minimal little-endian two's-complement form of an integer's bytes (what
+/// [`Value::BigInt`] keeps): trailing bytes that only repeat the sign are dropped.
+pub(crate) fn minimal_le(mut b: Vec<u8>) -> Vec<u8> {
+    while b.len() > 1 {
+        let (last, prev) = (b[b.len() - 1], b[b.len() - 2]);
+        if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
+            b.pop();
+        } else {
+            break;
+        }
+    }
+    b
+}
+
 impl Default for Value {
     /// `None`: what `std::mem::take` leaves behind.
     fn default() -> Value {

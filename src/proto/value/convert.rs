@@ -38,26 +38,12 @@ fn wrong(expected: &'static str, v: &Value) -> ConversionError {
     }
 }
 
-/// Minimal little-endian two's-complement bytes of `n` (as [`Value::BigInt`] keeps).
-fn big_bytes(n: i128) -> Vec<u8> {
-    let mut b = n.to_le_bytes().to_vec();
-    while b.len() > 1 {
-        let (last, prev) = (b[b.len() - 1], b[b.len() - 2]);
-        if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
-            b.pop();
-        } else {
-            break;
-        }
-    }
-    b
-}
-
 impl From<i128> for Value {
     /// `Int` when it fits in 64 bits, else `BigInt`.
     fn from(n: i128) -> Value {
         match i64::try_from(n) {
             Ok(i) => Value::Int(i),
-            Err(_) => Value::BigInt(big_bytes(n)),
+            Err(_) => Value::BigInt(super::minimal_le(n.to_le_bytes().to_vec())),
         }
     }
 }

@@ -236,19 +236,9 @@ fn count_refs(nodes: &[Node], root: Ix, budget: &mut Budget) -> Result<Vec<u8>, 
     Ok(refs)
 }
 
-/// Minimal little-endian two's-complement form of `b` (as Value::BigInt keeps,
-/// and as LONG1 carries).
-pub(super) fn minimal(mut b: Vec<u8>) -> Vec<u8> {
-    while b.len() > 1 {
-        let (last, prev) = (b[b.len() - 1], b[b.len() - 2]);
-        if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
-            b.pop();
-        } else {
-            break;
-        }
-    }
-    b
-}
+/// Minimal little-endian two's-complement form (as `Value::BigInt` keeps, and
+/// as LONG1 carries).
+pub(super) use crate::proto::value::minimal_le as minimal;
 
 /// A LONG1/LONG4 payload as an int node: `Int` when it fits in 64 bits.
 pub(super) fn long_node(bytes: &[u8]) -> Node {
