@@ -39,6 +39,36 @@ struct Shared {
     cancelled: Mutex<Vec<usize>>,
 }
 
+impl Shared {
+    /// Fresh counters; deferred replies the Echo type hands out go to `replies`.
+    fn new(replies: mpsc::Sender<SendReply>) -> Arc<Shared> {
+        Arc::new(Shared {
+            server: AtomicPtr::new(ptr::null_mut()),
+            replies: Mutex::new(replies),
+            created: AtomicUsize::new(0),
+            destroyed: AtomicUsize::new(0),
+            cancelled: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// A server with the Echo type registered, driven by the calling thread (the
+/// test orders its turns): the server, its shared state and its address.
+unsafe fn echo_server_here(shared: &Arc<Shared>) -> (*mut mgr_server, String) {
+    let s = new_server();
+    shared.server.store(s, Ordering::SeqCst);
+    let ud = Arc::as_ptr(shared) as *mut c_void;
+    assert_eq!(
+        mgr_server_register(s, c"Echo".as_ptr(), &*VTABLE, ud),
+        mgr_status::MGR_OK
+    );
+    let address = CStr::from_ptr(mgr_server_address(s))
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (s, address)
+}
+
 unsafe fn shared<'a>(userdata: *mut c_void) -> &'a Shared {
     &*(userdata as *const Shared)
 }
@@ -258,13 +288,7 @@ struct Running {
 
 fn start() -> Running {
     let (tx, replies) = mpsc::channel();
-    let shared = Arc::new(Shared {
-        server: AtomicPtr::new(ptr::null_mut()),
-        replies: Mutex::new(tx),
-        created: AtomicUsize::new(0),
-        destroyed: AtomicUsize::new(0),
-        cancelled: Mutex::new(Vec::new()),
-    });
+    let shared = Shared::new(tx);
     let (addr_tx, addr_rx) = mpsc::channel();
     let sh = shared.clone();
     let thread = std::thread::spawn(move || unsafe {
@@ -449,25 +473,9 @@ fn cancel_is_never_called_for_a_reply_the_host_answered() {
     // The server is driven from this thread, so the order is ours: the caller
     // hangs up, the host answers, and only then does the server see both.
     let (tx, replies) = mpsc::channel();
-    let shared = Arc::new(Shared {
-        server: AtomicPtr::new(ptr::null_mut()),
-        replies: Mutex::new(tx),
-        created: AtomicUsize::new(0),
-        destroyed: AtomicUsize::new(0),
-        cancelled: Mutex::new(Vec::new()),
-    });
+    let shared = Shared::new(tx);
     unsafe {
-        let s = new_server();
-        shared.server.store(s, Ordering::SeqCst);
-        let ud = Arc::as_ptr(&shared) as *mut c_void;
-        assert_eq!(
-            mgr_server_register(s, c"Echo".as_ptr(), &*VTABLE, ud),
-            mgr_status::MGR_OK
-        );
-        let address = CStr::from_ptr(mgr_server_address(s))
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let (s, address) = echo_server_here(&shared);
         let (hang_up, hung_up) = (mpsc::channel::<()>(), mpsc::channel::<()>());
         let caller = std::thread::spawn(move || {
             let m = Manager::connect(&address, KEY).unwrap();
@@ -1211,13 +1219,7 @@ fn a_unix_peer_its_stats_and_its_log_through_the_c_abi() {
     let path = dir.join("s");
     let address = format!("unix:{}", path.display());
     let (tx, replies) = mpsc::channel();
-    let shared = Arc::new(Shared {
-        server: AtomicPtr::new(ptr::null_mut()),
-        replies: Mutex::new(tx),
-        created: AtomicUsize::new(0),
-        destroyed: AtomicUsize::new(0),
-        cancelled: Mutex::new(Vec::new()),
-    });
+    let shared = Shared::new(tx);
     drop(replies);
     let logged: Arc<Logged> = Arc::default();
     unsafe {
@@ -1390,25 +1392,9 @@ fn a_tcp_peer_through_the_c_abi_has_an_address_and_no_credentials() {
 #[test]
 fn an_answer_given_just_before_free_reaches_its_caller() {
     let (tx, replies) = mpsc::channel();
-    let shared = Arc::new(Shared {
-        server: AtomicPtr::new(ptr::null_mut()),
-        replies: Mutex::new(tx),
-        created: AtomicUsize::new(0),
-        destroyed: AtomicUsize::new(0),
-        cancelled: Mutex::new(Vec::new()),
-    });
+    let shared = Shared::new(tx);
     unsafe {
-        let s = new_server();
-        shared.server.store(s, Ordering::SeqCst);
-        let ud = Arc::as_ptr(&shared) as *mut c_void;
-        assert_eq!(
-            mgr_server_register(s, c"Echo".as_ptr(), &*VTABLE, ud),
-            mgr_status::MGR_OK
-        );
-        let address = CStr::from_ptr(mgr_server_address(s))
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let (s, address) = echo_server_here(&shared);
         let caller = std::thread::spawn(move || {
             let m = Manager::connect(&address, KEY).unwrap();
             let p = m.create("Echo", vec![]).unwrap();
