@@ -300,7 +300,11 @@ fn debug_info(core: &Core) -> String {
             .and_then(|o| guard::catch(|| o.str()).ok().flatten())
             .unwrap_or_else(|| format!("<{} object>", slot.spec.typeid()));
         let short: String = text.chars().take(75).collect();
-        let _ = writeln!(out, "  {id}:       refcount={refcount}\n    {short}");
+        // Entries joined by newlines, as CPython's '\n'.join(result).
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = write!(out, "  {id}:       refcount={refcount}\n    {short}");
     }
     out
 }
