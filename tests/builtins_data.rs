@@ -238,6 +238,22 @@ fn dict_errors_have_pythons_kinds_and_messages() {
         kind_msg(empty.call("popitem", vec![])),
         ("KeyError".into(), "popitem(): dictionary is empty".into())
     );
+    // As CPython's dict.pop: an empty dict answers before hashing the key.
+    let unhashable = list(vec![i(1)]);
+    assert_eq!(
+        empty.call("pop", vec![unhashable.clone(), i(0)]).unwrap(),
+        i(0)
+    );
+    let e = remote(empty.call("pop", vec![unhashable.clone()]));
+    assert_eq!(
+        (e.kind.as_str(), e.args.clone()),
+        ("KeyError", vec![unhashable.clone()])
+    );
+    empty.call("__setitem__", vec![i(1), i(1)]).unwrap();
+    assert_eq!(
+        kind_msg(empty.call("pop", vec![unhashable, i(0)])),
+        ("TypeError".into(), "unhashable type: 'list'".into())
+    );
     assert_eq!(
         kind_msg(d.invoke("get", vec![i(9)], kw("default", i(3)))),
         (

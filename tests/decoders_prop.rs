@@ -165,14 +165,15 @@ proptest! {
             Reply::Unserializable(_) => {}
             other => prop_assert_eq!(other, Reply::Return(v)),
         }
-        for reply in [
-            Reply::Error(RemoteError::value_error(msg.clone())),
-            Reply::Traceback(msg.clone()),
-        ] {
-            out.clear();
-            pickle::encode_reply(&reply, &origin, &mut out);
-            prop_assert_eq!(pickle::decode_reply(&out).unwrap(), reply);
-        }
+        let error = Reply::Error(RemoteError::value_error(msg.clone()));
+        out.clear();
+        pickle::encode_reply(&error, &origin, &mut out);
+        prop_assert_eq!(pickle::decode_reply(&out).unwrap(), error);
+        // Traceback text travels as CPython's format_exc() does: ending its line.
+        out.clear();
+        pickle::encode_reply(&Reply::Traceback(msg.clone()), &origin, &mut out);
+        let sent = if msg.ends_with('\n') { msg } else { format!("{msg}\n") };
+        prop_assert_eq!(pickle::decode_reply(&out).unwrap(), Reply::Traceback(sent));
     }
 
     #[test]

@@ -191,20 +191,47 @@ fn pickle_connections_use_hex_ids_and_are_one_shot_unless_accepted() {
 }
 
 #[test]
-fn hostile_pickle_gets_a_clear_error_and_a_closed_connection() {
+fn hostile_pickle_gets_a_clear_error_and_the_connection_stays_usable() {
     let s = TestServer::start();
     let native = s.connect();
     let before = native.number_of_objects().unwrap();
+    let hostile = b"\x80\x04cos\nsystem\n\x8c\x04true\x85R.";
+    let refused = |conn: &mut Connection| {
+        conn.queue_raw(hostile);
+        conn.write_out().unwrap();
+        let reply = pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap();
+        match reply {
+            Reply::Traceback(t) => {
+                assert!(t.contains("'os.system' is not allowed"), "{t}");
+                assert!(t.starts_with("Traceback (most recent call last):"), "{t}");
+                assert!(t.ends_with('\n'), "{t:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    // A one-shot connection (no accept_connection) is closed after its one
+    // answer, as CPython's server does.
     let mut conn = Connection::connect(&s.address, KEY).unwrap();
-    conn.queue_raw(b"\x80\x04cos\nsystem\n\x8c\x04true\x85R.");
-    conn.write_out().unwrap();
-    let reply = pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap();
-    match reply {
-        Reply::Traceback(t) => assert!(t.contains("'os.system' is not allowed"), "{t}"),
-        other => panic!("{other:?}"),
-    }
-    assert!(conn.read_frame(1 << 20).is_err(), "connection left open");
-    // Other connections are unaffected.
+    refused(&mut conn);
+    assert!(
+        conn.read_frame(1 << 20).is_err(),
+        "one-shot connection left open"
+    );
+    // A persistent one answers the refusal and keeps serving.
+    let mut conn = Connection::connect(&s.address, KEY).unwrap();
+    let accept = Request::public("accept_connection", vec![Value::Str("t".into())]);
+    assert_eq!(
+        pickle_call(&mut conn, &s.address, &accept),
+        Reply::Return(Value::None)
+    );
+    refused(&mut conn);
+    refused(&mut conn);
+    let count = Request::public("number_of_objects", vec![]);
+    assert_eq!(
+        pickle_call(&mut conn, &s.address, &count),
+        Reply::Return(Value::Int(before as i64))
+    );
+    // Nothing ran and other connections are unaffected.
     assert_eq!(native.number_of_objects().unwrap(), before);
     let c = native.create("Counter", vec![]).unwrap();
     assert_eq!(c.call("incr", vec![]).unwrap(), Value::Int(1));

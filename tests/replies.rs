@@ -160,7 +160,7 @@ fn traceback_errors_carry_their_python_kind() {
     let s = TestServer::start();
     let m = s.connect();
     let e = m.create("NoSuchType", vec![]).unwrap_err();
-    assert_eq!(e.remote_kind(), Some("ValueError"), "{e}");
+    assert_eq!(e.remote_kind(), Some("KeyError"), "{e}");
     assert!(e.traceback().unwrap().contains("NoSuchType"), "{e:?}");
     let c = m.create("Counter", vec![]).unwrap();
     let e = c.call("no_such_method", vec![]).unwrap_err();

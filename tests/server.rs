@@ -57,8 +57,9 @@ fn method_errors_carry_their_kind_and_the_connection_survives() {
 fn unknown_typeid_object_and_public_method_are_clear_errors() {
     let s = TestServer::start();
     let m = s.connect();
-    let (_, msg) = remote_kind(m.create("NoSuchType", vec![]).unwrap_err());
-    assert!(msg.contains("unknown typeid 'NoSuchType'"), "{msg}");
+    // CPython's server looks the typeid up in a dict: a KeyError naming it.
+    let (kind, msg) = remote_kind(m.create("NoSuchType", vec![]).unwrap_err());
+    assert_eq!((kind.as_str(), msg.as_str()), ("KeyError", "'NoSuchType'"));
     let reply = m
         .connection()
         .call(&Request::call(mgr::ObjectId(0xdead), "get", vec![]))
@@ -620,11 +621,20 @@ fn an_object_named_in_a_reply_outlives_its_last_holder_for_the_grace_period() {
         0,
         "an object only a reply's grace holds is not counted, as in CPython"
     );
+    let info = m.debug_info().unwrap();
+    assert!(
+        !info.contains("Counter"),
+        "debug_info agrees with number_of_objects: {info}"
+    );
     let mine = m
         .proxy(token)
         .expect("the reply's grace keeps the counter alive");
     assert_eq!(mine.call("get", vec![]).unwrap(), Value::Int(7));
     assert_eq!(m.number_of_objects().unwrap(), 1);
+    // Listed again, with the references something other than the loan holds.
+    let info = m.debug_info().unwrap();
+    assert_eq!(info.matches("refcount=").count(), 1, "{info}");
+    assert!(info.contains("refcount=1\n"), "{info}");
 }
 
 #[test]

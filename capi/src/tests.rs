@@ -1066,8 +1066,11 @@ fn a_c_host_publishes_objects_that_stock_cpython_clients_reach_by_typeid() {
             mgr_status::MGR_OK
         );
         mgr_value_free(args);
+        // Queue(1, 2): one argument too many (any maxsize is taken, as by
+        // queue.Queue).
         let bad = mgr_value_tuple();
-        mgr_value_append(bad, mgr_value_str(c"x".as_ptr()));
+        mgr_value_append(bad, mgr_value_int(1));
+        mgr_value_append(bad, mgr_value_int(2));
         assert_eq!(
             mgr_server_expose(s, c"bad".as_ptr(), c"Queue".as_ptr(), bad, ptr::null()),
             mgr_status::MGR_ERR_REMOTE

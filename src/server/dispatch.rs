@@ -163,6 +163,13 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
                 _ => return traceback("TypeError", "create() needs a typeid string"),
             };
             args.args.remove(0);
+            if core.registry.named(&typeid).is_none() && core.registry.get(&typeid).is_none() {
+                // CPython's server looks the typeid up in a dict: a KeyError.
+                let key = Value::Str(typeid.clone());
+                return Dispatched::Reply(Reply::Traceback(format!(
+                    "Traceback (most recent call last):\n  (libmgr server) unknown typeid {key}\nKeyError: {key}"
+                )));
+            }
             let made = match core.registry.named(&typeid) {
                 Some(id) => named(core, &typeid, id, &args),
                 None => core.construct(Some(session.id), &typeid, args),
@@ -268,11 +275,22 @@ fn named(
 }
 
 /// CPython's debug_info: one entry per object with its refcount and str().
+/// The objects and references are those `number_of_objects` counts: references
+/// lent to replies in flight are left out, and so is an object only they hold.
 fn debug_info(core: &Core) -> String {
     let mut out = String::new();
-    let mut live: Vec<_> = core.objects.iter().collect();
-    live.sort_by_key(|(id, _)| *id);
-    for (id, slot) in live {
+    let lent: FastMap<ObjectId, u32> = core.loans.lent().collect();
+    let mut live: Vec<_> = core
+        .objects
+        .iter()
+        .filter_map(|(id, slot)| match lent.get(&id) {
+            None => Some((id, slot, slot.refcount)),
+            Some(&n) if slot.refcount > n => Some((id, slot, slot.refcount - n)),
+            Some(_) => None, // as in `Core::held_objects`
+        })
+        .collect();
+    live.sort_by_key(|(id, _, _)| *id);
+    for (id, slot, refcount) in live {
         // An object too big for its repr() to be a result is not printed
         // (only 75 characters of it would be shown).
         let text = slot
@@ -282,7 +300,11 @@ fn debug_info(core: &Core) -> String {
             .and_then(|o| guard::catch(|| o.str()).ok().flatten())
             .unwrap_or_else(|| format!("<{} object>", slot.spec.typeid()));
         let short: String = text.chars().take(75).collect();
-        let _ = writeln!(out, "  {id}:       refcount={}\n    {short}", slot.refcount);
+        // Entries joined by newlines, as CPython's '\n'.join(result).
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = write!(out, "  {id}:       refcount={refcount}\n    {short}");
     }
     out
 }

@@ -34,6 +34,7 @@ use super::peer::Peer;
 use super::registry::Registry;
 use super::ServerConfig;
 use crate::address::Address;
+use crate::error::TRACEBACK_HEADER;
 use crate::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
 use crate::proto::codec::{native, pickle, Serializer};
 use crate::proto::frame::{self, begin_frame, finish_frame};
@@ -808,19 +809,25 @@ impl Reactor {
                             continue;
                         }
                         Err(e) if ser == Serializer::Pickle => {
-                            // A pickle we refuse (a forbidden global, say) may be
-                            // an attack: answer why, then close this connection.
+                            // A pickle we refuse (a forbidden global, a decode
+                            // error, the decode budget spent): the frame was read
+                            // whole and decoding it cost a bounded amount, so, as
+                            // CPython's server does, answer why and keep serving.
+                            // Nothing in it ran.
                             let why = format!("rejected request: {e}");
                             protocol_error(&mut self.log, core, conn.session.id, &why);
                             encode_reply(
                                 conn,
                                 &Reply::Traceback(format!(
-                                    "libmgr: rejected request: {e}; closing connection"
+                                    "{TRACEBACK_HEADER}\n  (libmgr server)\n\
+                                     _pickle.UnpicklingError: libmgr: {why}\n"
                                 )),
                                 address,
                                 &core.registry,
                             );
-                            conn.close_after_flush = true;
+                            if !conn.session.persistent {
+                                conn.close_after_flush = true;
+                            }
                         }
                         Err(e) => {
                             let why = format!("malformed request: {e}");

@@ -250,6 +250,49 @@ class HostileClientsTest(unittest.TestCase):
         self.assertFalse(os.path.exists(canary), "a hostile pickle ran a command")
         self.assert_healthy()
 
+    def test_refused_value_keeps_the_connection(self):
+        # A value mgrd will not unpickle (CPython's server would) gets a
+        # RemoteError naming why; the thread's connection keeps working.
+        import datetime
+        from multiprocessing.managers import RemoteError
+        m = SyncManager(address=self.address, authkey=KEY)
+        m.connect()
+        d = m.dict()
+        other = m.list()
+        with self.assertRaises(RemoteError) as cm:
+            d["t"] = datetime.datetime(2024, 5, 1)
+        text = str(cm.exception)
+        self.assertIn("'datetime.datetime' is not allowed", text)
+        # CPython's layout: the traceback text ends its line before the rule.
+        self.assertTrue(text.endswith("\n" + "-" * 75), repr(text))
+        d["x"] = 1
+        self.assertEqual(d["x"], 1)
+        other.append(2)
+        self.assertEqual(other[:], [2])
+        self.assertEqual(d.copy(), {"x": 1}, "nothing of the refused call ran")
+        del d, other
+        self.assert_healthy()
+
+    def test_over_the_decode_budget_keeps_the_connection(self):
+        # A memo bomb: one 1000-item list referenced 10000 times (~22 KB that
+        # would decode to ~480 MB). Refused by the decode budget, with the
+        # reason; the same connection then serves the next request.
+        c = Client(self.address, authkey=KEY)
+        self.addCleanup(c.close)
+        c.send((None, "accept_connection", ("bomb",), {}))
+        self.assertEqual(c.recv(), ("#RETURN", None))
+        bomb = (b"\x80\x04(N\x8c\x11number_of_objects(]\x94(" + b"K\x01" * 1000
+                + b"e" + b"h\x00" * 10000 + b"t}t.")
+        for _ in range(3):
+            c.send_bytes(bomb)
+            kind, text = c.recv()
+            self.assertEqual(kind, "#TRACEBACK")
+            self.assertIn("expands beyond", text)
+            self.assertTrue(text.endswith("\n"), repr(text))
+        c.send((None, "number_of_objects", (), {}))
+        self.assertEqual(c.recv(), ("#RETURN", self.baseline))
+        self.assert_healthy()
+
     def test_connection_floods(self):
         # Silent peers (dropped at the handshake deadline) and authenticated
         # idle ones, far fewer than the cap; then a burst over the cap.

@@ -30,7 +30,7 @@ fn broken_error() -> RemoteError {
 /// A shared barrier for `parties` waiters.
 #[derive(Debug)]
 pub(crate) struct Barrier {
-    parties: u64,
+    parties: i64,
     /// The default timeout of `wait()`.
     timeout: Option<Value>,
     broken: bool,
@@ -48,11 +48,9 @@ impl Barrier {
                 "Barrier.__init__() missing 1 required positional argument: 'parties'",
             )
         })?;
+        // As threading.Barrier: any count is taken; one below 1 never fills, so
+        // its waiters leave only by timeout, abort or reset.
         let parties = int_arg(&parties)?;
-        let parties = u64::try_from(parties)
-            .ok()
-            .filter(|&p| p >= 1)
-            .ok_or_else(|| RemoteError::value_error("parties must be >= 1"))?;
         if !matches!(args.take(1, "action"), None | Some(Value::None)) {
             return Err(RemoteError::type_error(
                 "Barrier(action=...): a callable cannot be sent to the server",
@@ -80,12 +78,12 @@ impl Barrier {
         if self.broken {
             return Err(broken_error());
         }
-        let index = self.waiters.len() as u64;
+        let index = self.waiters.len() as i64;
         if index + 1 == self.parties {
             for (i, w) in self.waiters.drain(cx).into_iter().enumerate() {
                 cx.reply(w.handle, Ok(Value::Int(i as i64)));
             }
-            return Ok(Value::Int(index as i64).into());
+            return Ok(Value::Int(index).into());
         }
         if wait == Wait::Never {
             self.break_barrier(cx);
@@ -120,7 +118,7 @@ impl Barrier {
             None => return Err(RemoteError::type_error("expected 1 argument, got 0")),
         };
         let v = match name.as_str() {
-            "parties" => Value::Int(self.parties as i64),
+            "parties" => Value::Int(self.parties),
             "n_waiting" => Value::Int(self.waiters.len() as i64),
             "broken" => Value::Bool(self.broken),
             _ => {
@@ -255,6 +253,23 @@ mod tests {
     }
 
     #[test]
+    fn a_barrier_of_no_parties_never_fills() {
+        // As threading.Barrier(0) and Barrier(-1): taken, and a wait leaves only
+        // by its timeout (which breaks the barrier), abort or reset.
+        for parties in [0, -1] {
+            let mut h = barrier(parties);
+            assert_eq!(attr(&mut h, "parties"), Now::Value(Value::Int(parties)));
+            assert!(matches!(h.call(1, "wait", vec![]), Now::Deferred(_)));
+            assert!(matches!(h.call(2, "wait", vec![]), Now::Deferred(_)));
+            assert_eq!(attr(&mut h, "n_waiting"), Now::Value(Value::Int(2)));
+            assert!(h.replies().is_empty());
+            let kind = "threading.BrokenBarrierError".to_owned();
+            assert_eq!(h.call(3, "wait", vec![Value::Int(0)]), Now::Error(kind));
+            assert_eq!(h.replies().len(), 2);
+        }
+    }
+
+    #[test]
     fn a_party_whose_client_went_away_still_counts() {
         let mut h = barrier(3);
         let gone = match h.call(1, "wait", vec![]) {
@@ -275,7 +290,10 @@ mod tests {
     fn bad_arguments_are_refused() {
         let a = |v: Vec<Value>| Barrier::new(CallArgs::positional(v)).map(|_| ());
         assert_eq!(a(vec![]).unwrap_err().kind, "TypeError");
-        assert_eq!(a(vec![Value::Int(0)]).unwrap_err().kind, "ValueError");
+        assert_eq!(
+            a(vec![Value::Str("2".into())]).unwrap_err().kind,
+            "TypeError"
+        );
         assert_eq!(
             a(vec![Value::Int(2), Value::Str("f".into())])
                 .unwrap_err()

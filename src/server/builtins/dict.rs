@@ -212,6 +212,14 @@ impl PyDict {
         };
         let mut a = positional("dict", method, args, min, max)?;
         let default = if a.len() == 2 { a.pop() } else { None };
+        if method == "pop" && self.map.len() == 0 {
+            // CPython's dict.pop answers an empty dict before hashing the key.
+            return match (default, a.pop()) {
+                (Some(d), _) => Ok(d.into()),
+                (None, Some(k)) => Err(RemoteError::key_error(k)),
+                (None, None) => unreachable!("arity checked"),
+            };
+        }
         let key = match a.pop() {
             Some(k) => Some(PyKey::new(k)?),
             None => None,

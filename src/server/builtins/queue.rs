@@ -42,6 +42,9 @@ fn full() -> RemoteError {
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
     maxsize: i64,
+    /// The type name of a `maxsize` that does not compare with an int (a str,
+    /// say): queue.Queue takes it, and fails the calls that compare it.
+    uncomparable: Option<&'static str>,
     items: VecDeque<Value>,
     /// Blocked `get`s; only while `items` is empty.
     getters: WaitQueue<()>,
@@ -58,14 +61,37 @@ pub(crate) struct Queue {
 impl Queue {
     fn new(mut args: CallArgs) -> Result<Queue, RemoteError> {
         args.check("Queue", 1, &["maxsize"])?;
-        let maxsize = match args.take(0, "maxsize") {
-            Some(v) => int_arg(&v)?,
-            None => 0,
+        // queue.Queue stores any maxsize and compares it with ints later.
+        let (maxsize, uncomparable) = match args.take(0, "maxsize") {
+            None => (0, None),
+            Some(v @ (Value::Int(_) | Value::Bool(_))) => (int_arg(&v)?, None),
+            // Beyond 64 bits: never full when positive, unbounded when negative.
+            Some(Value::BigInt(ref b)) if b.last().is_some_and(|&x| x & 0x80 != 0) => (0, None),
+            Some(Value::BigInt(_)) => (i64::MAX, None),
+            // Full at the first length >= maxsize.
+            Some(Value::Float(f)) if f > 0.0 => (f.ceil().min(i64::MAX as f64) as i64, None),
+            Some(Value::Float(_)) => (0, None),
+            Some(other) => (0, Some(other.type_name())),
         };
         Ok(Queue {
             maxsize,
+            uncomparable,
             ..Queue::default()
         })
+    }
+
+    /// The TypeError of comparing an uncomparable maxsize, as `op` would raise it
+    /// (`'>'` in put: `maxsize > 0`, `'<'` in full: `0 < maxsize`).
+    fn compare(&self, op: &str) -> Result<(), RemoteError> {
+        match self.uncomparable {
+            None => Ok(()),
+            Some(t) if op == ">" => Err(RemoteError::type_error(format!(
+                "'>' not supported between instances of '{t}' and 'int'"
+            ))),
+            Some(t) => Err(RemoteError::type_error(format!(
+                "'{op}' not supported between instances of 'int' and '{t}'"
+            ))),
+        }
     }
 
     fn is_full(&self) -> bool {
@@ -160,6 +186,7 @@ impl SharedObject for Queue {
                     )
                 })?;
                 let (block, timeout) = (args.take(1, "block"), args.take(2, "timeout"));
+                self.compare(">")?;
                 // CPython reads block and timeout only for a bounded queue.
                 let wait = if self.maxsize > 0 {
                     queue_timeout(block, timeout)?
@@ -175,6 +202,7 @@ impl SharedObject for Queue {
                         "Queue.put_nowait() missing 1 required positional argument: 'item'",
                     )
                 })?;
+                self.compare(">")?;
                 self.put(cx, item, Wait::Never)
             }
             "get" => {
@@ -196,6 +224,7 @@ impl SharedObject for Queue {
             }
             "full" => {
                 args.check("full", 0, &[])?;
+                self.compare("<")?;
                 Ok(Value::Bool(self.is_full()).into())
             }
             "task_done" => {
@@ -285,6 +314,42 @@ mod tests {
 
     fn int(i: i64) -> Value {
         Value::Int(i)
+    }
+
+    #[test]
+    fn any_maxsize_is_taken_and_compared_when_used() {
+        // As queue.Queue: a str maxsize is stored; put and full fail comparing it,
+        // the rest works.
+        let q = Queue::new(CallArgs::positional(vec![Value::Str("2".into())])).unwrap();
+        let mut h = Harness::new(Box::new(q));
+        let put = h.call(0, "put", vec![int(1)]);
+        assert_eq!(put, Now::Error("TypeError".into()));
+        let put = h.call(0, "put_nowait", vec![int(1)]);
+        assert_eq!(put, Now::Error("TypeError".into()));
+        assert_eq!(h.call(0, "full", vec![]), Now::Error("TypeError".into()));
+        assert_eq!(h.call(0, "qsize", vec![]), Now::Value(int(0)));
+        assert_eq!(
+            h.call(0, "get_nowait", vec![]),
+            Now::Error("queue.Empty".into())
+        );
+        // A float bounds at the first length >= it.
+        let q = Queue::new(CallArgs::positional(vec![Value::Float(2.5)])).unwrap();
+        let mut h = Harness::new(Box::new(q));
+        for i in 0..3 {
+            assert_eq!(h.call(0, "full", vec![]), Now::Value(Value::Bool(false)));
+            assert_eq!(
+                h.call(0, "put_nowait", vec![int(i)]),
+                Now::Value(Value::None)
+            );
+        }
+        assert_eq!(h.call(0, "full", vec![]), Now::Value(Value::Bool(true)));
+        // An int beyond 64 bits never fills.
+        let big = Value::BigInt([vec![0; 9], vec![1]].concat());
+        let q = Queue::new(CallArgs::positional(vec![big])).unwrap();
+        assert_eq!(q.maxsize, i64::MAX);
+        let negative = Value::BigInt([vec![0; 9], vec![0xff]].concat());
+        let q = Queue::new(CallArgs::positional(vec![negative])).unwrap();
+        assert_eq!(q.maxsize, 0);
     }
 
     #[test]

@@ -131,8 +131,10 @@ fn run(address: &str, command: &str, json: bool) -> Result<(), String> {
             let info = m.debug_info().map_err(|e| e.to_string())?;
             if info.is_empty() {
                 eprintln!("mgrctl: {address} holds no shared objects");
+            } else {
+                // Entries are joined by newlines, as CPython's debug_info.
+                println!("{}", info.trim_end_matches('\n'));
             }
-            print!("{info}");
         }
         "segments" => {
             let names = m.list_segments().map_err(|e| e.to_string())?;

@@ -232,13 +232,19 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
             None => {
                 w.str("#TRACEBACK");
                 w.str(&format!(
-                    "Traceback (most recent call last):\n  (libmgr server)\n{e}"
+                    "Traceback (most recent call last):\n  (libmgr server)\n{e}\n"
                 ));
             }
         },
-        Reply::Traceback(s) => {
+        Reply::Traceback(s) if s.ends_with('\n') => {
             w.str("#TRACEBACK");
             w.str(s);
+        }
+        Reply::Traceback(s) => {
+            // CPython's text (`format_exc()`) ends with a newline; its client
+            // prints it between two rules of dashes.
+            w.str("#TRACEBACK");
+            w.str(&format!("{s}\n"));
         }
         Reply::Unserializable(s) => {
             w.str("#UNSERIALIZABLE");

@@ -422,7 +422,7 @@ fn requests_and_replies_round_trip() {
         Reply::Error(RemoteError::key_error(Value::Str("k".into()))),
         Reply::Error(RemoteError::new("queue.Empty", "")),
         Reply::Error(RemoteError::value_error("bad value")),
-        Reply::Traceback("KeyError: unknown".into()),
+        Reply::Traceback("KeyError: unknown\n".into()),
         Reply::Unserializable("nope".into()),
     ];
     for r in replies {
@@ -505,7 +505,7 @@ fn encoded_replies_load_in_cpython() {
         (
             Reply::Error(RemoteError::new("NoSuch", "x")),
             &tcp,
-            "('#TRACEBACK', 'Traceback (most recent call last):\\n  (libmgr server)\\nNoSuch: x')",
+            "('#TRACEBACK', 'Traceback (most recent call last):\\n  (libmgr server)\\nNoSuch: x\\n')",
         ),
         (
             Reply::Unserializable("u".into()),
