@@ -71,6 +71,16 @@ impl Error {
         }
     }
 
+    /// Whether this is a client timeout: a connect, handshake or call that did
+    /// not finish within its [`ConnectOptions`](crate::ConnectOptions) timeout
+    /// (an [`Error::Io`] of kind [`TimedOut`](io::ErrorKind::TimedOut)).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Io(e) | Error::Connect { error: e, .. } => e.kind() == io::ErrorKind::TimedOut,
+            _ => false,
+        }
+    }
+
     /// Wraps a failure to reach `address`.
     pub(crate) fn connect(address: &Address, error: io::Error) -> Error {
         Error::Connect {

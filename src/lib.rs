@@ -17,7 +17,7 @@ pub mod proto;
 pub mod server;
 
 pub use address::Address;
-pub use client::{Manager, Proxy};
+pub use client::{ConnectOptions, Manager, Proxy};
 pub use error::{Error, Result};
 pub use proto::{ConversionError, ObjectId, RemoteError, Reply, Request, Token, Value};
 pub use server::{Server, ServerConfig};

@@ -11,11 +11,19 @@
 //! ([`recv_for`](Connection::recv_for)). Replies nobody wants (a proxy's decref on
 //! drop, a started call whose ticket was dropped) are skipped when they arrive,
 //! so dropping a proxy never waits for a round trip.
+//!
+//! Timeouts ([`ConnectOptions`]): the connect timeout covers opening the socket
+//! and the handshake; the call timeout covers one blocking operation (sending a
+//! call and reading its reply, or reading a started call's reply). A timeout
+//! marks the connection broken: the reply it gave up on may still arrive, and
+//! reading on would hand it to the wrong request, so every later call fails
+//! with an error instead ([`is_broken`](Connection::is_broken)).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use crate::address::Address;
 use crate::error::{Error, Result};
@@ -37,6 +45,44 @@ impl Stream {
             Stream::Unix(s) => s,
         }
     }
+
+    /// Sets the socket's read and write timeouts (`None`: block).
+    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+        }
+    }
+}
+
+/// Timeouts for [`Connection::connect_with`] and
+/// [`Manager::connect_with`](super::Manager::connect_with). `None` waits for
+/// ever (the default for both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// How long opening the socket (each address a host name resolves to in
+    /// turn; the name lookup itself is not covered) and the handshake may take
+    /// together.
+    pub connect_timeout: Option<Duration>,
+    /// How long one call may wait: sending it and reading its reply (for
+    /// [`Pipeline::run`](super::Pipeline::run), each reply in turn). A call
+    /// that times out fails with an error for which
+    /// [`Error::is_timeout`] holds and breaks the connection.
+    pub call_timeout: Option<Duration>,
+}
+
+/// The error a timeout gives.
+fn timed_out(what: &str) -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what} timed out; the connection is closed to later calls"),
+    ))
 }
 
 trait ReadWrite: Read + Write {}
@@ -85,15 +131,44 @@ pub struct Connection {
     /// Pickle instead of the native codec (talking to a CPython server): the
     /// server's address in CPython's form, which pickled tokens carry.
     pickle: Option<Value>,
+    /// The timeout each blocking operation gets.
+    call_timeout: Option<Duration>,
+    /// When the operation under way must be done by.
+    deadline: Option<Instant>,
+    /// Whether the socket has timeouts set (cleared when no deadline runs).
+    timeouts_set: bool,
 }
 
 impl Connection {
     /// Connects and authenticates with `authkey` (the Python ≥ 3.12 handshake,
     /// which also works against 3.11-style legacy servers).
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Connection> {
-        let stream = Connection::open(address).map_err(|e| Error::connect(address, e))?;
+        Connection::connect_with(address, authkey, &ConnectOptions::default())
+    }
+
+    /// Connects like [`connect`](Self::connect) with timeouts: the connect
+    /// timeout covers opening the socket and the handshake; the call timeout
+    /// then applies to every blocking operation.
+    pub fn connect_with(
+        address: &Address,
+        authkey: &[u8],
+        options: &ConnectOptions,
+    ) -> Result<Connection> {
+        let deadline = options.connect_timeout.map(|t| Instant::now() + t);
+        let stream = Connection::open(address, deadline).map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => timed_out("connecting"),
+            _ => Error::connect(address, e),
+        })?;
         let mut c = Connection::over(stream);
-        c.handshake(authkey)?;
+        c.deadline = deadline;
+        let r = c.handshake(authkey);
+        c.deadline = None;
+        match r {
+            Err(e) if e.is_timeout() => return Err(timed_out("the handshake")),
+            r => r?,
+        }
+        c.call_timeout = options.call_timeout;
+        c.disarm()?;
         Ok(c)
     }
 
@@ -111,19 +186,96 @@ impl Connection {
             max_frame: DEFAULT_MAX_FRAME,
             broken: false,
             pickle: None,
+            call_timeout: None,
+            deadline: None,
+            timeouts_set: false,
         }
     }
 
     /// Opens the socket (a host name is looked up here, and each address it
-    /// resolves to is tried in turn).
-    fn open(address: &Address) -> io::Result<Stream> {
-        let tcp = match address {
-            Address::Unix(p) => return Ok(Stream::Unix(UnixStream::connect(p)?)),
-            Address::Tcp(a) => TcpStream::connect(a)?,
-            Address::Host { host, port } => TcpStream::connect((host.as_str(), *port))?,
+    /// resolves to is tried in turn), each TCP attempt by `deadline`.
+    fn open(address: &Address, deadline: Option<Instant>) -> io::Result<Stream> {
+        let Some(deadline) = deadline else {
+            let tcp = match address {
+                Address::Unix(p) => return Ok(Stream::Unix(UnixStream::connect(p)?)),
+                Address::Tcp(a) => TcpStream::connect(a)?,
+                Address::Host { host, port } => TcpStream::connect((host.as_str(), *port))?,
+            };
+            tcp.set_nodelay(true)?;
+            return Ok(Stream::Tcp(tcp));
         };
-        tcp.set_nodelay(true)?;
-        Ok(Stream::Tcp(tcp))
+        let addrs: Vec<std::net::SocketAddr> = match address {
+            // A local connect does not wait for a peer.
+            Address::Unix(p) => return Ok(Stream::Unix(UnixStream::connect(p)?)),
+            Address::Tcp(a) => vec![*a],
+            Address::Host { host, port } => {
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))?.collect()
+            }
+        };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+        for a in addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            match TcpStream::connect_timeout(&a, left) {
+                Ok(tcp) => {
+                    tcp.set_nodelay(true)?;
+                    return Ok(Stream::Tcp(tcp));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Sets the timeout each blocking operation gets from now on (`None`: wait
+    /// for ever).
+    pub fn set_call_timeout(&mut self, timeout: Option<Duration>) {
+        self.call_timeout = timeout;
+    }
+
+    /// The timeout each blocking operation gets.
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+
+    /// Runs `f` under one call timeout (unless a deadline already runs).
+    fn timed<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let Some(t) = self.call_timeout.filter(|_| self.deadline.is_none()) else {
+            return f(self);
+        };
+        self.deadline = Some(Instant::now() + t);
+        let r = f(self);
+        self.deadline = None;
+        r
+    }
+
+    /// Sets the socket's timeouts to what is left before the deadline, before a
+    /// read or write (a timeout error when nothing is left).
+    fn arm(&mut self) -> Result<()> {
+        match self.deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    self.broken = true;
+                    return Err(timed_out("the call"));
+                }
+                self.stream.set_timeouts(Some(left))?;
+                self.timeouts_set = true;
+                Ok(())
+            }
+            None => self.disarm(),
+        }
+    }
+
+    /// Clears the socket's timeouts if they are set.
+    fn disarm(&mut self) -> Result<()> {
+        if self.timeouts_set {
+            self.stream.set_timeouts(None)?;
+            self.timeouts_set = false;
+        }
+        Ok(())
     }
 
     /// Connects like [`connect`](Self::connect), then speaks pickle, as CPython's
@@ -228,29 +380,42 @@ impl Connection {
         if self.output.is_empty() {
             return Ok(());
         }
-        let r = self.stream.io().write_all(&self.output);
-        self.output.clear();
-        r.map_err(|e| self.fail(e))
+        self.timed(|c| {
+            if let Err(e) = c.arm() {
+                c.output.clear();
+                return Err(e);
+            }
+            let r = c.stream.io().write_all(&c.output);
+            c.output.clear();
+            r.map_err(|e| c.fail(e))
+        })
     }
 
     /// Sends a request now and reads its reply (keeping the replies of earlier
-    /// requests that arrive first for their readers).
+    /// requests that arrive first for their readers), within one call timeout.
     pub fn call(&mut self, req: &Request) -> Result<Reply> {
-        let seq = self.queue(req);
-        if let Err(e) = self.write_out() {
-            self.abandon(seq);
-            return Err(e);
-        }
-        self.recv_for(seq)
+        self.timed(|c| {
+            let seq = c.queue(req);
+            if let Err(e) = c.write_out() {
+                c.abandon(seq);
+                return Err(e);
+            }
+            c.recv_for(seq)
+        })
     }
 
     /// Sends a request whose reply will be skipped unread.
     pub fn send_ignoring_reply(&mut self, req: &Request) -> Result<()> {
+        self.queue_ignoring_reply(req);
+        self.write_out()
+    }
+
+    /// Queues a request whose reply will be skipped unread, without writing it.
+    pub fn queue_ignoring_reply(&mut self, req: &Request) {
         let mut out = std::mem::take(&mut self.output);
         self.encode(req, &mut out);
         self.output = out;
         self.expect(Slot::Discard);
-        self.write_out()
     }
 
     /// Reads the reply of the oldest request whose reply is still wanted (an
@@ -275,6 +440,10 @@ impl Connection {
     /// skipped. An error, not a wait, when `seq`'s reply was read already, was
     /// given up ([`abandon`](Self::abandon)) or was never asked for.
     pub fn recv_for(&mut self, seq: Seq) -> Result<Reply> {
+        self.timed(|c| c.recv_for_now(seq))
+    }
+
+    fn recv_for_now(&mut self, seq: Seq) -> Result<Reply> {
         if let Some(reply) = self.kept.remove(&seq.0) {
             return reply;
         }
@@ -323,10 +492,7 @@ impl Connection {
     /// Reads and decodes one reply frame.
     fn read_reply(&mut self) -> Result<Reply> {
         if self.broken {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the connection failed earlier",
-            )));
+            return Err(not_connected());
         }
         let at = self.next_frame(self.max_frame)?;
         // Decoded where it lies in the input buffer: no copy of the payload.
@@ -382,6 +548,7 @@ impl Connection {
             let len = want.max(self.input.len() * 2);
             self.input.resize(len, 0);
         }
+        self.arm()?;
         loop {
             match self.stream.io().read(&mut self.input[self.end..]) {
                 Ok(0) => {
@@ -403,7 +570,19 @@ impl Connection {
 
     fn fail(&mut self, e: io::Error) -> Error {
         self.broken = true;
+        let timeout = matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        );
+        if timeout && self.deadline.is_some() {
+            return timed_out("the call");
+        }
         Error::Io(e)
+    }
+
+    /// Marks the connection broken (e.g. its state is unknown after a panic).
+    pub(crate) fn set_broken(&mut self) {
+        self.broken = true;
     }
 
     /// Whether the connection has failed (every later call fails too).
@@ -430,6 +609,14 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// The error every operation on a broken connection gives.
+fn not_connected() -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the connection failed (or timed out) earlier",
+    ))
 }
 
 #[cfg(test)]

@@ -18,10 +18,20 @@
 //! (`BaseManager.start()`, `get_server().serve_forever()`): pickle, method calls
 //! over one `accept_connection`ed connection, and every public request (create,
 //! incref, decref …) over a connection of its own, as CPython's client does.
+//!
+//! [`Manager`], [`Proxy`] and [`PendingCall`] are `Send` and `Sync`: handles on
+//! one connection may be used from several threads, one call at a time (a call
+//! holds the connection's lock until its reply is read, so a call blocked in
+//! the server holds up the others on that connection: give each thread its own
+//! [`Manager`] for calls that block, or set a call timeout). A proxy dropped
+//! while another thread holds the connection queues its decref, sent ahead of
+//! the connection's next request. Timeouts: [`Manager::connect_with`] and
+//! [`Manager::set_call_timeout`]; a call that times out breaks the connection
+//! ([`Manager::is_broken`]), so no later call can read the reply it gave up on.
 
-use std::cell::RefCell;
 use std::fmt;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
 
 use crate::address::Address;
 use crate::error::{Error, Result};
@@ -31,17 +41,89 @@ mod connection;
 mod segment;
 mod spawn;
 
-pub use connection::{Connection, Seq};
+pub use connection::{ConnectOptions, Connection, Seq};
 pub use segment::Segment;
 pub use spawn::{SpawnOptions, SpawnedServer};
 
-/// A connection to a manager server.
+/// A connection to a manager server. Clones share the connection.
 #[derive(Clone)]
 pub struct Manager {
-    conn: Rc<RefCell<Connection>>,
+    shared: Arc<Shared>,
     /// Set when the server is CPython's: public requests go over one-shot
     /// connections to this address with this key.
-    cpython: Option<Rc<(Address, Vec<u8>)>>,
+    cpython: Option<Arc<(Address, Vec<u8>)>>,
+}
+
+/// The connection, and what handles dropped while another thread held it left
+/// to do.
+struct Shared {
+    conn: Mutex<Connection>,
+    /// Decrefs and abandoned tickets from drops that found the connection
+    /// locked; done at the next lock. At most one entry per proxy or ticket
+    /// dropped (the lock is only ever held for a moment).
+    deferred: Mutex<Vec<Deferred>>,
+}
+
+enum Deferred {
+    Decref(ObjectId),
+    Abandon(Seq),
+}
+
+impl Shared {
+    fn new(conn: Connection) -> Arc<Shared> {
+        Arc::new(Shared {
+            conn: Mutex::new(conn),
+            deferred: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The deferred list (a panic cannot leave it half-changed: recover it).
+    fn deferred(&self) -> MutexGuard<'_, Vec<Deferred>> {
+        self.deferred.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Does what drops deferred, on the locked connection: abandons are
+    /// applied, decrefs queued (written with the next request).
+    fn catch_up(&self, conn: &mut Connection) {
+        let todo = std::mem::take(&mut *self.deferred());
+        for d in todo {
+            match d {
+                Deferred::Abandon(seq) => conn.abandon(seq),
+                Deferred::Decref(id) if !conn.is_broken() => {
+                    conn.queue_ignoring_reply(&Request::public(
+                        "decref",
+                        vec![Value::Int(id.0 as i64)],
+                    ));
+                }
+                Deferred::Decref(_) => {}
+            }
+        }
+    }
+
+    /// Locks the connection. A panic while it was held leaves its state
+    /// unknown: it is then marked broken.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| {
+            let mut c = e.into_inner();
+            c.set_broken();
+            c
+        });
+        self.catch_up(&mut conn);
+        conn
+    }
+
+    /// Locks the connection if no one holds it.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Connection>> {
+        match self.conn.try_lock() {
+            Ok(c) => Some(c),
+            Err(TryLockError::Poisoned(e)) => {
+                let mut c = e.into_inner();
+                c.set_broken();
+                Some(c)
+            }
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
 }
 
 impl fmt::Debug for Manager {
@@ -55,7 +137,7 @@ impl fmt::Debug for Manager {
 pub struct Proxy {
     manager: Manager,
     token: Token,
-    exposed: Rc<[String]>,
+    exposed: Arc<[String]>,
     /// The reference was given up by [`Proxy::into_token`]: no decref on drop.
     released: bool,
 }
@@ -124,10 +206,49 @@ impl Manager {
 
     /// Connects to a parsed address.
     pub fn connect_to(address: &Address, authkey: &[u8]) -> Result<Manager> {
+        Manager::connect_with(address, authkey, ConnectOptions::default())
+    }
+
+    /// Connects to a parsed address with timeouts: `options.connect_timeout`
+    /// covers the TCP connect and the handshake, `options.call_timeout` every
+    /// later call (see [`set_call_timeout`](Self::set_call_timeout)). A timeout
+    /// is an error for which [`Error::is_timeout`] holds.
+    ///
+    /// ```no_run
+    /// # fn main() -> mgr::Result<()> {
+    /// use std::time::Duration;
+    /// let options = mgr::ConnectOptions {
+    ///     connect_timeout: Some(Duration::from_secs(5)),
+    ///     call_timeout: Some(Duration::from_secs(30)),
+    /// };
+    /// let m = mgr::Manager::connect_with(&"127.0.0.1:50000".parse()?, b"secret", options)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect_with(
+        address: &Address,
+        authkey: &[u8],
+        options: ConnectOptions,
+    ) -> Result<Manager> {
         Ok(Manager {
-            conn: Rc::new(RefCell::new(Connection::connect(address, authkey)?)),
+            shared: Shared::new(Connection::connect_with(address, authkey, &options)?),
             cpython: None,
         })
+    }
+
+    /// Sets how long each later call may take (`None`, the default: wait for
+    /// ever): sending it and reading its reply; for a [`Pipeline`], each reply
+    /// in turn; for [`PendingCall::finish`], the wait for the reply. A call that
+    /// times out returns an error for which [`Error::is_timeout`] holds, and
+    /// breaks the connection: its reply may still come, so every later call on
+    /// it fails ([`is_broken`](Self::is_broken)) rather than risk reading it.
+    pub fn set_call_timeout(&self, timeout: Option<Duration>) {
+        self.shared.lock().set_call_timeout(timeout);
+    }
+
+    /// Whether the connection has failed or timed out: every call on it fails.
+    pub fn is_broken(&self) -> bool {
+        self.shared.lock().is_broken()
     }
 
     /// Connects to a CPython manager server (`host:port` or `unix:/path`) and
@@ -148,8 +269,8 @@ impl Manager {
             }
         }
         Ok(Manager {
-            conn: Rc::new(RefCell::new(conn)),
-            cpython: Some(Rc::new((address, authkey.to_vec()))),
+            shared: Shared::new(conn),
+            cpython: Some(Arc::new((address, authkey.to_vec()))),
         })
     }
 
@@ -167,7 +288,7 @@ impl Manager {
     fn public_request(&self, req: &Request) -> Result<Reply> {
         match &self.cpython {
             Some(target) => Connection::connect_pickle(&target.0, &target.1)?.call(req),
-            None => self.conn.borrow_mut().call(req),
+            None => self.shared.lock().call(req),
         }
     }
 
@@ -322,7 +443,7 @@ impl Manager {
     /// it if the server has not answered yet); the same as [`PendingCall::finish`].
     /// An error if the call was started on another connection.
     pub fn finish_call(&self, call: PendingCall) -> Result<Returned> {
-        if !Rc::ptr_eq(&self.conn, &call.manager.conn) {
+        if !Arc::ptr_eq(&self.shared, &call.manager.shared) {
             return Err(Error::Protocol(
                 "finish_call: the call was started on another connection".into(),
             ));
@@ -340,8 +461,9 @@ impl Manager {
     }
 
     /// The underlying connection (for raw frames in tests and tools).
-    pub fn connection(&self) -> std::cell::RefMut<'_, Connection> {
-        self.conn.borrow_mut()
+    /// Holding it holds up every other handle on the connection.
+    pub fn connection(&self) -> MutexGuard<'_, Connection> {
+        self.shared.lock()
     }
 }
 
@@ -387,7 +509,7 @@ impl Proxy {
             args,
             kwargs,
         };
-        let reply = self.manager.conn.borrow_mut().call(&req)?;
+        let reply = self.manager.shared.lock().call(&req)?;
         self.manager.returned(reply)
     }
 
@@ -411,7 +533,7 @@ impl Proxy {
     /// # }
     /// ```
     pub fn start_call(&self, method: &str, args: Vec<Value>) -> Result<PendingCall> {
-        let mut conn = self.manager.conn.borrow_mut();
+        let mut conn = self.manager.shared.lock();
         let seq = conn.queue(&Request::call(self.token.id, method, args));
         if let Err(e) = conn.write_out() {
             conn.abandon(seq);
@@ -438,10 +560,14 @@ impl Drop for Proxy {
         if self.manager.cpython.is_some() {
             // CPython serves public requests on connections of their own.
             let _ = self.manager.public_request(&decref);
-        } else if let Ok(mut c) = self.manager.conn.try_borrow_mut() {
+        } else if let Some(mut c) = self.manager.shared.try_lock() {
             if !c.is_broken() {
                 let _ = c.send_ignoring_reply(&decref);
             }
+        } else {
+            // Another thread is in a call: its lock is not waited for here.
+            let id = self.token.id;
+            self.manager.shared.deferred().push(Deferred::Decref(id));
         }
     }
 }
@@ -468,7 +594,7 @@ impl PendingCall {
     /// Reads the call's reply, waiting for it if the server has not answered yet.
     pub fn finish(mut self) -> Result<Returned> {
         let seq = self.seq.take().expect("a ticket is finished once");
-        let reply = self.manager.conn.borrow_mut().recv_for(seq)?;
+        let reply = self.manager.shared.lock().recv_for(seq)?;
         self.manager.returned(reply)
     }
 }
@@ -476,8 +602,9 @@ impl PendingCall {
 impl Drop for PendingCall {
     fn drop(&mut self) {
         if let Some(seq) = self.seq {
-            if let Ok(mut c) = self.manager.conn.try_borrow_mut() {
-                c.abandon(seq);
+            match self.manager.shared.try_lock() {
+                Some(mut c) => c.abandon(seq),
+                None => self.manager.shared.deferred().push(Deferred::Abandon(seq)),
             }
         }
     }
@@ -498,7 +625,7 @@ pub struct Pipeline<'a> {
 impl Pipeline<'_> {
     /// Queues a call of `method` on `proxy`.
     pub fn call(&mut self, proxy: &Proxy, method: &str, args: Vec<Value>) -> &mut Self {
-        self.manager.conn.borrow().encode(
+        self.manager.shared.lock().encode(
             &Request::call(proxy.token.id, method, args),
             &mut self.frames,
         );
@@ -520,7 +647,7 @@ impl Pipeline<'_> {
     /// connection fails the whole run; an error in one reply is that call's.
     pub fn run(self) -> Result<Vec<Result<Returned>>> {
         let first = {
-            let mut conn = self.manager.conn.borrow_mut();
+            let mut conn = self.manager.shared.lock();
             let first = conn.queue_encoded(&self.frames, self.count);
             if let Err(e) = conn.write_out() {
                 (0..self.count).for_each(|i| conn.abandon(first.offset(i)));
@@ -530,12 +657,12 @@ impl Pipeline<'_> {
         };
         let mut out = Vec::with_capacity(self.count);
         for i in 0..self.count {
-            let reply = self.manager.conn.borrow_mut().recv_for(first.offset(i));
+            let reply = self.manager.shared.lock().recv_for(first.offset(i));
             match reply {
                 Ok(reply) => out.push(self.manager.returned(reply)),
                 Err(e @ Error::Codec(_)) => out.push(Err(e)),
                 Err(e) => {
-                    let mut conn = self.manager.conn.borrow_mut();
+                    let mut conn = self.manager.shared.lock();
                     (i + 1..self.count).for_each(|j| conn.abandon(first.offset(j)));
                     return Err(e);
                 }
