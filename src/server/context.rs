@@ -295,14 +295,7 @@ impl Core {
         };
         let r = guard::catch(|| f(&mut *object, &mut cx));
         let (deferred, refs_changed) = (cx.deferred, cx.refs_changed);
-        let old_bytes = self.objects.get(id).map_or(0, |s| s.bytes);
-        self.objects
-            .set_bytes(id, held_bytes_of(&*object, old_bytes));
-        let slot = self
-            .objects
-            .get_mut(id)
-            .expect("a checked-out object is never removed");
-        slot.object = Some(object);
+        let slot = self.objects.check_in(id, object);
         let rescan = refs_changed
             || match &recount {
                 Recount::Always => true,

@@ -120,12 +120,21 @@ impl ObjectTable {
         self.per_owner.get(&conn).copied().unwrap_or(0)
     }
 
-    /// Records that object `id` now holds `bytes`.
-    pub(crate) fn set_bytes(&mut self, id: ObjectId, bytes: usize) {
-        if let Some(s) = self.get_mut(id) {
-            let old = std::mem::replace(&mut s.bytes, bytes);
-            self.held = self.held.saturating_sub(old).saturating_add(bytes);
-        }
+    /// Returns a checked-out object to its slot and records the bytes it holds
+    /// now (its [`SharedObject::held_bytes`], asked behind the panic guard; a
+    /// panic keeps the last figure) in the table's total: one lookup, as this
+    /// runs after every callback.
+    pub(crate) fn check_in(&mut self, id: ObjectId, object: Box<dyn SharedObject>) -> &mut Slot {
+        let slot = self
+            .slots
+            .get_mut(id.index() as usize)
+            .filter(|s| s.generation == id.generation())
+            .expect("a checked-out object is never removed");
+        let bytes = held_bytes_of(&*object, slot.bytes);
+        let old = std::mem::replace(&mut slot.bytes, bytes);
+        self.held = self.held.saturating_sub(old).saturating_add(bytes);
+        slot.object = Some(object);
+        slot
     }
 
     /// Number of live objects (CPython's `number_of_objects`).
