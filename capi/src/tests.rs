@@ -52,8 +52,8 @@ impl Shared {
     }
 }
 
-/// A server with the Echo type registered, driven by the calling thread (the
-/// test orders its turns): the server, its shared state and its address.
+/// A server with the Echo type registered (its userdata `shared`), to be driven
+/// by the calling thread: the server and its address.
 unsafe fn echo_server_here(shared: &Arc<Shared>) -> (*mut mgr_server, String) {
     let s = new_server();
     shared.server.store(s, Ordering::SeqCst);
@@ -292,17 +292,7 @@ fn start() -> Running {
     let (addr_tx, addr_rx) = mpsc::channel();
     let sh = shared.clone();
     let thread = std::thread::spawn(move || unsafe {
-        let s = new_server();
-        sh.server.store(s, Ordering::SeqCst);
-        let ud = Arc::as_ptr(&sh) as *mut c_void;
-        assert_eq!(
-            mgr_server_register(s, c"Echo".as_ptr(), &*VTABLE, ud),
-            mgr_status::MGR_OK
-        );
-        let address = CStr::from_ptr(mgr_server_address(s))
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let (s, address) = echo_server_here(&sh);
         addr_tx.send(address).unwrap();
         let st = mgr_server_run(s);
         let mut n = usize::MAX;
