@@ -8,6 +8,7 @@ pub mod auth;
 pub mod codec;
 pub mod frame;
 pub mod message;
+pub mod session;
 pub mod value;
 
 pub use message::{RemoteError, Reply, Request, RequestRef};
