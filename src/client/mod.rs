@@ -38,10 +38,12 @@ use crate::error::{Error, Result};
 use crate::proto::{ObjectId, Reply, Request, Token, Value};
 
 mod connection;
+mod nonblocking;
 mod segment;
 mod spawn;
 
 pub use connection::{ConnectOptions, Connection, Seq};
+pub use nonblocking::{NbCallback, NbClient, NbConfig, NbProxy, NbResult, NbReturned};
 pub use segment::Segment;
 pub use spawn::{SpawnOptions, SpawnedServer};
 
@@ -335,26 +337,7 @@ impl Manager {
         };
         let reply = self.public_request(&req)?;
         let v = self.returned(reply)?.into_value()?;
-        let (id, exposed) = match v {
-            Value::Tuple(ref t) if t.len() == 2 => {
-                let mut t = v.into_items().expect("a tuple");
-                let exposed = t.pop().expect("two items");
-                (t.pop().expect("two items"), exposed)
-            }
-            other => {
-                return Err(Error::Protocol(format!(
-                    "unexpected create() reply {other}"
-                )))
-            }
-        };
-        let id = match &id {
-            Value::Int(i) => Some(ObjectId(*i as u64)),
-            Value::Str(hex) => ObjectId::from_hex(hex),
-            _ => None,
-        }
-        .ok_or_else(|| Error::Protocol("create() answered no object id".into()))?;
-        let exposed = method_names(exposed)
-            .ok_or_else(|| Error::Protocol("create() answered no method list".into()))?;
+        let (id, exposed) = create_reply(v)?;
         Ok(Proxy {
             manager: self.clone(),
             token: Token {
@@ -670,6 +653,32 @@ impl Pipeline<'_> {
         }
         Ok(out)
     }
+}
+
+/// Reads a `create` reply: `(id, exposed)`, the id an int (native) or hex
+/// string (CPython).
+pub(crate) fn create_reply(v: Value) -> Result<(ObjectId, Vec<String>)> {
+    let (id, exposed) = match v {
+        Value::Tuple(ref t) if t.len() == 2 => {
+            let mut t = v.into_items().expect("a tuple");
+            let exposed = t.pop().expect("two items");
+            (t.pop().expect("two items"), exposed)
+        }
+        other => {
+            return Err(Error::Protocol(format!(
+                "unexpected create() reply {other}"
+            )))
+        }
+    };
+    let id = match &id {
+        Value::Int(i) => Some(ObjectId(*i as u64)),
+        Value::Str(hex) => ObjectId::from_hex(hex),
+        _ => None,
+    }
+    .ok_or_else(|| Error::Protocol("create() answered no object id".into()))?;
+    let exposed = method_names(exposed)
+        .ok_or_else(|| Error::Protocol("create() answered no method list".into()))?;
+    Ok((id, exposed))
 }
 
 /// The error a `#TRACEBACK` (or `#UNSERIALIZABLE`) reply stands for. A CPython
