@@ -22,6 +22,15 @@
 // Version 1 (the same struct without `cancel`) is still accepted.
 #define MGR_TYPE_VERSION 2
 
+// The options layout version this library understands.
+#define MGR_NB_OPTIONS_VERSION 1
+
+// `mgr_nb_client_events`: poll for reading (`POLLIN`).
+#define MGR_NB_READ 1
+
+// `mgr_nb_client_events`: poll for writing too (`POLLOUT`).
+#define MGR_NB_WRITE 2
+
 // `mgr_peer.family` of a TCP peer.
 #define MGR_PEER_TCP 1
 
@@ -69,7 +78,20 @@ typedef enum mgr_status {
   MGR_ERR_STALE = 14,
   // A panic was caught at the boundary (a bug in libmgr).
   MGR_ERR_PANIC = 15,
+  // The non-blocking client cannot take the call now: its pending-call
+  // table or output buffer is full. Process, then retry.
+  MGR_ERR_WOULD_BLOCK = 16,
 } mgr_status;
+
+// Where a non-blocking client stands (`mgr_nb_client_phase`).
+typedef enum mgr_nb_phase {
+  // Connecting and authenticating; calls started now wait for it.
+  MGR_NB_CONNECTING = 0,
+  // Authenticated: calls go out as they are started.
+  MGR_NB_READY = 1,
+  // Failed or closed: every call has completed; free the client.
+  MGR_NB_CLOSED = 2,
+} mgr_nb_phase;
 
 // What a log line from `mgr_server_set_log` is about.
 typedef enum mgr_log_kind {
@@ -123,6 +145,15 @@ typedef enum mgr_value_kind {
 // made them.
 typedef struct mgr_client mgr_client;
 
+// A non-blocking connection to a manager server (opaque). Owned: free with
+// `mgr_nb_client_free`. Belongs to the thread that runs its loop.
+typedef struct mgr_nb_client mgr_nb_client;
+
+// A reference to a shared object held through a non-blocking client
+// (opaque). Owned: free with `mgr_nb_proxy_free`, which queues the release
+// of the reference without blocking.
+typedef struct mgr_nb_proxy mgr_nb_proxy;
+
 // A reference to a shared object (opaque). Owned: free with `mgr_proxy_free`,
 // which releases the reference.
 typedef struct mgr_proxy mgr_proxy;
@@ -155,6 +186,43 @@ typedef struct mgr_spawned mgr_spawned;
 // A dynamically typed value (opaque). Plain data: a value may move between
 // threads, but is used by one thread at a time.
 typedef struct mgr_value mgr_value;
+
+// Bounds of a non-blocking client, for `mgr_nb_client_connect`. Fill with
+// `mgr_nb_options_init` (or zero it and set `version`): a zero field keeps
+// its default.
+typedef struct mgr_nb_options {
+  // Must be `MGR_NB_OPTIONS_VERSION`.
+  uint32_t version;
+  // Calls outstanding at once (default 4096); a call beyond is refused with
+  // `MGR_ERR_WOULD_BLOCK`.
+  uint32_t max_pending;
+  // Largest reply accepted, in bytes (default 64 MiB); a larger one closes
+  // the connection before it is buffered.
+  uint64_t max_frame;
+  // Bytes of requests waiting unsent (default 16 MiB) beyond which a call is
+  // refused with `MGR_ERR_WOULD_BLOCK`.
+  uint64_t max_output;
+  // The connect and handshake must finish within this many milliseconds
+  // (default 10000).
+  uint32_t handshake_timeout_ms;
+} mgr_nb_options;
+
+// A completion callback. `userdata` is the pointer given with the call.
+// `client` is the client (to start more calls from the callback), or NULL
+// when the callback runs from `mgr_nb_client_free`. On `MGR_OK` exactly
+// one of `value` (a plain result) and `proxy` (a new shared object, from
+// `mgr_nb_create` or a method in the type's method_to_typeid) is non-NULL,
+// and it is owned by the callback: free it with `mgr_value_free` /
+// `mgr_nb_proxy_free`. Otherwise both are NULL and the status says why:
+// `MGR_ERR_REMOTE` (kind and message from `mgr_last_error_kind()` /
+// `mgr_last_error()`, valid during the callback), `MGR_ERR_CLOSED` or
+// `MGR_ERR_IO` (the connection failed or closed), `MGR_ERR_AUTH` (the
+// handshake failed), `MGR_ERR_PROTOCOL` (a reply that could not be read).
+typedef void (*mgr_nb_callback)(void *userdata,
+                                struct mgr_nb_client *client,
+                                enum mgr_status status,
+                                struct mgr_value *value,
+                                struct mgr_nb_proxy *proxy);
 
 // Who sent a request, as `mgr_request_peer` (and the log callback of
 // `mgr_server_set_log`) report it. A plain struct the caller owns: nothing in
@@ -421,6 +489,118 @@ enum mgr_status mgr_client_number_of_objects(struct mgr_client *client, size_t *
 
 // Asks the server to shut down. The client still has to be freed.
 enum mgr_status mgr_client_shutdown(struct mgr_client *client);
+
+// Fills `*out` with the current version and every default.
+enum mgr_status mgr_nb_options_init(struct mgr_nb_options *out);
+
+// Starts connecting to `address` (`host:port` or `unix:/path`) with the
+// `authkey_len`-byte `authkey` (NULL allowed when the length is 0), without
+// waiting: the connect and handshake go on in `mgr_nb_client_process`, and
+// calls may be started at once (they are sent after the handshake; if it
+// fails they complete with `MGR_ERR_AUTH` or `MGR_ERR_IO`). `options` may be
+// NULL for defaults. On success writes an owned client to `*out` (free with
+// `mgr_nb_client_free`). Fails at once only when the socket cannot be made
+// (`MGR_ERR_IO`) or the address is malformed. A host name is looked up here,
+// which blocks: pass an IP address to avoid it.
+enum mgr_status mgr_nb_client_connect(const char *address,
+                                      const uint8_t *authkey,
+                                      size_t authkey_len,
+                                      const struct mgr_nb_options *options,
+                                      struct mgr_nb_client **out);
+
+// Frees the client and closes its connection. Every call not yet completed
+// completes now, with `MGR_ERR_CLOSED` and a NULL client, so its userdata can
+// be freed. NULL is a no-op. From inside one of this client's callbacks the
+// client is closed at once and freed when `mgr_nb_client_process` returns
+// (which then returns `MGR_ERR_CLOSED`): do not use it after this call.
+// Proxies made from it stay valid (free them as usual; their decref is then
+// dropped: the server releases a closed connection's references itself).
+void mgr_nb_client_free(struct mgr_nb_client *client);
+
+// The socket to poll (its events: `mgr_nb_client_events`). Owned by the
+// client: never close it. -1 for NULL.
+int32_t mgr_nb_client_fd(const struct mgr_nb_client *client);
+
+// What to poll the fd for: `MGR_NB_READ`, plus `MGR_NB_WRITE` while
+// requests wait unsent or the connect is in progress. Ask again after every
+// call and every `mgr_nb_client_process` (they change it). 0 for NULL and
+// once closed.
+uint32_t mgr_nb_client_events(const struct mgr_nb_client *client);
+
+// The longest the loop may wait before calling `mgr_nb_client_process`
+// even if the fd stays quiet, in milliseconds (rounded up): 0 while work
+// waits (a freed proxy's decref), the time left for the handshake while it
+// runs, -1 when no timer runs (and for NULL).
+int32_t mgr_nb_client_timeout_ms(const struct mgr_nb_client *client);
+
+// Does the ready work without blocking: finishes connecting, reads, writes,
+// fires the handshake deadline and runs the callbacks of finished calls
+// (callbacks may start further calls). Writes to `*did_work` (NULL allowed)
+// whether it did anything: a loop may call again until it is false. Call it
+// when the fd is ready or the timeout passed; spurious calls are harmless.
+// `MGR_OK`; `MGR_ERR_CLOSED` once the connection has closed (its calls have
+// all completed; the reason is `mgr_last_error()`; free the client), and if
+// the client was freed from inside a callback (it is gone now);
+// `MGR_ERR_BUSY` from inside one of this client's callbacks.
+enum mgr_status mgr_nb_client_process(struct mgr_nb_client *client, bool *did_work);
+
+// Where the client stands. `MGR_NB_CLOSED` for NULL.
+enum mgr_nb_phase mgr_nb_client_phase(const struct mgr_nb_client *client);
+
+// Calls started whose callbacks have not run yet (0 for NULL).
+size_t mgr_nb_client_pending(const struct mgr_nb_client *client);
+
+// Starts creating a shared object of `type_id` with `args` (list/tuple or
+// NULL) and `kwargs` (dict or NULL), both borrowed; returns at once. On
+// `MGR_OK`, `cb` (NULL: ignore the result) runs once, later, from
+// `mgr_nb_client_process`, with an owned proxy for the new object or the
+// constructor's error. Refused at once (and `cb` never runs):
+// `MGR_ERR_CLOSED` once closed, `MGR_ERR_WOULD_BLOCK` while the pending-call
+// table or the output buffer is full (process, then retry).
+enum mgr_status mgr_nb_create(struct mgr_nb_client *client,
+                              const char *type_id,
+                              const struct mgr_value *args,
+                              const struct mgr_value *kwargs,
+                              mgr_nb_callback cb,
+                              void *userdata);
+
+// Starts a call of `method` on `proxy`'s object (a proxy of this client) with
+// `args` and `kwargs` (borrowed, NULL allowed); returns at once. `cb` gets a
+// value, or a proxy when the method is in the type's method_to_typeid. Calls
+// on one client are answered in the order they were started. Refusals as
+// for `mgr_nb_create`.
+enum mgr_status mgr_nb_call(struct mgr_nb_client *client,
+                            const struct mgr_nb_proxy *proxy,
+                            const char *method,
+                            const struct mgr_value *args,
+                            const struct mgr_value *kwargs,
+                            mgr_nb_callback cb,
+                            void *userdata);
+
+// Starts a call of one of the server's public methods (`number_of_objects`,
+// `debug_info`, `dummy` …) with `args` (borrowed, NULL allowed); as
+// `mgr_nb_call` otherwise.
+enum mgr_status mgr_nb_public(struct mgr_nb_client *client,
+                              const char *method,
+                              const struct mgr_value *args,
+                              mgr_nb_callback cb,
+                              void *userdata);
+
+// The proxied object's id on its server (0 for NULL).
+uint64_t mgr_nb_proxy_id(const struct mgr_nb_proxy *proxy);
+
+// The proxied object's typeid. Owned by the proxy: valid until
+// `mgr_nb_proxy_free`. NULL for NULL.
+const char *mgr_nb_proxy_typeid(const struct mgr_nb_proxy *proxy);
+
+// A new reference value naming the proxied object, to pass it as an argument.
+// Owned: free with `mgr_value_free`. NULL for NULL.
+struct mgr_value *mgr_nb_proxy_to_value(const struct mgr_nb_proxy *proxy);
+
+// Frees a proxy and queues the release of its reference (sent by the
+// client's next call or `mgr_nb_client_process`; never blocks). Allowed
+// after its client was freed. NULL is a no-op.
+void mgr_nb_proxy_free(struct mgr_nb_proxy *proxy);
 
 // Fills `*out` with who sent this request: the connection's id, its address,
 // and on a Unix socket the peer process's pid, uid and gid (read once when

@@ -36,6 +36,7 @@ macro_rules! ffi_boundary {
 
 pub mod client;
 pub mod host_type;
+pub mod nbclient;
 pub mod request;
 pub mod segment;
 pub mod server;
@@ -45,6 +46,10 @@ pub mod value;
 
 pub use client::{mgr_client, mgr_proxy};
 pub use host_type::{mgr_method_typeid, mgr_type, MGR_TYPE_VERSION};
+pub use nbclient::{
+    mgr_nb_callback, mgr_nb_client, mgr_nb_options, mgr_nb_phase, mgr_nb_proxy,
+    MGR_NB_OPTIONS_VERSION, MGR_NB_READ, MGR_NB_WRITE,
+};
 pub use request::{mgr_peer, mgr_reply, mgr_request, MGR_PEER_TCP, MGR_PEER_UNIX};
 pub use segment::mgr_segment;
 pub use server::{

@@ -48,6 +48,9 @@ pub enum mgr_status {
     MGR_ERR_STALE = 14,
     /// A panic was caught at the boundary (a bug in libmgr).
     MGR_ERR_PANIC = 15,
+    /// The non-blocking client cannot take the call now: its pending-call
+    /// table or output buffer is full. Process, then retry.
+    MGR_ERR_WOULD_BLOCK = 16,
 }
 
 /// A failure on its way to the C caller: a status, a message, and for remote
@@ -111,6 +114,7 @@ impl From<Error> for Fail {
         use mgr_status::*;
         let status = match &e {
             Error::Io(io) if is_closed(io) => MGR_ERR_CLOSED,
+            Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => MGR_ERR_WOULD_BLOCK,
             Error::Io(_) | Error::Connect { .. } => MGR_ERR_IO,
             Error::Address(_) => MGR_ERR_INVALID_ARGUMENT,
             Error::Auth(_) => MGR_ERR_AUTH,
@@ -298,6 +302,7 @@ fn status_name(code: c_int) -> &'static [u8] {
         (MGR_ERR_STATE, b"MGR_ERR_STATE\0"),
         (MGR_ERR_STALE, b"MGR_ERR_STALE\0"),
         (MGR_ERR_PANIC, b"MGR_ERR_PANIC\0"),
+        (MGR_ERR_WOULD_BLOCK, b"MGR_ERR_WOULD_BLOCK\0"),
     ];
     NAMES
         .iter()
@@ -365,7 +370,7 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_name_and_unknown_codes_a_fixed_one() {
-        let known: Vec<String> = (0..=15).map(name_of).collect();
+        let known: Vec<String> = (0..=16).map(name_of).collect();
         assert_eq!(known[0], "MGR_OK");
         assert_eq!(known[15], "MGR_ERR_PANIC");
         for (code, name) in known.iter().enumerate() {
@@ -378,7 +383,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), known.len(), "two codes share a name");
-        for code in [16, 17, 999, -1, c_int::MIN, c_int::MAX] {
+        for code in [17, 18, 999, -1, c_int::MIN, c_int::MAX] {
             assert_eq!(name_of(code), "MGR_ERR_UNKNOWN", "code {code}");
         }
     }

@@ -1,0 +1,498 @@
+//! `mgr_nb_client` and `mgr_nb_proxy`: the non-blocking client from C, over
+//! [`NbClient`] and [`NbProxy`], for use inside the host's own poll/epoll loop
+//! (next to an embedded `mgr_server`, other clients, anything).
+//!
+//! Shape, after hiredis's async API: the host polls [`mgr_nb_client_fd`] for
+//! [`mgr_nb_client_events`] with at most [`mgr_nb_client_timeout_ms`], and
+//! calls [`mgr_nb_client_process`] when it is ready (spurious calls are
+//! harmless). Every call takes one callback plus a `userdata` pointer and
+//! returns at once; the callback runs later, only from inside
+//! `mgr_nb_client_process` (or `mgr_nb_client_free`), on the loop's thread.
+//! A callback per call (rather than a queue of finished calls to poll) fits C
+//! best: the caller's per-call context travels in `userdata` with no table to
+//! look it up in, and because every call that returned `MGR_OK` completes
+//! exactly once — with its result, a remote error, or `MGR_ERR_CLOSED` when the
+//! connection fails or the client is freed — the caller can always free that
+//! context in the callback.
+
+use std::ffi::{c_char, c_void, CString};
+use std::time::Duration;
+
+use super::status::{mgr_status, Fail};
+use super::value::{arg_args, arg_kwargs, into_raw, mgr_value};
+use super::{arg_bytes, arg_str, out_ptr};
+use crate::client::{NbClient, NbConfig, NbProxy, NbResult, NbReturned};
+use crate::proto::session::Phase;
+use crate::proto::Value;
+
+/// The options layout version this library understands.
+pub const MGR_NB_OPTIONS_VERSION: u32 = 1;
+
+/// [`mgr_nb_client_events`]: poll for reading (`POLLIN`).
+pub const MGR_NB_READ: u32 = 1;
+/// [`mgr_nb_client_events`]: poll for writing too (`POLLOUT`).
+pub const MGR_NB_WRITE: u32 = 2;
+
+/// Bounds of a non-blocking client, for [`mgr_nb_client_connect`]. Fill with
+/// [`mgr_nb_options_init`] (or zero it and set `version`): a zero field keeps
+/// its default.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mgr_nb_options {
+    /// Must be [`MGR_NB_OPTIONS_VERSION`].
+    pub version: u32,
+    /// Calls outstanding at once (default 4096); a call beyond is refused with
+    /// `MGR_ERR_WOULD_BLOCK`.
+    pub max_pending: u32,
+    /// Largest reply accepted, in bytes (default 64 MiB); a larger one closes
+    /// the connection before it is buffered.
+    pub max_frame: u64,
+    /// Bytes of requests waiting unsent (default 16 MiB) beyond which a call is
+    /// refused with `MGR_ERR_WOULD_BLOCK`.
+    pub max_output: u64,
+    /// The connect and handshake must finish within this many milliseconds
+    /// (default 10000).
+    pub handshake_timeout_ms: u32,
+}
+
+/// Where a non-blocking client stands ([`mgr_nb_client_phase`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mgr_nb_phase {
+    /// Connecting and authenticating; calls started now wait for it.
+    MGR_NB_CONNECTING = 0,
+    /// Authenticated: calls go out as they are started.
+    MGR_NB_READY = 1,
+    /// Failed or closed: every call has completed; free the client.
+    MGR_NB_CLOSED = 2,
+}
+
+/// NULL: closed.
+impl super::status::FfiReturn for mgr_nb_phase {
+    fn failed(_: mgr_status) -> Self {
+        mgr_nb_phase::MGR_NB_CLOSED
+    }
+}
+
+/// A non-blocking connection to a manager server (opaque). Owned: free with
+/// [`mgr_nb_client_free`]. Belongs to the thread that runs its loop.
+#[derive(Debug)]
+pub struct mgr_nb_client {
+    _private: [u8; 0],
+}
+
+/// A reference to a shared object held through a non-blocking client
+/// (opaque). Owned: free with [`mgr_nb_proxy_free`], which queues the release
+/// of the reference without blocking.
+#[derive(Debug)]
+pub struct mgr_nb_proxy {
+    _private: [u8; 0],
+}
+
+/// A completion callback. `userdata` is the pointer given with the call.
+/// `client` is the client (to start more calls from the callback), or NULL
+/// when the callback runs from [`mgr_nb_client_free`]. On `MGR_OK` exactly
+/// one of `value` (a plain result) and `proxy` (a new shared object, from
+/// [`mgr_nb_create`] or a method in the type's method_to_typeid) is non-NULL,
+/// and it is owned by the callback: free it with `mgr_value_free` /
+/// [`mgr_nb_proxy_free`]. Otherwise both are NULL and the status says why:
+/// `MGR_ERR_REMOTE` (kind and message from `mgr_last_error_kind()` /
+/// `mgr_last_error()`, valid during the callback), `MGR_ERR_CLOSED` or
+/// `MGR_ERR_IO` (the connection failed or closed), `MGR_ERR_AUTH` (the
+/// handshake failed), `MGR_ERR_PROTOCOL` (a reply that could not be read).
+pub type mgr_nb_callback = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        client: *mut mgr_nb_client,
+        status: mgr_status,
+        value: *mut mgr_value,
+        proxy: *mut mgr_nb_proxy,
+    ),
+>;
+
+/// The Rust side of `mgr_nb_client`. `#[repr(C)]` with the client first, so
+/// the box's pointer is the client's.
+#[repr(C)]
+struct NbBox {
+    client: NbClient,
+    /// Being freed: callbacks get NULL for the client.
+    freeing: bool,
+    /// Freed from inside one of its callbacks: freed when `process` returns.
+    free_after: bool,
+}
+
+struct NbProxyBox {
+    proxy: NbProxy,
+    typeid: CString,
+}
+
+fn boxed_proxy(proxy: NbProxy) -> *mut mgr_nb_proxy {
+    let typeid = CString::new(proxy.token().typeid.clone()).unwrap_or_default();
+    Box::into_raw(Box::new(NbProxyBox { proxy, typeid })).cast()
+}
+
+unsafe fn arg_nb<'a>(p: *mut mgr_nb_client) -> Result<&'a mut NbBox, Fail> {
+    p.cast::<NbBox>()
+        .as_mut()
+        .ok_or_else(|| Fail::null("client"))
+}
+
+unsafe fn arg_nb_ref<'a>(p: *const mgr_nb_client) -> Result<&'a NbBox, Fail> {
+    p.cast::<NbBox>()
+        .as_ref()
+        .ok_or_else(|| Fail::null("client"))
+}
+
+unsafe fn arg_nb_proxy<'a>(p: *const mgr_nb_proxy) -> Result<&'a NbProxyBox, Fail> {
+    p.cast::<NbProxyBox>()
+        .as_ref()
+        .ok_or_else(|| Fail::null("proxy"))
+}
+
+/// The Rust callback that hands a result to the C one.
+fn completion(
+    boxp: *mut NbBox,
+    cb: mgr_nb_callback,
+    userdata: *mut c_void,
+) -> impl FnOnce(&mut NbClient, NbResult) + 'static {
+    let userdata = userdata as usize;
+    move |_, r: NbResult| {
+        let Some(cb) = cb else {
+            return; // fire and forget: the result is dropped here
+        };
+        // SAFETY: the box is alive while its callbacks run (they run from its
+        // process or its drop, and the drop reads only this flag).
+        let client = if unsafe { (*boxp).freeing } {
+            std::ptr::null_mut()
+        } else {
+            boxp.cast::<mgr_nb_client>()
+        };
+        let userdata = userdata as *mut c_void;
+        let (status, value, proxy) = match r {
+            Ok(NbReturned::Value(v)) => (mgr_status::MGR_OK, into_raw(v), std::ptr::null_mut()),
+            Ok(NbReturned::Proxy(p)) => (mgr_status::MGR_OK, std::ptr::null_mut(), boxed_proxy(p)),
+            Err(e) => {
+                let f = Fail::from(e);
+                f.record();
+                (f.status, std::ptr::null_mut(), std::ptr::null_mut())
+            }
+        };
+        // A panic must not unwind into C, nor C's unwinding into Rust: the
+        // callback is C's and does not unwind.
+        unsafe { cb(userdata, client, status, value, proxy) };
+    }
+}
+
+/// Fills `*out` with the current version and every default.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_options_init(out: *mut mgr_nb_options) -> mgr_status {
+    ffi_boundary! {
+        let out = out_ptr(out, "out")?;
+        let d = NbConfig::default();
+        *out = mgr_nb_options {
+            version: MGR_NB_OPTIONS_VERSION,
+            max_pending: d.max_pending.min(u32::MAX as usize) as u32,
+            max_frame: d.max_frame,
+            max_output: d.max_output as u64,
+            handshake_timeout_ms: d
+                .handshake_timeout
+                .map_or(0, |t| t.as_millis().min(u32::MAX as u128) as u32),
+        };
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Starts connecting to `address` (`host:port` or `unix:/path`) with the
+/// `authkey_len`-byte `authkey` (NULL allowed when the length is 0), without
+/// waiting: the connect and handshake go on in [`mgr_nb_client_process`], and
+/// calls may be started at once (they are sent after the handshake; if it
+/// fails they complete with `MGR_ERR_AUTH` or `MGR_ERR_IO`). `options` may be
+/// NULL for defaults. On success writes an owned client to `*out` (free with
+/// [`mgr_nb_client_free`]). Fails at once only when the socket cannot be made
+/// (`MGR_ERR_IO`) or the address is malformed. A host name is looked up here,
+/// which blocks: pass an IP address to avoid it.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_client_connect(
+    address: *const c_char,
+    authkey: *const u8,
+    authkey_len: usize,
+    options: *const mgr_nb_options,
+    out: *mut *mut mgr_nb_client,
+) -> mgr_status {
+    ffi_boundary! {
+        let address = arg_str(address, "address")?
+            .parse::<crate::address::Address>()
+            .map_err(crate::Error::from)?;
+        let key = arg_bytes(authkey, authkey_len, "authkey")?;
+        let out = out_ptr(out, "out")?;
+        let mut config = NbConfig::default();
+        if let Some(o) = options.as_ref() {
+            if o.version != MGR_NB_OPTIONS_VERSION {
+                return Err(Fail::new(
+                    mgr_status::MGR_ERR_INVALID_ARGUMENT,
+                    format!("unknown mgr_nb_options version {}", o.version),
+                ));
+            }
+            if o.max_pending != 0 {
+                config.max_pending = o.max_pending as usize;
+            }
+            if o.max_frame != 0 {
+                config.max_frame = o.max_frame;
+            }
+            if o.max_output != 0 {
+                config.max_output = o.max_output.min(usize::MAX as u64) as usize;
+            }
+            if o.handshake_timeout_ms != 0 {
+                config.handshake_timeout = Some(Duration::from_millis(o.handshake_timeout_ms.into()));
+            }
+        }
+        let client = NbClient::connect(&address, key, config)?;
+        *out = Box::into_raw(Box::new(NbBox {
+            client,
+            freeing: false,
+            free_after: false,
+        }))
+        .cast();
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Frees the client and closes its connection. Every call not yet completed
+/// completes now, with `MGR_ERR_CLOSED` and a NULL client, so its userdata can
+/// be freed. NULL is a no-op. From inside one of this client's callbacks the
+/// client is closed at once and freed when [`mgr_nb_client_process`] returns
+/// (which then returns `MGR_ERR_CLOSED`): do not use it after this call.
+/// Proxies made from it stay valid (free them as usual; their decref is then
+/// dropped: the server releases a closed connection's references itself).
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_client_free(client: *mut mgr_nb_client) {
+    ffi_boundary! {
+        let b = client.cast::<NbBox>();
+        if b.is_null() {
+            return Ok(());
+        }
+        (*b).freeing = true;
+        if (*b).client.is_processing() {
+            (*b).free_after = true;
+            (*b).client.close();
+        } else {
+            drop(Box::from_raw(b));
+        }
+        Ok(())
+    }
+}
+
+/// The socket to poll (its events: [`mgr_nb_client_events`]). Owned by the
+/// client: never close it. -1 for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_client_fd(client: *const mgr_nb_client) -> i32 {
+    ffi_boundary! { Ok(arg_nb_ref(client)?.client.fd()) }
+}
+
+/// What to poll the fd for: [`MGR_NB_READ`], plus [`MGR_NB_WRITE`] while
+/// requests wait unsent or the connect is in progress. Ask again after every
+/// call and every [`mgr_nb_client_process`] (they change it). 0 for NULL and
+/// once closed.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_client_events(client: *const mgr_nb_client) -> u32 {
+    ffi_boundary! {
+        let c = &arg_nb_ref(client)?.client;
+        if c.phase() == Phase::Closed {
+            return Ok(0);
+        }
+        Ok(MGR_NB_READ | if c.wants_write() { MGR_NB_WRITE } else { 0 })
+    }
+}
+
+/// The longest the loop may wait before calling [`mgr_nb_client_process`]
+/// even if the fd stays quiet, in milliseconds (rounded up): 0 while work
+/// waits (a freed proxy's decref), the time left for the handshake while it
+/// runs, -1 when no timer runs (and for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_client_timeout_ms(client: *const mgr_nb_client) -> i32 {
+    ffi_boundary! {
+        Ok(match arg_nb_ref(client)?.client.timeout() {
+            None => -1,
+            Some(t) => {
+                let ms = t.as_micros().div_ceil(1000);
+                ms.min(i32::MAX as u128) as i32
+            }
+        })
+    }
+}
+
+/// Does the ready work without blocking: finishes connecting, reads, writes,
+/// fires the handshake deadline and runs the callbacks of finished calls
+/// (callbacks may start further calls). Writes to `*did_work` (NULL allowed)
+/// whether it did anything: a loop may call again until it is false. Call it
+/// when the fd is ready or the timeout passed; spurious calls are harmless.
+/// `MGR_OK`; `MGR_ERR_CLOSED` once the connection has closed (its calls have
+/// all completed; the reason is `mgr_last_error()`; free the client), and if
+/// the client was freed from inside a callback (it is gone now);
+/// `MGR_ERR_BUSY` from inside one of this client's callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_client_process(
+    client: *mut mgr_nb_client,
+    did_work: *mut bool,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_nb(client)?;
+        if b.client.is_processing() {
+            return Err(Fail::new(
+                mgr_status::MGR_ERR_BUSY,
+                "mgr_nb_client_process called from inside one of its callbacks",
+            ));
+        }
+        let did = b.client.process();
+        if !did_work.is_null() {
+            *did_work = did;
+        }
+        if b.free_after {
+            drop(Box::from_raw(client.cast::<NbBox>()));
+            return Err(Fail::new(mgr_status::MGR_ERR_CLOSED, "the client was freed"));
+        }
+        if let Some(e) = b.client.close_reason() {
+            let mut f = Fail::from(e);
+            f.status = mgr_status::MGR_ERR_CLOSED;
+            return Err(f);
+        }
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Where the client stands. `MGR_NB_CLOSED` for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_client_phase(client: *const mgr_nb_client) -> mgr_nb_phase {
+    ffi_boundary! {
+        Ok(match arg_nb_ref(client)?.client.phase() {
+            Phase::Handshaking => mgr_nb_phase::MGR_NB_CONNECTING,
+            Phase::Ready => mgr_nb_phase::MGR_NB_READY,
+            Phase::Closed => mgr_nb_phase::MGR_NB_CLOSED,
+        })
+    }
+}
+
+/// Calls started whose callbacks have not run yet (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_client_pending(client: *const mgr_nb_client) -> usize {
+    ffi_boundary! { Ok(arg_nb_ref(client)?.client.pending()) }
+}
+
+/// The body of the three call starters.
+unsafe fn start(
+    client: *mut mgr_nb_client,
+    cb: mgr_nb_callback,
+    userdata: *mut c_void,
+    go: impl FnOnce(
+        &mut NbClient,
+        Box<dyn FnOnce(&mut NbClient, NbResult)>,
+    ) -> crate::Result<crate::proto::session::CallId>,
+) -> Result<mgr_status, Fail> {
+    let b = arg_nb(client)?;
+    if b.freeing {
+        return Err(Fail::new(
+            mgr_status::MGR_ERR_CLOSED,
+            "the client is being freed",
+        ));
+    }
+    let done = completion(client.cast::<NbBox>(), cb, userdata);
+    go(&mut b.client, Box::new(done))?;
+    Ok(mgr_status::MGR_OK)
+}
+
+/// Starts creating a shared object of `type_id` with `args` (list/tuple or
+/// NULL) and `kwargs` (dict or NULL), both borrowed; returns at once. On
+/// `MGR_OK`, `cb` (NULL: ignore the result) runs once, later, from
+/// [`mgr_nb_client_process`], with an owned proxy for the new object or the
+/// constructor's error. Refused at once (and `cb` never runs):
+/// `MGR_ERR_CLOSED` once closed, `MGR_ERR_WOULD_BLOCK` while the pending-call
+/// table or the output buffer is full (process, then retry).
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_create(
+    client: *mut mgr_nb_client,
+    type_id: *const c_char,
+    args: *const mgr_value,
+    kwargs: *const mgr_value,
+    cb: mgr_nb_callback,
+    userdata: *mut c_void,
+) -> mgr_status {
+    ffi_boundary! {
+        let typeid = arg_str(type_id, "type_id")?;
+        let (args, kwargs) = (arg_args(args)?, arg_kwargs(kwargs)?);
+        start(client, cb, userdata, |c, done| c.create(typeid, args, kwargs, done))
+    }
+}
+
+/// Starts a call of `method` on `proxy`'s object (a proxy of this client) with
+/// `args` and `kwargs` (borrowed, NULL allowed); returns at once. `cb` gets a
+/// value, or a proxy when the method is in the type's method_to_typeid. Calls
+/// on one client are answered in the order they were started. Refusals as
+/// for [`mgr_nb_create`].
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_call(
+    client: *mut mgr_nb_client,
+    proxy: *const mgr_nb_proxy,
+    method: *const c_char,
+    args: *const mgr_value,
+    kwargs: *const mgr_value,
+    cb: mgr_nb_callback,
+    userdata: *mut c_void,
+) -> mgr_status {
+    ffi_boundary! {
+        let id = arg_nb_proxy(proxy)?.proxy.id();
+        let method = arg_str(method, "method")?;
+        let (args, kwargs) = (arg_args(args)?, arg_kwargs(kwargs)?);
+        start(client, cb, userdata, |c, done| c.call_id(id, method, args, kwargs, done))
+    }
+}
+
+/// Starts a call of one of the server's public methods (`number_of_objects`,
+/// `debug_info`, `dummy` …) with `args` (borrowed, NULL allowed); as
+/// [`mgr_nb_call`] otherwise.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_public(
+    client: *mut mgr_nb_client,
+    method: *const c_char,
+    args: *const mgr_value,
+    cb: mgr_nb_callback,
+    userdata: *mut c_void,
+) -> mgr_status {
+    ffi_boundary! {
+        let method = arg_str(method, "method")?;
+        let args = arg_args(args)?;
+        start(client, cb, userdata, |c, done| c.public(method, args, done))
+    }
+}
+
+/// The proxied object's id on its server (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_proxy_id(proxy: *const mgr_nb_proxy) -> u64 {
+    ffi_boundary! { Ok(arg_nb_proxy(proxy)?.proxy.id().0) }
+}
+
+/// The proxied object's typeid. Owned by the proxy: valid until
+/// [`mgr_nb_proxy_free`]. NULL for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_proxy_typeid(proxy: *const mgr_nb_proxy) -> *const c_char {
+    ffi_boundary! { Ok(arg_nb_proxy(proxy)?.typeid.as_ptr()) }
+}
+
+/// A new reference value naming the proxied object, to pass it as an argument.
+/// Owned: free with `mgr_value_free`. NULL for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_proxy_to_value(proxy: *const mgr_nb_proxy) -> *mut mgr_value {
+    ffi_boundary! { Ok(into_raw(Value::Ref(arg_nb_proxy(proxy)?.proxy.token().clone()))) }
+}
+
+/// Frees a proxy and queues the release of its reference (sent by the
+/// client's next call or [`mgr_nb_client_process`]; never blocks). Allowed
+/// after its client was freed. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_nb_proxy_free(proxy: *mut mgr_nb_proxy) {
+    ffi_boundary! {
+        if !proxy.is_null() {
+            drop(Box::from_raw(proxy.cast::<NbProxyBox>()));
+        }
+        Ok(())
+    }
+}
