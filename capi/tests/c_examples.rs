@@ -1,8 +1,9 @@
 //! The C artifacts, end to end: builds `c-examples/` with make against the
 //! `libmgr.so` cargo built for this test run, runs the C host daemon with the C
-//! and C++ clients against it (then again, all under valgrind), and checks the
-//! shared library's SONAME and exported symbols and that `mgr.h` compiles as
-//! C99 (-pedantic) and as C++.
+//! and C++ clients and the non-blocking loop host (`loop_host`) against it
+//! (then again, all under valgrind), and checks the shared library's SONAME
+//! and exported symbols and that `mgr.h` compiles as C99 (-pedantic) and as
+//! C++.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -209,6 +210,9 @@ fn c_and_cpp_clients_use_the_c_daemon() {
     let (mut daemon, address, stderr) = start_daemon(&[]);
     assert_passed(&run_python_pipeline(&address, 200), "pipeline");
     assert_passed(&run_client(&[], "client", &address, &[]), "client");
+    // One poll() loop serving its own type and calling the daemon through the
+    // non-blocking client: it checks every reply itself.
+    assert_passed(&run_client(&[], "loop_host", &address, &[]), "loop_host");
     // A stock CPython client uses the C-defined types through BaseManager.
     assert_passed(&run_python_client(&address), "python");
     assert_passed(
@@ -239,6 +243,7 @@ fn examples_are_clean_under_valgrind() {
     let (mut daemon, address, stderr) = start_daemon(&vg);
     assert_passed(&run_client(&vg, "client", &address, &[]), "client");
     assert_passed(&run_client(&vg, "cpp_client", &address, &[]), "cpp_client");
+    assert_passed(&run_client(&vg, "loop_host", &address, &[]), "loop_host");
     // The Python client also parks getters whose connections then close: the
     // daemon's cancel callback frees their replies, under valgrind too.
     assert_passed(&run_python_client(&address), "python");
