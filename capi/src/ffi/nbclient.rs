@@ -496,3 +496,190 @@ pub unsafe extern "C" fn mgr_nb_proxy_free(proxy: *mut mgr_nb_proxy) {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Server, ServerConfig};
+    use std::cell::RefCell;
+    use std::ptr;
+
+    const KEY: &[u8] = b"nb-ffi";
+
+    /// What each callback saw: its status, whether it got a client, and a
+    /// request to act from inside the callback.
+    #[derive(Default)]
+    struct Log {
+        calls: RefCell<Vec<(mgr_status, bool)>>,
+        /// Free the client from inside the first callback.
+        free_in_callback: bool,
+        /// What `mgr_nb_client_process` answered from inside a callback.
+        nested: RefCell<Option<mgr_status>>,
+    }
+
+    unsafe extern "C" fn record(
+        userdata: *mut c_void,
+        client: *mut mgr_nb_client,
+        status: mgr_status,
+        value: *mut mgr_value,
+        proxy: *mut mgr_nb_proxy,
+    ) {
+        let log = &*(userdata as *const Log);
+        log.calls.borrow_mut().push((status, !client.is_null()));
+        super::super::value::mgr_value_free(value);
+        mgr_nb_proxy_free(proxy);
+        if !client.is_null() && log.nested.borrow().is_none() {
+            *log.nested.borrow_mut() = Some(mgr_nb_client_process(client, ptr::null_mut()));
+            if log.free_in_callback {
+                mgr_nb_client_free(client);
+            }
+        }
+    }
+
+    fn server() -> (Server, CString) {
+        let mut s = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY)).unwrap();
+        s.register_builtins();
+        let a = CString::new(s.address().to_string()).unwrap();
+        (s, a)
+    }
+
+    unsafe fn connect(address: &CString, max_pending: u32) -> *mut mgr_nb_client {
+        let mut o = std::mem::zeroed::<mgr_nb_options>();
+        assert_eq!(mgr_nb_options_init(&mut o), mgr_status::MGR_OK);
+        o.max_pending = max_pending;
+        let mut c = ptr::null_mut();
+        let st = mgr_nb_client_connect(address.as_ptr(), KEY.as_ptr(), KEY.len(), &o, &mut c);
+        assert_eq!(st, mgr_status::MGR_OK);
+        c
+    }
+
+    /// Turns the server and the client until `done` (a guard bounds it).
+    unsafe fn drive(
+        s: &mut Server,
+        c: *mut mgr_nb_client,
+        mut done: impl FnMut() -> bool,
+    ) -> mgr_status {
+        for _ in 0..100_000 {
+            s.turn(Some(Duration::from_millis(1))).unwrap();
+            let st = mgr_nb_client_process(c, ptr::null_mut());
+            if st != mgr_status::MGR_OK || done() {
+                return st;
+            }
+        }
+        panic!("not done");
+    }
+
+    #[test]
+    fn a_full_table_refuses_at_once_and_nested_process_is_busy() {
+        let (mut s, a) = server();
+        let log = Log::default();
+        let ud = &log as *const Log as *mut c_void;
+        unsafe {
+            let c = connect(&a, 1);
+            let dummy = c"dummy".as_ptr();
+            assert_eq!(
+                mgr_nb_public(c, dummy, ptr::null(), Some(record), ud),
+                mgr_status::MGR_OK
+            );
+            assert_eq!(
+                mgr_nb_public(c, dummy, ptr::null(), Some(record), ud),
+                mgr_status::MGR_ERR_WOULD_BLOCK
+            );
+            assert_eq!(mgr_nb_client_pending(c), 1);
+            assert_eq!(
+                drive(&mut s, c, || !log.calls.borrow().is_empty()),
+                mgr_status::MGR_OK
+            );
+            assert_eq!(*log.calls.borrow(), [(mgr_status::MGR_OK, true)]);
+            assert_eq!(*log.nested.borrow(), Some(mgr_status::MGR_ERR_BUSY));
+            assert_eq!(mgr_nb_client_phase(c), mgr_nb_phase::MGR_NB_READY);
+            assert_eq!(mgr_nb_client_events(c) & MGR_NB_READ, MGR_NB_READ);
+            // The slot is free again.
+            assert_eq!(
+                mgr_nb_public(c, dummy, ptr::null(), None, ptr::null_mut()),
+                mgr_status::MGR_OK
+            );
+            mgr_nb_client_free(c);
+        }
+    }
+
+    #[test]
+    fn freeing_from_a_callback_completes_the_rest_once_with_no_client() {
+        let (mut s, a) = server();
+        let log = Log {
+            free_in_callback: true,
+            ..Log::default()
+        };
+        let ud = &log as *const Log as *mut c_void;
+        unsafe {
+            let c = connect(&a, 0);
+            for _ in 0..3 {
+                let st = mgr_nb_public(c, c"dummy".as_ptr(), ptr::null(), Some(record), ud);
+                assert_eq!(st, mgr_status::MGR_OK);
+            }
+            // The first callback frees the client; process says so.
+            let st = drive(&mut s, c, || false);
+            assert_eq!(st, mgr_status::MGR_ERR_CLOSED);
+            let calls = log.calls.borrow().clone();
+            assert_eq!(calls.len(), 3, "every call completed once");
+            assert_eq!(calls[0], (mgr_status::MGR_OK, true));
+            // Replies already read when the client was freed still count as
+            // answered; the rest failed. None of them got the client.
+            assert!(calls[1..].iter().all(|&(_, has_client)| !has_client));
+            assert!(calls[1..]
+                .iter()
+                .all(|&(st, _)| matches!(st, mgr_status::MGR_OK | mgr_status::MGR_ERR_CLOSED)));
+        }
+    }
+
+    #[test]
+    fn null_and_bad_arguments_are_refused() {
+        let mut c = ptr::null_mut();
+        unsafe {
+            assert_eq!(
+                mgr_nb_client_connect(
+                    c"not an address".as_ptr(),
+                    ptr::null(),
+                    0,
+                    ptr::null(),
+                    &mut c
+                ),
+                mgr_status::MGR_ERR_INVALID_ARGUMENT
+            );
+            let mut o = std::mem::zeroed::<mgr_nb_options>();
+            o.version = 99;
+            assert_eq!(
+                mgr_nb_client_connect(c"127.0.0.1:1".as_ptr(), ptr::null(), 0, &o, &mut c),
+                mgr_status::MGR_ERR_INVALID_ARGUMENT
+            );
+            assert!(c.is_null());
+            assert_eq!(mgr_nb_client_fd(ptr::null()), -1);
+            assert_eq!(mgr_nb_client_events(ptr::null()), 0);
+            assert_eq!(mgr_nb_client_timeout_ms(ptr::null()), -1);
+            assert_eq!(
+                mgr_nb_client_phase(ptr::null()),
+                mgr_nb_phase::MGR_NB_CLOSED
+            );
+            assert_eq!(
+                mgr_nb_client_process(ptr::null_mut(), ptr::null_mut()),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            assert_eq!(
+                mgr_nb_call(
+                    ptr::null_mut(),
+                    ptr::null(),
+                    c"m".as_ptr(),
+                    ptr::null(),
+                    ptr::null(),
+                    None,
+                    ptr::null_mut()
+                ),
+                mgr_status::MGR_ERR_NULL_ARGUMENT
+            );
+            assert_eq!(mgr_nb_proxy_id(ptr::null()), 0);
+            assert!(mgr_nb_proxy_typeid(ptr::null()).is_null());
+            mgr_nb_proxy_free(ptr::null_mut());
+            mgr_nb_client_free(ptr::null_mut());
+        }
+    }
+}
