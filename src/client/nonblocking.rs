@@ -479,8 +479,9 @@ impl NbClient {
         did
     }
 
-    /// Reads until the socket would block (replies are bounded by the calls
-    /// outstanding: one no call asked for closes the connection).
+    /// Reads until the socket would block or a read comes back short (replies
+    /// are bounded by the calls outstanding: one no call asked for closes the
+    /// connection).
     fn read(&mut self) -> bool {
         let mut did = false;
         while self.session.phase() != Phase::Closed {
@@ -492,6 +493,12 @@ impl NbClient {
                 Ok(n) => {
                     did = true;
                     self.session.handle_input(&self.buf[..n]);
+                    if n < self.buf.len() {
+                        // The socket is drained: bytes arriving later raise a
+                        // new readiness event (edge- or level-triggered), so
+                        // the read that would say WouldBlock is saved.
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

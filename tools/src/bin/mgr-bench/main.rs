@@ -13,6 +13,7 @@ mod echo;
 mod evloop;
 mod fairness;
 mod hist;
+mod nb;
 mod procinfo;
 mod scenarios;
 mod sock;
@@ -45,8 +46,9 @@ usage: mgr-bench [options]
   --authkey KEY    [default: bench]
   --client C       sync scenario: loop (all connections from one thread, non-blocking,
                    with epoll, like redis-benchmark) | threads (one blocking thread
-                   per connection) | auto (threads for one connection, as a program
-                   with one connection blocks on it; loop for more); the other
+                   per connection) | nb (the library's non-blocking NbClient, all
+                   connections in one mio loop) | auto (threads for one connection,
+                   as a program with one connection blocks on it; loop for more); the other
                    scenarios always use threads  [default: auto]
   --conns N        client connections  [default: 1]
   --depth D        calls in flight per connection (pipelining)  [default: 1]
@@ -111,8 +113,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         match flag.as_str() {
             "--scenario" => o.scenario = v,
             "--peer" => o.peer = v,
-            "--client" if ["auto", "loop", "threads"].contains(&v.as_str()) => o.client = v,
-            "--client" => return Err(format!("--client: '{v}' is not auto, loop or threads")),
+            "--client" if ["auto", "loop", "threads", "nb"].contains(&v.as_str()) => o.client = v,
+            "--client" => return Err(format!("--client: '{v}' is not auto, loop, threads or nb")),
             "--transport" => o.transport = v,
             "--address" => o.address = Some(v),
             "--server-pid" => o.server_pid = Some(num(&v)? as u32),

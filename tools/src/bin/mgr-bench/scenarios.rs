@@ -77,7 +77,7 @@ impl CallKind {
     }
 }
 
-const KEY: &str = "key:000000000000";
+pub(crate) const KEY: &str = "key:000000000000";
 
 /// One client connection of a call-loop scenario.
 enum Client {
@@ -259,6 +259,10 @@ pub(crate) fn scenario_calls(
     match o.client.as_str() {
         "loop" => calls_loop(o, address, pid, call),
         "threads" => calls_threads(o, address, pid, call),
+        "nb" if o.peer == "echo" => Err("--client nb needs --peer mgr".into()),
+        "nb" => crate::nb::run(
+            address, &o.authkey, o.conns, call, o.size, o.depth, o.calls, o.seconds, pid,
+        ),
         other => Err(format!("unknown client '{other}'")),
     }
 }
