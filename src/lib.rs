@@ -3,7 +3,8 @@
 //!
 //! - [`proto`]: the sans-IO protocol core (framing, handshake, values, codecs).
 //! - [`server`]: the manager server, driven by the host's event loop.
-//! - [`client`]: a blocking client with refcounted proxies and pipelining.
+//! - [`client`]: a blocking client with refcounted proxies and pipelining, and
+//!   a non-blocking one ([`client::NbClient`]) for a host's own event loop.
 //!
 //! The C ABI (`libmgr.so`, `libmgr.a`, `include/mgr.h`) is the `libmgr-capi`
 //! package beside this one, a thin layer over this crate's public API.

@@ -1,5 +1,7 @@
 //! A blocking Rust client: [`Manager`] connects, creates shared objects and hands
-//! out [`Proxy`]s; a proxy's `Drop` releases its reference.
+//! out [`Proxy`]s; a proxy's `Drop` releases its reference. For a host's own
+//! event loop, [`NbClient`] is the non-blocking client (calls complete through
+//! callbacks run inside its `process`); it shares nothing with `Manager`.
 //!
 //! Against a libmgr server everything runs over one persistent native connection,
 //! so creating, calling and releasing never opens another (unlike CPython's
