@@ -469,7 +469,9 @@ impl NbClient {
         if !self.connecting {
             did |= self.read();
         }
-        self.session.handle_timeout(Instant::now());
+        if self.session.poll_deadline().is_some() {
+            self.session.handle_timeout(Instant::now());
+        }
         self.queue_dropped();
         did |= self.flush();
         did |= self.run_completions();
