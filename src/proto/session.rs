@@ -679,4 +679,49 @@ mod tests {
         c.handle_input(&1000i32.to_be_bytes());
         assert_eq!((c.phase(), c.buffered()), (Phase::Closed, 0));
     }
+
+    proptest::proptest! {
+        /// Whatever a server sends, in whatever chunks: no panic, every call
+        /// completes at most once (exactly once after a close), and what stays
+        /// buffered is at most one frame under the limit.
+        #[test]
+        fn arbitrary_server_bytes_never_panic_nor_overflow_the_bounds(
+            calls in 0usize..8,
+            frames in proptest::collection::vec(
+                (proptest::prelude::any::<bool>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+                0..12,
+            ),
+            cut in 1usize..40,
+        ) {
+            let config = SessionConfig { max_frame: 256, ..SessionConfig::default() };
+            let mut c = ready(config);
+            for _ in 0..calls {
+                c.start(&Request::public("dummy", vec![])).unwrap();
+            }
+            // Well-framed payloads (valid replies or junk) and raw junk.
+            let mut bytes = Vec::new();
+            for (framed, body) in frames {
+                if framed {
+                    frame::write_frame(&body, &mut bytes);
+                } else {
+                    bytes.extend_from_slice(&body);
+                }
+            }
+            let mut seen = Vec::new();
+            for chunk in bytes.chunks(cut) {
+                c.handle_input(chunk);
+                proptest::prop_assert!(c.buffered() <= 256 + 12);
+                while let Some(done) = c.poll_completion() {
+                    seen.push(done.id);
+                }
+            }
+            c.handle_eof();
+            while let Some(done) = c.poll_completion() {
+                seen.push(done.id);
+            }
+            let all: Vec<CallId> = (0..calls as u64).map(CallId).collect();
+            proptest::prop_assert_eq!(seen, all);
+            proptest::prop_assert_eq!(c.pending(), 0);
+        }
+    }
 }
