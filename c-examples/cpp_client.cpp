@@ -131,6 +131,9 @@ class NbProxy {
   explicit NbProxy(mgr_nb_proxy *p) : p_(p) {}
   explicit operator bool() const { return p_ != nullptr; }
   std::string typeid_name() const { return p_ ? mgr_nb_proxy_typeid(p_.get()) : ""; }
+  std::uint64_t id() const { return mgr_nb_proxy_id(p_.get()); }
+  // A reference value naming the object, to pass it as an argument.
+  Value to_value() const { return Value(mgr_nb_proxy_to_value(p_.get())); }
   const mgr_nb_proxy *get() const { return p_.get(); }
 
  private:
@@ -279,7 +282,9 @@ int main(int argc, char **argv) {
       mgr::NbProxy box;
       int answered = 0;
       nb.create("Mailbox", [&](mgr::NbResult &&r) {
-        expect(r.ok() && r.proxy.typeid_name() == "Mailbox", "nb create Mailbox");
+        expect(r.ok() && r.proxy.typeid_name() == "Mailbox" && r.proxy.id() != 0 &&
+                   r.proxy.to_value().repr().find("Mailbox") != std::string::npos,
+               "nb create Mailbox");
         box = std::move(r.proxy);
         if (!box) return;
         for (int i = 0; i < 3; ++i) {
