@@ -12,7 +12,9 @@
  *   - a second non-blocking client to the host's own server: a Tally and 50
  *     pipelined add()s, then total();
  *   - a third client to a port nothing listens on: its call completes with an
- *     error, as a disconnect does.
+ *     error, as a disconnect does;
+ *   - a fourth freed with calls outstanding: each completes in the free, with
+ *     MGR_ERR_CLOSED and no client.
  * Every call takes a callback and a malloc'd context (freed by the callback:
  * each call completes exactly once); every reply is checked. Then the proxies
  * are freed (their decrefs queue without blocking) and the loop runs until
@@ -37,7 +39,7 @@
 
 typedef struct host {
   mgr_nb_proxy *mailbox, *snapshot, *tally;
-  int remote_done, local_done, dead_done;
+  int remote_done, local_done, dead_done, freed_done;
   int checks, failures;
   long ticks;
 } host;
@@ -276,6 +278,15 @@ static void on_tally(void *userdata, mgr_nb_client *client, mgr_status st, mgr_v
         "start total");
 }
 
+/* A call still outstanding when its client is freed: MGR_ERR_CLOSED, no client. */
+static void on_freed(void *userdata, mgr_nb_client *client, mgr_status st, mgr_value *value,
+                     mgr_nb_proxy *proxy) {
+  call_ctx *c = userdata;
+  check(c->h, st == MGR_ERR_CLOSED && !client && !value && !proxy, c->what);
+  c->h->freed_done++;
+  free(c);
+}
+
 static void on_dead(void *userdata, mgr_nb_client *client, mgr_status st, mgr_value *value,
                     mgr_nb_proxy *proxy) {
   call_ctx *c = userdata;
@@ -425,6 +436,21 @@ int main(int argc, char **argv) {
     mgr_server_number_of_objects(server, &objects);
   }
   check(&h, objects == 0, "the Tally died with its last reference");
+
+  /* A client freed with calls outstanding completes each of them there. */
+  {
+    mgr_nb_client *gone = NULL;
+    int i;
+    if (mgr_nb_client_connect(mgr_server_address(server), (const uint8_t *)key, strlen(key), NULL,
+                              &gone) != MGR_OK)
+      return 1;
+    for (i = 0; i < 3; i++)
+      start(&h, mgr_nb_public(gone, "dummy", NULL, on_freed,
+                              ctx(&h, "freed with the call outstanding", 0, NULL)),
+            "start dummy");
+    mgr_nb_client_free(gone);
+    check(&h, h.freed_done == 3, "every outstanding call completed in free");
+  }
 
   mgr_nb_client_free(clients[0]);
   mgr_nb_client_free(clients[1]);
