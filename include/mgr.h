@@ -564,8 +564,9 @@ enum mgr_status mgr_nb_create(struct mgr_nb_client *client,
                               mgr_nb_callback cb,
                               void *userdata);
 
-// Starts a call of `method` on `proxy`'s object (a proxy of this client) with
-// `args` and `kwargs` (borrowed, NULL allowed); returns at once. `cb` gets a
+// Starts a call of `method` on `proxy`'s object (a proxy of this client:
+// another client's is `MGR_ERR_PROTOCOL`) with `args` and `kwargs`
+// (borrowed, NULL allowed); returns at once. `cb` gets a
 // value, or a proxy when the method is in the type's method_to_typeid. Calls
 // on one client are answered in the order they were started. Refusals as
 // for `mgr_nb_create`.

@@ -298,3 +298,54 @@ fn disconnects_and_drops_complete_every_call_exactly_once() {
     });
     assert_eq!(*auth.borrow(), 1);
 }
+
+#[test]
+fn another_clients_proxy_is_refused_and_a_panicking_callback_leaves_the_client_usable() {
+    let remote = TestServer::start();
+    let mut poll = Poll::new().unwrap();
+    let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY)).unwrap();
+    let both = Interest::READABLE | Interest::WRITABLE;
+    let mut a = NbClient::connect(&remote.address, KEY, NbConfig::default()).unwrap();
+    let mut b = NbClient::connect(&remote.address, KEY, NbConfig::default()).unwrap();
+    poll.registry().register(&mut a, REMOTE, both).unwrap();
+    poll.registry().register(&mut b, LOCAL, both).unwrap();
+    let made = Rc::new(RefCell::new(None));
+    let m = made.clone();
+    a.create("Counter", vec![], vec![], move |_, r| {
+        *m.borrow_mut() = Some(r.and_then(|r| r.into_proxy()).unwrap());
+    })
+    .unwrap();
+    run_loop(&mut poll, &mut server, &mut [&mut a], |_, _| {
+        made.borrow().is_some()
+    });
+    let counter = made.borrow_mut().take().unwrap();
+    let e = b
+        .call(&counter, "incr", vec![], vec![], |_, _| {
+            panic!("never runs")
+        })
+        .unwrap_err();
+    assert!(matches!(e, mgr::Error::Protocol(_)), "{e}");
+    assert_eq!(b.pending(), 0);
+
+    // A callback that panics: the panic reaches the caller of process(), and
+    // the client keeps working.
+    a.call(&counter, "incr", vec![], vec![], |_, _| {
+        panic!("a host bug")
+    })
+    .unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_loop(&mut poll, &mut server, &mut [&mut a], |_, _| false)
+    }));
+    assert!(caught.is_err());
+    assert!(!a.is_processing());
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    a.call(&counter, "incr", vec![], vec![], move |_, r| {
+        *g.borrow_mut() = Some(int(r))
+    })
+    .unwrap();
+    run_loop(&mut poll, &mut server, &mut [&mut a], |_, _| {
+        got.borrow().is_some()
+    });
+    assert_eq!(*got.borrow(), Some(2));
+}

@@ -366,8 +366,9 @@ impl NbClient {
 
     /// Starts a call of `method` on `proxy`'s object; `done` runs with its
     /// result inside a later [`process`](Self::process). `Err` (and `done`
-    /// never runs) when the connection is closed, or, with an error of kind
-    /// `WouldBlock`, when its pending-call table or output buffer is full.
+    /// never runs) when the connection is closed, when `proxy` was made by
+    /// another client, or, with an error of kind `WouldBlock`, when its
+    /// pending-call table or output buffer is full.
     pub fn call(
         &mut self,
         proxy: &NbProxy,
@@ -376,6 +377,12 @@ impl NbClient {
         kwargs: Vec<(String, Value)>,
         done: impl FnOnce(&mut NbClient, NbResult) + 'static,
     ) -> Result<CallId> {
+        if !Rc::ptr_eq(&proxy.dropped, &self.dropped) {
+            return Err(Error::Protocol(
+                "the proxy belongs to another client (its id means nothing on this connection)"
+                    .into(),
+            ));
+        }
         self.call_id(proxy.id(), method, args, kwargs, done)
     }
 
@@ -548,7 +555,13 @@ impl NbClient {
                 .expect("every completion has its waiting call");
             debug_assert_eq!(w.id, id, "completions come in the order calls started");
             let r = self.returned(w.kind, result);
-            (w.done)(self, r);
+            // A panicking callback leaves the client usable: the flag is
+            // restored before the panic goes on.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (w.done)(self, r)));
+            if let Err(p) = run {
+                self.processing = was;
+                std::panic::resume_unwind(p);
+            }
             did = true;
         }
         self.processing = was;

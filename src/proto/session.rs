@@ -378,6 +378,11 @@ impl ClientSession {
         if self.closed.is_some() {
             return;
         }
+        if !matches!(why, Err(Error::Auth(_))) {
+            // Nothing more goes out (a failed handshake's #FAILURE# may).
+            self.output = Vec::new();
+            self.sent = 0;
+        }
         let closed = match why {
             Err(Error::Auth(a)) => Closed {
                 kind: io::ErrorKind::PermissionDenied,
@@ -409,8 +414,6 @@ impl ClientSession {
         self.pending = 0;
         self.handshake = None;
         self.deadline = None;
-        // What was not sent is dropped, except a handshake #FAILURE# already
-        // queued (harmless either way).
         self.early = Vec::new();
         self.input = Vec::new();
         self.start = 0;

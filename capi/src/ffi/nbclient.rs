@@ -423,8 +423,9 @@ pub unsafe extern "C" fn mgr_nb_create(
     }
 }
 
-/// Starts a call of `method` on `proxy`'s object (a proxy of this client) with
-/// `args` and `kwargs` (borrowed, NULL allowed); returns at once. `cb` gets a
+/// Starts a call of `method` on `proxy`'s object (a proxy of this client:
+/// another client's is `MGR_ERR_PROTOCOL`) with `args` and `kwargs`
+/// (borrowed, NULL allowed); returns at once. `cb` gets a
 /// value, or a proxy when the method is in the type's method_to_typeid. Calls
 /// on one client are answered in the order they were started. Refusals as
 /// for [`mgr_nb_create`].
@@ -439,10 +440,10 @@ pub unsafe extern "C" fn mgr_nb_call(
     userdata: *mut c_void,
 ) -> mgr_status {
     ffi_boundary! {
-        let id = arg_nb_proxy(proxy)?.proxy.id();
+        let p = &arg_nb_proxy(proxy)?.proxy;
         let method = arg_str(method, "method")?;
         let (args, kwargs) = (arg_args(args)?, arg_kwargs(kwargs)?);
-        start(client, cb, userdata, |c, done| c.call_id(id, method, args, kwargs, done))
+        start(client, cb, userdata, |c, done| c.call(p, method, args, kwargs, done))
     }
 }
 
