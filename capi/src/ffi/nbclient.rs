@@ -100,6 +100,13 @@ pub struct mgr_nb_proxy {
 /// `mgr_last_error()`, valid during the callback), `MGR_ERR_CLOSED` or
 /// `MGR_ERR_IO` (the connection failed or closed), `MGR_ERR_AUTH` (the
 /// handshake failed), `MGR_ERR_PROTOCOL` (a reply that could not be read).
+///
+/// Every call that returned `MGR_OK` gets its callback exactly once, and
+/// callbacks run only inside `mgr_nb_client_process` and
+/// `mgr_nb_client_free` (never inside the call that started them), so a
+/// call's context can travel in `userdata` and be freed in the callback: no
+/// table of calls to look up, as a queue of finished calls to poll would
+/// need (hiredis's shape). Callbacks may start more calls on `client`.
 pub type mgr_nb_callback = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
