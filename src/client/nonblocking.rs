@@ -245,7 +245,8 @@ impl NbClient {
     /// calls may be started at once (they are sent after the handshake; if it
     /// fails, they complete with its error). Fails now only when the socket
     /// cannot be made or a Unix socket refuses at once. A host name is looked
-    /// up here (that lookup blocks; pass an IP address to avoid it).
+    /// up here (that lookup blocks; pass an IP address to avoid it) and its
+    /// first address is used.
     pub fn connect(address: &Address, authkey: &[u8], config: NbConfig) -> Result<NbClient> {
         let stream = match address {
             Address::Unix(p) => Stream::Unix(
