@@ -15,6 +15,7 @@
 use std::fmt;
 
 mod convert;
+mod printable;
 mod repr;
 mod tree;
 
@@ -388,7 +389,7 @@ pub(crate) mod tests {
         ]);
         assert_eq!(
             v.to_string(),
-            r"[None, True, -3, 2.0, 'a\'b', (1,), {'k': b'\x00z'}, set(), slice(1, None, -2)]"
+            r#"[None, True, -3, 2.0, "a'b", (1,), {'k': b'\x00z'}, set(), slice(1, None, -2)]"#
         );
     }
 
@@ -461,7 +462,7 @@ pub(crate) mod tests {
                 assert_eq!(seen, vec![ObjectId(9)]);
                 let repr = v.to_string();
                 assert!(repr.len() > 2 * DEEP, "{name}: {} bytes", repr.len());
-                assert!(repr.contains("<dict proxy id=9>"));
+                assert!(repr.contains("<DictProxy object, typeid 'dict' at 0x9>"));
                 let debug = format!("{v:?}");
                 assert!(debug.contains("Ref(Token { typeid: \"dict\", id: ObjectId(9) })"));
                 drop((v, copy, other));
