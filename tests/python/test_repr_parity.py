@@ -87,10 +87,11 @@ class ReprParityTest(unittest.TestCase):
         return ours
 
     def test_values(self):
-        for v in VALUES:
-            with self.subTest(value=v):
-                self.alike(lambda m: str(m.list([v])))
+        # One list holding them all (a mismatch shows the whole text), and
+        # the same values as a dict's values and a tuple's items.
         got = self.alike(lambda m: str(m.list(VALUES)))
+        self.alike(lambda m: str(m.dict({i: v for i, v in enumerate(VALUES)})))
+        self.alike(lambda m: str(m.list([tuple(VALUES)])))
         self.assertIn("\"it's done\", 'say \"hi\"'", got)
         self.assertIn(", 1e-05, 1e+16, 1.5e-07, 5e-324, 1.7976931348623157e+308,", got)
         self.assertIn(", 18446744073709551616, -18446744073709551616, 1000", got)
