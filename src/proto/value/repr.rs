@@ -433,6 +433,21 @@ mod tests {
     }
 
     #[test]
+    fn the_printable_table_is_sorted_and_disjoint() {
+        assert!(NON_PRINTABLE.iter().all(|&(lo, hi)| lo <= hi));
+        assert!(NON_PRINTABLE.windows(2).all(|w| w[0].1 + 1 < w[1].0));
+        // Spot checks against CPython 3.11's str.isprintable().
+        for c in [
+            '\u{0}', '\u{7f}', '\u{a0}', '\u{200b}', '\u{2028}', '\u{e000}',
+        ] {
+            assert!(!is_printable(c), "{c:?}");
+        }
+        for c in ['a', '~', '\u{a1}', 'é', '日', '🐍', '\u{1f600}'] {
+            assert!(is_printable(c), "{c:?}");
+        }
+    }
+
+    #[test]
     fn bytes_and_containers_like_cpython() {
         let b = |x: &[u8]| Value::Bytes(x.to_vec()).to_string();
         assert_eq!(b(b"\x00\xff'\""), r#"b'\x00\xff\'"'"#);
