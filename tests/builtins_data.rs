@@ -1039,3 +1039,71 @@ fn a_dict_updated_with_colliding_int_keys_reads_back() {
     );
     assert_eq!(d.call("__len__", vec![]).unwrap(), i(N as i64 + 1));
 }
+
+#[test]
+fn a_proxy_argument_stands_for_its_objects_current_value() {
+    let srv = Builtins::start();
+    let m = srv.connect();
+    let r = |p: &Proxy| Value::Ref(p.token().clone());
+    let l = m.create("list", vec![list(vec![i(1)])]).unwrap();
+    let l2 = m.create("list", vec![list(vec![i(2), i(3)])]).unwrap();
+    l.call("extend", vec![r(&l2)]).unwrap();
+    assert_eq!(
+        l.call("__add__", vec![r(&l2)]).unwrap(),
+        list(vec![i(1), i(2), i(3), i(2), i(3)])
+    );
+    l.call("__setitem__", vec![slice(Some(0), Some(1), None), r(&l2)])
+        .unwrap();
+    assert_eq!(
+        l.call("__getitem__", vec![slice(None, None, None)])
+            .unwrap(),
+        list(vec![i(2), i(3), i(2), i(3)])
+    );
+    let d = new_dict(&m);
+    let d2 = m
+        .create("dict", vec![Value::Dict(vec![(s("x"), i(9))])])
+        .unwrap();
+    d.call("update", vec![r(&d2)]).unwrap();
+    assert_eq!(d.call("__getitem__", vec![s("x")]).unwrap(), i(9));
+    // Constructors, and a dict proxy iterated (its keys).
+    let copy = m.create("dict", vec![r(&d2)]).unwrap();
+    assert_eq!(
+        copy.call("copy", vec![]).unwrap(),
+        Value::Dict(vec![(s("x"), i(9))])
+    );
+    let keys = m.create("list", vec![r(&d2)]).unwrap();
+    assert_eq!(keys.call("__len__", vec![]).unwrap(), i(1));
+    let arr = m
+        .create("Array", vec![s("i"), list(vec![i(7), i(8)])])
+        .unwrap();
+    let from_arr = m.create("list", vec![r(&arr)]).unwrap();
+    assert_eq!(from_arr.call("__len__", vec![]).unwrap(), i(2));
+    // A host type, a sync object, a Value: a TypeError naming the proxy type,
+    // and nothing changes.
+    let counter = m.create("Counter", vec![]).unwrap();
+    let event = m.create("Event", vec![]).unwrap();
+    let value = m.create("Value", vec![s("i"), i(1)]).unwrap();
+    for (p, name) in [
+        (&counter, "AutoProxy[Counter]"),
+        (&event, "EventProxy"),
+        (&value, "ValueProxy"),
+    ] {
+        let (kind, msg) = kind_msg(l.call("extend", vec![r(p)]));
+        assert_eq!(kind, "TypeError");
+        assert_eq!(msg, format!("'{name}' object is not iterable"));
+        assert_eq!(kind_msg(d.call("update", vec![r(p)])).0, "TypeError");
+        let (kind, msg) = kind_msg(l.call("__add__", vec![r(p)]));
+        assert_eq!(kind, "TypeError");
+        assert!(
+            msg.contains(&format!("(not \"{}\")", name.split('[').next().unwrap())),
+            "{msg}"
+        );
+    }
+    assert_eq!(l.call("__len__", vec![]).unwrap(), i(4));
+    assert_eq!(d.call("__len__", vec![]).unwrap(), i(2));
+    // Its own proxy: a list doubles, a dict stays as it is.
+    l.call("extend", vec![r(&l)]).unwrap();
+    assert_eq!(l.call("__len__", vec![]).unwrap(), i(8));
+    d.call("update", vec![r(&d)]).unwrap();
+    assert_eq!(d.call("__len__", vec![]).unwrap(), i(2));
+}

@@ -821,6 +821,53 @@ impl Context<'_> {
         self.refs_changed = true;
     }
 
+    /// The current value of the shared object `t` names, for a built-in method
+    /// given a proxy where Python would iterate or read it (`l.extend(proxy)`,
+    /// `d.update(proxy)`, `list(proxy)`): a copy of a built-in `list`, `dict`
+    /// or `Array`, bounded like any result
+    /// ([`max_result_bytes`](Self::max_result_bytes): `MemoryError`, checked
+    /// before copying). Any other type (a host type, a sync object, a
+    /// `Value`) is a `TypeError` as in Python (`'EventProxy' object is not
+    /// iterable`), and so is the running object itself, which a caller
+    /// handles first.
+    pub(crate) fn snapshot(&self, t: &Token) -> Result<Value, RemoteError> {
+        let not_iterable = || {
+            let name = match crate::proto::codec::pickle::proxy_type(&t.typeid) {
+                "AutoProxy" => format!("AutoProxy[{}]", t.typeid),
+                name => name.to_owned(),
+            };
+            RemoteError::type_error(format!("'{name}' object is not iterable"))
+        };
+        let Some(slot) = self.core.objects.get(t.id) else {
+            return Err(RemoteError::new(
+                "KeyError",
+                format!("'{}' (argument refers to no shared object)", t.id),
+            ));
+        };
+        if !slot.spec.is_read_by_value() {
+            return Err(not_iterable());
+        }
+        if let Some(why) = &slot.broken {
+            return Err(RemoteError::new(
+                "RuntimeError",
+                format!("shared object {} is broken: {why}", t.id),
+            ));
+        }
+        let Some(object) = slot.object.as_ref() else {
+            return Err(RemoteError::new(
+                "RuntimeError",
+                format!("shared object {} is busy (re-entrant call)", t.id),
+            ));
+        };
+        size::check_result(slot.bytes, self.core.limits.max_result)?;
+        guard::catch(|| object.get_value()).map_err(|why| {
+            RemoteError::new(
+                "RuntimeError",
+                format!("reading shared object {} panicked: {why}", t.id),
+            )
+        })?
+    }
+
     /// Whether `id` names a live object.
     pub fn object_exists(&self, id: ObjectId) -> bool {
         self.core.objects.contains(id)

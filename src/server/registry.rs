@@ -171,6 +171,9 @@ pub struct TypeSpec {
     /// Every exposed method, found with one lookup per call.
     methods: FastMap<String, Method>,
     constructor: Constructor,
+    /// A built-in data type (`list`, `dict`, `Array`) whose current value a
+    /// call may read when a proxy of it is an argument to iterate.
+    read_by_value: bool,
 }
 
 /// What the server knows about one exposed method.
@@ -211,7 +214,21 @@ impl TypeSpec {
                 .collect(),
             exposed: exposed.into(),
             constructor: Rc::new(constructor),
+            read_by_value: false,
         }
+    }
+
+    /// Marks a built-in data type whose objects' current value (their
+    /// `get_value`) stands in for a proxy of them passed where Python would
+    /// iterate it ([`Context::snapshot`]).
+    pub(crate) fn read_by_value(mut self) -> TypeSpec {
+        self.read_by_value = true;
+        self
+    }
+
+    /// Whether [`read_by_value`](Self::read_by_value) marked this type.
+    pub(crate) fn is_read_by_value(&self) -> bool {
+        self.read_by_value
     }
 
     /// Declares that `method`'s result becomes a new shared object of `typeid`,

@@ -22,9 +22,12 @@ const TYPECODES: &str = "bBuhHiIlLqQfd";
 
 /// Registers `Array`.
 pub(crate) fn register(server: &mut Server) {
-    server.register(TypeSpec::new("Array", EXPOSED, |cx, args| {
-        Ok(Box::new(PyArray::from_args(args, cx.max_result_bytes())?))
-    }));
+    server.register(
+        TypeSpec::new("Array", EXPOSED, |cx, args| {
+            Ok(Box::new(PyArray::from_args(args, cx.max_result_bytes())?))
+        })
+        .read_by_value(),
+    );
 }
 
 /// A shared typed array; every item has passed its typecode's checks.

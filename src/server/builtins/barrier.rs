@@ -38,6 +38,7 @@ pub(crate) struct Barrier {
     /// its position when the round is released. A waiter whose client went away
     /// stays (its answer is dropped), as its arrival counts.
     waiters: WaitQueue<()>,
+    addr: super::Addr,
 }
 
 impl Barrier {
@@ -65,6 +66,7 @@ impl Barrier {
             timeout,
             broken: false,
             waiters: WaitQueue::default(),
+            addr: super::Addr::default(),
         })
     }
 
@@ -169,10 +171,11 @@ impl SharedObject for Barrier {
 
     fn repr(&self) -> Option<String> {
         Some(if self.broken {
-            "<threading.Barrier: broken>".to_owned()
+            format!("<threading.Barrier at {}: broken>", self.addr)
         } else {
             format!(
-                "<threading.Barrier: waiters={}/{}>",
+                "<threading.Barrier at {}: waiters={}/{}>",
+                self.addr,
                 self.waiters.len(),
                 self.parties
             )
@@ -243,7 +246,7 @@ mod tests {
         assert_eq!(got, vec![(conn(2), kind.clone()), (conn(1), kind.clone())]);
         assert_eq!(attr(&mut h, "broken"), Now::Value(Value::Bool(true)));
         assert_eq!(h.call(3, "wait", vec![]), Now::Error(kind.clone()));
-        assert_eq!(h.repr(), "<threading.Barrier: broken>");
+        assert_eq!(h.repr(), "<threading.Barrier at 0x…: broken>");
         h.call(0, "reset", vec![]);
         assert_eq!(attr(&mut h, "broken"), Now::Value(Value::Bool(false)));
         assert!(matches!(h.call(1, "wait", vec![]), Now::Deferred(_)));

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use super::iterator::{DictVersion, PyIterator};
 use super::pykey::PyKey;
 use super::pymap::PyMap;
-use super::pyseq::{items_of, iterate, positional};
+use super::pyseq::{deref, is_self, items_of, iterate, positional};
 use super::size::value_bytes;
 use crate::proto::{ObjectId, RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Outcome, Server, SharedObject, TypeSpec};
@@ -47,8 +47,9 @@ pub(crate) const EXPOSED: &[&str] = &[
 pub(crate) fn register(server: &mut Server) {
     server.register(
         TypeSpec::new("dict", EXPOSED, |cx, args| {
-            Ok(Box::new(PyDict::from_args(args, cx.max_result_bytes())?))
+            Ok(Box::new(PyDict::from_args(cx, args)?))
         })
+        .read_by_value()
         .method_to_typeid("__iter__", "Iterator")
         .reads_only(&[
             "__contains__",
@@ -117,7 +118,16 @@ pub(crate) fn update(
 
 impl PyDict {
     /// `dict(mapping_or_pairs=(), **kwargs)`, as the `create` arguments carry it.
-    fn from_args(args: CallArgs, limit: usize) -> Result<PyDict, RemoteError> {
+    /// A proxy of a dict, list or Array gives that object's current items.
+    fn from_args(cx: &Context<'_>, mut args: CallArgs) -> Result<PyDict, RemoteError> {
+        if let Some(v) = args.args.first_mut().filter(|v| matches!(v, Value::Ref(_))) {
+            *v = deref(cx, std::mem::take(v))?;
+        }
+        PyDict::from_values(args, cx.max_result_bytes())
+    }
+
+    /// `dict(mapping_or_pairs=(), **kwargs)` of plain values.
+    fn from_values(args: CallArgs, limit: usize) -> Result<PyDict, RemoteError> {
         if args.args.len() > 1 {
             return Err(RemoteError::type_error(format!(
                 "dict expected at most 1 argument, got {}",
@@ -185,8 +195,15 @@ impl PyDict {
                     args.args.len()
                 )));
             }
+            // A proxy stands for its object's current value; this dict's
+            // own proxy changes nothing (`d.update(d)`).
+            let other = match args.args.into_iter().next() {
+                Some(v) if is_self(cx, &v) => None,
+                Some(v) => Some(deref(cx, v)?),
+                None => None,
+            };
             // At most what the arguments hold, keys counted twice.
-            let more = args.args.iter().map(value_bytes).sum::<usize>()
+            let more = other.iter().map(value_bytes).sum::<usize>()
                 + args
                     .kwargs
                     .iter()
@@ -194,12 +211,7 @@ impl PyDict {
                     .sum::<usize>();
             cx.check_growth(more.saturating_mul(2))?;
             let limit = cx.max_result_bytes();
-            update(
-                &mut self.map,
-                args.args.into_iter().next(),
-                args.kwargs,
-                limit,
-            )?;
+            update(&mut self.map, other, args.kwargs, limit)?;
             return Ok(Value::None.into());
         }
         let (min, max) = match method {
@@ -340,7 +352,7 @@ mod tests {
 
     impl PyDict {
         fn from_args_for_test(args: CallArgs) -> Result<PyDict, RemoteError> {
-            PyDict::from_args(args, 1 << 30)
+            PyDict::from_values(args, 1 << 30)
         }
     }
 

@@ -15,6 +15,7 @@ use crate::server::Server;
 pub(crate) struct Event {
     flag: bool,
     waiters: WaitQueue<()>,
+    addr: super::Addr,
 }
 
 impl SharedObject for Event {
@@ -69,7 +70,7 @@ impl SharedObject for Event {
 
     fn repr(&self) -> Option<String> {
         let state = if self.flag { "set" } else { "unset" };
-        Some(format!("<threading.Event: {state}>"))
+        Some(format!("<threading.Event at {}: {state}>", self.addr))
     }
 
     fn get_value(&self) -> Result<Value, RemoteError> {
@@ -120,7 +121,7 @@ mod tests {
         h.call(0, "set", vec![]);
         assert_eq!(h.replies(), vec![(conn(1), Ok(Value::Bool(true)))]);
         assert_eq!(h.call(0, "wait", vec![]), Now::Value(Value::Bool(true)));
-        assert_eq!(h.repr(), "<threading.Event: set>");
+        assert_eq!(h.repr(), "<threading.Event at 0x…: set>");
         h.call(0, "clear", vec![]);
         assert_eq!(h.call(0, "is_set", vec![]), Now::Value(Value::Bool(false)));
     }

@@ -10,7 +10,9 @@
 //! a function cannot travel to the server (CPython fails to pickle it too).
 
 use super::pykey::{py_eq, py_sort};
-use super::pyseq::{delete_span, int_arg, int_index, items_of, iterate, positional, resolve, Span};
+use super::pyseq::{
+    delete_span, deref, int_arg, int_index, is_self, items_of, iterate, positional, resolve, Span,
+};
 use super::size::{reserve, value_bytes, values_bytes, vec_with, NODE};
 use crate::proto::{ObjectId, RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
@@ -42,8 +44,9 @@ pub(crate) const EXPOSED: &[&str] = &[
 pub(crate) fn register(server: &mut Server) {
     server.register(
         TypeSpec::new("list", EXPOSED, |cx, args| {
-            Ok(Box::new(PyList::from_args(args, cx.max_result_bytes())?))
+            Ok(Box::new(PyList::from_args(cx, args)?))
         })
+        .read_by_value()
         .reads_only(&[
             "__add__",
             "__contains__",
@@ -109,12 +112,6 @@ fn repeat(
     Ok(out)
 }
 
-/// Whether `v` is a reference to the object running the call (`l.extend(l)`,
-/// `l + l`: CPython's server hands the method its own list there).
-fn is_self(cx: &Context<'_>, v: &Value) -> bool {
-    matches!(v, Value::Ref(t) if Some(t.id) == cx.object_id())
-}
-
 /// Python's bound of an index argument to `list.index`: negative counts from the
 /// end, clamped to `[0, len]`.
 fn clamp_bound(v: Option<&Value>, default: usize, len: usize) -> Result<usize, RemoteError> {
@@ -152,9 +149,18 @@ impl PyList {
         }
     }
 
-    /// `list(iterable=())`, as the `create` arguments carry it; a str or bytes
-    /// expands into items of at most `limit` bytes.
-    fn from_args(args: CallArgs, limit: usize) -> Result<PyList, RemoteError> {
+    /// `list(iterable=())`, as the `create` arguments carry it; a proxy of a
+    /// list, dict or Array gives that object's current items (keys).
+    fn from_args(cx: &Context<'_>, mut args: CallArgs) -> Result<PyList, RemoteError> {
+        if let Some(v) = args.args.first_mut().filter(|v| matches!(v, Value::Ref(_))) {
+            *v = deref(cx, std::mem::take(v))?;
+        }
+        PyList::from_values(args, cx.max_result_bytes())
+    }
+
+    /// `list(iterable=())` of plain values; a str or bytes expands into items
+    /// of at most `limit` bytes.
+    fn from_values(args: CallArgs, limit: usize) -> Result<PyList, RemoteError> {
         if !args.kwargs.is_empty() {
             return Err(RemoteError::type_error("list() takes no keyword arguments"));
         }
@@ -194,7 +200,7 @@ impl PyList {
         if let Value::Slice(s) = key {
             let span = Span::new(s, self.items.len())?;
             if let Some(range) = span.contiguous() {
-                let new = items_of(value, limit)?
+                let new = items_of(deref(cx, value)?, limit)?
                     .map_err(|_| RemoteError::type_error("can only assign an iterable"))?;
                 let (added, gone) = (values_bytes(&new), values_bytes(&self.items[range.clone()]));
                 cx.check_growth(added.saturating_sub(gone))?;
@@ -203,7 +209,7 @@ impl PyList {
                 self.bytes = self.bytes - gone + added;
                 return Ok(());
             }
-            let new = items_of(value, limit)?
+            let new = items_of(deref(cx, value)?, limit)?
                 .map_err(|_| RemoteError::type_error("must assign iterable to extended slice"))?;
             if new.len() != span.len {
                 return Err(RemoteError::value_error(format!(
@@ -263,7 +269,8 @@ impl PyList {
     }
 
     /// `extend`: the items of an iterable, or this list's own items again when
-    /// the argument is a proxy of this list (`l.extend(l)`, `l += l`).
+    /// the argument is a proxy of this list (`l.extend(l)`, `l += l`), or the
+    /// current items of another list, dict or Array a proxy refers to.
     fn extend(&mut self, cx: &Context<'_>, arg: Value) -> Result<(), RemoteError> {
         if is_self(cx, &arg) {
             cx.check_result(self.bytes.saturating_mul(2).saturating_add(NODE))?;
@@ -274,7 +281,7 @@ impl PyList {
             self.bytes *= 2;
             return Ok(());
         }
-        let new = iterate(arg, cx.max_result_bytes())?;
+        let new = iterate(deref(cx, arg)?, cx.max_result_bytes())?;
         let added = values_bytes(&new);
         cx.check_growth(added)?;
         reserve(&mut self.items, new.len())?;
@@ -306,11 +313,29 @@ impl PyList {
         Ok(())
     }
 
-    /// `self + other`, where `other` may be a proxy of this list (`l + l`).
+    /// `self + other`, where `other` may be a proxy of this list (`l + l`) or
+    /// of another list (its current items).
     fn concat(&self, cx: &Context<'_>, other: &Value) -> Result<Value, RemoteError> {
+        let read;
         let (other, other_bytes) = match other {
             v if is_self(cx, v) => (&self.items[..], self.bytes),
             Value::List(o) => (&o[..], values_bytes(o)),
+            Value::Ref(t) => {
+                read = match cx.snapshot(t) {
+                    Ok(v @ Value::List(_)) => v,
+                    Err(e) if e.kind != "TypeError" => return Err(e),
+                    _ => {
+                        return Err(RemoteError::type_error(format!(
+                            "can only concatenate list (not \"{}\") to list",
+                            crate::proto::codec::pickle::proxy_type(&t.typeid)
+                        )))
+                    }
+                };
+                let Value::List(o) = &read else {
+                    unreachable!("a list")
+                };
+                (&o[..], values_bytes(o))
+            }
             other => {
                 return Err(RemoteError::type_error(format!(
                     "can only concatenate list (not \"{}\") to list",
@@ -477,7 +502,7 @@ mod tests {
 
     impl PyList {
         fn from_args_for_test(args: CallArgs) -> Result<PyList, RemoteError> {
-            PyList::from_args(args, 1 << 30)
+            PyList::from_values(args, 1 << 30)
         }
     }
 

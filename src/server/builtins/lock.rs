@@ -37,6 +37,7 @@ pub(crate) struct LockCore {
     owner: Option<ConnId>,
     count: u64,
     waiters: WaitQueue<Grant>,
+    addr: super::Addr,
 }
 
 impl LockCore {
@@ -47,6 +48,7 @@ impl LockCore {
             owner: None,
             count: 0,
             waiters: WaitQueue::default(),
+            addr: super::Addr::default(),
         }
     }
 
@@ -192,11 +194,11 @@ impl LockCore {
         if self.reentrant {
             let owner = self.owner.map_or(0, ConnId::to_raw);
             format!(
-                "<{state} _thread.RLock object owner={owner} count={}>",
-                self.count
+                "<{state} _thread.RLock object owner={owner} count={} at {}>",
+                self.count, self.addr
             )
         } else {
-            format!("<{state} _thread.lock object>")
+            format!("<{state} _thread.lock object at {}>", self.addr)
         }
     }
 }

@@ -8,6 +8,7 @@
 use super::pykey::int_of;
 use super::size::{check_result, vec_with, NODE};
 use crate::proto::{RemoteError, Slice, Value};
+use crate::server::Context;
 
 /// Binds the positional-only arguments of a C-implemented method such as
 /// `list.insert`: no keywords, between `min` and `max` positionals, with
@@ -77,6 +78,22 @@ pub(crate) fn items_of(v: Value, limit: usize) -> Result<Result<Vec<Value>, Valu
         }
         other => Err(other),
     })
+}
+
+/// `v` itself, or, when it is a proxy, the current value of the built-in
+/// `list`, `dict` or `Array` it refers to ([`Context::snapshot`]: bounded like
+/// any result, a `TypeError` for other types): what a method that iterates or
+/// reads its argument works on, as Python's would iterate the proxy.
+pub(crate) fn deref(cx: &Context<'_>, v: Value) -> Result<Value, RemoteError> {
+    match &v {
+        Value::Ref(t) => cx.snapshot(t),
+        _ => Ok(v),
+    }
+}
+
+/// Whether `v` is a proxy of the object running the call (`l.extend(l)`).
+pub(crate) fn is_self(cx: &Context<'_>, v: &Value) -> bool {
+    matches!(v, Value::Ref(t) if Some(t.id) == cx.object_id())
 }
 
 /// [`items_of`], failing with Python's `'int' object is not iterable`.

@@ -56,6 +56,7 @@ pub(crate) struct Queue {
     unfinished: u64,
     /// Estimated bytes of the items and of the blocked putters' items.
     bytes: usize,
+    addr: super::Addr,
 }
 
 impl Queue {
@@ -268,7 +269,7 @@ impl SharedObject for Queue {
     }
 
     fn repr(&self) -> Option<String> {
-        Some("<queue.Queue object>".to_owned())
+        Some(format!("<queue.Queue object at {}>", self.addr))
     }
 
     fn get_value(&self) -> Result<Value, RemoteError> {

@@ -18,6 +18,7 @@ pub(crate) struct Semaphore {
     /// `BoundedSemaphore`'s initial value, which releases may not exceed.
     bound: Option<u64>,
     waiters: WaitQueue<()>,
+    addr: super::Addr,
 }
 
 impl Semaphore {
@@ -38,6 +39,7 @@ impl Semaphore {
             value,
             bound: bounded.then_some(value),
             waiters: WaitQueue::default(),
+            addr: super::Addr::default(),
         })
     }
 
@@ -123,8 +125,14 @@ impl SharedObject for Semaphore {
 
     fn repr(&self) -> Option<String> {
         Some(match self.bound {
-            Some(b) => format!("<threading.BoundedSemaphore: value={}/{b}>", self.value),
-            None => format!("<threading.Semaphore: value={}>", self.value),
+            Some(b) => format!(
+                "<threading.BoundedSemaphore at {}: value={}/{b}>",
+                self.addr, self.value
+            ),
+            None => format!(
+                "<threading.Semaphore at {}: value={}>",
+                self.addr, self.value
+            ),
         })
     }
 
@@ -173,7 +181,7 @@ mod tests {
         );
         h.call(0, "release", vec![Value::Int(3)]);
         assert_eq!(h.replies(), vec![(conn(3), t)]);
-        assert_eq!(h.repr(), "<threading.Semaphore: value=2>");
+        assert_eq!(h.repr(), "<threading.Semaphore at 0x…: value=2>");
     }
 
     #[test]
@@ -200,7 +208,7 @@ mod tests {
         assert_eq!(h.replies(), vec![(conn(1), Ok(Value::Bool(false)))]);
         h.call(0, "release", vec![]);
         assert!(h.replies().is_empty(), "the timed-out waiter got nothing");
-        assert_eq!(h.repr(), "<threading.Semaphore: value=1>");
+        assert_eq!(h.repr(), "<threading.Semaphore at 0x…: value=1>");
     }
 
     #[test]
@@ -216,7 +224,7 @@ mod tests {
             h.call(0, "release", vec![Value::Int(0)]),
             Now::Error("ValueError".into())
         );
-        assert_eq!(h.repr(), "<threading.BoundedSemaphore: value=2/2>");
+        assert_eq!(h.repr(), "<threading.BoundedSemaphore at 0x…: value=2/2>");
         assert!(Semaphore::new(CallArgs::positional(vec![Value::Int(-1)]), false).is_err());
     }
 }

@@ -403,10 +403,11 @@ pub(crate) mod harness {
             }
         }
 
-        /// The object's `repr()`.
+        /// The object's `repr()`, its address written `0x…`.
         pub(crate) fn repr(&self) -> String {
             let slot = self.core.objects.get(self.id).expect("live");
-            slot.object.as_ref().and_then(|o| o.repr()).expect("a repr")
+            let repr = slot.object.as_ref().and_then(|o| o.repr()).expect("a repr");
+            super::super::mask_addrs(&repr)
         }
     }
 }
