@@ -136,15 +136,15 @@ fn a_host_type_cannot_answer_a_call_twice() {
     // Answered through its handle, then deferred: that answer is the answer.
     assert_eq!(a.call("reply_then_defer", vec![]).unwrap(), Value::Int(3));
     in_step(&m);
-    // Deferred twice: one handle, so one answer; the second is refused.
-    let waiting = a.start_call("defer_twice", vec![]).unwrap();
+    // Deferred and kept: answered later, from another connection's call.
+    let waiting = a.start_call("keep", vec![]).unwrap();
     s.await_blocked(1);
     let other = s.connect();
     let a2 = other.proxy(a.token().clone()).unwrap();
     assert_eq!(
         a2.call("answer_all", vec![Value::Int(40)]).unwrap(),
         Value::Int(1),
-        "one of the two answers is accepted"
+        "the kept handle's answer is accepted"
     );
     assert_eq!(
         waiting.finish().unwrap().into_value().unwrap(),
@@ -153,6 +153,53 @@ fn a_host_type_cannot_answer_a_call_twice() {
     s.await_blocked(0);
     in_step(&m);
     in_step(&other);
+}
+
+#[test]
+fn a_dropped_reply_handle_answers_runtime_error() {
+    let s = TestServer::start();
+    let m = s.connect();
+    let a = m.create("Answers", vec![]).unwrap();
+    let (k, msg) = kind(a.call("drop_unanswered", vec![]).unwrap_err());
+    assert_eq!(k, "RuntimeError");
+    assert!(msg.contains("dropped unanswered"), "{msg}");
+    in_step(&m);
+    // Dropped on another thread: the same.
+    let (k, msg) = kind(a.call("from_thread", vec![]).unwrap_err());
+    assert_eq!(k, "RuntimeError");
+    assert!(msg.contains("dropped unanswered"), "{msg}");
+    in_step(&m);
+    s.await_blocked(0);
+}
+
+#[test]
+fn a_reply_handle_is_answered_from_another_thread() {
+    let s = TestServer::start();
+    let m = s.connect();
+    let a = m.create("Answers", vec![]).unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            a.call("from_thread", vec![Value::Int(i)]).unwrap(),
+            Value::Int(i)
+        );
+    }
+    in_step(&m);
+}
+
+#[test]
+fn deferring_twice_in_one_call_is_refused_and_breaks_the_object() {
+    let s = TestServer::start();
+    let m = s.connect();
+    let a = m.create("Answers", vec![]).unwrap();
+    let (k, msg) = kind(a.call("defer_twice", vec![]).unwrap_err());
+    assert_eq!(k, "RuntimeError");
+    assert!(msg.contains("defer called twice"), "{msg}");
+    // The object is broken now (a panic); the connection is fine.
+    let (k, msg) = kind(a.call("keep", vec![]).unwrap_err());
+    assert_eq!(k, "RuntimeError");
+    assert!(msg.contains("broken"), "{msg}");
+    in_step(&m);
+    s.await_blocked(0);
 }
 
 #[test]

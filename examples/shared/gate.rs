@@ -5,7 +5,9 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use mgr::server::{CallArgs, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec};
+use mgr::server::{
+    CallArgs, CallId, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec,
+};
 use mgr::Value;
 
 /// A gate that callers wait at until someone opens it; it reads the host's
@@ -37,8 +39,10 @@ impl SharedObject for Gate {
         }
     }
 
-    fn on_cancel(&mut self, _cx: &mut Context<'_>, reply: ReplyHandle) {
-        self.waiting.retain(|h| *h != reply);
+    /// The waiter's client went: forget its handle (dropping it answers no
+    /// one: the call is no longer waiting).
+    fn on_cancel(&mut self, _cx: &mut Context<'_>, call: CallId) {
+        self.waiting.retain(|h| h.id() != call);
     }
 }
 

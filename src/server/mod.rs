@@ -48,7 +48,7 @@ mod segments;
 #[cfg(feature = "tokio")]
 mod tokio_serve;
 
-pub use context::{ConnId, Context, ReplyHandle, TimerId};
+pub use context::{CallId, ConnId, Context, ReplyHandle, TimerId};
 pub use log::{LogEvent, LogHook};
 pub use named::ObjectSpec;
 pub use peer::{Peer, PeerAddr};
@@ -58,7 +58,8 @@ pub use stats::ServerStats;
 pub use tokio_serve::serve;
 
 use context::Core;
-use reactor::{Command, Reactor, Shared};
+use context::{Command, Shared};
+use reactor::Reactor;
 
 /// Default [`ServerConfig::turn_max_requests`].
 pub const DEFAULT_TURN_MAX_REQUESTS: usize = 1024;
@@ -239,7 +240,7 @@ impl Server {
         let mut core = Core::new();
         core.loans.grace = config.reply_ref_grace;
         core.limits = context::Limits::of(&config);
-        let reactor = Reactor::bind(config, bound)?;
+        let reactor = Reactor::bind(config, bound, core.shared.clone())?;
         Ok(Server {
             reactor,
             core,
@@ -360,10 +361,13 @@ impl Server {
         self.reactor.shut_down(&mut self.core);
     }
 
-    /// Answers a deferred call from the server's thread. False when the handle is
-    /// stale (answered already, or its client went away).
+    /// Answers a deferred call from the server's thread, consuming its handle,
+    /// and writes the answer now. False when the answer goes nowhere (its
+    /// client went away, or the object broke or was destroyed meanwhile); a
+    /// handle of another server is answered through that server, and false
+    /// returned.
     pub fn complete(&mut self, handle: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
-        let ok = self.core.complete(handle, result);
+        let ok = self.core.answer(handle, result);
         // Deliver (and send) the answer now; requests behind it wait for the
         // next `process`, which `has_pending_work` asks for.
         self.reactor
@@ -552,23 +556,15 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    fn send(&self, c: Command) {
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(c);
-        let _ = self.shared.waker.wake();
-    }
-
-    /// Answers a deferred call; the server writes it on its next turn. A stale
-    /// handle is ignored there.
+    /// Answers a deferred call; the server writes it on its next turn (an
+    /// answer whose caller has gone is dropped there). The same as
+    /// [`ReplyHandle::answer`].
     pub fn complete(&self, handle: ReplyHandle, result: Result<Value, RemoteError>) {
-        self.send(Command::Complete(handle, result));
+        handle.answer(result);
     }
 
     /// Asks the server to shut down on its next turn.
     pub fn shutdown(&self) {
-        self.send(Command::Shutdown);
+        self.shared.send(Command::Shutdown);
     }
 }

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixListener};
@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::conn::{Conn, Phase, Stream};
-use super::context::{Completion, ConnId, Core, Recount, ReplyHandle, TimerId, TimerTarget};
+use super::context::{Completion, ConnId, Core, Recount, Shared, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::log::{Log, LogEvent};
 use super::peer::Peer;
@@ -38,7 +38,7 @@ use crate::error::TRACEBACK_HEADER;
 use crate::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
 use crate::proto::codec::{native, pickle, Serializer};
 use crate::proto::frame::{self, begin_frame, finish_frame};
-use crate::proto::{RemoteError, Reply, RequestRef, Value};
+use crate::proto::{Reply, RequestRef, Value};
 
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -127,20 +127,6 @@ enum Stop {
     Budget,
 }
 
-/// Work handed to the server from other threads.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Complete(ReplyHandle, Result<Value, RemoteError>),
-    Shutdown,
-}
-
-/// State shared with [`ServerHandle`](super::ServerHandle)s on other threads.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) queue: Mutex<Vec<Command>>,
-    pub(crate) waker: Waker,
-}
-
 #[derive(Debug)]
 pub(crate) enum Listener {
     Tcp(TcpListener),
@@ -190,7 +176,11 @@ impl Reactor {
     /// Takes a listening socket from [`listen`](super::listen) (bound, or
     /// adopted) and sets up the reactor around it. An adopted socket keeps its
     /// backlog unless [`ServerConfig::listen_backlog`] names one.
-    pub(crate) fn bind(config: ServerConfig, bound: super::listen::Bound) -> io::Result<Reactor> {
+    pub(crate) fn bind(
+        config: ServerConfig,
+        bound: super::listen::Bound,
+        shared: Arc<Shared>,
+    ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let (mut listener, address) = (bound.listener, bound.address);
         if !bound.adopted || config.listen_backlog.is_some() {
@@ -201,6 +191,9 @@ impl Reactor {
             Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
         }
         let waker = Waker::new(poll.registry(), WAKER)?;
+        if shared.waker.set(waker).is_err() {
+            return Err(io::Error::other("the server's mailbox has a waker already"));
+        }
         Ok(Reactor {
             poll,
             events: Events::with_capacity(1024),
@@ -210,10 +203,7 @@ impl Reactor {
             conns: Slab::new(),
             generations: Vec::new(),
             next_generation: 0,
-            shared: Arc::new(Shared {
-                queue: Mutex::new(Vec::new()),
-                waker,
-            }),
+            shared,
             config,
             ready: VecDeque::new(),
             accept_pending: false,
@@ -279,7 +269,7 @@ impl Reactor {
             let writable = e.is_writable();
             match token {
                 LISTENER => self.accept_pending = true,
-                WAKER => self.drain_commands(core),
+                WAKER => core.drain_commands(),
                 Token(t) => {
                     let key = t - FIRST_CONN;
                     if !self.conns.contains(key) {
@@ -525,18 +515,6 @@ impl Reactor {
                         && matches!(c.phase, Phase::Handshake(_))
                 })
             });
-        }
-    }
-
-    fn drain_commands(&mut self, core: &mut Core) {
-        let commands = mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()));
-        for c in commands {
-            match c {
-                Command::Complete(h, result) => {
-                    core.complete(h, result);
-                }
-                Command::Shutdown => core.shutdown_requested = true,
-            }
         }
     }
 
@@ -921,7 +899,7 @@ impl Reactor {
         // Answers given before the shutdown reach their callers: take the
         // queued ones in and write every delivered one into its connection's
         // output (no request is served: the budget is empty).
-        self.drain_commands(core);
+        core.drain_commands();
         self.settle(core, &mut Budget::none());
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.unsent() > 0 && !c.dead)
@@ -1080,10 +1058,10 @@ mod tests {
     fn the_listen_backlog_is_configurable_and_defaults_to_the_system_maximum() {
         let bound = |c: &ServerConfig| super::super::listen::bind(&c.address).unwrap();
         let c = config(Some(77));
-        let r = Reactor::bind(c.clone(), bound(&c)).unwrap();
+        let r = Reactor::bind(c.clone(), bound(&c), Default::default()).unwrap();
         assert_eq!(backlog_of(&r), 77);
         let c = config(None);
-        let mut r = Reactor::bind(c.clone(), bound(&c)).unwrap();
+        let mut r = Reactor::bind(c.clone(), bound(&c), Default::default()).unwrap();
         assert_eq!(backlog_of(&r), system_backlog());
         assert!(system_backlog() > 128, "more than mio's own 128");
         // Changed while listening (what `Server::set_listen_backlog` does).
@@ -1099,9 +1077,9 @@ mod tests {
             assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 50) }, 0);
             super::super::listen::adopt(l.into()).unwrap()
         };
-        let r = Reactor::bind(config(None), adopted()).unwrap();
+        let r = Reactor::bind(config(None), adopted(), Default::default()).unwrap();
         assert_eq!(backlog_of(&r), 50);
-        let r = Reactor::bind(config(Some(77)), adopted()).unwrap();
+        let r = Reactor::bind(config(Some(77)), adopted(), Default::default()).unwrap();
         assert_eq!(backlog_of(&r), 77);
     }
 

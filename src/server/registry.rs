@@ -10,7 +10,7 @@ use super::fasthash::FastMap;
 use std::fmt;
 use std::rc::Rc;
 
-use super::context::{ConnId, Context, ReplyHandle, TimerId};
+use super::context::{CallId, ConnId, Context, TimerId};
 use crate::proto::{ObjectId, RemoteError, Value};
 
 /// Positional and keyword arguments of a call.
@@ -117,7 +117,7 @@ pub trait SharedObject: 'static {
 
     /// The client of a deferred call went away before the call was answered: forget
     /// the handle (answering it now would be a no-op).
-    fn on_cancel(&mut self, _cx: &mut Context<'_>, _reply: ReplyHandle) {}
+    fn on_cancel(&mut self, _cx: &mut Context<'_>, _call: CallId) {}
 
     /// A connection this object asked to watch
     /// ([`Context::watch_disconnect`]) has closed: release what it held.
