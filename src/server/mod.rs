@@ -316,25 +316,60 @@ impl Server {
     /// to the next call: [`has_pending_work`](Self::has_pending_work) says so
     /// and [`timeout`](Self::timeout) returns zero. Like `sd_bus_process`, the
     /// host decides how many turns to give in its frame.
-    pub fn process(&mut self) -> Result<()> {
+    ///
+    /// Returns how much work the turn did: readiness events taken in (a
+    /// connection readable or writable, a new connection, an answer sent from
+    /// another thread), timers fired, deferred answers delivered and requests
+    /// served. 0 means it found nothing to do; it is a measure for a host's
+    /// own bookkeeping (an idle loop, a frame's statistics), not a promise
+    /// that nothing is left — that is
+    /// [`has_pending_work`](Self::has_pending_work).
+    ///
+    /// # Errors
+    ///
+    /// `Error::Io` when polling the server's descriptor fails (other than
+    /// `EINTR`, which is retried on the next call). Errors of one connection
+    /// close that connection and are not reported here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::{Server, ServerConfig};
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"secret"))?;
+    /// server.register_builtins();
+    /// // Nothing has happened yet: the turn finds nothing to do.
+    /// assert_eq!(server.process()?, 0);
+    /// // A host loop: wait on `server.fd()` for `server.timeout()`, then
+    /// while server.has_pending_work() {
+    ///     server.process()?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn process(&mut self) -> Result<usize> {
         self.turn(Some(Duration::ZERO))
     }
 
     /// Waits up to `timeout` (forever with `None`) for work — not at all while
-    /// work is pending — then does one bounded turn, as [`process`](Self::process).
-    pub fn turn(&mut self, timeout: Option<Duration>) -> Result<()> {
+    /// work is pending — then does one bounded turn, as [`process`](Self::process),
+    /// and returns the work it did (0 after a shutdown).
+    ///
+    /// # Errors
+    ///
+    /// As [`process`](Self::process).
+    pub fn turn(&mut self, timeout: Option<Duration>) -> Result<usize> {
         if self.reactor.is_closed() {
-            return Ok(());
+            return Ok(0);
         }
         let timeout = match (timeout, self.timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.reactor.turn(&mut self.core, timeout)?;
+        let work = self.reactor.turn(&mut self.core, timeout)?;
         if self.core.shutdown_requested {
             self.reactor.shut_down(&mut self.core);
         }
-        Ok(())
+        Ok(work)
     }
 
     /// Serves until a client or a [`ServerHandle`] asks for shutdown: bounded

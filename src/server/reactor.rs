@@ -163,6 +163,9 @@ pub(crate) struct Reactor {
     authenticated: usize,
     /// The retry timer set when accept ran out of descriptors.
     accept_retry: Option<TimerId>,
+    /// Readiness events taken in, timers fired and answers delivered in the
+    /// current turn (what [`turn`](Self::turn) reports, with requests served).
+    work: usize,
     /// The host's log hook, if any (see [`LogEvent`]).
     pub(crate) log: Log,
 }
@@ -213,6 +216,7 @@ impl Reactor {
             authenticated: 0,
             accept_retry: None,
             log: Log::default(),
+            work: 0,
         })
     }
 
@@ -228,8 +232,12 @@ impl Reactor {
 
     /// Waits up to `timeout` for events, then does one bounded turn of work:
     /// events mark connections ready, then the ready queue is served within the
-    /// turn's budget (see the module docs).
-    pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
+    /// turn's budget (see the module docs). Returns the work done: readiness
+    /// events taken in, timers fired, answers delivered and requests served (0:
+    /// there was nothing to do).
+    pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<usize> {
+        self.work = 0;
+        let served = core.stats.served;
         self.poll_events(core, timeout)?;
         core.now = Instant::now();
         let started = core.now;
@@ -245,7 +253,8 @@ impl Reactor {
         let took = started.elapsed();
         core.stats.turns += 1;
         core.stats.longest_turn = core.stats.longest_turn.max(took);
-        Ok(())
+        let served = usize::try_from(core.stats.served - served).unwrap_or(usize::MAX);
+        Ok(self.work.saturating_add(served))
     }
 
     /// Waits up to `timeout` for readiness and takes it in: connections become
@@ -289,6 +298,7 @@ impl Reactor {
             }
         }
         self.events_full = taken >= events.capacity();
+        self.work += taken;
         self.events = events;
         Ok(())
     }
@@ -520,6 +530,7 @@ impl Reactor {
 
     fn fire_timers(&mut self, core: &mut Core) {
         while let Some((timer, target)) = core.pop_due_timer(core.now) {
+            self.work += 1;
             match target {
                 TimerTarget::Object(id) => {
                     let _ = core.with_object(id, None, None, Recount::IfHolding, |o, cx| {
@@ -563,6 +574,7 @@ impl Reactor {
     }
 
     fn deliver(&mut self, core: &mut Core, c: Completion) {
+        self.work += 1;
         let Some(key) = self.key_of(c.conn) else {
             return;
         };
