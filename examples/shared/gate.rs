@@ -1,6 +1,7 @@
 //! `Gate`, the host type the examples serve: `wait()` blocks its caller (a
 //! deferred reply, no thread) until another client calls `open()`, which answers
-//! every waiter with the host's frame count so far; `waiting()`, `ticks()`.
+//! every waiter with the host's frame count so far (`open(n)`: the first `n`
+//! waiters); `waiting()`, `ticks()`.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -18,23 +19,34 @@ struct Gate {
 }
 
 impl SharedObject for Gate {
-    fn call(&mut self, cx: &mut Context<'_>, method: &str, _args: CallArgs) -> CallResult {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         match method {
             "wait" => {
+                let () = args.extract()?; // a TypeError for any argument
                 self.waiting.push(cx.defer());
                 Ok(Outcome::Deferred)
             }
             "open" => {
+                // open() or open(n): an optional int (a TypeError otherwise).
+                let (n,): (Option<usize>,) = args.extract()?;
+                let n = n.unwrap_or(self.waiting.len()).min(self.waiting.len());
                 let mut woken = 0;
-                for h in self.waiting.drain(..) {
+                // Each handle answers once: `reply` consumes it.
+                for h in self.waiting.drain(..n) {
                     if cx.reply(h, Ok(Value::from(self.ticks.get()))) {
                         woken += 1;
                     }
                 }
                 Ok(Value::Int(woken).into())
             }
-            "waiting" => Ok(Value::from(self.waiting.len()).into()),
-            "ticks" => Ok(Value::from(self.ticks.get()).into()),
+            "waiting" => {
+                let () = args.extract()?;
+                Ok(Value::from(self.waiting.len()).into())
+            }
+            "ticks" => {
+                let () = args.extract()?;
+                Ok(Value::from(self.ticks.get()).into())
+            }
             _ => unreachable!("the server checks the exposed methods"),
         }
     }

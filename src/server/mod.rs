@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::proto::frame::DEFAULT_MAX_FRAME;
 use crate::proto::{RemoteError, Value};
 
+mod args;
 pub mod builtins;
 pub mod context;
 pub mod log;
@@ -48,6 +49,7 @@ mod segments;
 #[cfg(feature = "tokio")]
 mod tokio_serve;
 
+pub use args::FromArgs;
 pub use context::{CallId, ConnId, Context, ReplyHandle, TimerId};
 pub use log::{LogEvent, LogHook};
 pub use named::ObjectSpec;

@@ -31,6 +31,15 @@ impl fmt::Display for ConversionError {
 
 impl std::error::Error for ConversionError {}
 
+/// So that code generic over `T: TryFrom<Value>` with
+/// `ConversionError: From<T::Error>` takes [`Value`] itself (whose conversion
+/// cannot fail).
+impl From<std::convert::Infallible> for ConversionError {
+    fn from(never: std::convert::Infallible) -> ConversionError {
+        match never {}
+    }
+}
+
 fn wrong(expected: &'static str, v: &Value) -> ConversionError {
     ConversionError {
         expected,
