@@ -28,13 +28,16 @@ use crate::error::{Error, Result};
 use crate::proto::frame::DEFAULT_MAX_FRAME;
 use crate::proto::{RemoteError, Value};
 
+// The server's public items are re-exported here, from modules that stay
+// private so that their internals (the object table, the registry, the
+// built-in types) are not API.
 mod args;
-pub mod builtins;
-pub mod context;
+mod builtins;
+mod context;
 pub mod log;
-pub mod peer;
-pub mod registry;
-pub mod stats;
+mod peer;
+mod registry;
+mod stats;
 
 mod conn;
 mod dispatch;

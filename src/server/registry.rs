@@ -160,7 +160,7 @@ pub trait SharedObject: 'static {
 /// Builds a new object of a type from the `create` arguments (or, for a typeid
 /// used as a method_to_typeid target, from the method's result as the single
 /// argument).
-pub type Constructor =
+pub(crate) type Constructor =
     Rc<dyn Fn(&mut Context<'_>, CallArgs) -> Result<Box<dyn SharedObject>, RemoteError>>;
 
 /// Everything the server knows about one typeid.
@@ -175,7 +175,7 @@ pub struct TypeSpec {
 
 /// What the server knows about one exposed method.
 #[derive(Debug, Clone, Default)]
-pub struct Method {
+pub(crate) struct Method {
     /// The typeid its result becomes (method_to_typeid), if any.
     pub result_typeid: Option<Rc<str>>,
     /// It never lets go of or takes on object references (see
@@ -278,7 +278,7 @@ impl TypeSpec {
     }
 
     /// The exposed method `name`, or `None` when it may not be called.
-    pub fn method(&self, name: &str) -> Option<&Method> {
+    pub(crate) fn method(&self, name: &str) -> Option<&Method> {
         self.methods.get(name)
     }
 
@@ -300,7 +300,7 @@ impl TypeSpec {
 /// typeid → [`TypeSpec`], and the named objects: typeids whose `create`
 /// returns one long-lived object (see [`Server::expose`](super::Server::expose)).
 #[derive(Debug, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     types: HashMap<String, Rc<TypeSpec>>,
     /// Each name's object, and that object's type.
     named: HashMap<String, (ObjectId, Rc<TypeSpec>)>,
@@ -342,6 +342,7 @@ impl Registry {
     }
 
     /// The names objects are published under, sorted.
+    #[cfg(test)]
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.named.keys().map(String::as_str).collect();
         v.sort_unstable();
