@@ -95,7 +95,7 @@ impl SharedObject for Fragile {
             "fail" => Err(RemoteError::value_error("the host callback failed")),
             "panic" => panic!("the method was told to panic"),
             "defer_then_panic" => {
-                cx.defer();
+                let _taken = cx.defer();
                 panic!("panic after deferring")
             }
             "wait" => {

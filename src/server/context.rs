@@ -900,7 +900,55 @@ pub(crate) fn dropped_unanswered() -> RemoteError {
     )
 }
 
-/// What a callback may do besides computing its result.
+/// What a callback may do besides computing its result: defer its answer
+/// ([`defer`](Self::defer)) and answer deferred calls ([`reply`](Self::reply)),
+/// set timers, create objects, check size limits, and see who is calling.
+///
+/// A context lives for one callback, on the server's thread.
+///
+/// # Examples
+///
+/// A lease: `take()` hands the caller a lease that runs out after a second
+/// unless renewed; the timer answers the waiting `expired()` calls.
+///
+/// ```
+/// use std::time::Duration;
+/// use mgr::server::{CallArgs, CallResult, Context, Outcome, ReplyHandle, SharedObject, TimerId};
+/// use mgr::{RemoteError, Value};
+///
+/// #[derive(Default)]
+/// struct Lease {
+///     timer: Option<TimerId>,
+///     watchers: Vec<ReplyHandle>,
+/// }
+///
+/// impl SharedObject for Lease {
+///     fn call(&mut self, cx: &mut Context<'_>, method: &str, _: CallArgs) -> CallResult {
+///         match method {
+///             "take" => {
+///                 if let Some(t) = self.timer.take() {
+///                     cx.cancel_timer(t);
+///                 }
+///                 self.timer = Some(cx.set_timer(Duration::from_secs(1)));
+///                 let who = cx.peer().map(|p| p.addr.to_string()).unwrap_or_default();
+///                 Ok(Value::from(who).into())
+///             }
+///             "expired" => {
+///                 self.watchers.push(cx.defer());
+///                 Ok(Outcome::Deferred)
+///             }
+///             _ => Err(RemoteError::new("AttributeError", method)),
+///         }
+///     }
+///
+///     fn on_timer(&mut self, cx: &mut Context<'_>, _: TimerId) {
+///         self.timer = None;
+///         for h in self.watchers.drain(..) {
+///             cx.reply(h, Ok(Value::Bool(true)));
+///         }
+///     }
+/// }
+/// ```
 pub struct Context<'a> {
     core: &'a mut Core,
     conn: Option<ConnId>,
@@ -985,6 +1033,7 @@ impl Context<'_> {
     /// ```
     ///
     /// [`Outcome::Deferred`]: super::registry::Outcome::Deferred
+    #[must_use = "dropping the handle answers the call with a RuntimeError"]
     pub fn defer(&mut self) -> ReplyHandle {
         assert!(
             self.deferred.is_none(),
@@ -1036,6 +1085,12 @@ impl Context<'_> {
     /// Creates a new shared object of a registered `typeid`. It lives while
     /// something holds it: store the returned token in this object (and report it
     /// from `visit_refs`) or hand it to a client.
+    ///
+    /// # Errors
+    ///
+    /// A `ValueError` for an unknown typeid, a `MemoryError` past the server's
+    /// `max_held_bytes` or `max_objects_per_conn`, or what the constructor
+    /// raised (a `RuntimeError` if it panicked).
     pub fn create(&mut self, typeid: &str, args: CallArgs) -> Result<Token, RemoteError> {
         let id = self.core.construct(self.conn, typeid, args)?;
         self.refs_changed = true;
@@ -1064,7 +1119,11 @@ impl Context<'_> {
         self.core.limits.max_result
     }
 
-    /// Fails with `MemoryError` when a result of `bytes` is over
+    /// Checks a result's size before building it.
+    ///
+    /// # Errors
+    ///
+    /// A `MemoryError` when a result of `bytes` is over
     /// [`max_result_bytes`](Self::max_result_bytes).
     pub fn check_result(&self, bytes: usize) -> Result<(), RemoteError> {
         size::check_result(bytes, self.core.limits.max_result)
@@ -1076,10 +1135,14 @@ impl Context<'_> {
         self.core.limits.max_held_bytes.is_some()
     }
 
-    /// Fails with `MemoryError` when holding `more` bytes more would take the
-    /// server's total past its
-    /// [`max_held_bytes`](super::ServerConfig::max_held_bytes). Call it before
+    /// Checks growth against the server's cap before growing. Call it before
     /// changing anything, so a refused call changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// A `MemoryError` when holding `more` bytes more would take the
+    /// server's total past its
+    /// [`max_held_bytes`](super::ServerConfig::max_held_bytes).
     pub fn check_growth(&self, more: usize) -> Result<(), RemoteError> {
         self.core.check_growth(more)
     }
@@ -1174,7 +1237,7 @@ mod tests {
         assert_eq!(core.objects.get(holder).unwrap().holds, vec![held; 3]);
     }
 
-    struct Touchy;
+    struct Touchy(Option<ReplyHandle>);
     impl SharedObject for Touchy {
         fn call(
             &mut self,
@@ -1184,7 +1247,7 @@ mod tests {
         ) -> super::super::registry::CallResult {
             match method {
                 "wait" => {
-                    cx.defer();
+                    self.0 = Some(cx.defer());
                     Ok(super::super::registry::Outcome::Deferred)
                 }
                 _ => panic!("touched"),
@@ -1196,8 +1259,9 @@ mod tests {
     fn a_panicking_callback_breaks_its_object_and_fails_its_waiters() {
         use super::super::registry::TypeSpec;
         let mut core = Core::new();
-        core.registry
-            .insert(TypeSpec::new("touchy", &[], |_, _| Ok(Box::new(Touchy))));
+        core.registry.insert(TypeSpec::new("touchy", &[], |_, _| {
+            Ok(Box::new(Touchy(None)))
+        }));
         let id = core.construct(None, "touchy", CallArgs::default()).unwrap();
         assert!(core.objects.incref(id));
         let waiter = ConnId::new(0, 1);

@@ -17,6 +17,54 @@
 //! `list[0]` or `Queue.get`) keeps each of them alive for
 //! [`ServerConfig::reply_ref_grace`], so the receiver can take its own reference
 //! even if the last holder let go in the same call.
+//!
+//! # Example
+//!
+//! A host type, served on a thread of its own and called by a client:
+//!
+//! ```
+//! use mgr::server::{CallArgs, CallResult, Context, SharedObject, TypeSpec};
+//! use mgr::{Manager, RemoteError, Server, ServerConfig, Value};
+//!
+//! /// `add(n)` adds to the total and returns it; `total()`.
+//! struct Tally(i64);
+//!
+//! impl SharedObject for Tally {
+//!     fn call(&mut self, _: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+//!         match method {
+//!             "add" => {
+//!                 let (n,): (i64,) = args.extract()?; // a TypeError otherwise
+//!                 self.0 += n;
+//!                 Ok(Value::Int(self.0).into())
+//!             }
+//!             "total" => Ok(Value::Int(self.0).into()),
+//!             _ => Err(RemoteError::new("AttributeError", method)),
+//!         }
+//!     }
+//! }
+//!
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let server = std::thread::spawn(move || -> mgr::Result<()> {
+//!     let config = ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+//!     let mut server = Server::bind(config)?;
+//!     server.register(TypeSpec::new("Tally", &["add", "total"], |_, args| {
+//!         let (start,): (Option<i64>,) = args.extract()?;
+//!         Ok(Box::new(Tally(start.unwrap_or(0))))
+//!     }));
+//!     tx.send(server.address().clone()).unwrap();
+//!     server.run() // until a client asks for shutdown
+//! });
+//!
+//! let address = rx.recv()?;
+//! let m = Manager::connect_to(&address, b"secret")?;
+//! let tally = m.create("Tally", vec![Value::Int(10)])?;
+//! assert_eq!(tally.call("add", vec![Value::Int(5)])?, Value::Int(15));
+//! let e = tally.call("add", vec![Value::from("five")]).unwrap_err();
+//! assert_eq!(e.remote_kind(), Some("TypeError"));
+//! m.shutdown()?;
+//! server.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -152,6 +200,19 @@ impl ServerConfig {
     /// 5 s of grace for objects named in replies, turns of at most 1024 requests
     /// or 1 ms of serving (sized for a host running a 60 Hz frame), the system's
     /// maximum listen backlog, no cap on held bytes or objects per connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mgr::ServerConfig;
+    ///
+    /// let mut config = ServerConfig::new("unix:/tmp/mgr-example.sock".parse()?, b"secret");
+    /// config.max_frame = 1 << 20; // 1 MiB requests at most
+    /// config.turn_max_time = Duration::from_micros(500);
+    /// config.max_held_bytes = Some(256 << 20);
+    /// # Ok::<(), mgr::address::AddressError>(())
+    /// ```
     pub fn new(address: Address, authkey: &[u8]) -> ServerConfig {
         ServerConfig {
             address,
@@ -199,11 +260,29 @@ impl Server {
     /// socket is refused and never removed. The socket file is removed when
     /// the server is dropped, if the path still names the file it created.
     ///
-    /// Errors name the address: `Error::Io` keeps the system error's kind
-    /// (`AddrInUse` for a taken port or a live socket, `NotFound` for a
-    /// missing directory) with a message such as "127.0.0.1:50000 is already
-    /// in use (another server?)" or "cannot listen on unix:/run/x/mgr.sock:
-    /// directory /run/x does not exist".
+    /// # Errors
+    ///
+    /// `Error::Config` for an empty authkey on an address other machines can
+    /// reach. Other errors name the address: `Error::Io` keeps the system
+    /// error's kind (`AddrInUse` for a taken port or a live socket, `NotFound`
+    /// for a missing directory) with a message such as "127.0.0.1:50000 is
+    /// already in use (another server?)" or "cannot listen on
+    /// unix:/run/x/mgr.sock: directory /run/x does not exist".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::{Address, Server, ServerConfig};
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"secret"))?;
+    /// server.register_builtins(); // Queue, dict, Lock … as SyncManager serves them
+    /// let Address::Tcp(bound) = server.address() else { unreachable!() };
+    /// assert_ne!(bound.port(), 0, "the port it was given");
+    ///
+    /// let open = ServerConfig::new("0.0.0.0:0".parse()?, b"");
+    /// assert!(Server::bind(open).is_err(), "no authkey on a reachable address");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bind(config: ServerConfig) -> Result<Server> {
         Self::check_key(&config, &config.address)?;
         let bound = listen::bind(&config.address)?;
@@ -218,9 +297,15 @@ impl Server {
     /// empty-authkey rule applies to it); the listen backlog is left as the
     /// socket has it unless [`ServerConfig::listen_backlog`] is set. The
     /// socket's file (for a Unix socket) is not removed at the end: whoever
-    /// created it owns it. Anything else (a datagram socket, one that is not
-    /// listening, not a socket at all) is an `Error::Io` of kind
-    /// `InvalidInput` naming the descriptor; the descriptor is closed.
+    /// created it owns it.
+    ///
+    /// # Errors
+    ///
+    /// Anything but a listening stream socket (a datagram socket, one that is
+    /// not listening, not a socket at all) is an `Error::Io` of kind
+    /// `InvalidInput` naming the descriptor; the descriptor is closed. An
+    /// empty authkey on an address other machines can reach is an
+    /// `Error::Config`, as for [`bind`](Self::bind).
     pub fn from_listener(
         listener: std::os::fd::OwnedFd,
         mut config: ServerConfig,
@@ -253,7 +338,28 @@ impl Server {
         })
     }
 
-    /// Registers (or replaces) a shared type.
+    /// Registers (or replaces) a shared type: clients `create` its objects
+    /// by its typeid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::server::{CallArgs, CallResult, Context, SharedObject, TypeSpec};
+    /// use mgr::{Server, ServerConfig, Value};
+    ///
+    /// struct Hello;
+    /// impl SharedObject for Hello {
+    ///     fn call(&mut self, _: &mut Context<'_>, _: &str, args: CallArgs) -> CallResult {
+    ///         let (name,): (String,) = args.extract()?;
+    ///         Ok(Value::from(format!("hello, {name}")).into())
+    ///     }
+    /// }
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"k"))?;
+    /// server.register(TypeSpec::new("Hello", &["greet"], |_, _| Ok(Box::new(Hello))));
+    /// assert_eq!(server.typeids(), ["Hello"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn register(&mut self, spec: TypeSpec) {
         self.core.registry.insert(spec);
     }
@@ -378,7 +484,13 @@ impl Server {
     }
 
     /// Serves until a client or a [`ServerHandle`] asks for shutdown: bounded
-    /// turns, polling without waiting while work is pending.
+    /// turns, polling without waiting while work is pending. See the
+    /// [module example](self#example).
+    ///
+    /// # Errors
+    ///
+    /// As [`process`](Self::process): only a failure to poll the server's own
+    /// descriptor ends it early.
     pub fn run(&mut self) -> Result<()> {
         while !self.is_shut_down() {
             self.turn(None)?;
@@ -415,7 +527,21 @@ impl Server {
         ok
     }
 
-    /// A handle for other threads.
+    /// A handle for other threads: shut the server down (and answer
+    /// deferred calls, as [`ReplyHandle::answer`] does) from anywhere.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::{Server, ServerConfig};
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"k"))?;
+    /// let handle = server.handle();
+    /// std::thread::spawn(move || handle.shutdown());
+    /// server.run()?; // returns once the handle's shutdown arrives
+    /// assert!(server.is_shut_down());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shared: self.reactor.shared.clone(),
@@ -514,6 +640,11 @@ impl Server {
 
     /// Changes the listen backlog ([`ServerConfig::listen_backlog`]) of the
     /// live listener (`None`: the system's maximum).
+    ///
+    /// # Errors
+    ///
+    /// `Error::Io` when `listen(2)` refuses. (After a shutdown there is no
+    /// listener, and nothing to change.)
     pub fn set_listen_backlog(&mut self, backlog: Option<u32>) -> Result<()> {
         Ok(self.reactor.set_backlog(backlog)?)
     }

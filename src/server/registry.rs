@@ -42,8 +42,30 @@ impl CallArgs {
             .map(|v| std::mem::replace(v, Value::None))
     }
 
-    /// Fails with a `TypeError` like Python's when more than `max` positional
+    /// Checks the arguments' shape for a method binding them by hand with
+    /// [`take`](Self::take) ([`extract`](Self::extract) checks on its own).
+    ///
+    /// # Errors
+    ///
+    /// A `TypeError` like Python's when more than `max` positional
     /// arguments or any keyword argument not in `known` was passed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::server::CallArgs;
+    /// use mgr::Value;
+    ///
+    /// let mut args = CallArgs {
+    ///     args: vec![Value::Int(1)],
+    ///     kwargs: vec![("timeout".into(), Value::Float(0.5))],
+    /// };
+    /// args.check("get", 2, &["block", "timeout"])?;
+    /// assert_eq!(args.take(0, "block"), Some(Value::Int(1)));
+    /// assert_eq!(args.take(1, "timeout"), Some(Value::Float(0.5)));
+    /// assert!(args.check("get", 0, &[]).is_err());
+    /// # Ok::<(), mgr::RemoteError>(())
+    /// ```
     pub fn check(&self, method: &str, max: usize, known: &[&str]) -> Result<(), RemoteError> {
         if self.args.len() > max {
             return Err(RemoteError::type_error(format!(
@@ -107,9 +129,75 @@ pub type CallResult = Result<Outcome, RemoteError>;
 ///
 /// Callbacks may rely on: the object is never called re-entrantly (a nested call
 /// to the same object is refused), and it is dropped only after its callbacks have
-/// returned.
+/// returned. A callback that panics is caught: its caller gets a
+/// `RuntimeError`, and the object is marked broken and never called again.
+///
+/// # Examples
+///
+/// A counter whose `wait_for(n)` blocks until `incr()` has reached `n` (a
+/// deferred reply: no thread waits), and whose waiter is forgotten when its
+/// client goes:
+///
+/// ```
+/// use mgr::server::{CallArgs, CallId, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec};
+/// use mgr::Value;
+///
+/// #[derive(Default)]
+/// struct Counter {
+///     n: i64,
+///     waiters: Vec<(i64, ReplyHandle)>,
+/// }
+///
+/// impl SharedObject for Counter {
+///     fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+///         match method {
+///             "incr" => {
+///                 let () = args.extract()?;
+///                 self.n += 1;
+///                 let (done, waiting) = std::mem::take(&mut self.waiters)
+///                     .into_iter()
+///                     .partition(|(at, _)| *at <= self.n);
+///                 self.waiters = waiting;
+///                 for (_, h) in done {
+///                     cx.reply(h, Ok(Value::Int(self.n)));
+///                 }
+///                 Ok(Value::Int(self.n).into())
+///             }
+///             "wait_for" => {
+///                 let (at,): (i64,) = args.extract()?;
+///                 if self.n >= at {
+///                     return Ok(Value::Int(self.n).into());
+///                 }
+///                 self.waiters.push((at, cx.defer()));
+///                 Ok(Outcome::Deferred)
+///             }
+///             _ => unreachable!("the server calls exposed methods only"),
+///         }
+///     }
+///
+///     fn on_cancel(&mut self, _: &mut Context<'_>, call: CallId) {
+///         self.waiters.retain(|(_, h)| h.id() != call);
+///     }
+///
+///     fn get_value(&self) -> Result<Value, mgr::RemoteError> {
+///         Ok(Value::Int(self.n))
+///     }
+/// }
+///
+/// let spec = TypeSpec::new("Counter", &["incr", "wait_for"], |_, args| {
+///     let () = args.extract()?;
+///     Ok(Box::new(Counter::default()))
+/// })
+/// .reads_only(&["wait_for"]);
+/// assert!(spec.exposes("wait_for"));
+/// ```
 pub trait SharedObject: 'static {
     /// Runs method `method` (already checked against the type's exposed list).
+    ///
+    /// # Errors
+    ///
+    /// The error returned is what the caller sees raised, with its Python
+    /// kind ([`RemoteError::type_error`] and friends).
     fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult;
 
     /// A timer set with [`Context::set_timer`] fired.
@@ -138,6 +226,10 @@ pub trait SharedObject: 'static {
     }
 
     /// The object's value as a copy (the `#GETVALUE` fallback, `_getvalue()` in Python).
+    ///
+    /// # Errors
+    ///
+    /// By default a `TypeError`: the object has no value to copy.
     fn get_value(&self) -> Result<Value, RemoteError> {
         Err(RemoteError::type_error("this object has no value to copy"))
     }
@@ -217,6 +309,7 @@ impl TypeSpec {
     /// Declares that `method`'s result becomes a new shared object of `typeid`,
     /// returned to the caller as `#PROXY`. The method is exposed too (as CPython
     /// adds method_to_typeid's keys to the exposed list).
+    #[must_use = "a TypeSpec builder returns the changed spec"]
     pub fn method_to_typeid(mut self, method: &str, typeid: &str) -> TypeSpec {
         if !self.methods.contains_key(method) {
             let mut v = self.exposed.to_vec();
@@ -236,6 +329,7 @@ impl TypeSpec {
     /// container — so marking the readers keeps reads of a container of proxies
     /// O(1). A reader that does change what it holds must say so with
     /// [`Context::refs_changed`]. Names that are not exposed are ignored.
+    #[must_use = "a TypeSpec builder returns the changed spec"]
     pub fn reads_only(mut self, methods: &[&str]) -> TypeSpec {
         for m in methods {
             if let Some(info) = self.methods.get_mut(*m) {
@@ -254,6 +348,7 @@ impl TypeSpec {
     /// recounts. Not for methods that may hand an argument on (`Queue.put` to a
     /// waiting getter) or store only part of it (`extend` of a dict stores its
     /// keys). Names that are not exposed are ignored.
+    #[must_use = "a TypeSpec builder returns the changed spec"]
     pub fn adds_only(mut self, methods: &[&str]) -> TypeSpec {
         for m in methods {
             if let Some(info) = self.methods.get_mut(*m) {
