@@ -7,6 +7,7 @@
 mod common;
 
 use common::TestServer;
+use mgr::server::{CallArgs, CallResult, Context, ReplyHandle, SharedObject, TypeSpec};
 use mgr::{Address, Error, Manager, Value};
 
 fn kind(e: Error) -> (String, String) {
@@ -242,4 +243,44 @@ fn a_host_name_is_resolved_at_connect_time_and_named_when_it_fails() {
     let s = TestServer::start();
     let m = Manager::connect(&format!("localhost:{}", s.tcp().port()), common::KEY).unwrap();
     in_step(&m);
+}
+
+/// Built by a constructor that took a reply handle (dropping it, or keeping
+/// it): `answer()` answers through the kept handle and says whether that
+/// reached anyone.
+struct Hoarder(Option<ReplyHandle>);
+
+impl SharedObject for Hoarder {
+    fn call(&mut self, cx: &mut Context<'_>, _: &str, _: CallArgs) -> CallResult {
+        let reached = match self.0.take() {
+            Some(h) => cx.reply(h, Ok(Value::from("unasked"))),
+            None => false,
+        };
+        Ok(Value::Bool(reached).into())
+    }
+}
+
+#[test]
+fn a_handle_taken_by_a_constructor_answers_no_one() {
+    let s = TestServer::start_registering(
+        |_| {},
+        |server| {
+            server.register(TypeSpec::new("Hoarder", &["answer"], |cx, args| {
+                let (keep,): (bool,) = args.extract()?;
+                let h = cx.defer();
+                Ok(Box::new(Hoarder(keep.then_some(h))))
+            }))
+        },
+    );
+    let m = s.connect();
+    // Dropped in the constructor: the create is answered by the new object,
+    // and nothing else reaches the client.
+    let dropped = m.create("Hoarder", vec![Value::Bool(false)]).unwrap();
+    in_step(&m);
+    assert_eq!(dropped.call("answer", vec![]).unwrap(), Value::Bool(false));
+    // Kept and answered later: that answer reaches no one either.
+    let kept = m.create("Hoarder", vec![Value::Bool(true)]).unwrap();
+    assert_eq!(kept.call("answer", vec![]).unwrap(), Value::Bool(false));
+    in_step(&m);
+    s.await_blocked(0);
 }

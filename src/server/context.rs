@@ -240,7 +240,8 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) struct Completion {
     pub(crate) conn: ConnId,
-    /// The handle it answers (none for a call failed because its object went).
+    /// The call it answers: delivered only while its connection waits on
+    /// that call.
     pub(crate) handle: Option<CallId>,
     /// The typeid the value becomes (method_to_typeid), if any.
     pub(crate) proxy: Option<Rc<str>>,
@@ -601,7 +602,7 @@ impl Core {
             if let Some(conn) = p.conn {
                 self.outbox.push(Completion {
                     conn,
-                    handle: None,
+                    handle: Some(CallId::new(k, p.generation)),
                     proxy: None,
                     result: Err(RemoteError::new("RuntimeError", why())),
                 });
@@ -827,7 +828,13 @@ impl Core {
         let has_refs = args.has_refs();
         let constructor = spec.constructor();
         let mut cx = self.context(conn);
-        let object = guard::catch(|| constructor(&mut cx, args)).map_err(|why| {
+        let built = guard::catch(|| constructor(&mut cx, args));
+        // A constructor answers by returning: a handle it took answers nothing
+        // (its caller waits for the new object, not for the handle).
+        if let Some(h) = cx.deferred {
+            self.discard(h);
+        }
+        let object = built.map_err(|why| {
             RemoteError::new(
                 "RuntimeError",
                 format!("creating a '{typeid}' failed: its constructor panicked: {why}"),

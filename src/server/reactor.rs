@@ -579,6 +579,11 @@ impl Reactor {
             return;
         };
         let conn = &mut self.conns[key];
+        if c.handle.is_some() && conn.waiting != c.handle {
+            // Not the call it waits on (a handle taken where no call waited):
+            // a reply it did not ask for would put it out of step.
+            return;
+        }
         let reply = match (c.proxy, c.result) {
             (Some(typeid), Ok(v)) => {
                 dispatch::proxy_from_value(core, &mut conn.session, &typeid, v)
