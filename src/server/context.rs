@@ -181,6 +181,29 @@ impl ReplyHandle {
     /// fd woken; the server writes it on its next turn (an answer to a call
     /// whose client has gone is dropped there). On the server's own thread,
     /// [`Context::reply`] answers at once.
+    ///
+    /// # Examples
+    ///
+    /// A method whose work runs on a thread of its own, without holding up the
+    /// server:
+    ///
+    /// ```
+    /// use mgr::server::{CallArgs, CallResult, Context, Outcome, SharedObject};
+    /// use mgr::{RemoteError, Value};
+    ///
+    /// struct Hasher;
+    /// impl SharedObject for Hasher {
+    ///     fn call(&mut self, cx: &mut Context<'_>, _: &str, args: CallArgs) -> CallResult {
+    ///         let (data,): (Vec<i64>,) = args.extract()?;
+    ///         let reply = cx.defer();
+    ///         std::thread::spawn(move || {
+    ///             let sum: i64 = data.iter().sum(); // the slow part
+    ///             reply.answer(Ok(Value::Int(sum)));
+    ///         });
+    ///         Ok(Outcome::Deferred)
+    ///     }
+    /// }
+    /// ```
     pub fn answer(mut self, result: Result<Value, RemoteError>) {
         if let Some(s) = self.server.take() {
             s.send(Command::Complete(self.id, result));

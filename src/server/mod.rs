@@ -518,6 +518,39 @@ impl Server {
     /// client went away, or the object broke or was destroyed meanwhile); a
     /// handle of another server is answered through that server, and false
     /// returned.
+    ///
+    /// # Examples
+    ///
+    /// A host that answers calls from its own loop: the object parks the
+    /// handle where the host can reach it.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use mgr::server::{CallArgs, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec};
+    /// use mgr::{Server, ServerConfig, Value};
+    ///
+    /// type Parked = Rc<RefCell<Vec<ReplyHandle>>>;
+    /// struct Ask(Parked);
+    /// impl SharedObject for Ask {
+    ///     fn call(&mut self, cx: &mut Context<'_>, _: &str, _: CallArgs) -> CallResult {
+    ///         self.0.borrow_mut().push(cx.defer());
+    ///         Ok(Outcome::Deferred)
+    ///     }
+    /// }
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"k"))?;
+    /// let parked = Parked::default();
+    /// let for_objects = parked.clone();
+    /// server.register(TypeSpec::new("Ask", &["question"], move |_, _| {
+    ///     Ok(Box::new(Ask(for_objects.clone())))
+    /// }));
+    /// // In the host's loop, after `server.process()`:
+    /// for h in parked.borrow_mut().drain(..) {
+    ///     server.complete(h, Ok(Value::from("42")));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn complete(&mut self, handle: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
         let ok = self.core.answer(handle, result);
         // Deliver (and send) the answer now; requests behind it wait for the
@@ -720,7 +753,8 @@ impl mio::event::Source for Server {
 }
 
 /// What other threads may do to a server: answer deferred calls and ask it to shut
-/// down. Cheap to clone; every call wakes the server's fd.
+/// down. Cheap to clone, `Send` and `Sync`; every call wakes the server's fd
+/// (see [`Server::handle`] for an example).
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,

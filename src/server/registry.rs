@@ -289,7 +289,31 @@ impl fmt::Debug for TypeSpec {
 }
 
 impl TypeSpec {
-    /// A type named `typeid` whose objects `constructor` builds, exposing `exposed`.
+    /// A type named `typeid` whose objects `constructor` builds (from the
+    /// `create` call's arguments), exposing the methods `exposed`: clients
+    /// may call only those.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::server::{CallArgs, CallResult, Context, SharedObject, TypeSpec};
+    /// use mgr::Value;
+    ///
+    /// struct Greeter(String);
+    /// impl SharedObject for Greeter {
+    ///     fn call(&mut self, _: &mut Context<'_>, _: &str, _: CallArgs) -> CallResult {
+    ///         Ok(Value::from(format!("hello from {}", self.0)).into())
+    ///     }
+    /// }
+    ///
+    /// // Python: `m.Greeter("host")` then `.hello()`.
+    /// let spec = TypeSpec::new("Greeter", &["hello"], |_, args| {
+    ///     let (name,): (String,) = args.extract()?;
+    ///     Ok(Box::new(Greeter(name)))
+    /// });
+    /// assert_eq!(spec.typeid(), "Greeter");
+    /// assert!(spec.exposes("hello") && !spec.exposes("__del__"));
+    /// ```
     pub fn new<F>(typeid: &str, exposed: &[&str], constructor: F) -> TypeSpec
     where
         F: Fn(&mut Context<'_>, CallArgs) -> Result<Box<dyn SharedObject>, RemoteError> + 'static,
