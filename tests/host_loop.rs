@@ -198,6 +198,13 @@ fn stats_and_log_events_follow_a_scripted_workload() {
         second.number_of_objects().unwrap();
         assert!(Manager::connect(&addr.to_string(), KEY).is_err());
         drop(second);
+        // Wait until the server has closed `second` too, or the raw client
+        // below would be one too many (max_connections = 2).
+        let open = || {
+            let s = ServerStats::from_value(&m.public("stats", vec![]).unwrap()).unwrap();
+            s.connections_open
+        };
+        assert!(common::eventually(10, || open() == 1), "second closed");
         let reply = send_malformed(addr);
         drop((c, _mailbox, _queue, m));
         step.send(3).unwrap();
