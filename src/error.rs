@@ -82,6 +82,7 @@ impl Error {
     }
 
     /// Wraps a failure to reach `address`.
+    #[cfg(feature = "client")]
     pub(crate) fn connect(address: &Address, error: io::Error) -> Error {
         Error::Connect {
             address: address.clone(),

@@ -198,6 +198,13 @@ fn stats_and_log_events_follow_a_scripted_workload() {
         second.number_of_objects().unwrap();
         assert!(Manager::connect(&addr.to_string(), KEY).is_err());
         drop(second);
+        // Wait until the server has closed `second` too, or the raw client
+        // below would be one too many (max_connections = 2).
+        let open = || {
+            let s = ServerStats::from_value(&m.public("stats", vec![]).unwrap()).unwrap();
+            s.connections_open
+        };
+        assert!(common::eventually(10, || open() == 1), "second closed");
         let reply = send_malformed(addr);
         drop((c, _mailbox, _queue, m));
         step.send(3).unwrap();
@@ -367,4 +374,45 @@ fn an_error_answer_is_counted_when_delivered() {
     assert!(client.join().unwrap().is_err());
     assert_eq!(server.stats().errors, 1);
     assert_eq!(server.stats().deferred_pending, 0);
+}
+
+/// Turns until one does some work (each waits up to 100 ms for it); the work.
+fn until_work(server: &mut Server) -> usize {
+    for _ in 0..100 {
+        let n = server.turn(Some(Duration::from_millis(100))).unwrap();
+        if n > 0 {
+            return n;
+        }
+    }
+    panic!("no work came");
+}
+
+/// Processes until a turn finds nothing to do; how many turns that took.
+fn until_idle(server: &mut Server) -> usize {
+    (1..=100)
+        .find(|_| server.process().unwrap() == 0)
+        .expect("the server goes idle")
+}
+
+#[test]
+fn process_reports_the_work_it_did() {
+    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY);
+    let mut server = Server::bind(config).unwrap();
+    assert_eq!(server.process().unwrap(), 0, "nothing to do yet");
+    let mgr::Address::Tcp(at) = server.address().clone() else {
+        unreachable!("a TCP server")
+    };
+    // A connection arrives: accepting it is work.
+    let mut peer = std::net::TcpStream::connect(at).unwrap();
+    assert!(until_work(&mut server) > 0);
+    until_idle(&mut server);
+    assert_eq!(server.connection_count(), 1);
+    assert_eq!(server.process().unwrap(), 0, "idle while the peer is quiet");
+    // It sends something (not a handshake answer): reading it is work.
+    peer.write_all(b"\0\0\0\x05hello").unwrap();
+    assert!(until_work(&mut server) > 0);
+    until_idle(&mut server);
+    assert_eq!(server.connection_count(), 0, "a bad handshake closes it");
+    assert_eq!(server.process().unwrap(), 0);
+    drop(peer);
 }

@@ -186,6 +186,13 @@ fn rust_snippet_builds_as_a_new_project_and_runs_against_mgrd() {
     // The same dependency versions as this package, so the build needs no network.
     std::fs::copy(root.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
     std::fs::write(project.join("src/main.rs"), main).unwrap();
+    // The snippets that serve (they run until shut down) are built, not run.
+    let hosts = blocks(&text, "rust,no_run");
+    assert!(!hosts.is_empty(), "the README shows a Rust host type");
+    std::fs::create_dir_all(project.join("examples")).unwrap();
+    for (i, host) in hosts.iter().enumerate() {
+        std::fs::write(project.join(&format!("examples/host{i}.rs")), host).unwrap();
+    }
     // C artifacts left in the shared target dir by an older layout would look
     // like this build's: remove them first.
     let built = root.join("target/readme/debug");
@@ -211,6 +218,19 @@ fn rust_snippet_builds_as_a_new_project_and_runs_against_mgrd() {
     assert!(
         out.status.success() && stdout.contains("alice has Int(10); next job: Str(\"job 1\")"),
         "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "--offline", "--examples"])
+        .current_dir(project.join(""))
+        .env("CARGO_TARGET_DIR", root.join("target/readme"))
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "the README's host snippets build: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     // Depending on the library builds the Rust library only: no libmgr.so or

@@ -7,6 +7,7 @@
 mod common;
 
 use common::TestServer;
+use mgr::server::{CallArgs, CallResult, Context, ReplyHandle, SharedObject, TypeSpec};
 use mgr::{Address, Error, Manager, Value};
 
 fn kind(e: Error) -> (String, String) {
@@ -136,15 +137,15 @@ fn a_host_type_cannot_answer_a_call_twice() {
     // Answered through its handle, then deferred: that answer is the answer.
     assert_eq!(a.call("reply_then_defer", vec![]).unwrap(), Value::Int(3));
     in_step(&m);
-    // Deferred twice: one handle, so one answer; the second is refused.
-    let waiting = a.start_call("defer_twice", vec![]).unwrap();
+    // Deferred and kept: answered later, from another connection's call.
+    let waiting = a.start_call("keep", vec![]).unwrap();
     s.await_blocked(1);
     let other = s.connect();
     let a2 = other.proxy(a.token().clone()).unwrap();
     assert_eq!(
         a2.call("answer_all", vec![Value::Int(40)]).unwrap(),
         Value::Int(1),
-        "one of the two answers is accepted"
+        "the kept handle's answer is accepted"
     );
     assert_eq!(
         waiting.finish().unwrap().into_value().unwrap(),
@@ -153,6 +154,53 @@ fn a_host_type_cannot_answer_a_call_twice() {
     s.await_blocked(0);
     in_step(&m);
     in_step(&other);
+}
+
+#[test]
+fn a_dropped_reply_handle_answers_runtime_error() {
+    let s = TestServer::start();
+    let m = s.connect();
+    let a = m.create("Answers", vec![]).unwrap();
+    let (k, msg) = kind(a.call("drop_unanswered", vec![]).unwrap_err());
+    assert_eq!(k, "RuntimeError");
+    assert!(msg.contains("dropped unanswered"), "{msg}");
+    in_step(&m);
+    // Dropped on another thread: the same.
+    let (k, msg) = kind(a.call("from_thread", vec![]).unwrap_err());
+    assert_eq!(k, "RuntimeError");
+    assert!(msg.contains("dropped unanswered"), "{msg}");
+    in_step(&m);
+    s.await_blocked(0);
+}
+
+#[test]
+fn a_reply_handle_is_answered_from_another_thread() {
+    let s = TestServer::start();
+    let m = s.connect();
+    let a = m.create("Answers", vec![]).unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            a.call("from_thread", vec![Value::Int(i)]).unwrap(),
+            Value::Int(i)
+        );
+    }
+    in_step(&m);
+}
+
+#[test]
+fn deferring_twice_in_one_call_is_refused_and_breaks_the_object() {
+    let s = TestServer::start();
+    let m = s.connect();
+    let a = m.create("Answers", vec![]).unwrap();
+    let (k, msg) = kind(a.call("defer_twice", vec![]).unwrap_err());
+    assert_eq!(k, "RuntimeError");
+    assert!(msg.contains("defer called twice"), "{msg}");
+    // The object is broken now (a panic); the connection is fine.
+    let (k, msg) = kind(a.call("keep", vec![]).unwrap_err());
+    assert_eq!(k, "RuntimeError");
+    assert!(msg.contains("broken"), "{msg}");
+    in_step(&m);
+    s.await_blocked(0);
 }
 
 #[test]
@@ -195,4 +243,44 @@ fn a_host_name_is_resolved_at_connect_time_and_named_when_it_fails() {
     let s = TestServer::start();
     let m = Manager::connect(&format!("localhost:{}", s.tcp().port()), common::KEY).unwrap();
     in_step(&m);
+}
+
+/// Built by a constructor that took a reply handle (dropping it, or keeping
+/// it): `answer()` answers through the kept handle and says whether that
+/// reached anyone.
+struct Hoarder(Option<ReplyHandle>);
+
+impl SharedObject for Hoarder {
+    fn call(&mut self, cx: &mut Context<'_>, _: &str, _: CallArgs) -> CallResult {
+        let reached = match self.0.take() {
+            Some(h) => cx.reply(h, Ok(Value::from("unasked"))),
+            None => false,
+        };
+        Ok(Value::Bool(reached).into())
+    }
+}
+
+#[test]
+fn a_handle_taken_by_a_constructor_answers_no_one() {
+    let s = TestServer::start_registering(
+        |_| {},
+        |server| {
+            server.register(TypeSpec::new("Hoarder", &["answer"], |cx, args| {
+                let (keep,): (bool,) = args.extract()?;
+                let h = cx.defer();
+                Ok(Box::new(Hoarder(keep.then_some(h))))
+            }))
+        },
+    );
+    let m = s.connect();
+    // Dropped in the constructor: the create is answered by the new object,
+    // and nothing else reaches the client.
+    let dropped = m.create("Hoarder", vec![Value::Bool(false)]).unwrap();
+    in_step(&m);
+    assert_eq!(dropped.call("answer", vec![]).unwrap(), Value::Bool(false));
+    // Kept and answered later: that answer reaches no one either.
+    let kept = m.create("Hoarder", vec![Value::Bool(true)]).unwrap();
+    assert_eq!(kept.call("answer", vec![]).unwrap(), Value::Bool(false));
+    in_step(&m);
+    s.await_blocked(0);
 }

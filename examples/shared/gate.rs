@@ -1,11 +1,14 @@
 //! `Gate`, the host type the examples serve: `wait()` blocks its caller (a
 //! deferred reply, no thread) until another client calls `open()`, which answers
-//! every waiter with the host's frame count so far; `waiting()`, `ticks()`.
+//! every waiter with the host's frame count so far (`open(n)`: the first `n`
+//! waiters); `waiting()`, `ticks()`.
 
 use std::cell::Cell;
 use std::rc::Rc;
 
-use mgr::server::{CallArgs, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec};
+use mgr::server::{
+    CallArgs, CallId, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec,
+};
 use mgr::Value;
 
 /// A gate that callers wait at until someone opens it; it reads the host's
@@ -16,29 +19,42 @@ struct Gate {
 }
 
 impl SharedObject for Gate {
-    fn call(&mut self, cx: &mut Context<'_>, method: &str, _args: CallArgs) -> CallResult {
+    fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
         match method {
             "wait" => {
+                let () = args.extract()?; // a TypeError for any argument
                 self.waiting.push(cx.defer());
                 Ok(Outcome::Deferred)
             }
             "open" => {
+                // open() or open(n): an optional int (a TypeError otherwise).
+                let (n,): (Option<usize>,) = args.extract()?;
+                let n = n.unwrap_or(self.waiting.len()).min(self.waiting.len());
                 let mut woken = 0;
-                for h in self.waiting.drain(..) {
+                // Each handle answers once: `reply` consumes it.
+                for h in self.waiting.drain(..n) {
                     if cx.reply(h, Ok(Value::from(self.ticks.get()))) {
                         woken += 1;
                     }
                 }
                 Ok(Value::Int(woken).into())
             }
-            "waiting" => Ok(Value::from(self.waiting.len()).into()),
-            "ticks" => Ok(Value::from(self.ticks.get()).into()),
+            "waiting" => {
+                let () = args.extract()?;
+                Ok(Value::from(self.waiting.len()).into())
+            }
+            "ticks" => {
+                let () = args.extract()?;
+                Ok(Value::from(self.ticks.get()).into())
+            }
             _ => unreachable!("the server checks the exposed methods"),
         }
     }
 
-    fn on_cancel(&mut self, _cx: &mut Context<'_>, reply: ReplyHandle) {
-        self.waiting.retain(|h| *h != reply);
+    /// The waiter's client went: forget its handle (dropping it answers no
+    /// one: the call is no longer waiting).
+    fn on_cancel(&mut self, _cx: &mut Context<'_>, call: CallId) {
+        self.waiting.retain(|h| h.id() != call);
     }
 }
 

@@ -78,6 +78,33 @@ pub struct Token {
 /// itself), `Debug`, `Display` and `Drop` work at any nesting depth without
 /// recursion. Because `Value` implements `Drop`, its fields cannot be moved out
 /// by a pattern; take them with `std::mem::take` (the default value is `None`).
+///
+/// Rust values convert in with `From` and back with `TryFrom` (see
+/// [`ConversionError`]); the `as_*` accessors borrow, the `into_*` ones move.
+///
+/// # Examples
+///
+/// ```
+/// use mgr::Value;
+///
+/// // In: primitives, strings, options, tuples, maps; `collect()` makes a list.
+/// let job = Value::from(("resize", 640i64, Some(480i64)));
+/// assert_eq!(job.to_string(), "('resize', 640, 480)");
+/// let squares: Value = (1..=3i64).map(|i| i * i).collect();
+/// assert_eq!(squares, Value::List(vec![Value::Int(1), Value::Int(4), Value::Int(9)]));
+///
+/// // Out: `TryFrom`, with an error naming what was wanted and found.
+/// let (op, w, h): (String, i64, Option<i64>) = job.try_into()?;
+/// assert_eq!((op.as_str(), w, h), ("resize", 640, Some(480)));
+/// assert!(u16::try_from(Value::Int(70_000)).is_err());
+///
+/// // Borrowing accessors, and moving fields out (not by a pattern: Value is Drop).
+/// let v = Value::from("text");
+/// assert_eq!(v.as_str(), Some("text"));
+/// let s: String = v.into_str().unwrap();
+/// assert_eq!(s, "text");
+/// # Ok::<(), mgr::ConversionError>(())
+/// ```
 pub enum Value {
     /// Python's `None`.
     None,
@@ -162,7 +189,20 @@ impl Value {
         }
     }
 
-    /// The string of a `Str`, moved out; any other value back as the error.
+    /// The string of a `Str`, moved out.
+    ///
+    /// # Errors
+    ///
+    /// Any other value comes back unchanged as the error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::Value;
+    ///
+    /// assert_eq!(Value::from("a").into_str(), Ok("a".to_owned()));
+    /// assert_eq!(Value::Int(1).into_str(), Err(Value::Int(1)));
+    /// ```
     pub fn into_str(mut self) -> Result<String, Value> {
         match &mut self {
             Value::Str(s) => Ok(std::mem::take(s)),
@@ -170,8 +210,20 @@ impl Value {
         }
     }
 
-    /// The items of a list, tuple, set or frozenset, moved out; any other value
-    /// back as the error.
+    /// The items of a list, tuple, set or frozenset, moved out.
+    ///
+    /// # Errors
+    ///
+    /// Any other value comes back unchanged as the error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::Value;
+    ///
+    /// let pair = Value::from((1i64, "b"));
+    /// assert_eq!(pair.into_items(), Ok(vec![Value::Int(1), Value::from("b")]));
+    /// ```
     pub fn into_items(mut self) -> Result<Vec<Value>, Value> {
         match &mut self {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
@@ -181,7 +233,11 @@ impl Value {
         }
     }
 
-    /// The entries of a dict, moved out; any other value back as the error.
+    /// The entries of a dict, moved out.
+    ///
+    /// # Errors
+    ///
+    /// Any other value comes back unchanged as the error.
     pub fn into_entries(mut self) -> Result<Vec<(Value, Value)>, Value> {
         match &mut self {
             Value::Dict(d) => Ok(std::mem::take(d)),

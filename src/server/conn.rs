@@ -12,7 +12,7 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use super::context::{ReplyHandle, TimerId};
+use super::context::{CallId, TimerId};
 use super::dispatch::{IdStyle, Session};
 use super::stats::Io;
 use crate::proto::auth::Handshake;
@@ -107,7 +107,7 @@ pub(crate) struct Conn {
     pub(crate) output: Vec<u8>,
     sent: usize,
     /// The deferred call this connection waits on; its later requests wait too.
-    pub(crate) waiting: Option<ReplyHandle>,
+    pub(crate) waiting: Option<CallId>,
     /// Close once the output is flushed (after a one-shot request, a failed
     /// handshake or a fatal protocol error).
     pub(crate) close_after_flush: bool,

@@ -10,6 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use slab::Slab;
@@ -61,11 +62,178 @@ id_type!(
     ConnId
 );
 id_type!(
-    /// A deferred call awaiting its answer. Answering a handle whose client has gone
-    /// (or that was answered already) is a harmless no-op that reports `false`:
-    /// a call is answered once.
-    ReplyHandle
+    /// The identity of a deferred call: what [`SharedObject::on_cancel`] names
+    /// and what an object keys its waiters by. It answers nothing; the call's
+    /// [`ReplyHandle`] does.
+    CallId
 );
+
+/// Work handed to the server from [`ReplyHandle`]s and
+/// [`ServerHandle`](super::ServerHandle)s, possibly on other threads.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Complete(CallId, Result<Value, RemoteError>),
+    /// A handle was dropped unanswered: answer RuntimeError (if still waiting).
+    Dropped(CallId),
+    Shutdown,
+}
+
+/// The server's mailbox, shared with its handles on any thread.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    queue: Mutex<Vec<Command>>,
+    /// Wakes the server's fd (set once its poll exists; unit tests have none).
+    pub(crate) waker: OnceLock<mio::Waker>,
+}
+
+impl Shared {
+    /// Queues `c` and wakes the server when the queue was empty (a non-empty
+    /// queue has a wake pending already: it is drained whole, after the wake).
+    pub(crate) fn send(&self, c: Command) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = q.is_empty();
+        q.push(c);
+        drop(q);
+        if was_empty {
+            if let Some(w) = self.waker.get() {
+                let _ = w.wake();
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<Command> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The answer to one deferred call, from [`Context::defer`]: an owned handle
+/// that answers exactly once. Every way to answer it ([`Context::reply`] on
+/// the server's thread, [`Server::complete`](super::Server::complete),
+/// [`ReplyHandle::answer`] from any thread) consumes it, so a second answer does
+/// not compile:
+///
+/// ```compile_fail,E0382
+/// # use mgr::server::{Context, ReplyHandle};
+/// # use mgr::Value;
+/// fn twice(cx: &mut Context<'_>, h: ReplyHandle) {
+///     cx.reply(h, Ok(Value::Int(1)));
+///     cx.reply(h, Ok(Value::Int(2))); // error[E0382]: use of moved value: `h`
+/// }
+/// ```
+///
+/// It is not `Clone` or `Copy`; it is `Send`, so it may be answered from
+/// another thread. Dropping it unanswered answers the caller with a
+/// `RuntimeError` ("the deferred reply was dropped unanswered"), as C's
+/// `mgr_reply_free` does, so no client waits forever on a forgotten call. An
+/// answer to a call whose client has gone, or that the call's own return value
+/// answered, is dropped harmlessly.
+///
+/// Keep it with what the call waits for, keyed by its [`id`](Self::id) if
+/// [`SharedObject::on_cancel`] should find it:
+///
+/// ```
+/// use mgr::server::{CallArgs, CallResult, Context, Outcome, ReplyHandle, SharedObject};
+/// use mgr::Value;
+///
+/// /// `wait()` returns when someone calls `open()`.
+/// #[derive(Default)]
+/// struct Gate {
+///     waiting: Vec<ReplyHandle>,
+/// }
+///
+/// impl SharedObject for Gate {
+///     fn call(&mut self, cx: &mut Context<'_>, method: &str, _: CallArgs) -> CallResult {
+///         match method {
+///             "wait" => {
+///                 self.waiting.push(cx.defer());
+///                 Ok(Outcome::Deferred)
+///             }
+///             _ => {
+///                 let n = self.waiting.len();
+///                 for h in self.waiting.drain(..) {
+///                     cx.reply(h, Ok(Value::Bool(true)));
+///                 }
+///                 Ok(Value::from(n).into())
+///             }
+///         }
+///     }
+/// }
+/// ```
+pub struct ReplyHandle {
+    id: CallId,
+    /// The server's mailbox; taken when the handle answers.
+    server: Option<Arc<Shared>>,
+}
+
+impl fmt::Debug for ReplyHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ReplyHandle").field(&self.id).finish()
+    }
+}
+
+impl ReplyHandle {
+    /// The call this handle answers.
+    pub fn id(&self) -> CallId {
+        self.id
+    }
+
+    /// Answers the call from any thread: the answer is queued and the server's
+    /// fd woken; the server writes it on its next turn (an answer to a call
+    /// whose client has gone is dropped there). On the server's own thread,
+    /// [`Context::reply`] answers at once.
+    ///
+    /// # Examples
+    ///
+    /// A method whose work runs on a thread of its own, without holding up the
+    /// server:
+    ///
+    /// ```
+    /// use mgr::server::{CallArgs, CallResult, Context, Outcome, SharedObject};
+    /// use mgr::{RemoteError, Value};
+    ///
+    /// struct Hasher;
+    /// impl SharedObject for Hasher {
+    ///     fn call(&mut self, cx: &mut Context<'_>, _: &str, args: CallArgs) -> CallResult {
+    ///         let (data,): (Vec<i64>,) = args.extract()?;
+    ///         let reply = cx.defer();
+    ///         std::thread::spawn(move || {
+    ///             let sum: i64 = data.iter().sum(); // the slow part
+    ///             reply.answer(Ok(Value::Int(sum)));
+    ///         });
+    ///         Ok(Outcome::Deferred)
+    ///     }
+    /// }
+    /// ```
+    pub fn answer(mut self, result: Result<Value, RemoteError>) {
+        if let Some(s) = self.server.take() {
+            s.send(Command::Complete(self.id, result));
+        }
+    }
+
+    /// Takes the handle's mailbox if it is `core`'s own (so the caller answers
+    /// directly); a handle of another server is answered through its mailbox.
+    fn claim(
+        mut self,
+        core: &Core,
+        result: Result<Value, RemoteError>,
+    ) -> Option<(CallId, Result<Value, RemoteError>)> {
+        let s = self.server.take()?;
+        if Arc::ptr_eq(&s, &core.shared) {
+            Some((self.id, result))
+        } else {
+            s.send(Command::Complete(self.id, result));
+            None
+        }
+    }
+}
+
+impl Drop for ReplyHandle {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.send(Command::Dropped(self.id));
+        }
+    }
+}
 
 /// A timer set by an object; delivered to its `on_timer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,8 +263,9 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) struct Completion {
     pub(crate) conn: ConnId,
-    /// The handle it answers (none for a call failed because its object went).
-    pub(crate) handle: Option<ReplyHandle>,
+    /// The call it answers: delivered only while its connection waits on
+    /// that call.
+    pub(crate) handle: Option<CallId>,
     /// The typeid the value becomes (method_to_typeid), if any.
     pub(crate) proxy: Option<Rc<str>>,
     pub(crate) result: Result<Value, RemoteError>,
@@ -163,6 +332,8 @@ pub(crate) struct Core {
     pub(crate) stats: Counters,
     /// Who is behind each open connection (read at accept).
     pub(crate) peers: FastMap<ConnId, Peer>,
+    /// The mailbox [`ReplyHandle`]s and `ServerHandle`s answer through.
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Core {
@@ -221,6 +392,23 @@ impl Core {
             limits: Limits::default(),
             stats: Counters::default(),
             peers: FastMap::default(),
+            shared: Arc::default(),
+        }
+    }
+
+    /// Takes in what handles sent from anywhere: answers (a dropped handle's
+    /// is a RuntimeError) and a shutdown request.
+    pub(crate) fn drain_commands(&mut self) {
+        for c in self.shared.take() {
+            match c {
+                Command::Complete(h, result) => {
+                    self.complete(h, result);
+                }
+                Command::Dropped(h) => {
+                    self.complete(h, Err(dropped_unanswered()));
+                }
+                Command::Shutdown => self.shutdown_requested = true,
+            }
         }
     }
 
@@ -279,7 +467,7 @@ impl Core {
         proxy: Option<Rc<str>>,
         recount: Recount,
         f: impl FnOnce(&mut dyn SharedObject, &mut Context<'_>) -> R,
-    ) -> Result<(R, Option<ReplyHandle>), Unavailable> {
+    ) -> Result<(R, Option<CallId>), Unavailable> {
         let slot = self.objects.get_mut(id).ok_or(Unavailable::Unknown)?;
         if let Some(why) = &slot.broken {
             return Err(Unavailable::Broken(why.clone()));
@@ -437,7 +625,7 @@ impl Core {
             if let Some(conn) = p.conn {
                 self.outbox.push(Completion {
                     conn,
-                    handle: None,
+                    handle: Some(CallId::new(k, p.generation)),
                     proxy: None,
                     result: Err(RemoteError::new("RuntimeError", why())),
                 });
@@ -450,7 +638,7 @@ impl Core {
         conn: Option<ConnId>,
         object: ObjectId,
         proxy: Option<Rc<str>>,
-    ) -> ReplyHandle {
+    ) -> CallId {
         self.pending_generation = self.pending_generation.wrapping_add(1);
         let generation = self.pending_generation;
         let index = self.pending.insert(Pending {
@@ -459,10 +647,32 @@ impl Core {
             object,
             proxy,
         });
-        ReplyHandle::new(index, generation)
+        CallId::new(index, generation)
     }
 
-    fn take_pending(&mut self, h: ReplyHandle) -> Option<Pending> {
+    /// An owned handle answering call `id` through this server's mailbox.
+    pub(crate) fn handle(&self, id: CallId) -> ReplyHandle {
+        ReplyHandle {
+            id,
+            server: Some(self.shared.clone()),
+        }
+    }
+
+    /// Answers the call `handle` answers (at once when it is this server's;
+    /// a handle of another server is answered through that server's mailbox,
+    /// and false returned).
+    pub(crate) fn answer(
+        &mut self,
+        handle: ReplyHandle,
+        result: Result<Value, RemoteError>,
+    ) -> bool {
+        match handle.claim(self, result) {
+            Some((id, result)) => self.complete(id, result),
+            None => false,
+        }
+    }
+
+    fn take_pending(&mut self, h: CallId) -> Option<Pending> {
         let live = self
             .pending
             .get(h.index())
@@ -472,7 +682,7 @@ impl Core {
 
     /// Answers a deferred call. False when the handle is stale (answered already,
     /// or its client has gone).
-    pub(crate) fn complete(&mut self, h: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
+    pub(crate) fn complete(&mut self, h: CallId, result: Result<Value, RemoteError>) -> bool {
         let Some(p) = self.take_pending(h) else {
             return false;
         };
@@ -549,7 +759,7 @@ impl Core {
     }
 
     /// Forgets a deferred call whose client is gone, telling the object so.
-    pub(crate) fn cancel(&mut self, h: ReplyHandle) {
+    pub(crate) fn cancel(&mut self, h: CallId) {
         if let Some(p) = self.take_pending(h) {
             let _ = self.with_object(p.object, None, None, Recount::IfHolding, |o, cx| {
                 o.on_cancel(cx, h)
@@ -562,7 +772,7 @@ impl Core {
     /// call returned is a second answer: it is taken back out of the outbox,
     /// never sent, so the call's own result is its only answer. True when there
     /// was one to take back.
-    pub(crate) fn discard(&mut self, h: ReplyHandle) -> bool {
+    pub(crate) fn discard(&mut self, h: CallId) -> bool {
         if self.take_pending(h).is_some() {
             return false;
         }
@@ -641,7 +851,13 @@ impl Core {
         let has_refs = args.has_refs();
         let constructor = spec.constructor();
         let mut cx = self.context(conn);
-        let object = guard::catch(|| constructor(&mut cx, args)).map_err(|why| {
+        let built = guard::catch(|| constructor(&mut cx, args));
+        // A constructor answers by returning: a handle it took answers nothing
+        // (its caller waits for the new object, not for the handle).
+        if let Some(h) = cx.deferred {
+            self.discard(h);
+        }
+        let object = built.map_err(|why| {
             RemoteError::new(
                 "RuntimeError",
                 format!("creating a '{typeid}' failed: its constructor panicked: {why}"),
@@ -705,13 +921,70 @@ impl Core {
     }
 }
 
-/// What a callback may do besides computing its result.
+/// The error a caller gets when the handle of its deferred call was dropped
+/// unanswered.
+pub(crate) fn dropped_unanswered() -> RemoteError {
+    RemoteError::new(
+        "RuntimeError",
+        "the deferred reply was dropped unanswered (its ReplyHandle was dropped)",
+    )
+}
+
+/// What a callback may do besides computing its result: defer its answer
+/// ([`defer`](Self::defer)) and answer deferred calls ([`reply`](Self::reply)),
+/// set timers, create objects, check size limits, and see who is calling.
+///
+/// A context lives for one callback, on the server's thread.
+///
+/// # Examples
+///
+/// A lease: `take()` hands the caller a lease that runs out after a second
+/// unless renewed; the timer answers the waiting `expired()` calls.
+///
+/// ```
+/// use std::time::Duration;
+/// use mgr::server::{CallArgs, CallResult, Context, Outcome, ReplyHandle, SharedObject, TimerId};
+/// use mgr::{RemoteError, Value};
+///
+/// #[derive(Default)]
+/// struct Lease {
+///     timer: Option<TimerId>,
+///     watchers: Vec<ReplyHandle>,
+/// }
+///
+/// impl SharedObject for Lease {
+///     fn call(&mut self, cx: &mut Context<'_>, method: &str, _: CallArgs) -> CallResult {
+///         match method {
+///             "take" => {
+///                 if let Some(t) = self.timer.take() {
+///                     cx.cancel_timer(t);
+///                 }
+///                 self.timer = Some(cx.set_timer(Duration::from_secs(1)));
+///                 let who = cx.peer().map(|p| p.addr.to_string()).unwrap_or_default();
+///                 Ok(Value::from(who).into())
+///             }
+///             "expired" => {
+///                 self.watchers.push(cx.defer());
+///                 Ok(Outcome::Deferred)
+///             }
+///             _ => Err(RemoteError::new("AttributeError", method)),
+///         }
+///     }
+///
+///     fn on_timer(&mut self, cx: &mut Context<'_>, _: TimerId) {
+///         self.timer = None;
+///         for h in self.watchers.drain(..) {
+///             cx.reply(h, Ok(Value::Bool(true)));
+///         }
+///     }
+/// }
+/// ```
 pub struct Context<'a> {
     core: &'a mut Core,
     conn: Option<ConnId>,
     this: Option<ObjectId>,
     proxy: Option<Rc<str>>,
-    deferred: Option<ReplyHandle>,
+    deferred: Option<CallId>,
     refs_changed: bool,
 }
 
@@ -748,34 +1021,70 @@ impl Context<'_> {
         self.core.now
     }
 
-    /// Defers the running call's answer: return [`Outcome::Deferred`] from `call`
-    /// and answer later with [`reply`](Self::reply) (or, from the host, through the
-    /// server). The connection's later requests wait until then, in order.
+    /// Defers the running call's answer: take the handle, return
+    /// [`Outcome::Deferred`] from `call`, and answer later through the handle
+    /// ([`reply`](Self::reply) here, [`ReplyHandle::answer`] from anywhere). The
+    /// connection's later requests wait until then, in order. Dropping the handle
+    /// unanswered answers the caller with a `RuntimeError`.
     ///
-    /// A call has one answer: calling `defer` again in the same call returns the
-    /// same handle, and if `call` returns anything but [`Outcome::Deferred`]
-    /// (a value, an object, an error), that is the answer and the handle is
-    /// dropped — an answer already given through it is taken back, never sent.
+    /// A call has one answer: if `call` returns anything but
+    /// [`Outcome::Deferred`] (a value, an object, an error), that is the answer,
+    /// and an answer already given through the handle is taken back, never sent.
+    ///
+    /// # Panics
+    ///
+    /// If the running call has deferred already (one handle per call). The
+    /// panic is caught at the callback's boundary, like any other: the call
+    /// fails with a `RuntimeError` and the object is marked broken. (Outside a
+    /// call — a timer, cancel or destroy callback — the handle answers no one.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::server::{CallArgs, CallResult, Context, Outcome, SharedObject};
+    /// use mgr::Value;
+    ///
+    /// /// `later()` is answered by the next call of `now()`.
+    /// #[derive(Default)]
+    /// struct Later(Option<mgr::server::ReplyHandle>);
+    ///
+    /// impl SharedObject for Later {
+    ///     fn call(&mut self, cx: &mut Context<'_>, method: &str, _: CallArgs) -> CallResult {
+    ///         if method == "later" {
+    ///             self.0 = Some(cx.defer());
+    ///             return Ok(Outcome::Deferred);
+    ///         }
+    ///         if let Some(h) = self.0.take() {
+    ///             cx.reply(h, Ok(Value::from("answered")));
+    ///         }
+    ///         Ok(Value::None.into())
+    ///     }
+    /// }
+    /// ```
     ///
     /// [`Outcome::Deferred`]: super::registry::Outcome::Deferred
+    #[must_use = "dropping the handle answers the call with a RuntimeError"]
     pub fn defer(&mut self) -> ReplyHandle {
-        if let Some(h) = self.deferred {
-            return h;
-        }
+        assert!(
+            self.deferred.is_none(),
+            "Context::defer called twice in one call: a call has one ReplyHandle"
+        );
         let object = self.this.unwrap_or(ObjectId(u64::MAX));
-        let h = self.core.defer(self.conn, object, self.proxy.clone());
-        self.deferred = Some(h);
-        h
+        let id = self.core.defer(self.conn, object, self.proxy.clone());
+        self.deferred = Some(id);
+        self.core.handle(id)
     }
 
-    /// Answers a deferred call. Returns false when the handle is stale (answered
-    /// already, or its client has gone) — a no-op, not an error: a second
-    /// answer is never sent. Answering the running call's own handle before
-    /// `call` returns counts only if `call` then returns
+    /// Answers a deferred call now, consuming its handle. Returns false when
+    /// the answer goes nowhere: the client has gone, or the object broke or was
+    /// destroyed meanwhile (its caller got a `RuntimeError` then). Answering
+    /// the running call's own handle before `call` returns counts only if
+    /// `call` then returns
     /// [`Outcome::Deferred`](super::registry::Outcome::Deferred) (see
-    /// [`defer`](Self::defer)).
+    /// [`defer`](Self::defer)). A handle of another server is answered through
+    /// that server (and false returned).
     pub fn reply(&mut self, handle: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
-        self.core.complete(handle, result)
+        self.core.answer(handle, result)
     }
 
     /// Calls this object's `on_timer` after `after`; cancel with
@@ -806,6 +1115,12 @@ impl Context<'_> {
     /// Creates a new shared object of a registered `typeid`. It lives while
     /// something holds it: store the returned token in this object (and report it
     /// from `visit_refs`) or hand it to a client.
+    ///
+    /// # Errors
+    ///
+    /// A `ValueError` for an unknown typeid, a `MemoryError` past the server's
+    /// `max_held_bytes` or `max_objects_per_conn`, or what the constructor
+    /// raised (a `RuntimeError` if it panicked).
     pub fn create(&mut self, typeid: &str, args: CallArgs) -> Result<Token, RemoteError> {
         let id = self.core.construct(self.conn, typeid, args)?;
         self.refs_changed = true;
@@ -881,7 +1196,11 @@ impl Context<'_> {
         self.core.limits.max_result
     }
 
-    /// Fails with `MemoryError` when a result of `bytes` is over
+    /// Checks a result's size before building it.
+    ///
+    /// # Errors
+    ///
+    /// A `MemoryError` when a result of `bytes` is over
     /// [`max_result_bytes`](Self::max_result_bytes).
     pub fn check_result(&self, bytes: usize) -> Result<(), RemoteError> {
         size::check_result(bytes, self.core.limits.max_result)
@@ -893,10 +1212,14 @@ impl Context<'_> {
         self.core.limits.max_held_bytes.is_some()
     }
 
-    /// Fails with `MemoryError` when holding `more` bytes more would take the
-    /// server's total past its
-    /// [`max_held_bytes`](super::ServerConfig::max_held_bytes). Call it before
+    /// Checks growth against the server's cap before growing. Call it before
     /// changing anything, so a refused call changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// A `MemoryError` when holding `more` bytes more would take the
+    /// server's total past its
+    /// [`max_held_bytes`](super::ServerConfig::max_held_bytes).
     pub fn check_growth(&self, more: usize) -> Result<(), RemoteError> {
         self.core.check_growth(more)
     }
@@ -991,7 +1314,7 @@ mod tests {
         assert_eq!(core.objects.get(holder).unwrap().holds, vec![held; 3]);
     }
 
-    struct Touchy;
+    struct Touchy(Option<ReplyHandle>);
     impl SharedObject for Touchy {
         fn call(
             &mut self,
@@ -1001,7 +1324,7 @@ mod tests {
         ) -> super::super::registry::CallResult {
             match method {
                 "wait" => {
-                    cx.defer();
+                    self.0 = Some(cx.defer());
                     Ok(super::super::registry::Outcome::Deferred)
                 }
                 _ => panic!("touched"),
@@ -1013,8 +1336,9 @@ mod tests {
     fn a_panicking_callback_breaks_its_object_and_fails_its_waiters() {
         use super::super::registry::TypeSpec;
         let mut core = Core::new();
-        core.registry
-            .insert(TypeSpec::new("touchy", &[], |_, _| Ok(Box::new(Touchy))));
+        core.registry.insert(TypeSpec::new("touchy", &[], |_, _| {
+            Ok(Box::new(Touchy(None)))
+        }));
         let id = core.construct(None, "touchy", CallArgs::default()).unwrap();
         assert!(core.objects.incref(id));
         let waiter = ConnId::new(0, 1);
@@ -1059,7 +1383,8 @@ mod tests {
         assert_eq!(core.objects.len(), 0);
     }
 
-    /// Answers its own call twice, as `method` says.
+    /// Answers its own call through its handle and then by returning, or
+    /// drops its handle unanswered, as `method` says.
     struct Twice;
     impl SharedObject for Twice {
         fn call(
@@ -1074,10 +1399,8 @@ mod tests {
                     assert!(cx.reply(h, Ok(Value::Int(1))));
                     Ok(Value::Int(2).into())
                 }
-                "defer_twice" => {
-                    assert_eq!(cx.defer(), h, "one handle per call");
-                    assert!(cx.reply(h, Ok(Value::Int(1))));
-                    assert!(!cx.reply(h, Ok(Value::Int(2))), "answered already");
+                "drop" => {
+                    drop(h);
                     Ok(super::super::registry::Outcome::Deferred)
                 }
                 _ => unreachable!(),
@@ -1108,30 +1431,53 @@ mod tests {
         assert!(core.discard(h.unwrap()), "the early answer is taken back");
         assert!(core.outbox.is_empty(), "and never sent");
         assert_eq!(core.pending_len(), 0);
-        // Deferred twice: one handle, one answer.
-        let (r, h) = run(&mut core, "defer_twice");
+        // Dropped unanswered: the caller gets a RuntimeError once the mailbox
+        // is read (the server reads it on its next turn).
+        let (r, h) = run(&mut core, "drop");
         assert!(matches!(r, Ok(Outcome::Deferred)));
         assert!(h.is_some());
-        assert_eq!(core.outbox.len(), 1);
+        assert_eq!(core.pending_len(), 1);
+        core.drain_commands();
         assert_eq!(core.pending_len(), 0);
-        assert!(matches!(core.outbox[0].result, Ok(Value::Int(1))));
+        let e = core.outbox.pop().unwrap().result.unwrap_err();
+        assert_eq!(e.kind, "RuntimeError");
+        assert!(e.message.contains("dropped unanswered"), "{}", e.message);
     }
 
     #[test]
-    fn reply_handles_are_single_use() {
+    fn stale_call_ids_answer_nothing() {
         let mut core = Core::new();
         let conn = ConnId::new(0, 1);
         let h = core.defer(Some(conn), ObjectId(9), None);
-        assert!(core.complete(h, Ok(Value::Int(1))));
-        assert!(
-            !core.complete(h, Ok(Value::Int(2))),
-            "second answer is a no-op"
-        );
+        assert!(core.answer(core.handle(h), Ok(Value::Int(1))));
         assert_eq!(core.outbox.len(), 1);
-        // A reused slot does not revive the old handle.
+        // A reused slot does not revive the old call.
         let h2 = core.defer(Some(conn), ObjectId(9), None);
         assert_eq!(h.index(), h2.index());
         assert!(!core.complete(h, Ok(Value::None)));
+        // A dropped handle of an answered call answers nothing more.
+        drop(core.handle(h));
+        core.drain_commands();
+        assert_eq!(core.outbox.len(), 1);
         assert!(core.complete(h2, Ok(Value::None)));
+    }
+
+    #[test]
+    fn a_handle_of_another_server_is_answered_there() {
+        let (mut a, mut b) = (Core::new(), Core::new());
+        let conn = ConnId::new(0, 1);
+        let ha = a.defer(Some(conn), ObjectId(9), None);
+        let hb = b.defer(Some(conn), ObjectId(9), None);
+        assert_eq!(ha, hb, "the same id on two servers");
+        assert!(!b.answer(a.handle(ha), Ok(Value::Int(1))), "not b's call");
+        assert_eq!(b.pending_len(), 1, "b's own call is untouched");
+        a.drain_commands();
+        assert!(matches!(a.outbox[0].result, Ok(Value::Int(1))));
+    }
+
+    #[test]
+    fn reply_handles_are_send() {
+        fn send<T: Send>() {}
+        send::<ReplyHandle>();
     }
 }

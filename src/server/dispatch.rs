@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::rc::Rc;
 
-use super::context::{ConnId, Core, Recount, ReplyHandle, Unavailable};
+use super::context::{CallId, ConnId, Core, Recount, Unavailable};
 use super::fasthash::FastMap;
 use super::guard;
 use super::registry::{CallArgs, Outcome};
@@ -93,7 +93,7 @@ pub(crate) enum Dispatched {
     /// Answer now.
     Reply(Reply),
     /// The answer comes later through this handle.
-    Deferred(ReplyHandle),
+    Deferred(CallId),
 }
 
 fn traceback(kind: &str, msg: impl std::fmt::Display) -> Dispatched {

@@ -17,6 +17,54 @@
 //! `list[0]` or `Queue.get`) keeps each of them alive for
 //! [`ServerConfig::reply_ref_grace`], so the receiver can take its own reference
 //! even if the last holder let go in the same call.
+//!
+//! # Example
+//!
+//! A host type, served on a thread of its own and called by a client:
+//!
+//! ```
+//! use mgr::server::{CallArgs, CallResult, Context, SharedObject, TypeSpec};
+//! use mgr::{Manager, RemoteError, Server, ServerConfig, Value};
+//!
+//! /// `add(n)` adds to the total and returns it; `total()`.
+//! struct Tally(i64);
+//!
+//! impl SharedObject for Tally {
+//!     fn call(&mut self, _: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+//!         match method {
+//!             "add" => {
+//!                 let (n,): (i64,) = args.extract()?; // a TypeError otherwise
+//!                 self.0 += n;
+//!                 Ok(Value::Int(self.0).into())
+//!             }
+//!             "total" => Ok(Value::Int(self.0).into()),
+//!             _ => Err(RemoteError::new("AttributeError", method)),
+//!         }
+//!     }
+//! }
+//!
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let server = std::thread::spawn(move || -> mgr::Result<()> {
+//!     let config = ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+//!     let mut server = Server::bind(config)?;
+//!     server.register(TypeSpec::new("Tally", &["add", "total"], |_, args| {
+//!         let (start,): (Option<i64>,) = args.extract()?;
+//!         Ok(Box::new(Tally(start.unwrap_or(0))))
+//!     }));
+//!     tx.send(server.address().clone()).unwrap();
+//!     server.run() // until a client asks for shutdown
+//! });
+//!
+//! let address = rx.recv()?;
+//! let m = Manager::connect_to(&address, b"secret")?;
+//! let tally = m.create("Tally", vec![Value::Int(10)])?;
+//! assert_eq!(tally.call("add", vec![Value::Int(5)])?, Value::Int(15));
+//! let e = tally.call("add", vec![Value::from("five")]).unwrap_err();
+//! assert_eq!(e.remote_kind(), Some("TypeError"));
+//! m.shutdown()?;
+//! server.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -28,12 +76,16 @@ use crate::error::{Error, Result};
 use crate::proto::frame::DEFAULT_MAX_FRAME;
 use crate::proto::{RemoteError, Value};
 
-pub mod builtins;
-pub mod context;
+// The server's public items are re-exported here, from modules that stay
+// private so that their internals (the object table, the registry, the
+// built-in types) are not API.
+mod args;
+mod builtins;
+mod context;
 pub mod log;
-pub mod peer;
-pub mod registry;
-pub mod stats;
+mod peer;
+mod registry;
+mod stats;
 
 mod conn;
 mod dispatch;
@@ -48,7 +100,8 @@ mod segments;
 #[cfg(feature = "tokio")]
 mod tokio_serve;
 
-pub use context::{ConnId, Context, ReplyHandle, TimerId};
+pub use args::FromArgs;
+pub use context::{CallId, ConnId, Context, ReplyHandle, TimerId};
 pub use log::{LogEvent, LogHook};
 pub use named::ObjectSpec;
 pub use peer::{Peer, PeerAddr};
@@ -58,7 +111,8 @@ pub use stats::ServerStats;
 pub use tokio_serve::serve;
 
 use context::Core;
-use reactor::{Command, Reactor, Shared};
+use context::{Command, Shared};
+use reactor::Reactor;
 
 /// Default [`ServerConfig::turn_max_requests`].
 pub const DEFAULT_TURN_MAX_REQUESTS: usize = 1024;
@@ -146,6 +200,19 @@ impl ServerConfig {
     /// 5 s of grace for objects named in replies, turns of at most 1024 requests
     /// or 1 ms of serving (sized for a host running a 60 Hz frame), the system's
     /// maximum listen backlog, no cap on held bytes or objects per connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mgr::ServerConfig;
+    ///
+    /// let mut config = ServerConfig::new("unix:/tmp/mgr-example.sock".parse()?, b"secret");
+    /// config.max_frame = 1 << 20; // 1 MiB requests at most
+    /// config.turn_max_time = Duration::from_micros(500);
+    /// config.max_held_bytes = Some(256 << 20);
+    /// # Ok::<(), mgr::address::AddressError>(())
+    /// ```
     pub fn new(address: Address, authkey: &[u8]) -> ServerConfig {
         ServerConfig {
             address,
@@ -193,11 +260,29 @@ impl Server {
     /// socket is refused and never removed. The socket file is removed when
     /// the server is dropped, if the path still names the file it created.
     ///
-    /// Errors name the address: `Error::Io` keeps the system error's kind
-    /// (`AddrInUse` for a taken port or a live socket, `NotFound` for a
-    /// missing directory) with a message such as "127.0.0.1:50000 is already
-    /// in use (another server?)" or "cannot listen on unix:/run/x/mgr.sock:
-    /// directory /run/x does not exist".
+    /// # Errors
+    ///
+    /// `Error::Config` for an empty authkey on an address other machines can
+    /// reach. Other errors name the address: `Error::Io` keeps the system
+    /// error's kind (`AddrInUse` for a taken port or a live socket, `NotFound`
+    /// for a missing directory) with a message such as "127.0.0.1:50000 is
+    /// already in use (another server?)" or "cannot listen on
+    /// unix:/run/x/mgr.sock: directory /run/x does not exist".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::{Address, Server, ServerConfig};
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"secret"))?;
+    /// server.register_builtins(); // Queue, dict, Lock … as SyncManager serves them
+    /// let Address::Tcp(bound) = server.address() else { unreachable!() };
+    /// assert_ne!(bound.port(), 0, "the port it was given");
+    ///
+    /// let open = ServerConfig::new("0.0.0.0:0".parse()?, b"");
+    /// assert!(Server::bind(open).is_err(), "no authkey on a reachable address");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bind(config: ServerConfig) -> Result<Server> {
         Self::check_key(&config, &config.address)?;
         let bound = listen::bind(&config.address)?;
@@ -212,9 +297,15 @@ impl Server {
     /// empty-authkey rule applies to it); the listen backlog is left as the
     /// socket has it unless [`ServerConfig::listen_backlog`] is set. The
     /// socket's file (for a Unix socket) is not removed at the end: whoever
-    /// created it owns it. Anything else (a datagram socket, one that is not
-    /// listening, not a socket at all) is an `Error::Io` of kind
-    /// `InvalidInput` naming the descriptor; the descriptor is closed.
+    /// created it owns it.
+    ///
+    /// # Errors
+    ///
+    /// Anything but a listening stream socket (a datagram socket, one that is
+    /// not listening, not a socket at all) is an `Error::Io` of kind
+    /// `InvalidInput` naming the descriptor; the descriptor is closed. An
+    /// empty authkey on an address other machines can reach is an
+    /// `Error::Config`, as for [`bind`](Self::bind).
     pub fn from_listener(
         listener: std::os::fd::OwnedFd,
         mut config: ServerConfig,
@@ -239,7 +330,7 @@ impl Server {
         let mut core = Core::new();
         core.loans.grace = config.reply_ref_grace;
         core.limits = context::Limits::of(&config);
-        let reactor = Reactor::bind(config, bound)?;
+        let reactor = Reactor::bind(config, bound, core.shared.clone())?;
         Ok(Server {
             reactor,
             core,
@@ -247,7 +338,28 @@ impl Server {
         })
     }
 
-    /// Registers (or replaces) a shared type.
+    /// Registers (or replaces) a shared type: clients `create` its objects
+    /// by its typeid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::server::{CallArgs, CallResult, Context, SharedObject, TypeSpec};
+    /// use mgr::{Server, ServerConfig, Value};
+    ///
+    /// struct Hello;
+    /// impl SharedObject for Hello {
+    ///     fn call(&mut self, _: &mut Context<'_>, _: &str, args: CallArgs) -> CallResult {
+    ///         let (name,): (String,) = args.extract()?;
+    ///         Ok(Value::from(format!("hello, {name}")).into())
+    ///     }
+    /// }
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"k"))?;
+    /// server.register(TypeSpec::new("Hello", &["greet"], |_, _| Ok(Box::new(Hello))));
+    /// assert_eq!(server.typeids(), ["Hello"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn register(&mut self, spec: TypeSpec) {
         self.core.registry.insert(spec);
     }
@@ -315,29 +427,70 @@ impl Server {
     /// to the next call: [`has_pending_work`](Self::has_pending_work) says so
     /// and [`timeout`](Self::timeout) returns zero. Like `sd_bus_process`, the
     /// host decides how many turns to give in its frame.
-    pub fn process(&mut self) -> Result<()> {
+    ///
+    /// Returns how much work the turn did: readiness events taken in (a
+    /// connection readable or writable, a new connection, an answer sent from
+    /// another thread), timers fired, deferred answers delivered and requests
+    /// served. 0 means it found nothing to do; it is a measure for a host's
+    /// own bookkeeping (an idle loop, a frame's statistics), not a promise
+    /// that nothing is left — that is
+    /// [`has_pending_work`](Self::has_pending_work).
+    ///
+    /// # Errors
+    ///
+    /// `Error::Io` when polling the server's descriptor fails (other than
+    /// `EINTR`, which is retried on the next call). Errors of one connection
+    /// close that connection and are not reported here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::{Server, ServerConfig};
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"secret"))?;
+    /// server.register_builtins();
+    /// // Nothing has happened yet: the turn finds nothing to do.
+    /// assert_eq!(server.process()?, 0);
+    /// // A host loop: wait on `server.fd()` for `server.timeout()`, then
+    /// while server.has_pending_work() {
+    ///     server.process()?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn process(&mut self) -> Result<usize> {
         self.turn(Some(Duration::ZERO))
     }
 
     /// Waits up to `timeout` (forever with `None`) for work — not at all while
-    /// work is pending — then does one bounded turn, as [`process`](Self::process).
-    pub fn turn(&mut self, timeout: Option<Duration>) -> Result<()> {
+    /// work is pending — then does one bounded turn, as [`process`](Self::process),
+    /// and returns the work it did (0 after a shutdown).
+    ///
+    /// # Errors
+    ///
+    /// As [`process`](Self::process).
+    pub fn turn(&mut self, timeout: Option<Duration>) -> Result<usize> {
         if self.reactor.is_closed() {
-            return Ok(());
+            return Ok(0);
         }
         let timeout = match (timeout, self.timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.reactor.turn(&mut self.core, timeout)?;
+        let work = self.reactor.turn(&mut self.core, timeout)?;
         if self.core.shutdown_requested {
             self.reactor.shut_down(&mut self.core);
         }
-        Ok(())
+        Ok(work)
     }
 
     /// Serves until a client or a [`ServerHandle`] asks for shutdown: bounded
-    /// turns, polling without waiting while work is pending.
+    /// turns, polling without waiting while work is pending. See the
+    /// [module example](self#example).
+    ///
+    /// # Errors
+    ///
+    /// As [`process`](Self::process): only a failure to poll the server's own
+    /// descriptor ends it early.
     pub fn run(&mut self) -> Result<()> {
         while !self.is_shut_down() {
             self.turn(None)?;
@@ -360,10 +513,46 @@ impl Server {
         self.reactor.shut_down(&mut self.core);
     }
 
-    /// Answers a deferred call from the server's thread. False when the handle is
-    /// stale (answered already, or its client went away).
+    /// Answers a deferred call from the server's thread, consuming its handle,
+    /// and writes the answer now. False when the answer goes nowhere (its
+    /// client went away, or the object broke or was destroyed meanwhile); a
+    /// handle of another server is answered through that server, and false
+    /// returned.
+    ///
+    /// # Examples
+    ///
+    /// A host that answers calls from its own loop: the object parks the
+    /// handle where the host can reach it.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use mgr::server::{CallArgs, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec};
+    /// use mgr::{Server, ServerConfig, Value};
+    ///
+    /// type Parked = Rc<RefCell<Vec<ReplyHandle>>>;
+    /// struct Ask(Parked);
+    /// impl SharedObject for Ask {
+    ///     fn call(&mut self, cx: &mut Context<'_>, _: &str, _: CallArgs) -> CallResult {
+    ///         self.0.borrow_mut().push(cx.defer());
+    ///         Ok(Outcome::Deferred)
+    ///     }
+    /// }
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"k"))?;
+    /// let parked = Parked::default();
+    /// let for_objects = parked.clone();
+    /// server.register(TypeSpec::new("Ask", &["question"], move |_, _| {
+    ///     Ok(Box::new(Ask(for_objects.clone())))
+    /// }));
+    /// // In the host's loop, after `server.process()`:
+    /// for h in parked.borrow_mut().drain(..) {
+    ///     server.complete(h, Ok(Value::from("42")));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn complete(&mut self, handle: ReplyHandle, result: Result<Value, RemoteError>) -> bool {
-        let ok = self.core.complete(handle, result);
+        let ok = self.core.answer(handle, result);
         // Deliver (and send) the answer now; requests behind it wait for the
         // next `process`, which `has_pending_work` asks for.
         self.reactor
@@ -371,7 +560,21 @@ impl Server {
         ok
     }
 
-    /// A handle for other threads.
+    /// A handle for other threads: shut the server down (and answer
+    /// deferred calls, as [`ReplyHandle::answer`] does) from anywhere.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::{Server, ServerConfig};
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"k"))?;
+    /// let handle = server.handle();
+    /// std::thread::spawn(move || handle.shutdown());
+    /// server.run()?; // returns once the handle's shutdown arrives
+    /// assert!(server.is_shut_down());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shared: self.reactor.shared.clone(),
@@ -470,6 +673,11 @@ impl Server {
 
     /// Changes the listen backlog ([`ServerConfig::listen_backlog`]) of the
     /// live listener (`None`: the system's maximum).
+    ///
+    /// # Errors
+    ///
+    /// `Error::Io` when `listen(2)` refuses. (After a shutdown there is no
+    /// listener, and nothing to change.)
     pub fn set_listen_backlog(&mut self, backlog: Option<u32>) -> Result<()> {
         Ok(self.reactor.set_backlog(backlog)?)
     }
@@ -545,30 +753,23 @@ impl mio::event::Source for Server {
 }
 
 /// What other threads may do to a server: answer deferred calls and ask it to shut
-/// down. Cheap to clone; every call wakes the server's fd.
+/// down. Cheap to clone, `Send` and `Sync`; every call wakes the server's fd
+/// (see [`Server::handle`] for an example).
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
 }
 
 impl ServerHandle {
-    fn send(&self, c: Command) {
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(c);
-        let _ = self.shared.waker.wake();
-    }
-
-    /// Answers a deferred call; the server writes it on its next turn. A stale
-    /// handle is ignored there.
+    /// Answers a deferred call; the server writes it on its next turn (an
+    /// answer whose caller has gone is dropped there). The same as
+    /// [`ReplyHandle::answer`].
     pub fn complete(&self, handle: ReplyHandle, result: Result<Value, RemoteError>) {
-        self.send(Command::Complete(handle, result));
+        handle.answer(result);
     }
 
     /// Asks the server to shut down on its next turn.
     pub fn shutdown(&self) {
-        self.send(Command::Shutdown);
+        self.shared.send(Command::Shutdown);
     }
 }

@@ -25,9 +25,27 @@ impl Server {
     /// client's `create(name)` (Python: `m.<name>()` after
     /// `Manager.register(name)`) returns a proxy to this one object. The
     /// server holds a reference to it until [`unexpose`](Self::unexpose) or
-    /// until it is dropped. Fails when `name` is empty, a registered typeid
-    /// or published already ([`Error::Config`]), or when the constructor
-    /// fails ([`Error::Remote`]).
+    /// until it is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `name` is empty, a registered typeid or
+    /// published already; [`Error::Remote`] when the constructor fails (or
+    /// `typeid` is unknown).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::server::CallArgs;
+    /// use mgr::{Server, ServerConfig, Value};
+    ///
+    /// let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse()?, b"k"))?;
+    /// server.register_builtins();
+    /// // Python: `Manager.register('get_jobs')`, then `m.get_jobs()`.
+    /// server.expose("get_jobs", "Queue", CallArgs::positional(vec![Value::Int(100)]))?;
+    /// assert!(server.expose("get_jobs", "Queue", CallArgs::default()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn expose(&mut self, name: &str, typeid: &str, args: CallArgs) -> Result<ObjectId> {
         self.core.registry.check_name(name).map_err(Error::Config)?;
         let id = self.core.construct(None, typeid, args)?;
@@ -37,8 +55,13 @@ impl Server {
 
     /// Publishes `object`, built by the host, under `name`, as an object of the
     /// registered `typeid` (whose exposed methods and method_to_typeid it
-    /// gets): see [`expose`](Self::expose). Dropped, unpublished, when `name`
-    /// or `typeid` is refused or the server's `max_held_bytes` has no room.
+    /// gets): see [`expose`](Self::expose).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `name` is refused (as for `expose`) or `typeid`
+    /// is not registered; [`Error::Remote`] (a `MemoryError`) when the
+    /// server's `max_held_bytes` has no room. The object is dropped then.
     pub fn expose_object(
         &mut self,
         name: &str,
@@ -60,7 +83,11 @@ impl Server {
 
     /// Publishes the live object `id` (one a client or the host created)
     /// under `name`: see [`expose`](Self::expose). The server takes a
-    /// reference of its own. Fails for an unknown id or a refused name.
+    /// reference of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an unknown id or a refused name.
     pub fn expose_id(&mut self, name: &str, id: ObjectId) -> Result<()> {
         self.core.registry.check_name(name).map_err(Error::Config)?;
         if !self.core.objects.contains(id) {
@@ -112,6 +139,10 @@ pub struct ObjectSpec {
 
 impl ObjectSpec {
     /// Publishes it on `server` ([`Server::expose`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::expose`].
     pub fn expose(&self, server: &mut Server) -> Result<ObjectId> {
         server.expose(
             &self.name,

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixListener};
@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::conn::{Conn, Phase, Stream};
-use super::context::{Completion, ConnId, Core, Recount, ReplyHandle, TimerId, TimerTarget};
+use super::context::{Completion, ConnId, Core, Recount, Shared, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::log::{Log, LogEvent};
 use super::peer::Peer;
@@ -38,7 +38,7 @@ use crate::error::TRACEBACK_HEADER;
 use crate::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
 use crate::proto::codec::{native, pickle, Serializer};
 use crate::proto::frame::{self, begin_frame, finish_frame};
-use crate::proto::{RemoteError, Reply, RequestRef, Value};
+use crate::proto::{Reply, RequestRef, Value};
 
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -127,20 +127,6 @@ enum Stop {
     Budget,
 }
 
-/// Work handed to the server from other threads.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Complete(ReplyHandle, Result<Value, RemoteError>),
-    Shutdown,
-}
-
-/// State shared with [`ServerHandle`](super::ServerHandle)s on other threads.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) queue: Mutex<Vec<Command>>,
-    pub(crate) waker: Waker,
-}
-
 #[derive(Debug)]
 pub(crate) enum Listener {
     Tcp(TcpListener),
@@ -177,6 +163,9 @@ pub(crate) struct Reactor {
     authenticated: usize,
     /// The retry timer set when accept ran out of descriptors.
     accept_retry: Option<TimerId>,
+    /// Readiness events taken in, timers fired and answers delivered in the
+    /// current turn (what [`turn`](Self::turn) reports, with requests served).
+    work: usize,
     /// The host's log hook, if any (see [`LogEvent`]).
     pub(crate) log: Log,
 }
@@ -190,7 +179,11 @@ impl Reactor {
     /// Takes a listening socket from [`listen`](super::listen) (bound, or
     /// adopted) and sets up the reactor around it. An adopted socket keeps its
     /// backlog unless [`ServerConfig::listen_backlog`] names one.
-    pub(crate) fn bind(config: ServerConfig, bound: super::listen::Bound) -> io::Result<Reactor> {
+    pub(crate) fn bind(
+        config: ServerConfig,
+        bound: super::listen::Bound,
+        shared: Arc<Shared>,
+    ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let (mut listener, address) = (bound.listener, bound.address);
         if !bound.adopted || config.listen_backlog.is_some() {
@@ -201,6 +194,9 @@ impl Reactor {
             Listener::Unix(l) => poll.registry().register(l, LISTENER, Interest::READABLE)?,
         }
         let waker = Waker::new(poll.registry(), WAKER)?;
+        if shared.waker.set(waker).is_err() {
+            return Err(io::Error::other("the server's mailbox has a waker already"));
+        }
         Ok(Reactor {
             poll,
             events: Events::with_capacity(1024),
@@ -210,10 +206,7 @@ impl Reactor {
             conns: Slab::new(),
             generations: Vec::new(),
             next_generation: 0,
-            shared: Arc::new(Shared {
-                queue: Mutex::new(Vec::new()),
-                waker,
-            }),
+            shared,
             config,
             ready: VecDeque::new(),
             accept_pending: false,
@@ -223,6 +216,7 @@ impl Reactor {
             authenticated: 0,
             accept_retry: None,
             log: Log::default(),
+            work: 0,
         })
     }
 
@@ -238,8 +232,12 @@ impl Reactor {
 
     /// Waits up to `timeout` for events, then does one bounded turn of work:
     /// events mark connections ready, then the ready queue is served within the
-    /// turn's budget (see the module docs).
-    pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<()> {
+    /// turn's budget (see the module docs). Returns the work done: readiness
+    /// events taken in, timers fired, answers delivered and requests served (0:
+    /// there was nothing to do).
+    pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) -> io::Result<usize> {
+        self.work = 0;
+        let served = core.stats.served;
         self.poll_events(core, timeout)?;
         core.now = Instant::now();
         let started = core.now;
@@ -255,7 +253,8 @@ impl Reactor {
         let took = started.elapsed();
         core.stats.turns += 1;
         core.stats.longest_turn = core.stats.longest_turn.max(took);
-        Ok(())
+        let served = usize::try_from(core.stats.served - served).unwrap_or(usize::MAX);
+        Ok(self.work.saturating_add(served))
     }
 
     /// Waits up to `timeout` for readiness and takes it in: connections become
@@ -279,7 +278,7 @@ impl Reactor {
             let writable = e.is_writable();
             match token {
                 LISTENER => self.accept_pending = true,
-                WAKER => self.drain_commands(core),
+                WAKER => core.drain_commands(),
                 Token(t) => {
                     let key = t - FIRST_CONN;
                     if !self.conns.contains(key) {
@@ -299,6 +298,7 @@ impl Reactor {
             }
         }
         self.events_full = taken >= events.capacity();
+        self.work += taken;
         self.events = events;
         Ok(())
     }
@@ -528,20 +528,9 @@ impl Reactor {
         }
     }
 
-    fn drain_commands(&mut self, core: &mut Core) {
-        let commands = mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()));
-        for c in commands {
-            match c {
-                Command::Complete(h, result) => {
-                    core.complete(h, result);
-                }
-                Command::Shutdown => core.shutdown_requested = true,
-            }
-        }
-    }
-
     fn fire_timers(&mut self, core: &mut Core) {
         while let Some((timer, target)) = core.pop_due_timer(core.now) {
+            self.work += 1;
             match target {
                 TimerTarget::Object(id) => {
                     let _ = core.with_object(id, None, None, Recount::IfHolding, |o, cx| {
@@ -585,10 +574,16 @@ impl Reactor {
     }
 
     fn deliver(&mut self, core: &mut Core, c: Completion) {
+        self.work += 1;
         let Some(key) = self.key_of(c.conn) else {
             return;
         };
         let conn = &mut self.conns[key];
+        if c.handle.is_some() && conn.waiting != c.handle {
+            // Not the call it waits on (a handle taken where no call waited):
+            // a reply it did not ask for would put it out of step.
+            return;
+        }
         let reply = match (c.proxy, c.result) {
             (Some(typeid), Ok(v)) => {
                 dispatch::proxy_from_value(core, &mut conn.session, &typeid, v)
@@ -921,7 +916,7 @@ impl Reactor {
         // Answers given before the shutdown reach their callers: take the
         // queued ones in and write every delivered one into its connection's
         // output (no request is served: the budget is empty).
-        self.drain_commands(core);
+        core.drain_commands();
         self.settle(core, &mut Budget::none());
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.unsent() > 0 && !c.dead)
@@ -1080,10 +1075,10 @@ mod tests {
     fn the_listen_backlog_is_configurable_and_defaults_to_the_system_maximum() {
         let bound = |c: &ServerConfig| super::super::listen::bind(&c.address).unwrap();
         let c = config(Some(77));
-        let r = Reactor::bind(c.clone(), bound(&c)).unwrap();
+        let r = Reactor::bind(c.clone(), bound(&c), Default::default()).unwrap();
         assert_eq!(backlog_of(&r), 77);
         let c = config(None);
-        let mut r = Reactor::bind(c.clone(), bound(&c)).unwrap();
+        let mut r = Reactor::bind(c.clone(), bound(&c), Default::default()).unwrap();
         assert_eq!(backlog_of(&r), system_backlog());
         assert!(system_backlog() > 128, "more than mio's own 128");
         // Changed while listening (what `Server::set_listen_backlog` does).
@@ -1099,9 +1094,9 @@ mod tests {
             assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 50) }, 0);
             super::super::listen::adopt(l.into()).unwrap()
         };
-        let r = Reactor::bind(config(None), adopted()).unwrap();
+        let r = Reactor::bind(config(None), adopted(), Default::default()).unwrap();
         assert_eq!(backlog_of(&r), 50);
-        let r = Reactor::bind(config(Some(77)), adopted()).unwrap();
+        let r = Reactor::bind(config(Some(77)), adopted(), Default::default()).unwrap();
         assert_eq!(backlog_of(&r), 77);
     }
 

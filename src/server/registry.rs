@@ -10,7 +10,7 @@ use super::fasthash::FastMap;
 use std::fmt;
 use std::rc::Rc;
 
-use super::context::{ConnId, Context, ReplyHandle, TimerId};
+use super::context::{CallId, ConnId, Context, TimerId};
 use crate::proto::{ObjectId, RemoteError, Value};
 
 /// Positional and keyword arguments of a call.
@@ -42,8 +42,30 @@ impl CallArgs {
             .map(|v| std::mem::replace(v, Value::None))
     }
 
-    /// Fails with a `TypeError` like Python's when more than `max` positional
+    /// Checks the arguments' shape for a method binding them by hand with
+    /// [`take`](Self::take) ([`extract`](Self::extract) checks on its own).
+    ///
+    /// # Errors
+    ///
+    /// A `TypeError` like Python's when more than `max` positional
     /// arguments or any keyword argument not in `known` was passed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::server::CallArgs;
+    /// use mgr::Value;
+    ///
+    /// let mut args = CallArgs {
+    ///     args: vec![Value::Int(1)],
+    ///     kwargs: vec![("timeout".into(), Value::Float(0.5))],
+    /// };
+    /// args.check("get", 2, &["block", "timeout"])?;
+    /// assert_eq!(args.take(0, "block"), Some(Value::Int(1)));
+    /// assert_eq!(args.take(1, "timeout"), Some(Value::Float(0.5)));
+    /// assert!(args.check("get", 0, &[]).is_err());
+    /// # Ok::<(), mgr::RemoteError>(())
+    /// ```
     pub fn check(&self, method: &str, max: usize, known: &[&str]) -> Result<(), RemoteError> {
         if self.args.len() > max {
             return Err(RemoteError::type_error(format!(
@@ -107,9 +129,75 @@ pub type CallResult = Result<Outcome, RemoteError>;
 ///
 /// Callbacks may rely on: the object is never called re-entrantly (a nested call
 /// to the same object is refused), and it is dropped only after its callbacks have
-/// returned.
+/// returned. A callback that panics is caught: its caller gets a
+/// `RuntimeError`, and the object is marked broken and never called again.
+///
+/// # Examples
+///
+/// A counter whose `wait_for(n)` blocks until `incr()` has reached `n` (a
+/// deferred reply: no thread waits), and whose waiter is forgotten when its
+/// client goes:
+///
+/// ```
+/// use mgr::server::{CallArgs, CallId, CallResult, Context, Outcome, ReplyHandle, SharedObject, TypeSpec};
+/// use mgr::Value;
+///
+/// #[derive(Default)]
+/// struct Counter {
+///     n: i64,
+///     waiters: Vec<(i64, ReplyHandle)>,
+/// }
+///
+/// impl SharedObject for Counter {
+///     fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult {
+///         match method {
+///             "incr" => {
+///                 let () = args.extract()?;
+///                 self.n += 1;
+///                 let (done, waiting) = std::mem::take(&mut self.waiters)
+///                     .into_iter()
+///                     .partition(|(at, _)| *at <= self.n);
+///                 self.waiters = waiting;
+///                 for (_, h) in done {
+///                     cx.reply(h, Ok(Value::Int(self.n)));
+///                 }
+///                 Ok(Value::Int(self.n).into())
+///             }
+///             "wait_for" => {
+///                 let (at,): (i64,) = args.extract()?;
+///                 if self.n >= at {
+///                     return Ok(Value::Int(self.n).into());
+///                 }
+///                 self.waiters.push((at, cx.defer()));
+///                 Ok(Outcome::Deferred)
+///             }
+///             _ => unreachable!("the server calls exposed methods only"),
+///         }
+///     }
+///
+///     fn on_cancel(&mut self, _: &mut Context<'_>, call: CallId) {
+///         self.waiters.retain(|(_, h)| h.id() != call);
+///     }
+///
+///     fn get_value(&self) -> Result<Value, mgr::RemoteError> {
+///         Ok(Value::Int(self.n))
+///     }
+/// }
+///
+/// let spec = TypeSpec::new("Counter", &["incr", "wait_for"], |_, args| {
+///     let () = args.extract()?;
+///     Ok(Box::new(Counter::default()))
+/// })
+/// .reads_only(&["wait_for"]);
+/// assert!(spec.exposes("wait_for"));
+/// ```
 pub trait SharedObject: 'static {
     /// Runs method `method` (already checked against the type's exposed list).
+    ///
+    /// # Errors
+    ///
+    /// The error returned is what the caller sees raised, with its Python
+    /// kind ([`RemoteError::type_error`] and friends).
     fn call(&mut self, cx: &mut Context<'_>, method: &str, args: CallArgs) -> CallResult;
 
     /// A timer set with [`Context::set_timer`] fired.
@@ -117,7 +205,7 @@ pub trait SharedObject: 'static {
 
     /// The client of a deferred call went away before the call was answered: forget
     /// the handle (answering it now would be a no-op).
-    fn on_cancel(&mut self, _cx: &mut Context<'_>, _reply: ReplyHandle) {}
+    fn on_cancel(&mut self, _cx: &mut Context<'_>, _call: CallId) {}
 
     /// A connection this object asked to watch
     /// ([`Context::watch_disconnect`]) has closed: release what it held.
@@ -138,6 +226,10 @@ pub trait SharedObject: 'static {
     }
 
     /// The object's value as a copy (the `#GETVALUE` fallback, `_getvalue()` in Python).
+    ///
+    /// # Errors
+    ///
+    /// By default a `TypeError`: the object has no value to copy.
     fn get_value(&self) -> Result<Value, RemoteError> {
         Err(RemoteError::type_error("this object has no value to copy"))
     }
@@ -160,7 +252,7 @@ pub trait SharedObject: 'static {
 /// Builds a new object of a type from the `create` arguments (or, for a typeid
 /// used as a method_to_typeid target, from the method's result as the single
 /// argument).
-pub type Constructor =
+pub(crate) type Constructor =
     Rc<dyn Fn(&mut Context<'_>, CallArgs) -> Result<Box<dyn SharedObject>, RemoteError>>;
 
 /// Everything the server knows about one typeid.
@@ -178,7 +270,7 @@ pub struct TypeSpec {
 
 /// What the server knows about one exposed method.
 #[derive(Debug, Clone, Default)]
-pub struct Method {
+pub(crate) struct Method {
     /// The typeid its result becomes (method_to_typeid), if any.
     pub result_typeid: Option<Rc<str>>,
     /// It never lets go of or takes on object references (see
@@ -200,7 +292,31 @@ impl fmt::Debug for TypeSpec {
 }
 
 impl TypeSpec {
-    /// A type named `typeid` whose objects `constructor` builds, exposing `exposed`.
+    /// A type named `typeid` whose objects `constructor` builds (from the
+    /// `create` call's arguments), exposing the methods `exposed`: clients
+    /// may call only those.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mgr::server::{CallArgs, CallResult, Context, SharedObject, TypeSpec};
+    /// use mgr::Value;
+    ///
+    /// struct Greeter(String);
+    /// impl SharedObject for Greeter {
+    ///     fn call(&mut self, _: &mut Context<'_>, _: &str, _: CallArgs) -> CallResult {
+    ///         Ok(Value::from(format!("hello from {}", self.0)).into())
+    ///     }
+    /// }
+    ///
+    /// // Python: `m.Greeter("host")` then `.hello()`.
+    /// let spec = TypeSpec::new("Greeter", &["hello"], |_, args| {
+    ///     let (name,): (String,) = args.extract()?;
+    ///     Ok(Box::new(Greeter(name)))
+    /// });
+    /// assert_eq!(spec.typeid(), "Greeter");
+    /// assert!(spec.exposes("hello") && !spec.exposes("__del__"));
+    /// ```
     pub fn new<F>(typeid: &str, exposed: &[&str], constructor: F) -> TypeSpec
     where
         F: Fn(&mut Context<'_>, CallArgs) -> Result<Box<dyn SharedObject>, RemoteError> + 'static,
@@ -234,6 +350,7 @@ impl TypeSpec {
     /// Declares that `method`'s result becomes a new shared object of `typeid`,
     /// returned to the caller as `#PROXY`. The method is exposed too (as CPython
     /// adds method_to_typeid's keys to the exposed list).
+    #[must_use = "a TypeSpec builder returns the changed spec"]
     pub fn method_to_typeid(mut self, method: &str, typeid: &str) -> TypeSpec {
         if !self.methods.contains_key(method) {
             let mut v = self.exposed.to_vec();
@@ -253,6 +370,7 @@ impl TypeSpec {
     /// container — so marking the readers keeps reads of a container of proxies
     /// O(1). A reader that does change what it holds must say so with
     /// [`Context::refs_changed`]. Names that are not exposed are ignored.
+    #[must_use = "a TypeSpec builder returns the changed spec"]
     pub fn reads_only(mut self, methods: &[&str]) -> TypeSpec {
         for m in methods {
             if let Some(info) = self.methods.get_mut(*m) {
@@ -271,6 +389,7 @@ impl TypeSpec {
     /// recounts. Not for methods that may hand an argument on (`Queue.put` to a
     /// waiting getter) or store only part of it (`extend` of a dict stores its
     /// keys). Names that are not exposed are ignored.
+    #[must_use = "a TypeSpec builder returns the changed spec"]
     pub fn adds_only(mut self, methods: &[&str]) -> TypeSpec {
         for m in methods {
             if let Some(info) = self.methods.get_mut(*m) {
@@ -295,7 +414,7 @@ impl TypeSpec {
     }
 
     /// The exposed method `name`, or `None` when it may not be called.
-    pub fn method(&self, name: &str) -> Option<&Method> {
+    pub(crate) fn method(&self, name: &str) -> Option<&Method> {
         self.methods.get(name)
     }
 
@@ -317,7 +436,7 @@ impl TypeSpec {
 /// typeid → [`TypeSpec`], and the named objects: typeids whose `create`
 /// returns one long-lived object (see [`Server::expose`](super::Server::expose)).
 #[derive(Debug, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     types: HashMap<String, Rc<TypeSpec>>,
     /// Each name's object, and that object's type.
     named: HashMap<String, (ObjectId, Rc<TypeSpec>)>,
@@ -359,6 +478,7 @@ impl Registry {
     }
 
     /// The names objects are published under, sorted.
+    #[cfg(test)]
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.named.keys().map(String::as_str).collect();
         v.sort_unstable();

@@ -120,6 +120,10 @@ impl ServerStats {
     /// Reads a snapshot back from [`to_value`](Self::to_value)'s form (what a
     /// client receives). Names it does not know are skipped, names missing
     /// read as 0, so either side may be newer.
+    ///
+    /// # Errors
+    ///
+    /// A message when `v` is not a dict.
     pub fn from_value(v: &Value) -> Result<ServerStats, String> {
         let Value::Dict(entries) = v else {
             return Err(format!("stats: expected a dict, got {v}"));

@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mgr::server::{
-    CallArgs, CallResult, Context, Outcome, ReplyHandle, ServerHandle, SharedObject, TimerId,
-    TypeSpec,
+    CallArgs, CallId, CallResult, Context, Outcome, ReplyHandle, ServerHandle, SharedObject,
+    TimerId, TypeSpec,
 };
 use mgr::{Address, Manager, ObjectId, Proxy, RemoteError, Server, ServerConfig, Token, Value};
 
@@ -269,7 +269,10 @@ pub fn register_test_types(server: &mut Server) {
         "Answers",
         &[
             "reply_then_return",
+            "keep",
+            "drop_unanswered",
             "defer_twice",
+            "from_thread",
             "reply_then_defer",
             "answer_all",
         ],
@@ -344,8 +347,8 @@ impl SharedObject for Mailbox {
             cx.reply(h, Err(RemoteError::new("TimeoutError", "wait timed out")));
         }
     }
-    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
-        if let Some(i) = self.waiters.iter().position(|(h, _)| *h == reply) {
+    fn on_cancel(&mut self, cx: &mut Context<'_>, call: CallId) {
+        if let Some(i) = self.waiters.iter().position(|(h, _)| h.id() == call) {
             if let Some(t) = self.waiters.remove(i).1 {
                 cx.cancel_timer(t);
             }
@@ -353,10 +356,13 @@ impl SharedObject for Mailbox {
     }
 }
 
-/// Tries to answer one call twice, as a buggy host type might:
+/// Tries to answer one call twice, or not at all, as a buggy host type might:
 /// reply_then_return() answers 1 through its handle, then returns 2;
-/// defer_twice() takes two handles (kept) and returns Deferred;
 /// reply_then_defer() answers 3 through its handle and returns Deferred;
+/// keep() defers and keeps the handle; drop_unanswered() defers and drops it;
+/// defer_twice() asks for a second handle (a panic);
+/// from_thread(v) hands its handle to a thread that answers v (or, with v
+/// None, drops it there);
 /// answer_all(v) answers every kept handle with v, v+1, …, and returns how many
 /// answers were accepted.
 #[derive(Default)]
@@ -372,9 +378,26 @@ impl SharedObject for Answers {
                 cx.reply(h, Ok(Value::Int(1)));
                 Ok(Value::Int(2).into())
             }
+            "keep" => {
+                self.kept.push(cx.defer());
+                Ok(Outcome::Deferred)
+            }
+            "drop_unanswered" => {
+                drop(cx.defer());
+                Ok(Outcome::Deferred)
+            }
             "defer_twice" => {
                 self.kept.push(cx.defer());
                 self.kept.push(cx.defer());
+                Ok(Outcome::Deferred)
+            }
+            "from_thread" => {
+                let h = cx.defer();
+                let v = args.take(0, "v").unwrap_or(Value::None);
+                std::thread::spawn(move || match v {
+                    Value::None => drop(h),
+                    v => h.answer(Ok(v)),
+                });
                 Ok(Outcome::Deferred)
             }
             "reply_then_defer" => {

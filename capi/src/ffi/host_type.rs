@@ -17,9 +17,7 @@ use super::status::{mgr_status, Fail};
 use super::value::{as_ptr, from_raw, mgr_value};
 use super::{arg_str, mgr_request};
 use crate::proto::{RemoteError, Value};
-use crate::server::{
-    CallArgs, CallResult, Context, Outcome, ReplyHandle, ServerHandle, SharedObject, TypeSpec,
-};
+use crate::server::{CallArgs, CallId, CallResult, Context, Outcome, SharedObject, TypeSpec};
 
 /// The vtable version this library understands; put it in [`mgr_type::version`].
 /// Version 1 (the same struct without `cancel`) is still accepted.
@@ -169,7 +167,6 @@ pub(crate) struct HostType {
     userdata: *mut c_void,
     targets: HashMap<String, String>,
     types: Weak<RefCell<Types>>,
-    pub(crate) server: ServerHandle,
     pub(crate) server_alive: Arc<AtomicBool>,
 }
 
@@ -183,7 +180,6 @@ impl HostType {
         vt: &mgr_type,
         userdata: *mut c_void,
         types: &Rc<RefCell<Types>>,
-        server: ServerHandle,
         server_alive: Arc<AtomicBool>,
     ) -> Result<(Rc<HostType>, TypeSpec), Fail> {
         if vt.call.is_none() {
@@ -216,7 +212,6 @@ impl HostType {
             userdata,
             targets,
             types: Rc::downgrade(types),
-            server,
             server_alive,
         });
         let names: Vec<&str> = exposed.iter().map(String::as_str).collect();
@@ -386,10 +381,10 @@ impl SharedObject for HostObject {
         }
     }
 
-    fn on_cancel(&mut self, _cx: &mut Context<'_>, reply: ReplyHandle) {
+    fn on_cancel(&mut self, _cx: &mut Context<'_>, call: CallId) {
         let mut cancelled = None;
         self.pending.retain(|w| match w.upgrade() {
-            Some(s) if s.handle == reply => {
+            Some(s) if s.id == call => {
                 if s.claim_for_cancel() {
                     cancelled = Some(s);
                 }

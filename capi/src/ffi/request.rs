@@ -2,23 +2,23 @@
 //! `mgr_reply` (a deferred answer, completed later from anywhere).
 //!
 //! A request lives exactly as long as the callback it was passed to. A reply is
-//! owned by the host until [`mgr_reply_free`]; answering it goes through the
-//! server's [`ServerHandle`] (a queue plus a wake of the server's fd), so it never
-//! touches the server directly and is safe from any thread and from inside
-//! callbacks.
+//! owned by the host until [`mgr_reply_free`]; it wraps the call's owned
+//! [`ReplyHandle`], and answering it goes through the server's mailbox (a queue
+//! plus a wake of the server's fd), so it never touches the server directly and
+//! is safe from any thread and from inside callbacks.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::host_type::HostType;
 use super::status::{mgr_status, Fail};
 use super::value::{mgr_value, take_value};
 use super::{arg_str, out_ptr};
 use crate::proto::{RemoteError, Value};
-use crate::server::{Context, Peer, PeerAddr, ReplyHandle, ServerHandle};
+use crate::server::{CallId, Context, Peer, PeerAddr, ReplyHandle};
 
 /// [`mgr_peer::family`] of a TCP peer.
 pub const MGR_PEER_TCP: u32 = 1;
@@ -231,7 +231,12 @@ const CANCELLED: u8 = 2;
 /// Shared between a [`ReplyBox`] and the object that deferred it.
 #[derive(Debug)]
 pub(crate) struct ReplyState {
-    pub(crate) handle: ReplyHandle,
+    /// The call it answers (what `on_cancel` names).
+    pub(crate) id: CallId,
+    /// The call's handle, taken by the answer. A handle left here when the
+    /// state goes (the call was cancelled, or answered stale) is dropped: a
+    /// harmless no-op for a call that is no longer waiting.
+    handle: Mutex<Option<ReplyHandle>>,
     /// [`OPEN`], [`ANSWERED`] or [`CANCELLED`]: set once, by whichever of the
     /// host's answer and the `cancel` callback comes first.
     fate: AtomicU8,
@@ -290,14 +295,21 @@ impl ReplyState {
 
 /// The Rust side of `mgr_reply`.
 struct ReplyBox {
-    server: ServerHandle,
     state: Arc<ReplyState>,
 }
 
 impl ReplyBox {
     fn answer(&self, result: Result<Value, RemoteError>) -> Result<mgr_status, Fail> {
         self.state.take_for_answer()?;
-        self.server.complete(self.state.handle, result);
+        let handle = self
+            .state
+            .handle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            h.answer(result);
+        }
         Ok(mgr_status::MGR_OK)
     }
 }
@@ -431,14 +443,15 @@ pub unsafe extern "C" fn mgr_request_defer(
         }
         let handle = req.cx.defer();
         let state = Arc::new(ReplyState {
-            handle,
+            id: handle.id(),
+            handle: Mutex::new(Some(handle)),
             fate: AtomicU8::new(OPEN),
             stale: AtomicBool::new(false),
             server_alive: req.ty.server_alive.clone(),
             boxed: AtomicPtr::new(std::ptr::null_mut()),
         });
         req.set(Answer::Deferred(state.clone()))?;
-        let b = ReplyBox { server: req.ty.server.clone(), state: state.clone() };
+        let b = ReplyBox { state: state.clone() };
         let boxed: *mut mgr_reply = Box::into_raw(Box::new(b)).cast();
         state.boxed.store(boxed, Ordering::SeqCst);
         *out = boxed;
@@ -501,7 +514,8 @@ mod tests {
 
     fn state() -> ReplyState {
         ReplyState {
-            handle: ReplyHandle::from_raw(1),
+            id: CallId::from_raw(1),
+            handle: Mutex::new(None),
             fate: AtomicU8::new(OPEN),
             stale: AtomicBool::new(false),
             server_alive: Arc::new(AtomicBool::new(true)),

@@ -233,7 +233,7 @@ pub unsafe extern "C" fn mgr_server_register(
         }
         let vt = read_vtable(vtable)?;
         b.with(|s| {
-            let (ty, spec) = HostType::new(typeid, &vt, userdata, &b.types, b.handle.clone(), b.alive.clone())?;
+            let (ty, spec) = HostType::new(typeid, &vt, userdata, &b.types, b.alive.clone())?;
             let known = s.typeids();
             if let Some((method, target)) = ty.unknown_target(|t| t == typeid || known.contains(&t)) {
                 return Err(Fail::new(

@@ -7,6 +7,21 @@
 //! Bytes convert with `Vec<u8>` → [`Value::Bytes`] and [`Value::into_bytes`] /
 //! [`Value::as_bytes`] back; a `Vec<T>` converts item by item from a list (there
 //! is no `TryFrom<Value> for u8`, so `Vec<u8>` always means bytes).
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use mgr::Value;
+//!
+//! let list: Value = [1i64, 2].into_iter().collect();
+//! let v = Value::from(HashMap::from([("a", list), ("b", Value::List(vec![]))]));
+//! let back: HashMap<String, Vec<i64>> = v.try_into()?;
+//! assert_eq!(back["a"], [1, 2]);
+//! let raw = Value::from(b"\x00\x01".to_vec());
+//! assert_eq!(raw.as_bytes(), Some(&[0u8, 1][..]));
+//! let e = i64::try_from(Value::from("3")).unwrap_err();
+//! assert_eq!((e.expected, e.found.as_str()), ("int", "str"));
+//! # Ok::<(), mgr::ConversionError>(())
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -30,6 +45,15 @@ impl fmt::Display for ConversionError {
 }
 
 impl std::error::Error for ConversionError {}
+
+/// So that code generic over `T: TryFrom<Value>` with
+/// `ConversionError: From<T::Error>` takes [`Value`] itself (whose conversion
+/// cannot fail).
+impl From<std::convert::Infallible> for ConversionError {
+    fn from(never: std::convert::Infallible) -> ConversionError {
+        match never {}
+    }
+}
 
 fn wrong(expected: &'static str, v: &Value) -> ConversionError {
     ConversionError {
@@ -302,7 +326,11 @@ impl Value {
         }
     }
 
-    /// The bytes of a `Bytes`, or the value back.
+    /// The bytes of a `Bytes`, moved out.
+    ///
+    /// # Errors
+    ///
+    /// Any other value comes back unchanged as the error.
     pub fn into_bytes(mut self) -> Result<Vec<u8>, Value> {
         match &mut self {
             Value::Bytes(b) => Ok(std::mem::take(b)),

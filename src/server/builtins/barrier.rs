@@ -19,7 +19,7 @@
 
 use super::waiters::{cond_timeout, int_arg, seconds, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
-use crate::server::context::{Context, ReplyHandle, TimerId};
+use crate::server::context::{CallId, Context, TimerId};
 use crate::server::registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 use crate::server::Server;
 
@@ -164,7 +164,7 @@ impl SharedObject for Barrier {
         }
     }
 
-    fn on_cancel(&mut self, _cx: &mut Context<'_>, _reply: ReplyHandle) {
+    fn on_cancel(&mut self, _cx: &mut Context<'_>, _reply: CallId) {
         // The party arrived: it keeps its place in the round (as on CPython), and
         // answering it when the round is released is a no-op.
     }

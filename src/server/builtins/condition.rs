@@ -11,7 +11,7 @@
 use super::lock::{Grant, LockCore};
 use super::waiters::{cond_timeout, seconds, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
-use crate::server::context::{ConnId, Context, ReplyHandle, TimerId};
+use crate::server::context::{CallId, ConnId, Context, ReplyHandle, TimerId};
 use crate::server::registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 use crate::server::Server;
 
@@ -137,7 +137,7 @@ impl SharedObject for Condition {
         }
     }
 
-    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
+    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: CallId) {
         if !self.lock.on_cancel(cx, reply) {
             self.sleepers.take_handle(cx, reply);
         }
@@ -189,7 +189,7 @@ mod tests {
     use super::super::waiters::harness::{conn, Harness, Now};
     use super::*;
 
-    fn deferred(n: Now) -> ReplyHandle {
+    fn deferred(n: Now) -> CallId {
         match n {
             Now::Deferred(h) => h,
             other => panic!("expected a deferred call, got {other:?}"),

@@ -6,7 +6,7 @@
 
 use super::waiters::{cond_timeout, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
-use crate::server::context::{Context, ReplyHandle, TimerId};
+use crate::server::context::{CallId, Context, TimerId};
 use crate::server::registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 use crate::server::Server;
 
@@ -64,7 +64,7 @@ impl SharedObject for Event {
         }
     }
 
-    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
+    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: CallId) {
         self.waiters.take_handle(cx, reply);
     }
 

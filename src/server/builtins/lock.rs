@@ -14,7 +14,7 @@
 
 use super::waiters::{lock_timeout, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
-use crate::server::context::{ConnId, Context, ReplyHandle, TimerId};
+use crate::server::context::{CallId, ConnId, Context, ReplyHandle, TimerId};
 use crate::server::registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 use crate::server::Server;
 
@@ -170,7 +170,7 @@ impl LockCore {
     }
 
     /// A waiter's client went away: forget it. True if it was one of this lock's.
-    pub(crate) fn on_cancel(&mut self, cx: &mut Context<'_>, handle: ReplyHandle) -> bool {
+    pub(crate) fn on_cancel(&mut self, cx: &mut Context<'_>, handle: CallId) -> bool {
         self.waiters.take_handle(cx, handle).is_some()
     }
 
@@ -227,7 +227,7 @@ impl SharedObject for LockObject {
         self.0.on_timer(cx, timer);
     }
 
-    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
+    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: CallId) {
         self.0.on_cancel(cx, reply);
     }
 
@@ -276,7 +276,7 @@ mod tests {
         Value::Bool(true)
     }
 
-    fn deferred(n: Now) -> ReplyHandle {
+    fn deferred(n: Now) -> CallId {
         match n {
             Now::Deferred(h) => h,
             other => panic!("expected a deferred call, got {other:?}"),
@@ -394,7 +394,7 @@ mod tests {
     fn ten_thousand_waiters_with_timers_and_departures() {
         let mut h = Harness::new(Box::new(LockObject(LockCore::new(false))));
         h.call(0, "acquire", vec![]);
-        let handles: Vec<ReplyHandle> = (1..=10_000)
+        let handles: Vec<CallId> = (1..=10_000)
             .map(|n| deferred(h.call(n, "acquire", vec![t(), Value::Int(60)])))
             .collect();
         for (i, handle) in handles.iter().enumerate() {

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use super::size::{memory_error, value_bytes};
 use super::waiters::{int_arg, queue_timeout, Wait, WaitQueue};
 use crate::proto::{ObjectId, RemoteError, Value};
-use crate::server::context::{Context, ReplyHandle, TimerId};
+use crate::server::context::{CallId, Context, TimerId};
 use crate::server::registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 use crate::server::Server;
 
@@ -256,7 +256,7 @@ impl SharedObject for Queue {
         }
     }
 
-    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
+    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: CallId) {
         if self.getters.take_handle(cx, reply).is_some() {
             return;
         }

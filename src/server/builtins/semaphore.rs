@@ -7,7 +7,7 @@
 
 use super::waiters::{cond_timeout, int_arg, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
-use crate::server::context::{Context, ReplyHandle, TimerId};
+use crate::server::context::{CallId, Context, TimerId};
 use crate::server::registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 use crate::server::Server;
 
@@ -119,7 +119,7 @@ impl SharedObject for Semaphore {
         }
     }
 
-    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: ReplyHandle) {
+    fn on_cancel(&mut self, cx: &mut Context<'_>, reply: CallId) {
         self.waiters.take_handle(cx, reply);
     }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::proto::{RemoteError, Value};
-use crate::server::context::{Context, ReplyHandle, TimerId};
+use crate::server::context::{CallId, Context, ReplyHandle, TimerId};
 
 /// `threading.TIMEOUT_MAX` on Linux: longer timeouts raise `OverflowError`.
 pub(crate) const TIMEOUT_MAX: f64 = 9_223_372_036.0;
@@ -51,7 +51,7 @@ pub(crate) struct WaitQueue<T> {
 struct Queued<T> {
     next: u64,
     queue: BTreeMap<u64, Waiter<T>>,
-    by_handle: HashMap<ReplyHandle, u64>,
+    by_handle: HashMap<CallId, u64>,
     by_timer: HashMap<TimerId, u64>,
 }
 
@@ -63,7 +63,7 @@ impl<T> Default for WaitQueue<T> {
 
 impl<T> Queued<T> {
     fn unlink(&mut self, w: &Waiter<T>) {
-        self.by_handle.remove(&w.handle);
+        self.by_handle.remove(&w.handle.id());
         if let Some(t) = w.timer {
             self.by_timer.remove(&t);
         }
@@ -74,14 +74,15 @@ impl<T> WaitQueue<T> {
     /// Defers the running call and queues it last, with a timer when `wait` is
     /// [`Wait::For`]. (A [`Wait::Never`] call should have been answered instead;
     /// it is queued without a timer.)
-    pub(crate) fn defer(&mut self, cx: &mut Context<'_>, wait: Wait, data: T) -> ReplyHandle {
+    pub(crate) fn defer(&mut self, cx: &mut Context<'_>, wait: Wait, data: T) -> CallId {
         let handle = cx.defer();
+        let id = handle.id();
         let timer = match wait {
             Wait::For(d) => Some(cx.set_timer(d)),
             Wait::Forever | Wait::Never => None,
         };
         self.push(handle, timer, data);
-        handle
+        id
     }
 
     /// Queues an already deferred call last.
@@ -96,7 +97,7 @@ impl<T> WaitQueue<T> {
         });
         let seq = q.next;
         q.next += 1;
-        q.by_handle.insert(handle, seq);
+        q.by_handle.insert(handle.id(), seq);
         if let Some(t) = timer {
             q.by_timer.insert(t, seq);
         }
@@ -126,7 +127,7 @@ impl<T> WaitQueue<T> {
         let q = self.queued.as_mut()?;
         let seq = q.by_timer.remove(&timer)?;
         let w = q.queue.remove(&seq).expect("indexed waiter is queued");
-        q.by_handle.remove(&w.handle);
+        q.by_handle.remove(&w.handle.id());
         Some(w)
     }
 
@@ -134,7 +135,7 @@ impl<T> WaitQueue<T> {
     pub(crate) fn take_handle(
         &mut self,
         cx: &mut Context<'_>,
-        handle: ReplyHandle,
+        handle: CallId,
     ) -> Option<Waiter<T>> {
         let q = self.queued.as_mut()?;
         let seq = q.by_handle.remove(&handle)?;
@@ -296,7 +297,7 @@ pub(crate) mod harness {
     use std::time::Duration;
 
     use crate::proto::{ObjectId, RemoteError, Value};
-    use crate::server::context::{ConnId, Core, ReplyHandle, TimerTarget};
+    use crate::server::context::{CallId, ConnId, Core, TimerTarget};
     use crate::server::registry::{CallArgs, Outcome, SharedObject, TypeSpec};
 
     /// One object in a socket-free server core.
@@ -313,7 +314,7 @@ pub(crate) mod harness {
         /// Raised: the error's kind.
         Error(String),
         /// Deferred with this handle.
-        Deferred(ReplyHandle),
+        Deferred(CallId),
     }
 
     pub(crate) fn conn(n: usize) -> ConnId {
@@ -364,7 +365,9 @@ pub(crate) mod harness {
         }
 
         /// Takes the answers of deferred calls delivered so far.
+        /// (Handles dropped unanswered answer RuntimeError, as in a server.)
         pub(crate) fn replies(&mut self) -> Vec<(ConnId, Result<Value, RemoteError>)> {
+            self.core.drain_commands();
             self.core
                 .outbox
                 .drain(..)
@@ -387,7 +390,7 @@ pub(crate) mod harness {
         }
 
         /// The client of deferred call `h` went away.
-        pub(crate) fn cancel(&mut self, h: ReplyHandle) {
+        pub(crate) fn cancel(&mut self, h: CallId) {
             self.core.cancel(h);
         }
 
@@ -443,10 +446,10 @@ mod tests {
         assert_eq!(q.take_timer(tb).map(|w| w.data), Some('b'));
         assert!(q.take_timer(tb).is_none(), "a spent timer is gone");
         core.context(conn).cancel_timer(tb); // as if it had fired
-        assert_eq!(q.iter().next().map(|w| w.handle), Some(c));
+        assert_eq!(q.iter().next().map(|w| w.handle.id()), Some(c));
         let d = q.defer(&mut core.context(conn), Wait::Forever, 'd');
         let order: Vec<_> = std::iter::from_fn(|| q.pop_front(&mut core.context(conn)))
-            .map(|w| (w.handle, w.data))
+            .map(|w| (w.handle.id(), w.data))
             .collect();
         assert_eq!(order, vec![(c, 'c'), (d, 'd')]);
         assert_eq!(q.len(), 0);
@@ -461,14 +464,22 @@ mod tests {
     #[test]
     fn drain_cancels_timers() {
         let mut core = Core::new();
-        let mut cx = core.context(Some(ConnId::new(0, 1)));
+        let conn = Some(ConnId::new(0, 1));
         let mut q = WaitQueue::default();
         for i in 0..1000 {
-            q.defer(&mut cx, Wait::For(Duration::from_secs(5)), i);
+            // One context per call: a call defers one answer.
+            q.defer(
+                &mut core.context(conn),
+                Wait::For(Duration::from_secs(5)),
+                i,
+            );
         }
-        let all: Vec<i32> = q.drain(&mut cx).into_iter().map(|w| w.data).collect();
+        let all: Vec<i32> = q
+            .drain(&mut core.context(conn))
+            .into_iter()
+            .map(|w| w.data)
+            .collect();
         assert_eq!(all, (0..1000).collect::<Vec<_>>());
-        drop(cx);
         assert_eq!(core.next_deadline(), None);
     }
 

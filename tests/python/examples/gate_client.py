@@ -26,6 +26,12 @@ deadline = time.monotonic() + 20
 while gate.waiting() != 1:
     assert time.monotonic() < deadline, "the waiter never arrived"
     time.sleep(0.01)
+try:
+    gate.open("all")
+    raise AssertionError("open('all') should raise TypeError")
+except TypeError as e:
+    assert "argument 1" in str(e), e
+assert gate.waiting() == 1, "a refused open() woke no one"
 assert gate.open() == 1, "open() woke one waiter"
 waiter.join(20)
 assert got and isinstance(got[0], int) and got[0] >= 0, got
