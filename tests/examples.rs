@@ -13,8 +13,10 @@ use mgr::Manager;
 
 const KEY: &str = "example-key";
 
-/// `target/<profile>/examples/NAME`, which `cargo test` builds with the tests
-/// (built here with `features` when this run did not enable them).
+/// `target/<profile>/examples/NAME`, built here with `features` (cargo's
+/// incremental build makes this a no-op when `cargo test` already built it, and
+/// it never leaves an example older than its sources, as checking for the
+/// file's existence did).
 fn example(name: &str, features: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -22,19 +24,17 @@ fn example(name: &str, features: &[&str]) -> PathBuf {
         .and_then(std::path::Path::parent)
         .expect("target/<profile>/deps/<test>");
     let path = dir.join("examples").join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "libmgr", "--example", name])
-            .current_dir(common::repo_root());
-        if !features.is_empty() {
-            cmd.args(["--features", &features.join(",")]);
-        }
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("run cargo build").success());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "libmgr", "--example", name])
+        .current_dir(common::repo_root());
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
     }
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().expect("run cargo build").success());
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
