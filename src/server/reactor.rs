@@ -26,7 +26,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Phase, Stream};
+use super::conn::{Conn, Phase, SpareBuffers, Stream};
 use super::context::{Completion, ConnId, Core, Recount, ReplyHandle, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::log::{Log, LogEvent};
@@ -35,7 +35,9 @@ use super::registry::Registry;
 use super::ServerConfig;
 use crate::address::Address;
 use crate::error::TRACEBACK_HEADER;
-use crate::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
+use crate::proto::auth::{
+    AuthKey, ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE,
+};
 use crate::proto::codec::{native, pickle, Serializer};
 use crate::proto::frame::{self, begin_frame, finish_frame};
 use crate::proto::{RemoteError, Reply, RequestRef, Value};
@@ -161,6 +163,10 @@ pub(crate) struct Reactor {
     next_generation: u32,
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: ServerConfig,
+    /// `config.authkey` with its HMAC key schedules, shared by every handshake.
+    authkey: Arc<AuthKey>,
+    /// Buffers of closed connections, for new ones.
+    spare: SpareBuffers,
     /// Connections with work to do, served in turn (FIFO, a batch each).
     ready: VecDeque<ConnId>,
     /// The last accept stopped at [`ACCEPT_BATCH`]: the backlog may hold more.
@@ -214,6 +220,8 @@ impl Reactor {
                 queue: Mutex::new(Vec::new()),
                 waker,
             }),
+            authkey: Arc::new(AuthKey::new(&config.authkey)),
+            spare: SpareBuffers::default(),
             config,
             ready: VecDeque::new(),
             accept_pending: false,
@@ -462,13 +470,14 @@ impl Reactor {
             {
                 continue;
             }
-            let handshake = Handshake::new(
+            let handshake = Handshake::with_key(
                 Role::Server,
-                &self.config.authkey,
+                &self.authkey,
                 ChallengeKind::Modern(Digest::Sha256),
                 crate::entropy::challenge_bytes(),
             );
             let mut conn = Conn::new(stream, handshake, Session::new(id, IdStyle::Int, true));
+            self.spare.fit(&mut conn);
             conn.io = core.stats.io.clone();
             conn.handshake_timer = Some(core.add_timer(
                 core.now + self.config.handshake_timeout,
@@ -895,6 +904,7 @@ impl Reactor {
             });
         }
         conn.session.release_all(core);
+        self.spare.keep(&mut conn);
         if let Some(peer) = core.peers.remove(&id) {
             emit(&mut self.log, LogEvent::Closed { peer: &peer });
         }

@@ -259,7 +259,7 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
 /// (list, dict, set, slice) used as a set element or dict key. Walked with an
 /// explicit stack: a host may build values of any depth.
 fn unhashable(v: &Value) -> Option<String> {
-    if !v.is_container() {
+    if !v.is_container() || sequences_of_leaves(v) {
         return None;
     }
     // Per open container: whether it is itself in a hashed position, and whether
@@ -294,6 +294,22 @@ fn unhashable(v: &Value) -> Option<String> {
         }
     }
     None
+}
+
+/// A list or tuple of leaves and lists or tuples of leaves (a `create` reply's
+/// `(ident, exposed)`, a call's args): no value in it is in a hashed position,
+/// which this shows without the walk.
+fn sequences_of_leaves(v: &Value) -> bool {
+    let seq = |v: &Value| match v {
+        Value::List(items) | Value::Tuple(items) => Some(items.iter().all(|x| !x.is_container())),
+        _ => None,
+    };
+    match v {
+        Value::List(items) | Value::Tuple(items) => items
+            .iter()
+            .all(|x| !x.is_container() || seq(x) == Some(true)),
+        _ => false,
+    }
 }
 
 impl Writer<'_, '_> {

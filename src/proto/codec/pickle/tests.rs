@@ -594,6 +594,11 @@ fn unhashable_values_become_unserializable() {
         Value::List(vec![Value::FrozenSet(vec![Value::Tuple(vec![
             Value::Set(vec![]),
         ])])]),
+        // Past the shallow check for sequences of leaves.
+        Value::Tuple(vec![
+            Value::Int(1),
+            Value::List(vec![Value::Set(vec![Value::List(vec![])])]),
+        ]),
     ];
     for v in bad {
         let mut out = Vec::new();
