@@ -317,7 +317,7 @@ impl Handshake {
         let ours = match kind {
             ChallengeKind::Legacy => random[..LEGACY_CHALLENGE_LEN].to_vec(),
             ChallengeKind::Modern(d) => {
-                let mut m = format!("{{{}}}", d.name()).into_bytes();
+                let mut m = prefix(d, MODERN_CHALLENGE_LEN);
                 m.extend_from_slice(&random);
                 m
             }
@@ -376,7 +376,8 @@ impl Handshake {
     }
 
     fn deliver(&mut self) {
-        let mut m = CHALLENGE.to_vec();
+        let mut m = Vec::with_capacity(CHALLENGE.len() + self.ours.len());
+        m.extend_from_slice(CHALLENGE);
         m.extend_from_slice(&self.ours);
         self.out.push_back(m);
         self.step = Step::Response;
@@ -416,7 +417,7 @@ impl Handshake {
         let answer = match split_digest(message)? {
             (None, _) => self.key.mac(Digest::Md5, message),
             (Some(d), _) => {
-                let mut a = format!("{{{}}}", d.name()).into_bytes();
+                let mut a = prefix(d, 48);
                 a.extend_from_slice(&self.key.mac(d, message));
                 a
             }
@@ -436,6 +437,16 @@ impl Handshake {
         }
         Ok(())
     }
+}
+
+/// `{name}` of `d`, with room for `more` bytes after it.
+fn prefix(d: Digest, more: usize) -> Vec<u8> {
+    let name = d.name().as_bytes();
+    let mut m = Vec::with_capacity(name.len() + 2 + more);
+    m.push(b'{');
+    m.extend_from_slice(name);
+    m.push(b'}');
+    m
 }
 
 /// CPython's `_get_digest_name_and_payload`: a 16- or 20-byte message is legacy
