@@ -205,12 +205,17 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
         return encode_reply(&reply, origin, out);
     }
     let mut w = Writer { out, origin };
+    if let Reply::Return(v) = reply {
+        // The common reply: its constant head in one copy.
+        w.out.extend_from_slice(RETURN_HEAD);
+        w.value(v);
+        w.op(0x86); // TUPLE2: (kind, result)
+        w.end();
+        return;
+    }
     w.begin();
     match reply {
-        Reply::Return(v) => {
-            w.str("#RETURN");
-            w.value(v);
-        }
+        Reply::Return(_) => unreachable!("written above"),
         Reply::Proxy { exposed, token } => {
             w.str("#PROXY");
             w.str_tuple(exposed);
@@ -254,6 +259,9 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
     w.op(0x86); // TUPLE2: (kind, result)
     w.end();
 }
+
+/// PROTO 4 and `'#RETURN'` (SHORT_BINUNICODE): how every `#RETURN` reply starts.
+const RETURN_HEAD: &[u8] = b"\x80\x04\x8c\x07#RETURN";
 
 /// Why `v` cannot be unpickled by Python, if it cannot: an unhashable value
 /// (list, dict, set, slice) used as a set element or dict key. Walked with an

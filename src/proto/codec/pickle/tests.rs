@@ -739,3 +739,17 @@ print(pickle.dumps((None, 'create', ('list', range(10**12)), {}), protocol=4).he
     let e = decode_request(&unhex(lines[5])).unwrap_err();
     assert!(e.to_string().contains("too large"), "{e}");
 }
+
+/// A `#RETURN` reply starts with its constant head and is otherwise what the
+/// writer makes of the pair: `('#RETURN', None)` byte for byte.
+#[test]
+fn return_replies_start_with_the_constant_head() {
+    let none = Value::None;
+    let mut out = Vec::new();
+    encode_reply(&Reply::Return(Value::None), &Origin::new(&none), &mut out);
+    assert_eq!(out, b"\x80\x04\x8c\x07#RETURNN\x86.");
+    let mut out = Vec::new();
+    let v = Value::Bytes(vec![b'x'; 16]);
+    encode_reply(&Reply::Return(v.clone()), &Origin::new(&none), &mut out);
+    assert_eq!(decode_reply(&out).unwrap(), Reply::Return(v));
+}
