@@ -811,6 +811,28 @@ impl Reactor {
                                     encode_reply(conn, &reply, address, &core.registry)
                                 }
                                 Dispatched::Deferred(h) => conn.waiting = Some(h),
+                                Dispatched::Created { ident, spec } => {
+                                    match (&conn.phase, &ident) {
+                                        (
+                                            Phase::Serving(Some(Serializer::Pickle)),
+                                            Value::Str(hex),
+                                        ) => {
+                                            let at = begin_frame(&mut conn.output);
+                                            pickle::encode_created(
+                                                hex,
+                                                spec.exposed_pickle(),
+                                                &mut conn.output,
+                                            );
+                                            finish_frame(&mut conn.output, at);
+                                        }
+                                        _ => {
+                                            let created = Dispatched::Created { ident, spec };
+                                            if let Ok(reply) = created.into_reply() {
+                                                encode_reply(conn, &reply, address, &core.registry)
+                                            }
+                                        }
+                                    }
+                                }
                             }
                             if !conn.session.persistent {
                                 conn.close_after_flush = true;

@@ -11,6 +11,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use super::context::{ConnId, Context, ReplyHandle, TimerId};
+use crate::proto::codec::pickle;
 use crate::proto::{ObjectId, RemoteError, Value};
 
 /// Positional and keyword arguments of a call.
@@ -168,6 +169,8 @@ pub type Constructor =
 pub struct TypeSpec {
     typeid: Rc<str>,
     exposed: Rc<[String]>,
+    /// `exposed` as a pickled tuple of str, copied into `create` replies.
+    exposed_pickle: Rc<[u8]>,
     /// Every exposed method, found with one lookup per call.
     methods: FastMap<String, Method>,
     constructor: Constructor,
@@ -209,6 +212,7 @@ impl TypeSpec {
                 .iter()
                 .map(|m| (m.clone(), Method::default()))
                 .collect(),
+            exposed_pickle: pickle::str_tuple_opcodes(&exposed).into(),
             exposed: exposed.into(),
             constructor: Rc::new(constructor),
         }
@@ -221,6 +225,7 @@ impl TypeSpec {
         if !self.methods.contains_key(method) {
             let mut v = self.exposed.to_vec();
             v.push(method.to_owned());
+            self.exposed_pickle = pickle::str_tuple_opcodes(&v).into();
             self.exposed = v.into();
         }
         self.methods
@@ -271,6 +276,11 @@ impl TypeSpec {
     /// The exposed method names, in declaration order.
     pub fn exposed(&self) -> &[String] {
         &self.exposed
+    }
+
+    /// [`exposed`](Self::exposed) as pickle opcodes (a tuple of str).
+    pub(crate) fn exposed_pickle(&self) -> &[u8] {
+        &self.exposed_pickle
     }
 
     pub(crate) fn typeid_rc(&self) -> Rc<str> {

@@ -260,6 +260,38 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
     w.end();
 }
 
+/// The pickle opcodes of a tuple of str (no PROTO, no STOP): a type's exposed
+/// methods, encoded once and then copied into each [`encode_created`] reply.
+pub fn str_tuple_opcodes(items: &[String]) -> Vec<u8> {
+    let none = Value::None;
+    let origin = Origin::new(&none);
+    let mut out = Vec::new();
+    Writer {
+        out: &mut out,
+        origin: &origin,
+    }
+    .str_tuple(items);
+    out
+}
+
+/// Appends the pickle of a `create` reply, `('#RETURN', (ident, exposed))`, as
+/// [`encode_reply`] writes it, with `exposed` already encoded by
+/// [`str_tuple_opcodes`].
+pub fn encode_created(ident: &str, exposed: &[u8], out: &mut Vec<u8>) {
+    let none = Value::None;
+    let origin = Origin::new(&none);
+    out.extend_from_slice(RETURN_HEAD);
+    let mut w = Writer {
+        out,
+        origin: &origin,
+    };
+    w.str(ident);
+    w.out.extend_from_slice(exposed);
+    w.op(0x86); // TUPLE2: (ident, exposed)
+    w.op(0x86); // TUPLE2: (kind, result)
+    w.end();
+}
+
 /// PROTO 4 and `'#RETURN'` (SHORT_BINUNICODE): how every `#RETURN` reply starts.
 const RETURN_HEAD: &[u8] = b"\x80\x04\x8c\x07#RETURN";
 

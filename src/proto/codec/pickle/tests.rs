@@ -753,3 +753,21 @@ fn return_replies_start_with_the_constant_head() {
     encode_reply(&Reply::Return(v.clone()), &Origin::new(&none), &mut out);
     assert_eq!(decode_reply(&out).unwrap(), Reply::Return(v));
 }
+
+/// A `create` reply with the exposed tuple encoded once is byte for byte the
+/// reply built from values.
+#[test]
+fn created_replies_match_the_value_form() {
+    let none = Value::None;
+    for exposed in [vec![], vec!["get".to_owned()], vec!["a".to_owned(); 30]] {
+        let mut fast = Vec::new();
+        encode_created("7f01", &str_tuple_opcodes(&exposed), &mut fast);
+        let value = Value::Tuple(vec![
+            Value::Str("7f01".into()),
+            Value::Tuple(exposed.iter().cloned().map(Value::Str).collect()),
+        ]);
+        let mut slow = Vec::new();
+        encode_reply(&Reply::Return(value), &Origin::new(&none), &mut slow);
+        assert_eq!(fast, slow, "{exposed:?}");
+    }
+}
