@@ -202,6 +202,36 @@ mod tests {
         assert_eq!(accept.method, "accept_connection");
     }
 
+    /// Against a real server: each connection is opened the stock client's way
+    /// and the loop gets `#RETURN` for every captured call (a reply of any other
+    /// kind, or an undecodable one, fails the run); the echo peer of the same
+    /// sizes also runs.
+    #[test]
+    fn stock_bytes_are_served_by_a_real_server() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let config = mgr::ServerConfig::new("127.0.0.1:0".parse().unwrap(), b"k");
+            let mut server = mgr::Server::bind(config).unwrap();
+            server.register_builtins();
+            tx.send(server.address().clone()).unwrap();
+            let _ = server.run();
+        });
+        let address = rx.recv().unwrap();
+        let opened = (0..3)
+            .map(|_| open(&address, true, b"k", 16))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let lim = crate::evloop::Limits {
+            depth: 2,
+            calls: 10,
+            seconds: 3600.0,
+        };
+        let out = crate::evloop::run(opened, lim, None).unwrap();
+        assert_eq!(out.calls, 3 * 10);
+        assert!(open(&address, true, b"wrong key", 16).is_err());
+        assert!(open(&address, true, b"k", MAX_SIZE + 1).is_err());
+    }
+
     /// The echo peer's reply sizes are CPython's, for any value size.
     #[test]
     fn reply_sizes_follow_the_value() {
