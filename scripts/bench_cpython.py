@@ -12,12 +12,18 @@ figures.
 
 usage: bench_cpython.py --scenario sync|create|queue|scale [--transport tcp|unix]
                         [--conns N] [--depth D] [--seconds T] [--size B]
+                        [--server cpython|PATH-TO-MGRD]
+
+With --server PATH-TO-MGRD the same stock clients drive that mgrd (started here,
+its CPU and memory read the same way) instead of CPython's server: the figure
+of libmgr's pickle path under real CPython client processes.
 """
 
 import argparse
 import json
 import multiprocessing as mp
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -157,7 +163,8 @@ def run_clients(pid, targets, n_ready):
 def emit(args, call, calls, secs, lat, cpu, pid, **extra):
     d = {
         "scenario": args.scenario,
-        "peer": "cpython",
+        "peer": "cpython" if args.server == "cpython" else "mgrd",
+        "client": "cpython",
         "transport": args.transport,
         "conns": args.conns,
         "depth": args.depth,
@@ -185,14 +192,31 @@ def main():
     ap.add_argument("--size", type=int, default=16)
     ap.add_argument("--idle", type=int, default=500)
     ap.add_argument("--objects", type=int, default=5000)
+    ap.add_argument("--server", default="cpython", help="cpython, or the path of an mgrd to start")
     args = ap.parse_args()
 
     ctx = mp.get_context("fork")
     tmp = tempfile.mkdtemp(prefix="mgr-bench-py-")
     address = os.path.join(tmp, "mgr.sock") if args.transport == "unix" else ("127.0.0.1", 0)
-    manager = SyncManager(address=address, authkey=AUTHKEY, ctx=ctx)
-    manager.start()
-    pid = manager._process.pid
+    mgrd = None
+    if args.server == "cpython":
+        manager = SyncManager(address=address, authkey=AUTHKEY, ctx=ctx)
+        manager.start()
+        pid = manager._process.pid
+    else:
+        listen = "unix:" + address if args.transport == "unix" else "127.0.0.1:0"
+        mgrd = subprocess.Popen([args.server, "--address", listen, "--max-connections", "2000"],
+                                stdout=subprocess.PIPE, text=True,
+                                env=dict(os.environ, MGR_AUTHKEY=AUTHKEY.decode()))
+        bound = mgrd.stdout.readline().strip().removeprefix("mgrd listening on ")
+        if args.transport == "unix":
+            address = bound.removeprefix("unix:")
+        else:
+            host, port = bound.rsplit(":", 1)
+            address = (host, int(port))
+        manager = SyncManager(address=address, authkey=AUTHKEY, ctx=ctx)
+        manager.connect()
+        pid = mgrd.pid
     try:
         if args.scenario == "sync":
             # One dict per client process, shared by its threads (each thread still
@@ -266,7 +290,11 @@ def main():
         else:
             raise SystemExit(f"unknown scenario {args.scenario}")
     finally:
-        manager.shutdown()
+        if mgrd:
+            mgrd.terminate()
+            mgrd.wait()
+        else:
+            manager.shutdown()
         try:
             os.unlink(os.path.join(tmp, "mgr.sock"))
         except OSError:

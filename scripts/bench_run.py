@@ -37,6 +37,19 @@ SCENARIOS = [
     ("5 Queue put/get, 16 deep", "queue", 2, 16),
 ]
 
+# Scenario 6, the pickle path: mgr-bench --codec pickle sends exactly a stock
+# CPython 3.11 client's bytes (label, conns, depth); Redis and CPython are the
+# figures of the native rows of the same shape in this run (the same workload
+# for them). The last row is real CPython client processes (bench_cpython.py
+# --server mgrd) against CPython's own server at 16 connections.
+PICKLE = [
+    ("6 stock client, 1 conn", 1, 1),
+    ("6 stock client, 16 conns", 16, 1),
+    ("6 stock client, 256 conns", 256, 1),
+    ("6 stock client, pipelined 16x16", 16, 16),
+]
+PY_PROCS = "6 16 CPython client processes"
+
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
@@ -160,6 +173,7 @@ def main():
     redis = Redis(tmp) if have_redis else None
     results = []
     rows = []
+    native = {}  # (transport, conns, depth) -> the sync rows' (libmgr, Redis, CPython)
     try:
         for transport in args.transports.split(","):
             echo1 = None
@@ -203,6 +217,33 @@ def main():
                         if r:
                             results.append(dict(r, label=label, peer=peer, transport=transport, round=i))
                 rows.append((label, depth, transport, mgr, raw, rds, py))
+                if scen == "sync":
+                    native[(transport, conns, depth)] = (mgr, rds, py)
+            for label, conns, depth in PICKLE:
+                log(f"bench: {label} over {transport}")
+                base = [BENCH, "--transport", transport, "--seconds", secs, "--size", str(size),
+                        "--codec", "pickle", "--conns", str(conns), "--depth", str(depth)]
+                runs = {"mgr": [], "raw": []}
+                for _ in range(args.rounds):
+                    runs["mgr"].append(run_json(base, 120))
+                    runs["raw"].append(run_json(base + ["--peer", "echo"], 120))
+                mgr, raw = median(runs["mgr"]), median(runs["raw"])
+                _, rds, py = native.get((transport, conns, depth), (None, None, None))
+                for peer, rs in runs.items():
+                    for i, r in enumerate(rs):
+                        if r:
+                            results.append(dict(r, label=label, peer=peer, transport=transport, round=i))
+                rows.append((label, depth, transport, mgr, raw, rds, py))
+            if not args.no_cpython:
+                log(f"bench: {PY_PROCS} over {transport}")
+                rs = [run_json([sys.executable, PYBENCH, "--scenario", "sync", "--transport", transport,
+                                "--conns", "16", "--seconds", str(args.py_seconds), "--size", str(size),
+                                "--server", os.path.join(ROOT, "target", "release", "mgrd")], 180)
+                      for _ in range(args.rounds)]
+                results += [dict(r, label=PY_PROCS, peer="mgrd", transport=transport, round=i)
+                            for i, r in enumerate(rs) if r]
+                py = native.get((transport, 16, 1), (None, None, None))[2]
+                rows.append((PY_PROCS, 1, transport, median(rs), None, None, py))
         scale = []
         if not args.no_scale:
             for transport in args.transports.split(","):
@@ -261,6 +302,9 @@ def main():
     print("'x raw' for 4 is against the 1-connection ping-pong; 'x CPython' for the 16-deep rows of 4 and 5 is")
     print("against CPython's one (synchronous) path: its proxies cannot pipeline;")
     print("CPU s/M = server CPU seconds per million calls.")
+    print("6: mgr-bench --codec pickle (a stock CPython 3.11 client's bytes; 'raw' = the ping-pong of those")
+    print("sizes); its Redis and CPython columns repeat the native rows of the same shape; the last row")
+    print("is 16 real CPython client processes against mgrd, its CPython column the same against CPython.")
     for who, transport, r in scale:
         conns = (f"{r['idle']} idle connections: {r['bytes_per_conn'] / 1024:.1f} KiB each; "
                  if r["idle"] else "")
@@ -278,12 +322,23 @@ def main():
         checks = []
         if label.startswith("1 ") and raw:
             checks.append(("0.9x raw ping-pong", cps >= 0.9 * raw["calls_per_s"], ""))
-        if label.startswith(("2 ", "3 ")) and rds:
+        if label.startswith(("2 ", "3 ", "6 stock client, 16", "6 stock client, 256")) and rds:
             checks.append(("1x Redis", cps >= rds["calls_per_s"], ""))
         if label.startswith("4 create+release") and transport == "unix":
             why = (f" (one synchronous round trip per pair: the raw ping-pong floor is {fmt_rate(one)}/s here)"
                    if depth == 1 and one else "")
             checks.append(("50,000/s on a Unix socket", cps >= 50000, why))
+        if label.startswith("6 stock client, pipelined"):
+            nat = (native.get((transport, 16, 16)) or (None,))[0]
+            if nat:
+                checks.append(("0.8x the native pipelined row", cps >= 0.8 * nat["calls_per_s"],
+                               f" ({cps / nat['calls_per_s']:.2f}x)"))
+        if label == PY_PROCS and py and mgr.get("cpu_s_per_m") and py.get("cpu_s_per_m"):
+            x = py["cpu_s_per_m"] / mgr["cpu_s_per_m"]
+            checks.append(("10x less server CPU per call than CPython's server",
+                           x >= 10, f" ({x:.1f}x less)"))
+        if label.startswith("6 "):
+            py = None  # the native rows check libmgr against CPython
         if py:
             pcps = py["calls_per_s"]
             deep = depth > 1 and label.startswith(("4 ", "5 "))

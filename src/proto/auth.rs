@@ -24,6 +24,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use hmac::{Hmac, Mac};
 
@@ -108,14 +109,91 @@ impl Digest {
 
     /// Whether `tag` is the HMAC of `msg` under `key`, compared in constant time.
     pub fn verify(self, key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
-        let expected = self.mac(key, msg);
-        expected.len() == tag.len()
-            && expected
-                .iter()
-                .zip(tag)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        constant_time_eq(&self.mac(key, msg), tag)
     }
+}
+
+/// An authkey with its HMAC key schedule computed once per digest and reused:
+/// keying an HMAC hashes the padded key twice (the inner and outer pads), which
+/// for the short messages of a handshake is half of the hashing. A server builds
+/// one and hands it to every connection's [`Handshake::with_key`].
+pub struct AuthKey {
+    key: Vec<u8>,
+    /// Per digest of [`Digest::ALL`], the HMAC state after the key, once used.
+    keyed: [OnceLock<Keyed>; 5],
+}
+
+/// An HMAC state with its key absorbed, cloned for each message.
+#[derive(Clone)]
+enum Keyed {
+    Md5(Hmac<md5::Md5>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha384(Hmac<sha2::Sha384>),
+    Sha3_256(Hmac<sha3::Sha3_256>),
+    Sha3_384(Hmac<sha3::Sha3_384>),
+}
+
+impl AuthKey {
+    /// The key `key`; nothing is hashed until a digest is first used.
+    pub fn new(key: &[u8]) -> AuthKey {
+        AuthKey {
+            key: key.to_vec(),
+            keyed: Default::default(),
+        }
+    }
+
+    /// HMAC of `msg` under this key: what [`Digest::mac`] computes.
+    pub fn mac(&self, digest: Digest, msg: &[u8]) -> Vec<u8> {
+        fn new<M: Mac + hmac::digest::KeyInit>(key: &[u8]) -> M {
+            <M as hmac::digest::KeyInit>::new_from_slice(key)
+                .expect("HMAC accepts keys of any length")
+        }
+        fn run<M: Mac + Clone>(m: &M, msg: &[u8]) -> Vec<u8> {
+            let mut m = m.clone();
+            m.update(msg);
+            m.finalize().into_bytes().to_vec()
+        }
+        let i = Digest::ALL
+            .iter()
+            .position(|d| *d == digest)
+            .expect("every digest is in ALL");
+        let keyed = self.keyed[i].get_or_init(|| match digest {
+            Digest::Md5 => Keyed::Md5(new(&self.key)),
+            Digest::Sha256 => Keyed::Sha256(new(&self.key)),
+            Digest::Sha384 => Keyed::Sha384(new(&self.key)),
+            Digest::Sha3_256 => Keyed::Sha3_256(new(&self.key)),
+            Digest::Sha3_384 => Keyed::Sha3_384(new(&self.key)),
+        });
+        match keyed {
+            Keyed::Md5(m) => run(m, msg),
+            Keyed::Sha256(m) => run(m, msg),
+            Keyed::Sha384(m) => run(m, msg),
+            Keyed::Sha3_256(m) => run(m, msg),
+            Keyed::Sha3_384(m) => run(m, msg),
+        }
+    }
+
+    /// Whether `tag` is the HMAC of `msg` under this key, compared in constant
+    /// time (as [`Digest::verify`]).
+    pub fn verify(&self, digest: Digest, msg: &[u8], tag: &[u8]) -> bool {
+        constant_time_eq(&self.mac(digest, msg), tag)
+    }
+}
+
+impl fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuthKey(<{} bytes>)", self.key.len())
+    }
+}
+
+/// Equal length and content, without an early exit on the first difference.
+fn constant_time_eq(expected: &[u8], tag: &[u8]) -> bool {
+    expected.len() == tag.len()
+        && expected
+            .iter()
+            .zip(tag)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// The form of challenge a side delivers.
@@ -195,7 +273,7 @@ enum Step {
 /// One side of the handshake. See the module docs for the order of calls.
 pub struct Handshake {
     role: Role,
-    key: Vec<u8>,
+    key: Arc<AuthKey>,
     /// The message (after `#CHALLENGE#`) we delivered, which the answer must MAC.
     ours: Vec<u8>,
     kind: ChallengeKind,
@@ -225,17 +303,28 @@ impl Handshake {
         kind: ChallengeKind,
         random: [u8; MODERN_CHALLENGE_LEN],
     ) -> Handshake {
+        Handshake::with_key(role, &Arc::new(AuthKey::new(key)), kind, random)
+    }
+
+    /// [`new`](Self::new) with a shared [`AuthKey`], whose key schedule is then
+    /// computed once for every handshake that uses it.
+    pub fn with_key(
+        role: Role,
+        key: &Arc<AuthKey>,
+        kind: ChallengeKind,
+        random: [u8; MODERN_CHALLENGE_LEN],
+    ) -> Handshake {
         let ours = match kind {
             ChallengeKind::Legacy => random[..LEGACY_CHALLENGE_LEN].to_vec(),
             ChallengeKind::Modern(d) => {
-                let mut m = format!("{{{}}}", d.name()).into_bytes();
+                let mut m = prefix(d, MODERN_CHALLENGE_LEN);
                 m.extend_from_slice(&random);
                 m
             }
         };
         let mut hs = Handshake {
             role,
-            key: key.to_vec(),
+            key: Arc::clone(key),
             ours,
             kind,
             step: Step::Challenge,
@@ -287,7 +376,8 @@ impl Handshake {
     }
 
     fn deliver(&mut self) {
-        let mut m = CHALLENGE.to_vec();
+        let mut m = Vec::with_capacity(CHALLENGE.len() + self.ours.len());
+        m.extend_from_slice(CHALLENGE);
         m.extend_from_slice(&self.ours);
         self.out.push_back(m);
         self.step = Step::Response;
@@ -300,9 +390,9 @@ impl Handshake {
 
     fn handle_response(&mut self, msg: &[u8]) -> Result<(), AuthError> {
         let (digest, mac) = split_digest(msg)?;
-        if !digest
-            .unwrap_or(Digest::Md5)
-            .verify(&self.key, &self.ours, mac)
+        if !self
+            .key
+            .verify(digest.unwrap_or(Digest::Md5), &self.ours, mac)
         {
             return Err(AuthError::WrongKey);
         }
@@ -325,10 +415,10 @@ impl Handshake {
             )));
         }
         let answer = match split_digest(message)? {
-            (None, _) => Digest::Md5.mac(&self.key, message),
+            (None, _) => self.key.mac(Digest::Md5, message),
             (Some(d), _) => {
-                let mut a = format!("{{{}}}", d.name()).into_bytes();
-                a.extend_from_slice(&d.mac(&self.key, message));
+                let mut a = prefix(d, 48);
+                a.extend_from_slice(&self.key.mac(d, message));
                 a
             }
         };
@@ -347,6 +437,16 @@ impl Handshake {
         }
         Ok(())
     }
+}
+
+/// `{name}` of `d`, with room for `more` bytes after it.
+fn prefix(d: Digest, more: usize) -> Vec<u8> {
+    let name = d.name().as_bytes();
+    let mut m = Vec::with_capacity(name.len() + 2 + more);
+    m.push(b'{');
+    m.extend_from_slice(name);
+    m.push(b'}');
+    m
 }
 
 /// CPython's `_get_digest_name_and_payload`: a 16- or 20-byte message is legacy
@@ -556,5 +656,36 @@ mod tests {
         let mut flipped = tag.clone();
         flipped[31] ^= 1;
         assert!(!Digest::Sha256.verify(b"k", b"m", &flipped));
+    }
+
+    /// A shared key's cached key schedule gives the same MACs as keying afresh,
+    /// for every digest, keys shorter and longer than a block, and repeated use.
+    #[test]
+    fn shared_key_macs_match_fresh_ones() {
+        for key in [&b""[..], b"k", &[7u8; 200]] {
+            let shared = AuthKey::new(key);
+            for d in Digest::ALL {
+                for msg in [&b""[..], b"#CHALLENGE#", &[1u8; 100]] {
+                    let fresh = d.mac(key, msg);
+                    assert_eq!(shared.mac(d, msg), fresh, "{d:?}");
+                    assert_eq!(shared.mac(d, msg), fresh, "{d:?}, again");
+                    assert!(shared.verify(d, msg, &fresh));
+                    assert!(!shared.verify(d, msg, &fresh[1..]));
+                }
+            }
+        }
+        let shared = Arc::new(AuthKey::new(b"secret"));
+        let mut server = Handshake::with_key(
+            Role::Server,
+            &shared,
+            ChallengeKind::Modern(Digest::Sha256),
+            [3; 40],
+        );
+        let mut client = Handshake::new(Role::Client, b"secret", ChallengeKind::Legacy, [4; 40]);
+        assert_eq!(
+            converse(&mut server, &mut client),
+            (State::Done, State::Done)
+        );
+        assert!(format!("{shared:?}").contains("6 bytes"));
     }
 }

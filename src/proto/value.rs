@@ -312,10 +312,23 @@ impl Value {
     }
 
     fn container_has_refs(&self) -> bool {
-        // A container of leaves (the common case) without a walk.
+        // A container of leaves (the common case) without a walk, or of leaves
+        // and sequences of leaves (a `create` reply's `(ident, exposed)`).
+        let leaves = |v: &[Value]| v.iter().all(|x| !x.is_container());
+        let has_ref = |v: &[Value]| v.iter().any(|x| matches!(x, Value::Ref(_)));
         if let Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) = self {
-            if v.iter().all(|x| !x.is_container()) {
-                return v.iter().any(|x| matches!(x, Value::Ref(_)));
+            if leaves(v) {
+                return has_ref(v);
+            }
+            let shallow = v.iter().all(|x| match x {
+                Value::List(w) | Value::Tuple(w) => leaves(w),
+                x => !x.is_container(),
+            });
+            if shallow {
+                return v.iter().any(|x| match x {
+                    Value::List(w) | Value::Tuple(w) => has_ref(w),
+                    x => matches!(x, Value::Ref(_)),
+                });
             }
         }
         Walk::new(self).any(|s| matches!(s, Step::Leaf(Value::Ref(_), _)))
@@ -464,6 +477,11 @@ pub(crate) mod tests {
         v.visit_refs(&mut |t| seen.push(t.id));
         assert_eq!(seen, vec![ObjectId(5)]);
         assert!(!Value::List(vec![Value::Int(1)]).has_refs());
+        // The shallow forms (leaves and sequences of leaves) and one level deeper.
+        let seq = |x: Value| Value::Tuple(vec![Value::Int(1), Value::List(vec![x])]);
+        assert!(seq(Value::Ref(t.clone())).has_refs());
+        assert!(!seq(Value::Str("m".into())).has_refs());
+        assert!(seq(Value::Set(vec![Value::Ref(t)])).has_refs());
     }
 
     /// Runs `f` on a thread with a 2 MiB stack (the default for spawned threads):

@@ -26,6 +26,52 @@ const FLUSH_MAX: usize = 256 * 1024;
 /// Buffers larger than this are released once drained, so idle connections stay small.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// Most buffers of each kind [`SpareBuffers`] keeps.
+const SPARE_MAX: usize = 64;
+
+/// Buffers of closed connections kept for new ones (at most [`SPARE_MAX`] of
+/// each kind, [`READ_CHUNK`] bytes each: 512 KiB at most): a new connection's
+/// first read would otherwise zero a fresh input buffer and its first reply
+/// allocate. Stock CPython clients open a connection for each `create`,
+/// `incref` and `decref`, so this is on their every proxy's path.
+#[derive(Debug, Default)]
+pub(crate) struct SpareBuffers {
+    inputs: Vec<Vec<u8>>,
+    outputs: Vec<Vec<u8>>,
+}
+
+impl SpareBuffers {
+    /// Takes the buffers of a closing connection, if they are the small kind.
+    pub(crate) fn keep(&mut self, conn: &mut Conn) {
+        if conn.input.len() == READ_CHUNK && self.inputs.len() < SPARE_MAX {
+            self.inputs.push(std::mem::take(&mut conn.input));
+        }
+        let cap = conn.output.capacity();
+        if cap > 0 && cap <= READ_CHUNK && self.outputs.len() < SPARE_MAX {
+            let mut out = std::mem::take(&mut conn.output);
+            out.clear();
+            self.outputs.push(out);
+        }
+    }
+
+    /// Gives a new connection kept buffers, where there are some.
+    pub(crate) fn fit(&mut self, conn: &mut Conn) {
+        if let Some(input) = self.inputs.pop() {
+            conn.input = input;
+        }
+        if let Some(output) = self.outputs.pop() {
+            conn.output = output;
+        }
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        let cap = |v: &Vec<Vec<u8>>| v.iter().map(Vec::capacity).sum::<usize>();
+        cap(&self.inputs) + cap(&self.outputs)
+    }
+}
+
 /// A connected socket of either family.
 #[derive(Debug)]
 pub(crate) enum Stream {
@@ -355,6 +401,36 @@ mod tests {
         let session = Session::new(ConnId::new(0, 1), IdStyle::Int, true);
         let conn = Conn::new(Stream::Unix(UnixStream::from_std(a)), hs, session);
         (conn, b)
+    }
+
+    /// Closed connections' small buffers are kept, at most [`SPARE_MAX`] of
+    /// each kind; large ones are not; a new connection gets a kept input buffer
+    /// (no zeroing) and an empty output one.
+    #[test]
+    fn spare_buffers_are_bounded_and_reused() {
+        let mut spare = SpareBuffers::default();
+        for _ in 0..SPARE_MAX + 10 {
+            let (mut conn, _peer) = pair();
+            conn.input = vec![1; READ_CHUNK];
+            conn.output = Vec::with_capacity(READ_CHUNK);
+            conn.output.extend_from_slice(b"reply");
+            spare.keep(&mut conn);
+        }
+        assert_eq!(spare.held(), 2 * SPARE_MAX * READ_CHUNK);
+        let (mut big, _peer) = pair();
+        big.input = vec![0; 2 * READ_CHUNK];
+        big.output = Vec::with_capacity(8 * READ_CHUNK);
+        let mut fresh = SpareBuffers::default();
+        fresh.keep(&mut big);
+        assert_eq!(fresh.held(), 0);
+        let (mut conn, mut peer) = pair();
+        spare.fit(&mut conn);
+        assert_eq!(conn.input.len(), READ_CHUNK);
+        assert!(conn.output.is_empty() && conn.output.capacity() >= READ_CHUNK);
+        // The kept bytes are never read as input: only what arrives is.
+        peer.write_all(b"abc").unwrap();
+        conn.read(READ_CHUNK);
+        assert_eq!(conn.input(), b"abc");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! delivers them once the callback that produced them has returned.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -275,7 +275,7 @@ pub(crate) struct Completion {
 #[derive(Default)]
 struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    live: HashMap<u64, TimerTarget>,
+    live: FastMap<u64, TimerTarget>,
     next: u64,
 }
 
@@ -319,7 +319,7 @@ pub(crate) struct Core {
     timers: Timers,
     /// Answers of deferred calls, to be written by the reactor.
     pub(crate) outbox: Vec<Completion>,
-    watchers: HashMap<ConnId, Vec<ObjectId>>,
+    watchers: FastMap<ConnId, Vec<ObjectId>>,
     pub(crate) shutdown_requested: bool,
     pub(crate) now: Instant,
     /// Shared-memory segments unlinked at shutdown.
@@ -384,7 +384,7 @@ impl Core {
             pending_generation: 0,
             timers: Timers::default(),
             outbox: Vec::new(),
-            watchers: HashMap::new(),
+            watchers: FastMap::default(),
             shutdown_requested: false,
             segments: Segments::default(),
             loans: Loans::default(),

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use super::context::{CallId, ConnId, Core, Recount, Unavailable};
 use super::fasthash::FastMap;
 use super::guard;
-use super::registry::{CallArgs, Outcome};
+use super::registry::{CallArgs, Outcome, TypeSpec};
 use crate::proto::{ObjectId, Reply, RequestRef, Token, Value};
 
 /// How object ids appear in values for a connection: integers on the native path,
@@ -94,6 +94,32 @@ pub(crate) enum Dispatched {
     Reply(Reply),
     /// The answer comes later through this handle.
     Deferred(CallId),
+    /// A `create` succeeded: the reply is `(ident, exposed)` of a new object of
+    /// `spec`'s type, left to the encoder (a pickle connection gets the type's
+    /// exposed tuple pre-encoded, not a tuple of strings built and dropped).
+    Created {
+        /// The new object's id in the session's style.
+        ident: Value,
+        /// Its type.
+        spec: Rc<TypeSpec>,
+    },
+}
+
+impl Dispatched {
+    /// The reply as a value: a [`Dispatched::Created`] becomes its `#RETURN`.
+    pub(crate) fn into_reply(self) -> Result<Reply, CallId> {
+        match self {
+            Dispatched::Reply(r) => Ok(r),
+            Dispatched::Deferred(h) => Err(h),
+            Dispatched::Created { ident, spec } => {
+                let exposed = spec.exposed().iter().cloned().map(Value::Str).collect();
+                Ok(Reply::Return(Value::Tuple(vec![
+                    ident,
+                    Value::Tuple(exposed),
+                ])))
+            }
+        }
+    }
 }
 
 fn traceback(kind: &str, msg: impl std::fmt::Display) -> Dispatched {
@@ -177,12 +203,11 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
             match made {
                 Ok(id) => {
                     session.take_ref(core, id);
-                    let spec = &core.objects.get(id).expect("live").spec;
-                    let exposed = spec.exposed().iter().cloned().map(Value::Str).collect();
-                    done(Value::Tuple(vec![
-                        session.id_value(id),
-                        Value::Tuple(exposed),
-                    ]))
+                    let spec = Rc::clone(&core.objects.get(id).expect("live").spec);
+                    Dispatched::Created {
+                        ident: session.id_value(id),
+                        spec,
+                    }
                 }
                 Err(e) => traceback(&e.kind, &e.message),
             }

@@ -26,7 +26,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Phase, Stream};
+use super::conn::{Conn, Phase, SpareBuffers, Stream};
 use super::context::{Completion, ConnId, Core, Recount, Shared, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::log::{Log, LogEvent};
@@ -35,7 +35,9 @@ use super::registry::Registry;
 use super::ServerConfig;
 use crate::address::Address;
 use crate::error::TRACEBACK_HEADER;
-use crate::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
+use crate::proto::auth::{
+    AuthKey, ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE,
+};
 use crate::proto::codec::{native, pickle, Serializer};
 use crate::proto::frame::{self, begin_frame, finish_frame};
 use crate::proto::{Reply, RequestRef, Value};
@@ -147,6 +149,10 @@ pub(crate) struct Reactor {
     next_generation: u32,
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: ServerConfig,
+    /// `config.authkey` with its HMAC key schedules, shared by every handshake.
+    authkey: Arc<AuthKey>,
+    /// Buffers of closed connections, for new ones.
+    spare: SpareBuffers,
     /// Connections with work to do, served in turn (FIFO, a batch each).
     ready: VecDeque<ConnId>,
     /// The last accept stopped at [`ACCEPT_BATCH`]: the backlog may hold more.
@@ -207,6 +213,8 @@ impl Reactor {
             generations: Vec::new(),
             next_generation: 0,
             shared,
+            authkey: Arc::new(AuthKey::new(&config.authkey)),
+            spare: SpareBuffers::default(),
             config,
             ready: VecDeque::new(),
             accept_pending: false,
@@ -462,13 +470,14 @@ impl Reactor {
             {
                 continue;
             }
-            let handshake = Handshake::new(
+            let handshake = Handshake::with_key(
                 Role::Server,
-                &self.config.authkey,
+                &self.authkey,
                 ChallengeKind::Modern(Digest::Sha256),
                 crate::entropy::challenge_bytes(),
             );
             let mut conn = Conn::new(stream, handshake, Session::new(id, IdStyle::Int, true));
+            self.spare.fit(&mut conn);
             conn.io = core.stats.io.clone();
             conn.handshake_timer = Some(core.add_timer(
                 core.now + self.config.handshake_timeout,
@@ -797,6 +806,28 @@ impl Reactor {
                                     encode_reply(conn, &reply, address, &core.registry)
                                 }
                                 Dispatched::Deferred(h) => conn.waiting = Some(h),
+                                Dispatched::Created { ident, spec } => {
+                                    match (&conn.phase, &ident) {
+                                        (
+                                            Phase::Serving(Some(Serializer::Pickle)),
+                                            Value::Str(hex),
+                                        ) => {
+                                            let at = begin_frame(&mut conn.output);
+                                            pickle::encode_created(
+                                                hex,
+                                                spec.exposed_pickle(),
+                                                &mut conn.output,
+                                            );
+                                            finish_frame(&mut conn.output, at);
+                                        }
+                                        _ => {
+                                            let created = Dispatched::Created { ident, spec };
+                                            if let Ok(reply) = created.into_reply() {
+                                                encode_reply(conn, &reply, address, &core.registry)
+                                            }
+                                        }
+                                    }
+                                }
                             }
                             if !conn.session.persistent {
                                 conn.close_after_flush = true;
@@ -890,6 +921,7 @@ impl Reactor {
             });
         }
         conn.session.release_all(core);
+        self.spare.keep(&mut conn);
         if let Some(peer) = core.peers.remove(&id) {
             emit(&mut self.log, LogEvent::Closed { peer: &peer });
         }

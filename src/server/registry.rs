@@ -11,6 +11,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use super::context::{CallId, ConnId, Context, TimerId};
+use crate::proto::codec::pickle;
 use crate::proto::{ObjectId, RemoteError, Value};
 
 /// Positional and keyword arguments of a call.
@@ -260,6 +261,8 @@ pub(crate) type Constructor =
 pub struct TypeSpec {
     typeid: Rc<str>,
     exposed: Rc<[String]>,
+    /// `exposed` as a pickled tuple of str, copied into `create` replies.
+    exposed_pickle: Rc<[u8]>,
     /// Every exposed method, found with one lookup per call.
     methods: FastMap<String, Method>,
     constructor: Constructor,
@@ -328,6 +331,7 @@ impl TypeSpec {
                 .iter()
                 .map(|m| (m.clone(), Method::default()))
                 .collect(),
+            exposed_pickle: pickle::str_tuple_opcodes(&exposed).into(),
             exposed: exposed.into(),
             constructor: Rc::new(constructor),
             read_by_value: false,
@@ -355,6 +359,7 @@ impl TypeSpec {
         if !self.methods.contains_key(method) {
             let mut v = self.exposed.to_vec();
             v.push(method.to_owned());
+            self.exposed_pickle = pickle::str_tuple_opcodes(&v).into();
             self.exposed = v.into();
         }
         self.methods
@@ -407,6 +412,11 @@ impl TypeSpec {
     /// The exposed method names, in declaration order.
     pub fn exposed(&self) -> &[String] {
         &self.exposed
+    }
+
+    /// [`exposed`](Self::exposed) as pickle opcodes (a tuple of str).
+    pub(crate) fn exposed_pickle(&self) -> &[u8] {
+        &self.exposed_pickle
     }
 
     pub(crate) fn typeid_rc(&self) -> Rc<str> {

@@ -205,12 +205,17 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
         return encode_reply(&reply, origin, out);
     }
     let mut w = Writer { out, origin };
+    if let Reply::Return(v) = reply {
+        // The common reply: its constant head in one copy.
+        w.out.extend_from_slice(RETURN_HEAD);
+        w.value(v);
+        w.op(0x86); // TUPLE2: (kind, result)
+        w.end();
+        return;
+    }
     w.begin();
     match reply {
-        Reply::Return(v) => {
-            w.str("#RETURN");
-            w.value(v);
-        }
+        Reply::Return(_) => unreachable!("written above"),
         Reply::Proxy { exposed, token } => {
             w.str("#PROXY");
             w.str_tuple(exposed);
@@ -255,11 +260,46 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
     w.end();
 }
 
+/// The pickle opcodes of a tuple of str (no PROTO, no STOP): a type's exposed
+/// methods, encoded once and then copied into each [`encode_created`] reply.
+pub fn str_tuple_opcodes(items: &[String]) -> Vec<u8> {
+    let none = Value::None;
+    let origin = Origin::new(&none);
+    let mut out = Vec::new();
+    Writer {
+        out: &mut out,
+        origin: &origin,
+    }
+    .str_tuple(items);
+    out
+}
+
+/// Appends the pickle of a `create` reply, `('#RETURN', (ident, exposed))`, as
+/// [`encode_reply`] writes it, with `exposed` already encoded by
+/// [`str_tuple_opcodes`].
+pub fn encode_created(ident: &str, exposed: &[u8], out: &mut Vec<u8>) {
+    let none = Value::None;
+    let origin = Origin::new(&none);
+    out.extend_from_slice(RETURN_HEAD);
+    let mut w = Writer {
+        out,
+        origin: &origin,
+    };
+    w.str(ident);
+    w.out.extend_from_slice(exposed);
+    w.op(0x86); // TUPLE2: (ident, exposed)
+    w.op(0x86); // TUPLE2: (kind, result)
+    w.end();
+}
+
+/// PROTO 4 and `'#RETURN'` (SHORT_BINUNICODE): how every `#RETURN` reply starts.
+const RETURN_HEAD: &[u8] = b"\x80\x04\x8c\x07#RETURN";
+
 /// Why `v` cannot be unpickled by Python, if it cannot: an unhashable value
 /// (list, dict, set, slice) used as a set element or dict key. Walked with an
 /// explicit stack: a host may build values of any depth.
 fn unhashable(v: &Value) -> Option<String> {
-    if !v.is_container() {
+    if !v.is_container() || sequences_of_leaves(v) {
         return None;
     }
     // Per open container: whether it is itself in a hashed position, and whether
@@ -294,6 +334,22 @@ fn unhashable(v: &Value) -> Option<String> {
         }
     }
     None
+}
+
+/// A list or tuple of leaves and lists or tuples of leaves (a `create` reply's
+/// `(ident, exposed)`, a call's args): no value in it is in a hashed position,
+/// which this shows without the walk.
+fn sequences_of_leaves(v: &Value) -> bool {
+    let seq = |v: &Value| match v {
+        Value::List(items) | Value::Tuple(items) => Some(items.iter().all(|x| !x.is_container())),
+        _ => None,
+    };
+    match v {
+        Value::List(items) | Value::Tuple(items) => items
+            .iter()
+            .all(|x| !x.is_container() || seq(x) == Some(true)),
+        _ => false,
+    }
 }
 
 impl Writer<'_, '_> {

@@ -594,6 +594,11 @@ fn unhashable_values_become_unserializable() {
         Value::List(vec![Value::FrozenSet(vec![Value::Tuple(vec![
             Value::Set(vec![]),
         ])])]),
+        // Past the shallow check for sequences of leaves.
+        Value::Tuple(vec![
+            Value::Int(1),
+            Value::List(vec![Value::Set(vec![Value::List(vec![])])]),
+        ]),
     ];
     for v in bad {
         let mut out = Vec::new();
@@ -733,4 +738,36 @@ print(pickle.dumps((None, 'create', ('list', range(10**12)), {}), protocol=4).he
     );
     let e = decode_request(&unhex(lines[5])).unwrap_err();
     assert!(e.to_string().contains("too large"), "{e}");
+}
+
+/// A `#RETURN` reply starts with its constant head and is otherwise what the
+/// writer makes of the pair: `('#RETURN', None)` byte for byte.
+#[test]
+fn return_replies_start_with_the_constant_head() {
+    let none = Value::None;
+    let mut out = Vec::new();
+    encode_reply(&Reply::Return(Value::None), &Origin::new(&none), &mut out);
+    assert_eq!(out, b"\x80\x04\x8c\x07#RETURNN\x86.");
+    let mut out = Vec::new();
+    let v = Value::Bytes(vec![b'x'; 16]);
+    encode_reply(&Reply::Return(v.clone()), &Origin::new(&none), &mut out);
+    assert_eq!(decode_reply(&out).unwrap(), Reply::Return(v));
+}
+
+/// A `create` reply with the exposed tuple encoded once is byte for byte the
+/// reply built from values.
+#[test]
+fn created_replies_match_the_value_form() {
+    let none = Value::None;
+    for exposed in [vec![], vec!["get".to_owned()], vec!["a".to_owned(); 30]] {
+        let mut fast = Vec::new();
+        encode_created("7f01", &str_tuple_opcodes(&exposed), &mut fast);
+        let value = Value::Tuple(vec![
+            Value::Str("7f01".into()),
+            Value::Tuple(exposed.iter().cloned().map(Value::Str).collect()),
+        ]);
+        let mut slow = Vec::new();
+        encode_reply(&Reply::Return(value), &Origin::new(&none), &mut slow);
+        assert_eq!(fast, slow, "{exposed:?}");
+    }
 }

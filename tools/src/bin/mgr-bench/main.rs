@@ -14,6 +14,7 @@ mod evloop;
 mod fairness;
 mod hist;
 mod nb;
+mod pickle_client;
 mod procinfo;
 mod scenarios;
 mod sock;
@@ -51,6 +52,10 @@ usage: mgr-bench [options]
                    as a program with one connection blocks on it; loop for more); the other
                    scenarios always use threads  [default: auto]
   --conns N        client connections  [default: 1]
+  --codec C        sync scenario: native (the library's client) | pickle (exactly the
+                   bytes of a stock CPython 3.11 client: its handshake, create,
+                   accept_connection and calls; always the loop client; dict calls,
+                   --size at most 255)  [default: native]
   --depth D        calls in flight per connection (pipelining)  [default: 1]
   --seconds T      run time  [default: 3]
   --calls M        stop after M calls per connection (whichever first)
@@ -65,6 +70,7 @@ struct Opts {
     scenario: String,
     peer: String,
     client: String,
+    codec: String,
     transport: String,
     address: Option<String>,
     server_pid: Option<u32>,
@@ -85,6 +91,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         scenario: "sync".into(),
         peer: "mgr".into(),
         client: "auto".into(),
+        codec: "native".into(),
         transport: "tcp".into(),
         address: None,
         server_pid: None,
@@ -115,6 +122,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--peer" => o.peer = v,
             "--client" if ["auto", "loop", "threads", "nb"].contains(&v.as_str()) => o.client = v,
             "--client" => return Err(format!("--client: '{v}' is not auto, loop, threads or nb")),
+            "--codec" if ["native", "pickle"].contains(&v.as_str()) => o.codec = v,
+            "--codec" => return Err(format!("--codec: '{v}' is not native or pickle")),
             "--transport" => o.transport = v,
             "--address" => o.address = Some(v),
             "--server-pid" => o.server_pid = Some(num(&v)? as u32),
@@ -132,7 +141,11 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         }
     }
     if o.client == "auto" {
-        o.client = if o.conns == 1 { "threads" } else { "loop" }.into();
+        let one = o.conns == 1 && o.codec == "native";
+        o.client = if one { "threads" } else { "loop" }.into();
+    }
+    if o.codec == "pickle" && (o.client != "loop" || o.call == "qsize") {
+        return Err("--codec pickle runs dict calls on the loop client".into());
     }
     Ok(o)
 }
@@ -225,10 +238,11 @@ fn json_outcome(o: &Opts, call: &str, r: &Outcome) -> String {
         .map(|c| format!("{:.3}", c / (r.calls.max(1) as f64) * 1e6))
         .unwrap_or_else(|| "null".into());
     format!(
-        "{{\"scenario\":\"{}\",\"peer\":\"{}\",\"client\":\"{}\",\"transport\":\"{}\",\"conns\":{},\"depth\":{},\"call\":\"{}\",\"calls\":{},\"secs\":{:.3},\"calls_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"server_cpu_s\":{},\"cpu_s_per_m\":{},\"client_cpu_s_per_m\":{:.3},\"peak_rss_kib\":{}}}",
+        "{{\"scenario\":\"{}\",\"peer\":\"{}\",\"client\":\"{}\",\"codec\":\"{}\",\"transport\":\"{}\",\"conns\":{},\"depth\":{},\"call\":\"{}\",\"calls\":{},\"secs\":{:.3},\"calls_per_s\":{:.0},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"server_cpu_s\":{},\"cpu_s_per_m\":{},\"client_cpu_s_per_m\":{:.3},\"peak_rss_kib\":{}}}",
         o.scenario,
         o.peer,
         client_model(o),
+        o.codec,
         if o.address.is_some() { "external" } else { &o.transport },
         o.conns,
         o.depth,
@@ -257,16 +271,16 @@ fn run(o: &Opts) -> Result<String, String> {
             let call = resolve_call(o, &address);
             let line = json_outcome(o, call.name(), &r);
             // The payload sizes (without the 4-byte frame header) both peers move.
-            let req: Vec<String> = call
-                .requests(ObjectId::new(0, 2), o.size)
-                .iter()
-                .map(|p| p.len().to_string())
-                .collect();
-            let rep: Vec<String> = call
-                .reply_sizes(o.size)
-                .iter()
-                .map(usize::to_string)
-                .collect();
+            let (req, rep) = if o.codec == "pickle" {
+                let id = ObjectId::new(0, 2);
+                let req = pickle_client::requests(id, o.size).unwrap_or_default();
+                (req, pickle_client::reply_sizes(o.size))
+            } else {
+                let req = call.requests(ObjectId::new(0, 2), o.size);
+                (req, call.reply_sizes(o.size))
+            };
+            let req: Vec<String> = req.iter().map(|p| p.len().to_string()).collect();
+            let rep: Vec<String> = rep.iter().map(usize::to_string).collect();
             format!(
                 "{},\"request_bytes\":[{}],\"reply_bytes\":[{}]}}",
                 line.trim_end_matches('}'),

@@ -14,7 +14,7 @@ use mgr::proto::codec::native;
 use mgr::{Address, Manager, ObjectId, Reply, Request, Value};
 
 use crate::hist::Histogram;
-use crate::{echo, evloop, procinfo, wire, Opts};
+use crate::{echo, evloop, pickle_client, procinfo, wire, Opts};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum CallKind {
@@ -275,8 +275,12 @@ fn calls_loop(
     pid: Option<u32>,
     call: CallKind,
 ) -> Result<Outcome, String> {
+    let mgr = o.peer != "echo";
     let opened = (0..o.conns)
-        .map(|_| wire::open(address, o.peer != "echo", &o.authkey, call, o.size))
+        .map(|_| match o.codec.as_str() {
+            "pickle" => pickle_client::open(address, mgr, &o.authkey, o.size),
+            _ => wire::open(address, mgr, &o.authkey, call, o.size),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let lim = evloop::Limits {
         depth: o.depth,

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::ops::Range;
 
 use mgr::proto::auth::{ChallengeKind, Digest, Handshake, Role, State, MAX_HANDSHAKE_MESSAGE};
-use mgr::proto::codec::native;
+use mgr::proto::codec::{native, pickle};
 use mgr::proto::frame::{self, DEFAULT_MAX_FRAME};
 use mgr::{Address, ObjectId, Reply, Request, Value};
 
@@ -26,12 +26,15 @@ pub(crate) enum Calls {
     /// The raw ping-pong peer: frames of the scenario's request sizes asking for
     /// its reply sizes; replies are only framed.
     Echo(Vec<Vec<u8>>),
+    /// `mgrd` driven as a stock CPython client drives it (`--codec pickle`, see
+    /// `pickle_client`): replies are decoded as pickles and must be `#RETURN`.
+    Pickle(Vec<Vec<u8>>),
 }
 
 impl Calls {
     /// The whole frame (header and payload) of call `i`.
     pub(crate) fn frame(&self, i: u64) -> &[u8] {
-        let (Calls::Mgr(f) | Calls::Echo(f)) = self;
+        let (Calls::Mgr(f) | Calls::Echo(f) | Calls::Pickle(f)) = self;
         &f[i as usize % f.len()]
     }
 
@@ -39,6 +42,11 @@ impl Calls {
     pub(crate) fn check(&self, payload: &[u8]) -> Result<(), String> {
         match self {
             Calls::Mgr(_) => match native::decode_reply(payload) {
+                Ok(Reply::Return(_)) => Ok(()),
+                Ok(other) => Err(format!("unexpected reply {other:?}")),
+                Err(e) => Err(format!("undecodable reply: {e}")),
+            },
+            Calls::Pickle(_) => match pickle::decode_reply(payload) {
                 Ok(Reply::Return(_)) => Ok(()),
                 Ok(other) => Err(format!("unexpected reply {other:?}")),
                 Err(e) => Err(format!("undecodable reply: {e}")),
@@ -57,7 +65,7 @@ pub(crate) struct Input {
 }
 
 impl Input {
-    fn new() -> Input {
+    pub(crate) fn new() -> Input {
         Input {
             buf: vec![0; 4096],
             start: 0,
@@ -112,7 +120,7 @@ impl Input {
     }
 
     /// Reads (blocking) until a whole frame is buffered and returns its payload.
-    fn read_frame(&mut self, r: &mut impl Read, max: u64) -> Result<Vec<u8>, String> {
+    pub(crate) fn read_frame(&mut self, r: &mut impl Read, max: u64) -> Result<Vec<u8>, String> {
         loop {
             if let Some(p) = self.next_frame(max)? {
                 return Ok(self.buf[p].to_vec());
@@ -159,6 +167,16 @@ pub(crate) fn open(
         let sizes = requests.iter().map(Vec::len).zip(call.reply_sizes(size));
         Calls::Echo(sizes.map(|(req, rep)| echo_frame(req, rep)).collect())
     };
+    warm_up(stream, input, calls)
+}
+
+/// Makes one call on an opened connection (before the clock starts, so the
+/// connection is warm, as the thread client does) and hands it to the loop.
+pub(crate) fn warm_up(
+    mut stream: Stream,
+    mut input: Input,
+    calls: Calls,
+) -> Result<Opened, String> {
     stream
         .write_all(calls.frame(0))
         .map_err(|e| e.to_string())?;
@@ -172,7 +190,7 @@ pub(crate) fn open(
 }
 
 /// Each payload with its frame header.
-fn framed(payloads: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+pub(crate) fn framed(payloads: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     payloads
         .iter()
         .map(|p| {
@@ -186,7 +204,7 @@ fn framed(payloads: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 /// The frame the echo peer expects (as `echo::EchoClient::queue` builds it): a
 /// `request`-byte payload (at least 4) whose first four bytes, big-endian, are
 /// the size of the reply payload it asks for.
-fn echo_frame(request: usize, reply: usize) -> Vec<u8> {
+pub(crate) fn echo_frame(request: usize, reply: usize) -> Vec<u8> {
     let request = request.max(4);
     let mut f = Vec::with_capacity(4 + request);
     f.extend_from_slice(&(request as i32).to_be_bytes());
@@ -197,12 +215,21 @@ fn echo_frame(request: usize, reply: usize) -> Vec<u8> {
 
 /// The client side of the handshake, driven by the sans-IO state machine.
 fn handshake(stream: &mut Stream, input: &mut Input, authkey: &[u8]) -> Result<(), String> {
-    let mut hs = Handshake::new(
+    let hs = Handshake::new(
         Role::Client,
         authkey,
         ChallengeKind::Modern(Digest::Sha256),
         challenge_bytes()?,
     );
+    run_handshake(stream, input, hs)
+}
+
+/// Runs the client side of a handshake to its end over a blocking stream.
+pub(crate) fn run_handshake(
+    stream: &mut Stream,
+    input: &mut Input,
+    mut hs: Handshake,
+) -> Result<(), String> {
     let mut out = Vec::new();
     loop {
         while let Some(msg) = hs.poll_transmit() {
@@ -228,7 +255,7 @@ fn handshake(stream: &mut Stream, input: &mut Input, authkey: &[u8]) -> Result<(
 }
 
 /// 40 random bytes for our challenge.
-fn challenge_bytes() -> Result<[u8; 40], String> {
+pub(crate) fn challenge_bytes() -> Result<[u8; 40], String> {
     let mut b = [0; 40];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
