@@ -20,4 +20,4 @@ pub use address::Address;
 pub use client::{ConnectOptions, Manager, Proxy};
 pub use error::{Error, Result};
 pub use proto::{ConversionError, ObjectId, RemoteError, Reply, Request, Token, Value};
-pub use server::{Server, ServerConfig};
+pub use server::{Globals, Server, ServerConfig};

@@ -15,9 +15,12 @@
 use std::fmt;
 
 mod convert;
+mod opaque;
 mod tree;
 
 pub use convert::ConversionError;
+pub use opaque::{Form, PyObject};
+pub(crate) use opaque::{BUILT_PARTS, ENTRIES, ITEMS, KWARGS, STATE};
 
 pub(crate) use tree::{Slot, Step, Walk};
 
@@ -106,6 +109,9 @@ pub enum Value {
     Ref(Token),
     /// A slice (`l[1:3]`, `a[::2]`), as list and array subscripts carry them.
     Slice(Slice),
+    /// A Python object the data model cannot represent (a `datetime`, an
+    /// exception instance …), kept as inert data and handed back as it came.
+    Opaque(Box<PyObject>),
 }
 
 /// Python's `slice(start, stop, step)` with integer (or absent) bounds.
@@ -157,6 +163,7 @@ impl Value {
             Value::FrozenSet(_) => "frozenset",
             Value::Ref(_) => "proxy",
             Value::Slice(_) => "slice",
+            Value::Opaque(_) => "object",
         }
     }
 
@@ -226,7 +233,7 @@ impl Value {
             Value::Bytes(b) => !b.is_empty(),
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => !v.is_empty(),
             Value::Dict(d) => !d.is_empty(),
-            Value::Ref(_) | Value::Slice(_) => true,
+            Value::Ref(_) | Value::Slice(_) | Value::Opaque(_) => true,
         }
     }
 
@@ -248,7 +255,8 @@ impl Value {
             | Value::Tuple(_)
             | Value::Dict(_)
             | Value::Set(_)
-            | Value::FrozenSet(_) => self.container_has_refs(),
+            | Value::FrozenSet(_)
+            | Value::Opaque(_) => self.container_has_refs(),
             _ => false,
         }
     }
@@ -335,6 +343,7 @@ impl Value {
                     part(s.step)
                 )
             }
+            Value::Opaque(o) => o.fmt_repr(f),
             Value::List(_)
             | Value::Tuple(_)
             | Value::Dict(_)
@@ -347,11 +356,13 @@ impl Value {
 impl fmt::Display for Value {
     /// Python's `repr()` of the value, near enough for messages and `__repr__`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for step in Walk::new(self) {
+        let mut walk = Walk::new(self);
+        while let Some(step) = walk.next() {
             let (v, slot) = match step {
                 Step::Leaf(v, slot) | Step::Enter(v, slot) => (v, slot),
                 Step::Exit(v) => {
                     f.write_str(match v {
+                        Value::Opaque(_) => "",
                         Value::List(_) => "]",
                         Value::Tuple(t) if t.len() == 1 => ",)",
                         Value::Tuple(_) => ")",
@@ -370,6 +381,10 @@ impl fmt::Display for Value {
             }
             match (step, v) {
                 (Step::Leaf(..), _) => v.fmt_leaf(f)?,
+                (_, Value::Opaque(o)) => {
+                    o.fmt_repr(f)?;
+                    walk.skip_children();
+                }
                 (_, Value::List(_)) => f.write_str("[")?,
                 (_, Value::Tuple(_)) => f.write_str("(")?,
                 (_, Value::Dict(_)) => f.write_str("{")?,
@@ -415,6 +430,10 @@ impl fmt::Debug for Value {
                 Value::Bytes(b) => write!(f, "Bytes({b:?})")?,
                 Value::Ref(t) => write!(f, "Ref({t:?})")?,
                 Value::Slice(s) => write!(f, "Slice({s:?})")?,
+                Value::Opaque(o) if o.parts().is_empty() => {
+                    write!(f, "Opaque({:?}, [])", o.form())?
+                }
+                Value::Opaque(o) => write!(f, "Opaque({:?}, [", o.form())?,
                 Value::List(_) => f.write_str("List([")?,
                 Value::Tuple(_) => f.write_str("Tuple([")?,
                 Value::Dict(_) => f.write_str("Dict([")?,

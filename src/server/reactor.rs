@@ -776,19 +776,24 @@ impl Reactor {
                     // the input buffer); a pickled one is decoded to an owned copy.
                     let pickled;
                     let decoded = match ser {
-                        Serializer::Native => native::decode_request_ref(payload),
-                        Serializer::Pickle => match pickle::decode_request_for(payload, address) {
-                            Ok(req) => {
-                                pickled = req.method;
-                                Ok(RequestRef {
-                                    target: req.target,
-                                    method: &pickled,
-                                    args: req.args,
-                                    kwargs: req.kwargs,
-                                })
+                        Serializer::Native => {
+                            native::decode_request_ref_with(payload, core.limits.globals)
+                        }
+                        Serializer::Pickle => {
+                            match pickle::decode_request_with(payload, address, core.limits.globals)
+                            {
+                                Ok(req) => {
+                                    pickled = req.method;
+                                    Ok(RequestRef {
+                                        target: req.target,
+                                        method: &pickled,
+                                        args: req.args,
+                                        kwargs: req.kwargs,
+                                    })
+                                }
+                                Err(e) => Err(e),
                             }
-                            Err(e) => Err(e),
-                        },
+                        }
                     };
                     match decoded {
                         Ok(req) => {

@@ -3,9 +3,9 @@
 //! set, a list from an array's bytes, a Token, a rebuilt proxy, an exception.
 //! Nothing here imports or runs anything: a name that is not listed is an error.
 
-use super::decode::{err, long_node, Ix, Machine, Node};
-use crate::proto::codec::CodecError;
-use crate::proto::value::Slice;
+use super::decode::{err, long_node, Ix, Machine, Node, Object, NO_MEMO};
+use crate::proto::codec::{CodecError, Globals};
+use crate::proto::value::{Form, Slice};
 
 /// A whitelisted global, resolved by name only.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,9 @@ pub(super) enum Global {
     Range,
     /// `_codecs.encode` (protocol 2 pickles bytes as `encode(str, 'latin1')`).
     CodecsEncode,
+    /// `_codecs.decode`, only as `decode(bytes, 'utf-8', 'surrogatepass')`: a
+    /// str with lone surrogates, kept as that opaque call.
+    CodecsDecode,
     /// `builtins.object` (the base in `copyreg._reconstructor`).
     Object,
     /// `array.array`.
@@ -42,6 +45,32 @@ pub(super) enum Global {
     NewObj,
     /// An exception class, by its libmgr kind (`KeyError`, `queue.Empty`).
     Exception(String),
+    /// Another global the policy lets values name: (module, name). Calling it
+    /// makes an opaque object.
+    Other(Box<(String, String)>),
+}
+
+impl Global {
+    /// The (module, name) a value naming this global carries, for the globals
+    /// that may be values (`builtins.list` as a `defaultdict`'s factory, an
+    /// exception class, an allowed class); `None` for the decoding machinery
+    /// (Token, RebuildProxy, copyreg's helpers …).
+    pub(super) fn py_name(&self) -> Option<(&str, &str)> {
+        Some(match self {
+            Global::Slice => ("builtins", "slice"),
+            Global::Set(false) => ("builtins", "set"),
+            Global::Set(true) => ("builtins", "frozenset"),
+            Global::Seq(false) => ("builtins", "list"),
+            Global::Seq(true) => ("builtins", "tuple"),
+            Global::Range => ("builtins", "range"),
+            Global::Object => ("builtins", "object"),
+            Global::Array => ("array", "array"),
+            Global::CodecsDecode => ("_codecs", "decode"),
+            Global::Exception(kind) => super::exception_class(kind)?,
+            Global::Other(mn) => (&mn.0, &mn.1),
+            _ => return None,
+        })
+    }
 }
 
 /// Builtin exception classes a pickle may name (and the encoder may emit).
@@ -128,8 +157,13 @@ pub(super) const PROXY_TYPES: &[&str] = &[
     "PoolProxy",
 ];
 
-/// Maps a (module, name) pair to a whitelisted global, or refuses it.
-pub(super) fn resolve_global(module: &str, name: &str) -> Result<Global, CodecError> {
+/// Maps a (module, name) pair to a whitelisted global, or to one `globals`
+/// lets values name, or refuses it.
+pub(super) fn resolve_global(
+    module: &str,
+    name: &str,
+    globals: Globals,
+) -> Result<Global, CodecError> {
     let builtin = matches!(module, "builtins" | "__builtin__" | "exceptions");
     let g = match (module, name) {
         ("multiprocessing.managers", "Token") => Some(Global::Token),
@@ -147,6 +181,7 @@ pub(super) fn resolve_global(module: &str, name: &str) -> Result<Global, CodecEr
             Some(Global::Exception(n.to_owned()))
         }
         ("_codecs" | "codecs", "encode") => Some(Global::CodecsEncode),
+        ("_codecs" | "codecs", "decode") => Some(Global::CodecsDecode),
         ("array", "array") => Some(Global::Array),
         ("array", "_array_reconstructor") => Some(Global::ArrayReconstructor),
         ("copyreg" | "copy_reg", "_reconstructor") => Some(Global::Reconstructor),
@@ -158,9 +193,11 @@ pub(super) fn resolve_global(module: &str, name: &str) -> Result<Global, CodecEr
     };
     match g {
         Some(g) => Ok(g),
-        None => err(format!(
-            "global '{module}.{name}' is not allowed (libmgr accepts data-only pickles)"
-        )),
+        None if globals.allows(module, name) => Ok(Global::Other(Box::new((
+            module.to_owned(),
+            name.to_owned(),
+        )))),
+        None => err(globals.refusal(module, name)),
     }
 }
 
@@ -216,7 +253,7 @@ impl Machine<'_> {
             self.budget.spend(kind.len())?;
         }
         let (arr, len) = self.args(args, "REDUCE")?;
-        if len > 4 && !matches!(g, Global::Exception(_) | Global::NewObj) {
+        if len > 4 && !matches!(g, Global::Exception(_) | Global::NewObj | Global::Other(_)) {
             return err("too many arguments for a whitelisted global");
         }
         let a = &arr[..len.min(4)];
@@ -420,14 +457,27 @@ impl Machine<'_> {
                 }
                 _ => return err("RebuildProxy takes 4 arguments"),
             },
-            Global::Exception(kind) => Node::Exception(kind, args),
+            Global::Exception(_) | Global::Other(_) => object(Form::Reduce, func, args, NO_MEMO),
+            Global::CodecsDecode => match a[..] {
+                [data, enc, errors]
+                    if self.globals != Globals::None
+                        && self.text(enc) == Some("utf-8")
+                        && self.text(errors) == Some("surrogatepass")
+                        && matches!(self.node(data), Node::Bytes(b)
+                            if super::decode::surrogatepass(b)) =>
+                {
+                    object(Form::Reduce, func, args, NO_MEMO)
+                }
+                _ => return err("only decode(bytes, 'utf-8', 'surrogatepass') is supported"),
+            },
             Global::ProxyType | Global::Object => {
                 return err("proxy types and object are not callable here")
             }
         })
     }
 
-    /// NEWOBJ / NEWOBJ_EX: only `Token.__new__(Token)` and exceptions.
+    /// NEWOBJ / NEWOBJ_EX: `Token.__new__(Token)`, or an opaque object of an
+    /// exception class or another allowed global.
     pub(super) fn new_object(
         &mut self,
         cls: Ix,
@@ -436,23 +486,26 @@ impl Machine<'_> {
     ) -> Result<Node, CodecError> {
         let (_, len) = self.args(args, "NEWOBJ")?;
         if let Some(k) = kwargs {
-            if !matches!(self.node(k), Node::Dict(d) if d.is_empty()) {
-                return err("NEWOBJ_EX with keyword arguments is not supported");
+            if !matches!(self.node(k), Node::Dict(_)) {
+                return err("NEWOBJ_EX keyword arguments must be a dict");
             }
         }
+        let form = if kwargs.is_some() {
+            Form::NewObjEx
+        } else {
+            Form::NewObj
+        };
         match self.global(cls) {
             Some(Global::Token) if len == 0 => Ok(Node::Token(None)),
-            Some(Global::Exception(kind)) => {
-                let kind = kind.clone();
-                self.budget.spend(kind.len())?;
-                Ok(Node::Exception(kind, args))
+            Some(Global::Exception(_) | Global::Other(_)) => {
+                Ok(object(form, cls, args, kwargs.unwrap_or(NO_MEMO)))
             }
-            _ => err("NEWOBJ is only accepted for Token and exceptions"),
+            _ => err("NEWOBJ is only accepted for Token, exceptions and allowed classes"),
         }
     }
 
-    /// BUILD: a Token's `(typeid, address, id)` state; an exception's attribute
-    /// dict is accepted and ignored.
+    /// BUILD: a Token's `(typeid, address, id)` state, or an opaque object's
+    /// state (kept as data; a second BUILD of one object is refused).
     pub(super) fn build(&mut self, obj: Ix, state: Ix) -> Result<(), CodecError> {
         match self.node(obj) {
             Node::Token(None) => {
@@ -460,8 +513,15 @@ impl Machine<'_> {
                 self.set_node(obj, Node::Token(Some(st)));
                 Ok(())
             }
-            Node::Exception(..) => Ok(()),
-            _ => err("BUILD is only accepted for Token and exceptions"),
+            Node::Object(o) if o.state == NO_MEMO => {
+                let Node::Object(o) = self.node_mut(obj) else {
+                    unreachable!("matched an object")
+                };
+                o.state = state;
+                Ok(())
+            }
+            Node::Object(_) => err("BUILD twice on one object is not supported"),
+            _ => err("BUILD is only accepted for Token and opaque objects"),
         }
     }
 
@@ -506,6 +566,19 @@ impl Machine<'_> {
         }
         Ok(ixs)
     }
+}
+
+/// An opaque object node made by `form` from the global `callable`.
+fn object(form: Form, callable: Ix, args: Ix, kwargs: Ix) -> Node {
+    Node::Object(Box::new(Object {
+        form,
+        callable,
+        args,
+        kwargs,
+        items: Vec::new(),
+        entries: Vec::new(),
+        state: NO_MEMO,
+    }))
 }
 
 /// The machine format code of an array typecode's native (`tobytes`) form, on

@@ -322,7 +322,7 @@ fn allocation_is_bounded_by_the_input() {
     assert!(e.contains("expands beyond") || e.contains("reply"), "{e}");
     let e = decode_request(&p).unwrap_err().to_string();
     assert!(e.contains("expands beyond") || e.contains("tuple"), "{e}");
-    let mut d = decode::run(&p).unwrap();
+    let mut d = decode::run(&p, crate::proto::codec::Globals::Default).unwrap();
     let root = d.root;
     assert!(d
         .value(root)
@@ -337,12 +337,12 @@ fn nesting_is_capped_and_cycles_refused() {
     deep.extend(std::iter::repeat_n(b']', 100_000));
     deep.extend(std::iter::repeat_n(b'a', 99_999));
     deep.push(b'.');
-    let mut d = decode::run(&deep).unwrap();
+    let mut d = decode::run(&deep, crate::proto::codec::Globals::Default).unwrap();
     let root = d.root;
     assert!(d.value(root).unwrap_err().to_string().contains("nested"));
     // l = []; l.append(l)
     let cyclic = b"\x80\x04]\x94h\x00a.";
-    let mut d = decode::run(cyclic).unwrap();
+    let mut d = decode::run(cyclic, crate::proto::codec::Globals::Default).unwrap();
     let root = d.root;
     assert!(d.value(root).unwrap_err().to_string().contains("recursive"));
 }
@@ -733,4 +733,105 @@ print(pickle.dumps((None, 'create', ('list', range(10**12)), {}), protocol=4).he
     );
     let e = decode_request(&unhex(lines[5])).unwrap_err();
     assert!(e.to_string().contains("too large"), "{e}");
+}
+
+/// Requests `(None, 'm', (v,), {})` as CPython 3.11 pickles them, for a
+/// stdlib value `v` of each kind the default policy passes (datetime with a
+/// timezone, Decimal, Fraction, complex, UUID, PurePosixPath, Counter,
+/// OrderedDict, defaultdict(list), deque with maxlen, ValueError, queue.Empty).
+const STDLIB: &[&str] = &[
+    "8004956300000000000000284e8c016d948c086461746574696d65948c086461746574696d65949394430a07e805010000000000009468018c0874696d657a6f6e6594939468018c0974696d6564656c74619493944b004b004b0087945294859452948694529485947d9474942e",
+    "8004952d00000000000000284e8c016d948c07646563696d616c948c07446563696d616c9493948c03312e35948594529485947d9474942e",
+    "8004952e00000000000000284e8c016d948c096672616374696f6e73948c084672616374696f6e9493944b014b028694529485947d9474942e",
+    "8004953a00000000000000284e8c016d948c086275696c74696e73948c07636f6d706c6578949394473ff00000000000004740000000000000008694529485947d9474942e",
+    "8004952c00000000000000284e8c016d948c0475756964948c04555549449493942981947d948c03696e74944b05736285947d9474942e",
+    "8004953500000000000000284e8c016d948c07706174686c6962948c0d50757265506f736978506174689493948c0161948c0162948694529485947d9474942e",
+    "8004953b00000000000000284e8c016d948c0b636f6c6c656374696f6e73948c07436f756e7465729493947d94288c0161944b028c0162944b01758594529485947d9474942e",
+    "8004953500000000000000284e8c016d948c0b636f6c6c656374696f6e73948c0b4f726465726564446963749493942952948c0161944b017385947d9474942e",
+    "8004954d00000000000000284e8c016d948c0b636f6c6c656374696f6e73948c0b64656661756c74646963749493948c086275696c74696e73948c046c697374949394859452948c0161945d944b01617385947d9474942e",
+    "8004953200000000000000284e8c016d948c0b636f6c6c656374696f6e73948c056465717565949394294b0586945294284b014b026585947d9474942e",
+    "8004952f00000000000000284e8c016d948c086275696c74696e73948c0a56616c75654572726f729493948c0178948594529485947d9474942e",
+    "8004952300000000000000284e8c016d948c065f7175657565948c05456d70747994939429529485947d9474942e",
+];
+
+#[test]
+fn stdlib_values_decode_as_opaque_and_encode_back_to_the_same_value() {
+    use crate::proto::value::Form;
+    let address = Value::None;
+    let origin = Origin::new(&address);
+    let mut names = Vec::new();
+    for hex in STDLIB {
+        let req = decode_request(&unhex(hex)).unwrap();
+        let v = &req.args[0];
+        let o = v.as_opaque().unwrap_or_else(|| panic!("{v:?}"));
+        names.push(o.global_name().unwrap().1.to_owned());
+        let mut out = Vec::new();
+        encode_reply(&Reply::Return(v.clone()), &origin, &mut out);
+        match decode_reply(&out).unwrap() {
+            Reply::Return(back) => assert!(back == *v, "{v:?} came back as {back:?}"),
+            other => panic!("{other:?}"),
+        }
+        // Refused outright when the server passes no globals.
+        let mut d = decode::run(&unhex(hex), crate::proto::codec::Globals::None);
+        if let Ok(d) = &mut d {
+            let root = d.root;
+            assert!(d.value(root).is_err());
+        }
+    }
+    assert_eq!(
+        names,
+        [
+            "datetime",
+            "Decimal",
+            "Fraction",
+            "complex",
+            "UUID",
+            "PurePosixPath",
+            "Counter",
+            "OrderedDict",
+            "defaultdict",
+            "deque",
+            "ValueError",
+            "Empty"
+        ]
+    );
+    // UUID is NEWOBJ + BUILD; deque REDUCE + APPENDS; OrderedDict SETITEMS.
+    let uuid = decode_request(&unhex(STDLIB[4])).unwrap();
+    let o = uuid.args[0].as_opaque().unwrap();
+    assert_eq!(*o.form(), Form::NewObj);
+    assert!(matches!(o.state(), Some(Value::Dict(d)) if d.len() == 1));
+    let deque = decode_request(&unhex(STDLIB[9])).unwrap();
+    assert!(
+        matches!(deque.args[0].as_opaque().unwrap().items(), Some(Value::List(v)) if v.len() == 2)
+    );
+    let od = decode_request(&unhex(STDLIB[7])).unwrap();
+    assert!(
+        matches!(od.args[0].as_opaque().unwrap().entries(), Some(Value::Dict(d)) if d.len() == 1)
+    );
+    assert_eq!(
+        decode_request(&unhex(STDLIB[1])).unwrap().args[0].to_string(),
+        "Decimal('1.5')"
+    );
+}
+
+#[test]
+fn globals_outside_the_policy_are_refused_and_nothing_is_called() {
+    // (None, 'm', (os.system('true'),), {}) and a user class instance.
+    let mut q = vec![0x80, 4, b'(', b'N', 0x8c, 1, b'm'];
+    q.extend_from_slice(b"cos\nsystem\n");
+    q.extend_from_slice(&[0x8c, 4]);
+    q.extend_from_slice(b"true");
+    q.extend_from_slice(&[0x85, b'R', 0x85, b'}', b't', b'.']);
+    let e = decode_request(&q).unwrap_err().to_string();
+    assert!(e.contains("global 'os.system' is not allowed"), "{e}");
+    assert!(e.contains("--globals any"), "{e}");
+    let address = Value::None;
+    let e = decode_request_with(&q, &address, crate::proto::codec::Globals::None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--globals none"), "{e}");
+    // Under `any` it is data: an opaque value naming os.system, not a call.
+    let r = decode_request_with(&q, &address, crate::proto::codec::Globals::Any).unwrap();
+    let o = r.args[0].as_opaque().unwrap();
+    assert_eq!(o.global_name(), Some(("os", "system")));
 }

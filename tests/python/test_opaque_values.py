@@ -1,0 +1,231 @@
+"""Values the data model does not represent — datetime, Decimal, Fraction,
+complex, UUID, pathlib paths, collections' types, exception instances, strings
+with lone surrogates, user classes — stored in mgrd by stock CPython 3.11
+clients and read back intact by another process: kept as inert data, never
+executed, under the server's policy on globals (`--globals default|any|none`).
+Standard library only."""
+
+import collections
+import datetime
+import decimal
+import fractions
+import multiprocessing
+import pathlib
+import queue
+import uuid
+from multiprocessing.managers import RemoteError, SyncManager
+
+from mgrtest import MgrdTestCase
+
+fork = multiprocessing.get_context("fork")
+
+
+class Point:
+    """A user class: passes only under `--globals any`."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return type(other) is Point and (self.x, self.y) == (other.x, other.y)
+
+
+def stdlib_values():
+    utc = datetime.timezone.utc
+    return {
+        "datetime": datetime.datetime(2024, 5, 1, 12, 30, 5, 123),
+        "datetime_tz": datetime.datetime(2024, 5, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=2))),
+        "date": datetime.date(2024, 5, 1),
+        "time": datetime.time(23, 59, 1, tzinfo=utc),
+        "timedelta": datetime.timedelta(days=3, seconds=7),
+        "timezone": utc,
+        "decimal": decimal.Decimal("-1.50"),
+        "fraction": fractions.Fraction(3, 7),
+        "complex": 1.5 - 2j,
+        "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "uuid4": uuid.uuid4(),
+        "purepath": pathlib.PurePosixPath("a/b.txt"),
+        "path": pathlib.Path("/tmp/x"),
+        "counter": collections.Counter("abracadabra"),
+        "ordereddict": collections.OrderedDict([("b", 1), ("a", [2, 3])]),
+        "defaultdict": collections.defaultdict(list, {"k": [1, 2]}),
+        "deque": collections.deque([1, "two", 3.0], maxlen=5),
+        "nested": [decimal.Decimal("1"), {"when": datetime.date(2000, 1, 1)}],
+        "surrogate": "a\ud800b\udfff",
+    }
+
+
+def exception_values():
+    return {
+        "valueerror": ValueError("bad", 42),
+        "keyerror": KeyError("k"),
+        "oserror": FileNotFoundError(2, "No such file"),
+        "empty": queue.Empty(),
+    }
+
+
+def same_exception(a, b):
+    return type(a) is type(b) and a.args == b.args
+
+
+def store_everywhere(d, l, q, ns, values):
+    """Child: stores every value in a dict, a list, a Queue and a Namespace."""
+    for k, v in values.items():
+        d[k] = v
+        l.append(v)
+        q.put(v)
+        setattr(ns, k, v)
+
+
+def report_failure(q):
+    """Child: a worker reporting its exception through a queue."""
+    try:
+        {}["missing"]
+    except KeyError as e:
+        q.put(e)
+    try:
+        int("x")
+    except ValueError as e:
+        q.put(("failed", e))
+
+
+class OpaqueDefaultTest(MgrdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        multiprocessing.current_process().authkey = cls.authkey
+        cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
+        cls.m.connect()
+
+    def roundtrip(self, values, check):
+        m = self.m
+        d, l, q, ns = m.dict(), m.list(), m.Queue(), m.Namespace()
+        p = fork.Process(target=store_everywhere, args=(d, l, q, ns, values))
+        p.start()
+        p.join(30)
+        self.assertEqual(p.exitcode, 0)
+        got_d = d.copy()
+        got_l = l[:]
+        got_q = [q.get(timeout=5) for _ in values]
+        for i, (k, v) in enumerate(values.items()):
+            with self.subTest(kind=k):
+                check(self, v, got_d[k])
+                check(self, v, d[k])
+                check(self, v, got_l[i])
+                check(self, v, l[i])
+                check(self, v, got_q[i])
+                check(self, v, getattr(ns, k))
+
+    def test_stdlib_value_types_round_trip_through_every_container(self):
+        def check(t, want, got):
+            t.assertIs(type(got), type(want))
+            t.assertEqual(got, want)
+            if isinstance(want, collections.deque):
+                t.assertEqual(got.maxlen, want.maxlen)
+            if isinstance(want, collections.defaultdict):
+                t.assertIs(got.default_factory, want.default_factory)
+
+        self.roundtrip(stdlib_values(), check)
+
+    def test_exception_instances_round_trip(self):
+        self.roundtrip(
+            exception_values(),
+            lambda t, want, got: t.assertTrue(same_exception(want, got), (want, got)),
+        )
+
+    def test_a_worker_reports_its_exception_through_a_queue(self):
+        q = self.m.Queue()
+        p = fork.Process(target=report_failure, args=(q,))
+        p.start()
+        p.join(30)
+        self.assertEqual(p.exitcode, 0)
+        e = q.get(timeout=5)
+        self.assertIsInstance(e, KeyError)
+        self.assertEqual(e.args, ("missing",))
+        tag, e = q.get(timeout=5)
+        self.assertEqual(tag, "failed")
+        self.assertIsInstance(e, ValueError)
+        self.assertIn("invalid literal", str(e))
+
+    def test_opaque_values_as_keys_equality_and_errors(self):
+        d = self.m.dict()
+        when = datetime.date(2024, 1, 2)
+        d[when] = "a date key"
+        d[decimal.Decimal("2.5")] = "a decimal key"
+        self.assertEqual(d[datetime.date(2024, 1, 2)], "a date key")
+        self.assertIn(decimal.Decimal("2.5"), d)
+        self.assertEqual(set(d.keys()), {when, decimal.Decimal("2.5")})
+        l = self.m.list([uuid.UUID(int=1), uuid.UUID(int=1), uuid.UUID(int=2)])
+        self.assertEqual(l.count(uuid.UUID(int=1)), 2)
+        self.assertEqual(l.index(uuid.UUID(int=2)), 2)
+        # Ordering needs Python semantics: refused, as a TypeError.
+        with self.assertRaises(TypeError):
+            l.sort()
+        # repr names the class.
+        self.assertIn("Decimal('2.5')", str(d))
+
+    def test_a_user_class_is_refused_with_a_clear_error(self):
+        d = self.m.dict()
+        with self.assertRaises(Exception) as cm:
+            d["p"] = Point(1, 2)
+        self.assertIn("Point", str(cm.exception))
+        self.assertIn("--globals any", str(cm.exception))
+        # The connection keeps serving.
+        d["ok"] = 1
+        self.assertEqual(d["ok"], 1)
+
+    def test_code_is_never_run_on_the_server(self):
+        class Evil:
+            def __reduce__(self):
+                import os
+
+                return (os.system, ("touch /tmp/mgrd-opaque-pwned",))
+
+        d = self.m.dict()
+        with self.assertRaises(Exception) as cm:
+            d["x"] = Evil()
+        self.assertIn("posix.system", str(cm.exception))
+        import os
+
+        self.assertFalse(os.path.exists("/tmp/mgrd-opaque-pwned"))
+
+
+class OpaqueAnyTest(MgrdTestCase):
+    server_args = ("--reply-grace", "0.5", "--globals", "any")
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        multiprocessing.current_process().authkey = cls.authkey
+        cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
+        cls.m.connect()
+
+    def test_user_classes_pass_under_any(self):
+        d, q, ns = self.m.dict(), self.m.Queue(), self.m.Namespace()
+        d["p"] = Point(1, [2, 3])
+        q.put(Point("a", None))
+        ns.p = Point(0, 0)
+        self.assertEqual(d["p"], Point(1, [2, 3]))
+        self.assertEqual(q.get(timeout=5), Point("a", None))
+        self.assertEqual(ns.p, Point(0, 0))
+
+
+class OpaqueNoneTest(MgrdTestCase):
+    server_args = ("--reply-grace", "0.5", "--globals", "none")
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        multiprocessing.current_process().authkey = cls.authkey
+        cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
+        cls.m.connect()
+
+    def test_nothing_opaque_passes_under_none(self):
+        d = self.m.dict()
+        for v in [datetime.date(2024, 1, 1), decimal.Decimal(1), ValueError("x")]:
+            with self.subTest(v=v):
+                with self.assertRaises(Exception) as cm:
+                    d["k"] = v
+                self.assertIn("--globals none", str(cm.exception))
+        d["k"] = [1, "plain", {"data": None}]
+        self.assertEqual(d["k"], [1, "plain", {"data": None}])
