@@ -298,6 +298,67 @@ fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
         wrap(&copyreg),
         Expect::Err,
     ));
+    // Opaque values: a value type the default policy passes, made over one
+    // memoized 20000-item argument tuple again and again.
+    cases.push((
+        "Decimal(*args) opaque reused 3000x",
+        reduce_again_and_again(&global("decimal", "Decimal"), &exc_args, 3000),
+        Expect::Err,
+    ));
+    // One opaque object (NEWOBJ + a 20000-entry BUILD state), memoized and
+    // referenced 3000 times.
+    let mut shared_obj = b"]\x94".to_vec();
+    shared_obj.extend_from_slice(&global("uuid", "UUID"));
+    shared_obj.extend_from_slice(b")\x81}(");
+    for i in 0..20_000u32 {
+        shared_obj.push(b'J');
+        shared_obj.extend_from_slice(&i.to_le_bytes());
+        shared_obj.push(b'N');
+    }
+    shared_obj.extend_from_slice(b"ub\x940");
+    for _ in 0..3000 {
+        shared_obj.extend_from_slice(b"h\x01a");
+    }
+    cases.push((
+        "one opaque object referenced 3000x",
+        wrap(&shared_obj),
+        Expect::Err,
+    ));
+    // 200000 opaque objects nested in one another: Decimal(Decimal(...(None))).
+    let mut nested = global("decimal", "Decimal");
+    nested.extend_from_slice(b"\x940");
+    nested.extend(std::iter::repeat_n([b'h', 0], 200_000).flatten());
+    nested.push(b'N');
+    nested.extend(std::iter::repeat_n([0x85, b'R'], 200_000).flatten());
+    cases.push(("200000 nested opaque objects", wrap(&nested), Expect::Err));
+    // A wide BUILD state, wide APPENDS and SETITEMS onto opaque objects.
+    let mut wide_state = global("uuid", "UUID");
+    wide_state.extend_from_slice(b")\x81}(");
+    wide_state.extend(std::iter::repeat_n(b'N', 1 << 21));
+    wide_state.extend_from_slice(b"ub");
+    cases.push((
+        "opaque with a 2**20-pair state dict",
+        wrap(&wide_state),
+        Expect::Ok,
+    ));
+    let mut wide_items = global("collections", "deque");
+    wide_items.extend_from_slice(b")R(");
+    wide_items.extend(std::iter::repeat_n(b'N', 1 << 21));
+    wide_items.push(b'e');
+    cases.push((
+        "opaque with 2**21 appended items",
+        wrap(&wide_items),
+        Expect::Ok,
+    ));
+    let mut wide_entries = global("collections", "OrderedDict");
+    wide_entries.extend_from_slice(b")R(");
+    wide_entries.extend(std::iter::repeat_n(b'N', 1 << 21));
+    wide_entries.push(b'u');
+    cases.push((
+        "opaque with 2**20 set entries",
+        wrap(&wide_entries),
+        Expect::Ok,
+    ));
     // A list appended to itself: wide (10000 times) and through a chain.
     let mut wide = b"]\x94(".to_vec();
     for _ in 0..10_000 {

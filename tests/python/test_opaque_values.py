@@ -209,6 +209,21 @@ class OpaqueAnyTest(MgrdTestCase):
         self.assertEqual(q.get(timeout=5), Point("a", None))
         self.assertEqual(ns.p, Point(0, 0))
 
+    def test_a_proxy_inside_an_opaque_value_keeps_its_object_alive(self):
+        import gc
+        import time
+
+        ns = self.m.Namespace()
+        inner = self.m.dict({"a": 1})
+        ns.p = Point(inner, "held")
+        del inner
+        gc.collect()
+        time.sleep(1)  # past the reply grace: only the namespace holds it now
+        got = ns.p
+        self.assertEqual(got.y, "held")
+        self.assertEqual(got.x["a"], 1)
+        self.assertEqual(got.x._token.typeid, "dict")
+
 
 class OpaqueNoneTest(MgrdTestCase):
     server_args = ("--reply-grace", "0.5", "--globals", "none")

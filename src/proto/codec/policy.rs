@@ -96,6 +96,9 @@ const VALUE_TYPES: &[(&str, &[&str])] = &[
         &["Counter", "OrderedDict", "defaultdict", "deque", "ChainMap"],
     ),
     ("array", &["array"]),
+    // A str with lone surrogates travels as `_codecs.decode(bytes, 'utf-8',
+    // 'surrogatepass')` (a Rust string cannot hold one); decoding is pure.
+    ("_codecs", &["decode"]),
     (
         "ipaddress",
         &["IPv4Address", "IPv6Address", "IPv4Network", "IPv6Network"],
