@@ -222,6 +222,28 @@ fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::Err,
         ));
     }
+    // Interpreted iterators over one memoized 20000-item list, again and again.
+    for (name, g) in [
+        ("zip() of one list reused 3000x", global("builtins", "zip")),
+        (
+            "enumerate() of one list reused 3000x",
+            global("builtins", "enumerate"),
+        ),
+        (
+            "iter() of one list reused 3000x",
+            global("builtins", "iter"),
+        ),
+        (
+            "reversed() of one list reused 3000x",
+            global("builtins", "reversed"),
+        ),
+    ] {
+        cases.push((
+            name,
+            reduce_again_and_again(&g, &one_tuple(&big_list), 3000),
+            Expect::Err,
+        ));
+    }
     // bytes(b) / bytearray(b) of a memoized 64 KiB bytes.
     let big_bytes = {
         let mut b = b"B\x00\x00\x01\x00".to_vec();

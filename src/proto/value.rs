@@ -16,11 +16,13 @@ use std::fmt;
 
 mod convert;
 mod opaque;
+pub(crate) mod pure;
 mod tree;
 
 pub use convert::ConversionError;
 pub use opaque::{Form, PyObject};
 pub(crate) use opaque::{BUILT_PARTS, ENTRIES, ITEMS, KWARGS, STATE};
+pub(crate) use pure::casefold;
 
 pub(crate) use tree::{Slot, Step, Walk};
 

@@ -244,3 +244,107 @@ class OpaqueNoneTest(MgrdTestCase):
                 self.assertIn("--globals none", str(cm.exception))
         d["k"] = [1, "plain", {"data": None}]
         self.assertEqual(d["k"], [1, "plain", {"data": None}])
+
+
+class PureBuiltinsTest(MgrdTestCase):
+    """Pure builtins and iterators over data, interpreted (never run) as
+    method and constructor arguments, as CPython's server accepts them."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        multiprocessing.current_process().authkey = cls.authkey
+        cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
+        cls.m.connect()
+
+    def test_sort_with_a_pure_key(self):
+        import operator
+
+        words = ["b", "A", "c", "B", "a"]
+        for key in (str.lower, str.upper, str.casefold, len):
+            for reverse in (False, True):
+                with self.subTest(key=key, reverse=reverse):
+                    l = self.m.list(words + ["ccc", "dd"])
+                    l.sort(key=key, reverse=reverse)
+                    self.assertEqual(l[:], sorted(words + ["ccc", "dd"], key=key, reverse=reverse))
+        nums = self.m.list([3, -1, -4, 2])
+        nums.sort(key=abs)
+        self.assertEqual(nums[:], [-1, 2, 3, -4])
+        rows = [(2, "b"), (1, "z"), (2, "a"), (1, "y")]
+        l = self.m.list(rows)
+        l.sort(key=operator.itemgetter(0))
+        self.assertEqual(l[:], sorted(rows, key=operator.itemgetter(0)))
+        l.sort(key=operator.itemgetter(1, 0), reverse=True)
+        self.assertEqual(l[:], sorted(rows, key=operator.itemgetter(1, 0), reverse=True))
+        d = self.m.list([{"n": 2}, {"n": 1}])
+        d.sort(key=operator.itemgetter("n"))
+        self.assertEqual(d[:], [{"n": 1}, {"n": 2}])
+        # A key that applies to no item is the TypeError Python raises, and
+        # the list is unchanged.
+        mixed = self.m.list(["a", 1])
+        with self.assertRaises(TypeError):
+            mixed.sort(key=str.lower)
+        self.assertEqual(mixed[:], ["a", 1])
+
+    def test_other_keys_stay_refused(self):
+        l = self.m.list([1, 2])
+        for key in (lambda x: -x, str.strip, sorted):
+            with self.subTest(key=key):
+                with self.assertRaises(Exception):
+                    l.sort(key=key)
+        self.assertEqual(l[:], [1, 2])
+
+    def test_iterators_over_data_as_constructor_and_method_arguments(self):
+        k, v = ["a", "b", "c"], [1, 2, 3]
+        self.assertEqual(self.m.dict(zip(k, v)).copy(), dict(zip(k, v)))
+        self.assertEqual(self.m.list(enumerate(k))[:], list(enumerate(k)))
+        self.assertEqual(self.m.list(enumerate(k, 5))[:], list(enumerate(k, 5)))
+        self.assertEqual(self.m.list(reversed(v))[:], [3, 2, 1])
+        self.assertEqual(self.m.list(iter(v))[:], v)
+        self.assertEqual(self.m.list(map(str.upper, k))[:], ["A", "B", "C"])
+        self.assertEqual(self.m.list(map(len, ["ab", "c"]))[:], [2, 1])
+        self.assertEqual(self.m.list(range(2, 10, 3))[:], [2, 5, 8])
+        # A partly consumed iterator pickles its position.
+        it = iter(v)
+        next(it)
+        self.assertEqual(self.m.list(it)[:], [2, 3])
+        r = reversed(v)
+        next(r)
+        self.assertEqual(self.m.list(r)[:], [2, 1])
+        d = self.m.dict()
+        d.update(zip(k, v))
+        d.update(collections.Counter("aab"))
+        self.assertEqual(d.copy(), {"a": 2, "b": 1, "c": 3})
+        d.update(collections.OrderedDict([("z", 0)]))
+        d.update(collections.defaultdict(int, {"y": 9}))
+        self.assertEqual(d["z"], 0)
+        self.assertEqual(d["y"], 9)
+        self.assertEqual(self.m.dict(collections.Counter("xx")).copy(), {"x": 2})
+        self.assertEqual(self.m.list(collections.deque([1, 2]))[:], [1, 2])
+        l = self.m.list()
+        l.extend(zip(k, v))
+        self.assertEqual(l[:], list(zip(k, v)))
+        with self.assertRaises(Exception):
+            self.m.list(map(lambda x: x, k))
+
+    def test_ctypes_and_builtin_types_as_value_typecodes(self):
+        import ctypes
+
+        for code, value in [
+            (ctypes.c_int, 0),
+            (ctypes.c_double, 1.5),
+            (ctypes.c_bool, True),
+            (ctypes.c_char_p, b"x"),
+            (bool, False),
+            (int, 3),
+            (float, 2.5),
+        ]:
+            with self.subTest(code=code):
+                v = self.m.Value(code, value)
+                self.assertEqual(v.value, value)
+                v.value = value
+                self.assertEqual(v.get(), value)
+                self.assertIn(code.__name__, str(v))
+        # A ctypes type is a class here, never called.
+        with self.assertRaises(Exception):
+            self.m.Value("i", ctypes.c_int(5))

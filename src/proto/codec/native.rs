@@ -397,7 +397,7 @@ impl<'a> Input<'a> {
         let form = match self.byte()? {
             F_GLOBAL => {
                 let (module, name) = (self.string()?, self.string()?);
-                if !self.globals.allows(&module, &name) {
+                if !self.globals.allows_bare(&module, &name) {
                     return Err(CodecError::new(self.globals.refusal(&module, &name)));
                 }
                 self.budget.spend_items::<PyObject>(1)?;
@@ -414,6 +414,13 @@ impl<'a> Input<'a> {
         let mut parts = Vec::with_capacity(crate::proto::value::BUILT_PARTS);
         for _ in 0..crate::proto::value::BUILT_PARTS {
             parts.push(self.value(depth + 1)?);
+        }
+        if let Some(Value::Opaque(c)) = parts.first() {
+            if let Form::Global { module, name } = c.form() {
+                if !self.globals.allows(module, name) {
+                    return Err(CodecError::new(self.globals.refusal(module, name)));
+                }
+            }
         }
         match PyObject::from_parts(form, parts) {
             Some(o) => Ok(Value::Opaque(Box::new(o))),

@@ -130,6 +130,60 @@ const VALUE_TYPES: &[(&str, &[&str])] = &[
     ("socket", &["timeout", "gaierror", "herror"]),
 ];
 
+/// Functions that cannot run code, which the server interprets (as sort keys,
+/// in `map`): they pass under every policy, as values and as callables.
+const PURE: &[(&str, &[&str])] = &[
+    (
+        "builtins",
+        &["str.lower", "str.upper", "str.casefold", "len", "abs"],
+    ),
+    ("operator", &["itemgetter"]),
+];
+
+/// ctypes types, as `Value`'s typecode (`m.Value(ctypes.c_int, 0)`): they pass
+/// under the default policy as bare classes only, never called.
+const CTYPES: &[&str] = &[
+    "c_bool",
+    "c_char",
+    "c_wchar",
+    "c_byte",
+    "c_ubyte",
+    "c_short",
+    "c_ushort",
+    "c_int",
+    "c_uint",
+    "c_long",
+    "c_ulong",
+    "c_longlong",
+    "c_ulonglong",
+    "c_size_t",
+    "c_ssize_t",
+    "c_int8",
+    "c_uint8",
+    "c_int16",
+    "c_uint16",
+    "c_int32",
+    "c_uint32",
+    "c_int64",
+    "c_uint64",
+    "c_float",
+    "c_double",
+    "c_longdouble",
+    "c_char_p",
+    "c_wchar_p",
+    "c_void_p",
+];
+
+fn listed(list: &[(&str, &[&str])], module: &str, name: &str) -> bool {
+    list.iter()
+        .any(|(m, names)| *m == module && names.contains(&name))
+}
+
+/// Whether `module.name` is one of the pure functions the server interprets.
+pub(crate) fn pure(module: &str, name: &str) -> bool {
+    listed(PURE, module, name)
+}
+
 /// A built-in exception class's name: CPython's builtins ending in `Error`,
 /// `Exception` or `Warning` are all exception classes, plus these.
 fn builtin_exception(name: &str) -> bool {
@@ -152,18 +206,28 @@ fn builtin_exception(name: &str) -> bool {
 }
 
 impl Globals {
-    /// Whether a value may name the global `module.name`.
+    /// Whether a value may name the global `module.name` and a client be made
+    /// to call it (as REDUCE / NEWOBJ do when it unpickles the value).
     pub fn allows(self, module: &str, name: &str) -> bool {
+        if pure(module, name) {
+            return true;
+        }
         match self {
             Globals::None => false,
             Globals::Any => !module.is_empty() && !name.is_empty(),
             Globals::Default => {
                 (module == "builtins" && builtin_exception(name))
-                    || VALUE_TYPES
-                        .iter()
-                        .any(|(m, names)| *m == module && names.contains(&name))
+                    || listed(VALUE_TYPES, module, name)
             }
         }
+    }
+
+    /// Whether a value may name the global `module.name` as a bare class
+    /// (not called): what [`allows`](Self::allows) passes, and the ctypes
+    /// types under the default policy.
+    pub fn allows_bare(self, module: &str, name: &str) -> bool {
+        self.allows(module, name)
+            || (self == Globals::Default && module == "ctypes" && CTYPES.contains(&name))
     }
 
     /// The error text for a global this policy refuses.
@@ -200,6 +264,9 @@ mod tests {
         assert!(!d.allows("__main__", "Point"));
         assert!(Globals::Any.allows("__main__", "Point"));
         assert!(!Globals::None.allows("datetime", "datetime"));
+        assert!(Globals::None.allows("builtins", "str.lower"));
+        assert!(d.allows_bare("ctypes", "c_int") && !d.allows("ctypes", "c_int"));
+        assert!(!Globals::None.allows_bare("ctypes", "c_int"));
         assert_eq!("any".parse::<Globals>(), Ok(Globals::Any));
         assert!("all".parse::<Globals>().is_err());
         assert_eq!(Globals::None.to_string(), "none");

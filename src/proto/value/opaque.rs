@@ -175,6 +175,56 @@ impl PyObject {
         }
     }
 
+    /// The entries of a `collections` Counter, OrderedDict or defaultdict
+    /// (its dict argument, then the entries set onto it); `None` for any other
+    /// object. Read as data: nothing is called.
+    pub fn mapping_entries(&self) -> Option<Vec<(Value, Value)>> {
+        let ("collections", "Counter" | "OrderedDict" | "defaultdict") = self.global_name()? else {
+            return None;
+        };
+        if self.form != Form::Reduce
+            || !matches!(self.items(), Some(Value::List(v)) if v.is_empty())
+        {
+            return None;
+        }
+        let mut out = Vec::new();
+        match (self.global_name()?.1, self.args()) {
+            ("Counter", Some(Value::Tuple(a))) => match &a[..] {
+                [] => {}
+                [Value::Dict(d)] => out.extend(d.iter().cloned()),
+                _ => return None,
+            },
+            ("OrderedDict", Some(Value::Tuple(a))) if a.is_empty() => {}
+            ("defaultdict", Some(Value::Tuple(a))) if a.len() <= 1 => {}
+            _ => return None,
+        }
+        if let Some(Value::Dict(d)) = self.entries() {
+            out.extend(d.iter().cloned());
+        }
+        Some(out)
+    }
+
+    /// The items of a `collections.deque` (its list argument, then the items
+    /// appended onto it); `None` for any other object.
+    pub fn sequence_items(&self) -> Option<Vec<Value>> {
+        if self.global_name()? != ("collections", "deque") || self.form != Form::Reduce {
+            return None;
+        }
+        let mut out = Vec::new();
+        match self.args() {
+            Some(Value::Tuple(a)) => match a.first() {
+                None => {}
+                Some(Value::List(v) | Value::Tuple(v)) => out.extend(v.iter().cloned()),
+                Some(_) => return None,
+            },
+            _ => return None,
+        }
+        if let Some(Value::List(v)) = self.items() {
+            out.extend(v.iter().cloned());
+        }
+        Some(out)
+    }
+
     /// Python's type name for messages: the class name when known.
     pub fn type_name(&self) -> &str {
         match (&self.form, self.global_name()) {

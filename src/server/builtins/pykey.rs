@@ -496,6 +496,43 @@ pub(crate) fn py_sort(items: &mut Vec<Value>, reverse: bool) -> Result<(), Remot
     }
 }
 
+/// Sorts `items` stably by their `keys` (one per item, as a key function
+/// gave them), as `list.sort(key=…, reverse=…)` does; on a comparison error
+/// `items` is left as it was.
+pub(crate) fn py_sort_keyed(
+    items: &mut Vec<Value>,
+    keys: Vec<Value>,
+    reverse: bool,
+) -> Result<(), RemoteError> {
+    // (key, position) pairs sorted by key alone; then items follow positions.
+    let mut pairs: Vec<Value> = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| Value::Tuple(vec![k, Value::Int(i as i64)]))
+        .collect();
+    if reverse {
+        pairs.reverse();
+    }
+    let mut sorted = merge_sort(pairs, &mut |a, b| {
+        let (Value::Tuple(a), Value::Tuple(b)) = (a, b) else {
+            unreachable!("built as pairs")
+        };
+        py_lt(&a[0], &b[0])
+    })?;
+    if reverse {
+        sorted.reverse();
+    }
+    let mut old: Vec<Option<Value>> = std::mem::take(items).into_iter().map(Some).collect();
+    items.extend(sorted.iter().map(|p| match p {
+        Value::Tuple(t) => match t[1] {
+            Value::Int(i) => old[i as usize].take().expect("each position once"),
+            _ => unreachable!("a position"),
+        },
+        _ => unreachable!("built as pairs"),
+    }));
+    Ok(())
+}
+
 type Lt<'a> = dyn FnMut(&Value, &Value) -> Result<bool, RemoteError> + 'a;
 
 /// A stable merge sort with a fallible `<`: never panics, whatever `lt` answers.

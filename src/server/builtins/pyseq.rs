@@ -75,6 +75,12 @@ pub(crate) fn items_of(v: Value, limit: usize) -> Result<Result<Vec<Value>, Valu
             out.extend(b.iter().map(|&x| Value::Int(i64::from(x))));
             Ok(out)
         }
+        // A deque's items; a Counter's, OrderedDict's or defaultdict's keys.
+        Value::Opaque(ref o) => match (o.sequence_items(), o.mapping_entries()) {
+            (Some(items), _) => Ok(items),
+            (_, Some(entries)) => Ok(entries.into_iter().map(|(k, _)| k).collect()),
+            _ => Err(v),
+        },
         other => Err(other),
     })
 }

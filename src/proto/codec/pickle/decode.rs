@@ -76,6 +76,9 @@ pub(super) enum Node {
     Proxy(Ix),
     /// An opaque object (an exception instance, a `datetime` …).
     Object(Box<Object>),
+    /// An interpreted iterator (`iter`, `zip` …): the items it yields, and
+    /// whether it came from `reversed` (for the position a BUILD sets).
+    Iter(Vec<Ix>, bool),
     /// Converted and moved out (it was referenced once).
     Taken,
     /// Being converted: meeting it again means the value contains itself.
@@ -229,7 +232,7 @@ fn children(
     mut f: impl FnMut(Ix) -> Result<(), CodecError>,
 ) -> Result<(), CodecError> {
     match node {
-        Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => {
+        Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) | Node::Iter(v, _) => {
             v.iter().try_for_each(|&c| f(c))
         }
         Node::Dict(d) => d.iter().try_for_each(|&(k, v)| {
@@ -980,7 +983,7 @@ impl Decoded {
                 let n = b.capacity();
                 (Value::Bytes(b), n)
             }
-            Node::List(v) => self.values(&v, depth, Value::List)?,
+            Node::List(v) | Node::Iter(v, _) => self.values(&v, depth, Value::List)?,
             Node::Tuple(v) => self.values(&v, depth, Value::Tuple)?,
             Node::Set(v) => self.values(&v, depth, Value::Set)?,
             Node::FrozenSet(v) => self.values(&v, depth, Value::FrozenSet)?,
@@ -1001,7 +1004,7 @@ impl Decoded {
                     return err("a class or function cannot be a value");
                 };
                 // `_codecs.decode` only ever makes a surrogate str (see reduce).
-                if !self.globals.allows(module, name) && g != Global::CodecsDecode {
+                if !self.globals.allows_bare(module, name) && g != Global::CodecsDecode {
                     return err(self.globals.refusal(module, name));
                 }
                 let size = module.len() + name.len() + std::mem::size_of::<PyObject>();

@@ -48,6 +48,27 @@ pub(super) enum Global {
     /// Another global the policy lets values name: (module, name). Calling it
     /// makes an opaque object.
     Other(Box<(String, String)>),
+    /// An iterator constructor over data, interpreted: the iterator becomes
+    /// the list of what it would yield.
+    Iter(IterFn),
+}
+
+/// The iterator constructors (and `getattr` for `str.lower` & co.) the decoder
+/// interprets over data, never calling anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IterFn {
+    /// `iter(seq)`, then BUILD with the position.
+    Iter,
+    /// `reversed(seq)`, then BUILD with the position.
+    Reversed,
+    /// `zip(*iterables)`.
+    Zip,
+    /// `enumerate(iterable, start)`.
+    Enumerate,
+    /// `map(f, iterable)` with a pure builtin `f`.
+    Map,
+    /// `getattr(str, 'lower' | 'upper' | 'casefold')`.
+    Getattr,
 }
 
 impl Global {
@@ -68,6 +89,12 @@ impl Global {
             Global::CodecsDecode => ("_codecs", "decode"),
             Global::Exception(kind) => super::exception_class(kind)?,
             Global::Other(mn) => (&mn.0, &mn.1),
+            Global::Iter(IterFn::Iter) => ("builtins", "iter"),
+            Global::Iter(IterFn::Reversed) => ("builtins", "reversed"),
+            Global::Iter(IterFn::Zip) => ("builtins", "zip"),
+            Global::Iter(IterFn::Enumerate) => ("builtins", "enumerate"),
+            Global::Iter(IterFn::Map) => ("builtins", "map"),
+            Global::Iter(IterFn::Getattr) => ("builtins", "getattr"),
             _ => return None,
         })
     }
@@ -182,6 +209,12 @@ pub(super) fn resolve_global(
         }
         ("_codecs" | "codecs", "encode") => Some(Global::CodecsEncode),
         ("_codecs" | "codecs", "decode") => Some(Global::CodecsDecode),
+        (_, "iter") if builtin => Some(Global::Iter(IterFn::Iter)),
+        (_, "reversed") if builtin => Some(Global::Iter(IterFn::Reversed)),
+        (_, "zip") if builtin => Some(Global::Iter(IterFn::Zip)),
+        (_, "enumerate") if builtin => Some(Global::Iter(IterFn::Enumerate)),
+        (_, "map") if builtin => Some(Global::Iter(IterFn::Map)),
+        (_, "getattr") if builtin => Some(Global::Iter(IterFn::Getattr)),
         ("array", "array") => Some(Global::Array),
         ("array", "_array_reconstructor") => Some(Global::ArrayReconstructor),
         ("copyreg" | "copy_reg", "_reconstructor") => Some(Global::Reconstructor),
@@ -193,7 +226,7 @@ pub(super) fn resolve_global(
     };
     match g {
         Some(g) => Ok(g),
-        None if globals.allows(module, name) => Ok(Global::Other(Box::new((
+        None if globals.allows_bare(module, name) => Ok(Global::Other(Box::new((
             module.to_owned(),
             name.to_owned(),
         )))),
@@ -253,7 +286,15 @@ impl Machine<'_> {
             self.budget.spend(kind.len())?;
         }
         let (arr, len) = self.args(args, "REDUCE")?;
-        if len > 4 && !matches!(g, Global::Exception(_) | Global::NewObj | Global::Other(_)) {
+        if len > 4
+            && !matches!(
+                g,
+                Global::Exception(_)
+                    | Global::NewObj
+                    | Global::Other(_)
+                    | Global::Iter(IterFn::Zip)
+            )
+        {
             return err("too many arguments for a whitelisted global");
         }
         let a = &arr[..len.min(4)];
@@ -457,7 +498,14 @@ impl Machine<'_> {
                 }
                 _ => return err("RebuildProxy takes 4 arguments"),
             },
+            Global::Other(mn) if !self.globals.allows(&mn.0, &mn.1) => {
+                return err(format!(
+                    "'{}.{}' is accepted as a class, not called",
+                    mn.0, mn.1
+                ))
+            }
             Global::Exception(_) | Global::Other(_) => object(Form::Reduce, func, args, NO_MEMO),
+            Global::Iter(f) => self.iterate(f, args)?,
             Global::CodecsDecode => match a[..] {
                 [data, enc, errors]
                     if self.globals != Globals::None
@@ -495,6 +543,14 @@ impl Machine<'_> {
         } else {
             Form::NewObj
         };
+        if let Some(Global::Other(mn)) = self.global(cls) {
+            if !self.globals.allows(&mn.0, &mn.1) {
+                return err(format!(
+                    "'{}.{}' is accepted as a class, not instantiated",
+                    mn.0, mn.1
+                ));
+            }
+        }
         match self.global(cls) {
             Some(Global::Token) if len == 0 => Ok(Node::Token(None)),
             Some(Global::Exception(_) | Global::Other(_)) => {
@@ -521,8 +577,151 @@ impl Machine<'_> {
                 Ok(())
             }
             Node::Object(_) => err("BUILD twice on one object is not supported"),
+            Node::Iter(..) => {
+                let Node::Int(pos) = *self.node(state) else {
+                    return err("an iterator's state must be an int");
+                };
+                let Node::Iter(items, reversed) = self.node_mut(obj) else {
+                    unreachable!("matched an iterator")
+                };
+                // iter: the next item is items[pos]; reversed (kept reversed):
+                // the next is the original's items[pos], going down.
+                let pos = usize::try_from(pos.max(0)).unwrap_or(usize::MAX);
+                if *reversed {
+                    let keep = pos.saturating_add(1).min(items.len());
+                    items.drain(..items.len() - keep);
+                } else {
+                    items.drain(..pos.min(items.len()));
+                }
+                Ok(())
+            }
             _ => err("BUILD is only accepted for Token and opaque objects"),
         }
+    }
+
+    /// The items an iterable node yields: a list, tuple, set, frozenset or
+    /// interpreted iterator; a copy, charged.
+    fn yielded(&mut self, src: Ix, what: &str) -> Result<Vec<Ix>, CodecError> {
+        if let Node::Iter(v, _) = self.node(src) {
+            let n = v.len();
+            let mut items = self.budget.vec(n)?;
+            if let Node::Iter(v, _) = self.node(src) {
+                items.extend_from_slice(v);
+            }
+            return Ok(items);
+        }
+        self.items_of(src, what)
+    }
+
+    /// REDUCE of an iterator constructor: the list it would yield, built as
+    /// nodes (charged); or `str.lower` & co. from `getattr`.
+    fn iterate(&mut self, f: IterFn, args: Ix) -> Result<Node, CodecError> {
+        let (a, len) = self.args(args, "REDUCE")?;
+        let a = &a[..len.min(4)];
+        Ok(match (f, a) {
+            (IterFn::Getattr, &[cls, attr]) => {
+                let method = match (self.global(cls).and_then(Global::py_name), self.text(attr)) {
+                    (Some(("builtins", "str")), Some(m @ ("lower" | "upper" | "casefold"))) => m,
+                    _ => return err(
+                        "getattr() is not allowed except as str.lower, str.upper or str.casefold",
+                    ),
+                };
+                let name = format!("str.{method}");
+                self.budget.spend(name.len() + 8)?;
+                Node::Global(Global::Other(Box::new(("builtins".to_owned(), name))))
+            }
+            (IterFn::Iter, &[src]) => Node::Iter(self.yielded(src, "iter()")?, false),
+            (IterFn::Reversed, &[src]) => {
+                let mut items = self.yielded(src, "reversed()")?;
+                items.reverse();
+                Node::Iter(items, true)
+            }
+            (IterFn::Zip, _) => {
+                let Node::Tuple(srcs) = self.node(args) else {
+                    unreachable!("args checked a tuple")
+                };
+                let srcs = srcs.clone();
+                self.budget.spend_items::<Ix>(srcs.len())?;
+                let mut cols = Vec::with_capacity(srcs.len());
+                for &s in &srcs {
+                    cols.push(self.yielded(s, "zip()")?);
+                }
+                let rows = cols.iter().map(Vec::len).min().unwrap_or(0);
+                let mut out = self.budget.vec::<Ix>(rows)?;
+                for r in 0..rows {
+                    let mut row = self.budget.vec::<Ix>(cols.len())?;
+                    row.extend(cols.iter().map(|c| c[r]));
+                    out.push(self.add(Node::Tuple(row))?);
+                }
+                Node::Iter(out, false)
+            }
+            (IterFn::Enumerate, &[src, ..]) if a.len() <= 2 => {
+                let start = match a.get(1).map(|&i| self.node(i)) {
+                    None => 0,
+                    Some(&Node::Int(s)) => s,
+                    Some(_) => return err("enumerate() start must be an int"),
+                };
+                let items = self.yielded(src, "enumerate()")?;
+                let mut out = self.budget.vec::<Ix>(items.len())?;
+                for (k, item) in items.into_iter().enumerate() {
+                    let Some(n) = start.checked_add(k as i64) else {
+                        return err("enumerate() count overflows");
+                    };
+                    let n = self.add(Node::Int(n))?;
+                    let mut row = self.budget.vec::<Ix>(2)?;
+                    row.extend([n, item]);
+                    out.push(self.add(Node::Tuple(row))?);
+                }
+                Node::Iter(out, false)
+            }
+            (IterFn::Map, &[func, src]) => {
+                let Some((module, name)) = self.global(func).and_then(Global::py_name) else {
+                    return err("map() is only accepted with a pure builtin (str.lower, len …)");
+                };
+                if !crate::proto::codec::policy::pure(module, name) || module != "builtins" {
+                    return err(format!(
+                        "map() is only accepted with str.lower, str.upper, str.casefold, \
+                         len or abs, not {module}.{name}"
+                    ));
+                }
+                let name = name.to_owned();
+                let items = self.yielded(src, "map()")?;
+                let mut out = self.budget.vec::<Ix>(items.len())?;
+                for item in items {
+                    let n = self.apply_pure(&name, item)?;
+                    out.push(self.add(n)?);
+                }
+                Node::Iter(out, false)
+            }
+            _ => return err(format!("{f:?} with unsupported arguments")),
+        })
+    }
+
+    /// A pure builtin applied to a node, as data.
+    fn apply_pure(&mut self, f: &str, item: Ix) -> Result<Node, CodecError> {
+        let node = self.node(item);
+        let out = match (f, node) {
+            ("str.lower", Node::Str(s)) => Node::Str(s.to_lowercase()),
+            ("str.upper", Node::Str(s)) => Node::Str(s.to_uppercase()),
+            ("str.casefold", Node::Str(s)) => Node::Str(crate::proto::value::casefold(s)),
+            ("len", Node::Str(s)) => Node::Int(s.chars().count() as i64),
+            ("len", Node::Bytes(b)) => Node::Int(b.len() as i64),
+            ("len", Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v)) => {
+                Node::Int(v.len() as i64)
+            }
+            ("len", Node::Dict(d)) => Node::Int(d.len() as i64),
+            ("abs", &Node::Int(i)) => match i.checked_abs() {
+                Some(a) => Node::Int(a),
+                None => return err("abs() of the smallest int is not supported in map()"),
+            },
+            ("abs", &Node::Float(x)) => Node::Float(x.abs()),
+            ("abs", &Node::Bool(b)) => Node::Int(i64::from(b)),
+            _ => return err(format!("map({f}, ...) over an item it does not apply to")),
+        };
+        if let Node::Str(s) = &out {
+            self.budget.spend(s.len())?;
+        }
+        Ok(out)
     }
 
     /// The items of an array's machine-format bytes (node `data`) as a list.
