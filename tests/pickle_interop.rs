@@ -321,13 +321,34 @@ fn rust_pickle_codec_talks_to_a_cpython_manager_server() {
 }
 
 #[test]
-fn oversized_first_pickle_frame_is_answered_in_pickle() {
+fn oversized_pickle_frames_are_answered_in_pickle() {
     let s = TestServer::start_with(|c| c.max_frame = 1024);
     let mut conn = Connection::connect(&s.address, KEY).unwrap();
     let big = Request::public("dummy", vec![Value::Bytes(vec![0; 4096])]);
     let mut payload = Vec::new();
     pickle::encode_request(&big, &pickle::Origin::new(&Value::None), &mut payload);
     conn.queue_raw(&payload);
+    conn.write_out().unwrap();
+    // Read whole and dropped; the answer names the limit and how to raise it.
+    match pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap() {
+        Reply::Traceback(t) => {
+            assert!(t.contains("limit of 1024 bytes"), "{t}");
+            assert!(t.contains("--max-frame"), "{t}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The connection keeps serving.
+    let mut payload = Vec::new();
+    let dummy = Request::public("dummy", vec![]);
+    pickle::encode_request(&dummy, &pickle::Origin::new(&Value::None), &mut payload);
+    conn.queue_raw(&payload);
+    conn.write_out().unwrap();
+    let reply = pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap();
+    assert_eq!(reply, Reply::Return(Value::None));
+    // Sixteen times the limit and more: answered at once and closed.
+    let mut conn = Connection::connect(&s.address, KEY).unwrap();
+    conn.queue_bytes(&(16 * 1024 + 1i32).to_be_bytes());
+    conn.queue_bytes(&[0x80]);
     conn.write_out().unwrap();
     match pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap() {
         Reply::Traceback(t) => assert!(t.contains("bad frame"), "{t}"),

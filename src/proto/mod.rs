@@ -11,4 +11,4 @@ pub mod message;
 pub mod value;
 
 pub use message::{RemoteError, Reply, Request, RequestRef};
-pub use value::{ConversionError, Form, ObjectId, PyObject, Slice, Token, Value};
+pub use value::{ArrayData, ConversionError, Form, ObjectId, PyObject, Slice, Token, Value};

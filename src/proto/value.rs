@@ -20,7 +20,7 @@ pub(crate) mod pure;
 mod tree;
 
 pub use convert::ConversionError;
-pub use opaque::{Form, PyObject};
+pub use opaque::{ArrayData, Form, PyObject};
 pub(crate) use opaque::{BUILT_PARTS, ENTRIES, ITEMS, KWARGS, STATE};
 pub(crate) use pure::casefold;
 

@@ -348,3 +348,83 @@ class PureBuiltinsTest(MgrdTestCase):
         # A ctypes type is a class here, never called.
         with self.assertRaises(Exception):
             self.m.Value("i", ctypes.c_int(5))
+
+
+class TypesRoundTripTest(MgrdTestCase):
+    """array.array, range and bytearray come back as what was stored; Array
+    slices are arrays; `_getvalue()` returns what CPython's server returns."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        multiprocessing.current_process().authkey = cls.authkey
+        cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
+        cls.m.connect()
+
+    def test_array_range_bytearray_stored_as_values(self):
+        import array
+
+        values = [
+            array.array("d", [1.5, -2.0]),
+            array.array("i", [1, 2, 3]),
+            array.array("u", "hé"),
+            array.array("B"),
+            range(3),
+            range(10, 0, -3),
+            bytearray(b"ab\x00"),
+            bytearray(),
+        ]
+        d, l, q, ns = self.m.dict(), self.m.list(), self.m.Queue(), self.m.Namespace()
+        for i, v in enumerate(values):
+            d[i] = v
+            l.append(v)
+            q.put(v)
+            setattr(ns, f"a{i}", v)
+        for i, v in enumerate(values):
+            for got in (d[i], l[i], q.get(timeout=5), getattr(ns, f"a{i}")):
+                with self.subTest(v=v):
+                    self.assertIs(type(got), type(v))
+                    self.assertEqual(got, v)
+                    if isinstance(v, array.array):
+                        self.assertEqual(got.typecode, v.typecode)
+        # Still usable as iterables by the server's constructors.
+        self.assertEqual(self.m.list(array.array("i", [4, 5]))[:], [4, 5])
+        self.assertEqual(self.m.list(bytearray(b"\x01\x02"))[:], [1, 2])
+        self.assertEqual(self.m.list(range(3))[:], [0, 1, 2])
+
+    def test_array_slices_are_arrays_and_take_only_arrays(self):
+        import array
+
+        a = self.m.Array("d", [1.0, 2.0, 3.0])
+        s = a[:]
+        self.assertIsInstance(s, array.array)
+        self.assertEqual(s, array.array("d", [1.0, 2.0, 3.0]))
+        self.assertEqual(a[1:], array.array("d", [2.0, 3.0]))
+        with self.assertRaises(TypeError):
+            a[0:2] = [9.0, 8.0]
+        with self.assertRaises(TypeError):
+            a[0:2] = array.array("i", [9, 8])
+        a[0:2] = array.array("d", [9.0, 8.0])
+        self.assertEqual(a[:], array.array("d", [9.0, 8.0, 3.0]))
+        self.assertEqual(a._getvalue(), array.array("d", [9.0, 8.0, 3.0]))
+        u = self.m.Array("u", "ab")
+        self.assertEqual(u[:], array.array("u", "ab"))
+
+    def test_getvalue_of_namespace_and_value_is_cpythons(self):
+        from multiprocessing.managers import Namespace, Value
+
+        ns = self.m.Namespace(x=1, y="two")
+        got = ns._getvalue()
+        self.assertIsInstance(got, Namespace)
+        self.assertEqual(repr(got), "Namespace(x=1, y='two')")
+        v = self.m.Value("i", 5)
+        got = v._getvalue()
+        self.assertIsInstance(got, Value)
+        self.assertEqual(got.value, 5)
+        self.assertEqual(repr(got), "Value('i', 5)")
+
+    def test_a_million_item_range_is_kept_compact_until_built(self):
+        l = self.m.list(range(1_000_000))
+        self.assertEqual(len(l), 1_000_000)
+        self.assertEqual(l[999_999], 999_999)
+        self.assertEqual(l[:3], [0, 1, 2])

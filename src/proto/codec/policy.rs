@@ -138,6 +138,11 @@ const PURE: &[(&str, &[&str])] = &[
         &["str.lower", "str.upper", "str.casefold", "len", "abs"],
     ),
     ("operator", &["itemgetter"]),
+    // The data types the decoder keeps as they came and the server reads.
+    ("builtins", &["range", "bytearray"]),
+    ("array", &["array", "_array_reconstructor"]),
+    // What `_getvalue()` of a Namespace or Value returns, as on CPython.
+    ("multiprocessing.managers", &["Namespace", "Value"]),
 ];
 
 /// ctypes types, as `Value`'s typecode (`m.Value(ctypes.c_int, 0)`): they pass

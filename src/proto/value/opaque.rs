@@ -225,6 +225,73 @@ impl PyObject {
         Some(out)
     }
 
+    /// `(start, stop, step)` of a `range` kept as the call that makes it.
+    pub fn range_bounds(&self) -> Option<(i64, i64, i64)> {
+        if self.global_name()? != ("builtins", "range") || self.form != Form::Reduce {
+            return None;
+        }
+        let Some(Value::Tuple(a)) = self.args() else {
+            return None;
+        };
+        let int = |i: usize| a.get(i).and_then(Value::as_int);
+        match a.len() {
+            1 => Some((0, int(0)?, 1)),
+            2 => Some((int(0)?, int(1)?, 1)),
+            3 => Some((int(0)?, int(1)?, int(2)?)).filter(|r| r.2 != 0),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a `bytearray` kept as the call that makes it.
+    pub fn bytearray_bytes(&self) -> Option<&[u8]> {
+        if self.global_name()? != ("builtins", "bytearray") || self.form != Form::Reduce {
+            return None;
+        }
+        match self.args() {
+            Some(Value::Tuple(a)) => match &a[..] {
+                [] => Some(&[]),
+                [Value::Bytes(b)] => Some(b),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The typecode and data of an `array.array` kept as the call that makes
+    /// it: `array(code, items)` or `_array_reconstructor(array, code, mformat,
+    /// bytes)`.
+    pub fn array_data(&self) -> Option<(char, ArrayData<'_>)> {
+        if self.form != Form::Reduce {
+            return None;
+        }
+        let Some(Value::Tuple(a)) = self.args() else {
+            return None;
+        };
+        let code = |v: &Value| {
+            let s = v.as_str()?;
+            let mut c = s.chars();
+            match (c.next(), c.next()) {
+                (Some(tc), None) => Some(tc),
+                _ => None,
+            }
+        };
+        match (self.global_name()?, &a[..]) {
+            (("array", "array"), [tc, data]) => Some((
+                code(tc)?,
+                match data {
+                    Value::List(v) => ArrayData::Items(v),
+                    Value::Str(s) => ArrayData::Text(s),
+                    Value::Bytes(b) => ArrayData::Native(b),
+                    _ => return None,
+                },
+            )),
+            (("array", "_array_reconstructor"), [_, tc, Value::Int(fmt), Value::Bytes(b)]) => {
+                Some((code(tc)?, ArrayData::Machine(*fmt, b)))
+            }
+            _ => None,
+        }
+    }
+
     /// Python's type name for messages: the class name when known.
     pub fn type_name(&self) -> &str {
         match (&self.form, self.global_name()) {
@@ -265,6 +332,19 @@ impl PyObject {
     }
 }
 
+/// The data of an `array.array` (see [`PyObject::array_data`]).
+#[derive(Debug, Clone, Copy)]
+pub enum ArrayData<'a> {
+    /// Its items, as `array(code, [...])` carries them.
+    Items(&'a [Value]),
+    /// A `'u'` array's text.
+    Text(&'a str),
+    /// This host's machine values (`array(code, a.tobytes())`).
+    Native(&'a [u8]),
+    /// `_array_reconstructor`'s machine format code and bytes.
+    Machine(i64, &'a [u8]),
+}
+
 impl fmt::Debug for PyObject {
     /// The form and the number of parts (the parts are printed by `Value`'s
     /// `Debug`, which walks without recursion).
@@ -283,6 +363,15 @@ impl Value {
     pub fn opaque_call(module: &str, name: &str, args: Vec<Value>) -> Value {
         let callable = Value::opaque_global(module, name);
         Value::Opaque(Box::new(PyObject::built(Form::Reduce, callable, args)))
+    }
+
+    /// `module.name.__new__(module.name)` with its `BUILD` state: how pickle
+    /// writes an instance of a plain class (`Namespace(x=1)`).
+    pub fn opaque_instance(module: &str, name: &str, state: Value) -> Value {
+        let callable = Value::opaque_global(module, name);
+        let mut o = PyObject::built(Form::NewObj, callable, Vec::new());
+        o.set_state(state);
+        Value::Opaque(Box::new(o))
     }
 
     /// The opaque object inside an `Opaque`, if this is one.

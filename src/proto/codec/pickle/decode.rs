@@ -637,7 +637,17 @@ impl Machine<'_> {
                 0x8e | 0x96 => {
                     let n = self.input.u64()?;
                     let n = self.input.len(n)?;
-                    self.bytes(n)?
+                    self.bytes(n)?;
+                    if op == 0x96 {
+                        // BYTEARRAY8: kept as `bytearray(b)`, as it came back.
+                        let data = self.pop()?;
+                        let func = self.add(Node::Global(Global::Bytes(true)))?;
+                        let mut items = self.budget.vec(1)?;
+                        items.push(data);
+                        let args = self.add(Node::Tuple(items))?;
+                        let n = self.reduce(func, args)?;
+                        self.push(n)?
+                    }
                 }
                 b']' => self.push(Node::List(Vec::new()))?,
                 b')' => self.push(Node::Tuple(Vec::new()))?,

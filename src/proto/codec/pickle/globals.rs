@@ -3,7 +3,7 @@
 //! set, a list from an array's bytes, a Token, a rebuilt proxy, an exception.
 //! Nothing here imports or runs anything: a name that is not listed is an error.
 
-use super::decode::{err, long_node, Ix, Machine, Node, Object, NO_MEMO};
+use super::decode::{err, Ix, Machine, Node, Object, NO_MEMO};
 use crate::proto::codec::{CodecError, Globals};
 use crate::proto::value::{Form, Slice};
 
@@ -23,8 +23,9 @@ pub(super) enum Global {
     /// `builtins.list` / `builtins.tuple` (managers.py reduces dict views to
     /// `list(items)`).
     Seq(bool),
-    /// `builtins.bytearray` / `builtins.bytes` (protocols 2–4).
-    Bytes,
+    /// `builtins.bytearray` (`true`, kept as the call that makes it) /
+    /// `builtins.bytes` (protocols 2–4).
+    Bytes(bool),
     /// `builtins.range`: materialized as a list (`m.list(range(10))`), within
     /// the same input-proportional budget as every other value.
     Range,
@@ -84,6 +85,8 @@ impl Global {
             Global::Seq(false) => ("builtins", "list"),
             Global::Seq(true) => ("builtins", "tuple"),
             Global::Range => ("builtins", "range"),
+            Global::Bytes(true) => ("builtins", "bytearray"),
+            Global::ArrayReconstructor => ("array", "_array_reconstructor"),
             Global::Object => ("builtins", "object"),
             Global::Array => ("array", "array"),
             Global::CodecsDecode => ("_codecs", "decode"),
@@ -201,7 +204,8 @@ pub(super) fn resolve_global(
         (_, "frozenset") if builtin => Some(Global::Set(true)),
         (_, "list") if builtin => Some(Global::Seq(false)),
         (_, "tuple") if builtin => Some(Global::Seq(true)),
-        (_, "bytearray" | "bytes") if builtin => Some(Global::Bytes),
+        (_, "bytearray") if builtin => Some(Global::Bytes(true)),
+        (_, "bytes") if builtin => Some(Global::Bytes(false)),
         (_, "range" | "xrange") if builtin => Some(Global::Range),
         (_, "object") if builtin => Some(Global::Object),
         (_, n) if builtin && BUILTIN_EXCEPTIONS.contains(&n) => {
@@ -345,7 +349,14 @@ impl Machine<'_> {
                     Node::Set(items)
                 }
             }
-            Global::Bytes => match a[..] {
+            Global::Bytes(true) => match a[..] {
+                [] => object(Form::Reduce, func, args, NO_MEMO),
+                [src] if matches!(self.node(src), Node::Bytes(_)) => {
+                    object(Form::Reduce, func, args, NO_MEMO)
+                }
+                _ => return err("bytearray() with unsupported arguments"),
+            },
+            Global::Bytes(false) => match a[..] {
                 [] => Node::Bytes(Vec::new()),
                 [src] => match self.node(src) {
                     Node::Bytes(b) => {
@@ -361,43 +372,26 @@ impl Machine<'_> {
                 _ => return err("bytes()/bytearray() with unsupported arguments"),
             },
             Global::Range => {
-                let mut b = [0i64, 0, 1];
-                let given = match a.len() {
-                    1 => &mut b[1..2],
-                    2 => &mut b[..2],
-                    3 => &mut b[..],
-                    _ => return err("range() takes 1 to 3 arguments"),
-                };
-                for (slot, &i) in given.iter_mut().zip(a) {
-                    *slot = match *self.node(i) {
-                        Node::Int(v) => v,
-                        _ => return err("range() bounds must be ints"),
-                    };
+                // Kept compact, as the call that makes it (a server
+                // constructor materializes it within its own byte bound).
+                if !(1..=3).contains(&a.len()) {
+                    return err("range() takes 1 to 3 arguments");
                 }
-                let [start, stop, step] = b;
+                let mut step = 1;
+                for (k, &i) in a.iter().enumerate() {
+                    match *self.node(i) {
+                        Node::Int(v) => {
+                            if k == 2 {
+                                step = v;
+                            }
+                        }
+                        _ => return err("range() bounds must be ints"),
+                    }
+                }
                 if step == 0 {
                     return err("range() arg 3 must not be zero");
                 }
-                let len = if (step > 0 && start < stop) || (step < 0 && start > stop) {
-                    let span = (i128::from(stop) - i128::from(start)).unsigned_abs();
-                    (span - 1) / step.unsigned_abs() as u128 + 1
-                } else {
-                    0
-                };
-                // Each item costs a node and an index: refuse before building
-                // a range this request's remaining budget cannot hold.
-                let per_item = (std::mem::size_of::<Node>() + std::mem::size_of::<Ix>()) as u128;
-                if len * per_item > self.budget.left() as u128 {
-                    return err(format!(
-                        "range() of {len} items is too large for this request"
-                    ));
-                }
-                let items = (0..len as i64).map(|k| {
-                    Ok(Node::Int(
-                        (i128::from(start) + i128::from(k) * i128::from(step)) as i64,
-                    ))
-                });
-                Node::List(self.add_all(len as usize, items)?)
+                object(Form::Reduce, func, args, NO_MEMO)
             }
             Global::CodecsEncode => match a[..] {
                 [text, enc] if matches!(self.text(enc), Some("latin1" | "latin-1")) => {
@@ -420,44 +414,50 @@ impl Machine<'_> {
                 }
                 _ => return err("only encode(str, 'latin1') is supported"),
             },
-            Global::Array => match a[..] {
-                [code, items] if self.text(code).is_some() => match self.node(items) {
-                    Node::List(_) => Node::List(self.items_of(items, "array()")?),
-                    Node::Str(s) => {
-                        // One node per character; copying the text first keeps
-                        // the borrow of the arena short (and is charged).
-                        let n = s.chars().count();
-                        self.budget.spend(s.len())?;
-                        self.budget.spend(n.saturating_mul(4))?;
-                        let Node::Str(s) = self.node(items) else {
-                            unreachable!("matched a str")
+            // Arrays are kept as the call that makes them (an `array.array`
+            // comes back as one); the server reads their items when it needs
+            // them.
+            Global::Array => {
+                match a[..] {
+                    [code, items] => {
+                        let Some(tc) = self
+                            .text(code)
+                            .filter(|t| t.chars().count() == 1 && "bBuhHiIlLqQfd".contains(*t))
+                        else {
+                            return err("array() needs a typecode (b, B, u, h, H, i, I, l, L, q, Q, f or d)");
                         };
-                        let s = s.clone();
-                        let chars = s.chars().map(|c| Ok(Node::Str(c.to_string())));
-                        Node::List(self.add_all(n, chars)?)
+                        let tc = tc.to_owned();
+                        match self.node(items) {
+                            Node::List(_) => {}
+                            Node::Str(_) if tc == "u" => {}
+                            Node::Bytes(b) => {
+                                let Some(fmt) = native_format(&tc) else {
+                                    return err("array() with an unknown typecode");
+                                };
+                                if b.len() % machine_format(fmt)?.0 != 0 {
+                                    return err("array data is not a whole number of items");
+                                }
+                            }
+                            _ => return err("array() needs a list of items"),
+                        }
+                        object(Form::Reduce, func, args, NO_MEMO)
                     }
-                    // managers.py reduces arrays to (typecode, a.tobytes()):
-                    // native machine format, as on this (the same) host.
-                    Node::Bytes(_) => {
-                        let Some(fmt) = self.text(code).and_then(native_format) else {
-                            return err("array() with an unknown typecode");
-                        };
-                        self.array(fmt, items)?
-                    }
-                    _ => return err("array() needs a list of items"),
-                },
-                _ => return err("array() needs a typecode and a list"),
-            },
+                    _ => return err("array() needs a typecode and a list"),
+                }
+            }
             Global::ArrayReconstructor => match a[..] {
                 [cls, code, fmt, data] => {
                     if self.global(cls) != Some(&Global::Array) || self.text(code).is_none() {
                         return err("_array_reconstructor needs array.array and a typecode");
                     }
-                    let (&Node::Int(fmt), Node::Bytes(_)) = (self.node(fmt), self.node(data))
+                    let (&Node::Int(fmt), Node::Bytes(b)) = (self.node(fmt), self.node(data))
                     else {
                         return err("_array_reconstructor needs a format code and bytes");
                     };
-                    self.array(fmt, data)?
+                    if b.len() % machine_format(fmt)?.0 != 0 {
+                        return err("array data is not a whole number of items");
+                    }
+                    object(Form::Reduce, func, args, NO_MEMO)
                 }
                 _ => return err("_array_reconstructor takes 4 arguments"),
             },
@@ -723,48 +723,6 @@ impl Machine<'_> {
         }
         Ok(out)
     }
-
-    /// The items of an array's machine-format bytes (node `data`) as a list.
-    fn array(&mut self, fmt: i64, data: Ix) -> Result<Node, CodecError> {
-        let (size, _, _) = machine_format(fmt)?;
-        let Node::Bytes(bytes) = self.node(data) else {
-            return err("array data must be bytes");
-        };
-        if bytes.len() % size != 0 {
-            return err("array data is not a whole number of items");
-        }
-        let n = bytes.len() / size;
-        // Characters carry up to 4 bytes of text each.
-        // Unsigned 64-bit items above i64::MAX become 9-byte big ints.
-        match fmt {
-            18..=21 => self.budget.spend(n.saturating_mul(4))?,
-            10 | 11 => self.budget.spend(n.saturating_mul(9))?,
-            _ => {}
-        }
-        // The bytes are copied out so the arena can grow while they are read.
-        self.budget.spend(size * n)?;
-        let Node::Bytes(bytes) = self.node(data) else {
-            unreachable!("matched bytes")
-        };
-        let bytes = bytes.clone();
-        let items = array_items(fmt, &bytes)?;
-        Ok(Node::List(self.add_all(n, items)?))
-    }
-
-    /// Adds up to `n` nodes to the arena, charging them first, and returns
-    /// their indices.
-    fn add_all(
-        &mut self,
-        n: usize,
-        items: impl Iterator<Item = Result<Node, CodecError>>,
-    ) -> Result<Vec<Ix>, CodecError> {
-        let mut ixs = self.budget.vec::<Ix>(n)?;
-        for item in items.take(n) {
-            let i = self.add(item?)?;
-            ixs.push(i);
-        }
-        Ok(ixs)
-    }
 }
 
 /// An opaque object node made by `form` from the global `callable`.
@@ -813,55 +771,4 @@ fn machine_format(fmt: i64) -> Result<(usize, bool, bool), CodecError> {
     };
     let signed = matches!(fmt, 1 | 4 | 5 | 8 | 9 | 12 | 13);
     Ok((size, signed, big))
-}
-
-/// Decodes `array._array_reconstructor`'s machine-format bytes into nodes,
-/// one at a time.
-fn array_items(
-    fmt: i64,
-    data: &[u8],
-) -> Result<impl Iterator<Item = Result<Node, CodecError>> + '_, CodecError> {
-    let (size, signed, big) = machine_format(fmt)?;
-    if data.len() % size != 0 {
-        return err("array data is not a whole number of items");
-    }
-    let word = move |c: &[u8]| -> u64 {
-        let mut v = 0u64;
-        for i in 0..size {
-            let b = if big { c[i] } else { c[size - 1 - i] };
-            v = (v << 8) | u64::from(b);
-        }
-        v
-    };
-    let utf16 = matches!(fmt, 18 | 19).then(|| {
-        char::decode_utf16(data.chunks(2).map(move |c| word(c) as u16)).map(|c| {
-            c.map(|c| Node::Str(c.to_string()))
-                .or_else(|_| err("array holds invalid UTF-16"))
-        })
-    });
-    let words = (!matches!(fmt, 18 | 19)).then(|| {
-        data.chunks(size).map(move |c| {
-            let v = word(c);
-            Ok(match fmt {
-                14 | 15 => Node::Float(f64::from(f32::from_bits(v as u32))),
-                16 | 17 => Node::Float(f64::from_bits(v)),
-                20 | 21 => match char::from_u32(v as u32) {
-                    Some(ch) => Node::Str(ch.to_string()),
-                    None => return err("array holds an invalid character"),
-                },
-                _ if signed => {
-                    let shift = 64 - 8 * size as u32;
-                    Node::Int(((v << shift) as i64) >> shift)
-                }
-                _ => match i64::try_from(v) {
-                    Ok(i) => Node::Int(i),
-                    Err(_) => long_node(&[&v.to_le_bytes()[..], &[0]].concat()),
-                },
-            })
-        })
-    });
-    Ok(utf16
-        .into_iter()
-        .flatten()
-        .chain(words.into_iter().flatten()))
 }
