@@ -428,3 +428,9 @@ class TypesRoundTripTest(MgrdTestCase):
         self.assertEqual(len(l), 1_000_000)
         self.assertEqual(l[999_999], 999_999)
         self.assertEqual(l[:3], [0, 1, 2])
+        # Building a trillion items is refused by the call's byte bound, not
+        # paid for when the request is decoded.
+        with self.assertRaises(RemoteError) as cm:
+            self.m.list(range(10**12))
+        self.assertIn("MemoryError", str(cm.exception))
+        self.assertIn("max_frame", str(cm.exception))
