@@ -340,6 +340,10 @@ impl Machine<'_> {
             return err("too many objects in one pickle");
         }
         self.budget.reserve(&mut self.nodes, 1)?;
+        if let Node::Object(_) = n {
+            // Its box is outside the arena.
+            self.budget.spend_items::<Object>(1)?;
+        }
         self.nodes.push(n);
         Ok(i)
     }
