@@ -415,12 +415,15 @@ impl<'a> Input<'a> {
         for _ in 0..crate::proto::value::BUILT_PARTS {
             parts.push(self.value(depth + 1)?);
         }
-        if let Some(Value::Opaque(c)) = parts.first() {
-            if let Form::Global { module, name } = c.form() {
+        // What makes it is a global the policy lets a client call, as the
+        // pickle decoder requires.
+        match parts.first().and_then(Value::as_opaque).map(PyObject::form) {
+            Some(Form::Global { module, name }) => {
                 if !self.globals.allows(module, name) {
                     return Err(CodecError::new(self.globals.refusal(module, name)));
                 }
             }
+            _ => return Err(malformed("an opaque object must be made by a global")),
         }
         match PyObject::from_parts(form, parts) {
             Some(o) => Ok(Value::Opaque(Box::new(o))),
@@ -704,6 +707,53 @@ mod tests {
             let err = decode_request(&out).unwrap_err();
             assert!(err.to_string().contains("nested"), "{err}");
         });
+    }
+
+    #[test]
+    fn opaque_values_round_trip_under_the_policy() {
+        let mut uuid = PyObject::built(Form::NewObj, Value::opaque_global("uuid", "UUID"), vec![]);
+        uuid.set_state(Value::Dict(vec![(Value::Str("int".into()), Value::Int(5))]));
+        let v = Value::List(vec![
+            Value::opaque_call("decimal", "Decimal", vec![Value::Str("1.5".into())]),
+            Value::Opaque(Box::new(uuid)),
+            Value::opaque_global("builtins", "list"),
+        ]);
+        let req = Request::call(ObjectId(1), "append", vec![v]);
+        let mut out = Vec::new();
+        encode_request(&req, &mut out);
+        assert_eq!(decode_request(&out).unwrap(), req);
+        let e = decode_request_ref_with(&out, Globals::None).unwrap_err();
+        assert!(e.to_string().contains("--globals none"), "{e}");
+        // A global the default policy refuses, and a callable that is no global.
+        let evil = Request::call(
+            ObjectId(1),
+            "append",
+            vec![Value::opaque_call(
+                "os",
+                "system",
+                vec![Value::Str("true".into())],
+            )],
+        );
+        out.clear();
+        encode_request(&evil, &mut out);
+        assert!(decode_request(&out).is_err());
+        assert!(decode_request_ref_with(&out, Globals::Any).is_ok());
+        let parts = vec![
+            Value::Int(1),
+            Value::Tuple(vec![]),
+            Value::Dict(vec![]),
+            Value::List(vec![]),
+            Value::Dict(vec![]),
+            Value::None,
+        ];
+        let odd = PyObject::from_parts(Form::Reduce, parts).unwrap();
+        out.clear();
+        encode_request(
+            &Request::call(ObjectId(1), "append", vec![Value::Opaque(Box::new(odd))]),
+            &mut out,
+        );
+        let e = decode_request_ref_with(&out, Globals::Any).unwrap_err();
+        assert!(e.to_string().contains("made by a global"), "{e}");
     }
 
     #[test]

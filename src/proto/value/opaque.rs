@@ -309,7 +309,36 @@ impl PyObject {
             return f.write_str("<object>");
         };
         if let Form::Global { .. } = self.form {
-            return write!(f, "<class '{module}.{name}'>");
+            return match (module, name.split_once('.')) {
+                ("builtins", Some((class, method))) => {
+                    write!(f, "<method '{method}' of '{class}' objects>")
+                }
+                ("builtins", None)
+                    if name.starts_with(|c: char| c.is_lowercase())
+                        && !matches!(
+                            name,
+                            "int"
+                                | "float"
+                                | "str"
+                                | "bytes"
+                                | "bytearray"
+                                | "bool"
+                                | "list"
+                                | "tuple"
+                                | "dict"
+                                | "set"
+                                | "frozenset"
+                                | "object"
+                                | "range"
+                                | "slice"
+                                | "complex"
+                        ) =>
+                {
+                    write!(f, "<built-in function {name}>")
+                }
+                ("builtins", None) => write!(f, "<class '{name}'>"),
+                _ => write!(f, "<class '{module}.{name}'>"),
+            };
         }
         let plain = |v: &Value| !v.is_container() && !matches!(v, Value::Opaque(_));
         let simple = matches!(self.form, Form::Reduce)
@@ -396,7 +425,19 @@ mod tests {
         assert_eq!(d.to_string(), "Decimal('1.5')");
         assert_eq!(
             Value::opaque_global("builtins", "list").to_string(),
-            "<class 'builtins.list'>"
+            "<class 'list'>"
+        );
+        assert_eq!(
+            Value::opaque_global("builtins", "str.lower").to_string(),
+            "<method 'lower' of 'str' objects>"
+        );
+        assert_eq!(
+            Value::opaque_global("builtins", "len").to_string(),
+            "<built-in function len>"
+        );
+        assert_eq!(
+            Value::opaque_global("ctypes", "c_int").to_string(),
+            "<class 'ctypes.c_int'>"
         );
         let mut c = PyObject::built(
             Form::NewObj,
