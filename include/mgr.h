@@ -136,9 +136,25 @@ typedef enum mgr_value_kind {
   // Something else (an integer beyond 64 bits, a slice): readable only as text
   // through `mgr_value_repr`.
   MGR_VALUE_OTHER = 11,
+  // A Python object the data model does not represent (a `datetime`, an
+  // exception instance …), kept as data: keep, copy, store and pass it on;
+  // `mgr_value_opaque_global` names its class, `mgr_value_repr` gives text.
+  MGR_VALUE_OPAQUE = 12,
   // Returned for a NULL value.
   MGR_VALUE_INVALID = 255,
 } mgr_value_kind;
+
+// Which globals (classes, functions) values stored in a server may name, as
+// `mgr_server_set_globals` takes it. Stable numbers.
+typedef enum mgr_globals {
+  // The standard library's value types (datetime, Decimal, UUID …) and the
+  // built-in exception classes: the default.
+  MGR_GLOBALS_DEFAULT = 0,
+  // Any global, as CPython's own manager (clients trust each other).
+  MGR_GLOBALS_ANY = 1,
+  // None: values are plain data only.
+  MGR_GLOBALS_NONE = 2,
+} mgr_globals;
 
 // A connection to a manager server (opaque). Owned: free with
 // `mgr_client_free`. A client and its proxies belong to the thread that
@@ -868,6 +884,14 @@ enum mgr_status mgr_server_set_listen_backlog(struct mgr_server *server, uint32_
 enum mgr_status mgr_server_set_max_objects_per_conn(struct mgr_server *server,
                                                     uint64_t max_objects);
 
+// Sets which globals values in requests may name (`mgrd --globals`): the
+// server never calls one either way; the policy bounds what one client can
+// hand another. `globals` is one of the `mgr_globals` numbers (taken as an
+// integer so an out-of-range one is an error, `MGR_ERR_INVALID_ARGUMENT`).
+// Takes effect for requests decoded from then on. `MGR_ERR_BUSY` from inside
+// a callback.
+enum mgr_status mgr_server_set_globals(struct mgr_server *server, uint32_t globals);
+
 // Writes the bytes the shared objects hold, as the cap of
 // `mgr_server_set_max_held_bytes` counts them, to `*out`. `MGR_ERR_BUSY` from
 // inside a callback.
@@ -1019,6 +1043,16 @@ void mgr_value_free(struct mgr_value *v);
 
 // The kind of `v`; `MGR_VALUE_INVALID` for NULL.
 enum mgr_value_kind mgr_value_type(const struct mgr_value *v);
+
+// Borrows the module and name of the global an opaque value is, or that
+// makes it (`"decimal"`, `"Decimal"`): UTF-8 bytes, NOT NUL-terminated, valid
+// until `v` is freed or modified. `MGR_ERR_WRONG_TYPE` if `v` is not an
+// opaque value or is not made by a named global.
+enum mgr_status mgr_value_opaque_global(const struct mgr_value *v,
+                                        const char **module,
+                                        size_t *module_len,
+                                        const char **name,
+                                        size_t *name_len);
 
 // Reads a bool into `*out`. `MGR_ERR_WRONG_TYPE` if `v` is not a bool.
 enum mgr_status mgr_value_get_bool(const struct mgr_value *v, bool *out);

@@ -31,4 +31,4 @@ pub use client::{ConnectOptions, Manager, Proxy};
 pub use error::{Error, Result};
 pub use proto::{ConversionError, ObjectId, RemoteError, Reply, Request, Token, Value};
 #[cfg(feature = "server")]
-pub use server::{Server, ServerConfig};
+pub use server::{Globals, Server, ServerConfig};

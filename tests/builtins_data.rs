@@ -834,7 +834,17 @@ fn value_get_set() {
     assert_eq!(v.call("get", vec![]).unwrap(), s("x"));
     v.invoke("set", vec![], kw("value", i(7))).unwrap();
     assert_eq!(v.call("__repr__", vec![]).unwrap(), s("Value('i', 7)"));
-    assert_eq!(v.call("#GETVALUE", vec![]).unwrap(), i(7));
+    // A managers.Value instance, as CPython's server returns it.
+    let got = v.call("#GETVALUE", vec![]).unwrap();
+    let o = got.as_opaque().expect("an opaque instance");
+    assert_eq!(o.global_name(), Some(("multiprocessing.managers", "Value")));
+    assert_eq!(
+        o.state(),
+        Some(&Value::Dict(vec![
+            (s("_typecode"), s("i")),
+            (s("_value"), i(7))
+        ]))
+    );
     let locked = m
         .create_with(
             "Value",
@@ -846,6 +856,23 @@ fn value_get_set() {
     assert!(m.create("Value", vec![s("i")]).is_err());
 }
 
+/// The typecode and items of an `array('i', ...)` value as the server sends
+/// one (`_array_reconstructor` with this host's machine values).
+fn int_array(v: &Value) -> (char, Vec<i32>) {
+    let (tc, data) = v
+        .as_opaque()
+        .and_then(|o| o.array_data())
+        .unwrap_or_else(|| panic!("not an array: {v:?}"));
+    let mgr::proto::ArrayData::Machine(_, b) = data else {
+        panic!("{data:?}")
+    };
+    let items = b
+        .chunks(4)
+        .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (tc, items)
+}
+
 #[test]
 fn array_items_are_checked_per_typecode() {
     let srv = Builtins::start();
@@ -855,10 +882,13 @@ fn array_items_are_checked_per_typecode() {
         .unwrap();
     assert_eq!(a.call("__len__", vec![]).unwrap(), i(3));
     assert_eq!(a.call("__getitem__", vec![i(-1)]).unwrap(), i(3));
+    // A slice is an array.array, as on CPython.
     assert_eq!(
-        a.call("__getitem__", vec![slice(Some(0), Some(2), None)])
-            .unwrap(),
-        list(vec![i(1), i(2)])
+        int_array(
+            &a.call("__getitem__", vec![slice(Some(0), Some(2), None)])
+                .unwrap()
+        ),
+        ('i', vec![1, 2])
     );
     a.call("__setitem__", vec![i(0), Value::Bool(true)])
         .unwrap();
@@ -898,9 +928,37 @@ fn array_items_are_checked_per_typecode() {
         kind_msg(a.call("__getitem__", vec![s("x")])),
         ("TypeError".into(), "array indices must be integers".into())
     );
+    // Only an array goes into a slice: a list is CPython's TypeError.
+    assert_eq!(
+        kind_msg(a.call(
+            "__setitem__",
+            vec![slice(Some(0), Some(2), None), list(vec![i(7), i(8), i(9)])],
+        )),
+        (
+            "TypeError".into(),
+            "can only assign array (not \"list\") to array slice".into()
+        )
+    );
+    let arr = |tc: &str, items: Vec<Value>| {
+        Value::opaque_call("array", "array", vec![s(tc), list(items)])
+    };
+    assert_eq!(
+        kind_msg(a.call(
+            "__setitem__",
+            vec![
+                slice(Some(0), Some(2), None),
+                arr("d", vec![Value::Float(1.0)])
+            ],
+        ))
+        .0,
+        "TypeError"
+    );
     a.call(
         "__setitem__",
-        vec![slice(Some(0), Some(2), None), list(vec![i(7), i(8), i(9)])],
+        vec![
+            slice(Some(0), Some(2), None),
+            arr("i", vec![i(7), i(8), i(9)]),
+        ],
     )
     .unwrap();
     assert_eq!(
@@ -910,7 +968,7 @@ fn array_items_are_checked_per_typecode() {
     assert_eq!(
         kind_msg(a.call(
             "__setitem__",
-            vec![slice(None, None, Some(2)), list(vec![i(1)])]
+            vec![slice(None, None, Some(2)), arr("i", vec![i(1)])]
         )),
         (
             "ValueError".into(),
@@ -918,8 +976,8 @@ fn array_items_are_checked_per_typecode() {
         )
     );
     assert_eq!(
-        a.call("#GETVALUE", vec![]).unwrap(),
-        list(vec![i(7), i(8), i(9), i(3)])
+        int_array(&a.call("#GETVALUE", vec![]).unwrap()),
+        ('i', vec![7, 8, 9, 3])
     );
     let b = m.create("Array", vec![s("B"), list(vec![i(255)])]).unwrap();
     assert_eq!(

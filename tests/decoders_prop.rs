@@ -4,7 +4,7 @@
 use mgr::proto::auth::{ChallengeKind, Digest, Handshake, Role, State};
 use mgr::proto::codec::{native, pickle};
 use mgr::proto::frame;
-use mgr::proto::{ObjectId, RemoteError, Reply, Request, Slice, Token, Value};
+use mgr::proto::{Form, ObjectId, PyObject, RemoteError, Reply, Request, Slice, Token, Value};
 use proptest::prelude::*;
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -60,9 +60,63 @@ fn nested(leaf: impl Strategy<Value = Value> + 'static) -> impl Strategy<Value =
             proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Tuple),
             proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Set),
             proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::FrozenSet),
-            proptest::collection::vec((inner.clone(), inner), 0..8).prop_map(Value::Dict),
+            proptest::collection::vec((inner.clone(), inner.clone()), 0..8).prop_map(Value::Dict),
+            opaque(inner),
         ]
     })
+}
+
+/// Opaque objects of globals the default policy passes: a bare class, or one
+/// made by REDUCE / NEWOBJ / NEWOBJ_EX with args, keyword args, appended
+/// items, set entries and a state drawn from `inner`.
+fn opaque(inner: impl Strategy<Value = Value> + Clone + 'static) -> impl Strategy<Value = Value> {
+    let global = prop_oneof![
+        Just(("decimal", "Decimal")),
+        Just(("collections", "deque")),
+        Just(("builtins", "ValueError")),
+        Just(("uuid", "UUID")),
+    ];
+    let parts = proptest::collection::vec(inner.clone(), 0..3);
+    let entries = proptest::collection::vec((inner.clone(), inner.clone()), 0..3);
+    let kwargs = proptest::collection::vec(("[a-z]{1,4}", inner.clone()), 0..2);
+    (
+        global,
+        0u8..4,
+        parts.clone(),
+        kwargs,
+        parts,
+        entries,
+        proptest::option::of(inner),
+    )
+        .prop_map(
+            |((module, name), form, args, kwargs, items, entries, state)| {
+                let callable = Value::opaque_global(module, name);
+                let form = match form {
+                    0 => return callable,
+                    1 => Form::Reduce,
+                    2 => Form::NewObj,
+                    _ => Form::NewObjEx,
+                };
+                let kwargs = match form {
+                    Form::NewObjEx => kwargs
+                        .into_iter()
+                        .map(|(k, v)| (Value::Str(k), v))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let parts = vec![
+                    callable,
+                    Value::Tuple(args),
+                    Value::Dict(kwargs),
+                    Value::List(items),
+                    Value::Dict(entries),
+                    state.unwrap_or(Value::None),
+                ];
+                Value::Opaque(Box::new(
+                    PyObject::from_parts(form, parts).expect("valid parts"),
+                ))
+            },
+        )
 }
 
 /// A pickle protocol 2-5 header (PROTO n) followed by arbitrary bytes, so random

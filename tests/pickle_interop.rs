@@ -321,7 +321,7 @@ fn rust_pickle_codec_talks_to_a_cpython_manager_server() {
 }
 
 #[test]
-fn oversized_first_pickle_frame_is_answered_in_pickle() {
+fn oversized_pickle_frames_are_answered_in_pickle() {
     let s = TestServer::start_with(|c| c.max_frame = 1024);
     let mut conn = Connection::connect(&s.address, KEY).unwrap();
     let big = Request::public("dummy", vec![Value::Bytes(vec![0; 4096])]);
@@ -329,9 +329,88 @@ fn oversized_first_pickle_frame_is_answered_in_pickle() {
     pickle::encode_request(&big, &pickle::Origin::new(&Value::None), &mut payload);
     conn.queue_raw(&payload);
     conn.write_out().unwrap();
+    // Read whole and dropped; the answer names the limit and how to raise it.
+    match pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap() {
+        Reply::Traceback(t) => {
+            assert!(t.contains("limit of 1024 bytes"), "{t}");
+            assert!(t.contains("--max-frame"), "{t}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The connection keeps serving.
+    let mut payload = Vec::new();
+    let dummy = Request::public("dummy", vec![]);
+    pickle::encode_request(&dummy, &pickle::Origin::new(&Value::None), &mut payload);
+    conn.queue_raw(&payload);
+    conn.write_out().unwrap();
+    let reply = pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap();
+    assert_eq!(reply, Reply::Return(Value::None));
+    // Sixteen times the limit and more: answered at once and closed.
+    let mut conn = Connection::connect(&s.address, KEY).unwrap();
+    conn.queue_bytes(&(16 * 1024 + 1i32).to_be_bytes());
+    conn.queue_bytes(&[0x80]);
+    conn.write_out().unwrap();
     match pickle::decode_reply(&conn.read_frame(1 << 20).unwrap()).unwrap() {
         Reply::Traceback(t) => assert!(t.contains("bad frame"), "{t}"),
         other => panic!("{other:?}"),
     }
     assert!(conn.read_frame(1 << 20).is_err(), "connection left open");
+}
+
+#[test]
+fn a_native_client_round_trips_opaque_values_for_cpython() {
+    let s = TestServer::start();
+    let m = s.connect();
+    let d = m.create("dict", vec![]).unwrap();
+    let id = d.id().to_string();
+    let env = [("MGR_DICT", id.as_str()), ("MGR_PHASE", "put")];
+    let out = run_script("opaque.py", &s.address, &env);
+    assert!(out.contains("opaque put: ok"), "{out}");
+    // Read over the native codec: every value is opaque, named by its class.
+    let got = d.call("__getitem__", vec!["in".into()]).unwrap();
+    let Value::Dict(entries) = &got else {
+        panic!("{got:?}")
+    };
+    let names: Vec<_> = entries
+        .iter()
+        .map(|(_, v)| v.as_opaque().and_then(|o| o.global_name()).unwrap().1)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "datetime",
+            "Decimal",
+            "Fraction",
+            "complex",
+            "UUID",
+            "PurePosixPath",
+            "Counter",
+            "OrderedDict",
+            "defaultdict",
+            "deque",
+            "decode"
+        ]
+    );
+    assert_eq!(entries[1].1.to_string(), "Decimal('-1.50')");
+    // Stored back as the native client holds them, a copy and an original.
+    d.call("__setitem__", vec!["out".into(), got.clone()])
+        .unwrap();
+    let exc = d.call("__getitem__", vec!["exc".into()]).unwrap();
+    assert_eq!(
+        exc.as_opaque().unwrap().global_name(),
+        Some(("builtins", "KeyError"))
+    );
+    d.call("__setitem__", vec!["exc_out".into(), exc]).unwrap();
+    let made = Value::opaque_call("decimal", "Decimal", vec!["2.5".into()]);
+    d.call("__setitem__", vec!["made".into(), made]).unwrap();
+    // A native client cannot slip in what the policy refuses.
+    let evil = Value::opaque_call("os", "system", vec!["true".into()]);
+    let e = d
+        .call("__setitem__", vec!["evil".into(), evil])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'os.system' is not allowed"), "{e}");
+    let env = [("MGR_DICT", id.as_str()), ("MGR_PHASE", "check")];
+    let out = run_script("opaque.py", &s.address, &env);
+    assert!(out.contains("opaque check: ok"), "{out}");
 }

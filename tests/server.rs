@@ -394,7 +394,31 @@ fn bad_frame_headers_close_only_that_connection() {
     let s = TestServer::start_with(|c| c.max_frame = 1 << 20);
     let m = s.connect();
     let c = m.create("Counter", vec![]).unwrap();
-    for header in [(-2i32).to_be_bytes(), (2_000_000i32).to_be_bytes()] {
+    // Over the limit (within 16 times it): the frame is read and dropped as
+    // it arrives, then answered naming the limit; the connection keeps serving.
+    let mut over = Connection::connect(&s.address, KEY).unwrap();
+    over.queue_bytes(&(2_000_000i32).to_be_bytes());
+    over.write_out().unwrap();
+    over.queue_bytes(&vec![native::NATIVE_VERSION; 2_000_000]);
+    over.write_out().unwrap();
+    match native::decode_reply(&over.read_frame(1 << 20).unwrap()) {
+        Ok(Reply::Traceback(t)) => {
+            assert!(
+                t.contains("limit of 1048576 bytes") && t.contains("--max-frame"),
+                "{t}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut ok = Vec::new();
+    native::encode_request(&Request::public("dummy", vec![]), &mut ok);
+    over.queue_raw(&ok);
+    over.write_out().unwrap();
+    assert_eq!(
+        native::decode_reply(&over.read_frame(1 << 20).unwrap()).unwrap(),
+        Reply::Return(Value::None)
+    );
+    for header in [(-2i32).to_be_bytes(), (20_000_000i32).to_be_bytes()] {
         let mut bad = Connection::connect(&s.address, KEY).unwrap();
         bad.queue_bytes(&header);
         bad.write_out().unwrap();

@@ -1407,3 +1407,97 @@ fn an_answer_given_just_before_free_reaches_its_caller() {
         assert_eq!(caller.join().unwrap().unwrap(), Value::Int(42));
     }
 }
+
+/// A server made through the C ABI with `globals` set by its setter, run
+/// until a client shuts it down.
+fn c_server_with_globals(tx: std::sync::mpsc::Sender<String>, globals: u32) {
+    let mut s = std::ptr::null_mut();
+    // SAFETY: valid C strings and out-pointers; the server is freed below.
+    unsafe {
+        let st = mgr_server_new(
+            c"127.0.0.1:0".as_ptr(),
+            KEY.as_ptr(),
+            KEY.len(),
+            std::ptr::null(),
+            &mut s,
+        );
+        assert_eq!(st, mgr_status::MGR_OK);
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        assert_eq!(
+            mgr_server_set_globals(s, 7),
+            mgr_status::MGR_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(mgr_server_set_globals(s, globals), mgr_status::MGR_OK);
+        let address = std::ffi::CStr::from_ptr(mgr_server_address(s));
+        tx.send(address.to_str().unwrap().to_owned()).unwrap();
+        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
+        mgr_server_free(s);
+    }
+}
+
+#[test]
+fn opaque_values_are_kept_copied_and_named_through_the_c_abi_under_each_policy() {
+    let point = || {
+        let mut o = mgr::proto::PyObject::built(
+            mgr::proto::Form::NewObj,
+            Value::opaque_global("__main__", "Point"),
+            vec![],
+        );
+        o.set_state(Value::Dict(vec![(Value::Str("x".into()), Value::Int(1))]));
+        Value::Opaque(Box::new(o))
+    };
+    for (globals, passes) in [
+        (mgr_globals::MGR_GLOBALS_ANY, true),
+        (mgr_globals::MGR_GLOBALS_DEFAULT, false),
+        (mgr_globals::MGR_GLOBALS_NONE, false),
+    ] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || c_server_with_globals(tx, globals as u32));
+        let m = Manager::connect(&rx.recv().unwrap(), KEY).unwrap();
+        let l = m.create("list", vec![]).unwrap();
+        let stored = l.call("append", vec![point()]);
+        assert_eq!(stored.is_ok(), passes, "{globals:?}: {stored:?}");
+        // A Decimal passes unless the policy is none.
+        let dec = Value::opaque_call("decimal", "Decimal", vec!["1.5".into()]);
+        let stored = l.call("append", vec![dec]);
+        assert_eq!(
+            stored.is_ok(),
+            globals != mgr_globals::MGR_GLOBALS_NONE,
+            "{globals:?}: {stored:?}"
+        );
+        let got = l.call("__getitem__", vec![Value::Int(0)]);
+        if let Ok(v) = got {
+            let p = into_raw(v);
+            // SAFETY: `p` is an owned value, freed below; out-pointers are valid.
+            unsafe {
+                assert_eq!(mgr_value_type(p), mgr_value_kind::MGR_VALUE_OPAQUE);
+                let (mut mp, mut ml, mut np, mut nl) = (ptr::null(), 0, ptr::null(), 0);
+                let st = mgr_value_opaque_global(p, &mut mp, &mut ml, &mut np, &mut nl);
+                assert_eq!(st, mgr_status::MGR_OK);
+                let text = |p: *const c_char, n| {
+                    std::str::from_utf8(std::slice::from_raw_parts(p.cast::<u8>(), n)).unwrap()
+                };
+                let name = (text(mp, ml), text(np, nl));
+                assert!(
+                    matches!(name, ("__main__", "Point") | ("decimal", "Decimal")),
+                    "{name:?}"
+                );
+                let copy = mgr_value_clone(p);
+                assert!(mgr_value_equal(p, copy));
+                // A copy goes back in and comes out equal.
+                let back = from_raw(copy).unwrap();
+                l.call("append", vec![back.clone()]).unwrap();
+                assert_eq!(l.call("__getitem__", vec![Value::Int(-1)]).unwrap(), back);
+                let int = mgr_value_int(1);
+                assert_eq!(
+                    mgr_value_opaque_global(int, &mut mp, &mut ml, &mut np, &mut nl),
+                    mgr_status::MGR_ERR_WRONG_TYPE
+                );
+                mgr_value_free(int);
+                mgr_value_free(p);
+            }
+        }
+        m.shutdown().unwrap();
+        server.join().unwrap();
+    }
+}

@@ -12,4 +12,4 @@ pub mod session;
 pub mod value;
 
 pub use message::{RemoteError, Reply, Request, RequestRef};
-pub use value::{ConversionError, ObjectId, Slice, Token, Value};
+pub use value::{ArrayData, ConversionError, Form, ObjectId, PyObject, Slice, Token, Value};

@@ -15,11 +15,16 @@
 use std::fmt;
 
 mod convert;
+mod opaque;
 mod printable;
+pub(crate) mod pure;
 mod repr;
 mod tree;
 
 pub use convert::ConversionError;
+pub use opaque::{ArrayData, Form, PyObject};
+pub(crate) use opaque::{BUILT_PARTS, ENTRIES, ITEMS, KWARGS, STATE};
+pub(crate) use pure::casefold;
 
 pub(crate) use tree::{Slot, Step, Walk};
 
@@ -135,6 +140,9 @@ pub enum Value {
     Ref(Token),
     /// A slice (`l[1:3]`, `a[::2]`), as list and array subscripts carry them.
     Slice(Slice),
+    /// A Python object the data model cannot represent (a `datetime`, an
+    /// exception instance …), kept as inert data and handed back as it came.
+    Opaque(Box<PyObject>),
 }
 
 /// Python's `slice(start, stop, step)` with integer (or absent) bounds.
@@ -186,6 +194,7 @@ impl Value {
             Value::FrozenSet(_) => "frozenset",
             Value::Ref(_) => "proxy",
             Value::Slice(_) => "slice",
+            Value::Opaque(_) => "object",
         }
     }
 
@@ -284,7 +293,7 @@ impl Value {
             Value::Bytes(b) => !b.is_empty(),
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => !v.is_empty(),
             Value::Dict(d) => !d.is_empty(),
-            Value::Ref(_) | Value::Slice(_) => true,
+            Value::Ref(_) | Value::Slice(_) | Value::Opaque(_) => true,
         }
     }
 
@@ -306,7 +315,8 @@ impl Value {
             | Value::Tuple(_)
             | Value::Dict(_)
             | Value::Set(_)
-            | Value::FrozenSet(_) => self.container_has_refs(),
+            | Value::FrozenSet(_)
+            | Value::Opaque(_) => self.container_has_refs(),
             _ => false,
         }
     }
@@ -409,6 +419,10 @@ impl fmt::Debug for Value {
                 Value::Bytes(b) => write!(f, "Bytes({b:?})")?,
                 Value::Ref(t) => write!(f, "Ref({t:?})")?,
                 Value::Slice(s) => write!(f, "Slice({s:?})")?,
+                Value::Opaque(o) if o.parts().is_empty() => {
+                    write!(f, "Opaque({:?}, [])", o.form())?
+                }
+                Value::Opaque(o) => write!(f, "Opaque({:?}, [", o.form())?,
                 Value::List(_) => f.write_str("List([")?,
                 Value::Tuple(_) => f.write_str("Tuple([")?,
                 Value::Dict(_) => f.write_str("Dict([")?,

@@ -165,6 +165,10 @@ pub(crate) struct Conn {
     pub(crate) eof: bool,
     /// Bytes the next frame needs buffered before it can be decoded.
     pub(crate) need: usize,
+    /// Bytes of an oversized request frame still to read and drop, and the
+    /// error to answer once it is all read (see `Reactor::serve`): the client
+    /// gets its reply where its frame ends, and the connection keeps serving.
+    pub(crate) skip: Option<(u64, String)>,
     pub(crate) handshake_timer: Option<TimerId>,
     /// The last readiness event reported the peer's end closed (or an error): read
     /// to the end instead of stopping at a short read.
@@ -197,6 +201,7 @@ impl Conn {
             dead: false,
             eof: false,
             need: 0,
+            skip: None,
             handshake_timer: None,
             read_closed: false,
             unread: false,

@@ -288,6 +288,8 @@ pub(crate) struct Limits {
     pub(crate) max_held_bytes: Option<usize>,
     /// Cap on the live objects one connection created.
     pub(crate) max_objects_per_conn: Option<usize>,
+    /// Which globals values in requests may name.
+    pub(crate) globals: crate::proto::codec::Globals,
 }
 
 impl Default for Limits {
@@ -296,6 +298,7 @@ impl Default for Limits {
             max_result: DEFAULT_MAX_FRAME as usize,
             max_held_bytes: None,
             max_objects_per_conn: None,
+            globals: crate::proto::codec::Globals::Default,
         }
     }
 }
@@ -306,6 +309,7 @@ impl Limits {
             max_result: usize::try_from(config.max_frame).unwrap_or(usize::MAX),
             max_held_bytes: config.max_held_bytes,
             max_objects_per_conn: config.max_objects_per_conn,
+            globals: config.globals,
         }
     }
 }

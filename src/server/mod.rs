@@ -73,6 +73,7 @@ use std::time::Duration;
 
 use crate::address::Address;
 use crate::error::{Error, Result};
+pub use crate::proto::codec::Globals;
 use crate::proto::frame::DEFAULT_MAX_FRAME;
 use crate::proto::{RemoteError, Value};
 
@@ -172,6 +173,10 @@ pub struct ServerConfig {
     /// client opens a connection per `create`, so for it this bounds the
     /// objects its calls create (`iter(dict)` …); `max_held_bytes` bounds both.
     pub max_objects_per_conn: Option<usize>,
+    /// Which globals values may name ([`Globals::Default`]: the standard
+    /// library's value types and exceptions). The server never calls one; the
+    /// policy is about what one client may hand another (see `SECURITY.md`).
+    pub globals: Globals,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -190,6 +195,7 @@ impl fmt::Debug for ServerConfig {
             .field("listen_backlog", &self.listen_backlog)
             .field("max_held_bytes", &self.max_held_bytes)
             .field("max_objects_per_conn", &self.max_objects_per_conn)
+            .field("globals", &self.globals)
             .finish()
     }
 }
@@ -228,6 +234,7 @@ impl ServerConfig {
             listen_backlog: None,
             max_held_bytes: None,
             max_objects_per_conn: None,
+            globals: Globals::Default,
         }
     }
 }
@@ -693,6 +700,12 @@ impl Server {
     /// no cap). Objects already created stay.
     pub fn set_max_objects_per_conn(&mut self, max: Option<usize>) {
         self.core.limits.max_objects_per_conn = max;
+    }
+
+    /// Changes [`ServerConfig::globals`] while serving: requests decoded from
+    /// then on follow it; values already stored stay.
+    pub fn set_globals(&mut self, globals: Globals) {
+        self.core.limits.globals = globals;
     }
 }
 

@@ -690,6 +690,9 @@ impl Reactor {
                 return Stop::Paused;
             }
 
+            if skip_oversized(conn, address, &core.registry) {
+                return Stop::NeedInput;
+            }
             let limit = match conn.phase {
                 Phase::Handshake(_) => MAX_HANDSHAKE_MESSAGE as u64,
                 Phase::Serving(_) => max_frame,
@@ -713,6 +716,26 @@ impl Reactor {
                     let first = input.get(at).copied();
                     if let (Phase::Serving(_), Some(b)) = (&conn.phase, first) {
                         conn.serializer_for(b);
+                    }
+                    // A request over the limit, but not absurdly so: drop its
+                    // bytes as they come and answer where it ends.
+                    if let (Phase::Serving(_), frame::FrameError::TooLarge { len, max }) =
+                        (&conn.phase, &e)
+                    {
+                        if *len <= max.saturating_mul(OVERSIZED_SKIP_FACTOR) {
+                            protocol_error(&mut self.log, core, conn.session.id, &e.to_string());
+                            conn.consume(at);
+                            conn.skip = Some((
+                                *len,
+                                format!(
+                                    "libmgr: a request frame of {len} bytes exceeds this \
+                                     server's limit of {max} bytes (max_frame; raise it with \
+                                     mgrd --max-frame BYTES, ServerConfig::max_frame or \
+                                     mgr_server_options.max_frame)"
+                                ),
+                            ));
+                            continue;
+                        }
                     }
                     let why = format!("bad frame: {e}");
                     protocol_error(&mut self.log, core, conn.session.id, &why);
@@ -780,19 +803,24 @@ impl Reactor {
                     // the input buffer); a pickled one is decoded to an owned copy.
                     let pickled;
                     let decoded = match ser {
-                        Serializer::Native => native::decode_request_ref(payload),
-                        Serializer::Pickle => match pickle::decode_request_for(payload, address) {
-                            Ok(req) => {
-                                pickled = req.method;
-                                Ok(RequestRef {
-                                    target: req.target,
-                                    method: &pickled,
-                                    args: req.args,
-                                    kwargs: req.kwargs,
-                                })
+                        Serializer::Native => {
+                            native::decode_request_ref_with(payload, core.limits.globals)
+                        }
+                        Serializer::Pickle => {
+                            match pickle::decode_request_with(payload, address, core.limits.globals)
+                            {
+                                Ok(req) => {
+                                    pickled = req.method;
+                                    Ok(RequestRef {
+                                        target: req.target,
+                                        method: &pickled,
+                                        args: req.args,
+                                        kwargs: req.kwargs,
+                                    })
+                                }
+                                Err(e) => Err(e),
                             }
-                            Err(e) => Err(e),
-                        },
+                        }
                     };
                     match decoded {
                         Ok(req) => {
@@ -1059,6 +1087,35 @@ fn protocol_error(log: &mut Log, core: &mut Core, conn: ConnId, why: &str) {
 
 /// A frame we cannot get past: say why (in the connection's serializer, once it
 /// has authenticated) and close.
+/// An oversized request frame up to this many times `max_frame` is read and
+/// dropped, then answered with an error naming the limit, and the connection
+/// keeps serving; a larger one is answered at once and the connection closed.
+const OVERSIZED_SKIP_FACTOR: u64 = 16;
+
+/// Drops the buffered bytes of an oversized frame being skipped; once all of
+/// it is read, queues its error reply. Whether bytes are still to come.
+fn skip_oversized(conn: &mut Conn, address: &Value, registry: &Registry) -> bool {
+    let have = conn.input().len();
+    let Some((left, _)) = &mut conn.skip else {
+        return false;
+    };
+    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(have);
+    *left -= n as u64;
+    let done = *left == 0;
+    // The reply speaks the client's serializer, known from the payload's
+    // first byte.
+    if let (Phase::Serving(None), Some(&b)) = (&conn.phase, conn.input().first()) {
+        conn.serializer_for(b);
+    }
+    conn.consume(n);
+    if !done {
+        return true;
+    }
+    let (_, why) = conn.skip.take().expect("skipping");
+    encode_reply(conn, &Reply::Traceback(why), address, registry);
+    false
+}
+
 fn fatal(conn: &mut Conn, why: &str, address: &Value, registry: &Registry) {
     if matches!(conn.phase, Phase::Serving(_)) {
         encode_reply(

@@ -193,8 +193,19 @@ class HostileClientsTest(unittest.TestCase):
 
     def test_oversized_frames(self):
         before = rss_kib(self.mgrd.proc.pid)
+        # Over the limit but sent whole: read, dropped and answered where it
+        # ends, naming the limit and the flag; the connection keeps serving.
+        s = self.authed()
+        s.sendall(struct.pack("!i", MAX_FRAME + 1) + b"\x80" + b"\0" * MAX_FRAME)
+        kind, text = pickle.loads(recv_frame(s))
+        self.assertEqual(kind, "#TRACEBACK")
+        self.assertIn(f"limit of {MAX_FRAME} bytes", text)
+        self.assertIn("--max-frame", text)
+        ok = pickle.dumps((None, "dummy", (), {}), protocol=4)
+        s.sendall(struct.pack("!i", len(ok)) + ok)
+        self.assertEqual(pickle.loads(recv_frame(s)), ("#RETURN", None))
+        s.close()
         headers = (
-            struct.pack("!i", MAX_FRAME + 1),
             struct.pack("!i", 0x7FFFFFFF),
             struct.pack("!i", -1) + struct.pack("!Q", 1 << 62),
             struct.pack("!i", -7),
@@ -253,16 +264,15 @@ class HostileClientsTest(unittest.TestCase):
     def test_refused_value_keeps_the_connection(self):
         # A value mgrd will not unpickle (CPython's server would) gets a
         # RemoteError naming why; the thread's connection keeps working.
-        import datetime
         from multiprocessing.managers import RemoteError
         m = SyncManager(address=self.address, authkey=KEY)
         m.connect()
         d = m.dict()
         other = m.list()
         with self.assertRaises(RemoteError) as cm:
-            d["t"] = datetime.datetime(2024, 5, 1)
+            d["t"] = UserClass()
         text = str(cm.exception)
-        self.assertIn("'datetime.datetime' is not allowed", text)
+        self.assertIn("'test_hostile.UserClass' is not allowed", text)
         # CPython's layout: the traceback text ends its line before the rule.
         self.assertTrue(text.endswith("\n" + "-" * 75), repr(text))
         d["x"] = 1
@@ -346,6 +356,25 @@ class HostileClientsTest(unittest.TestCase):
         s.close()
         del big
         self.assert_healthy()
+
+
+def recv_frame(s):
+    """One length-prefixed frame from socket `s`."""
+    def exactly(n):
+        b = b""
+        while len(b) < n:
+            chunk = s.recv(n - len(b))
+            if not chunk:
+                raise EOFError("closed")
+            b += chunk
+        return b
+
+    (n,) = struct.unpack("!i", exactly(4))
+    return exactly(n)
+
+
+class UserClass:
+    """A class of this module: mgrd passes it only under `--globals any`."""
 
 
 if __name__ == "__main__":

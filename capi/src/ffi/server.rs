@@ -595,6 +595,52 @@ pub unsafe extern "C" fn mgr_server_set_max_objects_per_conn(
     }
 }
 
+/// Which globals (classes, functions) values stored in a server may name, as
+/// [`mgr_server_set_globals`] takes it. Stable numbers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mgr_globals {
+    /// The standard library's value types (datetime, Decimal, UUID …) and the
+    /// built-in exception classes: the default.
+    MGR_GLOBALS_DEFAULT = 0,
+    /// Any global, as CPython's own manager (clients trust each other).
+    MGR_GLOBALS_ANY = 1,
+    /// None: values are plain data only.
+    MGR_GLOBALS_NONE = 2,
+}
+
+/// Sets which globals values in requests may name (`mgrd --globals`): the
+/// server never calls one either way; the policy bounds what one client can
+/// hand another. `globals` is one of the [`mgr_globals`] numbers (taken as an
+/// integer so an out-of-range one is an error, `MGR_ERR_INVALID_ARGUMENT`).
+/// Takes effect for requests decoded from then on. `MGR_ERR_BUSY` from inside
+/// a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_globals(
+    server: *mut mgr_server,
+    globals: u32,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        let g = match globals {
+            x if x == mgr_globals::MGR_GLOBALS_DEFAULT as u32 => mgr::Globals::Default,
+            x if x == mgr_globals::MGR_GLOBALS_ANY as u32 => mgr::Globals::Any,
+            x if x == mgr_globals::MGR_GLOBALS_NONE as u32 => mgr::Globals::None,
+            x => {
+                return Err(Fail::new(
+                    mgr_status::MGR_ERR_INVALID_ARGUMENT,
+                    format!("unknown globals policy {x} (MGR_GLOBALS_DEFAULT, _ANY or _NONE)"),
+                ))
+            }
+        };
+        b.with(|s| {
+            s.set_globals(g);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
 /// Writes the bytes the shared objects hold, as the cap of
 /// [`mgr_server_set_max_held_bytes`] counts them, to `*out`. `MGR_ERR_BUSY` from
 /// inside a callback.

@@ -50,6 +50,10 @@ pub enum mgr_value_kind {
     /// Something else (an integer beyond 64 bits, a slice): readable only as text
     /// through [`mgr_value_repr`].
     MGR_VALUE_OTHER = 11,
+    /// A Python object the data model does not represent (a `datetime`, an
+    /// exception instance …), kept as data: keep, copy, store and pass it on;
+    /// [`mgr_value_opaque_global`] names its class, [`mgr_value_repr`] gives text.
+    MGR_VALUE_OPAQUE = 12,
     /// Returned for a NULL value.
     MGR_VALUE_INVALID = 255,
 }
@@ -230,7 +234,37 @@ pub unsafe extern "C" fn mgr_value_type(v: *const mgr_value) -> mgr_value_kind {
             Value::Ref(_) => MGR_VALUE_REF,
             Value::Set(_) | Value::FrozenSet(_) => MGR_VALUE_SET,
             Value::BigInt(_) | Value::Slice(_) => MGR_VALUE_OTHER,
+            Value::Opaque(_) => MGR_VALUE_OPAQUE,
         })
+    }
+}
+
+/// Borrows the module and name of the global an opaque value is, or that
+/// makes it (`"decimal"`, `"Decimal"`): UTF-8 bytes, NOT NUL-terminated, valid
+/// until `v` is freed or modified. `MGR_ERR_WRONG_TYPE` if `v` is not an
+/// opaque value or is not made by a named global.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_value_opaque_global(
+    v: *const mgr_value,
+    module: *mut *const c_char,
+    module_len: *mut usize,
+    name: *mut *const c_char,
+    name_len: *mut usize,
+) -> mgr_status {
+    ffi_boundary! {
+        let v = arg_value(v, "v")?;
+        match v.as_opaque().and_then(|o| o.global_name()) {
+            Some((m, n)) => {
+                let (mp, ml) = (out_ptr(module, "module")?, out_ptr(module_len, "module_len")?);
+                let (np, nl) = (out_ptr(name, "name")?, out_ptr(name_len, "name_len")?);
+                *mp = m.as_ptr().cast();
+                *ml = m.len();
+                *np = n.as_ptr().cast();
+                *nl = n.len();
+                Ok(mgr_status::MGR_OK)
+            }
+            None => Err(Fail::wrong_type("opaque object", v.type_name())),
+        }
     }
 }
 

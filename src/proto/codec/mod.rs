@@ -5,6 +5,9 @@ use std::fmt;
 
 pub mod native;
 pub mod pickle;
+pub mod policy;
+
+pub use policy::Globals;
 
 /// The first byte of every pickle of protocol 2 or later (the PROTO opcode).
 pub const PICKLE_PROTO: u8 = 0x80;

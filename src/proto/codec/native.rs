@@ -18,9 +18,9 @@ use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder};
 use bincode::error::EncodeError;
 
-use super::{Budget, CodecError, NATIVE_BYTES_PER_INPUT_BYTE};
+use super::{Budget, CodecError, Globals, NATIVE_BYTES_PER_INPUT_BYTE};
 use crate::proto::message::{RemoteError, Reply, Request, RequestRef};
-use crate::proto::value::{ObjectId, Slice, Step, Token, Value, Walk};
+use crate::proto::value::{Form, ObjectId, PyObject, Slice, Step, Token, Value, Walk};
 
 /// First byte of every native payload.
 pub const NATIVE_VERSION: u8 = 1;
@@ -50,6 +50,13 @@ const T_SET: u8 = 10;
 const T_FROZENSET: u8 = 11;
 const T_REF: u8 = 12;
 const T_SLICE: u8 = 13;
+const T_OPAQUE: u8 = 14;
+
+// Opaque forms (after T_OPAQUE): stable wire numbers.
+const F_GLOBAL: u8 = 0;
+const F_REDUCE: u8 = 1;
+const F_NEWOBJ: u8 = 2;
+const F_NEWOBJ_EX: u8 = 3;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -95,9 +102,19 @@ pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
 }
 
 /// Decodes a native request payload in place: the method name borrows `payload`.
+/// Opaque values pass under the [`Globals::Default`] policy.
 pub fn decode_request_ref(payload: &[u8]) -> Result<RequestRef<'_>, CodecError> {
+    decode_request_ref_with(payload, Globals::Default)
+}
+
+/// Decodes a native request payload as [`decode_request_ref`] does, refusing
+/// opaque values that name a global `globals` does not allow.
+pub fn decode_request_ref_with(
+    payload: &[u8],
+    globals: Globals,
+) -> Result<RequestRef<'_>, CodecError> {
     match split_header(payload)? {
-        (MSG_REQUEST, body) => Input::whole(body, |d| {
+        (MSG_REQUEST, body) => Input::whole_with(body, globals, |d| {
             Ok(RequestRef {
                 target: d.option(Input::varint)?.map(ObjectId),
                 method: d.str()?,
@@ -174,17 +191,30 @@ fn truncated() -> CodecError {
 struct Input<'a> {
     rest: &'a [u8],
     budget: Budget,
+    /// Globals opaque values may name.
+    globals: Globals,
 }
 
 impl<'a> Input<'a> {
-    /// Runs `f` over `body` and insists it used every byte.
+    /// Runs `f` over `body` and insists it used every byte; any global passes
+    /// (a reply: the client trusts its server).
     fn whole<T>(
         body: &'a [u8],
+        f: impl FnOnce(&mut Input<'a>) -> Result<T, CodecError>,
+    ) -> Result<T, CodecError> {
+        Self::whole_with(body, Globals::Any, f)
+    }
+
+    /// Runs `f` over `body` under a policy on globals.
+    fn whole_with<T>(
+        body: &'a [u8],
+        globals: Globals,
         f: impl FnOnce(&mut Input<'a>) -> Result<T, CodecError>,
     ) -> Result<T, CodecError> {
         let mut d = Input {
             rest: body,
             budget: Budget::new(body.len(), NATIVE_BYTES_PER_INPUT_BYTE),
+            globals,
         };
         let v = f(&mut d)?;
         if !d.rest.is_empty() {
@@ -356,8 +386,49 @@ impl<'a> Input<'a> {
                 stop: opt_int(self)?,
                 step: opt_int(self)?,
             }),
+            T_OPAQUE => self.opaque(depth)?,
             tag => return Err(malformed(format_args!("unknown value tag {tag}"))),
         })
+    }
+
+    /// An opaque value: its form, then a global's module and name or a built
+    /// object's six parts (charged like any value, checked for their shapes).
+    fn opaque(&mut self, depth: u32) -> Result<Value, CodecError> {
+        let form = match self.byte()? {
+            F_GLOBAL => {
+                let (module, name) = (self.string()?, self.string()?);
+                if !self.globals.allows_bare(&module, &name) {
+                    return Err(CodecError::new(self.globals.refusal(&module, &name)));
+                }
+                self.budget.spend_items::<PyObject>(1)?;
+                return Ok(Value::Opaque(Box::new(PyObject::global(module, name))));
+            }
+            F_REDUCE => Form::Reduce,
+            F_NEWOBJ => Form::NewObj,
+            F_NEWOBJ_EX => Form::NewObjEx,
+            f => return Err(malformed(format_args!("unknown opaque form {f}"))),
+        };
+        self.budget
+            .spend_items::<Value>(crate::proto::value::BUILT_PARTS)?;
+        self.budget.spend_items::<PyObject>(1)?;
+        let mut parts = Vec::with_capacity(crate::proto::value::BUILT_PARTS);
+        for _ in 0..crate::proto::value::BUILT_PARTS {
+            parts.push(self.value(depth + 1)?);
+        }
+        // What makes it is a global the policy lets a client call, as the
+        // pickle decoder requires.
+        match parts.first().and_then(Value::as_opaque).map(PyObject::form) {
+            Some(Form::Global { module, name }) => {
+                if !self.globals.allows(module, name) {
+                    return Err(CodecError::new(self.globals.refusal(module, name)));
+                }
+            }
+            _ => return Err(malformed("an opaque object must be made by a global")),
+        }
+        match PyObject::from_parts(form, parts) {
+            Some(o) => Ok(Value::Opaque(Box::new(o))),
+            None => Err(malformed("opaque object parts have the wrong shapes")),
+        }
     }
 }
 
@@ -416,6 +487,19 @@ fn encode_head<E: Encoder>(v: &Value, e: &mut E) -> Result<(), EncodeError> {
             s.stop.encode(e)?;
             s.step.encode(e)
         }
+        Value::Opaque(o) => {
+            T_OPAQUE.encode(e)?;
+            match o.form() {
+                Form::Global { module, name } => {
+                    F_GLOBAL.encode(e)?;
+                    encode_str(module.as_bytes(), e)?;
+                    encode_str(name.as_bytes(), e)
+                }
+                Form::Reduce => F_REDUCE.encode(e),
+                Form::NewObj => F_NEWOBJ.encode(e),
+                Form::NewObjEx => F_NEWOBJ_EX.encode(e),
+            }
+        }
     }
 }
 
@@ -436,6 +520,7 @@ fn encode_value<E: Encoder>(
         }
         Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_) | Value::Dict(_) => {
         }
+        Value::Opaque(_) if v.is_container() => {}
         _ => return encode_head(v, e),
     }
     let mut walk = Walk::new(v);
@@ -622,6 +707,53 @@ mod tests {
             let err = decode_request(&out).unwrap_err();
             assert!(err.to_string().contains("nested"), "{err}");
         });
+    }
+
+    #[test]
+    fn opaque_values_round_trip_under_the_policy() {
+        let mut uuid = PyObject::built(Form::NewObj, Value::opaque_global("uuid", "UUID"), vec![]);
+        uuid.set_state(Value::Dict(vec![(Value::Str("int".into()), Value::Int(5))]));
+        let v = Value::List(vec![
+            Value::opaque_call("decimal", "Decimal", vec![Value::Str("1.5".into())]),
+            Value::Opaque(Box::new(uuid)),
+            Value::opaque_global("builtins", "list"),
+        ]);
+        let req = Request::call(ObjectId(1), "append", vec![v]);
+        let mut out = Vec::new();
+        encode_request(&req, &mut out);
+        assert_eq!(decode_request(&out).unwrap(), req);
+        let e = decode_request_ref_with(&out, Globals::None).unwrap_err();
+        assert!(e.to_string().contains("--globals none"), "{e}");
+        // A global the default policy refuses, and a callable that is no global.
+        let evil = Request::call(
+            ObjectId(1),
+            "append",
+            vec![Value::opaque_call(
+                "os",
+                "system",
+                vec![Value::Str("true".into())],
+            )],
+        );
+        out.clear();
+        encode_request(&evil, &mut out);
+        assert!(decode_request(&out).is_err());
+        assert!(decode_request_ref_with(&out, Globals::Any).is_ok());
+        let parts = vec![
+            Value::Int(1),
+            Value::Tuple(vec![]),
+            Value::Dict(vec![]),
+            Value::List(vec![]),
+            Value::Dict(vec![]),
+            Value::None,
+        ];
+        let odd = PyObject::from_parts(Form::Reduce, parts).unwrap();
+        out.clear();
+        encode_request(
+            &Request::call(ObjectId(1), "append", vec![Value::Opaque(Box::new(odd))]),
+            &mut out,
+        );
+        let e = decode_request_ref_with(&out, Globals::Any).unwrap_err();
+        assert!(e.to_string().contains("made by a global"), "{e}");
     }
 
     #[test]

@@ -251,6 +251,7 @@ impl Value {
                     part(s.step)
                 )
             }
+            Value::Opaque(o) => o.fmt_repr(f),
             Value::List(_)
             | Value::Tuple(_)
             | Value::Dict(_)
@@ -266,11 +267,13 @@ impl fmt::Display for Value {
     /// there (`<ListProxy object, typeid 'list' at 0x…>`, the address being
     /// the object's id).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for step in Walk::new(self) {
+        let mut walk = Walk::new(self);
+        while let Some(step) = walk.next() {
             let (v, slot) = match step {
                 Step::Leaf(v, slot) | Step::Enter(v, slot) => (v, slot),
                 Step::Exit(v) => {
                     f.write_str(match v {
+                        Value::Opaque(_) => "",
                         Value::List(_) => "]",
                         Value::Tuple(t) if t.len() == 1 => ",)",
                         Value::Tuple(_) => ")",
@@ -289,6 +292,10 @@ impl fmt::Display for Value {
             }
             match (step, v) {
                 (Step::Leaf(..), _) => v.fmt_leaf(f)?,
+                (_, Value::Opaque(o)) => {
+                    o.fmt_repr(f)?;
+                    walk.skip_children();
+                }
                 (_, Value::List(_)) => f.write_str("[")?,
                 (_, Value::Tuple(_)) => f.write_str("(")?,
                 (_, Value::Dict(_)) => f.write_str("{")?,

@@ -54,6 +54,13 @@ impl<'a> Walk<'a> {
     pub(crate) fn open(&self) -> usize {
         self.open.len()
     }
+
+    /// Skips the children of the container just entered: its `Exit` comes next.
+    pub(crate) fn skip_children(&mut self) {
+        if let Some((_, next)) = self.open.last_mut() {
+            *next = usize::MAX;
+        }
+    }
 }
 
 impl<'a> Iterator for Walk<'a> {
@@ -86,13 +93,14 @@ impl<'a> Iterator for Walk<'a> {
 }
 
 impl Value {
-    /// Whether this is a list, tuple, dict, set or frozenset.
+    /// Whether this is a list, tuple, dict, set or frozenset, or an opaque
+    /// object (whose parts are its children).
     #[inline]
     pub(crate) fn is_container(&self) -> bool {
         matches!(
             self,
             Value::List(_) | Value::Tuple(_) | Value::Dict(_) | Value::Set(_) | Value::FrozenSet(_)
-        )
+        ) || matches!(self, Value::Opaque(o) if !o.parts().is_empty())
     }
 
     /// Child `i` of a container (dict entries count twice: key, then value).
@@ -101,6 +109,7 @@ impl Value {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
                 v.get(i).map(|x| (x, Slot::Item(i)))
             }
+            Value::Opaque(o) => o.parts().get(i).map(|x| (x, Slot::Item(i))),
             Value::Dict(d) => d.get(i / 2).map(|(k, x)| {
                 if i % 2 == 0 {
                     (k, Slot::Key(i / 2))
@@ -125,11 +134,13 @@ impl Value {
             Value::Bytes(b) => Value::Bytes(b.clone()),
             Value::Ref(t) => Value::Ref(t.clone()),
             Value::Slice(s) => Value::Slice(*s),
+            Value::Opaque(o) if o.parts().is_empty() => Value::Opaque(o.clone()),
             Value::List(_)
             | Value::Tuple(_)
             | Value::Dict(_)
             | Value::Set(_)
-            | Value::FrozenSet(_) => return None,
+            | Value::FrozenSet(_)
+            | Value::Opaque(_) => return None,
         })
     }
 
@@ -140,6 +151,7 @@ impl Value {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
                 Building::Seq(Vec::with_capacity(v.len()))
             }
+            Value::Opaque(o) => Building::Seq(Vec::with_capacity(o.parts().len())),
             _ => Building::Seq(Vec::new()),
         }
     }
@@ -158,6 +170,15 @@ impl Value {
             (Value::Bytes(a), Value::Bytes(b)) => a == b,
             (Value::Ref(a), Value::Ref(b)) => a == b,
             (Value::Slice(a), Value::Slice(b)) => a == b,
+            (Value::Opaque(a), Value::Opaque(b)) => {
+                if a.form() != b.form() || a.parts().len() != b.parts().len() {
+                    false
+                } else if a.parts().is_empty() {
+                    true
+                } else {
+                    return None;
+                }
+            }
             (Value::List(a), Value::List(b))
             | (Value::Tuple(a), Value::Tuple(b))
             | (Value::Set(a), Value::Set(b))
@@ -187,6 +208,7 @@ impl Value {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
                 v.iter().any(nested)
             }
+            Value::Opaque(o) => o.parts().iter().any(nested),
             Value::Dict(d) => d.iter().any(|(k, x)| nested(k) || nested(x)),
             _ => false,
         }
@@ -204,6 +226,7 @@ impl Value {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
                 v.iter_mut().for_each(&mut take)
             }
+            Value::Opaque(o) => o.parts_mut().iter_mut().for_each(&mut take),
             Value::Dict(d) => d.iter_mut().for_each(|(k, x)| {
                 take(k);
                 take(x);
@@ -238,6 +261,10 @@ impl Building {
             (Building::Seq(items), Value::Tuple(_)) => Value::Tuple(items),
             (Building::Seq(items), Value::Set(_)) => Value::Set(items),
             (Building::Seq(items), Value::FrozenSet(_)) => Value::FrozenSet(items),
+            (Building::Seq(items), Value::Opaque(o)) => Value::Opaque(Box::new(
+                super::PyObject::from_parts(o.form().clone(), items)
+                    .expect("a copy has the parts of its original"),
+            )),
             (Building::Seq(items), _) => Value::List(items),
         }
     }

@@ -3,15 +3,15 @@
 //! `__setitem__`, with `array.array`'s item checks per typecode (the same
 //! `TypeError` and `OverflowError` kinds and messages CPython 3.11 raises).
 //!
-//! The data model has no array type, so where CPython sends an `array.array`
-//! this type sends a list of the items (`array.tolist()`): a slice
-//! (`a[1:3]`) and `_getvalue()`. Slice assignment takes a list or tuple for the
-//! array CPython wants there (an `array.array` arrives decoded as a list).
+//! Where CPython sends an `array.array` (a slice `a[1:3]`, `_getvalue()`)
+//! this type sends one too, as an opaque value in pickle's own form
+//! (`_array_reconstructor`); slice assignment takes an array of the same
+//! typecode and refuses a list with CPython's `TypeError`.
 
 use super::pykey::{int_of, value_from_i128, PyInt};
 use super::pyseq::{int_index, iterate, positional, resolve, Span};
 use super::size::{check_result, reserve, vec_with, NODE};
-use crate::proto::{RemoteError, Value};
+use crate::proto::{ArrayData, RemoteError, Value};
 use crate::server::{CallArgs, CallResult, Context, Server, SharedObject, TypeSpec};
 
 /// The methods `ArrayProxy` exposes.
@@ -258,6 +258,102 @@ fn from_bytes(tc: char, b: &[u8], limit: usize) -> Result<Vec<Value>, RemoteErro
     Ok(out)
 }
 
+/// The machine format code (`array._array_reconstructor`'s) of typecode
+/// `tc`'s native values on this host (LP64).
+fn native_mformat(tc: char) -> i64 {
+    let base = match tc {
+        'b' => return 1,
+        'B' => return 0,
+        'H' => 2,
+        'h' => 4,
+        'I' => 6,
+        'i' => 8,
+        'L' | 'Q' => 10,
+        'l' | 'q' => 12,
+        'f' => 14,
+        'd' => 16,
+        _ => 20, // 'u': UCS-4
+    };
+    if cfg!(target_endian = "little") {
+        base
+    } else {
+        base + 1
+    }
+}
+
+/// The items of an `array.array` value (an opaque one, as a client sent it),
+/// checked against `limit` before allocating.
+pub(crate) fn array_items(
+    tc: char,
+    data: ArrayData<'_>,
+    limit: usize,
+) -> Result<Vec<Value>, RemoteError> {
+    if !TYPECODES.contains(tc) {
+        return Err(RemoteError::value_error(
+            "bad typecode (must be b, B, u, h, H, i, I, l, L, q, Q, f or d)",
+        ));
+    }
+    match data {
+        ArrayData::Items(v) => {
+            check_result(v.len().saturating_mul(held_item_bytes(tc)), limit)?;
+            let mut out = vec_with(v.len())?;
+            for x in v {
+                out.push(convert(tc, x.clone())?);
+            }
+            Ok(out)
+        }
+        ArrayData::Text(t) => {
+            let n = t.chars().count();
+            check_result(n.saturating_mul(held_item_bytes(tc)), limit)?;
+            let mut out = vec_with(n)?;
+            out.extend(t.chars().map(|c| Value::Str(c.to_string())));
+            Ok(out)
+        }
+        ArrayData::Native(b) => from_bytes(tc, b, limit),
+        ArrayData::Machine(fmt, b) if fmt == native_mformat(tc) => from_bytes(tc, b, limit),
+        ArrayData::Machine(fmt, _) => Err(RemoteError::value_error(format!(
+            "an array of typecode '{tc}' in machine format {fmt} (another host's) is not supported"
+        ))),
+    }
+}
+
+/// An `array.array` of typecode `tc` holding `items` (checked for it), as
+/// CPython pickles one: `_array_reconstructor(array, tc, mformat, bytes)`.
+fn to_array(tc: char, items: &[Value], limit: usize) -> Result<Value, RemoteError> {
+    let size = item_size(tc);
+    check_result(items.len().saturating_mul(size).saturating_add(NODE), limit)?;
+    let mut b = vec_with::<u8>(items.len() * size)?;
+    for v in items {
+        let int = || int_of(v).and_then(|i| i.small()).unwrap_or(0);
+        match tc {
+            'f' => b.extend_from_slice(&(v.as_float().unwrap_or(0.0) as f32).to_ne_bytes()),
+            'd' => b.extend_from_slice(&v.as_float().unwrap_or(0.0).to_ne_bytes()),
+            'u' => {
+                let c = v.as_str().and_then(|s| s.chars().next()).unwrap_or('\0');
+                b.extend_from_slice(&u32::from(c).to_ne_bytes());
+            }
+            _ => b.extend_from_slice(&int().to_ne_bytes()[..size]),
+        }
+    }
+    if cfg!(target_endian = "big") && !matches!(tc, 'f' | 'd' | 'u') {
+        // `i128::to_ne_bytes()[..size]` takes the high bytes on big-endian.
+        return Err(RemoteError::new(
+            "NotImplementedError",
+            "arrays on big-endian hosts",
+        ));
+    }
+    Ok(Value::opaque_call(
+        "array",
+        "_array_reconstructor",
+        vec![
+            Value::opaque_global("array", "array"),
+            Value::Str(tc.to_string()),
+            Value::Int(native_mformat(tc)),
+            Value::Bytes(b),
+        ],
+    ))
+}
+
 fn typecode_arg(v: Value) -> Result<char, RemoteError> {
     let s = match v.into_str() {
         Ok(s) => s,
@@ -325,9 +421,8 @@ impl PyArray {
                 NODE + span.len.saturating_mul(held_item_bytes(self.typecode)),
                 limit,
             )?;
-            return Ok(Value::List(
-                span.positions().map(|p| self.items[p].clone()).collect(),
-            ));
+            let items: Vec<Value> = span.positions().map(|p| self.items[p].clone()).collect();
+            return to_array(self.typecode, &items, limit);
         }
         let i = int_index(key)
             .ok_or_else(|| RemoteError::type_error("array indices must be integers"))??;
@@ -339,18 +434,24 @@ impl PyArray {
     fn set_item(&mut self, cx: &Context<'_>, key: &Value, value: Value) -> Result<(), RemoteError> {
         if let Value::Slice(s) = key {
             let span = Span::new(s, self.items.len())?;
-            let new: Vec<Value> = match value {
-                Value::List(_) | Value::Tuple(_) => value
-                    .into_items()
-                    .expect("a sequence")
-                    .into_iter()
-                    .map(|x| convert(self.typecode, x))
-                    .collect::<Result<_, _>>()?,
-                other => {
+            // Only an array of the same typecode, as CPython's array takes.
+            let new: Vec<Value> = match value.as_opaque().and_then(|o| o.array_data()) {
+                Some((tc, data)) if tc == self.typecode => {
+                    array_items(tc, data, cx.max_result_bytes())?
+                }
+                Some(_) => {
+                    return Err(RemoteError::type_error(
+                        "bad argument type for built-in operation",
+                    ))
+                }
+                None => {
+                    let name = match &value {
+                        Value::Opaque(o) => o.type_name().to_owned(),
+                        other => other.type_name().to_owned(),
+                    };
                     return Err(RemoteError::type_error(format!(
-                        "can only assign array (not \"{}\") to array slice",
-                        other.type_name()
-                    )))
+                        "can only assign array (not \"{name}\") to array slice"
+                    )));
                 }
             };
             if let Some(range) = span.contiguous() {
@@ -424,8 +525,9 @@ impl SharedObject for PyArray {
         ))
     }
 
+    /// The `array.array`, as CPython's server returns it.
     fn get_value(&self) -> Result<Value, RemoteError> {
-        Ok(Value::List(self.items.clone()))
+        to_array(self.typecode, &self.items, usize::MAX)
     }
 
     fn held_bytes(&self) -> usize {

@@ -82,6 +82,11 @@ pub(crate) fn update(
     kwargs: Vec<(String, Value)>,
     limit: usize,
 ) -> Result<(), RemoteError> {
+    // A Counter, OrderedDict or defaultdict is a mapping of its entries.
+    let other = match other.as_ref().and_then(Value::as_opaque) {
+        Some(o) => o.mapping_entries().map(Value::Dict).or(other),
+        None => other,
+    };
     match other {
         None => {}
         Some(pairs @ Value::Dict(_)) => {

@@ -6,7 +6,8 @@
 //! returns what a user expects instead: `__reversed__` returns the reversed items
 //! as a list (CPython pickles a `list_reverseiterator` over a copy), and
 //! `__imul__` returns `None` (CPython sends the whole list back, which
-//! `ListProxy.__imul__` throws away). `sort(key=…)` is refused with a `TypeError`:
+//! `ListProxy.__imul__` throws away). `sort(key=…)` takes the pure builtins the server interprets (`str.lower`,
+//! `len`, `operator.itemgetter(…)` …); any other key is refused with a `TypeError`:
 //! a function cannot travel to the server (CPython fails to pickle it too).
 
 use super::pykey::{py_eq, py_sort};
@@ -367,18 +368,30 @@ impl PyList {
             ));
         }
         args.check("sort", 0, &["key", "reverse"])?;
-        if let Some(k) = args.take(usize::MAX, "key") {
-            if k != Value::None {
-                return Err(RemoteError::type_error(
-                    "sort(key=...) is not supported on a shared list: a key function cannot be sent to the server",
-                ));
-            }
-        }
+        let key = args.take(usize::MAX, "key").filter(|k| *k != Value::None);
         let reverse = match args.take(usize::MAX, "reverse") {
             None => false,
             Some(v) => int_arg(&v)? != 0,
         };
-        py_sort(&mut self.items, reverse)
+        let Some(key) = key else {
+            return py_sort(&mut self.items, reverse);
+        };
+        // A pure builtin is interpreted; nothing else can run here.
+        let mut keys = super::size::vec_with(self.items.len())?;
+        for item in &self.items {
+            match crate::proto::value::pure::apply(&key, item) {
+                Some(Ok(k)) => keys.push(k),
+                Some(Err((kind, msg))) => return Err(RemoteError::new(kind, msg)),
+                None => {
+                    return Err(RemoteError::type_error(format!(
+                        "sort(key={key}) is not supported on a shared list: only str.lower, \
+                         str.upper, str.casefold, len, abs and operator.itemgetter(...) are \
+                         interpreted (a key function cannot run on the server)"
+                    )))
+                }
+            }
+        }
+        super::pykey::py_sort_keyed(&mut self.items, keys, reverse)
     }
 }
 

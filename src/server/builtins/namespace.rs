@@ -3,8 +3,8 @@
 //! set and deleted with `__getattribute__`, `__setattr__` and `__delattr__`.
 //!
 //! `__getattribute__('__dict__')` returns the attributes as a dict, as Python's
-//! would. `_getvalue()` returns that dict too: CPython sends a `Namespace`
-//! instance, which only a Python client could rebuild.
+//! would. `_getvalue()` returns a `Namespace` instance (an opaque value whose
+//! state is that dict), as CPython's server does.
 
 use super::pykey::PyKey;
 use super::pymap::PyMap;
@@ -118,8 +118,14 @@ impl SharedObject for Namespace {
         Some(format!("Namespace({})", parts.join(", ")))
     }
 
+    /// A `multiprocessing.managers.Namespace` instance with the attributes as
+    /// its state, as CPython's server returns it.
     fn get_value(&self) -> Result<Value, RemoteError> {
-        Ok(self.attrs.to_value())
+        Ok(Value::opaque_instance(
+            "multiprocessing.managers",
+            "Namespace",
+            self.attrs.to_value(),
+        ))
     }
 
     fn visit_refs(&self, f: &mut dyn FnMut(ObjectId)) {

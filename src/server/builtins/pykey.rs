@@ -252,6 +252,7 @@ const TAG_INT128: u8 = 8;
 const TAG_BIGINT: u8 = 9;
 const TAG_NAN: u8 = 10;
 const TAG_FLOAT: u8 = 11;
+const TAG_OPAQUE: u8 = 12;
 
 /// 2**63 as a float: integral floats below it in magnitude convert to `i64` exactly.
 const TWO_63: f64 = 9_223_372_036_854_775_808.0;
@@ -349,6 +350,14 @@ fn hash_into<H: Hasher>(v: &Value, h: &mut H) {
             h.write_u8(TAG_REF);
             h.write_u64(t.id.0);
         }
+        // By content, as `eq_impl` compares it (parts that are dicts or lists
+        // feed only their tag, which equal ones share).
+        Value::Opaque(o) => {
+            h.write_u8(TAG_OPAQUE);
+            o.form().hash(h);
+            h.write_usize(o.parts().len());
+            o.parts().iter().for_each(|x| hash_into(x, h));
+        }
         _ => h.write_u8(TAG_OTHER),
     }
 }
@@ -410,6 +419,14 @@ fn eq_impl(a: &Value, b: &Value, nan_eq: bool) -> bool {
         (Value::Dict(x), Value::Dict(y)) => x.len() == y.len() && dict_in(x, y, nan_eq),
         (Value::Ref(x), Value::Ref(y)) => x.id == y.id,
         (Value::Slice(x), Value::Slice(y)) => x == y,
+        (Value::Opaque(x), Value::Opaque(y)) => {
+            x.form() == y.form()
+                && x.parts().len() == y.parts().len()
+                && x.parts()
+                    .iter()
+                    .zip(y.parts())
+                    .all(|(p, q)| eq_impl(p, q, nan_eq))
+        }
         _ => false,
     }
 }
@@ -477,6 +494,43 @@ pub(crate) fn py_sort(items: &mut Vec<Value>, reverse: bool) -> Result<(), Remot
             Err(e)
         }
     }
+}
+
+/// Sorts `items` stably by their `keys` (one per item, as a key function
+/// gave them), as `list.sort(key=…, reverse=…)` does; on a comparison error
+/// `items` is left as it was.
+pub(crate) fn py_sort_keyed(
+    items: &mut Vec<Value>,
+    keys: Vec<Value>,
+    reverse: bool,
+) -> Result<(), RemoteError> {
+    // (key, position) pairs sorted by key alone; then items follow positions.
+    let mut pairs: Vec<Value> = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| Value::Tuple(vec![k, Value::Int(i as i64)]))
+        .collect();
+    if reverse {
+        pairs.reverse();
+    }
+    let mut sorted = merge_sort(pairs, &mut |a, b| {
+        let (Value::Tuple(a), Value::Tuple(b)) = (a, b) else {
+            unreachable!("built as pairs")
+        };
+        py_lt(&a[0], &b[0])
+    })?;
+    if reverse {
+        sorted.reverse();
+    }
+    let mut old: Vec<Option<Value>> = std::mem::take(items).into_iter().map(Some).collect();
+    items.extend(sorted.iter().map(|p| match p {
+        Value::Tuple(t) => match t[1] {
+            Value::Int(i) => old[i as usize].take().expect("each position once"),
+            _ => unreachable!("a position"),
+        },
+        _ => unreachable!("built as pairs"),
+    }));
+    Ok(())
 }
 
 type Lt<'a> = dyn FnMut(&Value, &Value) -> Result<bool, RemoteError> + 'a;
@@ -830,6 +884,21 @@ mod tests {
         };
         assert_eq!(key(r(3)), key(r(3)));
         assert_ne!(key(r(3)), key(r(4)));
+    }
+
+    #[test]
+    fn opaque_values_hash_and_compare_by_content_and_refuse_ordering() {
+        let dec = |s: &str| Value::opaque_call("decimal", "Decimal", vec![Value::Str(s.into())]);
+        assert_eq!(key(dec("1.5")), key(dec("1.5")));
+        assert_eq!(hash_of(&dec("1.5")), hash_of(&dec("1.5")));
+        assert_ne!(key(dec("1.5")), key(dec("2.5")));
+        let frac = Value::opaque_call("fractions", "Fraction", vec![Value::Str("1.5".into())]);
+        assert_ne!(key(dec("1.5")), key(frac));
+        assert!(!py_eq(&dec("1"), &Value::Int(1)));
+        assert!(check_hashable(&dec("1")).is_ok());
+        let e = py_lt(&dec("1"), &dec("2")).unwrap_err();
+        assert_eq!(e.kind, "TypeError");
+        assert!(py_lt(&dec("1"), &Value::Int(2)).is_err());
     }
 
     #[test]

@@ -76,6 +76,33 @@ pub(crate) fn items_of(v: Value, limit: usize) -> Result<Result<Vec<Value>, Valu
             out.extend(b.iter().map(|&x| Value::Int(i64::from(x))));
             Ok(out)
         }
+        // A range, bytearray or array kept compact; a deque's items; a
+        // Counter's, OrderedDict's or defaultdict's keys.
+        Value::Opaque(ref o) => {
+            if let Some((start, stop, step)) = o.range_bounds() {
+                let n = range_len(start, stop, step);
+                check_result(n.saturating_mul(NODE), limit)?;
+                let mut out = vec_with(n)?;
+                out.extend((0..n as i64).map(|k| {
+                    Value::Int((i128::from(start) + i128::from(k) * i128::from(step)) as i64)
+                }));
+                return Ok(Ok(out));
+            }
+            if let Some(b) = o.bytearray_bytes() {
+                check_result(b.len().saturating_mul(NODE), limit)?;
+                let mut out = vec_with(b.len())?;
+                out.extend(b.iter().map(|&x| Value::Int(i64::from(x))));
+                return Ok(Ok(out));
+            }
+            if let Some((tc, data)) = o.array_data() {
+                return super::array::array_items(tc, data, limit).map(Ok);
+            }
+            match (o.sequence_items(), o.mapping_entries()) {
+                (Some(items), _) => Ok(items),
+                (_, Some(entries)) => Ok(entries.into_iter().map(|(k, _)| k).collect()),
+                _ => Err(v),
+            }
+        }
         other => Err(other),
     })
 }
@@ -94,6 +121,18 @@ pub(crate) fn deref(cx: &Context<'_>, v: Value) -> Result<Value, RemoteError> {
 /// Whether `v` is a proxy of the object running the call (`l.extend(l)`).
 pub(crate) fn is_self(cx: &Context<'_>, v: &Value) -> bool {
     matches!(v, Value::Ref(t) if Some(t.id) == cx.object_id())
+}
+
+/// The number of items of `range(start, stop, step)` (`step` is not 0),
+/// saturating.
+pub(crate) fn range_len(start: i64, stop: i64, step: i64) -> usize {
+    if (step > 0 && start < stop) || (step < 0 && start > stop) {
+        let span = (i128::from(stop) - i128::from(start)).unsigned_abs();
+        let n = (span - 1) / u128::from(step.unsigned_abs()) + 1;
+        usize::try_from(n).unwrap_or(usize::MAX)
+    } else {
+        0
+    }
 }
 
 /// [`items_of`], failing with Python's `'int' object is not iterable`.

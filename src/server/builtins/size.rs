@@ -23,6 +23,13 @@ fn payload(v: &Value) -> usize {
         Value::Str(s) => s.len(),
         Value::Bytes(b) | Value::BigInt(b) => b.len(),
         Value::Ref(t) => t.typeid.len(),
+        // The box, and a global's names (a built object's parts are children).
+        Value::Opaque(o) => {
+            std::mem::size_of::<crate::proto::PyObject>()
+                + o.global_name()
+                    .filter(|_| o.parts().is_empty())
+                    .map_or(0, |(m, n)| m.len() + n.len())
+        }
         _ => 0,
     }
 }
@@ -54,6 +61,7 @@ fn children(v: &Value) -> Option<Children<'_>> {
             Some(Children::Items(x.iter()))
         }
         Value::Dict(d) if !d.is_empty() => Some(Children::Pairs(d.iter(), None)),
+        Value::Opaque(o) if !o.parts().is_empty() => Some(Children::Items(o.parts().iter())),
         _ => None,
     }
 }
@@ -151,6 +159,17 @@ mod tests {
         assert_eq!(
             values_bytes(&[Value::None, Value::from("xy")]),
             2 * NODE + 2
+        );
+    }
+
+    #[test]
+    fn opaque_values_count_their_parts() {
+        let big = Value::opaque_call("decimal", "Decimal", vec![Value::Bytes(vec![0; 1000])]);
+        assert!(value_bytes(&big) > 1000 + 6 * NODE, "{}", value_bytes(&big));
+        let g = Value::opaque_global("builtins", "list");
+        assert_eq!(
+            value_bytes(&g),
+            NODE + std::mem::size_of::<crate::proto::PyObject>() + 12
         );
     }
 

@@ -2,8 +2,8 @@
 //! behind `ValueProxy` — `get()` and `set(value)`. As in CPython the typecode is
 //! kept for `repr` only and never checked against the value.
 //!
-//! `_getvalue()` returns the held value: CPython sends a `managers.Value`
-//! instance, which only a Python client could rebuild.
+//! `_getvalue()` returns a `managers.Value` instance (an opaque value with
+//! `_typecode` and `_value` as its state), as CPython's server does.
 
 use super::pyseq::positional;
 use super::size::value_bytes;
@@ -92,8 +92,17 @@ impl SharedObject for SharedValue {
         Some(format!("Value({}, {})", self.typecode, self.value))
     }
 
+    /// A `multiprocessing.managers.Value` instance, as CPython's server
+    /// returns it (`_typecode` and `_value` as its state).
     fn get_value(&self) -> Result<Value, RemoteError> {
-        Ok(self.value.clone())
+        Ok(Value::opaque_instance(
+            "multiprocessing.managers",
+            "Value",
+            Value::Dict(vec![
+                (Value::Str("_typecode".into()), self.typecode.clone()),
+                (Value::Str("_value".into()), self.value.clone()),
+            ]),
+        ))
     }
 
     fn visit_refs(&self, f: &mut dyn FnMut(ObjectId)) {

@@ -85,7 +85,8 @@ v.value = 9
 assert v.get() == 9 and str(v) == "Value('i', 9)"
 a = m.Array('i', [1, 2, 3])
 assert str(a) == "array('i', [1, 2, 3])" and len(a) == 3 and list(a) == [1, 2, 3]
-assert a[0:2] == [1, 2]
+import array
+assert a[0:2] == array.array('i', [1, 2])
 e = expect(OverflowError, a.__setitem__, 0, 2**40)
 assert str(e) == 'signed integer is greater than maximum'
 e = expect(TypeError, a.__setitem__, 0, 'x')

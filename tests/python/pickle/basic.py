@@ -66,7 +66,7 @@ h.set(value)
 assert h.get() == value, h.get()
 assert h._getvalue() == value
 h.set(array.array('i', [1, -2, 3]))
-assert h.get() == [1, -2, 3], h.get()
+assert h.get() == array.array('i', [1, -2, 3]), h.get()
 
 # wrap(v) makes v a new Holder, returned as #PROXY.
 w = maker.wrap([1, {'a': 2}])

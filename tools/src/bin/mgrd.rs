@@ -24,7 +24,8 @@ usage: mgrd [--address ADDR] [--max-connections N] [--max-preauth N]
             [--backlog N] [--max-frame BYTES] [--handshake-timeout S]
             [--max-output BYTES] [--reply-grace S] [--turn-max-requests N]
             [--turn-max-time S] [--max-held-bytes BYTES]
-            [--max-objects-per-conn N] [--object NAME=TYPE[:ARGS]]...
+            [--max-objects-per-conn N] [--globals default|any|none]
+            [--object NAME=TYPE[:ARGS]]...
             [-v] [--version] [-h]
 
 Serves shared objects to libmgr clients and to Python's multiprocessing.managers.
@@ -50,6 +51,11 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
   --max-objects-per-conn N
                          refuse (MemoryError) creating objects beyond N live ones
                          per connection [default: 0, no cap]
+  --globals POLICY       which classes values may name (the server never calls
+                         them; another client's pickle.loads does): default
+                         (the standard library's value types and exceptions),
+                         any (every class, as CPython's manager), none
+                         [default: default]
   --object NAME=TYPE[:ARGS]
                          serve one TYPE object (built with ARGS) that every
                          create of typeid NAME returns, as Python's
@@ -199,6 +205,9 @@ fn parse_args() -> Result<Options, String> {
             "--turn-max-time" => config.turn_max_time = seconds(&flag, value()?)?,
             "--max-held-bytes" => config.max_held_bytes = cap(&flag, value()?)?,
             "--max-objects-per-conn" => config.max_objects_per_conn = cap(&flag, value()?)?,
+            "--globals" => {
+                config.globals = value()?.parse().map_err(|e| format!("--globals: {e}"))?
+            }
             "--object" => objects.push(value()?.parse().map_err(|e| format!("--object {e}"))?),
             other => return Err(format!("unknown argument '{other}'")),
         }

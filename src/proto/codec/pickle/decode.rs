@@ -17,9 +17,9 @@
 //! A structure that contains itself is refused as soon as the conversion meets
 //! the node it is converting; nesting is capped by [`MAX_DEPTH`].
 
-use super::super::{Budget, CodecError, PICKLE_BYTES_PER_INPUT_BYTE};
+use super::super::{Budget, CodecError, Globals, PICKLE_BYTES_PER_INPUT_BYTE};
 use super::globals::{resolve_global, Global};
-use crate::proto::value::{ObjectId, Slice, Token, Value};
+use crate::proto::value::{Form, ObjectId, PyObject, Slice, Token, Value, BUILT_PARTS};
 
 /// Deepest nesting of containers accepted in one decoded value (a recursive
 /// structure trips this too).
@@ -28,8 +28,29 @@ pub const MAX_DEPTH: u32 = 128;
 /// Index of a node in the arena.
 pub(super) type Ix = u32;
 
-/// A memo slot that was never stored.
-const NO_MEMO: Ix = Ix::MAX;
+/// A memo slot that was never stored (and an absent part of an [`Object`]).
+pub(super) const NO_MEMO: Ix = Ix::MAX;
+
+/// An object made by a REDUCE or NEWOBJ of a global the data model does not
+/// interpret (an exception class, a value type the policy allows): kept as the
+/// parts that make it, to become a [`PyObject`].
+#[derive(Debug)]
+pub(super) struct Object {
+    /// REDUCE, NEWOBJ or NEWOBJ_EX.
+    pub(super) form: Form,
+    /// The global called.
+    pub(super) callable: Ix,
+    /// The argument tuple.
+    pub(super) args: Ix,
+    /// NEWOBJ_EX's keyword dict, or [`NO_MEMO`].
+    pub(super) kwargs: Ix,
+    /// Items APPENDed onto it.
+    pub(super) items: Vec<Ix>,
+    /// Entries SETITEMed onto it.
+    pub(super) entries: Vec<(Ix, Ix)>,
+    /// Its BUILD state, or [`NO_MEMO`].
+    pub(super) state: Ix,
+}
 
 /// One object built by the machine. Containers refer to other nodes by index.
 #[derive(Debug)]
@@ -53,8 +74,11 @@ pub(super) enum Node {
     Token(Option<Box<TokenState>>),
     /// A rebuilt proxy: the index of its token.
     Proxy(Ix),
-    /// An exception instance: its kind and its args tuple.
-    Exception(String, Ix),
+    /// An opaque object (an exception instance, a `datetime` …).
+    Object(Box<Object>),
+    /// An interpreted iterator (`iter`, `zip` …): the items it yields, and
+    /// whether it came from `reversed` (for the position a BUILD sets).
+    Iter(Vec<Ix>, bool),
     /// Converted and moved out (it was referenced once).
     Taken,
     /// Being converted: meeting it again means the value contains itself.
@@ -91,6 +115,8 @@ pub(super) struct Decoded {
     /// root (saturating): 0 unreachable, 1 moved when converted, 2 shared.
     refs: Vec<u8>,
     budget: Budget,
+    /// Globals a value may name.
+    globals: Globals,
     /// When set, every token must carry this server address (CPython's form):
     /// a proxy of another manager is refused rather than mistaken for one of
     /// ours. TCP addresses match by port, since a client may name the host
@@ -163,11 +189,14 @@ pub(super) struct Machine<'a> {
     /// Keys stored so far (MEMOIZE's next key, as `len(memo)` in CPython).
     memo_len: u32,
     pub(super) budget: Budget,
+    /// Globals a pickle may name beyond the ones interpreted as data.
+    pub(super) globals: Globals,
 }
 
 /// Runs a whole pickle. Trailing bytes after STOP are an error.
-pub(super) fn run(data: &[u8]) -> Result<Decoded, CodecError> {
+pub(super) fn run(data: &[u8], globals: Globals) -> Result<Decoded, CodecError> {
     let mut m = Machine {
+        globals,
         input: Input { data, pos: 0 },
         nodes: Vec::new(),
         stack: Vec::new(),
@@ -192,6 +221,7 @@ pub(super) fn run(data: &[u8]) -> Result<Decoded, CodecError> {
         root,
         refs,
         budget,
+        globals,
         home: None,
     })
 }
@@ -202,14 +232,26 @@ fn children(
     mut f: impl FnMut(Ix) -> Result<(), CodecError>,
 ) -> Result<(), CodecError> {
     match node {
-        Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => {
+        Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) | Node::Iter(v, _) => {
             v.iter().try_for_each(|&c| f(c))
         }
         Node::Dict(d) => d.iter().try_for_each(|&(k, v)| {
             f(k)?;
             f(v)
         }),
-        Node::Proxy(c) | Node::Exception(_, c) => f(*c),
+        Node::Proxy(c) => f(*c),
+        Node::Object(o) => {
+            for c in [o.callable, o.args, o.kwargs, o.state] {
+                if c != NO_MEMO {
+                    f(c)?;
+                }
+            }
+            o.items.iter().try_for_each(|&c| f(c))?;
+            o.entries.iter().try_for_each(|&(k, v)| {
+                f(k)?;
+                f(v)
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -234,6 +276,23 @@ fn count_refs(nodes: &[Node], root: Ix, budget: &mut Budget) -> Result<Vec<u8>, 
         })?;
     }
     Ok(refs)
+}
+
+/// Whether `b` is UTF-8 once encoded surrogates (U+D800–U+DFFF as three
+/// bytes, which CPython's `surrogatepass` writes) are allowed.
+pub(super) fn surrogatepass(mut b: &[u8]) -> bool {
+    loop {
+        match std::str::from_utf8(b) {
+            Ok(_) => return true,
+            Err(e) => {
+                let rest = &b[e.valid_up_to()..];
+                match rest {
+                    [0xed, 0xa0..=0xbf, 0x80..=0xbf, ..] => b = &rest[3..],
+                    _ => return false,
+                }
+            }
+        }
+    }
 }
 
 /// Minimal little-endian two's-complement form (as `Value::BigInt` keeps, and
@@ -262,6 +321,11 @@ impl Machine<'_> {
         &self.nodes[i as usize]
     }
 
+    /// The node at `i`, to change.
+    pub(super) fn node_mut(&mut self, i: Ix) -> &mut Node {
+        &mut self.nodes[i as usize]
+    }
+
     /// Replaces the node at `i`.
     pub(super) fn set_node(&mut self, i: Ix, n: Node) {
         self.nodes[i as usize] = n;
@@ -276,6 +340,10 @@ impl Machine<'_> {
             return err("too many objects in one pickle");
         }
         self.budget.reserve(&mut self.nodes, 1)?;
+        if let Node::Object(_) = n {
+            // Its box is outside the arena.
+            self.budget.spend_items::<Object>(1)?;
+        }
         self.nodes.push(n);
         Ok(i)
     }
@@ -407,6 +475,17 @@ impl Machine<'_> {
                 }
                 budget.reserve(d, items.len() / 2)?;
                 d.extend(items.chunks(2).map(|p| (p[0], p[1])));
+            }
+            (b'a' | b'e', Node::Object(o)) => {
+                budget.reserve(&mut o.items, items.len())?;
+                o.items.extend_from_slice(items);
+            }
+            (b's' | b'u', Node::Object(o)) => {
+                if items.len() % 2 != 0 {
+                    return err("SETITEMS with an odd number of items");
+                }
+                budget.reserve(&mut o.entries, items.len() / 2)?;
+                o.entries.extend(items.chunks(2).map(|p| (p[0], p[1])));
             }
             (b'a' | b'e', _) => return err("APPEND to something that is not a list"),
             (b's' | b'u', _) => return err("SETITEM on something that is not a dict"),
@@ -562,7 +641,17 @@ impl Machine<'_> {
                 0x8e | 0x96 => {
                     let n = self.input.u64()?;
                     let n = self.input.len(n)?;
-                    self.bytes(n)?
+                    self.bytes(n)?;
+                    if op == 0x96 {
+                        // BYTEARRAY8: kept as `bytearray(b)`, as it came back.
+                        let data = self.pop()?;
+                        let func = self.add(Node::Global(Global::Bytes(true)))?;
+                        let mut items = self.budget.vec(1)?;
+                        items.push(data);
+                        let args = self.add(Node::Tuple(items))?;
+                        let n = self.reduce(func, args)?;
+                        self.push(n)?
+                    }
                 }
                 b']' => self.push(Node::List(Vec::new()))?,
                 b')' => self.push(Node::Tuple(Vec::new()))?,
@@ -628,7 +717,7 @@ impl Machine<'_> {
                 b'c' => {
                     let module = self.input.line()?;
                     let name = self.input.line()?;
-                    let g = resolve_global(module, name)?;
+                    let g = resolve_global(module, name, self.globals)?;
                     self.push_global(g)?
                 }
                 0x93 => {
@@ -637,7 +726,7 @@ impl Machine<'_> {
                     let (Some(module), Some(name)) = (self.text(module), self.text(name)) else {
                         return err("STACK_GLOBAL needs two strings");
                     };
-                    let g = resolve_global(module, name)?;
+                    let g = resolve_global(module, name, self.globals)?;
                     self.push_global(g)?
                 }
                 b'R' => {
@@ -682,8 +771,12 @@ impl Machine<'_> {
     }
 
     fn push_global(&mut self, g: Global) -> Result<(), CodecError> {
-        if let Global::Exception(name) = &g {
-            self.budget.spend(name.len())?;
+        match &g {
+            Global::Exception(name) => self.budget.spend(name.len())?,
+            Global::Other(mn) => self
+                .budget
+                .spend(mn.0.len() + mn.1.len() + std::mem::size_of::<(String, String)>())?,
+            _ => {}
         }
         self.push(Node::Global(g))
     }
@@ -695,8 +788,32 @@ impl Machine<'_> {
                 self.budget.spend(n)?;
                 self.push(Node::Str(s.to_owned()))
             }
+            Err(_) if surrogatepass(b) => self.surrogate_string(b),
             Err(_) => err("string is not valid UTF-8"),
         }
+    }
+
+    /// A str with lone surrogates (CPython pickles it with `surrogatepass`),
+    /// which a Rust `String` cannot hold: kept as the opaque value
+    /// `_codecs.decode(bytes, 'utf-8', 'surrogatepass')`, which unpickles to
+    /// the same str.
+    fn surrogate_string(&mut self, b: &[u8]) -> Result<(), CodecError> {
+        if self.globals == Globals::None {
+            return err(
+                "a str with lone surrogates is only kept as an opaque value, \
+                        which this server refuses (--globals none)",
+            );
+        }
+        self.budget.spend(b.len() + 16)?;
+        let func = self.add(Node::Global(Global::CodecsDecode))?;
+        let data = self.add(Node::Bytes(b.to_vec()))?;
+        let enc = self.add(Node::Str("utf-8".to_owned()))?;
+        let errors = self.add(Node::Str("surrogatepass".to_owned()))?;
+        let mut items = self.budget.vec(3)?;
+        items.extend([data, enc, errors]);
+        let args = self.add(Node::Tuple(items))?;
+        let n = self.reduce(func, args)?;
+        self.push(n)
     }
 
     fn bytes(&mut self, n: usize) -> Result<(), CodecError> {
@@ -757,6 +874,18 @@ impl Decoded {
         match self.node(i) {
             Node::Str(s) => Some(s),
             Node::Done(d) => d.0.as_str(),
+            _ => None,
+        }
+    }
+
+    /// The kind and args tuple of an exception instance at `i` (an object made
+    /// by an exception class).
+    pub(super) fn exception(&self, i: Ix) -> Option<(String, Ix)> {
+        let Node::Object(o) = self.node(i) else {
+            return None;
+        };
+        match self.node(o.callable) {
+            Node::Global(super::globals::Global::Exception(kind)) => Some((kind.clone(), o.args)),
             _ => None,
         }
     }
@@ -868,7 +997,7 @@ impl Decoded {
                 let n = b.capacity();
                 (Value::Bytes(b), n)
             }
-            Node::List(v) => self.values(&v, depth, Value::List)?,
+            Node::List(v) | Node::Iter(v, _) => self.values(&v, depth, Value::List)?,
             Node::Tuple(v) => self.values(&v, depth, Value::Tuple)?,
             Node::Set(v) => self.values(&v, depth, Value::Set)?,
             Node::FrozenSet(v) => self.values(&v, depth, Value::FrozenSet)?,
@@ -884,12 +1013,72 @@ impl Decoded {
                 (Value::Dict(out), size)
             }
             Node::Slice(s) => (Value::Slice(*s), 0),
-            Node::Global(_) => return err("a class or function cannot be a value"),
-            Node::Exception(..) => return err("an exception cannot be a value here"),
+            Node::Global(g) => {
+                let Some((module, name)) = g.py_name() else {
+                    return err("a class or function cannot be a value");
+                };
+                // `_codecs.decode` only ever makes a surrogate str (see reduce).
+                if !self.globals.allows_bare(module, name) && g != Global::CodecsDecode {
+                    return err(self.globals.refusal(module, name));
+                }
+                let size = module.len() + name.len() + std::mem::size_of::<PyObject>();
+                self.budget.spend(size)?;
+                (Value::opaque_global(module, name), size)
+            }
+            Node::Object(o) => self.object(*o, depth)?,
             Node::Token(_) | Node::Proxy(_) | Node::Taken | Node::Busy | Node::Done(_) => {
                 return err("internal: node converted out of turn")
             }
         })
+    }
+
+    /// An opaque object's parts converted, as a [`PyObject`].
+    fn object(&mut self, o: Object, depth: u32) -> Result<(Value, usize), CodecError> {
+        let mut size = BUILT_PARTS * std::mem::size_of::<Value>() + std::mem::size_of::<PyObject>();
+        self.budget.spend(size)?;
+        let mut parts = Vec::with_capacity(BUILT_PARTS);
+        let mut part = |d: &mut Decoded, i: Ix, absent: Value| -> Result<(), CodecError> {
+            let v = if i == NO_MEMO {
+                absent
+            } else {
+                let (v, n) = d.value_at(i, depth + 1)?;
+                size += n;
+                v
+            };
+            parts.push(v);
+            Ok(())
+        };
+        part(self, o.callable, Value::None)?;
+        part(self, o.args, Value::Tuple(Vec::new()))?;
+        part(self, o.kwargs, Value::Dict(Vec::new()))?;
+        let (items, n) = self.values(&o.items, depth, Value::List)?;
+        size += n;
+        parts.push(items);
+        let mut entries = self.budget.vec::<(Value, Value)>(o.entries.len())?;
+        size += o.entries.len() * std::mem::size_of::<(Value, Value)>();
+        for &(k, v) in &o.entries {
+            let (k, kn) = self.value_at(k, depth + 1)?;
+            let (v, vn) = self.value_at(v, depth + 1)?;
+            size += kn + vn;
+            entries.push((k, v));
+        }
+        parts.push(Value::Dict(entries));
+        let mut part = |d: &mut Decoded, i: Ix| -> Result<(), CodecError> {
+            let v = if i == NO_MEMO {
+                Value::None
+            } else {
+                let (v, n) = d.value_at(i, depth + 1)?;
+                size += n;
+                v
+            };
+            parts.push(v);
+            Ok(())
+        };
+        part(self, o.state)?;
+        match PyObject::from_parts(o.form, parts) {
+            Some(p) => Ok((Value::Opaque(Box::new(p)), size)),
+            None => err("an object's arguments must be a tuple and its keyword arguments a dict"),
+        }
     }
 
     fn values(

@@ -3,7 +3,7 @@
 //! frames are written (both are optional for a reader).
 
 use super::Origin;
-use crate::proto::value::{Step, Token, Value, Walk};
+use crate::proto::value::{Form, Slot, Step, Token, Value, Walk, ENTRIES, ITEMS, KWARGS, STATE};
 
 pub(super) const PROTO: u8 = 0x80;
 const STOP: u8 = b'.';
@@ -37,7 +37,23 @@ const FROZENSET: u8 = 0x91;
 const GLOBAL: u8 = b'c';
 const REDUCE: u8 = b'R';
 const NEWOBJ: u8 = 0x81;
+const NEWOBJ_EX: u8 = 0x92;
 const BUILD: u8 = b'b';
+
+/// How a container is written, by its place in its parent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role<'v> {
+    /// As itself.
+    Plain,
+    /// An opaque object made by this form: its parts follow.
+    Object(&'v Form),
+    /// An opaque object's items: appended onto it.
+    Items,
+    /// An opaque object's entries: set onto it.
+    Entries,
+    /// Not written (no keyword arguments, no state).
+    Silent,
+}
 
 /// Appends one pickle to a buffer; `origin` describes the server whose tokens
 /// it writes.
@@ -154,12 +170,77 @@ impl Writer<'_, '_> {
         if !v.is_container() {
             return self.leaf(v);
         }
+        // Per open container: whether it is an opaque object, and how it is
+        // written (its role in its parent).
+        let mut open: Vec<Role<'_>> = Vec::new();
         for step in Walk::new(v) {
+            let (x, slot) = match step {
+                Step::Leaf(x, slot) | Step::Enter(x, slot) => (x, slot),
+                Step::Exit(x) => {
+                    match open.pop() {
+                        Some(Role::Items) => self.close_onto(x, APPENDS),
+                        Some(Role::Entries) => self.close_onto(x, SETITEMS),
+                        Some(Role::Silent) => {}
+                        _ => self.close(x),
+                    }
+                    continue;
+                }
+            };
+            let role = match (open.last(), slot, step) {
+                (Some(Role::Object(o)), Slot::Item(i), _) => self.part(o, i, x),
+                _ => Role::Plain,
+            };
             match step {
+                Step::Leaf(..) if role == Role::Silent => {}
                 Step::Leaf(x, _) => self.leaf(x),
-                Step::Enter(x, _) => self.open(x),
-                Step::Exit(x) => self.close(x),
+                Step::Enter(x, _) => {
+                    match role {
+                        Role::Items | Role::Entries => self.open_onto(x),
+                        Role::Silent => {}
+                        _ => self.open(x),
+                    }
+                    open.push(match (role, x) {
+                        (Role::Plain, Value::Opaque(o)) => Role::Object(o.form()),
+                        (role, _) => role,
+                    });
+                }
+                Step::Exit(_) => unreachable!("handled above"),
             }
+        }
+    }
+
+    /// How part `i` of an opaque object made by `form` is written, after any
+    /// opcode due before it: the object is made (REDUCE, NEWOBJ, NEWOBJ_EX)
+    /// once its callable, args and kwargs are on the stack, then its items are
+    /// appended, its entries set, and its state built.
+    fn part<'v>(&mut self, form: &'v Form, i: usize, x: &Value) -> Role<'v> {
+        if i == ITEMS {
+            self.out.push(match form {
+                Form::NewObj => NEWOBJ,
+                Form::NewObjEx => NEWOBJ_EX,
+                _ => REDUCE,
+            });
+        }
+        match i {
+            KWARGS if *form != Form::NewObjEx => Role::Silent,
+            ITEMS => Role::Items,
+            ENTRIES => Role::Entries,
+            STATE if matches!(x, Value::None) => Role::Silent,
+            _ => Role::Plain,
+        }
+    }
+
+    /// Items or entries added onto the object below them: a MARK when any.
+    fn open_onto(&mut self, x: &Value) {
+        if x.child(0).is_some() {
+            self.out.push(MARK);
+        }
+    }
+
+    /// APPENDS / SETITEMS after the items or entries, when any.
+    fn close_onto(&mut self, x: &Value, op: u8) {
+        if x.child(0).is_some() {
+            self.out.push(op);
         }
     }
 
@@ -206,6 +287,7 @@ impl Writer<'_, '_> {
             Value::Dict(d) if !d.is_empty() => self.out.push(SETITEMS),
             Value::Set(items) if !items.is_empty() => self.out.push(ADDITEMS),
             Value::FrozenSet(_) => self.out.push(FROZENSET),
+            Value::Opaque(o) if !matches!(o.state(), Some(Value::None)) => self.out.push(BUILD),
             _ => {}
         }
     }
@@ -238,6 +320,10 @@ impl Writer<'_, '_> {
                 self.reduce("builtins", "slice", &[b(s.start), b(s.stop), b(s.step)]);
             }
             Value::Ref(t) => self.proxy(t),
+            Value::Opaque(o) => match o.form() {
+                Form::Global { module, name } => self.global(module, name),
+                _ => self.value(v),
+            },
             Value::List(_)
             | Value::Tuple(_)
             | Value::Dict(_)

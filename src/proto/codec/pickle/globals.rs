@@ -3,9 +3,9 @@
 //! set, a list from an array's bytes, a Token, a rebuilt proxy, an exception.
 //! Nothing here imports or runs anything: a name that is not listed is an error.
 
-use super::decode::{err, long_node, Ix, Machine, Node};
-use crate::proto::codec::CodecError;
-use crate::proto::value::Slice;
+use super::decode::{err, Ix, Machine, Node, Object, NO_MEMO};
+use crate::proto::codec::{CodecError, Globals};
+use crate::proto::value::{Form, Slice};
 
 /// A whitelisted global, resolved by name only.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,13 +23,17 @@ pub(super) enum Global {
     /// `builtins.list` / `builtins.tuple` (managers.py reduces dict views to
     /// `list(items)`).
     Seq(bool),
-    /// `builtins.bytearray` / `builtins.bytes` (protocols 2–4).
-    Bytes,
+    /// `builtins.bytearray` (`true`, kept as the call that makes it) /
+    /// `builtins.bytes` (protocols 2–4).
+    Bytes(bool),
     /// `builtins.range`: materialized as a list (`m.list(range(10))`), within
     /// the same input-proportional budget as every other value.
     Range,
     /// `_codecs.encode` (protocol 2 pickles bytes as `encode(str, 'latin1')`).
     CodecsEncode,
+    /// `_codecs.decode`, only as `decode(bytes, 'utf-8', 'surrogatepass')`: a
+    /// str with lone surrogates, kept as that opaque call.
+    CodecsDecode,
     /// `builtins.object` (the base in `copyreg._reconstructor`).
     Object,
     /// `array.array`.
@@ -42,6 +46,61 @@ pub(super) enum Global {
     NewObj,
     /// An exception class, by its libmgr kind (`KeyError`, `queue.Empty`).
     Exception(String),
+    /// Another global the policy lets values name: (module, name). Calling it
+    /// makes an opaque object.
+    Other(Box<(String, String)>),
+    /// An iterator constructor over data, interpreted: the iterator becomes
+    /// the list of what it would yield.
+    Iter(IterFn),
+}
+
+/// The iterator constructors (and `getattr` for `str.lower` & co.) the decoder
+/// interprets over data, never calling anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IterFn {
+    /// `iter(seq)`, then BUILD with the position.
+    Iter,
+    /// `reversed(seq)`, then BUILD with the position.
+    Reversed,
+    /// `zip(*iterables)`.
+    Zip,
+    /// `enumerate(iterable, start)`.
+    Enumerate,
+    /// `map(f, iterable)` with a pure builtin `f`.
+    Map,
+    /// `getattr(str, 'lower' | 'upper' | 'casefold')`.
+    Getattr,
+}
+
+impl Global {
+    /// The (module, name) a value naming this global carries, for the globals
+    /// that may be values (`builtins.list` as a `defaultdict`'s factory, an
+    /// exception class, an allowed class); `None` for the decoding machinery
+    /// (Token, RebuildProxy, copyreg's helpers …).
+    pub(super) fn py_name(&self) -> Option<(&str, &str)> {
+        Some(match self {
+            Global::Slice => ("builtins", "slice"),
+            Global::Set(false) => ("builtins", "set"),
+            Global::Set(true) => ("builtins", "frozenset"),
+            Global::Seq(false) => ("builtins", "list"),
+            Global::Seq(true) => ("builtins", "tuple"),
+            Global::Range => ("builtins", "range"),
+            Global::Bytes(true) => ("builtins", "bytearray"),
+            Global::ArrayReconstructor => ("array", "_array_reconstructor"),
+            Global::Object => ("builtins", "object"),
+            Global::Array => ("array", "array"),
+            Global::CodecsDecode => ("_codecs", "decode"),
+            Global::Exception(kind) => super::exception_class(kind)?,
+            Global::Other(mn) => (&mn.0, &mn.1),
+            Global::Iter(IterFn::Iter) => ("builtins", "iter"),
+            Global::Iter(IterFn::Reversed) => ("builtins", "reversed"),
+            Global::Iter(IterFn::Zip) => ("builtins", "zip"),
+            Global::Iter(IterFn::Enumerate) => ("builtins", "enumerate"),
+            Global::Iter(IterFn::Map) => ("builtins", "map"),
+            Global::Iter(IterFn::Getattr) => ("builtins", "getattr"),
+            _ => return None,
+        })
+    }
 }
 
 /// Builtin exception classes a pickle may name (and the encoder may emit).
@@ -128,8 +187,13 @@ pub(super) const PROXY_TYPES: &[&str] = &[
     "PoolProxy",
 ];
 
-/// Maps a (module, name) pair to a whitelisted global, or refuses it.
-pub(super) fn resolve_global(module: &str, name: &str) -> Result<Global, CodecError> {
+/// Maps a (module, name) pair to a whitelisted global, or to one `globals`
+/// lets values name, or refuses it.
+pub(super) fn resolve_global(
+    module: &str,
+    name: &str,
+    globals: Globals,
+) -> Result<Global, CodecError> {
     let builtin = matches!(module, "builtins" | "__builtin__" | "exceptions");
     let g = match (module, name) {
         ("multiprocessing.managers", "Token") => Some(Global::Token),
@@ -140,13 +204,21 @@ pub(super) fn resolve_global(module: &str, name: &str) -> Result<Global, CodecEr
         (_, "frozenset") if builtin => Some(Global::Set(true)),
         (_, "list") if builtin => Some(Global::Seq(false)),
         (_, "tuple") if builtin => Some(Global::Seq(true)),
-        (_, "bytearray" | "bytes") if builtin => Some(Global::Bytes),
+        (_, "bytearray") if builtin => Some(Global::Bytes(true)),
+        (_, "bytes") if builtin => Some(Global::Bytes(false)),
         (_, "range" | "xrange") if builtin => Some(Global::Range),
         (_, "object") if builtin => Some(Global::Object),
         (_, n) if builtin && BUILTIN_EXCEPTIONS.contains(&n) => {
             Some(Global::Exception(n.to_owned()))
         }
         ("_codecs" | "codecs", "encode") => Some(Global::CodecsEncode),
+        ("_codecs" | "codecs", "decode") => Some(Global::CodecsDecode),
+        (_, "iter") if builtin => Some(Global::Iter(IterFn::Iter)),
+        (_, "reversed") if builtin => Some(Global::Iter(IterFn::Reversed)),
+        (_, "zip") if builtin => Some(Global::Iter(IterFn::Zip)),
+        (_, "enumerate") if builtin => Some(Global::Iter(IterFn::Enumerate)),
+        (_, "map") if builtin => Some(Global::Iter(IterFn::Map)),
+        (_, "getattr") if builtin => Some(Global::Iter(IterFn::Getattr)),
         ("array", "array") => Some(Global::Array),
         ("array", "_array_reconstructor") => Some(Global::ArrayReconstructor),
         ("copyreg" | "copy_reg", "_reconstructor") => Some(Global::Reconstructor),
@@ -158,9 +230,11 @@ pub(super) fn resolve_global(module: &str, name: &str) -> Result<Global, CodecEr
     };
     match g {
         Some(g) => Ok(g),
-        None => err(format!(
-            "global '{module}.{name}' is not allowed (libmgr accepts data-only pickles)"
-        )),
+        None if globals.allows_bare(module, name) => Ok(Global::Other(Box::new((
+            module.to_owned(),
+            name.to_owned(),
+        )))),
+        None => err(globals.refusal(module, name)),
     }
 }
 
@@ -216,7 +290,15 @@ impl Machine<'_> {
             self.budget.spend(kind.len())?;
         }
         let (arr, len) = self.args(args, "REDUCE")?;
-        if len > 4 && !matches!(g, Global::Exception(_) | Global::NewObj) {
+        if len > 4
+            && !matches!(
+                g,
+                Global::Exception(_)
+                    | Global::NewObj
+                    | Global::Other(_)
+                    | Global::Iter(IterFn::Zip)
+            )
+        {
             return err("too many arguments for a whitelisted global");
         }
         let a = &arr[..len.min(4)];
@@ -267,7 +349,14 @@ impl Machine<'_> {
                     Node::Set(items)
                 }
             }
-            Global::Bytes => match a[..] {
+            Global::Bytes(true) => match a[..] {
+                [] => object(Form::Reduce, func, args, NO_MEMO),
+                [src] if matches!(self.node(src), Node::Bytes(_)) => {
+                    object(Form::Reduce, func, args, NO_MEMO)
+                }
+                _ => return err("bytearray() with unsupported arguments"),
+            },
+            Global::Bytes(false) => match a[..] {
                 [] => Node::Bytes(Vec::new()),
                 [src] => match self.node(src) {
                     Node::Bytes(b) => {
@@ -283,43 +372,26 @@ impl Machine<'_> {
                 _ => return err("bytes()/bytearray() with unsupported arguments"),
             },
             Global::Range => {
-                let mut b = [0i64, 0, 1];
-                let given = match a.len() {
-                    1 => &mut b[1..2],
-                    2 => &mut b[..2],
-                    3 => &mut b[..],
-                    _ => return err("range() takes 1 to 3 arguments"),
-                };
-                for (slot, &i) in given.iter_mut().zip(a) {
-                    *slot = match *self.node(i) {
-                        Node::Int(v) => v,
-                        _ => return err("range() bounds must be ints"),
-                    };
+                // Kept compact, as the call that makes it (a server
+                // constructor materializes it within its own byte bound).
+                if !(1..=3).contains(&a.len()) {
+                    return err("range() takes 1 to 3 arguments");
                 }
-                let [start, stop, step] = b;
+                let mut step = 1;
+                for (k, &i) in a.iter().enumerate() {
+                    match *self.node(i) {
+                        Node::Int(v) => {
+                            if k == 2 {
+                                step = v;
+                            }
+                        }
+                        _ => return err("range() bounds must be ints"),
+                    }
+                }
                 if step == 0 {
                     return err("range() arg 3 must not be zero");
                 }
-                let len = if (step > 0 && start < stop) || (step < 0 && start > stop) {
-                    let span = (i128::from(stop) - i128::from(start)).unsigned_abs();
-                    (span - 1) / step.unsigned_abs() as u128 + 1
-                } else {
-                    0
-                };
-                // Each item costs a node and an index: refuse before building
-                // a range this request's remaining budget cannot hold.
-                let per_item = (std::mem::size_of::<Node>() + std::mem::size_of::<Ix>()) as u128;
-                if len * per_item > self.budget.left() as u128 {
-                    return err(format!(
-                        "range() of {len} items is too large for this request"
-                    ));
-                }
-                let items = (0..len as i64).map(|k| {
-                    Ok(Node::Int(
-                        (i128::from(start) + i128::from(k) * i128::from(step)) as i64,
-                    ))
-                });
-                Node::List(self.add_all(len as usize, items)?)
+                object(Form::Reduce, func, args, NO_MEMO)
             }
             Global::CodecsEncode => match a[..] {
                 [text, enc] if matches!(self.text(enc), Some("latin1" | "latin-1")) => {
@@ -342,44 +414,50 @@ impl Machine<'_> {
                 }
                 _ => return err("only encode(str, 'latin1') is supported"),
             },
-            Global::Array => match a[..] {
-                [code, items] if self.text(code).is_some() => match self.node(items) {
-                    Node::List(_) => Node::List(self.items_of(items, "array()")?),
-                    Node::Str(s) => {
-                        // One node per character; copying the text first keeps
-                        // the borrow of the arena short (and is charged).
-                        let n = s.chars().count();
-                        self.budget.spend(s.len())?;
-                        self.budget.spend(n.saturating_mul(4))?;
-                        let Node::Str(s) = self.node(items) else {
-                            unreachable!("matched a str")
+            // Arrays are kept as the call that makes them (an `array.array`
+            // comes back as one); the server reads their items when it needs
+            // them.
+            Global::Array => {
+                match a[..] {
+                    [code, items] => {
+                        let Some(tc) = self
+                            .text(code)
+                            .filter(|t| t.chars().count() == 1 && "bBuhHiIlLqQfd".contains(*t))
+                        else {
+                            return err("array() needs a typecode (b, B, u, h, H, i, I, l, L, q, Q, f or d)");
                         };
-                        let s = s.clone();
-                        let chars = s.chars().map(|c| Ok(Node::Str(c.to_string())));
-                        Node::List(self.add_all(n, chars)?)
+                        let tc = tc.to_owned();
+                        match self.node(items) {
+                            Node::List(_) => {}
+                            Node::Str(_) if tc == "u" => {}
+                            Node::Bytes(b) => {
+                                let Some(fmt) = native_format(&tc) else {
+                                    return err("array() with an unknown typecode");
+                                };
+                                if b.len() % machine_format(fmt)?.0 != 0 {
+                                    return err("array data is not a whole number of items");
+                                }
+                            }
+                            _ => return err("array() needs a list of items"),
+                        }
+                        object(Form::Reduce, func, args, NO_MEMO)
                     }
-                    // managers.py reduces arrays to (typecode, a.tobytes()):
-                    // native machine format, as on this (the same) host.
-                    Node::Bytes(_) => {
-                        let Some(fmt) = self.text(code).and_then(native_format) else {
-                            return err("array() with an unknown typecode");
-                        };
-                        self.array(fmt, items)?
-                    }
-                    _ => return err("array() needs a list of items"),
-                },
-                _ => return err("array() needs a typecode and a list"),
-            },
+                    _ => return err("array() needs a typecode and a list"),
+                }
+            }
             Global::ArrayReconstructor => match a[..] {
                 [cls, code, fmt, data] => {
                     if self.global(cls) != Some(&Global::Array) || self.text(code).is_none() {
                         return err("_array_reconstructor needs array.array and a typecode");
                     }
-                    let (&Node::Int(fmt), Node::Bytes(_)) = (self.node(fmt), self.node(data))
+                    let (&Node::Int(fmt), Node::Bytes(b)) = (self.node(fmt), self.node(data))
                     else {
                         return err("_array_reconstructor needs a format code and bytes");
                     };
-                    self.array(fmt, data)?
+                    if b.len() % machine_format(fmt)?.0 != 0 {
+                        return err("array data is not a whole number of items");
+                    }
+                    object(Form::Reduce, func, args, NO_MEMO)
                 }
                 _ => return err("_array_reconstructor takes 4 arguments"),
             },
@@ -420,14 +498,34 @@ impl Machine<'_> {
                 }
                 _ => return err("RebuildProxy takes 4 arguments"),
             },
-            Global::Exception(kind) => Node::Exception(kind, args),
+            Global::Other(mn) if !self.globals.allows(&mn.0, &mn.1) => {
+                return err(format!(
+                    "'{}.{}' is accepted as a class, not called",
+                    mn.0, mn.1
+                ))
+            }
+            Global::Exception(_) | Global::Other(_) => object(Form::Reduce, func, args, NO_MEMO),
+            Global::Iter(f) => self.iterate(f, args)?,
+            Global::CodecsDecode => match a[..] {
+                [data, enc, errors]
+                    if self.globals != Globals::None
+                        && self.text(enc) == Some("utf-8")
+                        && self.text(errors) == Some("surrogatepass")
+                        && matches!(self.node(data), Node::Bytes(b)
+                            if super::decode::surrogatepass(b)) =>
+                {
+                    object(Form::Reduce, func, args, NO_MEMO)
+                }
+                _ => return err("only decode(bytes, 'utf-8', 'surrogatepass') is supported"),
+            },
             Global::ProxyType | Global::Object => {
                 return err("proxy types and object are not callable here")
             }
         })
     }
 
-    /// NEWOBJ / NEWOBJ_EX: only `Token.__new__(Token)` and exceptions.
+    /// NEWOBJ / NEWOBJ_EX: `Token.__new__(Token)`, or an opaque object of an
+    /// exception class or another allowed global.
     pub(super) fn new_object(
         &mut self,
         cls: Ix,
@@ -436,23 +534,34 @@ impl Machine<'_> {
     ) -> Result<Node, CodecError> {
         let (_, len) = self.args(args, "NEWOBJ")?;
         if let Some(k) = kwargs {
-            if !matches!(self.node(k), Node::Dict(d) if d.is_empty()) {
-                return err("NEWOBJ_EX with keyword arguments is not supported");
+            if !matches!(self.node(k), Node::Dict(_)) {
+                return err("NEWOBJ_EX keyword arguments must be a dict");
+            }
+        }
+        let form = if kwargs.is_some() {
+            Form::NewObjEx
+        } else {
+            Form::NewObj
+        };
+        if let Some(Global::Other(mn)) = self.global(cls) {
+            if !self.globals.allows(&mn.0, &mn.1) {
+                return err(format!(
+                    "'{}.{}' is accepted as a class, not instantiated",
+                    mn.0, mn.1
+                ));
             }
         }
         match self.global(cls) {
             Some(Global::Token) if len == 0 => Ok(Node::Token(None)),
-            Some(Global::Exception(kind)) => {
-                let kind = kind.clone();
-                self.budget.spend(kind.len())?;
-                Ok(Node::Exception(kind, args))
+            Some(Global::Exception(_) | Global::Other(_)) => {
+                Ok(object(form, cls, args, kwargs.unwrap_or(NO_MEMO)))
             }
-            _ => err("NEWOBJ is only accepted for Token and exceptions"),
+            _ => err("NEWOBJ is only accepted for Token, exceptions and allowed classes"),
         }
     }
 
-    /// BUILD: a Token's `(typeid, address, id)` state; an exception's attribute
-    /// dict is accepted and ignored.
+    /// BUILD: a Token's `(typeid, address, id)` state, or an opaque object's
+    /// state (kept as data; a second BUILD of one object is refused).
     pub(super) fn build(&mut self, obj: Ix, state: Ix) -> Result<(), CodecError> {
         match self.node(obj) {
             Node::Token(None) => {
@@ -460,52 +569,173 @@ impl Machine<'_> {
                 self.set_node(obj, Node::Token(Some(st)));
                 Ok(())
             }
-            Node::Exception(..) => Ok(()),
-            _ => err("BUILD is only accepted for Token and exceptions"),
+            Node::Object(o) if o.state == NO_MEMO => {
+                let Node::Object(o) = self.node_mut(obj) else {
+                    unreachable!("matched an object")
+                };
+                o.state = state;
+                Ok(())
+            }
+            Node::Object(_) => err("BUILD twice on one object is not supported"),
+            Node::Iter(..) => {
+                let Node::Int(pos) = *self.node(state) else {
+                    return err("an iterator's state must be an int");
+                };
+                let Node::Iter(items, reversed) = self.node_mut(obj) else {
+                    unreachable!("matched an iterator")
+                };
+                // iter: the next item is items[pos]; reversed (kept reversed):
+                // the next is the original's items[pos], going down.
+                let pos = usize::try_from(pos.max(0)).unwrap_or(usize::MAX);
+                if *reversed {
+                    let keep = pos.saturating_add(1).min(items.len());
+                    items.drain(..items.len() - keep);
+                } else {
+                    items.drain(..pos.min(items.len()));
+                }
+                Ok(())
+            }
+            _ => err("BUILD is only accepted for Token and opaque objects"),
         }
     }
 
-    /// The items of an array's machine-format bytes (node `data`) as a list.
-    fn array(&mut self, fmt: i64, data: Ix) -> Result<Node, CodecError> {
-        let (size, _, _) = machine_format(fmt)?;
-        let Node::Bytes(bytes) = self.node(data) else {
-            return err("array data must be bytes");
-        };
-        if bytes.len() % size != 0 {
-            return err("array data is not a whole number of items");
+    /// The items an iterable node yields: a list, tuple, set, frozenset or
+    /// interpreted iterator; a copy, charged.
+    fn yielded(&mut self, src: Ix, what: &str) -> Result<Vec<Ix>, CodecError> {
+        if let Node::Iter(v, _) = self.node(src) {
+            let n = v.len();
+            let mut items = self.budget.vec(n)?;
+            if let Node::Iter(v, _) = self.node(src) {
+                items.extend_from_slice(v);
+            }
+            return Ok(items);
         }
-        let n = bytes.len() / size;
-        // Characters carry up to 4 bytes of text each.
-        // Unsigned 64-bit items above i64::MAX become 9-byte big ints.
-        match fmt {
-            18..=21 => self.budget.spend(n.saturating_mul(4))?,
-            10 | 11 => self.budget.spend(n.saturating_mul(9))?,
-            _ => {}
-        }
-        // The bytes are copied out so the arena can grow while they are read.
-        self.budget.spend(size * n)?;
-        let Node::Bytes(bytes) = self.node(data) else {
-            unreachable!("matched bytes")
-        };
-        let bytes = bytes.clone();
-        let items = array_items(fmt, &bytes)?;
-        Ok(Node::List(self.add_all(n, items)?))
+        self.items_of(src, what)
     }
 
-    /// Adds up to `n` nodes to the arena, charging them first, and returns
-    /// their indices.
-    fn add_all(
-        &mut self,
-        n: usize,
-        items: impl Iterator<Item = Result<Node, CodecError>>,
-    ) -> Result<Vec<Ix>, CodecError> {
-        let mut ixs = self.budget.vec::<Ix>(n)?;
-        for item in items.take(n) {
-            let i = self.add(item?)?;
-            ixs.push(i);
-        }
-        Ok(ixs)
+    /// REDUCE of an iterator constructor: the list it would yield, built as
+    /// nodes (charged); or `str.lower` & co. from `getattr`.
+    fn iterate(&mut self, f: IterFn, args: Ix) -> Result<Node, CodecError> {
+        let (a, len) = self.args(args, "REDUCE")?;
+        let a = &a[..len.min(4)];
+        Ok(match (f, a) {
+            (IterFn::Getattr, &[cls, attr]) => {
+                let method = match (self.global(cls).and_then(Global::py_name), self.text(attr)) {
+                    (Some(("builtins", "str")), Some(m @ ("lower" | "upper" | "casefold"))) => m,
+                    _ => return err(
+                        "getattr() is not allowed except as str.lower, str.upper or str.casefold",
+                    ),
+                };
+                let name = format!("str.{method}");
+                self.budget.spend(name.len() + 8)?;
+                Node::Global(Global::Other(Box::new(("builtins".to_owned(), name))))
+            }
+            (IterFn::Iter, &[src]) => Node::Iter(self.yielded(src, "iter()")?, false),
+            (IterFn::Reversed, &[src]) => {
+                let mut items = self.yielded(src, "reversed()")?;
+                items.reverse();
+                Node::Iter(items, true)
+            }
+            (IterFn::Zip, _) => {
+                let Node::Tuple(srcs) = self.node(args) else {
+                    unreachable!("args checked a tuple")
+                };
+                let srcs = srcs.clone();
+                self.budget.spend_items::<Ix>(srcs.len())?;
+                let mut cols = Vec::with_capacity(srcs.len());
+                for &s in &srcs {
+                    cols.push(self.yielded(s, "zip()")?);
+                }
+                let rows = cols.iter().map(Vec::len).min().unwrap_or(0);
+                let mut out = self.budget.vec::<Ix>(rows)?;
+                for r in 0..rows {
+                    let mut row = self.budget.vec::<Ix>(cols.len())?;
+                    row.extend(cols.iter().map(|c| c[r]));
+                    out.push(self.add(Node::Tuple(row))?);
+                }
+                Node::Iter(out, false)
+            }
+            (IterFn::Enumerate, &[src, ..]) if a.len() <= 2 => {
+                let start = match a.get(1).map(|&i| self.node(i)) {
+                    None => 0,
+                    Some(&Node::Int(s)) => s,
+                    Some(_) => return err("enumerate() start must be an int"),
+                };
+                let items = self.yielded(src, "enumerate()")?;
+                let mut out = self.budget.vec::<Ix>(items.len())?;
+                for (k, item) in items.into_iter().enumerate() {
+                    let Some(n) = start.checked_add(k as i64) else {
+                        return err("enumerate() count overflows");
+                    };
+                    let n = self.add(Node::Int(n))?;
+                    let mut row = self.budget.vec::<Ix>(2)?;
+                    row.extend([n, item]);
+                    out.push(self.add(Node::Tuple(row))?);
+                }
+                Node::Iter(out, false)
+            }
+            (IterFn::Map, &[func, src]) => {
+                let Some((module, name)) = self.global(func).and_then(Global::py_name) else {
+                    return err("map() is only accepted with a pure builtin (str.lower, len …)");
+                };
+                if !crate::proto::codec::policy::pure(module, name) || module != "builtins" {
+                    return err(format!(
+                        "map() is only accepted with str.lower, str.upper, str.casefold, \
+                         len or abs, not {module}.{name}"
+                    ));
+                }
+                let name = name.to_owned();
+                let items = self.yielded(src, "map()")?;
+                let mut out = self.budget.vec::<Ix>(items.len())?;
+                for item in items {
+                    let n = self.apply_pure(&name, item)?;
+                    out.push(self.add(n)?);
+                }
+                Node::Iter(out, false)
+            }
+            _ => return err(format!("{f:?} with unsupported arguments")),
+        })
     }
+
+    /// A pure builtin applied to a node, as data.
+    fn apply_pure(&mut self, f: &str, item: Ix) -> Result<Node, CodecError> {
+        let node = self.node(item);
+        let out = match (f, node) {
+            ("str.lower", Node::Str(s)) => Node::Str(s.to_lowercase()),
+            ("str.upper", Node::Str(s)) => Node::Str(s.to_uppercase()),
+            ("str.casefold", Node::Str(s)) => Node::Str(crate::proto::value::casefold(s)),
+            ("len", Node::Str(s)) => Node::Int(s.chars().count() as i64),
+            ("len", Node::Bytes(b)) => Node::Int(b.len() as i64),
+            ("len", Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v)) => {
+                Node::Int(v.len() as i64)
+            }
+            ("len", Node::Dict(d)) => Node::Int(d.len() as i64),
+            ("abs", &Node::Int(i)) => match i.checked_abs() {
+                Some(a) => Node::Int(a),
+                None => return err("abs() of the smallest int is not supported in map()"),
+            },
+            ("abs", &Node::Float(x)) => Node::Float(x.abs()),
+            ("abs", &Node::Bool(b)) => Node::Int(i64::from(b)),
+            _ => return err(format!("map({f}, ...) over an item it does not apply to")),
+        };
+        if let Node::Str(s) = &out {
+            self.budget.spend(s.len())?;
+        }
+        Ok(out)
+    }
+}
+
+/// An opaque object node made by `form` from the global `callable`.
+fn object(form: Form, callable: Ix, args: Ix, kwargs: Ix) -> Node {
+    Node::Object(Box::new(Object {
+        form,
+        callable,
+        args,
+        kwargs,
+        items: Vec::new(),
+        entries: Vec::new(),
+        state: NO_MEMO,
+    }))
 }
 
 /// The machine format code of an array typecode's native (`tobytes`) form, on
@@ -541,55 +771,4 @@ fn machine_format(fmt: i64) -> Result<(usize, bool, bool), CodecError> {
     };
     let signed = matches!(fmt, 1 | 4 | 5 | 8 | 9 | 12 | 13);
     Ok((size, signed, big))
-}
-
-/// Decodes `array._array_reconstructor`'s machine-format bytes into nodes,
-/// one at a time.
-fn array_items(
-    fmt: i64,
-    data: &[u8],
-) -> Result<impl Iterator<Item = Result<Node, CodecError>> + '_, CodecError> {
-    let (size, signed, big) = machine_format(fmt)?;
-    if data.len() % size != 0 {
-        return err("array data is not a whole number of items");
-    }
-    let word = move |c: &[u8]| -> u64 {
-        let mut v = 0u64;
-        for i in 0..size {
-            let b = if big { c[i] } else { c[size - 1 - i] };
-            v = (v << 8) | u64::from(b);
-        }
-        v
-    };
-    let utf16 = matches!(fmt, 18 | 19).then(|| {
-        char::decode_utf16(data.chunks(2).map(move |c| word(c) as u16)).map(|c| {
-            c.map(|c| Node::Str(c.to_string()))
-                .or_else(|_| err("array holds invalid UTF-16"))
-        })
-    });
-    let words = (!matches!(fmt, 18 | 19)).then(|| {
-        data.chunks(size).map(move |c| {
-            let v = word(c);
-            Ok(match fmt {
-                14 | 15 => Node::Float(f64::from(f32::from_bits(v as u32))),
-                16 | 17 => Node::Float(f64::from_bits(v)),
-                20 | 21 => match char::from_u32(v as u32) {
-                    Some(ch) => Node::Str(ch.to_string()),
-                    None => return err("array holds an invalid character"),
-                },
-                _ if signed => {
-                    let shift = 64 - 8 * size as u32;
-                    Node::Int(((v << shift) as i64) >> shift)
-                }
-                _ => match i64::try_from(v) {
-                    Ok(i) => Node::Int(i),
-                    Err(_) => long_node(&[&v.to_le_bytes()[..], &[0]].concat()),
-                },
-            })
-        })
-    });
-    Ok(utf16
-        .into_iter()
-        .flatten()
-        .chain(words.into_iter().flatten()))
 }

@@ -34,7 +34,7 @@ use decode::{Decoded, Node};
 use encode::Writer;
 use globals::{BUILTIN_EXCEPTIONS, MODULE_EXCEPTIONS};
 
-use super::CodecError;
+use super::{CodecError, Globals};
 use crate::proto::message::{RemoteError, Reply, Request};
 use crate::proto::value::{ObjectId, Slot, Step, Value, Walk};
 
@@ -111,15 +111,26 @@ pub fn exception_class(kind: &str) -> Option<(&'static str, &'static str)> {
 /// kwds)`, with `ident` None for public methods or the object's hex id. Tokens
 /// (pickled proxies) among the arguments are taken as they come; a server uses
 /// [`decode_request_for`].
+/// Opaque values pass under the [`Globals::Default`] policy.
 pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
-    request(decode::run(payload)?)
+    request(decode::run(payload, Globals::Default)?)
 }
 
 /// Decodes a request as [`decode_request`] does, for the server at `address`
 /// (CPython's form, as for [`Origin::address`]): a pickled proxy whose token
 /// names another server is refused instead of being taken for an object here.
 pub fn decode_request_for(payload: &[u8], address: &Value) -> Result<Request, CodecError> {
-    let mut d = decode::run(payload)?;
+    decode_request_with(payload, address, Globals::Default)
+}
+
+/// Decodes a request as [`decode_request_for`] does, letting values name only
+/// the globals `globals` allows (see [`Globals`]); any other is refused.
+pub fn decode_request_with(
+    payload: &[u8],
+    address: &Value,
+    globals: Globals,
+) -> Result<Request, CodecError> {
+    let mut d = decode::run(payload, globals)?;
     d.home = Some(address.clone());
     request(d)
 }
@@ -330,6 +341,9 @@ fn unhashable(v: &Value) -> Option<String> {
             ));
         }
         if let Step::Enter(..) = step {
+            // An opaque object's parts (its state dict …) are not hashed
+            // with it: Python hashes the object as it defines.
+            let hashed = hashed && !matches!(x, Value::Opaque(_));
             open.push((hashed, matches!(x, Value::Set(_) | Value::FrozenSet(_))));
         }
     }
@@ -359,8 +373,10 @@ impl Writer<'_, '_> {
 }
 
 /// Decodes a reply from a CPython manager server: `(kind, result)`.
+///
+/// Opaque values in the result may name any global: a client trusts its server.
 pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
-    let mut d = decode::run(payload)?;
+    let mut d = decode::run(payload, Globals::Any)?;
     let (kind, result) = match d.root() {
         Node::Tuple(p) if p.len() == 2 => (p[0], p[1]),
         _ => return err("a reply must be a tuple (kind, result)"),
@@ -397,9 +413,8 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
                 token: d.token(token)?,
             }
         }
-        Some("#ERROR") => match d.node(result) {
-            Node::Exception(kind, args) => {
-                let (kind, args) = (kind.clone(), *args);
+        Some("#ERROR") => match d.exception(result) {
+            Some((kind, args)) => {
                 d.spend(kind.len())?;
                 let args = match d.value(args)? {
                     v @ Value::Tuple(_) => v.into_items().expect("a tuple"),
@@ -407,7 +422,7 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
                 };
                 Reply::Error(remote_error(kind, args, &mut d)?)
             }
-            _ => return err("#ERROR result must be an exception"),
+            None => return err("#ERROR result must be an exception"),
         },
         Some("#TRACEBACK") => Reply::Traceback(text(&mut d, "#TRACEBACK")?),
         Some("#UNSERIALIZABLE") => Reply::Unserializable(text(&mut d, "#UNSERIALIZABLE")?),
