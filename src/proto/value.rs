@@ -17,6 +17,7 @@ use std::fmt;
 mod convert;
 mod opaque;
 mod printable;
+#[cfg(feature = "server")]
 pub(crate) mod pure;
 mod repr;
 mod tree;
