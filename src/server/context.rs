@@ -18,7 +18,7 @@ use super::builtins::size;
 use super::fasthash::FastMap;
 use super::guard;
 use super::loans::Loans;
-use super::objects::{held_bytes_of, ObjectTable};
+use super::objects::{held_bytes_of, ObjectTable, Slot};
 use super::peer::Peer;
 use super::registry::{CallArgs, Registry, SharedObject, TypeSpec};
 use super::segments::Segments;
@@ -250,6 +250,9 @@ impl Core {
             timers: self.timers.live.len() as u64,
             turns: c.turns,
             longest_turn: c.longest_turn,
+            gc_collections: self.objects.gc.collections,
+            gc_freed: self.objects.gc.freed,
+            gc_longest_step: self.objects.gc.longest_step,
         }
     }
 
@@ -406,21 +409,33 @@ impl Core {
     /// Drops every object whose last reference went, after running its destroy
     /// hook, and releases what it held (which may free more).
     pub(crate) fn sweep(&mut self) {
-        while let Some((id, mut slot)) = self.objects.pop_dead() {
-            if let Some(mut object) = slot.object.take() {
-                let mut cx = self.context(None);
-                cx.this = Some(id);
-                // A panicking destroy hook or Drop costs only this object.
-                let _ = guard::catch(|| object.on_destroy(&mut cx));
-                let _ = guard::catch(move || drop(object));
-            }
-            self.fail_pending_of(id, || {
-                format!("shared object {id} was destroyed while the call waited")
-            });
-            for held in slot.holds {
+        while let Some((id, slot)) = self.objects.pop_dead() {
+            for held in self.destroy(id, slot) {
                 self.objects.decref(held);
             }
         }
+    }
+
+    /// Runs the destroy hook of an object taken out of the table, drops it and
+    /// fails the calls waiting on it; returns the references it held, for the
+    /// caller to release.
+    pub(crate) fn destroy(&mut self, id: ObjectId, mut slot: Slot) -> Vec<ObjectId> {
+        if let Some(mut object) = slot.object.take() {
+            let mut cx = self.context(None);
+            cx.this = Some(id);
+            // A panicking destroy hook or Drop costs only this object.
+            let _ = guard::catch(|| object.on_destroy(&mut cx));
+            let _ = guard::catch(move || drop(object));
+        }
+        self.fail_pending_of(id, || {
+            format!("shared object {id} was destroyed while the call waited")
+        });
+        std::mem::take(&mut slot.holds)
+    }
+
+    /// The objects deferred calls wait on (roots for the cycle collector).
+    pub(crate) fn pending_objects(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.pending.iter().map(|(_, p)| p.object)
     }
 
     /// Deferred calls waiting on a destroyed or broken object get an error
@@ -453,6 +468,7 @@ impl Core {
     ) -> ReplyHandle {
         self.pending_generation = self.pending_generation.wrapping_add(1);
         let generation = self.pending_generation;
+        self.objects.touch(object);
         let index = self.pending.insert(Pending {
             generation,
             conn,

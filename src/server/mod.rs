@@ -38,6 +38,7 @@ pub mod stats;
 mod conn;
 mod dispatch;
 mod fasthash;
+mod gc;
 mod guard;
 mod listen;
 mod loans;
@@ -64,6 +65,8 @@ use reactor::{Command, Reactor, Shared};
 pub const DEFAULT_TURN_MAX_REQUESTS: usize = 1024;
 /// Default [`ServerConfig::turn_max_time`].
 pub const DEFAULT_TURN_MAX_TIME: Duration = Duration::from_millis(1);
+/// Default [`ServerConfig::gc_work_per_turn`].
+pub const DEFAULT_GC_WORK_PER_TURN: usize = 4096;
 /// Default [`ServerConfig::max_preauth_connections`].
 pub const DEFAULT_MAX_PREAUTH: usize = 256;
 
@@ -118,6 +121,19 @@ pub struct ServerConfig {
     /// client opens a connection per `create`, so for it this bounds the
     /// objects its calls create (`iter(dict)` …); `max_held_bytes` bounds both.
     pub max_objects_per_conn: Option<usize>,
+    /// Work the cycle collector does per turn at most (a slot looked at, a
+    /// held reference followed, an object freed: one unit each; the
+    /// references of the last object looked at are followed in one go). The
+    /// collector frees objects that only reference one another, a few
+    /// thousand units per turn until it is done. 0 turns it off.
+    pub gc_work_per_turn: usize,
+    /// When a process that holds a plain `Lock`, a `Semaphore` or a
+    /// `BoundedSemaphore` dies, release what it held (default `false`: they
+    /// stay held, as on CPython's server, where a plain lock has no owner and
+    /// hand-off patterns rely on that). Only processes the server knows the
+    /// pid of (Unix-socket peers) are seen to die. `RLock` and `Condition`
+    /// are released when their connection closes, whatever this says.
+    pub release_locks_of_dead: bool,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -136,6 +152,8 @@ impl fmt::Debug for ServerConfig {
             .field("listen_backlog", &self.listen_backlog)
             .field("max_held_bytes", &self.max_held_bytes)
             .field("max_objects_per_conn", &self.max_objects_per_conn)
+            .field("gc_work_per_turn", &self.gc_work_per_turn)
+            .field("release_locks_of_dead", &self.release_locks_of_dead)
             .finish()
     }
 }
@@ -145,7 +163,9 @@ impl ServerConfig {
     /// authenticating, a 10 s handshake deadline, 4 MiB of output per connection,
     /// 5 s of grace for objects named in replies, turns of at most 1024 requests
     /// or 1 ms of serving (sized for a host running a 60 Hz frame), the system's
-    /// maximum listen backlog, no cap on held bytes or objects per connection.
+    /// maximum listen backlog, no cap on held bytes or objects per connection,
+    /// 4096 units of cycle-collector work per turn, locks of dead processes
+    /// kept held.
     pub fn new(address: Address, authkey: &[u8]) -> ServerConfig {
         ServerConfig {
             address,
@@ -161,6 +181,8 @@ impl ServerConfig {
             listen_backlog: None,
             max_held_bytes: None,
             max_objects_per_conn: None,
+            gc_work_per_turn: DEFAULT_GC_WORK_PER_TURN,
+            release_locks_of_dead: false,
         }
     }
 }
@@ -239,6 +261,7 @@ impl Server {
         let mut core = Core::new();
         core.loans.grace = config.reply_ref_grace;
         core.limits = context::Limits::of(&config);
+        core.objects.gc.work_per_turn = config.gc_work_per_turn;
         let reactor = Reactor::bind(config, bound)?;
         Ok(Server {
             reactor,
@@ -304,7 +327,9 @@ impl Server {
     /// meanwhile, as [`timeout`](Self::timeout) says).
     pub fn has_pending_work(&self) -> bool {
         !self.reactor.is_closed()
-            && (self.reactor.has_pending_work() || !self.core.outbox.is_empty())
+            && (self.reactor.has_pending_work()
+                || !self.core.outbox.is_empty()
+                || self.core.objects.gc.busy())
     }
 
     /// Does one bounded turn of ready work without blocking: accepts, reads,

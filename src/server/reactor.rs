@@ -13,7 +13,8 @@
 //! turn's [`Budget`] is spent. mio is edge-triggered, so a connection that still
 //! has buffered frames or unread socket bytes goes back to the end of the queue:
 //! no new event would announce them. Accepting is bounded per turn too
-//! ([`ACCEPT_BATCH`]). Deferred answers, timers and sweeps are not budgeted.
+//! ([`ACCEPT_BATCH`]). Deferred answers, timers and sweeps are not budgeted;
+//! the cycle collector does one bounded step per turn.
 
 use std::collections::VecDeque;
 use std::io;
@@ -246,6 +247,11 @@ impl Reactor {
         self.fire_timers(core);
         let mut budget = Budget::new(&self.config, core.now);
         self.settle(core, &mut budget);
+        // One bounded step of the cycle collector (see `gc`); what it freed
+        // may have released more, swept here.
+        if core.collect_step() > 0 {
+            self.settle(core, &mut Budget::none());
+        }
         // Accept after serving: a client whose handshake completes in this
         // batch of events counts against `max_connections` before a newcomer
         // is let in (and accepting is not held back by the budget).

@@ -24,7 +24,8 @@ usage: mgrd [--address ADDR] [--max-connections N] [--max-preauth N]
             [--backlog N] [--max-frame BYTES] [--handshake-timeout S]
             [--max-output BYTES] [--reply-grace S] [--turn-max-requests N]
             [--turn-max-time S] [--max-held-bytes BYTES]
-            [--max-objects-per-conn N] [--object NAME=TYPE[:ARGS]]...
+            [--max-objects-per-conn N] [--gc-work-per-turn N]
+            [--release-locks-of-dead] [--object NAME=TYPE[:ARGS]]...
             [-v] [--version] [-h]
 
 Serves shared objects to libmgr clients and to Python's multiprocessing.managers.
@@ -50,6 +51,14 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
   --max-objects-per-conn N
                          refuse (MemoryError) creating objects beyond N live ones
                          per connection [default: 0, no cap]
+  --gc-work-per-turn N   work units the cycle collector does per turn (slots
+                         looked at, references followed, objects freed); 0 turns
+                         it off [default: 4096]
+  --release-locks-of-dead
+                         release a Lock, Semaphore or BoundedSemaphore a process
+                         acquired when that process dies (Unix-socket clients,
+                         whose pid the server knows) [default: off: they stay
+                         held, as on CPython's server]
   --object NAME=TYPE[:ARGS]
                          serve one TYPE object (built with ARGS) that every
                          create of typeid NAME returns, as Python's
@@ -199,6 +208,8 @@ fn parse_args() -> Result<Options, String> {
             "--turn-max-time" => config.turn_max_time = seconds(&flag, value()?)?,
             "--max-held-bytes" => config.max_held_bytes = cap(&flag, value()?)?,
             "--max-objects-per-conn" => config.max_objects_per_conn = cap(&flag, value()?)?,
+            "--gc-work-per-turn" => config.gc_work_per_turn = number(&flag, value()?)?,
+            "--release-locks-of-dead" => config.release_locks_of_dead = true,
             "--object" => objects.push(value()?.parse().map_err(|e| format!("--object {e}"))?),
             other => return Err(format!("unknown argument '{other}'")),
         }

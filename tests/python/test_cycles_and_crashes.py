@@ -1,0 +1,95 @@
+"""Stock CPython clients against mgrd: reference cycles between shared objects
+are freed (CPython's own server leaks them, gh-103136), and over a Unix socket
+the references a process took are released when it dies. Standard library only."""
+
+import gc
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+import unittest
+from multiprocessing.managers import SyncManager
+
+from mgrtest import Mgrd, MgrdTestCase
+
+fork = multiprocessing.get_context("fork")
+
+
+def wait_for_count(m, want, timeout=30):
+    """Polls the object count until it is `want` (or `timeout` passes); returns
+    the last count. Never asserts on how long it took."""
+    gc.collect()
+    deadline = time.monotonic() + timeout
+    count = m._number_of_objects()
+    while count != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+        count = m._number_of_objects()
+    return count
+
+
+class CycleTest(MgrdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        multiprocessing.current_process().authkey = cls.authkey
+        cls.manager = SyncManager(address=cls.address, authkey=cls.authkey)
+        cls.manager.connect()
+
+    def setUp(self):
+        self.baseline = wait_for_count(self.manager, 0)
+
+    def test_a_list_that_holds_itself_is_freed(self):
+        m = self.manager
+        l = m.list()
+        l.append(l)
+        self.assertEqual(len(l), 1)
+        self.assertEqual(l[0]._token.id, l._token.id)
+        del l
+        self.assertEqual(wait_for_count(m, self.baseline), self.baseline)
+
+    def test_a_dict_and_a_list_that_hold_each_other_are_freed(self):
+        m = self.manager
+        d = m.dict()
+        l = m.list()
+        d["l"] = l
+        l.append(d)
+        ns = m.Namespace()
+        ns.d = d  # a third object on the cycle's path, held from outside
+        del d, l
+        # Still reachable through the namespace: nothing is freed.
+        self.assertEqual(wait_for_count(m, self.baseline + 3, timeout=1), self.baseline + 3)
+        self.assertEqual(len(ns.d["l"]), 1)
+        del ns
+        self.assertEqual(wait_for_count(m, self.baseline), self.baseline)
+
+    def test_a_cycle_held_by_a_live_proxy_is_kept(self):
+        m = self.manager
+        a = m.list()
+        b = m.list([a])
+        a.append(b)
+        del b
+        time.sleep(0.3)  # collections run meanwhile; `a` keeps both
+        self.assertEqual(m._number_of_objects(), self.baseline + 2)
+        self.assertEqual(len(a[0]), 1)
+        del a
+        self.assertEqual(wait_for_count(m, self.baseline), self.baseline)
+
+    def test_the_collector_reports_its_work(self):
+        m = self.manager
+        l = m.list()
+        l.append(l)
+        del l
+        wait_for_count(m, self.baseline)
+        conn = m._Client(self.address, authkey=self.authkey)
+        try:
+            from multiprocessing.managers import dispatch
+            stats = dispatch(conn, None, "stats")
+        finally:
+            conn.close()
+        self.assertGreaterEqual(stats["gc_freed"], 1)
+        self.assertGreaterEqual(stats["gc_collections"], 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
