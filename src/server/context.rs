@@ -20,6 +20,7 @@ use super::guard;
 use super::loans::Loans;
 use super::objects::{held_bytes_of, ObjectTable, Slot};
 use super::peer::Peer;
+use super::procs::Procs;
 use super::registry::{CallArgs, Registry, SharedObject, TypeSpec};
 use super::segments::Segments;
 use super::stats::{self, Counters, ServerStats};
@@ -82,6 +83,8 @@ pub(crate) enum TimerTarget {
     Accept,
     /// Give back references lent to replies (see `loans`).
     Loans,
+    /// Check the client processes watched without a pidfd (see `procs`).
+    Processes,
 }
 
 struct Pending {
@@ -163,6 +166,8 @@ pub(crate) struct Core {
     pub(crate) stats: Counters,
     /// Who is behind each open connection (read at accept).
     pub(crate) peers: FastMap<ConnId, Peer>,
+    /// Client processes holding references, locks or places (see `procs`).
+    pub(crate) procs: Procs,
 }
 
 impl fmt::Debug for Core {
@@ -221,6 +226,7 @@ impl Core {
             limits: Limits::default(),
             stats: Counters::default(),
             peers: FastMap::default(),
+            procs: Procs::default(),
         }
     }
 
@@ -817,6 +823,22 @@ impl Context<'_> {
                 list.push(this);
             }
         }
+    }
+
+    /// Asks for `on_process_exit` when the calling connection's process
+    /// exits (once per process and object), and returns its pid. `None` when
+    /// the server does not know the pid (TCP peers) or outside a call.
+    pub fn watch_process_exit(&mut self) -> Option<u32> {
+        let pid = self.peer()?.pid?;
+        let this = self.this?;
+        self.core.procs.watch(pid, this);
+        Some(pid)
+    }
+
+    /// Whether a plain lock or semaphore a process held is to be released when
+    /// it exits ([`ServerConfig::release_locks_of_dead`]).
+    pub fn releases_locks_of_dead(&self) -> bool {
+        self.core.procs.release_locks
     }
 
     /// Creates a new shared object of a registered `typeid`. It lives while

@@ -44,6 +44,7 @@ mod listen;
 mod loans;
 mod named;
 mod objects;
+mod procs;
 mod reactor;
 mod segments;
 #[cfg(feature = "tokio")]
@@ -262,6 +263,7 @@ impl Server {
         core.loans.grace = config.reply_ref_grace;
         core.limits = context::Limits::of(&config);
         core.objects.gc.work_per_turn = config.gc_work_per_turn;
+        core.procs.release_locks = config.release_locks_of_dead;
         let reactor = Reactor::bind(config, bound)?;
         Ok(Server {
             reactor,

@@ -32,6 +32,7 @@ use super::context::{Completion, ConnId, Core, Recount, ReplyHandle, TimerId, Ti
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::log::{Log, LogEvent};
 use super::peer::Peer;
+use super::procs;
 use super::registry::Registry;
 use super::ServerConfig;
 use crate::address::Address;
@@ -44,6 +45,9 @@ use crate::proto::{RemoteError, Reply, RequestRef, Value};
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
 pub(crate) const FIRST_CONN: usize = 2;
+/// A client process's pidfd has the token `PROCESS_TOKENS + pid` (pids are
+/// below 2^22 on Linux; connection tokens stay far below this).
+pub(crate) const PROCESS_TOKENS: usize = 1 << 40;
 
 /// How long to wait before accepting again when the process is out of descriptors:
 /// the backlog waits in the kernel meanwhile, and the loop does not spin.
@@ -252,6 +256,9 @@ impl Reactor {
         if core.collect_step() > 0 {
             self.settle(core, &mut Budget::none());
         }
+        if !core.procs.unwatched.is_empty() {
+            self.watch_processes(core);
+        }
         // Accept after serving: a client whose handshake completes in this
         // batch of events counts against `max_connections` before a newcomer
         // is let in (and accepting is not held back by the budget).
@@ -286,6 +293,9 @@ impl Reactor {
             match token {
                 LISTENER => self.accept_pending = true,
                 WAKER => self.drain_commands(core),
+                Token(t) if t >= PROCESS_TOKENS => {
+                    core.process_exited((t - PROCESS_TOKENS) as u32);
+                }
                 Token(t) => {
                     let key = t - FIRST_CONN;
                     if !self.conns.contains(key) {
@@ -559,6 +569,7 @@ impl Reactor {
                     self.accept(core);
                 }
                 TimerTarget::Loans => core.repay_loans(),
+                TimerTarget::Processes => core.poll_processes(),
                 TimerTarget::Handshake(conn) => {
                     if let Some(key) = self.key_of(conn) {
                         if matches!(self.conns[key].phase, Phase::Handshake(_)) {
@@ -905,6 +916,38 @@ impl Reactor {
             emit(&mut self.log, LogEvent::Closed { peer: &peer });
         }
         self.gauges(core);
+    }
+
+    /// Sets up the exit watch of the client processes that took their first
+    /// reference (or watch) this turn: a pidfd in the `Poll`, or polling where
+    /// there is none. A process gone already is released now.
+    fn watch_processes(&mut self, core: &mut Core) {
+        for pid in mem::take(&mut core.procs.unwatched) {
+            let Some(p) = core.procs.by_pid.get_mut(&pid) else {
+                continue;
+            };
+            match procs::pidfd_open(pid) {
+                Ok(fd) => {
+                    let token = Token(PROCESS_TOKENS + pid as usize);
+                    let raw = fd.as_raw_fd();
+                    let source = &mut mio::unix::SourceFd(&raw);
+                    if self
+                        .poll
+                        .registry()
+                        .register(source, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        p.watch = procs::Watch::Pidfd(fd);
+                    } else {
+                        core.procs.poll_instead(pid);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => core.process_exited(pid),
+                Err(_) => core.procs.poll_instead(pid),
+            }
+        }
+        core.arm_process_poll();
+        core.sweep();
     }
 
     /// Brings the connection gauges in the counters up to date.

@@ -93,3 +93,77 @@ class CycleTest(MgrdTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def hold_proxies(address, authkey, n, ready_w, closed_conns):
+    """In a forked child: takes `n` proxies over its own connections, closes
+    every connection it has, says so on `ready_w`, and sleeps until killed."""
+    multiprocessing.current_process().authkey = authkey
+    m = SyncManager(address=address, authkey=authkey)
+    m.connect()
+    held = [m.list([i]) for i in range(n)]
+    assert held[0][0] == 0  # a call: opens this thread's own connection
+    if closed_conns:
+        held[0]._tls.connection.close()
+        del held[0]._tls.connection
+    os.write(ready_w, b"x")
+    time.sleep(600)
+
+
+class CrashSafeReferencesTest(unittest.TestCase):
+    """Over a Unix socket the server knows each peer's pid: a process's
+    references are released when it dies, and only then."""
+
+    authkey = b"crash-key"
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.dir.name, "mgr.sock")
+        self.server = Mgrd("unix:" + self.path, self.authkey, ("--reply-grace", "0.5"))
+        multiprocessing.current_process().authkey = self.authkey
+        self.m = SyncManager(address=self.path, authkey=self.authkey)
+        self.m.connect()
+        self.baseline = wait_for_count(self.m, 0)
+
+    def tearDown(self):
+        try:
+            self.assertEqual(self.server.stop(), 0)
+        finally:
+            self.dir.cleanup()
+
+    def start_holder(self, n, closed_conns):
+        r, w = os.pipe()
+        p = fork.Process(target=hold_proxies, args=(self.path, self.authkey, n, w, closed_conns))
+        p.start()
+        os.close(w)
+        try:
+            self.assertEqual(os.read(r, 1), b"x", "the child did not get its proxies")
+        finally:
+            os.close(r)
+        return p
+
+    def test_a_killed_process_s_references_are_released(self):
+        p = self.start_holder(100, closed_conns=False)
+        try:
+            self.assertEqual(self.m._number_of_objects(), self.baseline + 100)
+            time.sleep(0.3)
+            self.assertEqual(
+                self.m._number_of_objects(), self.baseline + 100,
+                "a live process's references were released")
+        finally:
+            p.kill()
+            p.join(10)
+        self.assertEqual(wait_for_count(self.m, self.baseline), self.baseline)
+
+    def test_a_live_process_with_no_connection_open_keeps_its_objects(self):
+        p = self.start_holder(10, closed_conns=True)
+        try:
+            # Its connections are all closed; it lives, so its objects do.
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                self.assertEqual(self.m._number_of_objects(), self.baseline + 10)
+                time.sleep(0.05)
+        finally:
+            p.kill()
+            p.join(10)
+        self.assertEqual(wait_for_count(self.m, self.baseline), self.baseline)
