@@ -513,6 +513,18 @@ impl Server {
     pub fn set_max_objects_per_conn(&mut self, max: Option<usize>) {
         self.core.limits.max_objects_per_conn = max;
     }
+
+    /// Changes [`ServerConfig::release_locks_of_dead`] while serving: it
+    /// applies to acquisitions from then on.
+    pub fn set_release_locks_of_dead(&mut self, on: bool) {
+        self.core.procs.release_locks = on;
+    }
+
+    /// Changes [`ServerConfig::gc_work_per_turn`] while serving (0 turns the
+    /// cycle collector off; a collection under way waits until it is on again).
+    pub fn set_gc_work_per_turn(&mut self, work: usize) {
+        self.core.objects.gc.work_per_turn = work;
+    }
 }
 
 impl Drop for Server {

@@ -167,3 +167,64 @@ class CrashSafeReferencesTest(unittest.TestCase):
             p.kill()
             p.join(10)
         self.assertEqual(wait_for_count(self.m, self.baseline), self.baseline)
+
+
+def acquire_and_exit(lock, sem, bsem):
+    lock.acquire()
+    sem.acquire()
+    bsem.acquire()
+
+
+class LocksOfDeadProcessesTest(unittest.TestCase):
+    """A plain Lock, Semaphore and BoundedSemaphore a process acquired: kept
+    held when it exits by default (as on CPython's server), released with
+    --release-locks-of-dead."""
+
+    authkey = b"locks-key"
+
+    def run_server(self, args):
+        d = tempfile.TemporaryDirectory()
+        path = os.path.join(d.name, "mgr.sock")
+        server = Mgrd("unix:" + path, self.authkey, ("--reply-grace", "0.5", *args))
+        multiprocessing.current_process().authkey = self.authkey
+        m = SyncManager(address=path, authkey=self.authkey)
+        m.connect()
+        lock, sem, bsem = m.Lock(), m.Semaphore(1), m.BoundedSemaphore(1)
+        p = fork.Process(target=acquire_and_exit, args=(lock, sem, bsem))
+        p.start()
+        p.join(10)
+        self.assertEqual(p.exitcode, 0)
+        return d, server, m, (lock, sem, bsem)
+
+    def stop(self, d, server):
+        try:
+            self.assertEqual(server.stop(), 0)
+        finally:
+            d.cleanup()
+
+    def test_by_default_they_stay_held(self):
+        d, server, m, objs = self.run_server(())
+        try:
+            time.sleep(0.3)
+            for o in objs:
+                self.assertFalse(o.acquire(False), f"{o} was released")
+            objs[0].release()  # a hand-off still works
+            self.assertTrue(objs[0].acquire(False))
+            objs[0].release()
+        finally:
+            del objs
+            self.stop(d, server)
+
+    def test_with_the_opt_in_they_are_released(self):
+        d, server, m, objs = self.run_server(("--release-locks-of-dead",))
+        try:
+            for o in objs:
+                # Blocks until the server sees the process gone (no time bound
+                # asserted: the generous timeout only keeps a failure finite).
+                self.assertTrue(o.acquire(timeout=30), f"{o} stayed held")
+            with self.assertRaises(ValueError):
+                objs[2].release()
+                objs[2].release()  # bounded: the dead process's unit came back once
+        finally:
+            del objs
+            self.stop(d, server)
