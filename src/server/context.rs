@@ -831,7 +831,8 @@ impl Context<'_> {
     pub fn watch_process_exit(&mut self) -> Option<u32> {
         let pid = self.peer()?.pid?;
         let this = self.this?;
-        self.core.procs.watch(pid, this);
+        let objects = &self.core.objects;
+        self.core.procs.watch(pid, this, |id| objects.contains(id));
         Some(pid)
     }
 

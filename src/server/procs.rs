@@ -35,6 +35,8 @@ use crate::proto::ObjectId;
 pub(crate) const POLL_EVERY: Duration = Duration::from_millis(200);
 /// Pids checked per poll at most (round-robin).
 pub(crate) const POLL_BATCH: usize = 64;
+/// A process's watchers are first pruned of destroyed objects at this size.
+const PRUNE_MIN: usize = 16;
 
 /// How a process's exit is noticed.
 #[derive(Debug)]
@@ -53,8 +55,11 @@ pub(crate) enum Watch {
 pub(crate) struct Proc {
     /// References it took and has not given back, by object.
     pub(crate) refs: FastMap<ObjectId, u32>,
-    /// Objects to tell when it exits.
-    pub(crate) watchers: Vec<ObjectId>,
+    /// Objects to tell when it exits (a set; destroyed ones are pruned when
+    /// it has doubled since the last pruning, so it stays within twice the
+    /// live ones).
+    pub(crate) watchers: FastMap<ObjectId, ()>,
+    prune_at: usize,
     pub(crate) watch: Watch,
 }
 
@@ -83,7 +88,8 @@ impl Procs {
             unwatched.push(pid);
             Proc {
                 refs: FastMap::default(),
-                watchers: Vec::new(),
+                watchers: FastMap::default(),
+                prune_at: PRUNE_MIN,
                 watch: Watch::Pending,
             }
         })
@@ -110,11 +116,14 @@ impl Procs {
         true
     }
 
-    /// Asks for object `id`'s `on_process_exit` when `pid` exits (once).
-    pub(crate) fn watch(&mut self, pid: u32, id: ObjectId) {
+    /// Asks for object `id`'s `on_process_exit` when `pid` exits (once);
+    /// `live` says which watching objects still exist.
+    pub(crate) fn watch(&mut self, pid: u32, id: ObjectId, live: impl Fn(ObjectId) -> bool) {
         let p = self.entry(pid);
-        if !p.watchers.contains(&id) {
-            p.watchers.push(id);
+        p.watchers.insert(id, ());
+        if p.watchers.len() >= p.prune_at {
+            p.watchers.retain(|w, _| live(*w));
+            p.prune_at = (2 * p.watchers.len()).max(PRUNE_MIN);
         }
     }
 
@@ -182,7 +191,7 @@ impl Core {
             return;
         };
         self.procs.exited += 1;
-        for object in p.watchers {
+        for (object, ()) in p.watchers {
             let _ = self.with_object(object, None, None, Recount::IfHolding, |o, cx| {
                 o.on_process_exit(cx, pid)
             });
@@ -270,8 +279,14 @@ mod tests {
         assert!(p.give_back(7, id));
         assert!(!p.give_back(7, id), "none left: the caller's is global");
         assert!(!p.give_back(8, id));
-        p.watch(7, id);
-        p.watch(7, id);
-        assert_eq!(p.by_pid[&7].watchers, vec![id]);
+        p.watch(7, id, |_| true);
+        p.watch(7, id, |_| true);
+        assert_eq!(p.by_pid[&7].watchers.len(), 1);
+        // Watchers that went are pruned as the set grows: it stays within
+        // twice the live ones.
+        for i in 2..1000 {
+            p.watch(7, ObjectId::new(i, 1), |w| w == id);
+            assert!(p.by_pid[&7].watchers.len() <= 2 * PRUNE_MIN, "{i}");
+        }
     }
 }

@@ -228,3 +228,51 @@ class LocksOfDeadProcessesTest(unittest.TestCase):
         finally:
             del objs
             self.stop(d, server)
+
+
+def barrier_wait(b):
+    b.wait()
+
+
+class BarrierOfADeadProcessTest(unittest.TestCase):
+    def test_a_killed_waiter_breaks_the_barrier(self):
+        import threading
+
+        authkey = b"barrier-key"
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "mgr.sock")
+            server = Mgrd("unix:" + path, authkey, ("--reply-grace", "0.5"))
+            try:
+                multiprocessing.current_process().authkey = authkey
+                m = SyncManager(address=path, authkey=authkey)
+                m.connect()
+                b = m.Barrier(3)
+                p = fork.Process(target=barrier_wait, args=(b,))
+                p.start()
+                deadline = time.monotonic() + 30
+                while b.n_waiting < 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                self.assertEqual(b.n_waiting, 1)
+                p.kill()
+                p.join(10)
+                # The third party never comes: a wait with no timeout ends
+                # only because the barrier breaks. (The join's timeout only
+                # keeps a failure finite; a timeout of the wait itself would
+                # break the barrier too, so none is given.)
+                got = []
+
+                def wait():
+                    try:
+                        got.append(b.wait())
+                    except threading.BrokenBarrierError as e:
+                        got.append(e)
+
+                t = threading.Thread(target=wait, daemon=True)
+                t.start()
+                t.join(60)
+                self.assertFalse(t.is_alive(), "the wait hangs")
+                self.assertIsInstance(got[0], threading.BrokenBarrierError)
+                self.assertTrue(b.broken)
+                del b
+            finally:
+                self.assertEqual(server.stop(), 0)
