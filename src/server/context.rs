@@ -549,14 +549,10 @@ impl Core {
 
     /// Live objects that something other than an in-flight reply holds: what
     /// `number_of_objects` reports, as CPython counts its objects. An object that
-    /// only a reply's grace keeps alive is on its way out and is not counted.
+    /// only a reply's grace keeps alive is on its way out and is not counted,
+    /// nor is what only such objects hold (see `gc`).
     pub(crate) fn held_objects(&self) -> usize {
-        let on_loan_only = self
-            .loans
-            .lent()
-            .filter(|&(id, n)| self.objects.get(id).is_some_and(|s| s.refcount <= n))
-            .count();
-        self.objects.len() - on_loan_only
+        self.objects.len() - self.on_loan_only()
     }
 
     /// Gives back every loan now (at shutdown, so the sweep can free everything).

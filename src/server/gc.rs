@@ -42,6 +42,7 @@
 //! objects only to destroy garbage, as the sweep does.
 
 use super::context::Core;
+use super::fasthash::FastMap;
 use crate::proto::ObjectId;
 
 /// Where a collection is.
@@ -267,6 +268,42 @@ impl Core {
     }
 }
 
+impl Core {
+    /// How many live objects only loans keep alive (a reply's grace), directly
+    /// or through what such objects hold. Costs the loans plus the references
+    /// held by the objects found (a cycle among them is not found: it is the
+    /// collector's to free, and is counted until then).
+    pub(crate) fn on_loan_only(&self) -> usize {
+        let loans: FastMap<ObjectId, u32> = self.loans.lent().collect();
+        // References each object gets from objects found so far.
+        let mut from_found: FastMap<ObjectId, u32> = FastMap::default();
+        let mut found: Vec<ObjectId> = loans
+            .iter()
+            .filter(|&(&id, &n)| self.objects.get(id).is_some_and(|s| s.refcount <= n))
+            .map(|(&id, _)| id)
+            .collect();
+        let mut i = 0;
+        while let Some(&id) = found.get(i) {
+            i += 1;
+            let Some(slot) = self.objects.get(id) else {
+                continue;
+            };
+            for &h in &slot.holds {
+                let Some(target) = self.objects.get(h) else {
+                    continue;
+                };
+                let n = from_found.entry(h).or_insert(0);
+                *n += 1;
+                let lent = loans.get(&h).copied().unwrap_or(0);
+                if *n + lent == target.refcount {
+                    found.push(h);
+                }
+            }
+        }
+        found.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +441,29 @@ mod tests {
         core.objects.gc.wanted = true;
         run(&mut core, 1000);
         assert_eq!(core.objects.len(), 0);
+    }
+
+    #[test]
+    fn what_only_a_loan_keeps_is_not_counted_as_held() {
+        let mut core = core(0);
+        let n = nodes(&mut core, 4);
+        // 0 -> 1 -> 2, and 3 -> 2; 0 is only on loan, 3 held by a client.
+        link(&mut core, &n[0], n[1].0);
+        link(&mut core, &n[1], n[2].0);
+        link(&mut core, &n[3], n[2].0);
+        core.objects.incref(n[3].0);
+        core.lend(&crate::proto::Value::Ref(crate::proto::Token {
+            typeid: "node".into(),
+            id: n[0].0,
+        }));
+        core.sweep();
+        assert_eq!(core.on_loan_only(), 2, "0 and 1; 2 is held by 3 too");
+        assert_eq!(core.held_objects(), 2);
+        core.objects.decref(n[3].0);
+        core.sweep();
+        assert_eq!(core.on_loan_only(), 3, "3 went: 2 is reached only from the loan too");
+        assert_eq!(core.objects.len(), 3);
+        assert_eq!(core.held_objects(), 0);
     }
 
     #[test]
