@@ -461,7 +461,11 @@ mod tests {
         assert_eq!(core.held_objects(), 2);
         core.objects.decref(n[3].0);
         core.sweep();
-        assert_eq!(core.on_loan_only(), 3, "3 went: 2 is reached only from the loan too");
+        assert_eq!(
+            core.on_loan_only(),
+            3,
+            "3 went: 2 is reached only from the loan too"
+        );
         assert_eq!(core.objects.len(), 3);
         assert_eq!(core.held_objects(), 0);
     }
