@@ -67,6 +67,9 @@ class MgrdManager(SyncManager):
     """A SyncManager connected to an mgrd it started; `shutdown` stops it."""
 
     def __init__(self):
+        # Proxies nested in values authenticate with the process's key (other
+        # test modules run in the same process set theirs).
+        multiprocessing.current_process().authkey = AUTHKEY
         self._dir = tempfile.mkdtemp(prefix="mgr-suite-")
         path = os.path.join(self._dir, "mgr.sock")
         self._mgrd = Mgrd("unix:" + path, AUTHKEY, ("--reply-grace", "0.2"))
