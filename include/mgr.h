@@ -688,7 +688,7 @@ enum mgr_status mgr_server_set_max_objects_per_conn(struct mgr_server *server,
 enum mgr_status mgr_server_set_release_locks_of_dead(struct mgr_server *server, bool on);
 
 // Sets the work the cycle collector does per turn at most (slots looked at,
-// references followed, objects freed: default 4096); 0 turns it off.
+// references followed, objects freed: default 1024); 0 turns it off.
 // `MGR_ERR_BUSY` from inside a callback.
 enum mgr_status mgr_server_set_gc_work_per_turn(struct mgr_server *server, uint64_t work);
 

@@ -67,7 +67,7 @@ pub const DEFAULT_TURN_MAX_REQUESTS: usize = 1024;
 /// Default [`ServerConfig::turn_max_time`].
 pub const DEFAULT_TURN_MAX_TIME: Duration = Duration::from_millis(1);
 /// Default [`ServerConfig::gc_work_per_turn`].
-pub const DEFAULT_GC_WORK_PER_TURN: usize = 4096;
+pub const DEFAULT_GC_WORK_PER_TURN: usize = 1024;
 /// Default [`ServerConfig::max_preauth_connections`].
 pub const DEFAULT_MAX_PREAUTH: usize = 256;
 
@@ -165,7 +165,7 @@ impl ServerConfig {
     /// 5 s of grace for objects named in replies, turns of at most 1024 requests
     /// or 1 ms of serving (sized for a host running a 60 Hz frame), the system's
     /// maximum listen backlog, no cap on held bytes or objects per connection,
-    /// 4096 units of cycle-collector work per turn, locks of dead processes
+    /// 1024 units of cycle-collector work per turn, locks of dead processes
     /// kept held.
     pub fn new(address: Address, authkey: &[u8]) -> ServerConfig {
         ServerConfig {

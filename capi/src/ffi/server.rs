@@ -616,7 +616,7 @@ pub unsafe extern "C" fn mgr_server_set_release_locks_of_dead(
 }
 
 /// Sets the work the cycle collector does per turn at most (slots looked at,
-/// references followed, objects freed: default 4096); 0 turns it off.
+/// references followed, objects freed: default 1024); 0 turns it off.
 /// `MGR_ERR_BUSY` from inside a callback.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_set_gc_work_per_turn(

@@ -53,7 +53,7 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
                          per connection [default: 0, no cap]
   --gc-work-per-turn N   work units the cycle collector does per turn (slots
                          looked at, references followed, objects freed); 0 turns
-                         it off [default: 4096]
+                         it off [default: 1024]
   --release-locks-of-dead
                          release a Lock, Semaphore or BoundedSemaphore a process
                          acquired when that process dies (Unix-socket clients,
