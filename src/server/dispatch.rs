@@ -10,6 +10,7 @@ use std::rc::Rc;
 use super::context::{ConnId, Core, Recount, ReplyHandle, Unavailable};
 use super::fasthash::FastMap;
 use super::guard;
+use super::procs;
 use super::registry::{CallArgs, Outcome};
 use crate::proto::{ObjectId, Reply, RequestRef, Token, Value};
 
@@ -76,7 +77,9 @@ impl Session {
     }
 
     /// Drops a reference: one this connection (or its process) owns if it has
-    /// any, else a global one.
+    /// any, else a global one. A decref a process sent just before it exited,
+    /// read after its exit released its references, is ignored (it would
+    /// drop someone else's): true if the object exists.
     pub(crate) fn drop_ref(&mut self, core: &mut Core, id: ObjectId) -> bool {
         if let Some(n) = self.owned.get_mut(&id) {
             *n -= 1;
@@ -84,7 +87,12 @@ impl Session {
                 self.owned.remove(&id);
             }
         } else if let Some(pid) = self.pid(core) {
-            core.procs.give_back(pid, id);
+            if !core.procs.give_back(pid, id)
+                && !core.procs.by_pid.contains_key(&pid)
+                && procs::has_exited(pid)
+            {
+                return core.objects.contains(id);
+            }
         }
         core.objects.decref(id)
     }

@@ -269,6 +269,51 @@ mod tests {
     }
 
     #[test]
+    fn a_decref_read_after_its_process_exited_is_ignored() {
+        use crate::proto::RemoteError;
+        use crate::server::context::{ConnId, Context};
+        use crate::server::dispatch::{IdStyle, Session};
+        use crate::server::peer::Peer;
+        use crate::server::registry::{CallArgs, CallResult, SharedObject, TypeSpec};
+
+        struct Nothing;
+        impl SharedObject for Nothing {
+            fn call(&mut self, _: &mut Context<'_>, _: &str, _: CallArgs) -> CallResult {
+                Err(RemoteError::type_error("no methods"))
+            }
+        }
+        let spec = std::rc::Rc::new(TypeSpec::new("nothing", &[], |_, _| {
+            Err(RemoteError::type_error("unused"))
+        }));
+        let mut core = Core::new();
+        let id = core.objects.insert(spec, Box::new(Nothing));
+        core.objects.incref(id); // another client's
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let conn = ConnId::new(1, 1);
+        let mut peer = Peer::tcp(conn, "127.0.0.1:9".parse().unwrap());
+        peer.pid = Some(child.id());
+        core.peers.insert(conn, peer);
+        let mut session = Session::new(conn, IdStyle::Hex, false);
+        assert!(session.take_ref(&mut core, id));
+        assert!(session.take_ref(&mut core, id));
+        assert!(
+            session.drop_ref(&mut core, id),
+            "a live process gives one back"
+        );
+        assert_eq!(core.objects.get(id).unwrap().refcount, 2);
+        child.wait().unwrap();
+        core.process_exited(child.id());
+        assert_eq!(
+            core.objects.get(id).unwrap().refcount,
+            1,
+            "its last one released"
+        );
+        // Its late decref must not take the other client's reference.
+        assert!(session.drop_ref(&mut core, id));
+        assert_eq!(core.objects.get(id).unwrap().refcount, 1);
+    }
+
+    #[test]
     fn references_are_counted_per_process() {
         let mut p = Procs::default();
         let id = ObjectId::new(1, 1);
