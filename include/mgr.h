@@ -892,6 +892,18 @@ enum mgr_status mgr_server_set_max_objects_per_conn(struct mgr_server *server,
 // a callback.
 enum mgr_status mgr_server_set_globals(struct mgr_server *server, uint32_t globals);
 
+// When `on`, a plain Lock, Semaphore or BoundedSemaphore that a client
+// process acquired is released when that process exits (only processes whose
+// pid the server knows: Unix-socket peers). Off by default: they stay held, as
+// on CPython's server. Applies to acquisitions from then on. `MGR_ERR_BUSY`
+// from inside a callback.
+enum mgr_status mgr_server_set_release_locks_of_dead(struct mgr_server *server, bool on);
+
+// Sets the work the cycle collector does per turn at most (slots looked at,
+// references followed, objects freed: default 1024); 0 turns it off.
+// `MGR_ERR_BUSY` from inside a callback.
+enum mgr_status mgr_server_set_gc_work_per_turn(struct mgr_server *server, uint64_t work);
+
 // Writes the bytes the shared objects hold, as the cap of
 // `mgr_server_set_max_held_bytes` counts them, to `*out`. `MGR_ERR_BUSY` from
 // inside a callback.

@@ -17,6 +17,13 @@ have readelf || need+=(binutils)
 have python3 || need+=(python3)
 # The wheel check builds mgrd's Python wheel in a venv (Debian splits venv out).
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# tests/python/test_cpython_suite.py runs CPython's own manager tests
+# (test._test_multiprocessing) against mgrd; Debian splits the test package out.
+# (Only for Debian's python3: another interpreter brings its own or skips.)
+if ! python3 -c 'import test._test_multiprocessing' >/dev/null 2>&1 \
+  && [ "$(command -v python3)" = /usr/bin/python3 ]; then
+  need+=("libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')-testsuite")
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"

@@ -841,6 +841,15 @@ fn c_server_with_caps(tx: std::sync::mpsc::Sender<String>) -> usize {
             mgr_server_set_max_objects_per_conn(s, 2),
             mgr_status::MGR_OK
         );
+        assert_eq!(
+            mgr_server_set_release_locks_of_dead(s, true),
+            mgr_status::MGR_OK
+        );
+        assert_eq!(mgr_server_set_gc_work_per_turn(s, 1000), mgr_status::MGR_OK);
+        assert_eq!(
+            mgr_server_set_release_locks_of_dead(std::ptr::null_mut(), true),
+            mgr_status::MGR_ERR_NULL_ARGUMENT
+        );
         let address = std::ffi::CStr::from_ptr(mgr_server_address(s));
         tx.send(address.to_str().unwrap().to_owned()).unwrap();
         assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);

@@ -19,8 +19,9 @@ use super::builtins::size;
 use super::fasthash::FastMap;
 use super::guard;
 use super::loans::Loans;
-use super::objects::{held_bytes_of, ObjectTable};
+use super::objects::{held_bytes_of, ObjectTable, Slot};
 use super::peer::Peer;
+use super::procs::Procs;
 use super::registry::{CallArgs, Registry, SharedObject, TypeSpec};
 use super::segments::Segments;
 use super::stats::{self, Counters, ServerStats};
@@ -250,6 +251,8 @@ pub(crate) enum TimerTarget {
     Accept,
     /// Give back references lent to replies (see `loans`).
     Loans,
+    /// Check the client processes watched without a pidfd (see `procs`).
+    Processes,
 }
 
 struct Pending {
@@ -338,6 +341,8 @@ pub(crate) struct Core {
     pub(crate) peers: FastMap<ConnId, Peer>,
     /// The mailbox [`ReplyHandle`]s and `ServerHandle`s answer through.
     pub(crate) shared: Arc<Shared>,
+    /// Client processes holding references, locks or places (see `procs`).
+    pub(crate) procs: Procs,
 }
 
 impl fmt::Debug for Core {
@@ -396,6 +401,7 @@ impl Core {
             limits: Limits::default(),
             stats: Counters::default(),
             peers: FastMap::default(),
+            procs: Procs::default(),
             shared: Arc::default(),
         }
     }
@@ -442,6 +448,9 @@ impl Core {
             timers: self.timers.live.len() as u64,
             turns: c.turns,
             longest_turn: c.longest_turn,
+            gc_collections: self.objects.gc.collections,
+            gc_freed: self.objects.gc.freed,
+            gc_longest_step: self.objects.gc.longest_step,
         }
     }
 
@@ -598,21 +607,33 @@ impl Core {
     /// Drops every object whose last reference went, after running its destroy
     /// hook, and releases what it held (which may free more).
     pub(crate) fn sweep(&mut self) {
-        while let Some((id, mut slot)) = self.objects.pop_dead() {
-            if let Some(mut object) = slot.object.take() {
-                let mut cx = self.context(None);
-                cx.this = Some(id);
-                // A panicking destroy hook or Drop costs only this object.
-                let _ = guard::catch(|| object.on_destroy(&mut cx));
-                let _ = guard::catch(move || drop(object));
-            }
-            self.fail_pending_of(id, || {
-                format!("shared object {id} was destroyed while the call waited")
-            });
-            for held in slot.holds {
+        while let Some((id, slot)) = self.objects.pop_dead() {
+            for held in self.destroy(id, slot) {
                 self.objects.decref(held);
             }
         }
+    }
+
+    /// Runs the destroy hook of an object taken out of the table, drops it and
+    /// fails the calls waiting on it; returns the references it held, for the
+    /// caller to release.
+    pub(crate) fn destroy(&mut self, id: ObjectId, mut slot: Slot) -> Vec<ObjectId> {
+        if let Some(mut object) = slot.object.take() {
+            let mut cx = self.context(None);
+            cx.this = Some(id);
+            // A panicking destroy hook or Drop costs only this object.
+            let _ = guard::catch(|| object.on_destroy(&mut cx));
+            let _ = guard::catch(move || drop(object));
+        }
+        self.fail_pending_of(id, || {
+            format!("shared object {id} was destroyed while the call waited")
+        });
+        std::mem::take(&mut slot.holds)
+    }
+
+    /// The objects deferred calls wait on (roots for the cycle collector).
+    pub(crate) fn pending_objects(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.pending.iter().map(|(_, p)| p.object)
     }
 
     /// Deferred calls waiting on a destroyed or broken object get an error
@@ -645,6 +666,7 @@ impl Core {
     ) -> CallId {
         self.pending_generation = self.pending_generation.wrapping_add(1);
         let generation = self.pending_generation;
+        self.objects.touch(object);
         let index = self.pending.insert(Pending {
             generation,
             conn,
@@ -741,14 +763,10 @@ impl Core {
 
     /// Live objects that something other than an in-flight reply holds: what
     /// `number_of_objects` reports, as CPython counts its objects. An object that
-    /// only a reply's grace keeps alive is on its way out and is not counted.
+    /// only a reply's grace keeps alive is on its way out and is not counted,
+    /// nor is what only such objects hold (see `gc`).
     pub(crate) fn held_objects(&self) -> usize {
-        let on_loan_only = self
-            .loans
-            .lent()
-            .filter(|&(id, n)| self.objects.get(id).is_some_and(|s| s.refcount <= n))
-            .count();
-        self.objects.len() - on_loan_only
+        self.objects.len() - self.on_loan_only()
     }
 
     /// Gives back every loan now (at shutdown, so the sweep can free everything).
@@ -1114,6 +1132,23 @@ impl Context<'_> {
                 list.push(this);
             }
         }
+    }
+
+    /// Asks for `on_process_exit` when the calling connection's process
+    /// exits (once per process and object), and returns its pid. `None` when
+    /// the server does not know the pid (TCP peers) or outside a call.
+    pub fn watch_process_exit(&mut self) -> Option<u32> {
+        let pid = self.peer()?.pid?;
+        let this = self.this?;
+        let objects = &self.core.objects;
+        self.core.procs.watch(pid, this, |id| objects.contains(id));
+        Some(pid)
+    }
+
+    /// Whether a plain lock or semaphore a process held is to be released when
+    /// it exits ([`ServerConfig::release_locks_of_dead`]).
+    pub fn releases_locks_of_dead(&self) -> bool {
+        self.core.procs.release_locks
     }
 
     /// Creates a new shared object of a registered `typeid`. It lives while

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use super::context::{CallId, ConnId, Core, Recount, Unavailable};
 use super::fasthash::FastMap;
 use super::guard;
+use super::procs;
 use super::registry::{CallArgs, Outcome, TypeSpec};
 use crate::proto::{ObjectId, Reply, RequestRef, Token, Value};
 
@@ -55,23 +56,42 @@ impl Session {
         }
     }
 
-    /// Takes a reference on this connection's behalf.
+    /// Takes a reference on this connection's behalf: it belongs to the
+    /// connection (native path), else to the peer's process when its pid is
+    /// known (a Unix socket: released when the process exits), else it is global.
     pub(crate) fn take_ref(&mut self, core: &mut Core, id: ObjectId) -> bool {
         if !core.objects.incref(id) {
             return false;
         }
         if self.owns_refs {
             *self.owned.entry(id).or_insert(0) += 1;
+        } else if let Some(pid) = self.pid(core) {
+            core.procs.take(pid, id);
         }
         true
     }
 
-    /// Drops a reference: one this connection owns if it has any, else a global one.
+    /// The peer's pid, when the server knows it.
+    fn pid(&self, core: &Core) -> Option<u32> {
+        core.peers.get(&self.id).and_then(|p| p.pid)
+    }
+
+    /// Drops a reference: one this connection (or its process) owns if it has
+    /// any, else a global one. A decref a process sent just before it exited,
+    /// read after its exit released its references, is ignored (it would
+    /// drop someone else's): true if the object exists.
     pub(crate) fn drop_ref(&mut self, core: &mut Core, id: ObjectId) -> bool {
         if let Some(n) = self.owned.get_mut(&id) {
             *n -= 1;
             if *n == 0 {
                 self.owned.remove(&id);
+            }
+        } else if let Some(pid) = self.pid(core) {
+            if !core.procs.give_back(pid, id)
+                && !core.procs.by_pid.contains_key(&pid)
+                && procs::has_exited(pid)
+            {
+                return core.objects.contains(id);
             }
         }
         core.objects.decref(id)

@@ -91,11 +91,13 @@ mod stats;
 mod conn;
 mod dispatch;
 mod fasthash;
+mod gc;
 mod guard;
 mod listen;
 mod loans;
 mod named;
 mod objects;
+mod procs;
 mod reactor;
 mod segments;
 #[cfg(feature = "tokio")]
@@ -119,6 +121,8 @@ use reactor::Reactor;
 pub const DEFAULT_TURN_MAX_REQUESTS: usize = 1024;
 /// Default [`ServerConfig::turn_max_time`].
 pub const DEFAULT_TURN_MAX_TIME: Duration = Duration::from_millis(1);
+/// Default [`ServerConfig::gc_work_per_turn`].
+pub const DEFAULT_GC_WORK_PER_TURN: usize = 1024;
 /// Default [`ServerConfig::max_preauth_connections`].
 pub const DEFAULT_MAX_PREAUTH: usize = 256;
 
@@ -177,6 +181,19 @@ pub struct ServerConfig {
     /// library's value types and exceptions). The server never calls one; the
     /// policy is about what one client may hand another (see `SECURITY.md`).
     pub globals: Globals,
+    /// Work the cycle collector does per turn at most (a slot looked at, a
+    /// held reference followed, an object freed: one unit each; the
+    /// references of the last object looked at are followed in one go). The
+    /// collector frees objects that only reference one another, a few
+    /// thousand units per turn until it is done. 0 turns it off.
+    pub gc_work_per_turn: usize,
+    /// When a process that holds a plain `Lock`, a `Semaphore` or a
+    /// `BoundedSemaphore` dies, release what it held (default `false`: they
+    /// stay held, as on CPython's server, where a plain lock has no owner and
+    /// hand-off patterns rely on that). Only processes the server knows the
+    /// pid of (Unix-socket peers) are seen to die. `RLock` and `Condition`
+    /// are released when their connection closes, whatever this says.
+    pub release_locks_of_dead: bool,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -196,6 +213,8 @@ impl fmt::Debug for ServerConfig {
             .field("max_held_bytes", &self.max_held_bytes)
             .field("max_objects_per_conn", &self.max_objects_per_conn)
             .field("globals", &self.globals)
+            .field("gc_work_per_turn", &self.gc_work_per_turn)
+            .field("release_locks_of_dead", &self.release_locks_of_dead)
             .finish()
     }
 }
@@ -205,7 +224,9 @@ impl ServerConfig {
     /// authenticating, a 10 s handshake deadline, 4 MiB of output per connection,
     /// 5 s of grace for objects named in replies, turns of at most 1024 requests
     /// or 1 ms of serving (sized for a host running a 60 Hz frame), the system's
-    /// maximum listen backlog, no cap on held bytes or objects per connection.
+    /// maximum listen backlog, no cap on held bytes or objects per connection,
+    /// 1024 units of cycle-collector work per turn, locks of dead processes
+    /// kept held.
     ///
     /// # Examples
     ///
@@ -235,6 +256,8 @@ impl ServerConfig {
             max_held_bytes: None,
             max_objects_per_conn: None,
             globals: Globals::Default,
+            gc_work_per_turn: DEFAULT_GC_WORK_PER_TURN,
+            release_locks_of_dead: false,
         }
     }
 }
@@ -337,6 +360,8 @@ impl Server {
         let mut core = Core::new();
         core.loans.grace = config.reply_ref_grace;
         core.limits = context::Limits::of(&config);
+        core.objects.gc.work_per_turn = config.gc_work_per_turn;
+        core.procs.release_locks = config.release_locks_of_dead;
         let reactor = Reactor::bind(config, bound, core.shared.clone())?;
         Ok(Server {
             reactor,
@@ -423,7 +448,9 @@ impl Server {
     /// meanwhile, as [`timeout`](Self::timeout) says).
     pub fn has_pending_work(&self) -> bool {
         !self.reactor.is_closed()
-            && (self.reactor.has_pending_work() || !self.core.outbox.is_empty())
+            && (self.reactor.has_pending_work()
+                || !self.core.outbox.is_empty()
+                || self.core.objects.gc.busy())
     }
 
     /// Does one bounded turn of ready work without blocking: accepts, reads,
@@ -706,6 +733,18 @@ impl Server {
     /// then on follow it; values already stored stay.
     pub fn set_globals(&mut self, globals: Globals) {
         self.core.limits.globals = globals;
+    }
+
+    /// Changes [`ServerConfig::release_locks_of_dead`] while serving: it
+    /// applies to acquisitions from then on.
+    pub fn set_release_locks_of_dead(&mut self, on: bool) {
+        self.core.procs.release_locks = on;
+    }
+
+    /// Changes [`ServerConfig::gc_work_per_turn`] while serving (0 turns the
+    /// cycle collector off; a collection under way waits until it is on again).
+    pub fn set_gc_work_per_turn(&mut self, work: usize) {
+        self.core.objects.gc.work_per_turn = work;
     }
 }
 

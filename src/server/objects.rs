@@ -11,13 +11,14 @@ use slab::Slab;
 
 use super::context::ConnId;
 use super::fasthash::FastMap;
+use super::gc::Collector;
 use super::guard;
 use super::registry::{SharedObject, TypeSpec};
 use crate::proto::ObjectId;
 
 /// One live object.
 pub(crate) struct Slot {
-    generation: u32,
+    pub(super) generation: u32,
     pub(crate) spec: Rc<TypeSpec>,
     /// `None` while a callback has the object checked out.
     pub(crate) object: Option<Box<dyn SharedObject>>,
@@ -32,12 +33,18 @@ pub(crate) struct Slot {
     pub(crate) bytes: usize,
     /// The connection whose request created it, counted in its tally.
     owner: Option<ConnId>,
+    /// The collection this slot was last scanned in (0: none; see `gc`).
+    pub(super) gc_epoch: u32,
+    /// Its refcount less the references other scanned objects hold to it.
+    pub(super) gc_refs: i64,
+    /// Reached from a root in the current collection.
+    pub(super) gc_marked: bool,
 }
 
 /// The table of live objects.
 #[derive(Default)]
 pub(crate) struct ObjectTable {
-    slots: Slab<Slot>,
+    pub(super) slots: Slab<Slot>,
     next_generation: u32,
     /// Objects that may have reached refcount zero, checked at the next sweep.
     maybe_dead: Vec<ObjectId>,
@@ -45,6 +52,8 @@ pub(crate) struct ObjectTable {
     held: usize,
     /// Live objects per creating connection (entries at zero are removed).
     per_owner: FastMap<ConnId, usize>,
+    /// The cycle collector's state (its write barrier is in `incref`).
+    pub(crate) gc: Collector,
 }
 
 impl std::fmt::Debug for ObjectTable {
@@ -88,6 +97,9 @@ impl ObjectTable {
             broken: None,
             bytes,
             owner,
+            gc_epoch: 0,
+            gc_refs: 0,
+            gc_marked: false,
         });
         let id = ObjectId::new(index as u32, generation);
         self.maybe_dead.push(id);
@@ -143,13 +155,32 @@ impl ObjectTable {
     }
 
     /// Adds one reference. False when the id is unknown.
+    ///
+    /// While a collection runs this is its write barrier: an object that gains
+    /// a reference is live (marked, and what it holds is marked in turn).
     pub(crate) fn incref(&mut self, id: ObjectId) -> bool {
         match self.get_mut(id) {
             Some(s) => {
                 s.refcount += 1;
+                self.touch(id);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Tells a running collection that `id` is in use (a reference taken, a
+    /// call deferred on it): it is marked live if it was scanned.
+    pub(crate) fn touch(&mut self, id: ObjectId) {
+        let epoch = self.gc.epoch_running();
+        if epoch == 0 {
+            return;
+        }
+        if let Some(s) = self.get_mut(id) {
+            if s.gc_epoch == epoch && !s.gc_marked {
+                s.gc_marked = true;
+                self.gc.worklist.push(id);
+            }
         }
     }
 
@@ -164,8 +195,19 @@ impl ObjectTable {
         s.refcount -= 1;
         if s.refcount == 0 {
             self.maybe_dead.push(id);
+        } else if !s.holds.is_empty() {
+            // It may be left in a cycle only its own references keep alive.
+            self.gc.wanted = true;
         }
         true
+    }
+
+    /// Drops one reference without queueing the object for the sweep: the
+    /// collector freeing a cycle, whose other members it frees itself.
+    pub(super) fn decref_quietly(&mut self, id: ObjectId) {
+        if let Some(s) = self.get_mut(id) {
+            s.refcount = s.refcount.saturating_sub(1);
+        }
     }
 
     /// Removes and returns the next object whose refcount is zero and which no
@@ -177,20 +219,26 @@ impl ObjectTable {
                 .get(id)
                 .is_some_and(|s| s.refcount == 0 && s.object.is_some());
             if dead {
-                let slot = self.slots.remove(id.index() as usize);
-                self.held = self.held.saturating_sub(slot.bytes);
-                if let Some(c) = slot.owner {
-                    if let Some(n) = self.per_owner.get_mut(&c) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.per_owner.remove(&c);
-                        }
-                    }
-                }
-                return Some((id, slot));
+                return Some((id, self.remove(id)));
             }
         }
         None
+    }
+
+    /// Takes a live slot out of the table, whatever its refcount (the caller
+    /// checked it may go).
+    pub(super) fn remove(&mut self, id: ObjectId) -> Slot {
+        let slot = self.slots.remove(id.index() as usize);
+        self.held = self.held.saturating_sub(slot.bytes);
+        if let Some(c) = slot.owner {
+            if let Some(n) = self.per_owner.get_mut(&c) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_owner.remove(&c);
+                }
+            }
+        }
+        slot
     }
 
     /// Queues `id` to be checked at the next sweep (after a callback returns it).

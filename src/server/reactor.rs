@@ -13,7 +13,8 @@
 //! turn's [`Budget`] is spent. mio is edge-triggered, so a connection that still
 //! has buffered frames or unread socket bytes goes back to the end of the queue:
 //! no new event would announce them. Accepting is bounded per turn too
-//! ([`ACCEPT_BATCH`]). Deferred answers, timers and sweeps are not budgeted.
+//! ([`ACCEPT_BATCH`]). Deferred answers, timers and sweeps are not budgeted;
+//! the cycle collector does one bounded step per turn.
 
 use std::collections::VecDeque;
 use std::io;
@@ -31,6 +32,7 @@ use super::context::{Completion, ConnId, Core, Recount, Shared, TimerId, TimerTa
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::log::{Log, LogEvent};
 use super::peer::Peer;
+use super::procs;
 use super::registry::Registry;
 use super::ServerConfig;
 use crate::address::Address;
@@ -45,6 +47,9 @@ use crate::proto::{Reply, RequestRef, Value};
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
 pub(crate) const FIRST_CONN: usize = 2;
+/// A client process's pidfd has the token `PROCESS_TOKENS + pid` (pids are
+/// below 2^22 on Linux; connection tokens stay far below this).
+pub(crate) const PROCESS_TOKENS: usize = 1 << 40;
 
 /// How long to wait before accepting again when the process is out of descriptors:
 /// the backlog waits in the kernel meanwhile, and the loop does not spin.
@@ -252,6 +257,14 @@ impl Reactor {
         self.fire_timers(core);
         let mut budget = Budget::new(&self.config, core.now);
         self.settle(core, &mut budget);
+        // One bounded step of the cycle collector (see `gc`); what it freed
+        // may have released more, swept here.
+        if core.collect_step() > 0 {
+            self.settle(core, &mut Budget::none());
+        }
+        if !core.procs.unwatched.is_empty() {
+            self.watch_processes(core);
+        }
         // Accept after serving: a client whose handshake completes in this
         // batch of events counts against `max_connections` before a newcomer
         // is let in (and accepting is not held back by the budget).
@@ -287,6 +300,9 @@ impl Reactor {
             match token {
                 LISTENER => self.accept_pending = true,
                 WAKER => core.drain_commands(),
+                Token(t) if t >= PROCESS_TOKENS => {
+                    core.process_exited((t - PROCESS_TOKENS) as u32);
+                }
                 Token(t) => {
                     let key = t - FIRST_CONN;
                     if !self.conns.contains(key) {
@@ -551,6 +567,7 @@ impl Reactor {
                     self.accept(core);
                 }
                 TimerTarget::Loans => core.repay_loans(),
+                TimerTarget::Processes => core.poll_processes(),
                 TimerTarget::Handshake(conn) => {
                     if let Some(key) = self.key_of(conn) {
                         if matches!(self.conns[key].phase, Phase::Handshake(_)) {
@@ -954,6 +971,38 @@ impl Reactor {
             emit(&mut self.log, LogEvent::Closed { peer: &peer });
         }
         self.gauges(core);
+    }
+
+    /// Sets up the exit watch of the client processes that took their first
+    /// reference (or watch) this turn: a pidfd in the `Poll`, or polling where
+    /// there is none. A process gone already is released now.
+    fn watch_processes(&mut self, core: &mut Core) {
+        for pid in mem::take(&mut core.procs.unwatched) {
+            let Some(p) = core.procs.by_pid.get_mut(&pid) else {
+                continue;
+            };
+            match procs::pidfd_open(pid) {
+                Ok(fd) => {
+                    let token = Token(PROCESS_TOKENS + pid as usize);
+                    let raw = fd.as_raw_fd();
+                    let source = &mut mio::unix::SourceFd(&raw);
+                    if self
+                        .poll
+                        .registry()
+                        .register(source, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        p.watch = procs::Watch::Pidfd(fd);
+                    } else {
+                        core.procs.poll_instead(pid);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => core.process_exited(pid),
+                Err(_) => core.procs.poll_instead(pid),
+            }
+        }
+        core.arm_process_poll();
+        core.sweep();
     }
 
     /// Brings the connection gauges in the counters up to date.

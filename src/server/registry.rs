@@ -212,6 +212,10 @@ pub trait SharedObject: 'static {
     /// ([`Context::watch_disconnect`]) has closed: release what it held.
     fn on_disconnect(&mut self, _cx: &mut Context<'_>, _conn: ConnId) {}
 
+    /// A client process this object asked to watch
+    /// ([`Context::watch_process_exit`]) has exited: release what it held.
+    fn on_process_exit(&mut self, _cx: &mut Context<'_>, _pid: u32) {}
+
     /// The last reference is gone and the object is about to be dropped.
     fn on_destroy(&mut self, _cx: &mut Context<'_>) {}
 

@@ -69,6 +69,13 @@ pub struct ServerStats {
     /// The longest turn so far, measured from after the wait for events to the
     /// end of the turn's work.
     pub longest_turn: Duration,
+    /// Cycle collections finished (see
+    /// [`ServerConfig::gc_work_per_turn`](super::ServerConfig::gc_work_per_turn)).
+    pub gc_collections: u64,
+    /// Objects the cycle collector freed (garbage only other garbage held).
+    pub gc_freed: u64,
+    /// The most work units one cycle-collector step did.
+    pub gc_longest_step: u64,
 }
 
 impl ServerStats {
@@ -97,6 +104,9 @@ impl ServerStats {
                 "longest_turn_us",
                 self.longest_turn.as_micros().min(u64::MAX as u128) as u64,
             ),
+            ("gc_collections", self.gc_collections),
+            ("gc_freed", self.gc_freed),
+            ("gc_longest_step", self.gc_longest_step),
         ]
     }
 
@@ -162,6 +172,9 @@ impl ServerStats {
                 "timers" => s.timers = n,
                 "turns" => s.turns = n,
                 "longest_turn_us" => s.longest_turn = Duration::from_micros(n),
+                "gc_collections" => s.gc_collections = n,
+                "gc_freed" => s.gc_freed = n,
+                "gc_longest_step" => s.gc_longest_step = n,
                 _ => {}
             }
         }

@@ -288,8 +288,8 @@ class SyncManagerTest(MgrdTestCase):
         self.assertEqual(sorted(results), [1, 2])
         self.assertFalse(b.broken)
         # The killed child took a reference to each proxy after the fork and
-        # never gave it back (releasing a dead process's references needs pid
-        # tracking, which mgrd does not do yet): give them back for it.
+        # never gave it back (over TCP the server has no pid to see it die,
+        # as on CPython; over a Unix socket it would): give them back for it.
         for proxy in (b, results):
             conn = self.m._Client(self.address, authkey=self.authkey)
             try:

@@ -641,6 +641,44 @@ pub unsafe extern "C" fn mgr_server_set_globals(
     }
 }
 
+/// When `on`, a plain Lock, Semaphore or BoundedSemaphore that a client
+/// process acquired is released when that process exits (only processes whose
+/// pid the server knows: Unix-socket peers). Off by default: they stay held, as
+/// on CPython's server. Applies to acquisitions from then on. `MGR_ERR_BUSY`
+/// from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_release_locks_of_dead(
+    server: *mut mgr_server,
+    on: bool,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        b.with(|s| {
+            s.set_release_locks_of_dead(on);
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
+/// Sets the work the cycle collector does per turn at most (slots looked at,
+/// references followed, objects freed: default 1024); 0 turns it off.
+/// `MGR_ERR_BUSY` from inside a callback.
+#[no_mangle]
+pub unsafe extern "C" fn mgr_server_set_gc_work_per_turn(
+    server: *mut mgr_server,
+    work: u64,
+) -> mgr_status {
+    ffi_boundary! {
+        let b = arg_server(server)?;
+        b.with(|s| {
+            s.set_gc_work_per_turn(usize::try_from(work).unwrap_or(usize::MAX));
+            Ok(())
+        })?;
+        Ok(mgr_status::MGR_OK)
+    }
+}
+
 /// Writes the bytes the shared objects hold, as the cap of
 /// [`mgr_server_set_max_held_bytes`] counts them, to `*out`. `MGR_ERR_BUSY` from
 /// inside a callback.

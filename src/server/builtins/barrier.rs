@@ -13,9 +13,10 @@
 //! the round is released, as on CPython (whose server thread stays in `wait()`
 //! for a client that has gone): the round completes when the remaining parties
 //! arrive, the departed party's answer is dropped, and its timeout (if it gave
-//! one) still breaks the barrier when it expires. Breaking the barrier as soon as
-//! a waiter's *process* is known dead would need the server to track client
-//! processes, which it does not yet do.
+//! one) still breaks the barrier when it expires. But when the server knows a
+//! waiter's process (a Unix-socket peer, whose pid it has) and that process
+//! exits, the barrier breaks: the others get `BrokenBarrierError` rather than
+//! wait for a party that will never call again.
 
 use super::waiters::{cond_timeout, int_arg, seconds, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
@@ -36,8 +37,9 @@ pub(crate) struct Barrier {
     broken: bool,
     /// Waiters of the round being filled, in arrival order: a waiter's index is
     /// its position when the round is released. A waiter whose client went away
-    /// stays (its answer is dropped), as its arrival counts.
-    waiters: WaitQueue<()>,
+    /// stays (its answer is dropped), as its arrival counts. Each with its
+    /// process, when the server knows it.
+    waiters: WaitQueue<Option<u32>>,
     addr: super::Addr,
 }
 
@@ -91,7 +93,8 @@ impl Barrier {
             self.break_barrier(cx);
             return Err(broken_error());
         }
-        self.waiters.defer(cx, wait, ());
+        let pid = cx.watch_process_exit();
+        self.waiters.defer(cx, wait, pid);
         Ok(Outcome::Deferred)
     }
 
@@ -160,6 +163,12 @@ impl SharedObject for Barrier {
     fn on_timer(&mut self, cx: &mut Context<'_>, timer: TimerId) {
         if let Some(w) = self.waiters.take_timer(timer) {
             cx.reply(w.handle, Err(broken_error()));
+            self.break_barrier(cx);
+        }
+    }
+
+    fn on_process_exit(&mut self, cx: &mut Context<'_>, pid: u32) {
+        if self.waiters.iter().any(|w| w.data == Some(pid)) {
             self.break_barrier(cx);
         }
     }

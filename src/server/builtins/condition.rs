@@ -61,6 +61,7 @@ impl Condition {
             conn,
             count,
             result: Value::Bool(false),
+            pid: None,
         };
         self.lock.enqueue(cx, handle, grant);
         Ok(Outcome::Deferred)
@@ -89,6 +90,7 @@ impl Condition {
             conn: s.conn,
             count: s.count,
             result: Value::Bool(notified),
+            pid: None,
         };
         self.lock.enqueue(cx, handle, grant);
     }

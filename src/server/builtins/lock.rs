@@ -11,6 +11,11 @@
 //! first worker to `acquire(False)` does the setup" and hand-off patterns rely on
 //! it; a stock client's threads each have a connection of their own). Waiters get
 //! the lock in the order they asked.
+//!
+//! With [`ServerConfig::release_locks_of_dead`](crate::server::ServerConfig::release_locks_of_dead)
+//! a plain `Lock` remembers the process that acquired it (when the server knows
+//! its pid: Unix-socket peers) and is released when that process exits —
+//! unless someone released it meanwhile.
 
 use super::waiters::{lock_timeout, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
@@ -25,6 +30,8 @@ pub(crate) struct Grant {
     pub(crate) conn: Option<ConnId>,
     pub(crate) count: u64,
     pub(crate) result: Value,
+    /// The acquiring process, for a plain lock released when it exits.
+    pub(crate) pid: Option<u32>,
 }
 
 /// A fair lock owned by connections; re-entrant or not.
@@ -38,6 +45,8 @@ pub(crate) struct LockCore {
     count: u64,
     waiters: WaitQueue<Grant>,
     addr: super::Addr,
+    /// The process holding a plain lock, when it is released at its exit.
+    holder_pid: Option<u32>,
 }
 
 impl LockCore {
@@ -49,6 +58,7 @@ impl LockCore {
             count: 0,
             waiters: WaitQueue::default(),
             addr: super::Addr::default(),
+            holder_pid: None,
         }
     }
 
@@ -78,9 +88,15 @@ impl LockCore {
         if self.reentrant {
             cx.watch_disconnect();
         }
+        let pid = if !self.reentrant && cx.releases_locks_of_dead() {
+            cx.watch_process_exit()
+        } else {
+            None
+        };
         if !self.is_locked() {
             self.owner = conn;
             self.count = 1;
+            self.holder_pid = pid;
             return Ok(Value::Bool(true).into());
         }
         if wait == Wait::Never {
@@ -90,6 +106,7 @@ impl LockCore {
             conn,
             count: 1,
             result: Value::Bool(true),
+            pid,
         };
         self.waiters.defer(cx, wait, grant);
         Ok(Outcome::Deferred)
@@ -113,6 +130,7 @@ impl LockCore {
         }
         if self.count == 0 {
             self.owner = None;
+            self.holder_pid = None;
             self.hand_off(cx);
         }
         Ok(())
@@ -153,6 +171,7 @@ impl LockCore {
             if cx.reply(w.handle, Ok(w.data.result)) {
                 self.owner = w.data.conn;
                 self.count = w.data.count;
+                self.holder_pid = w.data.pid;
             }
         }
     }
@@ -181,6 +200,17 @@ impl LockCore {
     pub(crate) fn on_disconnect(&mut self, cx: &mut Context<'_>, conn: ConnId) {
         if self.reentrant && self.owned_by(Some(conn)) {
             self.release_save(cx);
+        }
+    }
+
+    /// Process `pid` exited: a plain lock it holds (acquired while
+    /// `release_locks_of_dead` was on) is released and handed on.
+    pub(crate) fn on_process_exit(&mut self, cx: &mut Context<'_>, pid: u32) {
+        if !self.reentrant && self.is_locked() && self.holder_pid == Some(pid) {
+            self.count = 0;
+            self.owner = None;
+            self.holder_pid = None;
+            self.hand_off(cx);
         }
     }
 
@@ -233,6 +263,10 @@ impl SharedObject for LockObject {
 
     fn on_disconnect(&mut self, cx: &mut Context<'_>, conn: ConnId) {
         self.0.on_disconnect(cx, conn);
+    }
+
+    fn on_process_exit(&mut self, cx: &mut Context<'_>, pid: u32) {
+        self.0.on_process_exit(cx, pid);
     }
 
     fn repr(&self) -> Option<String> {

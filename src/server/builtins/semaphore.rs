@@ -4,10 +4,16 @@
 //! A release hands its units straight to the waiters, first come first served, so
 //! the counter stays zero while anyone waits. A semaphore has no owner: a
 //! connection that closes keeps nothing and gives nothing back, as in CPython.
+//!
+//! With [`ServerConfig::release_locks_of_dead`](crate::server::ServerConfig::release_locks_of_dead)
+//! it counts the units each process (of known pid: Unix-socket peers) holds —
+//! acquired, less those it released itself — and gives them back when that
+//! process exits (a `BoundedSemaphore` never past its bound).
 
 use super::waiters::{cond_timeout, int_arg, Wait, WaitQueue};
 use crate::proto::{RemoteError, Value};
 use crate::server::context::{CallId, Context, TimerId};
+use crate::server::fasthash::FastMap;
 use crate::server::registry::{CallArgs, CallResult, Outcome, SharedObject, TypeSpec};
 use crate::server::Server;
 
@@ -17,7 +23,10 @@ pub(crate) struct Semaphore {
     value: u64,
     /// `BoundedSemaphore`'s initial value, which releases may not exceed.
     bound: Option<u64>,
-    waiters: WaitQueue<()>,
+    /// Each waiter's process, when units are given back at its exit.
+    waiters: WaitQueue<Option<u32>>,
+    /// Units each process holds (only with `release_locks_of_dead`).
+    held: FastMap<u32, u64>,
     addr: super::Addr,
 }
 
@@ -40,6 +49,7 @@ impl Semaphore {
             bound: bounded.then_some(value),
             waiters: WaitQueue::default(),
             addr: super::Addr::default(),
+            held: FastMap::default(),
         })
     }
 
@@ -52,8 +62,14 @@ impl Semaphore {
                 "can't specify timeout for non-blocking acquire",
             ));
         }
+        let pid = if cx.releases_locks_of_dead() {
+            cx.watch_process_exit()
+        } else {
+            None
+        };
         if self.value > 0 {
             self.value -= 1;
+            self.count_in(pid);
             return Ok(Value::Bool(true).into());
         }
         let wait = if blocking {
@@ -64,8 +80,15 @@ impl Semaphore {
         if wait == Wait::Never {
             return Ok(Value::Bool(false).into());
         }
-        self.waiters.defer(cx, wait, ());
+        self.waiters.defer(cx, wait, pid);
         Ok(Outcome::Deferred)
+    }
+
+    /// One more unit held by `pid` (if tracked).
+    fn count_in(&mut self, pid: Option<u32>) {
+        if let Some(pid) = pid {
+            *self.held.entry(pid).or_insert(0) += 1;
+        }
     }
 
     fn release(&mut self, cx: &mut Context<'_>, mut args: CallArgs) -> CallResult {
@@ -77,7 +100,7 @@ impl Semaphore {
         if n < 1 {
             return Err(RemoteError::value_error("n must be one or more"));
         }
-        let mut n = n as u64;
+        let n = n as u64;
         if let Some(bound) = self.bound {
             if self.value.saturating_add(n) > bound {
                 return Err(RemoteError::value_error(
@@ -85,19 +108,35 @@ impl Semaphore {
                 ));
             }
         }
+        if let Some(pid) = cx.peer().and_then(|p| p.pid) {
+            if let Some(h) = self.held.get_mut(&pid) {
+                *h = h.saturating_sub(n);
+                if *h == 0 {
+                    self.held.remove(&pid);
+                }
+            }
+        }
+        self.give(cx, n)?;
+        Ok(Value::None.into())
+    }
+
+    /// Hands `n` units to the waiters, first come first served, and adds what
+    /// is left to the value.
+    fn give(&mut self, cx: &mut Context<'_>, mut n: u64) -> Result<(), RemoteError> {
         while n > 0 {
             let Some(w) = self.waiters.pop_front(cx) else {
                 break;
             };
             if cx.reply(w.handle, Ok(Value::Bool(true))) {
                 n -= 1;
+                self.count_in(w.data);
             }
         }
         self.value = self
             .value
             .checked_add(n)
             .ok_or_else(|| RemoteError::new("OverflowError", "semaphore value overflowed"))?;
-        Ok(Value::None.into())
+        Ok(())
     }
 }
 
@@ -121,6 +160,16 @@ impl SharedObject for Semaphore {
 
     fn on_cancel(&mut self, cx: &mut Context<'_>, reply: CallId) {
         self.waiters.take_handle(cx, reply);
+    }
+
+    fn on_process_exit(&mut self, cx: &mut Context<'_>, pid: u32) {
+        let Some(mut n) = self.held.remove(&pid) else {
+            return;
+        };
+        if let Some(bound) = self.bound {
+            n = n.min(bound.saturating_sub(self.value));
+        }
+        let _ = self.give(cx, n);
     }
 
     fn repr(&self) -> Option<String> {

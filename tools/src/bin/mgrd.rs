@@ -25,6 +25,7 @@ usage: mgrd [--address ADDR] [--max-connections N] [--max-preauth N]
             [--max-output BYTES] [--reply-grace S] [--turn-max-requests N]
             [--turn-max-time S] [--max-held-bytes BYTES]
             [--max-objects-per-conn N] [--globals default|any|none]
+            [--gc-work-per-turn N] [--release-locks-of-dead]
             [--object NAME=TYPE[:ARGS]]...
             [-v] [--version] [-h]
 
@@ -56,6 +57,14 @@ Serves shared objects to libmgr clients and to Python's multiprocessing.managers
                          (the standard library's value types and exceptions),
                          any (every class, as CPython's manager), none
                          [default: default]
+  --gc-work-per-turn N   work units the cycle collector does per turn (slots
+                         looked at, references followed, objects freed); 0 turns
+                         it off [default: 1024]
+  --release-locks-of-dead
+                         release a Lock, Semaphore or BoundedSemaphore a process
+                         acquired when that process dies (Unix-socket clients,
+                         whose pid the server knows) [default: off: they stay
+                         held, as on CPython's server]
   --object NAME=TYPE[:ARGS]
                          serve one TYPE object (built with ARGS) that every
                          create of typeid NAME returns, as Python's
@@ -208,6 +217,8 @@ fn parse_args() -> Result<Options, String> {
             "--globals" => {
                 config.globals = value()?.parse().map_err(|e| format!("--globals: {e}"))?
             }
+            "--gc-work-per-turn" => config.gc_work_per_turn = number(&flag, value()?)?,
+            "--release-locks-of-dead" => config.release_locks_of_dead = true,
             "--object" => objects.push(value()?.parse().map_err(|e| format!("--object {e}"))?),
             other => return Err(format!("unknown argument '{other}'")),
         }
