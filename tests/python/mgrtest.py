@@ -75,6 +75,33 @@ class MgrdTestCase(unittest.TestCase):
             raise AssertionError(f"mgrd exited with {code}")
 
 
+
+class BothServersTestCase(unittest.TestCase):
+    """A stock `SyncManager` connected to one `mgrd` (`cls.ours`) and one to
+    CPython's own manager server started here (`cls.cpython`), both with the
+    class's `authkey`, for tests that compare the two."""
+
+    authkey = b"both-servers-key"
+
+    @classmethod
+    def setUpClass(cls):
+        import multiprocessing
+        from multiprocessing.managers import SyncManager
+
+        # Proxies rebuilt from replies (and inside CPython's server)
+        # authenticate with the process's key.
+        multiprocessing.current_process().authkey = cls.authkey
+        cls.mgrd = Mgrd(authkey=cls.authkey)
+        cls.ours = SyncManager(address=cls.mgrd.address, authkey=cls.authkey)
+        cls.ours.connect()
+        cls.cpython = SyncManager(address=("127.0.0.1", 0), authkey=cls.authkey)
+        cls.cpython.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cpython.shutdown()
+        cls.mgrd.stop()
+
 # ---- the Python >= 3.12 handshake (Lib/multiprocessing/connection.py), for 3.11 ----
 
 _ALLOWED = {b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384"}

@@ -5,12 +5,11 @@ alike (the same result, or the same exception kind and text).
 Standard library only; run by ./test.sh (MGRD names the server binary).
 """
 
-import multiprocessing
 import threading
 import unittest
-from multiprocessing.managers import RemoteError, SyncManager
+from multiprocessing.managers import RemoteError
 
-from mgrtest import Mgrd
+from mgrtest import BothServersTestCase
 
 KEY = b"parity-test-key"
 RULE = "-" * 75
@@ -28,21 +27,8 @@ def outcome(f):
         return (type(e).__name__, str(e))
 
 
-class ParityTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        # Proxies rebuilt from replies authenticate with the process's key.
-        multiprocessing.current_process().authkey = KEY
-        cls.mgrd = Mgrd(authkey=KEY)
-        cls.ours = SyncManager(address=cls.mgrd.address, authkey=KEY)
-        cls.ours.connect()
-        cls.cpython = SyncManager(address=("127.0.0.1", 0), authkey=KEY)
-        cls.cpython.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cpython.shutdown()
-        cls.mgrd.stop()
+class ParityTest(BothServersTestCase):
+    authkey = KEY
 
     def both(self, check):
         """check(manager) on each server; returns (mgrd's, CPython's)."""

@@ -7,12 +7,11 @@ addresses (`0x…`) and lock owners masked. Standard library only; run by
 ./test.sh (MGRD names the server binary).
 """
 
-import multiprocessing
 import re
 import unittest
 from multiprocessing.managers import RemoteError, SyncManager
 
-from mgrtest import Mgrd
+from mgrtest import BothServersTestCase, Mgrd
 
 KEY = b"repr-parity-key"
 
@@ -64,21 +63,8 @@ def mask(text):
     return re.sub(r"owner=\d+", "owner=N", text)
 
 
-class ReprParityTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        # Proxies rebuilt inside CPython's server authenticate with this key.
-        multiprocessing.current_process().authkey = KEY
-        cls.mgrd = Mgrd(authkey=KEY)
-        cls.ours = SyncManager(address=cls.mgrd.address, authkey=KEY)
-        cls.ours.connect()
-        cls.cpython = SyncManager(address=("127.0.0.1", 0), authkey=KEY)
-        cls.cpython.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cpython.shutdown()
-        cls.mgrd.stop()
+class ReprParityTest(BothServersTestCase):
+    authkey = KEY
 
     def alike(self, check):
         """check(manager) on both servers; asserts equal masked text."""
@@ -149,23 +135,11 @@ class ReprParityTest(unittest.TestCase):
         self.assertIn("[<ListProxy object, typeid 'list' at 0x…>]", got)
 
 
-class ProxyArgumentTest(unittest.TestCase):
+class ProxyArgumentTest(BothServersTestCase):
     """A proxy where Python iterates or reads a value stands for its object's
     current value; other kinds of object are a TypeError."""
 
-    @classmethod
-    def setUpClass(cls):
-        multiprocessing.current_process().authkey = KEY
-        cls.mgrd = Mgrd(authkey=KEY)
-        cls.ours = SyncManager(address=cls.mgrd.address, authkey=KEY)
-        cls.ours.connect()
-        cls.cpython = SyncManager(address=("127.0.0.1", 0), authkey=KEY)
-        cls.cpython.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cpython.shutdown()
-        cls.mgrd.stop()
+    authkey = KEY
 
     def alike(self, check):
         ours, theirs = check(self.ours), check(self.cpython)
