@@ -240,7 +240,11 @@ typedef struct mgr_nb_options {
 // `mgr_nb_client_free` (never inside the call that started them), so a
 // call's context can travel in `userdata` and be freed in the callback: no
 // table of calls to look up, as a queue of finished calls to poll would
-// need (hiredis's shape). Callbacks may start more calls on `client`.
+// need (hiredis's shape). Callbacks may start more calls on `client`, read
+// it, or free it (`mgr_nb_client_free`); `client` stays owned by the
+// caller of `mgr_nb_client_connect`. `userdata` is the caller's: the
+// library never reads or frees it. The callback must not unwind (no C++
+// exception or `longjmp` out of it).
 typedef void (*mgr_nb_callback)(void *userdata,
                                 struct mgr_nb_client *client,
                                 enum mgr_status status,
@@ -524,7 +528,8 @@ enum mgr_status mgr_nb_options_init(struct mgr_nb_options *out);
 // NULL for defaults. On success writes an owned client to `*out` (free with
 // `mgr_nb_client_free`). Fails at once only when the socket cannot be made
 // (`MGR_ERR_IO`) or the address is malformed. A host name is looked up here,
-// which blocks: pass an IP address to avoid it.
+// which blocks: pass an IP address to avoid it. `address`, `authkey` and
+// `options` are borrowed (read before it returns).
 enum mgr_status mgr_nb_client_connect(const char *address,
                                       const uint8_t *authkey,
                                       size_t authkey_len,
@@ -559,7 +564,8 @@ int32_t mgr_nb_client_timeout_ms(const struct mgr_nb_client *client);
 // Does the ready work without blocking: finishes connecting, reads, writes,
 // fires the handshake deadline and runs the callbacks of finished calls
 // (callbacks may start further calls). Writes to `*did_work` (NULL allowed)
-// whether it did anything: a loop may call again until it is false. Call it
+// (caller-owned) whether it did anything: a loop may call again until it
+// is false. Call it
 // when the fd is ready or the timeout passed; spurious calls are harmless.
 // `MGR_OK`; `MGR_ERR_CLOSED` once the connection has closed (its calls have
 // all completed; the reason is `mgr_last_error()`; free the client), and if
@@ -574,10 +580,12 @@ enum mgr_nb_phase mgr_nb_client_phase(const struct mgr_nb_client *client);
 size_t mgr_nb_client_pending(const struct mgr_nb_client *client);
 
 // Starts creating a shared object of `type_id` with `args` (list/tuple or
-// NULL) and `kwargs` (dict or NULL), both borrowed; returns at once. On
-// `MGR_OK`, `cb` (NULL: ignore the result) runs once, later, from
-// `mgr_nb_client_process`, with an owned proxy for the new object or the
-// constructor's error. Refused at once (and `cb` never runs):
+// NULL) and `kwargs` (dict or NULL), both borrowed, like `type_id`; returns
+// at once. On `MGR_OK`, `cb` runs once, later, from
+// `mgr_nb_client_process` (or `mgr_nb_client_free`), with an owned
+// proxy for the new object (the callback frees it) or the constructor's
+// error; with a NULL `cb` the library frees the result itself. `userdata` is
+// handed to `cb` untouched (never freed by the library). Refused at once (and `cb` never runs):
 // `MGR_ERR_CLOSED` once closed, `MGR_ERR_WOULD_BLOCK` while the pending-call
 // table or the output buffer is full (process, then retry).
 enum mgr_status mgr_nb_create(struct mgr_nb_client *client,
@@ -589,8 +597,11 @@ enum mgr_status mgr_nb_create(struct mgr_nb_client *client,
 
 // Starts a call of `method` on `proxy`'s object (a proxy of this client:
 // another client's is `MGR_ERR_PROTOCOL`) with `args` and `kwargs`
-// (borrowed, NULL allowed); returns at once. `cb` gets a
-// value, or a proxy when the method is in the type's method_to_typeid. Calls
+// (NULL allowed); `proxy`, `method`, `args` and `kwargs` are borrowed (the
+// proxy may be freed as soon as this returns, even from the callback);
+// returns at once. `cb` gets an owned value, or an owned proxy when the
+// method is in the type's method_to_typeid (the callback frees it; with a
+// NULL `cb` the library does). Calls
 // on one client are answered in the order they were started. Refusals as
 // for `mgr_nb_create`.
 enum mgr_status mgr_nb_call(struct mgr_nb_client *client,
@@ -602,8 +613,8 @@ enum mgr_status mgr_nb_call(struct mgr_nb_client *client,
                             void *userdata);
 
 // Starts a call of one of the server's public methods (`number_of_objects`,
-// `debug_info`, `dummy` …) with `args` (borrowed, NULL allowed); as
-// `mgr_nb_call` otherwise.
+// `debug_info`, `dummy` …) with `method` and `args` (borrowed, NULL allowed
+// for `args`); as `mgr_nb_call` otherwise.
 enum mgr_status mgr_nb_public(struct mgr_nb_client *client,
                               const char *method,
                               const struct mgr_value *args,

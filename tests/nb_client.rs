@@ -349,3 +349,55 @@ fn another_clients_proxy_is_refused_and_a_panicking_callback_leaves_the_client_u
     });
     assert_eq!(*got.borrow(), Some(2));
 }
+
+/// On a Unix socket every request the server reads raises a writable edge;
+/// the client registers `WRITABLE` only while bytes wait unsent, so a loop of
+/// calls that all go out at once is woken only by replies: counted, the
+/// events are readable ones, never a writable-only wakeup.
+#[test]
+fn a_drained_client_is_not_woken_for_room_to_write() {
+    let dir = common::TempDir::new("nb-writable");
+    let address = mgr::Address::Unix(dir.join("s"));
+    let remote = TestServer::start_config(ServerConfig::new(address, KEY));
+    let mut poll = Poll::new().unwrap();
+    let mut c = NbClient::connect(&remote.address, KEY, NbConfig::default()).unwrap();
+    // Asked for both: the client keeps WRITABLE only while it needs it.
+    let both = Interest::READABLE | Interest::WRITABLE;
+    poll.registry().register(&mut c, REMOTE, both).unwrap();
+    let done = Rc::new(RefCell::new(0u32));
+    const CALLS: u32 = 200;
+    fn next(c: &mut NbClient, done: &Rc<RefCell<u32>>) {
+        let d = done.clone();
+        c.public("dummy", vec![], move |c, r| {
+            r.expect("dummy");
+            *d.borrow_mut() += 1;
+            if *d.borrow() < CALLS {
+                next(c, &d);
+            }
+        })
+        .unwrap();
+    }
+    next(&mut c, &done);
+    let mut events = Events::with_capacity(16);
+    let (mut wakeups, mut writable_only) = (0u32, 0u32);
+    for _ in 0..100_000 {
+        if *done.borrow() == CALLS {
+            break;
+        }
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .expect("poll");
+        for ev in events.iter() {
+            wakeups += 1;
+            // The handshake's first bytes may wait on the connect.
+            if c.phase() == Phase::Ready && ev.is_writable() && !ev.is_readable() {
+                writable_only += 1;
+            }
+        }
+        c.process();
+    }
+    assert_eq!(*done.borrow(), CALLS);
+    assert_eq!(writable_only, 0, "no wakeup for room to write");
+    // Each reply wakes the loop at most once (plus the handshake's turns).
+    assert!(wakeups <= CALLS + 8, "{wakeups} wakeups for {CALLS} calls");
+    assert!(!c.wants_write());
+}

@@ -199,6 +199,16 @@ struct Waiting {
     done: NbCallback,
 }
 
+/// Where the client is registered in a `mio::Poll` (see its `Source` impl):
+/// a handle on that poll's registry, to add and remove `WRITABLE` as output
+/// waits or drains.
+#[derive(Debug)]
+struct Registered {
+    registry: mio::Registry,
+    token: mio::Token,
+    writable: bool,
+}
+
 /// A non-blocking connection to a manager server, driven by the host's loop
 /// (see the module docs).
 ///
@@ -228,6 +238,7 @@ pub struct NbClient {
     connecting: bool,
     processing: bool,
     buf: Box<[u8]>,
+    registered: Option<Registered>,
 }
 
 impl fmt::Debug for NbClient {
@@ -287,6 +298,7 @@ impl NbClient {
             connecting,
             processing: false,
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            registered: None,
         })
     }
 
@@ -440,9 +452,43 @@ impl NbClient {
         self.queue_dropped();
         let id = self.session.start(req)?;
         self.waiting.push_back(Waiting { id, kind, done });
-        // Try the write now, before the loop polls again.
+        // Try the write now, before the loop polls again: one syscall, and no
+        // wakeup to wait for while the socket has room.
         self.flush();
+        self.sync_interest();
         Ok(id)
+    }
+
+    /// In a `mio::Poll`: registers `WRITABLE` while output waits unsent (or
+    /// the connect runs) and drops it once drained, so the loop is not woken
+    /// for room it has no bytes for (on a Unix socket, every request the
+    /// server reads would raise a writable edge). One `epoll_ctl` per change;
+    /// none while every write goes out at once. If the registry refuses, the
+    /// loop could never learn of room to write: the connection closes.
+    fn sync_interest(&mut self) {
+        let want = self.wants_write();
+        let Some(reg) = self.registered.as_mut() else {
+            return;
+        };
+        if reg.writable == want {
+            return;
+        }
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        match self
+            .stream
+            .source()
+            .reregister(&reg.registry, reg.token, interest)
+        {
+            Ok(()) => reg.writable = want,
+            Err(e) => {
+                self.registered = None;
+                self.session.handle_error(e);
+            }
+        }
     }
 
     fn queue_dropped(&mut self) {
@@ -486,6 +532,7 @@ impl NbClient {
         // Callbacks may have started calls or dropped proxies.
         self.queue_dropped();
         did |= self.flush();
+        self.sync_interest();
         did
     }
 
@@ -616,28 +663,52 @@ impl AsFd for NbClient {
     }
 }
 
-/// Registers the client's socket in a host's `mio::Poll`. mio is
-/// edge-triggered: register `READABLE | WRITABLE` once (a writable edge comes
-/// only after a write would have blocked) and call [`NbClient::process`] on
-/// every event, and when [`NbClient::next_deadline`] passes.
+/// Registers the client's socket in a host's `mio::Poll` (edge-triggered):
+/// register it once and call [`NbClient::process`] on every event, and when
+/// [`NbClient::next_deadline`] passes. The client manages its interest
+/// itself: whatever `interests` are passed, it asks for `READABLE`, and for
+/// `WRITABLE` only while [`NbClient::wants_write`] (re-registering itself on
+/// a change, through a handle on the registry it keeps), so the loop gets no
+/// wakeup for room to write it has no bytes for. `register` and `reregister`
+/// take a handle on the registry (`Registry::try_clone`, one descriptor,
+/// released by `deregister` or the client's drop).
 impl mio::event::Source for NbClient {
     fn register(
         &mut self,
         registry: &mio::Registry,
         token: mio::Token,
-        interests: Interest,
+        _interests: Interest,
     ) -> io::Result<()> {
-        self.stream.source().register(registry, token, interests)
+        let handle = registry.try_clone()?;
+        let writable = self.wants_write();
+        let interest = self.interest();
+        self.stream.source().register(registry, token, interest)?;
+        self.registered = Some(Registered {
+            registry: handle,
+            token,
+            writable,
+        });
+        Ok(())
     }
     fn reregister(
         &mut self,
         registry: &mio::Registry,
         token: mio::Token,
-        interests: Interest,
+        _interests: Interest,
     ) -> io::Result<()> {
-        self.stream.source().reregister(registry, token, interests)
+        let handle = registry.try_clone()?;
+        let writable = self.wants_write();
+        let interest = self.interest();
+        self.stream.source().reregister(registry, token, interest)?;
+        self.registered = Some(Registered {
+            registry: handle,
+            token,
+            writable,
+        });
+        Ok(())
     }
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        self.registered = None;
         self.stream.source().deregister(registry)
     }
 }

@@ -15,7 +15,9 @@
 //! connection fails or the client is freed — the caller can always free that
 //! context in the callback.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
+use std::ptr::{addr_of, addr_of_mut};
 use std::time::Duration;
 
 use super::status::{mgr_status, Fail};
@@ -106,7 +108,11 @@ pub struct mgr_nb_proxy {
 /// `mgr_nb_client_free` (never inside the call that started them), so a
 /// call's context can travel in `userdata` and be freed in the callback: no
 /// table of calls to look up, as a queue of finished calls to poll would
-/// need (hiredis's shape). Callbacks may start more calls on `client`.
+/// need (hiredis's shape). Callbacks may start more calls on `client`, read
+/// it, or free it ([`mgr_nb_client_free`]); `client` stays owned by the
+/// caller of [`mgr_nb_client_connect`]. `userdata` is the caller's: the
+/// library never reads or frees it. The callback must not unwind (no C++
+/// exception or `longjmp` out of it).
 pub type mgr_nb_callback = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
@@ -119,13 +125,67 @@ pub type mgr_nb_callback = Option<
 
 /// The Rust side of `mgr_nb_client`. `#[repr(C)]` with the client first, so
 /// the box's pointer is the client's.
+///
+/// Aliasing: a C callback may call back into its own client (`mgr_nb_call`,
+/// `mgr_nb_client_free`, `mgr_nb_client_pending` …) while
+/// `mgr_nb_client_process` is running it, i.e. while `NbClient::process`
+/// holds `&mut NbClient` and has passed a reborrow of it to the callback. So
+/// no function here ever makes a `&mut NbBox` or `&NbBox`: the box is reached
+/// only through its raw pointer (from `Box::into_raw`), the flags are `Cell`s
+/// reached by shared references to those fields alone (never overlapping the
+/// client's bytes), and the client is reached through [`client_of`], which
+/// inside a callback returns the pointer *derived from the `&mut NbClient`
+/// the callback was given* (`current`) instead of a fresh one from the box.
+/// A nested call thus reborrows the borrow that is live (the callback does
+/// not use it while C runs) and never creates a second, sibling `&mut` to the
+/// same client. The box is dropped only when no borrow of it is live: from
+/// `mgr_nb_client_free` outside any callback, after `close` has run every
+/// callback, or at the end of `mgr_nb_client_process`.
 #[repr(C)]
 struct NbBox {
     client: NbClient,
     /// Being freed: callbacks get NULL for the client.
-    freeing: bool,
+    freeing: Cell<bool>,
     /// Freed from inside one of its callbacks: freed when `process` returns.
-    free_after: bool,
+    free_after: Cell<bool>,
+    /// While a C callback runs: the `&mut NbClient` that callback was given,
+    /// as a raw pointer (see the type's docs). NULL otherwise.
+    current: Cell<*mut NbClient>,
+}
+
+/// The box behind a non-NULL handle.
+fn arg_box(p: *const mgr_nb_client) -> Result<*mut NbBox, Fail> {
+    if p.is_null() {
+        return Err(Fail::null("client"));
+    }
+    Ok(p.cast_mut().cast())
+}
+
+/// The box's flag cells, borrowed without touching the client's bytes.
+///
+/// # Safety
+/// `b` is a live box.
+unsafe fn flags<'a>(b: *mut NbBox) -> (&'a Cell<bool>, &'a Cell<bool>, &'a Cell<*mut NbClient>) {
+    (
+        &*addr_of!((*b).freeing),
+        &*addr_of!((*b).free_after),
+        &*addr_of!((*b).current),
+    )
+}
+
+/// The client to use now: inside one of its callbacks, the pointer derived
+/// from the `&mut NbClient` that callback was given; else the box's own.
+///
+/// # Safety
+/// `b` is a live box; the caller's reference made from the result must end
+/// before it returns to C.
+unsafe fn client_of(b: *mut NbBox) -> *mut NbClient {
+    let cur = flags(b).2.get();
+    if cur.is_null() {
+        addr_of_mut!((*b).client)
+    } else {
+        cur
+    }
 }
 
 struct NbProxyBox {
@@ -138,16 +198,10 @@ fn boxed_proxy(proxy: NbProxy) -> *mut mgr_nb_proxy {
     Box::into_raw(Box::new(NbProxyBox { proxy, typeid })).cast()
 }
 
-unsafe fn arg_nb<'a>(p: *mut mgr_nb_client) -> Result<&'a mut NbBox, Fail> {
-    p.cast::<NbBox>()
-        .as_mut()
-        .ok_or_else(|| Fail::null("client"))
-}
-
-unsafe fn arg_nb_ref<'a>(p: *const mgr_nb_client) -> Result<&'a NbBox, Fail> {
-    p.cast::<NbBox>()
-        .as_ref()
-        .ok_or_else(|| Fail::null("client"))
+/// A shared borrow of the client behind a handle, for the readers (see
+/// [`NbBox`] on why it goes through [`client_of`]).
+unsafe fn arg_nb_ref<'a>(p: *const mgr_nb_client) -> Result<&'a NbClient, Fail> {
+    Ok(&*client_of(arg_box(p)?))
 }
 
 unsafe fn arg_nb_proxy<'a>(p: *const mgr_nb_proxy) -> Result<&'a NbProxyBox, Fail> {
@@ -163,13 +217,15 @@ fn completion(
     userdata: *mut c_void,
 ) -> impl FnOnce(&mut NbClient, NbResult) + 'static {
     let userdata = userdata as usize;
-    move |_, r: NbResult| {
+    move |c: &mut NbClient, r: NbResult| {
         let Some(cb) = cb else {
             return; // fire and forget: the result is dropped here
         };
         // SAFETY: the box is alive while its callbacks run (they run from its
-        // process or its drop, and the drop reads only this flag).
-        let client = if unsafe { (*boxp).freeing } {
+        // process, its close or its drop); the flags are reached without
+        // touching the client's bytes (see `NbBox`).
+        let (freeing, _, current) = unsafe { flags(boxp) };
+        let client = if freeing.get() {
             std::ptr::null_mut()
         } else {
             boxp.cast::<mgr_nb_client>()
@@ -184,9 +240,13 @@ fn completion(
                 (f.status, std::ptr::null_mut(), std::ptr::null_mut())
             }
         };
+        // Calls back into this client from C reborrow `c` (not used again
+        // until C returns) through `current`.
+        let outer = current.replace(c as *mut NbClient);
         // A panic must not unwind into C, nor C's unwinding into Rust: the
         // callback is C's and does not unwind.
         unsafe { cb(userdata, client, status, value, proxy) };
+        current.set(outer);
     }
 }
 
@@ -217,7 +277,8 @@ pub unsafe extern "C" fn mgr_nb_options_init(out: *mut mgr_nb_options) -> mgr_st
 /// NULL for defaults. On success writes an owned client to `*out` (free with
 /// [`mgr_nb_client_free`]). Fails at once only when the socket cannot be made
 /// (`MGR_ERR_IO`) or the address is malformed. A host name is looked up here,
-/// which blocks: pass an IP address to avoid it.
+/// which blocks: pass an IP address to avoid it. `address`, `authkey` and
+/// `options` are borrowed (read before it returns).
 #[no_mangle]
 pub unsafe extern "C" fn mgr_nb_client_connect(
     address: *const c_char,
@@ -256,8 +317,9 @@ pub unsafe extern "C" fn mgr_nb_client_connect(
         let client = NbClient::connect(&address, key, config)?;
         *out = Box::into_raw(Box::new(NbBox {
             client,
-            freeing: false,
-            free_after: false,
+            freeing: Cell::new(false),
+            free_after: Cell::new(false),
+            current: Cell::new(std::ptr::null_mut()),
         }))
         .cast();
         Ok(mgr_status::MGR_OK)
@@ -278,11 +340,16 @@ pub unsafe extern "C" fn mgr_nb_client_free(client: *mut mgr_nb_client) {
         if b.is_null() {
             return Ok(());
         }
-        (*b).freeing = true;
-        if (*b).client.is_processing() {
-            (*b).free_after = true;
-            (*b).client.close();
+        let (freeing, free_after, _) = flags(b);
+        freeing.set(true);
+        let c = &mut *client_of(b);
+        if c.is_processing() {
+            free_after.set(true);
+            c.close();
         } else {
+            // Runs every callback not yet run (with a NULL client) while only
+            // the client field is borrowed; the drop then finds none.
+            c.close();
             drop(Box::from_raw(b));
         }
         Ok(())
@@ -293,7 +360,7 @@ pub unsafe extern "C" fn mgr_nb_client_free(client: *mut mgr_nb_client) {
 /// client: never close it. -1 for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_nb_client_fd(client: *const mgr_nb_client) -> i32 {
-    ffi_boundary! { Ok(arg_nb_ref(client)?.client.fd()) }
+    ffi_boundary! { Ok(arg_nb_ref(client)?.fd()) }
 }
 
 /// What to poll the fd for: [`MGR_NB_READ`], plus [`MGR_NB_WRITE`] while
@@ -303,7 +370,7 @@ pub unsafe extern "C" fn mgr_nb_client_fd(client: *const mgr_nb_client) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn mgr_nb_client_events(client: *const mgr_nb_client) -> u32 {
     ffi_boundary! {
-        let c = &arg_nb_ref(client)?.client;
+        let c = arg_nb_ref(client)?;
         if c.phase() == Phase::Closed {
             return Ok(0);
         }
@@ -318,7 +385,7 @@ pub unsafe extern "C" fn mgr_nb_client_events(client: *const mgr_nb_client) -> u
 #[no_mangle]
 pub unsafe extern "C" fn mgr_nb_client_timeout_ms(client: *const mgr_nb_client) -> i32 {
     ffi_boundary! {
-        Ok(match arg_nb_ref(client)?.client.timeout() {
+        Ok(match arg_nb_ref(client)?.timeout() {
             None => -1,
             Some(t) => {
                 let ms = t.as_micros().div_ceil(1000);
@@ -331,7 +398,8 @@ pub unsafe extern "C" fn mgr_nb_client_timeout_ms(client: *const mgr_nb_client) 
 /// Does the ready work without blocking: finishes connecting, reads, writes,
 /// fires the handshake deadline and runs the callbacks of finished calls
 /// (callbacks may start further calls). Writes to `*did_work` (NULL allowed)
-/// whether it did anything: a loop may call again until it is false. Call it
+/// (caller-owned) whether it did anything: a loop may call again until it
+/// is false. Call it
 /// when the fd is ready or the timeout passed; spurious calls are harmless.
 /// `MGR_OK`; `MGR_ERR_CLOSED` once the connection has closed (its calls have
 /// all completed; the reason is `mgr_last_error()`; free the client), and if
@@ -343,22 +411,25 @@ pub unsafe extern "C" fn mgr_nb_client_process(
     did_work: *mut bool,
 ) -> mgr_status {
     ffi_boundary! {
-        let b = arg_nb(client)?;
-        if b.client.is_processing() {
+        let b = arg_box(client)?;
+        let c = &mut *client_of(b);
+        if c.is_processing() {
             return Err(Fail::new(
                 mgr_status::MGR_ERR_BUSY,
                 "mgr_nb_client_process called from inside one of its callbacks",
             ));
         }
-        let did = b.client.process();
+        // Not inside a callback (checked above), so `c` is the only borrow
+        // of the client; callbacks reach it through `current` (see `NbBox`).
+        let did = c.process();
         if !did_work.is_null() {
             *did_work = did;
         }
-        if b.free_after {
-            drop(Box::from_raw(client.cast::<NbBox>()));
+        if flags(b).1.get() {
+            drop(Box::from_raw(b));
             return Err(Fail::new(mgr_status::MGR_ERR_CLOSED, "the client was freed"));
         }
-        if let Some(e) = b.client.close_reason() {
+        if let Some(e) = (*client_of(b)).close_reason() {
             let mut f = Fail::from(e);
             f.status = mgr_status::MGR_ERR_CLOSED;
             return Err(f);
@@ -371,7 +442,7 @@ pub unsafe extern "C" fn mgr_nb_client_process(
 #[no_mangle]
 pub unsafe extern "C" fn mgr_nb_client_phase(client: *const mgr_nb_client) -> mgr_nb_phase {
     ffi_boundary! {
-        Ok(match arg_nb_ref(client)?.client.phase() {
+        Ok(match arg_nb_ref(client)?.phase() {
             Phase::Handshaking => mgr_nb_phase::MGR_NB_CONNECTING,
             Phase::Ready => mgr_nb_phase::MGR_NB_READY,
             Phase::Closed => mgr_nb_phase::MGR_NB_CLOSED,
@@ -382,7 +453,7 @@ pub unsafe extern "C" fn mgr_nb_client_phase(client: *const mgr_nb_client) -> mg
 /// Calls started whose callbacks have not run yet (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn mgr_nb_client_pending(client: *const mgr_nb_client) -> usize {
-    ffi_boundary! { Ok(arg_nb_ref(client)?.client.pending()) }
+    ffi_boundary! { Ok(arg_nb_ref(client)?.pending()) }
 }
 
 /// The body of the three call starters.
@@ -395,23 +466,25 @@ unsafe fn start(
         Box<dyn FnOnce(&mut NbClient, NbResult)>,
     ) -> crate::Result<crate::proto::session::CallId>,
 ) -> Result<mgr_status, Fail> {
-    let b = arg_nb(client)?;
-    if b.freeing {
+    let b = arg_box(client)?;
+    if flags(b).0.get() {
         return Err(Fail::new(
             mgr_status::MGR_ERR_CLOSED,
             "the client is being freed",
         ));
     }
-    let done = completion(client.cast::<NbBox>(), cb, userdata);
-    go(&mut b.client, Box::new(done))?;
+    let done = completion(b, cb, userdata);
+    go(&mut *client_of(b), Box::new(done))?;
     Ok(mgr_status::MGR_OK)
 }
 
 /// Starts creating a shared object of `type_id` with `args` (list/tuple or
-/// NULL) and `kwargs` (dict or NULL), both borrowed; returns at once. On
-/// `MGR_OK`, `cb` (NULL: ignore the result) runs once, later, from
-/// [`mgr_nb_client_process`], with an owned proxy for the new object or the
-/// constructor's error. Refused at once (and `cb` never runs):
+/// NULL) and `kwargs` (dict or NULL), both borrowed, like `type_id`; returns
+/// at once. On `MGR_OK`, `cb` runs once, later, from
+/// [`mgr_nb_client_process`] (or [`mgr_nb_client_free`]), with an owned
+/// proxy for the new object (the callback frees it) or the constructor's
+/// error; with a NULL `cb` the library frees the result itself. `userdata` is
+/// handed to `cb` untouched (never freed by the library). Refused at once (and `cb` never runs):
 /// `MGR_ERR_CLOSED` once closed, `MGR_ERR_WOULD_BLOCK` while the pending-call
 /// table or the output buffer is full (process, then retry).
 #[no_mangle]
@@ -432,8 +505,11 @@ pub unsafe extern "C" fn mgr_nb_create(
 
 /// Starts a call of `method` on `proxy`'s object (a proxy of this client:
 /// another client's is `MGR_ERR_PROTOCOL`) with `args` and `kwargs`
-/// (borrowed, NULL allowed); returns at once. `cb` gets a
-/// value, or a proxy when the method is in the type's method_to_typeid. Calls
+/// (NULL allowed); `proxy`, `method`, `args` and `kwargs` are borrowed (the
+/// proxy may be freed as soon as this returns, even from the callback);
+/// returns at once. `cb` gets an owned value, or an owned proxy when the
+/// method is in the type's method_to_typeid (the callback frees it; with a
+/// NULL `cb` the library does). Calls
 /// on one client are answered in the order they were started. Refusals as
 /// for [`mgr_nb_create`].
 #[no_mangle]
@@ -455,8 +531,8 @@ pub unsafe extern "C" fn mgr_nb_call(
 }
 
 /// Starts a call of one of the server's public methods (`number_of_objects`,
-/// `debug_info`, `dummy` …) with `args` (borrowed, NULL allowed); as
-/// [`mgr_nb_call`] otherwise.
+/// `debug_info`, `dummy` …) with `method` and `args` (borrowed, NULL allowed
+/// for `args`); as [`mgr_nb_call`] otherwise.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_nb_public(
     client: *mut mgr_nb_client,
@@ -637,6 +713,52 @@ mod tests {
             assert!(calls[1..]
                 .iter()
                 .all(|&(st, _)| matches!(st, mgr_status::MGR_OK | mgr_status::MGR_ERR_CLOSED)));
+        }
+    }
+
+    /// Chains calls from inside callbacks: each callback reads its client's
+    /// counters and starts the next call on it (the re-entry `NbBox`'s
+    /// aliasing rules are about).
+    unsafe extern "C" fn chain(
+        userdata: *mut c_void,
+        client: *mut mgr_nb_client,
+        status: mgr_status,
+        value: *mut mgr_value,
+        _proxy: *mut mgr_nb_proxy,
+    ) {
+        let left = &*(userdata as *const RefCell<Vec<(mgr_status, usize)>>);
+        super::super::value::mgr_value_free(value);
+        left.borrow_mut()
+            .push((status, mgr_nb_client_pending(client)));
+        if left.borrow().len() < 5 {
+            let st = mgr_nb_public(
+                client,
+                c"dummy".as_ptr(),
+                ptr::null(),
+                Some(chain),
+                userdata,
+            );
+            assert_eq!(st, mgr_status::MGR_OK);
+            assert_eq!(mgr_nb_client_pending(client), 1, "the new call is pending");
+            assert_ne!(mgr_nb_client_events(client), 0);
+        }
+    }
+
+    #[test]
+    fn callbacks_start_calls_on_their_own_client() {
+        let (mut s, a) = server();
+        let seen = RefCell::new(Vec::<(mgr_status, usize)>::new());
+        let ud = &seen as *const _ as *mut c_void;
+        unsafe {
+            let c = connect(&a, 0);
+            let st = mgr_nb_public(c, c"dummy".as_ptr(), ptr::null(), Some(chain), ud);
+            assert_eq!(st, mgr_status::MGR_OK);
+            let st = drive(&mut s, c, || seen.borrow().len() == 5);
+            assert_eq!(st, mgr_status::MGR_OK);
+            // Each ran with its own call already off the table.
+            assert_eq!(*seen.borrow(), vec![(mgr_status::MGR_OK, 0); 5]);
+            assert_eq!(mgr_nb_client_pending(c), 0);
+            mgr_nb_client_free(c);
         }
     }
 

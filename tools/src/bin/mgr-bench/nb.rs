@@ -116,12 +116,11 @@ fn drive(
 ) -> Result<(), String> {
     let mut events = Events::with_capacity(1024);
     while !until() {
-        let timeout = clients
-            .iter()
-            .filter_map(NbClient::timeout)
-            .min()
-            .unwrap_or(Duration::from_secs(1));
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+        // No timer when no client has a deadline (the usual case once
+        // connected): a timed epoll_wait arms and cancels an hrtimer on
+        // every wait, a cost the blocking client's read does not pay.
+        let timeout = clients.iter().filter_map(NbClient::timeout).min();
+        if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
