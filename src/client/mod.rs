@@ -42,11 +42,13 @@ use crate::proto::{ObjectId, Reply, Request, Token, Value};
 mod connection;
 mod nonblocking;
 mod segment;
+#[cfg(feature = "spawn")]
 mod spawn;
 
 pub use connection::{ConnectOptions, Connection, Seq};
 pub use nonblocking::{NbCallback, NbClient, NbConfig, NbProxy, NbResult, NbReturned};
 pub use segment::Segment;
+#[cfg(feature = "spawn")]
 pub use spawn::{SpawnOptions, SpawnedServer};
 
 /// A connection to a manager server. Clones share the connection.
