@@ -4,6 +4,8 @@
 //! resolved when a server binds or a client connects ([`Address::resolve`]), so
 //! a name that does not resolve is an error of that bind or connect, naming it.
 
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -6,6 +6,8 @@
 //! prints the same text twice: a variant that wraps another error shows that
 //! error's own message and passes on that error's source.
 
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 use std::fmt;
 use std::io;
 

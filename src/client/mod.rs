@@ -30,6 +30,7 @@
 //! the connection's next request. Timeouts: [`Manager::connect_with`] and
 //! [`Manager::set_call_timeout`]; a call that times out breaks the connection
 //! ([`Manager::is_broken`]), so no later call can read the reply it gave up on.
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -40,6 +41,8 @@ use crate::error::{Error, Result};
 use crate::proto::{ObjectId, Reply, Request, Token, Value};
 
 mod connection;
+// Its `# Errors` sections are still to come.
+#[allow(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 mod nonblocking;
 mod segment;
 #[cfg(feature = "spawn")]
@@ -752,6 +755,7 @@ impl Proxy {
     /// Gives the proxy up without releasing its reference and returns the token.
     /// The reference stays owned by the connection, which releases it when it
     /// closes (or when `decref` is sent for the id).
+    #[must_use = "the reference stays taken until the connection closes or the token is decref'd"]
     pub fn into_token(mut self) -> Token {
         self.released = true;
         self.token.clone()
@@ -919,7 +923,10 @@ impl PendingCall {
     /// or answered something unreadable; [`Error::Protocol`] if the reply is not
     /// the kind this call expects.
     pub fn finish(mut self) -> Result<Returned> {
-        let seq = self.seq.take().expect("a ticket is finished once");
+        let Some(seq) = self.seq.take() else {
+            // `finish` takes the ticket: its seq is only ever taken here.
+            return Err(Error::Protocol("the call was finished already".into()));
+        };
         let reply = self.manager.shared.lock().recv_for(seq)?;
         self.manager.returned(reply)
     }

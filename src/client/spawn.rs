@@ -44,6 +44,7 @@ pub struct SpawnOptions {
 
 impl SpawnOptions {
     /// Defaults with `authkey`.
+    #[must_use]
     pub fn new(authkey: &[u8]) -> SpawnOptions {
         SpawnOptions {
             program: default_program(),
@@ -161,7 +162,11 @@ impl SpawnedServer {
                     ),
                 ))
             })?;
-        let mut out = child.stdout.take().expect("stdout is piped");
+        let Some(mut out) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Protocol("the server's stdout is not piped".into()));
+        };
         let deadline = Instant::now() + options.start_timeout;
         let line = read_line(&mut out, deadline);
         let address = line.map_err(Error::Io).and_then(|line| {
