@@ -62,6 +62,8 @@ pub mod client;
 mod entropy;
 pub mod error;
 pub mod proto;
+#[cfg(feature = "serde")]
+mod serde_value;
 #[cfg(feature = "server")]
 pub mod server;
 
@@ -70,5 +72,7 @@ pub use address::Address;
 pub use client::{ConnectOptions, Manager, Proxy};
 pub use error::{Error, Result};
 pub use proto::{ConversionError, ObjectId, RemoteError, Reply, Request, Token, Value};
+#[cfg(feature = "serde")]
+pub use serde_value::{from_value, to_value, SerdeError};
 #[cfg(feature = "server")]
 pub use server::{Globals, Server, ServerConfig};
