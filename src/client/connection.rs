@@ -412,7 +412,8 @@ impl Connection {
         self.expect(Slot::Wanted)
     }
 
-    /// Queues raw bytes, not framed (for tests of framing itself).
+    /// Queues raw bytes, not framed (for tests of framing itself: not API).
+    #[doc(hidden)]
     pub fn queue_bytes(&mut self, bytes: &[u8]) {
         self.output.extend_from_slice(bytes);
     }
