@@ -143,3 +143,39 @@ fn values_without_a_serde_shape_are_errors() {
     let odd = Value::Dict(vec![(Value::from("Point"), Value::Int(1))]);
     assert!(mgr::from_value::<Shape>(odd).is_err());
 }
+
+/// A `Serialize` whose length hint lies (claims `usize::MAX` items, has two).
+struct Liar;
+
+impl Serialize for Liar {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(usize::MAX))?;
+        seq.serialize_element(&1)?;
+        seq.serialize_element(&Lying)?;
+        seq.end()
+    }
+}
+
+struct Lying;
+
+impl Serialize for Lying {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(usize::MAX))?;
+        map.serialize_entry("k", &2)?;
+        map.end()
+    }
+}
+
+#[test]
+fn a_lying_length_hint_reserves_a_bounded_amount() {
+    // Reserving the hint would abort (capacity overflow): at most 1024 slots
+    // are reserved up front, the rest grows as items come.
+    let v = mgr::to_value(&Liar).unwrap();
+    let expect = Value::List(vec![
+        Value::Int(1),
+        Value::Dict(vec![(Value::from("k"), Value::Int(2))]),
+    ]);
+    assert_eq!(v, expect);
+}
