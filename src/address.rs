@@ -4,6 +4,8 @@
 //! resolved when a server binds or a client connects ([`Address::resolve`]), so
 //! a name that does not resolve is an error of that bind or connect, naming it.
 
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,6 +13,18 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Where a server listens or a client connects.
+///
+/// ```
+/// use mgr::Address;
+/// let tcp: Address = "127.0.0.1:50000".parse()?;
+/// assert!(tcp.is_local());
+/// let unix: Address = "unix:/run/app/mgr.sock".parse()?;
+/// assert_eq!(unix.to_string(), "unix:/run/app/mgr.sock");
+/// let named: Address = "db.example:50000".parse()?; // looked up at connect time
+/// assert!(matches!(named, Address::Host { port: 50000, .. }));
+/// assert!("no port".parse::<Address>().is_err());
+/// # Ok::<(), mgr::address::AddressError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     /// A TCP socket address; port 0 asks the system to pick a free port.
@@ -57,6 +71,11 @@ impl Address {
     /// The address with a host name looked up (the first address it resolves
     /// to); other addresses are returned as they are. This is the only place
     /// an address does I/O.
+    ///
+    /// # Errors
+    ///
+    /// The lookup's error, or one of kind `NotFound` if the name resolves to no
+    /// address.
     pub fn resolve(&self) -> io::Result<Address> {
         match self {
             Address::Host { host, port } => (host.as_str(), *port)
@@ -91,6 +110,11 @@ impl FromStr for Address {
 
     /// Parses `unix:/path`, `ip:port`, `[v6]:port` or `name:port`. No I/O: a
     /// name is kept as [`Address::Host`] and resolved at bind or connect time.
+    ///
+    /// # Errors
+    ///
+    /// [`AddressError`], naming what is wrong: an empty Unix path, a bad port
+    /// or host name, or neither form.
     fn from_str(s: &str) -> Result<Address, AddressError> {
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {

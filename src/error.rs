@@ -6,6 +6,8 @@
 //! prints the same text twice: a variant that wraps another error shows that
 //! error's own message and passes on that error's source.
 
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 use std::fmt;
 use std::io;
 
@@ -17,6 +19,33 @@ use crate::proto::RemoteError;
 
 /// Everything that can go wrong in libmgr. More kinds may be added: match with
 /// a wildcard arm.
+///
+/// A remote Python exception is [`Error::Remote`]; match on its kind:
+///
+/// ```
+/// # let (tx, rx) = std::sync::mpsc::channel();
+/// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+/// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+/// #     let mut s = mgr::Server::bind(config)?;
+/// #     s.register_builtins();
+/// #     tx.send(s.address().to_string()).unwrap();
+/// #     s.run()
+/// # });
+/// # let address: String = rx.recv()?;
+/// let m = mgr::Manager::connect(&address, b"secret")?;
+/// let d = m.create("dict", vec![])?;
+/// match d.call("__getitem__", vec![mgr::Value::from("missing")]) {
+///     Ok(v) => println!("found {v}"),
+///     Err(e) if e.remote_kind() == Some("KeyError") => println!("no such key"),
+///     Err(mgr::Error::Remote(other)) => panic!("the server raised {other}"),
+///     Err(e) => return Err(e.into()), // the connection failed, timed out …
+/// }
+/// let e = d.call("no_such_method", vec![]).unwrap_err();
+/// assert!(e.traceback().is_some()); // raised outside the method: a traceback
+/// # m.shutdown()?;
+/// # server.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {

@@ -64,6 +64,33 @@ impl Stream {
 /// Timeouts for [`Connection::connect_with`] and
 /// [`Manager::connect_with`](super::Manager::connect_with). `None` waits for
 /// ever (the default for both).
+///
+/// ```
+/// # let (tx, rx) = std::sync::mpsc::channel();
+/// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+/// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+/// #     let mut s = mgr::Server::bind(config)?;
+/// #     s.register_builtins();
+/// #     tx.send(s.address().to_string()).unwrap();
+/// #     s.run()
+/// # });
+/// # let address: String = rx.recv()?;
+/// use std::time::Duration;
+/// let options = mgr::ConnectOptions {
+///     connect_timeout: Some(Duration::from_secs(5)),
+///     call_timeout: Some(Duration::from_secs(30)),
+/// };
+/// let m = mgr::Manager::connect_with(&address.parse()?, b"secret", options)?;
+/// let q = m.create("Queue", vec![])?;
+/// m.set_call_timeout(Some(Duration::from_millis(50)));
+/// let e = q.call("get", vec![]).unwrap_err(); // nothing to get: it waits
+/// assert!(e.is_timeout());
+/// assert!(m.is_broken()); // its reply may still come: no later call reads it
+/// # let m = mgr::Manager::connect(&address, b"secret")?;
+/// # m.shutdown()?;
+/// # server.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
     /// How long opening the socket (each address a host name resolves to in
@@ -142,6 +169,12 @@ pub struct Connection {
 impl Connection {
     /// Connects and authenticates with `authkey` (the Python ≥ 3.12 handshake,
     /// which also works against 3.11-style legacy servers).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] if the address cannot be reached, [`Error::Auth`] if
+    /// the handshake fails (a wrong key), [`Error::Io`] if the connection fails
+    /// during it.
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Connection> {
         Connection::connect_with(address, authkey, &ConnectOptions::default())
     }
@@ -149,6 +182,11 @@ impl Connection {
     /// Connects like [`connect`](Self::connect) with timeouts: the connect
     /// timeout covers opening the socket and the handshake; the call timeout
     /// then applies to every blocking operation.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and an error for which
+    /// [`Error::is_timeout`] holds if the connect timeout runs out.
     pub fn connect_with(
         address: &Address,
         authkey: &[u8],
@@ -280,6 +318,10 @@ impl Connection {
 
     /// Connects like [`connect`](Self::connect), then speaks pickle, as CPython's
     /// own clients do, so it can talk to a CPython manager server.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
     pub fn connect_pickle(address: &Address, authkey: &[u8]) -> Result<Connection> {
         let mut c = Connection::connect(address, authkey)?;
         c.pickle = Some(address.to_python());
@@ -370,12 +412,18 @@ impl Connection {
         self.expect(Slot::Wanted)
     }
 
-    /// Queues raw bytes, not framed (for tests of framing itself).
+    /// Queues raw bytes, not framed (for tests of framing itself: not API).
+    #[doc(hidden)]
     pub fn queue_bytes(&mut self, bytes: &[u8]) {
         self.output.extend_from_slice(bytes);
     }
 
     /// Writes everything queued.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the write fails or times out (the connection is then
+    /// broken), or if it was broken already.
     pub fn write_out(&mut self) -> Result<()> {
         if self.output.is_empty() {
             return Ok(());
@@ -393,6 +441,10 @@ impl Connection {
 
     /// Sends a request now and reads its reply (keeping the replies of earlier
     /// requests that arrive first for their readers), within one call timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_out`](Self::write_out) and [`recv_for`](Self::recv_for).
     pub fn call(&mut self, req: &Request) -> Result<Reply> {
         self.timed(|c| {
             let seq = c.queue(req);
@@ -405,6 +457,10 @@ impl Connection {
     }
 
     /// Sends a request whose reply will be skipped unread.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_out`](Self::write_out).
     pub fn send_ignoring_reply(&mut self, req: &Request) -> Result<()> {
         self.queue_ignoring_reply(req);
         self.write_out()
@@ -420,6 +476,11 @@ impl Connection {
 
     /// Reads the reply of the oldest request whose reply is still wanted (an
     /// error, not a wait, when no reply is expected).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if no reply is expected; else as
+    /// [`recv_for`](Self::recv_for).
     pub fn recv(&mut self) -> Result<Reply> {
         let oldest = match self.kept.keys().next() {
             Some(&seq) => seq,
@@ -439,6 +500,13 @@ impl Connection {
     /// still wanted are read and kept for their own readers; unwanted ones are
     /// skipped. An error, not a wait, when `seq`'s reply was read already, was
     /// given up ([`abandon`](Self::abandon)) or was never asked for.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if `seq`'s reply is not to be read (see above);
+    /// [`Error::Io`] or [`Error::Frame`] if reading fails or times out (the
+    /// connection is then broken); [`Error::Codec`] if the reply does not
+    /// decode (the connection stays usable).
     pub fn recv_for(&mut self, seq: Seq) -> Result<Reply> {
         self.timed(|c| c.recv_for_now(seq))
     }
@@ -507,6 +575,11 @@ impl Connection {
     /// Reads one frame's payload, undecoded (for the handshake, tests and
     /// tools): the reply of the oldest request whose reply has not been read,
     /// whether it was wanted or not.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if reading fails or times out, [`Error::Frame`] if the
+    /// frame is over `max` (the connection is then broken).
     pub fn read_frame(&mut self, max: u64) -> Result<Vec<u8>> {
         let at = self.next_frame(max)?;
         if self.expected.pop_front().is_some() {
@@ -602,6 +675,10 @@ impl Connection {
     }
 
     /// Shuts the sending half (the server sees EOF).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the socket refuses.
     pub fn shutdown_write(&mut self) -> Result<()> {
         match &self.stream {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write)?,

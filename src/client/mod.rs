@@ -30,6 +30,7 @@
 //! the connection's next request. Timeouts: [`Manager::connect_with`] and
 //! [`Manager::set_call_timeout`]; a call that times out breaks the connection
 //! ([`Manager::is_broken`]), so no later call can read the reply it gave up on.
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -40,16 +41,42 @@ use crate::error::{Error, Result};
 use crate::proto::{ObjectId, Reply, Request, Token, Value};
 
 mod connection;
+// Its `# Errors` sections are still to come.
+#[allow(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 mod nonblocking;
 mod segment;
+#[cfg(feature = "spawn")]
 mod spawn;
 
 pub use connection::{ConnectOptions, Connection, Seq};
 pub use nonblocking::{NbCallback, NbClient, NbConfig, NbProxy, NbResult, NbReturned};
 pub use segment::Segment;
+#[cfg(feature = "spawn")]
 pub use spawn::{SpawnOptions, SpawnedServer};
 
 /// A connection to a manager server. Clones share the connection.
+///
+/// Create shared objects with [`create`](Self::create); call them through
+/// the [`Proxy`] it returns.
+///
+/// ```
+/// # let (tx, rx) = std::sync::mpsc::channel();
+/// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+/// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+/// #     let mut s = mgr::Server::bind(config)?;
+/// #     s.register_builtins();
+/// #     tx.send(s.address().to_string()).unwrap();
+/// #     s.run()
+/// # });
+/// # let address: String = rx.recv()?;
+/// let m = mgr::Manager::connect(&address, b"secret")?;
+/// let list = m.create("list", vec![])?;
+/// list.call("append", vec![mgr::Value::Int(1)])?;
+/// assert_eq!(list.call("__len__", vec![])?, mgr::Value::Int(1));
+/// # m.shutdown()?;
+/// # server.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Manager {
     shared: Arc<Shared>,
@@ -138,6 +165,29 @@ impl fmt::Debug for Manager {
 
 /// A reference to a shared object. Dropping it releases the reference (without
 /// waiting for the server's answer).
+///
+/// ```
+/// # let (tx, rx) = std::sync::mpsc::channel();
+/// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+/// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+/// #     let mut s = mgr::Server::bind(config)?;
+/// #     s.register_builtins();
+/// #     tx.send(s.address().to_string()).unwrap();
+/// #     s.run()
+/// # });
+/// # let address: String = rx.recv()?;
+/// let m = mgr::Manager::connect(&address, b"secret")?;
+/// let d = m.create("dict", vec![])?;
+/// d.call("__setitem__", vec![mgr::Value::from("k"), mgr::Value::Int(1)])?;
+/// assert_eq!(d.call("__getitem__", vec![mgr::Value::from("k")])?, mgr::Value::Int(1));
+/// let gone = d.call("__getitem__", vec![mgr::Value::from("x")]).unwrap_err();
+/// assert_eq!(gone.remote_kind(), Some("KeyError"));
+/// drop(d); // sends the decref; the dict goes when its last reference does
+/// assert_eq!(m.number_of_objects()?, 0);
+/// # m.shutdown()?;
+/// # server.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Proxy {
     manager: Manager,
     token: Token,
@@ -167,6 +217,11 @@ pub enum Returned {
 
 impl Returned {
     /// The value, or a protocol error if the call returned a shared object.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if the call returned a shared object (dropped here,
+    /// which releases it).
     pub fn into_value(self) -> Result<Value> {
         match self {
             Returned::Value(v) => Ok(v),
@@ -178,6 +233,10 @@ impl Returned {
     }
 
     /// The proxy, or a protocol error if the call returned a plain value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if the call returned a plain value.
     pub fn into_proxy(self) -> Result<Proxy> {
         match self {
             Returned::Proxy(p) => Ok(p),
@@ -204,11 +263,41 @@ fn method_names(v: Value) -> Option<Vec<String>> {
 
 impl Manager {
     /// Connects to `address` (`host:port` or `unix:/path`) with `authkey`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Address`] if `address` does not parse, [`Error::Connect`] if it
+    /// cannot be reached, [`Error::Auth`] if the handshake fails (a wrong key),
+    /// [`Error::Io`] if the connection fails during it.
+    ///
+    /// ```
+    /// # let (tx, rx) = std::sync::mpsc::channel();
+    /// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+    /// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+    /// #     let mut s = mgr::Server::bind(config)?;
+    /// #     s.register_builtins();
+    /// #     tx.send(s.address().to_string()).unwrap();
+    /// #     s.run()
+    /// # });
+    /// # let address: String = rx.recv()?;
+    /// let m = mgr::Manager::connect(&address, b"secret")?;
+    /// assert_eq!(m.number_of_objects()?, 0);
+    /// let wrong = mgr::Manager::connect(&address, b"not the key").unwrap_err();
+    /// assert!(matches!(wrong, mgr::Error::Auth(_)));
+    /// # m.shutdown()?;
+    /// # server.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect(address: &str, authkey: &[u8]) -> Result<Manager> {
         Manager::connect_to(&address.parse::<Address>()?, authkey)
     }
 
     /// Connects to a parsed address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] if it cannot be reached, [`Error::Auth`] if the handshake fails (a wrong key),
+    /// [`Error::Io`] if the connection fails during it.
     pub fn connect_to(address: &Address, authkey: &[u8]) -> Result<Manager> {
         Manager::connect_with(address, authkey, ConnectOptions::default())
     }
@@ -217,6 +306,11 @@ impl Manager {
     /// covers the TCP connect and the handshake, `options.call_timeout` every
     /// later call (see [`set_call_timeout`](Self::set_call_timeout)). A timeout
     /// is an error for which [`Error::is_timeout`] holds.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and an error for which
+    /// [`Error::is_timeout`] holds if the connect timeout runs out.
     ///
     /// ```no_run
     /// # fn main() -> mgr::Result<()> {
@@ -260,6 +354,18 @@ impl Manager {
     /// for method calls, a new connection for each public request. References
     /// are global there, as for CPython's own clients: a proxy dropped releases
     /// its reference, a process that dies without dropping leaks it.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and [`Error::Protocol`] if the server
+    /// refuses `accept_connection`.
+    ///
+    /// ```no_run
+    /// // Python: m = BaseManager(('127.0.0.1', 50000), b'secret'); m.start()
+    /// let m = mgr::Manager::connect_cpython("127.0.0.1:50000", b"secret")?;
+    /// let d = m.create("dict", vec![])?;
+    /// # Ok::<(), mgr::Error>(())
+    /// ```
     pub fn connect_cpython(address: &str, authkey: &[u8]) -> Result<Manager> {
         let address = address.parse::<Address>()?;
         let mut conn = Connection::connect_pickle(&address, authkey)?;
@@ -313,17 +419,62 @@ impl Manager {
     }
 
     /// Calls one of the server's public methods and returns its value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn public(&self, method: &str, args: Vec<Value>) -> Result<Value> {
         let reply = self.public_request(&Request::public(method, args))?;
         self.returned(reply)?.into_value()
     }
 
     /// Creates a shared object of `typeid`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
+    ///
+    /// ```
+    /// # let (tx, rx) = std::sync::mpsc::channel();
+    /// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+    /// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+    /// #     let mut s = mgr::Server::bind(config)?;
+    /// #     s.register_builtins();
+    /// #     tx.send(s.address().to_string()).unwrap();
+    /// #     s.run()
+    /// # });
+    /// # let address: String = rx.recv()?;
+    /// let m = mgr::Manager::connect(&address, b"secret")?;
+    /// let q = m.create("Queue", vec![])?;
+    /// q.call("put", vec![mgr::Value::from("job")])?;
+    /// assert_eq!(q.call("get", vec![])?, mgr::Value::from("job"));
+    /// let e = m.create("NoSuchType", vec![]).unwrap_err();
+    /// assert!(e.remote().is_some(), "{e}");
+    /// # m.shutdown()?;
+    /// # server.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(&self, typeid: &str, args: Vec<Value>) -> Result<Proxy> {
         self.create_with(typeid, args, Vec::new())
     }
 
     /// Creates a shared object of `typeid` with keyword arguments too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn create_with(
         &self,
         typeid: &str,
@@ -353,6 +504,35 @@ impl Manager {
 
     /// Takes a new reference to the object `token` names (e.g. a token found inside
     /// a value) and returns a proxy for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
+    ///
+    /// ```
+    /// # let (tx, rx) = std::sync::mpsc::channel();
+    /// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+    /// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+    /// #     let mut s = mgr::Server::bind(config)?;
+    /// #     s.register_builtins();
+    /// #     tx.send(s.address().to_string()).unwrap();
+    /// #     s.run()
+    /// # });
+    /// # let address: String = rx.recv()?;
+    /// let m = mgr::Manager::connect(&address, b"secret")?;
+    /// let ns = m.create("Namespace", vec![])?;
+    /// // Another connection (another process, say) gets a token and takes a reference.
+    /// let other = mgr::Manager::connect(&address, b"secret")?;
+    /// let same = other.proxy(ns.token().clone())?;
+    /// assert_eq!(same.id(), ns.id());
+    /// # m.shutdown()?;
+    /// # server.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn proxy(&self, token: Token) -> Result<Proxy> {
         self.public("incref", vec![self.id_value(token.id)])?;
         let exposed = self
@@ -369,6 +549,14 @@ impl Manager {
     }
 
     /// Number of live shared objects on the server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn number_of_objects(&self) -> Result<usize> {
         match self.public("number_of_objects", vec![])? {
             Value::Int(n) if n >= 0 => Ok(n as usize),
@@ -377,6 +565,14 @@ impl Manager {
     }
 
     /// The server's description of its objects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn debug_info(&self) -> Result<String> {
         self.public("debug_info", vec![])?
             .into_str()
@@ -384,6 +580,14 @@ impl Manager {
     }
 
     /// The methods the object `id` exposes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn get_methods(&self, id: ObjectId) -> Result<Vec<String>> {
         method_names(self.public("get_methods", vec![self.id_value(id)])?)
             .ok_or_else(|| Error::Protocol("get_methods() answered no method list".into()))
@@ -392,6 +596,32 @@ impl Manager {
     /// Creates a shared-memory segment of `size` bytes, maps it and has the server
     /// track it (CPython's `SharedMemoryManager.SharedMemory(size)`): the server
     /// unlinks it at shutdown. Other processes open it by [`Segment::name`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if `size` is 0, [`Error::Io`] if the segment cannot
+    /// be created or mapped; as [`public`](Self::public) if the server does
+    /// not track it (the segment is then unlinked).
+    ///
+    /// ```
+    /// # let (tx, rx) = std::sync::mpsc::channel();
+    /// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+    /// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+    /// #     let mut s = mgr::Server::bind(config)?;
+    /// #     s.register_builtins();
+    /// #     tx.send(s.address().to_string()).unwrap();
+    /// #     s.run()
+    /// # });
+    /// # let address: String = rx.recv()?;
+    /// let m = mgr::Manager::connect(&address, b"secret")?;
+    /// let mut seg = m.create_segment(64)?;
+    /// seg.as_mut_slice()[..5].copy_from_slice(b"hello");
+    /// assert!(m.list_segments()?.contains(&seg.name().to_owned()));
+    /// m.release_segment(seg.name())?;
+    /// # m.shutdown()?;
+    /// # server.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_segment(&self, size: usize) -> Result<Segment> {
         let segment = Segment::create(size)?;
         let name = Value::Str(segment.name().to_owned());
@@ -403,12 +633,28 @@ impl Manager {
     }
 
     /// Has the server unlink a tracked segment now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn release_segment(&self, name: &str) -> Result<()> {
         self.public("release_segment", vec![Value::Str(name.to_owned())])
             .map(drop)
     }
 
     /// Names of the segments the server tracks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn list_segments(&self) -> Result<Vec<String>> {
         match &self.public("list_segments", vec![])? {
             Value::List(v) => Ok(v
@@ -420,6 +666,14 @@ impl Manager {
     }
 
     /// Asks the server to shut down.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn shutdown(&self) -> Result<()> {
         self.public("shutdown", vec![]).map(drop)
     }
@@ -427,6 +681,11 @@ impl Manager {
     /// Reads the reply of a call started with [`Proxy::start_call`] (waiting for
     /// it if the server has not answered yet); the same as [`PendingCall::finish`].
     /// An error if the call was started on another connection.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if `call` was started on another connection; else
+    /// as [`PendingCall::finish`].
     pub fn finish_call(&self, call: PendingCall) -> Result<Returned> {
         if !Arc::ptr_eq(&self.shared, &call.manager.shared) {
             return Err(Error::Protocol(
@@ -437,6 +696,31 @@ impl Manager {
     }
 
     /// Starts a batch of calls sent together.
+    ///
+    /// ```
+    /// # let (tx, rx) = std::sync::mpsc::channel();
+    /// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+    /// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+    /// #     let mut s = mgr::Server::bind(config)?;
+    /// #     s.register_builtins();
+    /// #     tx.send(s.address().to_string()).unwrap();
+    /// #     s.run()
+    /// # });
+    /// # let address: String = rx.recv()?;
+    /// let m = mgr::Manager::connect(&address, b"secret")?;
+    /// let list = m.create("list", vec![])?;
+    /// let mut p = m.pipeline();
+    /// for i in 0..3 {
+    ///     p.call(&list, "append", vec![mgr::Value::Int(i)]);
+    /// }
+    /// p.call(&list, "__len__", vec![]);
+    /// let results = p.run()?; // one write, then four replies
+    /// let len = results.into_iter().last().unwrap()?.into_value()?;
+    /// assert_eq!(len, mgr::Value::Int(3));
+    /// # m.shutdown()?;
+    /// # server.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pipeline(&self) -> Pipeline<'_> {
         Pipeline {
             manager: self,
@@ -471,17 +755,56 @@ impl Proxy {
     /// Gives the proxy up without releasing its reference and returns the token.
     /// The reference stays owned by the connection, which releases it when it
     /// closes (or when `decref` is sent for the id).
+    #[must_use = "the reference stays taken until the connection closes or the token is decref'd"]
     pub fn into_token(mut self) -> Token {
         self.released = true;
         self.token.clone()
     }
 
     /// Calls `method` and returns its value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn call(&self, method: &str, args: Vec<Value>) -> Result<Value> {
         self.invoke(method, args, Vec::new())?.into_value()
     }
 
     /// Calls `method` with keyword arguments; the result may be a new proxy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
+    ///
+    /// ```
+    /// # let (tx, rx) = std::sync::mpsc::channel();
+    /// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+    /// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+    /// #     let mut s = mgr::Server::bind(config)?;
+    /// #     s.register_builtins();
+    /// #     tx.send(s.address().to_string()).unwrap();
+    /// #     s.run()
+    /// # });
+    /// # let address: String = rx.recv()?;
+    /// use mgr::client::Returned;
+    /// let m = mgr::Manager::connect(&address, b"secret")?;
+    /// let d = m.create("dict", vec![])?;
+    /// let got = d.invoke("get", vec![mgr::Value::from("k")], vec![])?;
+    /// assert!(matches!(got, Returned::Value(mgr::Value::None)));
+    /// let e = d.invoke("pop", vec![], vec![("nope".into(), mgr::Value::Int(1))]);
+    /// assert_eq!(e.unwrap_err().remote_kind(), Some("TypeError"));
+    /// # m.shutdown()?;
+    /// # server.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn invoke(
         &self,
         method: &str,
@@ -505,18 +828,32 @@ impl Proxy {
     /// this one, and reads and keeps this one's reply for the ticket first.
     /// Dropping the ticket gives the reply up (the call still runs).
     ///
-    /// ```no_run
-    /// # fn main() -> mgr::Result<()> {
-    /// let m = mgr::Manager::connect("127.0.0.1:50000", b"secret")?;
+    /// ```
+    /// # let (tx, rx) = std::sync::mpsc::channel();
+    /// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+    /// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+    /// #     let mut s = mgr::Server::bind(config)?;
+    /// #     s.register_builtins();
+    /// #     tx.send(s.address().to_string()).unwrap();
+    /// #     s.run()
+    /// # });
+    /// # let address: String = rx.recv()?;
+    /// let m = mgr::Manager::connect(&address, b"secret")?;
     /// let q = m.create("Queue", vec![])?;
     /// let get = q.start_call("get", vec![])?; // waits in the server, not here
     /// // Another connection puts; this one's later calls would wait behind `get`.
-    /// let other = mgr::Manager::connect("127.0.0.1:50000", b"secret")?;
+    /// let other = mgr::Manager::connect(&address, b"secret")?;
     /// other.proxy(q.token().clone())?.call("put", vec![mgr::Value::Int(7)])?;
     /// assert_eq!(get.finish()?.into_value()?, mgr::Value::Int(7));
-    /// # Ok(())
-    /// # }
+    /// # other.shutdown()?;
+    /// # server.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the call cannot be sent (the connection failed, or
+    /// is broken).
     pub fn start_call(&self, method: &str, args: Vec<Value>) -> Result<PendingCall> {
         let mut conn = self.manager.shared.lock();
         let seq = conn.queue(&Request::call(self.token.id, method, args));
@@ -577,8 +914,19 @@ impl fmt::Debug for PendingCall {
 
 impl PendingCall {
     /// Reads the call's reply, waiting for it if the server has not answered yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the server raised (its Python kind in
+    /// [`Error::remote_kind`]); [`Error::Io`], [`Error::Frame`] or
+    /// [`Error::Codec`] if the connection failed, timed out ([`Error::is_timeout`])
+    /// or answered something unreadable; [`Error::Protocol`] if the reply is not
+    /// the kind this call expects.
     pub fn finish(mut self) -> Result<Returned> {
-        let seq = self.seq.take().expect("a ticket is finished once");
+        let Some(seq) = self.seq.take() else {
+            // `finish` takes the ticket: its seq is only ever taken here.
+            return Err(Error::Protocol("the call was finished already".into()));
+        };
         let reply = self.manager.shared.lock().recv_for(seq)?;
         self.manager.returned(reply)
     }
@@ -630,6 +978,13 @@ impl Pipeline<'_> {
 
     /// Sends the queued calls and returns their results in order. A failed
     /// connection fails the whole run; an error in one reply is that call's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] or [`Error::Frame`] if the connection fails or times out
+    /// (no result is returned: the replies not read are given up); each
+    /// call's own error (a remote exception, a reply that does not decode) is
+    /// its entry in the list.
     pub fn run(self) -> Result<Vec<Result<Returned>>> {
         let first = {
             let mut conn = self.manager.shared.lock();

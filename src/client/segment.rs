@@ -11,6 +11,32 @@ use crate::error::{Error, Result};
 
 /// A mapped POSIX shared-memory segment. Dropping it unmaps it; the name stays
 /// until the server releases it (`Manager::release_segment`) or shuts down.
+///
+/// Made by [`Manager::create_segment`](crate::Manager::create_segment); another
+/// process (a CPython one too: `SharedMemory(name=...)`) opens it by
+/// [`name`](Self::name).
+///
+/// ```
+/// # let (tx, rx) = std::sync::mpsc::channel();
+/// # let server = std::thread::spawn(move || -> mgr::Result<()> {
+/// #     let config = mgr::ServerConfig::new("127.0.0.1:0".parse()?, b"secret");
+/// #     let mut s = mgr::Server::bind(config)?;
+/// #     s.register_builtins();
+/// #     tx.send(s.address().to_string()).unwrap();
+/// #     s.run()
+/// # });
+/// # let address: String = rx.recv()?;
+/// let m = mgr::Manager::connect(&address, b"secret")?;
+/// let mut seg = m.create_segment(4096)?;
+/// seg.as_mut_slice()[..3].copy_from_slice(b"abc");
+/// assert_eq!(&seg.as_slice()[..3], b"abc");
+/// assert!(seg.name().starts_with("psm_"));
+/// m.release_segment(seg.name())?; // unlinked now, still mapped here
+/// assert_eq!(seg.as_slice()[0], b'a');
+/// # m.shutdown()?;
+/// # server.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Segment {
     name: String,
     ptr: *mut u8,

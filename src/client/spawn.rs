@@ -18,6 +18,15 @@ use crate::address::Address;
 use crate::error::{Error, Result};
 
 /// How to start a server.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let mut options = mgr::client::SpawnOptions::new(b"secret");
+/// options.args = vec!["--max-connections".into(), "100".into()];
+/// options.start_timeout = Duration::from_secs(5);
+/// let server = mgr::client::SpawnedServer::start(&options)?;
+/// # Ok::<(), mgr::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct SpawnOptions {
     /// The server program: `$MGRD` if set, else `mgrd` beside the running
@@ -35,6 +44,7 @@ pub struct SpawnOptions {
 
 impl SpawnOptions {
     /// Defaults with `authkey`.
+    #[must_use]
     pub fn new(authkey: &[u8]) -> SpawnOptions {
         SpawnOptions {
             program: default_program(),
@@ -63,6 +73,20 @@ fn default_program() -> PathBuf {
 
 /// A server running as a child process. Dropping it stops it (see
 /// [`SpawnedServer::stop`]).
+///
+/// Needs the `mgrd` program (see [`SpawnOptions::program`]).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let mut server = mgr::client::SpawnedServer::start(&mgr::client::SpawnOptions::new(b"k"))?;
+/// let m = server.connect()?;
+/// let d = m.create("dict", vec![])?;
+/// // Share server.address() and the key with other processes ...
+/// drop((d, m));
+/// let status = server.stop(Duration::from_secs(1))?;
+/// assert!(status.success());
+/// # Ok::<(), mgr::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SpawnedServer {
     child: Child,
@@ -109,6 +133,14 @@ fn read_line(out: &mut ChildStdout, deadline: Instant) -> io::Result<String> {
 
 impl SpawnedServer {
     /// Starts the server and waits for it to report its address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the program cannot be started (the message says where
+    /// it was looked for) or does not report its address within
+    /// [`SpawnOptions::start_timeout`] (kind `TimedOut`); [`Error::Protocol`] or
+    /// [`Error::Address`] if its first line is not `mgrd listening on ADDR`. The
+    /// child is killed and reaped in every error case.
     pub fn start(options: &SpawnOptions) -> Result<SpawnedServer> {
         use std::os::unix::ffi::OsStringExt;
         let mut child = Command::new(&options.program)
@@ -130,7 +162,11 @@ impl SpawnedServer {
                     ),
                 ))
             })?;
-        let mut out = child.stdout.take().expect("stdout is piped");
+        let Some(mut out) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Protocol("the server's stdout is not piped".into()));
+        };
         let deadline = Instant::now() + options.start_timeout;
         let line = read_line(&mut out, deadline);
         let address = line.map_err(Error::Io).and_then(|line| {
@@ -166,6 +202,10 @@ impl SpawnedServer {
     }
 
     /// Connects a client with the server's key.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manager::connect_to`].
     pub fn connect(&self) -> Result<Manager> {
         Manager::connect_to(&self.address, &self.authkey)
     }
@@ -191,6 +231,10 @@ impl SpawnedServer {
 
     /// Stops the server as CPython's manager finalizer does: asks it to shut down,
     /// waits up to `grace`; then SIGTERM and up to `grace` again; then SIGKILL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if waiting for, or killing, the child fails.
     pub fn stop(&mut self, grace: Duration) -> Result<ExitStatus> {
         if let Some(status) = self.exited {
             return Ok(status);
