@@ -41,8 +41,6 @@ use crate::error::{Error, Result};
 use crate::proto::{ObjectId, Reply, Request, Token, Value};
 
 mod connection;
-// Its `# Errors` sections are still to come.
-#[allow(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 mod nonblocking;
 mod segment;
 #[cfg(feature = "spawn")]

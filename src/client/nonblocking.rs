@@ -64,6 +64,10 @@ pub enum NbReturned {
 
 impl NbReturned {
     /// The value, or a protocol error if the call returned a shared object.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] when the call returned a shared object.
     pub fn into_value(self) -> Result<Value> {
         match self {
             NbReturned::Value(v) => Ok(v),
@@ -75,6 +79,10 @@ impl NbReturned {
     }
 
     /// The proxy, or a protocol error if the call returned a plain value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] when the call returned a plain value.
     pub fn into_proxy(self) -> Result<NbProxy> {
         match self {
             NbReturned::Proxy(p) => Ok(p),
@@ -258,6 +266,13 @@ impl NbClient {
     /// cannot be made or a Unix socket refuses at once. A host name is looked
     /// up here (that lookup blocks; pass an IP address to avoid it) and its
     /// first address is used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] (naming the address) when the socket cannot be made,
+    /// the host name does not resolve, or a Unix socket refuses at once. Later
+    /// failures (refused TCP connect, wrong key, handshake timeout) arrive as
+    /// the completions of the calls started meanwhile.
     pub fn connect(address: &Address, authkey: &[u8], config: NbConfig) -> Result<NbClient> {
         let stream = match address {
             Address::Unix(p) => Stream::Unix(
@@ -382,6 +397,13 @@ impl NbClient {
     /// never runs) when the connection is closed, when `proxy` was made by
     /// another client, or, with an error of kind `WouldBlock`, when its
     /// pending-call table or output buffer is full.
+    ///
+    /// # Errors
+    ///
+    /// When the call is not started (its callback never runs): `proxy` was made by another client
+    /// ([`Error::Protocol`]), the connection has closed (the close reason), or an error of kind
+    /// `WouldBlock` when the pending-call table (`max_pending`) or the unsent
+    /// output (`max_output`) is full.
     pub fn call(
         &mut self,
         proxy: &NbProxy,
@@ -401,6 +423,13 @@ impl NbClient {
 
     /// [`call`](Self::call) by object id (an object the connection holds a
     /// reference to).
+    ///
+    /// # Errors
+    ///
+    /// When the call is not started (its callback never runs): the
+    /// connection has closed (the close reason), or an error of kind
+    /// `WouldBlock` when the pending-call table (`max_pending`) or the unsent
+    /// output (`max_output`) is full.
     pub fn call_id(
         &mut self,
         id: ObjectId,
@@ -420,6 +449,13 @@ impl NbClient {
 
     /// Starts creating a shared object of `typeid`; `done` gets an
     /// [`NbReturned::Proxy`] for it (or the constructor's error).
+    ///
+    /// # Errors
+    ///
+    /// When the call is not started (its callback never runs): the
+    /// connection has closed (the close reason), or an error of kind
+    /// `WouldBlock` when the pending-call table (`max_pending`) or the unsent
+    /// output (`max_output`) is full.
     pub fn create(
         &mut self,
         typeid: &str,
@@ -439,6 +475,13 @@ impl NbClient {
 
     /// Starts a call of one of the server's public methods (`number_of_objects`,
     /// `debug_info`, `dummy` …).
+    ///
+    /// # Errors
+    ///
+    /// When the call is not started (its callback never runs): the
+    /// connection has closed (the close reason), or an error of kind
+    /// `WouldBlock` when the pending-call table (`max_pending`) or the unsent
+    /// output (`max_output`) is full.
     pub fn public(
         &mut self,
         method: &str,
