@@ -400,10 +400,11 @@ impl NbClient {
     ///
     /// # Errors
     ///
-    /// When the call is not started (its callback never runs): `proxy` was made by another client
-    /// ([`Error::Protocol`]), the connection has closed (the close reason), or an error of kind
-    /// `WouldBlock` when the pending-call table (`max_pending`) or the unsent
-    /// output (`max_output`) is full.
+    /// When the call is not started (its callback never runs): `proxy` was
+    /// made by another client ([`Error::Protocol`]), the connection has
+    /// closed (the close reason), or an error of kind `WouldBlock` when the
+    /// pending-call table (`max_pending`) or the unsent output
+    /// (`max_output`) is full.
     pub fn call(
         &mut self,
         proxy: &NbProxy,
