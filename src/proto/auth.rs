@@ -143,6 +143,10 @@ impl AuthKey {
     }
 
     /// HMAC of `msg` under this key: what [`Digest::mac`] computes.
+    ///
+    /// # Panics
+    ///
+    /// Never: HMAC takes keys of any length (the `expect` inside states it).
     pub fn mac(&self, digest: Digest, msg: &[u8]) -> Vec<u8> {
         fn new<M: Mac + hmac::digest::KeyInit>(key: &[u8]) -> M {
             <M as hmac::digest::KeyInit>::new_from_slice(key)
@@ -351,6 +355,12 @@ impl Handshake {
     /// Feeds one received payload. An error also moves the state to
     /// [`State::Failed`] (after queueing `#FAILURE#` when the peer's answer was
     /// wrong).
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError`] when the peer's message is not the expected step of the
+    /// handshake, its digest is not one the handshake accepts, or the peer's
+    /// answer (or its verdict on ours) is wrong.
     pub fn handle_message(&mut self, msg: &[u8]) -> Result<(), AuthError> {
         if self.step == Step::Over {
             return Err(AuthError::Finished);

@@ -62,6 +62,11 @@ impl std::error::Error for FrameError {}
 /// Returns `Ok(None)` while the header is incomplete, the header once it is whole,
 /// or an error when the length is invalid or over `max` — checked before the
 /// payload is waited for, let alone allocated.
+///
+/// # Errors
+///
+/// [`FrameError`] when the announced length is negative (and not the 8-byte
+/// form's marker) or over `max`.
 pub fn decode_header(buf: &[u8], max: u64) -> Result<Option<FrameHeader>, FrameError> {
     let Some(short) = buf.get(..4) else {
         return Ok(None);

@@ -209,6 +209,11 @@ impl ClientSession {
     /// closed session, or with an error of kind `WouldBlock` when
     /// [`SessionConfig::max_pending`] calls are outstanding or
     /// [`SessionConfig::max_output`] bytes wait unsent.
+    ///
+    /// # Errors
+    ///
+    /// The close reason on a closed session; an error of kind `WouldBlock`
+    /// when the pending table or the output is full (nothing is queued).
     pub fn start(&mut self, req: &Request) -> Result<CallId, Error> {
         if let Some(c) = &self.closed {
             return Err(c.error());

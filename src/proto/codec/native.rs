@@ -97,18 +97,36 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
 }
 
 /// Decodes a native request payload.
+///
+/// # Errors
+///
+/// [`CodecError`] when the payload is malformed, over the decode budget
+/// ([`NATIVE_BYTES_PER_INPUT_BYTE`] × its length + 1 MiB), nested too deeply,
+/// or names a global the policy refuses.
 pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
     decode_request_ref(payload).map(RequestRef::into_owned)
 }
 
 /// Decodes a native request payload in place: the method name borrows `payload`.
 /// Opaque values pass under the [`Globals::Default`] policy.
+///
+/// # Errors
+///
+/// [`CodecError`] when the payload is malformed, over the decode budget
+/// ([`NATIVE_BYTES_PER_INPUT_BYTE`] × its length + 1 MiB), nested too deeply,
+/// or names a global the policy refuses.
 pub fn decode_request_ref(payload: &[u8]) -> Result<RequestRef<'_>, CodecError> {
     decode_request_ref_with(payload, Globals::Default)
 }
 
 /// Decodes a native request payload as [`decode_request_ref`] does, refusing
 /// opaque values that name a global `globals` does not allow.
+///
+/// # Errors
+///
+/// [`CodecError`] when the payload is malformed, over the decode budget
+/// ([`NATIVE_BYTES_PER_INPUT_BYTE`] × its length + 1 MiB), nested too deeply,
+/// or names a global the policy refuses.
 pub fn decode_request_ref_with(
     payload: &[u8],
     globals: Globals,
@@ -150,6 +168,12 @@ pub fn encode_reply(reply: &Reply, out: &mut Vec<u8>) {
 }
 
 /// Decodes a native reply payload.
+///
+/// # Errors
+///
+/// [`CodecError`] when the payload is malformed, over the decode budget
+/// ([`NATIVE_BYTES_PER_INPUT_BYTE`] × its length + 1 MiB), nested too deeply,
+/// or names a global the policy refuses.
 pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
     let (tag, body) = split_header(payload)?;
     let text = |d: &mut Input<'_>| d.string();

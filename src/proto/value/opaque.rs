@@ -67,6 +67,10 @@ impl PyObject {
     /// An object made by `form` (not [`Form::Global`]) from `callable` (usually
     /// a global) and the items of `args`, with no keyword arguments, state,
     /// items or entries yet.
+    ///
+    /// # Panics
+    ///
+    /// When `form` is [`Form::Global`] (use [`PyObject::global`]).
     pub fn built(form: Form, callable: Value, args: Vec<Value>) -> PyObject {
         assert!(
             !matches!(form, Form::Global { .. }),
