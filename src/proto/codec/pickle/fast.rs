@@ -383,9 +383,7 @@ mod tests {
         }
         // Nesting past FAST_DEPTH falls back; the general machine takes it.
         let mut deep = b"\x80\x04(N\x8c\x01m)".to_vec();
-        for _ in 0..FAST_DEPTH {
-            deep.push(0x85);
-        }
+        deep.extend(std::iter::repeat_n(0x85, usize::from(FAST_DEPTH)));
         deep.extend(b"}t.");
         assert_eq!(request(&deep), None);
         assert!(slow(&deep).is_ok());
