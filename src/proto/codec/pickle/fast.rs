@@ -82,10 +82,10 @@ impl<'a> Reader<'a> {
 }
 
 /// The values on the machine's stack, with each one's container height
-/// (0 for an atom) kept beside it.
+/// (0 for an atom) kept beside it, in place (no allocation).
 struct Stack {
     values: Vec<Value>,
-    heights: Vec<u8>,
+    heights: [u8; FAST_VALUES],
     marks: [usize; FAST_MARKS],
     open: usize,
     /// Values built so far.
@@ -110,8 +110,8 @@ impl Stack {
         if self.made > FAST_VALUES {
             return None;
         }
+        self.heights[self.values.len()] = h;
         self.values.push(v);
-        self.heights.push(h);
         Some(())
     }
 
@@ -126,7 +126,8 @@ impl Stack {
     /// [`FAST_DEPTH`]).
     #[inline]
     fn height(&self, m: usize) -> Option<u8> {
-        let h = self.heights[m..].iter().copied().max().unwrap_or(0) + 1;
+        let n = self.values.len();
+        let h = self.heights[m..n].iter().copied().max().unwrap_or(0) + 1;
         (h <= FAST_DEPTH).then_some(h)
     }
 
@@ -135,7 +136,6 @@ impl Stack {
     #[inline]
     fn split(&mut self, m: usize) -> Option<(Vec<Value>, u8)> {
         let h = self.height(m)?;
-        self.heights.truncate(m);
         Some((self.values.split_off(m), h))
     }
 
@@ -163,7 +163,6 @@ impl Stack {
             _ => return None,
         }
         self.values.truncate(m);
-        self.heights.truncate(m);
         let top = &mut self.heights[m - 1];
         *top = (*top).max(h);
         Some(())
@@ -215,7 +214,7 @@ fn run(data: &[u8]) -> Option<Value> {
     let mut r = Reader { data, pos: 0 };
     let mut s = Stack {
         values: Vec::with_capacity(8),
-        heights: Vec::with_capacity(8),
+        heights: [0; FAST_VALUES],
         marks: [0; FAST_MARKS],
         open: 0,
         made: 0,
