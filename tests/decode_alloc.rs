@@ -465,6 +465,17 @@ fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
     pairs.extend(std::iter::repeat_n(b'N', 1 << 21));
     pairs.push(b'u');
     cases.push(("dict of 2**20 None: None pairs", wrap(&pairs), Expect::Ok));
+    // The fast path for the common request (src/proto/codec/pickle/fast.rs)
+    // at its widest: as many values as it builds (1024), as empty dicts and
+    // as a dict filled one SETITEM at a time.
+    let mut wide = b"\x80\x04(N\x8c\x01m(".to_vec();
+    wide.extend(std::iter::repeat_n(b'}', 1019));
+    wide.extend(b"t}t.");
+    cases.push(("fast path: 1019 empty dicts", wide, Expect::Ok));
+    let mut pairs = b"\x80\x04(N\x8c\x01m}".to_vec();
+    pairs.extend(std::iter::repeat_n(*b"NNs", 509).flatten());
+    pairs.extend(b"\x85}t.");
+    cases.push(("fast path: 509 SETITEMs", pairs, Expect::Ok));
     cases
 }
 

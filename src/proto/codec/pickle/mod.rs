@@ -28,6 +28,7 @@
 
 mod decode;
 mod encode;
+mod fast;
 mod globals;
 
 use decode::{Decoded, Node};
@@ -113,6 +114,9 @@ pub fn exception_class(kind: &str) -> Option<(&'static str, &'static str)> {
 /// [`decode_request_for`].
 /// Opaque values pass under the [`Globals::Default`] policy.
 pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
+    if let Some(req) = fast::request(payload) {
+        return Ok(req);
+    }
     request(decode::run(payload, Globals::Default)?)
 }
 
@@ -130,6 +134,11 @@ pub fn decode_request_with(
     address: &Value,
     globals: Globals,
 ) -> Result<Request, CodecError> {
+    // The common call (atoms, no memo references, no globals, no tokens) in
+    // one pass; anything else, or anything wrong, is the general machine's.
+    if let Some(req) = fast::request(payload) {
+        return Ok(req);
+    }
     let mut d = decode::run(payload, globals)?;
     d.home = Some(address.clone());
     request(d)
