@@ -1,3 +1,4 @@
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 //! The sans-IO protocol core: bytes in, bytes out.
 //!
 //! Nothing in this module touches a socket, a clock source or mio: callers feed it

@@ -78,7 +78,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, CodecError> {
 /// The `multiprocessing.managers` proxy type CPython's SyncManager uses for
 /// `typeid`; every other typeid gets `AutoProxy` (which asks the server for the
 /// exposed methods).
-pub fn proxy_type(typeid: &str) -> &'static str {
+pub(crate) fn proxy_type(typeid: &str) -> &'static str {
     match typeid {
         "Event" => "EventProxy",
         "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => "AcquirerProxy",
@@ -98,7 +98,7 @@ pub fn proxy_type(typeid: &str) -> &'static str {
 /// Where CPython finds the exception class for an error `kind`: `("builtins",
 /// "KeyError")` for `KeyError`, `("queue", "Empty")` for `queue.Empty` … `None`
 /// for kinds not on the whitelist (they travel as `#TRACEBACK` text).
-pub fn exception_class(kind: &str) -> Option<(&'static str, &'static str)> {
+pub(crate) fn exception_class(kind: &str) -> Option<(&'static str, &'static str)> {
     if let Some(name) = BUILTIN_EXCEPTIONS.iter().find(|n| **n == kind) {
         return Some(("builtins", name));
     }
@@ -113,6 +113,14 @@ pub fn exception_class(kind: &str) -> Option<(&'static str, &'static str)> {
 /// (pickled proxies) among the arguments are taken as they come; a server uses
 /// [`decode_request_for`].
 /// Opaque values pass under the [`Globals::Default`] policy.
+///
+/// # Errors
+///
+/// [`CodecError`] when the pickle is malformed, over the decode budget
+/// ([`PICKLE_BYTES_PER_INPUT_BYTE`](super::PICKLE_BYTES_PER_INPUT_BYTE) × its
+/// length + 1 MiB), nested too deeply,
+/// not a request (or reply) of the expected shape, or names a global the
+/// policy refuses.
 pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
     if let Some(req) = fast::request(payload) {
         return Ok(req);
@@ -123,12 +131,28 @@ pub fn decode_request(payload: &[u8]) -> Result<Request, CodecError> {
 /// Decodes a request as [`decode_request`] does, for the server at `address`
 /// (CPython's form, as for [`Origin::address`]): a pickled proxy whose token
 /// names another server is refused instead of being taken for an object here.
+///
+/// # Errors
+///
+/// [`CodecError`] when the pickle is malformed, over the decode budget
+/// ([`PICKLE_BYTES_PER_INPUT_BYTE`](super::PICKLE_BYTES_PER_INPUT_BYTE) × its
+/// length + 1 MiB), nested too deeply,
+/// not a request (or reply) of the expected shape, or names a global the
+/// policy refuses.
 pub fn decode_request_for(payload: &[u8], address: &Value) -> Result<Request, CodecError> {
     decode_request_with(payload, address, Globals::Default)
 }
 
 /// Decodes a request as [`decode_request_for`] does, letting values name only
 /// the globals `globals` allows (see [`Globals`]); any other is refused.
+///
+/// # Errors
+///
+/// [`CodecError`] when the pickle is malformed, over the decode budget
+/// ([`PICKLE_BYTES_PER_INPUT_BYTE`](super::PICKLE_BYTES_PER_INPUT_BYTE) × its
+/// length + 1 MiB), nested too deeply,
+/// not a request (or reply) of the expected shape, or names a global the
+/// policy refuses.
 pub fn decode_request_with(
     payload: &[u8],
     address: &Value,
@@ -282,7 +306,8 @@ pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
 
 /// The pickle opcodes of a tuple of str (no PROTO, no STOP): a type's exposed
 /// methods, encoded once and then copied into each [`encode_created`] reply.
-pub fn str_tuple_opcodes(items: &[String]) -> Vec<u8> {
+#[cfg(feature = "server")]
+pub(crate) fn str_tuple_opcodes(items: &[String]) -> Vec<u8> {
     let none = Value::None;
     let origin = Origin::new(&none);
     let mut out = Vec::new();
@@ -297,7 +322,8 @@ pub fn str_tuple_opcodes(items: &[String]) -> Vec<u8> {
 /// Appends the pickle of a `create` reply, `('#RETURN', (ident, exposed))`, as
 /// [`encode_reply`] writes it, with `exposed` already encoded by
 /// [`str_tuple_opcodes`].
-pub fn encode_created(ident: &str, exposed: &[u8], out: &mut Vec<u8>) {
+#[cfg(feature = "server")]
+pub(crate) fn encode_created(ident: &str, exposed: &[u8], out: &mut Vec<u8>) {
     let none = Value::None;
     let origin = Origin::new(&none);
     out.extend_from_slice(RETURN_HEAD);
@@ -384,6 +410,18 @@ impl Writer<'_, '_> {
 /// Decodes a reply from a CPython manager server: `(kind, result)`.
 ///
 /// Opaque values in the result may name any global: a client trusts its server.
+///
+/// # Errors
+///
+/// [`CodecError`] when the pickle is malformed, over the decode budget
+/// ([`PICKLE_BYTES_PER_INPUT_BYTE`](super::PICKLE_BYTES_PER_INPUT_BYTE) × its
+/// length + 1 MiB), nested too deeply,
+/// not a request (or reply) of the expected shape, or names a global the
+/// policy refuses.
+///
+/// # Panics
+///
+/// Never: the `expect`s follow a match on the value's kind.
 pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
     let mut d = decode::run(payload, Globals::Any)?;
     let (kind, result) = match d.root() {
