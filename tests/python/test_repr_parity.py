@@ -83,6 +83,31 @@ class ReprParityTest(BothServersTestCase):
         self.assertIn(", 18446744073709551616, -18446744073709551616, 1000", got)
         self.assertIn(", frozenset(), frozenset({1}), set(), {1, 2}, (1,), (),", got)
 
+    def test_standard_library_values(self):
+        # Stored as opaque values: their repr is read from their pickled data.
+        import datetime
+        import decimal
+        import fractions
+        import uuid
+
+        values = [
+            datetime.datetime(2024, 5, 1),
+            datetime.datetime(2024, 5, 1, 13, 4, 5),
+            datetime.datetime(2024, 5, 1, 13, 4, 0, 258),
+            datetime.date(2024, 12, 31),
+            datetime.time(9, 30),
+            datetime.timedelta(days=3, seconds=7),
+            datetime.timedelta(0),
+            datetime.timedelta(microseconds=-1),
+            decimal.Decimal("-1.50"),
+            fractions.Fraction(-1, 3),
+            uuid.UUID(int=5),
+            uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        ]
+        got = self.alike(lambda m: str(m.list(values)))
+        self.assertIn("datetime.datetime(2024, 5, 1, 0, 0)", got)
+        self.assertIn("UUID('12345678-1234-5678-1234-567812345678')", got)
+
     def test_sync_objects(self):
         def check(m):
             ev, lock, rlock = m.Event(), m.Lock(), m.RLock()

@@ -344,6 +344,9 @@ impl PyObject {
                 _ => write!(f, "<class '{module}.{name}'>"),
             };
         }
+        if let Some(text) = self.known_repr(module, name) {
+            return f.write_str(&text);
+        }
         let plain = |v: &Value| !v.is_container() && !matches!(v, Value::Opaque(_));
         let simple = matches!(self.form, Form::Reduce)
             && matches!(self.state(), Some(Value::None))
@@ -361,6 +364,101 @@ impl PyObject {
                 f.write_str(")")
             }
             _ => write!(f, "<{module}.{name} object>"),
+        }
+    }
+}
+
+impl PyObject {
+    /// CPython's own `repr()` for the standard library's value types whose
+    /// pickled form is not their repr (`datetime.datetime(2024, 5, 1, 0, 0)`,
+    /// `datetime.timedelta(days=3)`, `Fraction(1, 3)`, `UUID('…')`), read from
+    /// their arguments or state as data; `None` for anything else (and for
+    /// forms these types do not pickle to: time zones, `fold`).
+    fn known_repr(&self, module: &str, name: &str) -> Option<String> {
+        let args = match self.args() {
+            Some(Value::Tuple(a)) => a.as_slice(),
+            _ => &[],
+        };
+        // `(h, m[, s[, us]])` as datetime and time print them: seconds only
+        // when not zero or when microseconds follow.
+        let clock = |b: &[u8]| {
+            let (h, m, sec) = (b[0], b[1], b[2]);
+            let us = (u32::from(b[3]) << 16) | (u32::from(b[4]) << 8) | u32::from(b[5]);
+            match (sec, us) {
+                (_, 1..) => format!("{h}, {m}, {sec}, {us}"),
+                (1.., 0) => format!("{h}, {m}, {sec}"),
+                _ => format!("{h}, {m}"),
+            }
+        };
+        match (module, name, args) {
+            ("datetime", "datetime", [Value::Bytes(b)]) if b.len() == 10 && b[2] & 0x80 == 0 => {
+                let year = u16::from(b[0]) << 8 | u16::from(b[1]);
+                Some(format!(
+                    "datetime.datetime({year}, {}, {}, {})",
+                    b[2],
+                    b[3],
+                    clock(&b[4..])
+                ))
+            }
+            ("datetime", "date", [Value::Bytes(b)]) if b.len() == 4 => {
+                let year = u16::from(b[0]) << 8 | u16::from(b[1]);
+                Some(format!("datetime.date({year}, {}, {})", b[2], b[3]))
+            }
+            ("datetime", "time", [Value::Bytes(b)]) if b.len() == 6 && b[0] & 0x80 == 0 => {
+                Some(format!("datetime.time({})", clock(b)))
+            }
+            ("datetime", "timedelta", [Value::Int(d), Value::Int(s), Value::Int(us)]) => {
+                let parts: Vec<String> = [("days", d), ("seconds", s), ("microseconds", us)]
+                    .iter()
+                    .filter(|(_, v)| **v != 0)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                Some(if parts.is_empty() {
+                    "datetime.timedelta(0)".to_owned()
+                } else {
+                    format!("datetime.timedelta({})", parts.join(", "))
+                })
+            }
+            ("fractions", "Fraction", [Value::Str(s)]) => {
+                let (n, d) = s.split_once('/').unwrap_or((s, "1"));
+                let digits = |t: &str| {
+                    let t = t.strip_prefix('-').unwrap_or(t);
+                    !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit())
+                };
+                (digits(n) && digits(d)).then(|| format!("Fraction({n}, {d})"))
+            }
+            ("uuid", "UUID", _) => {
+                let Some(Value::Dict(state)) = self.state() else {
+                    return None;
+                };
+                let int = state.iter().find_map(|(k, v)| match k {
+                    Value::Str(k) if k == "int" => Some(v),
+                    _ => None,
+                })?;
+                let n: u128 = match int {
+                    Value::Int(i) => u128::try_from(*i).ok()?,
+                    Value::BigInt(b) if b.len() <= 16 || (b.len() == 17 && b[16] == 0) => {
+                        if b.len() < 17 && b.last().is_some_and(|x| x & 0x80 != 0) {
+                            return None; // negative
+                        }
+                        b.iter()
+                            .take(16)
+                            .rev()
+                            .fold(0u128, |acc, x| acc << 8 | u128::from(*x))
+                    }
+                    _ => return None,
+                };
+                let h = format!("{n:032x}");
+                Some(format!(
+                    "UUID('{}-{}-{}-{}-{}')",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                ))
+            }
+            _ => None,
         }
     }
 }
@@ -427,6 +525,54 @@ mod tests {
         assert_eq!(o.global_name(), Some(("decimal", "Decimal")));
         assert_eq!(o.type_name(), "Decimal");
         assert_eq!(d.to_string(), "Decimal('1.5')");
+        // CPython's own reprs of the types whose pickle is not their repr.
+        let dt =
+            |b: &[u8]| Value::opaque_call("datetime", "datetime", vec![Value::Bytes(b.to_vec())]);
+        assert_eq!(
+            dt(&[7, 232, 5, 1, 0, 0, 0, 0, 0, 0]).to_string(),
+            "datetime.datetime(2024, 5, 1, 0, 0)"
+        );
+        assert_eq!(
+            dt(&[7, 232, 5, 1, 13, 4, 5, 0, 0, 0]).to_string(),
+            "datetime.datetime(2024, 5, 1, 13, 4, 5)"
+        );
+        assert_eq!(
+            dt(&[7, 232, 5, 1, 13, 4, 0, 0, 1, 2]).to_string(),
+            "datetime.datetime(2024, 5, 1, 13, 4, 0, 258)"
+        );
+        assert_eq!(
+            Value::opaque_call("datetime", "date", vec![Value::Bytes(vec![7, 232, 12, 31])])
+                .to_string(),
+            "datetime.date(2024, 12, 31)"
+        );
+        assert_eq!(
+            Value::opaque_call(
+                "datetime",
+                "time",
+                vec![Value::Bytes(vec![9, 30, 0, 0, 0, 0])]
+            )
+            .to_string(),
+            "datetime.time(9, 30)"
+        );
+        let td = |d, s, us| {
+            Value::opaque_call(
+                "datetime",
+                "timedelta",
+                vec![Value::Int(d), Value::Int(s), Value::Int(us)],
+            )
+            .to_string()
+        };
+        assert_eq!(td(3, 7, 0), "datetime.timedelta(days=3, seconds=7)");
+        assert_eq!(td(0, 0, 0), "datetime.timedelta(0)");
+        assert_eq!(
+            td(-1, 86399, 5),
+            "datetime.timedelta(days=-1, seconds=86399, microseconds=5)"
+        );
+        assert_eq!(
+            Value::opaque_call("fractions", "Fraction", vec![Value::Str("-1/3".into())])
+                .to_string(),
+            "Fraction(-1, 3)"
+        );
         assert_eq!(
             Value::opaque_global("builtins", "list").to_string(),
             "<class 'list'>"
@@ -451,7 +597,7 @@ mod tests {
         c.set_state(Value::Dict(vec![(Value::Str("int".into()), Value::Int(5))]));
         assert_eq!(
             Value::Opaque(Box::new(c.clone())).to_string(),
-            "<uuid.UUID object>"
+            "UUID('00000000-0000-0000-0000-000000000005')"
         );
         let parts = c.parts().to_vec();
         assert!(PyObject::from_parts(Form::NewObj, parts.clone()) == Some(c));
