@@ -94,6 +94,16 @@ impl ServerBox {
     }
 }
 
+/// Runs a setter on the server: `MGR_OK`, or the error of a NULL, busy (inside
+/// a callback) or freed server.
+unsafe fn set(server: *mut mgr_server, f: impl FnOnce(&mut Server)) -> Result<mgr_status, Fail> {
+    arg_server(server)?.with(|s| {
+        f(s);
+        Ok(())
+    })?;
+    Ok(mgr_status::MGR_OK)
+}
+
 /// Fills `*out` with the current version and every default.
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_options_init(out: *mut mgr_server_options) -> mgr_status {
@@ -376,12 +386,7 @@ pub unsafe extern "C" fn mgr_server_shutdown(server: *mut mgr_server) -> mgr_sta
 #[no_mangle]
 pub unsafe extern "C" fn mgr_server_register_builtins(server: *mut mgr_server) -> mgr_status {
     ffi_boundary! {
-        let b = arg_server(server)?;
-        b.with(|s| {
-            s.register_builtins();
-            Ok(())
-        })?;
-        Ok(mgr_status::MGR_OK)
+        set(server, |s| s.register_builtins())
     }
 }
 
@@ -504,12 +509,7 @@ pub unsafe extern "C" fn mgr_server_set_max_held_bytes(
     max_bytes: u64,
 ) -> mgr_status {
     ffi_boundary! {
-        let b = arg_server(server)?;
-        b.with(|s| {
-            s.set_max_held_bytes(optional_cap(max_bytes));
-            Ok(())
-        })?;
-        Ok(mgr_status::MGR_OK)
+        set(server, |s| s.set_max_held_bytes(optional_cap(max_bytes)))
     }
 }
 
@@ -527,17 +527,12 @@ pub unsafe extern "C" fn mgr_server_set_turn_budget(
     max_time_us: u64,
 ) -> mgr_status {
     ffi_boundary! {
-        let b = arg_server(server)?;
         let requests = optional_cap(max_requests).unwrap_or(usize::MAX);
         let time = match max_time_us {
             0 => Duration::MAX,
             n => Duration::from_micros(n),
         };
-        b.with(|s| {
-            s.set_turn_budget(requests, time);
-            Ok(())
-        })?;
-        Ok(mgr_status::MGR_OK)
+        set(server, |s| s.set_turn_budget(requests, time))
     }
 }
 
@@ -551,13 +546,8 @@ pub unsafe extern "C" fn mgr_server_set_max_preauth_connections(
     max_connections: u64,
 ) -> mgr_status {
     ffi_boundary! {
-        let b = arg_server(server)?;
         let cap = optional_cap(max_connections).unwrap_or(usize::MAX);
-        b.with(|s| {
-            s.set_max_preauth_connections(cap);
-            Ok(())
-        })?;
-        Ok(mgr_status::MGR_OK)
+        set(server, |s| s.set_max_preauth_connections(cap))
     }
 }
 
@@ -586,12 +576,7 @@ pub unsafe extern "C" fn mgr_server_set_max_objects_per_conn(
     max_objects: u64,
 ) -> mgr_status {
     ffi_boundary! {
-        let b = arg_server(server)?;
-        b.with(|s| {
-            s.set_max_objects_per_conn(optional_cap(max_objects));
-            Ok(())
-        })?;
-        Ok(mgr_status::MGR_OK)
+        set(server, |s| s.set_max_objects_per_conn(optional_cap(max_objects)))
     }
 }
 
@@ -621,7 +606,6 @@ pub unsafe extern "C" fn mgr_server_set_globals(
     globals: u32,
 ) -> mgr_status {
     ffi_boundary! {
-        let b = arg_server(server)?;
         let g = match globals {
             x if x == mgr_globals::MGR_GLOBALS_DEFAULT as u32 => mgr::Globals::Default,
             x if x == mgr_globals::MGR_GLOBALS_ANY as u32 => mgr::Globals::Any,
@@ -633,11 +617,7 @@ pub unsafe extern "C" fn mgr_server_set_globals(
                 ))
             }
         };
-        b.with(|s| {
-            s.set_globals(g);
-            Ok(())
-        })?;
-        Ok(mgr_status::MGR_OK)
+        set(server, |s| s.set_globals(g))
     }
 }
 
@@ -652,12 +632,7 @@ pub unsafe extern "C" fn mgr_server_set_release_locks_of_dead(
     on: bool,
 ) -> mgr_status {
     ffi_boundary! {
-        let b = arg_server(server)?;
-        b.with(|s| {
-            s.set_release_locks_of_dead(on);
-            Ok(())
-        })?;
-        Ok(mgr_status::MGR_OK)
+        set(server, |s| s.set_release_locks_of_dead(on))
     }
 }
 
@@ -670,12 +645,7 @@ pub unsafe extern "C" fn mgr_server_set_gc_work_per_turn(
     work: u64,
 ) -> mgr_status {
     ffi_boundary! {
-        let b = arg_server(server)?;
-        b.with(|s| {
-            s.set_gc_work_per_turn(usize::try_from(work).unwrap_or(usize::MAX));
-            Ok(())
-        })?;
-        Ok(mgr_status::MGR_OK)
+        set(server, |s| s.set_gc_work_per_turn(usize::try_from(work).unwrap_or(usize::MAX)))
     }
 }
 
@@ -856,7 +826,6 @@ pub unsafe extern "C" fn mgr_server_set_log(
     userdata: *mut c_void,
 ) -> mgr_status {
     ffi_boundary! {
-        let b = arg_server(server)?;
         let hook: Option<crate::server::LogHook> = callback.map(|f| {
             Box::new(move |e: &LogEvent<'_>| {
                 let (kind, peer) = match *e {
@@ -876,11 +845,7 @@ pub unsafe extern "C" fn mgr_server_set_log(
                 unsafe { f(userdata, kind, p, message.as_ptr()) };
             }) as crate::server::LogHook
         });
-        b.with(|s| {
-            s.set_log_hook(hook);
-            Ok(())
-        })?;
-        Ok(mgr_status::MGR_OK)
+        set(server, |s| s.set_log_hook(hook))
     }
 }
 
