@@ -707,6 +707,34 @@ impl AsFd for NbClient {
     }
 }
 
+impl NbClient {
+    /// `register` (or, `again`, `reregister`) the socket with the interest
+    /// the client wants now, keeping a handle on the registry for its own
+    /// re-registrations.
+    fn attach(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        again: bool,
+    ) -> io::Result<()> {
+        let handle = registry.try_clone()?;
+        let writable = self.wants_write();
+        let interest = self.interest();
+        let source = self.stream.source();
+        if again {
+            source.reregister(registry, token, interest)?;
+        } else {
+            source.register(registry, token, interest)?;
+        }
+        self.registered = Some(Registered {
+            registry: handle,
+            token,
+            writable,
+        });
+        Ok(())
+    }
+}
+
 /// Registers the client's socket in a host's `mio::Poll` (edge-triggered):
 /// register it once and call [`NbClient::process`] on every event, and when
 /// [`NbClient::next_deadline`] passes. The client manages its interest
@@ -723,16 +751,7 @@ impl mio::event::Source for NbClient {
         token: mio::Token,
         _interests: Interest,
     ) -> io::Result<()> {
-        let handle = registry.try_clone()?;
-        let writable = self.wants_write();
-        let interest = self.interest();
-        self.stream.source().register(registry, token, interest)?;
-        self.registered = Some(Registered {
-            registry: handle,
-            token,
-            writable,
-        });
-        Ok(())
+        self.attach(registry, token, false)
     }
     fn reregister(
         &mut self,
@@ -740,16 +759,7 @@ impl mio::event::Source for NbClient {
         token: mio::Token,
         _interests: Interest,
     ) -> io::Result<()> {
-        let handle = registry.try_clone()?;
-        let writable = self.wants_write();
-        let interest = self.interest();
-        self.stream.source().reregister(registry, token, interest)?;
-        self.registered = Some(Registered {
-            registry: handle,
-            token,
-            writable,
-        });
-        Ok(())
+        self.attach(registry, token, true)
     }
     fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
         self.registered = None;
