@@ -180,8 +180,10 @@ impl Default for Value {
 }
 
 impl Value {
-    /// A short name of the value's kind, as Python would call its type.
-    pub fn type_name(&self) -> &'static str {
+    /// A short name of the value's kind, as Python would call its type; an
+    /// opaque object's is its class name (`datetime`, `ValueError`, a user's
+    /// `Point`), as Python's error messages name it.
+    pub fn type_name(&self) -> &str {
         match self {
             Value::None => "NoneType",
             Value::Bool(_) => "bool",
@@ -196,7 +198,7 @@ impl Value {
             Value::FrozenSet(_) => "frozenset",
             Value::Ref(_) => "proxy",
             Value::Slice(_) => "slice",
-            Value::Opaque(_) => "object",
+            Value::Opaque(o) => o.type_name(),
         }
     }
 

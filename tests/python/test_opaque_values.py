@@ -158,8 +158,11 @@ class OpaqueDefaultTest(MgrdTestCase):
         l = self.m.list([uuid.UUID(int=1), uuid.UUID(int=1), uuid.UUID(int=2)])
         self.assertEqual(l.count(uuid.UUID(int=1)), 2)
         self.assertEqual(l.index(uuid.UUID(int=2)), 2)
-        # Ordering needs Python semantics: refused, as a TypeError.
-        with self.assertRaises(TypeError):
+        # Ordering needs Python semantics: refused, as the TypeError Python
+        # raises for instances of a class without ordering (naming the class).
+        with self.assertRaisesRegex(
+            TypeError, "'<' not supported between instances of 'UUID' and 'UUID'"
+        ):
             l.sort()
         # repr names the class.
         self.assertIn("Decimal('2.5')", str(d))
@@ -279,6 +282,12 @@ class PureBuiltinsTest(MgrdTestCase):
         d = self.m.list([{"n": 2}, {"n": 1}])
         d.sort(key=operator.itemgetter("n"))
         self.assertEqual(d[:], [{"n": 1}, {"n": 2}])
+        # Dict keys are found as Python finds them: 1 == 1.0 == True.
+        for k in (1.0, True):
+            with self.subTest(k=k):
+                by_num = self.m.list([{1: "b"}, {1: "a"}])
+                by_num.sort(key=operator.itemgetter(k))
+                self.assertEqual(by_num[:], [{1: "a"}, {1: "b"}])
         # A key that applies to no item is the TypeError Python raises, and
         # the list is unchanged.
         mixed = self.m.list(["a", 1])

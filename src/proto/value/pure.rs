@@ -11,11 +11,19 @@ pub(crate) fn casefold(s: &str) -> String {
     s.to_lowercase().replace('ß', "ss").replace('ς', "σ")
 }
 
+/// Python's `==` as the caller defines it (the server's: `1 == 1.0 == True`),
+/// for looking a key up in a dict.
+pub(crate) type Eq = fn(&Value, &Value) -> bool;
+
 /// The key `key` (an opaque value naming a pure builtin, or an
 /// `operator.itemgetter(...)` object) gives for `item`; `Err` with Python's
 /// `TypeError` / `IndexError` / `KeyError` kind and text, or `None` when `key`
-/// is not a function this interprets.
-pub(crate) fn apply(key: &Value, item: &Value) -> Option<Result<Value, (&'static str, String)>> {
+/// is not a function this interprets. A dict item's keys are matched with `eq`.
+pub(crate) fn apply(
+    key: &Value,
+    item: &Value,
+    eq: Eq,
+) -> Option<Result<Value, (&'static str, String)>> {
     let o = key.as_opaque()?;
     let (module, name) = o.global_name()?;
     match (o.form(), module, name) {
@@ -28,11 +36,11 @@ pub(crate) fn apply(key: &Value, item: &Value) -> Option<Result<Value, (&'static
                 return None;
             }
             if keys.len() == 1 {
-                return Some(get_item(item, &keys[0]));
+                return Some(get_item(item, &keys[0], eq));
             }
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
-                match get_item(item, k) {
+                match get_item(item, k, eq) {
                     Ok(v) => out.push(v),
                     Err(e) => return Some(Err(e)),
                 }
@@ -80,8 +88,9 @@ fn builtin(f: &str, item: &Value) -> Option<Result<Value, (&'static str, String)
     })
 }
 
-/// `item[k]` for a list, tuple or str by int index, a dict by key.
-fn get_item(item: &Value, k: &Value) -> Result<Value, (&'static str, String)> {
+/// `item[k]` for a list, tuple or str by int index, a dict by key (matched
+/// with `eq`).
+fn get_item(item: &Value, k: &Value, eq: Eq) -> Result<Value, (&'static str, String)> {
     let index = |len: usize| -> Result<usize, (&'static str, String)> {
         let Some(i) = k.as_int() else {
             return Err((
@@ -112,7 +121,7 @@ fn get_item(item: &Value, k: &Value) -> Result<Value, (&'static str, String)> {
         }
         Value::Dict(d) => d
             .iter()
-            .find(|(x, _)| x == k)
+            .find(|(x, _)| eq(x, k))
             .map(|(_, v)| v.clone())
             .ok_or_else(|| ("KeyError", k.to_string())),
         other => Err((
@@ -126,32 +135,48 @@ fn get_item(item: &Value, k: &Value) -> Result<Value, (&'static str, String)> {
 mod tests {
     use super::*;
 
+    fn structural(a: &Value, b: &Value) -> bool {
+        a == b
+    }
+
     #[test]
     fn keys_like_python() {
         let lower = Value::opaque_global("builtins", "str.lower");
-        assert_eq!(apply(&lower, &"AbC".into()).unwrap(), Ok("abc".into()));
         assert_eq!(
-            apply(&lower, &Value::Int(1)).unwrap().unwrap_err().0,
+            apply(&lower, &"AbC".into(), structural).unwrap(),
+            Ok("abc".into())
+        );
+        assert_eq!(
+            apply(&lower, &Value::Int(1), structural)
+                .unwrap()
+                .unwrap_err()
+                .0,
             "TypeError"
         );
         let len = Value::opaque_global("builtins", "len");
-        assert_eq!(apply(&len, &"héllo".into()).unwrap(), Ok(Value::Int(5)));
+        assert_eq!(
+            apply(&len, &"héllo".into(), structural).unwrap(),
+            Ok(Value::Int(5))
+        );
         let abs = Value::opaque_global("builtins", "abs");
-        assert_eq!(apply(&abs, &Value::Int(-3)).unwrap(), Ok(Value::Int(3)));
+        assert_eq!(
+            apply(&abs, &Value::Int(-3), structural).unwrap(),
+            Ok(Value::Int(3))
+        );
         let get1 = Value::opaque_call("operator", "itemgetter", vec![Value::Int(1)]);
         let t = Value::Tuple(vec![Value::Int(5), "b".into()]);
-        assert_eq!(apply(&get1, &t).unwrap(), Ok("b".into()));
+        assert_eq!(apply(&get1, &t, structural).unwrap(), Ok("b".into()));
         let get_k = Value::opaque_call("operator", "itemgetter", vec!["k".into(), Value::Int(0)]);
         let d = Value::Dict(vec![
             ("k".into(), Value::Int(2)),
             (Value::Int(0), Value::None),
         ]);
         assert_eq!(
-            apply(&get_k, &d).unwrap(),
+            apply(&get_k, &d, structural).unwrap(),
             Ok(Value::Tuple(vec![Value::Int(2), Value::None]))
         );
         assert_eq!(casefold("Straße"), "strasse");
         let other = Value::opaque_global("os", "system");
-        assert!(apply(&other, &t).is_none());
+        assert!(apply(&other, &t, structural).is_none());
     }
 }

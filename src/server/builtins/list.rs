@@ -379,7 +379,7 @@ impl PyList {
         // A pure builtin is interpreted; nothing else can run here.
         let mut keys = super::size::vec_with(self.items.len())?;
         for item in &self.items {
-            match crate::proto::value::pure::apply(&key, item) {
+            match crate::proto::value::pure::apply(&key, item, super::pykey::py_eq) {
                 Some(Ok(k)) => keys.push(k),
                 Some(Err((kind, msg))) => return Err(RemoteError::new(kind, msg)),
                 None => {

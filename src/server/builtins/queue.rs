@@ -44,7 +44,7 @@ pub(crate) struct Queue {
     maxsize: i64,
     /// The type name of a `maxsize` that does not compare with an int (a str,
     /// say): queue.Queue takes it, and fails the calls that compare it.
-    uncomparable: Option<&'static str>,
+    uncomparable: Option<String>,
     items: VecDeque<Value>,
     /// Blocked `get`s; only while `items` is empty.
     getters: WaitQueue<()>,
@@ -72,7 +72,7 @@ impl Queue {
             // Full at the first length >= maxsize.
             Some(Value::Float(f)) if f > 0.0 => (f.ceil().min(i64::MAX as f64) as i64, None),
             Some(Value::Float(_)) => (0, None),
-            Some(other) => (0, Some(other.type_name())),
+            Some(other) => (0, Some(other.type_name().to_string())),
         };
         Ok(Queue {
             maxsize,
@@ -84,7 +84,7 @@ impl Queue {
     /// The TypeError of comparing an uncomparable maxsize, as `op` would raise it
     /// (`'>'` in put: `maxsize > 0`, `'<'` in full: `0 < maxsize`).
     fn compare(&self, op: &str) -> Result<(), RemoteError> {
-        match self.uncomparable {
+        match &self.uncomparable {
             None => Ok(()),
             Some(t) if op == ">" => Err(RemoteError::type_error(format!(
                 "'>' not supported between instances of '{t}' and 'int'"
