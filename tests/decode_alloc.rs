@@ -113,6 +113,8 @@ cases = {
     'big bytes': b'x' * M,
     'big str': 'y' * M,
     'array of doubles': array.array('d', range(M // 8)),
+    'iter of a str': iter('y' * (M // 8)),
+    'iter of bytes': iter(b'x' * (M // 8)),
 }
 for name, obj in cases.items():
     for proto in (2, 4):

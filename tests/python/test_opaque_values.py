@@ -320,6 +320,28 @@ class PureBuiltinsTest(MgrdTestCase):
         r = reversed(v)
         next(r)
         self.assertEqual(self.m.list(r)[:], [2, 1])
+        # Iterating a str, bytes, range or bytearray yields what Python's does.
+        def rest(src, n):
+            it = iter(src)
+            for _ in range(n):
+                next(it)
+            return it
+
+        for src in ("abc", "héllo wörld", b"xyz", range(3), range(10, -10, -3),
+                    bytearray(b"ab"), range(2**62, 2**62 + 3)):
+            with self.subTest(src=src):
+                self.assertEqual(self.m.list(iter(src))[:], list(src))
+                self.assertEqual(self.m.list(reversed(src))[:], list(reversed(src)))
+                self.assertEqual(self.m.list(rest(src, 1))[:], list(src)[1:])
+                self.assertEqual(self.m.list(enumerate(src))[:], list(enumerate(src)))
+                self.assertEqual(self.m.list(zip(src, k))[:], list(zip(src, k)))
+        self.assertEqual(self.m.dict(zip(range(3), "abc")).copy(), {0: "a", 1: "b", 2: "c"})
+        self.assertEqual(self.m.list(map(str.upper, "ab"))[:], ["A", "B"])
+        # A range too big to iterate within the request's budget is refused with
+        # the limit named, and the connection keeps working.
+        with self.assertRaisesRegex(Exception, "expands beyond"):
+            self.m.list(iter(range(10**12)))
+        self.assertEqual(self.m.list(iter("ok"))[:], ["o", "k"])
         d = self.m.dict()
         d.update(zip(k, v))
         d.update(collections.Counter("aab"))

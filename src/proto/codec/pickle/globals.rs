@@ -272,11 +272,97 @@ impl Machine<'_> {
     fn items_of(&mut self, src: Ix, what: &str) -> Result<Vec<Ix>, CodecError> {
         let n = match self.node(src) {
             Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => v.len(),
+            Node::Dict(d) => d.len(),
+            Node::Str(_) | Node::Bytes(_) | Node::Object(_) => return self.iterated(src, what),
             _ => return err(format!("{what} of something that is not a sequence")),
         };
         let mut items = self.budget.vec(n)?;
-        if let Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) = self.node(src) {
-            items.extend_from_slice(v);
+        match self.node(src) {
+            Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v) => {
+                items.extend_from_slice(v)
+            }
+            Node::Dict(d) => items.extend(d.iter().map(|&(k, _)| k)),
+            _ => unreachable!("matched a container"),
+        }
+        Ok(items)
+    }
+
+    /// What iterating a str (its characters), bytes (their ints), `range`
+    /// or `bytearray` yields, as new nodes, each charged like any node: a
+    /// `range(10**12)` runs out of budget, it is never materialized.
+    fn iterated(&mut self, src: Ix, what: &str) -> Result<Vec<Ix>, CodecError> {
+        enum Source {
+            Chars(String),
+            Bytes(Vec<u8>),
+            Range(i64, i64, i64),
+        }
+        let source = match self.node(src) {
+            Node::Str(s) => Source::Chars(s.clone()),
+            Node::Bytes(b) => Source::Bytes(b.clone()),
+            Node::Object(o) if o.form == Form::Reduce => {
+                let (callable, args) = (o.callable, o.args);
+                let bounds: Vec<Ix> = match self.node(args) {
+                    Node::Tuple(a) => a.clone(),
+                    _ => Vec::new(),
+                };
+                match (self.global(callable), &bounds[..]) {
+                    (Some(Global::Range), _) => {
+                        let mut b = [0i64, 0, 1];
+                        for (k, &i) in bounds.iter().enumerate() {
+                            let Node::Int(v) = *self.node(i) else {
+                                return err("range() bounds must be ints");
+                            };
+                            b[if bounds.len() == 1 { 1 } else { k }] = v;
+                        }
+                        Source::Range(b[0], b[1], b[2])
+                    }
+                    (Some(Global::Bytes(true)), []) => Source::Bytes(Vec::new()),
+                    (Some(Global::Bytes(true)), &[b]) => match self.node(b) {
+                        Node::Bytes(b) => Source::Bytes(b.clone()),
+                        _ => return err("bytearray() of something that is not bytes"),
+                    },
+                    _ => return err(format!("{what} of an object that is not a sequence")),
+                }
+            }
+            _ => return err(format!("{what} of something that is not a sequence")),
+        };
+        // The copy of a str or bytes taken above, charged.
+        if let Source::Chars(s) = &source {
+            self.budget.spend(s.len())?;
+        } else if let Source::Bytes(b) = &source {
+            self.budget.spend(b.len())?;
+        }
+        let mut items = Vec::new();
+        let mut push = |d: &mut Self, node: Node| -> Result<(), CodecError> {
+            d.budget.reserve(&mut items, 1)?;
+            items.push(d.add(node)?);
+            Ok(())
+        };
+        match source {
+            Source::Chars(s) => {
+                for c in s.chars() {
+                    self.budget.spend(c.len_utf8())?;
+                    push(self, Node::Str(c.to_string()))?;
+                }
+            }
+            Source::Bytes(b) => {
+                for x in b {
+                    push(self, Node::Int(i64::from(x)))?;
+                }
+            }
+            Source::Range(start, stop, step) => {
+                if step == 0 {
+                    return err("range() arg 3 must not be zero");
+                }
+                let mut i = start;
+                while (step > 0 && i < stop) || (step < 0 && i > stop) {
+                    push(self, Node::Int(i))?;
+                    match i.checked_add(step) {
+                        Some(n) => i = n,
+                        None => break,
+                    }
+                }
+            }
         }
         Ok(items)
     }
