@@ -212,8 +212,16 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
             if core.registry.named(&typeid).is_none() && core.registry.get(&typeid).is_none() {
                 // CPython's server looks the typeid up in a dict: a KeyError.
                 let key = Value::Str(typeid.clone());
+                let why = if matches!(typeid.as_str(), "Pool" | "AsyncResult") {
+                    // SyncManager registers them, but they run Python code in
+                    // the server's process, which libmgr never does.
+                    " (a Pool runs Python functions in the server's process; libmgr runs no \
+                     Python: make a multiprocessing.Pool in the client instead)"
+                } else {
+                    ""
+                };
                 return Dispatched::Reply(Reply::Traceback(format!(
-                    "Traceback (most recent call last):\n  (libmgr server) unknown typeid {key}\nKeyError: {key}"
+                    "Traceback (most recent call last):\n  (libmgr server) unknown typeid {key}{why}\nKeyError: {key}"
                 )));
             }
             let made = match core.registry.named(&typeid) {

@@ -52,6 +52,16 @@ class ParityTest(BothServersTestCase):
         # CPython's server looks the typeid up in a dict.
         self.assertEqual(self.assert_alike(check), "KeyError: 'nope'")
 
+    def test_a_pool_is_refused_with_the_reason(self):
+        # CPython's server runs the pool's Python functions; mgrd runs no Python,
+        # so it answers CPython's KeyError for an unknown typeid, saying why.
+        with self.assertRaises(RemoteError) as cm:
+            self.ours.Pool(2)
+        text = str(cm.exception)
+        self.assertIn("KeyError: 'Pool'", text)
+        self.assertIn("make a multiprocessing.Pool in the client", text)
+        self.assertEqual(self.ours.list([1])[:], [1])
+
     def test_unknown_typeid_attribute(self):
         got = self.assert_alike(lambda m: outcome(lambda: m.Nope()))
         self.assertEqual(got[0], "AttributeError")
