@@ -306,7 +306,7 @@ impl Machine<'_> {
                     _ => Vec::new(),
                 };
                 match (self.global(callable), &bounds[..]) {
-                    (Some(Global::Range), _) => {
+                    (Some(Global::Range), b) if (1..=3).contains(&b.len()) => {
                         let mut b = [0i64, 0, 1];
                         for (k, &i) in bounds.iter().enumerate() {
                             let Node::Int(v) = *self.node(i) else {
