@@ -145,7 +145,24 @@ pub enum Value {
     /// A Python object the data model cannot represent (a `datetime`, an
     /// exception instance …), kept as inert data and handed back as it came.
     Opaque(Box<PyObject>),
+    /// An immutable value referenced from more than one place (Python's
+    /// aliasing: `[[0] * 300] * 300` holds one inner list 300 times). Decoders
+    /// make it for a subtree a payload references more than once, so memory stays
+    /// linear in the payload; encoders write it once and refer back to it.
+    ///
+    /// It is transparent: [`Value::resolved`], the accessors, `type_name`,
+    /// conversions, `Display`, `Debug`, `PartialEq` and hashing all see the
+    /// value inside, and a writer that changes it first calls
+    /// [`Value::unshare`] (copy on write). Cloning one clones the `Arc`.
+    Shared(std::sync::Arc<Value>),
 }
+
+// A value is one 48-byte slot wherever it sits, and crosses threads.
+const _: () = assert!(std::mem::size_of::<Value>() == 48);
+const _: fn() = || {
+    fn send<T: Send + Sync>() {}
+    send::<Value>();
+};
 
 /// Python's `slice(start, stop, step)` with integer (or absent) bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -180,9 +197,53 @@ impl Default for Value {
 }
 
 impl Value {
+    /// The value itself, or for a [`Value::Shared`] the value it shares: what
+    /// every reader looks at.
+    #[inline]
+    pub fn resolved(&self) -> &Value {
+        let mut v = self;
+        while let Value::Shared(inner) = v {
+            v = inner;
+        }
+        v
+    }
+
+    /// Whether this is a [`Value::Shared`].
+    #[inline]
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Value::Shared(_))
+    }
+
+    /// Makes this value its own: a [`Value::Shared`] is replaced by the value it
+    /// shares (moved out when this was its last owner, copied otherwise), so it
+    /// can be changed without changing the other places that share it. Any
+    /// other value is left as it is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mgr::Value;
+    ///
+    /// let inner = Arc::new(Value::List(vec![Value::Int(0)]));
+    /// let mut a = Value::Shared(inner.clone());
+    /// let b = Value::Shared(inner);
+    /// assert_eq!(a, b);
+    /// a.unshare();
+    /// assert!(!a.is_shared() && a == b);
+    /// ```
+    pub fn unshare(&mut self) -> &mut Value {
+        while let Value::Shared(arc) = self {
+            let own = std::mem::take(std::sync::Arc::make_mut(arc));
+            *self = own;
+        }
+        self
+    }
+
     /// A short name of the value's kind, as Python would call its type.
     pub fn type_name(&self) -> &'static str {
-        match self {
+        match self.resolved() {
+            Value::Shared(_) => unreachable!("resolved"),
             Value::None => "NoneType",
             Value::Bool(_) => "bool",
             Value::Int(_) | Value::BigInt(_) => "int",
@@ -215,7 +276,10 @@ impl Value {
     /// assert_eq!(Value::Int(1).into_str(), Err(Value::Int(1)));
     /// ```
     pub fn into_str(mut self) -> Result<String, Value> {
-        match &mut self {
+        if !matches!(self.resolved(), Value::Str(_)) {
+            return Err(self);
+        }
+        match self.unshare() {
             Value::Str(s) => Ok(std::mem::take(s)),
             _ => Err(self),
         }
@@ -236,7 +300,13 @@ impl Value {
     /// assert_eq!(pair.into_items(), Ok(vec![Value::Int(1), Value::from("b")]));
     /// ```
     pub fn into_items(mut self) -> Result<Vec<Value>, Value> {
-        match &mut self {
+        if !matches!(
+            self.resolved(),
+            Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_)
+        ) {
+            return Err(self);
+        }
+        match self.unshare() {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
                 Ok(std::mem::take(v))
             }
@@ -250,7 +320,10 @@ impl Value {
     ///
     /// Any other value comes back unchanged as the error.
     pub fn into_entries(mut self) -> Result<Vec<(Value, Value)>, Value> {
-        match &mut self {
+        if !matches!(self.resolved(), Value::Dict(_)) {
+            return Err(self);
+        }
+        match self.unshare() {
             Value::Dict(d) => Ok(std::mem::take(d)),
             _ => Err(self),
         }
@@ -258,7 +331,7 @@ impl Value {
 
     /// The string inside a `Str`, if this is one.
     pub fn as_str(&self) -> Option<&str> {
-        match self {
+        match self.resolved() {
             Value::Str(s) => Some(s),
             _ => None,
         }
@@ -266,7 +339,7 @@ impl Value {
 
     /// The integer inside an `Int` (or a `Bool`, as Python treats bools as ints).
     pub fn as_int(&self) -> Option<i64> {
-        match *self {
+        match *self.resolved() {
             Value::Int(i) => Some(i),
             Value::Bool(b) => Some(i64::from(b)),
             _ => None,
@@ -275,7 +348,7 @@ impl Value {
 
     /// The number as a float: floats, ints and bools.
     pub fn as_float(&self) -> Option<f64> {
-        match *self {
+        match *self.resolved() {
             Value::Float(f) => Some(f),
             Value::Int(i) => Some(i as f64),
             Value::Bool(b) => Some(f64::from(u8::from(b))),
@@ -285,7 +358,8 @@ impl Value {
 
     /// Python truthiness.
     pub fn truthy(&self) -> bool {
-        match self {
+        match self.resolved() {
+            Value::Shared(_) => unreachable!("resolved"),
             Value::None => false,
             Value::Bool(b) => *b,
             Value::Int(i) => *i != 0,
@@ -311,14 +385,14 @@ impl Value {
     /// Whether any object reference is inside this value.
     #[inline]
     pub fn has_refs(&self) -> bool {
-        match self {
+        match self.resolved() {
             Value::Ref(_) => true,
             Value::List(_)
             | Value::Tuple(_)
             | Value::Dict(_)
             | Value::Set(_)
             | Value::FrozenSet(_)
-            | Value::Opaque(_) => self.container_has_refs(),
+            | Value::Opaque(_) => self.resolved().container_has_refs(),
             _ => false,
         }
     }
@@ -326,7 +400,7 @@ impl Value {
     fn container_has_refs(&self) -> bool {
         // A container of leaves (the common case) without a walk, or of leaves
         // and sequences of leaves (a `create` reply's `(ident, exposed)`).
-        let leaves = |v: &[Value]| v.iter().all(|x| !x.is_container());
+        let leaves = |v: &[Value]| v.iter().all(|x| !x.is_container() && !x.is_shared());
         let has_ref = |v: &[Value]| v.iter().any(|x| matches!(x, Value::Ref(_)));
         if let Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) = self {
             if leaves(v) {
@@ -334,7 +408,7 @@ impl Value {
             }
             let shallow = v.iter().all(|x| match x {
                 Value::List(w) | Value::Tuple(w) => leaves(w),
-                x => !x.is_container(),
+                x => !x.is_container() && !x.is_shared(),
             });
             if shallow {
                 return v.iter().any(|x| match x {
@@ -430,6 +504,7 @@ impl fmt::Debug for Value {
                 Value::Dict(_) => f.write_str("Dict([")?,
                 Value::Set(_) => f.write_str("Set([")?,
                 Value::FrozenSet(_) => f.write_str("FrozenSet([")?,
+                Value::Shared(_) => unreachable!("a walk sees through sharing"),
             }
         }
         Ok(())

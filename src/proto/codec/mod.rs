@@ -82,6 +82,43 @@ pub fn decode_limit(input_len: usize, per_byte: usize) -> usize {
         .saturating_add(DECODE_FLOOR_BYTES)
 }
 
+/// Most values one decoded payload may expand to when every shared part
+/// ([`Value::Shared`](crate::proto::Value::Shared)) is counted at every place it
+/// appears: what a full walk of the payload's values visits (`repr`, `==`,
+/// hashing, a copy on write all cost this much). Sharing keeps the *memory* of
+/// an aliased payload linear in its size, but a few bytes of memo references
+/// can describe an exponentially large tree (`a = [a, a]` twenty times), so
+/// the logical size has its own cap: 2^24 (16,777,216) values, sixteen times
+/// `[[[0] * 100] * 100] * 100` (1,010,101 values), and about what a server
+/// walks in a fraction of a second.
+pub const MAX_EXPANDED_VALUES: u64 = 1 << 24;
+
+/// A decode's running count of values, shared parts counted at every
+/// reference, refused past [`MAX_EXPANDED_VALUES`].
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Expanded(u64);
+
+impl Expanded {
+    /// Counts `n` more values.
+    #[inline]
+    pub(crate) fn add(&mut self, n: u64) -> Result<(), CodecError> {
+        self.0 = self.0.saturating_add(n);
+        if self.0 > MAX_EXPANDED_VALUES {
+            return Err(CodecError::new(format!(
+                "the payload's values expand to more than {MAX_EXPANDED_VALUES} values \
+                 (MAX_EXPANDED_VALUES) when shared parts are counted wherever they appear"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Values counted so far.
+    #[inline]
+    pub(crate) fn count(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Part of the floor the budget keeps back from its charges: room for a
 /// decoder's small fixed bookkeeping that is not charged (error text, a
 /// global's name, a few words of state), so the measured peak stays within

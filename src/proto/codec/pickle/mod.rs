@@ -186,11 +186,13 @@ fn request(mut d: Decoded) -> Result<Request, CodecError> {
     };
     d.spend(method.len())?;
     let args = match d.value(parts[2])? {
-        v @ (Value::Tuple(_) | Value::List(_)) => v.into_items().expect("a sequence"),
+        v if matches!(v.resolved(), Value::Tuple(_) | Value::List(_)) => {
+            v.into_items().expect("a sequence")
+        }
         _ => return err("args must be a tuple"),
     };
     let kwargs = match d.value(parts[3])? {
-        kv @ Value::Dict(_) => {
+        kv if matches!(kv.resolved(), Value::Dict(_)) => {
             let kv = kv.into_entries().expect("a dict");
             d.spend(kv.len() * std::mem::size_of::<(String, Value)>())?;
             kv.into_iter()
@@ -200,7 +202,7 @@ fn request(mut d: Decoded) -> Result<Request, CodecError> {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         }
-        Value::None => Vec::new(),
+        v if matches!(v, Value::None) => Vec::new(),
         _ => return err("kwds must be a dict"),
     };
     Ok(Request {
@@ -345,7 +347,7 @@ const RETURN_HEAD: &[u8] = b"\x80\x04\x8c\x07#RETURN";
 /// (list, dict, set, slice) used as a set element or dict key. Walked with an
 /// explicit stack: a host may build values of any depth.
 fn unhashable(v: &Value) -> Option<String> {
-    if !v.is_container() || sequences_of_leaves(v) {
+    if !v.resolved().is_container() || sequences_of_leaves(v) {
         return None;
     }
     // Per open container: whether it is itself in a hashed position, and whether
@@ -389,14 +391,15 @@ fn unhashable(v: &Value) -> Option<String> {
 /// `(ident, exposed)`, a call's args): no value in it is in a hashed position,
 /// which this shows without the walk.
 fn sequences_of_leaves(v: &Value) -> bool {
+    let leaf = |x: &Value| !x.is_container() && !x.is_shared();
     let seq = |v: &Value| match v {
-        Value::List(items) | Value::Tuple(items) => Some(items.iter().all(|x| !x.is_container())),
+        Value::List(items) | Value::Tuple(items) => Some(items.iter().all(leaf)),
         _ => None,
     };
     match v {
-        Value::List(items) | Value::Tuple(items) => items
-            .iter()
-            .all(|x| !x.is_container() || seq(x) == Some(true)),
+        Value::List(items) | Value::Tuple(items) => {
+            items.iter().all(|x| leaf(x) || seq(x) == Some(true))
+        }
         _ => false,
     }
 }
@@ -443,7 +446,7 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
                 _ => return err("#PROXY result must be (exposed, token)"),
             };
             let exposed = match d.value(exposed)? {
-                v @ (Value::Tuple(_) | Value::List(_)) => {
+                v if matches!(v.resolved(), Value::Tuple(_) | Value::List(_)) => {
                     let v = v.into_items().expect("a sequence");
                     d.spend(v.len() * std::mem::size_of::<String>())?;
                     v.into_iter()
@@ -464,7 +467,9 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
             Some((kind, args)) => {
                 d.spend(kind.len())?;
                 let args = match d.value(args)? {
-                    v @ Value::Tuple(_) => v.into_items().expect("a tuple"),
+                    v if matches!(v.resolved(), Value::Tuple(_)) => {
+                        v.into_items().expect("a tuple")
+                    }
                     _ => return err("exception args must be a tuple"),
                 };
                 Reply::Error(remote_error(kind, args, &mut d)?)
