@@ -240,6 +240,21 @@ impl Value {
         self
     }
 
+    /// Replaces a [`Value::Shared`] that is the last owner of its value with
+    /// that value (moved, not copied); a value still shared elsewhere stays
+    /// shared.
+    pub(crate) fn take_unique(&mut self) {
+        while let Value::Shared(arc) = self {
+            match std::sync::Arc::get_mut(arc) {
+                Some(inner) => {
+                    let own = std::mem::take(inner);
+                    *self = own;
+                }
+                None => break,
+            }
+        }
+    }
+
     /// A short name of the value's kind, as Python would call its type.
     pub fn type_name(&self) -> &'static str {
         match self.resolved() {
@@ -373,13 +388,42 @@ impl Value {
         }
     }
 
-    /// Calls `f` with every object reference inside this value, depth first.
+    /// Calls `f` with every object reference inside this value, depth first;
+    /// a shared value ([`Value::Shared`]) is looked into once, however many
+    /// places hold it.
     pub fn visit_refs(&self, f: &mut dyn FnMut(&Token)) {
-        for step in Walk::new(self) {
-            if let Step::Leaf(Value::Ref(t), _) = step {
-                f(t);
+        self.find_ref(&mut |t| {
+            f(t);
+            false
+        });
+    }
+
+    /// Calls `f` with the object references inside this value until it says
+    /// `true` (then answers `true`), looking into each shared value once: the
+    /// cost is what the value holds, not what it expands to.
+    fn find_ref(&self, f: &mut dyn FnMut(&Token) -> bool) -> bool {
+        let mut seen: Option<std::collections::HashSet<*const Value>> = None;
+        let mut walks = vec![Walk::raw(self)];
+        while let Some(w) = walks.last_mut() {
+            match w.next() {
+                None => {
+                    walks.pop();
+                }
+                Some(Step::Leaf(Value::Ref(t), _)) => {
+                    if f(t) {
+                        return true;
+                    }
+                }
+                Some(Step::Leaf(Value::Shared(a), _)) => {
+                    let seen = seen.get_or_insert_with(Default::default);
+                    if seen.insert(std::sync::Arc::as_ptr(a)) {
+                        walks.push(Walk::raw(a));
+                    }
+                }
+                Some(_) => {}
             }
         }
+        false
     }
 
     /// Whether any object reference is inside this value.
@@ -417,7 +461,7 @@ impl Value {
                 });
             }
         }
-        Walk::new(self).any(|s| matches!(s, Step::Leaf(Value::Ref(_), _)))
+        self.find_ref(&mut |_| true)
     }
 }
 

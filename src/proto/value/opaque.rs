@@ -509,7 +509,7 @@ impl Value {
 
     /// The opaque object inside an `Opaque`, if this is one.
     pub fn as_opaque(&self) -> Option<&PyObject> {
-        match self {
+        match self.resolved() {
             Value::Opaque(o) => Some(o),
             _ => None,
         }

@@ -353,7 +353,11 @@ fn unhashable(v: &Value) -> Option<String> {
     // Per open container: whether it is itself in a hashed position, and whether
     // it is a set (whose members all are).
     let mut open: Vec<(bool, bool)> = Vec::new();
-    for step in Walk::new(v) {
+    // Shared values looked into so far, by identity and whether hashed: each
+    // is checked once, so the walk costs what the value holds.
+    let mut seen: Option<std::collections::HashSet<(*const Value, bool)>> = None;
+    let mut walk = Walk::new(v);
+    while let Some(step) = walk.next() {
         let (x, slot) = match step {
             Step::Leaf(x, slot) | Step::Enter(x, slot) => (x, slot),
             Step::Exit(_) => {
@@ -376,6 +380,12 @@ fn unhashable(v: &Value) -> Option<String> {
                 "unhashable type: '{}' used as a set element or dict key",
                 x.type_name()
             ));
+        }
+        if let (Step::Enter(..), Some(a)) = (step, walk.shared()) {
+            let seen = seen.get_or_insert_with(Default::default);
+            if !seen.insert((std::sync::Arc::as_ptr(a), hashed)) {
+                walk.skip_children();
+            }
         }
         if let Step::Enter(..) = step {
             // An opaque object's parts (its state dict …) are not hashed
