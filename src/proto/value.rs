@@ -762,6 +762,80 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn shared_values_are_seen_through_and_unshared_to_change() {
+        use std::sync::Arc;
+        let inner = Arc::new(Value::List(vec![Value::Int(1), Value::Str("a".into())]));
+        let sh = Value::Shared(inner.clone());
+        let v = Value::List(vec![sh.clone(), sh.clone(), Value::None]);
+        let plain = Value::List(vec![(*inner).clone(), (*inner).clone(), Value::None]);
+        // Readers see the value inside.
+        assert_eq!(v, plain);
+        assert_eq!(plain, v);
+        assert_eq!(v.to_string(), "[[1, 'a'], [1, 'a'], None]");
+        assert_eq!(format!("{v:?}"), format!("{plain:?}"));
+        assert_eq!(sh.type_name(), "list");
+        assert_eq!(sh.as_list().map(<[Value]>::len), Some(2));
+        assert!(sh.truthy());
+        let s = Value::Shared(Arc::new(Value::Str("x".repeat(80))));
+        assert_eq!(s.as_str().map(str::len), Some(80));
+        assert_eq!(String::try_from(s.clone()).unwrap().len(), 80);
+        assert_eq!(
+            Vec::<i64>::try_from(Value::Shared(Arc::new(Value::List(vec![Value::Int(4)])))),
+            Ok(vec![4])
+        );
+        assert_eq!(
+            sh.clone().into_items().unwrap(),
+            inner.as_list().unwrap().to_vec()
+        );
+        // A clone shares; unsharing copies while others hold the value, and
+        // moves it out from its last owner.
+        let c = v.clone();
+        assert!(matches!(&c.as_list().unwrap()[0], Value::Shared(a) if Arc::ptr_eq(a, &inner)));
+        let mut mine = sh.clone();
+        mine.unshare();
+        assert!(!mine.is_shared() && mine == sh);
+        if let Value::List(items) = &mut mine {
+            items.push(Value::Int(2));
+        }
+        assert_eq!(sh.as_list().unwrap().len(), 2, "the others keep theirs");
+        drop((v, c, sh));
+        let mut last = Value::Shared(inner);
+        last.unshare();
+        assert_eq!(last.as_list().unwrap().len(), 2);
+        // An identical shared NaN equals itself, as the same object does in Python.
+        let nan = Value::Shared(Arc::new(Value::Float(f64::NAN)));
+        assert!(Value::List(vec![nan.clone()]) == Value::List(vec![nan.clone()]));
+        assert!(Value::List(vec![nan]) != Value::List(vec![Value::Float(f64::NAN)]));
+        // References inside a share are found (once per share).
+        let t = Token {
+            typeid: "dict".into(),
+            id: ObjectId(3),
+        };
+        let r = Value::Shared(Arc::new(Value::List(vec![Value::Ref(t)])));
+        let v = Value::List(vec![r.clone(), r]);
+        assert!(v.has_refs());
+        let mut seen = 0;
+        v.visit_refs(&mut |_| seen += 1);
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn deep_chains_of_shares_drop_without_recursion() {
+        on_small_stack(|| {
+            // Each level shared by two places: the last owner frees it on the
+            // explicit stack, whatever the depth.
+            let mut v = Value::None;
+            for _ in 0..200_000 {
+                let s = Value::Shared(std::sync::Arc::new(v));
+                v = Value::List(vec![s.clone(), Value::Tuple(vec![s])]);
+            }
+            let copy = v.clone();
+            drop(v);
+            drop(copy);
+        });
+    }
+
+    #[test]
     fn truthiness() {
         assert!(!Value::None.truthy());
         assert!(!Value::Int(0).truthy());

@@ -916,4 +916,52 @@ mod tests {
         assert!(decode_reply(&[NATIVE_VERSION, MSG_RETURN, 200]).is_err());
         assert!(decode_reply(&[NATIVE_VERSION, MSG_RETURN, T_STR, 2, 0xff, 0xfe]).is_err());
     }
+
+    #[test]
+    fn shared_values_travel_once_and_come_back_shared() {
+        let share = |v: Value| Value::Shared(Arc::new(v));
+        let inner = share(Value::List(vec![Value::Int(0); 100]));
+        let middle = share(Value::List(vec![inner; 100]));
+        let three = Value::List(vec![middle; 100]);
+        // Shared leaves, a share inside a dict key and value, and two shares
+        // met in turn (numbered in the order their definitions end).
+        let s = share(Value::Str("x".repeat(100)));
+        let t = share(Value::Tuple(vec![s.clone(), Value::Int(1)]));
+        let mixed = Value::Dict(vec![
+            (t.clone(), Value::List(vec![t.clone(), s.clone()])),
+            (s.clone(), t.clone()),
+        ]);
+        for v in [three, mixed] {
+            let mut out = Vec::new();
+            encode_reply(&Reply::Return(v.clone()), &mut out);
+            let Reply::Return(back) = decode_reply(&out).unwrap() else {
+                panic!("a return")
+            };
+            assert_eq!(back, v);
+            let mut req = Vec::new();
+            encode_request(&Request::public("f", vec![v.clone()]), &mut req);
+            assert_eq!(decode_request(&req).unwrap().args, vec![v.clone()]);
+            // Shares come back as shares: one value at every place.
+            let mut ptrs = std::collections::HashSet::new();
+            let mut shares = 0;
+            let mut walk = Walk::new(&back);
+            while let Some(step) = walk.next() {
+                if let (Step::Enter(..) | Step::Leaf(..), Some(a)) = (step, walk.shared()) {
+                    shares += 1;
+                    ptrs.insert(Arc::as_ptr(a));
+                }
+            }
+            assert!(
+                shares > ptrs.len() && !ptrs.is_empty(),
+                "{shares} {}",
+                ptrs.len()
+            );
+        }
+        // 1,010,101 values in a few hundred bytes.
+        let inner = share(Value::List(vec![Value::Int(0); 100]));
+        let three = Value::List(vec![share(Value::List(vec![inner; 100])); 100]);
+        let mut out = Vec::new();
+        encode_reply(&Reply::Return(three), &mut out);
+        assert!(out.len() < 1000, "{} bytes", out.len());
+    }
 }
