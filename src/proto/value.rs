@@ -6,6 +6,11 @@
 //! passed around and stored inside one another. Dicts and sets keep their elements
 //! in order as vectors: the data model carries values, it does not index them.
 //!
+//! A value referenced from several places (Python's aliasing, `[[0] * 300] *
+//! 300`) is one [`Value::Shared`]: decoders make it, encoders write it once, and
+//! every reader sees through it ([`Value::resolved`]); a writer unshares first
+//! ([`Value::unshare`]).
+//!
 //! A host may build a value of any depth (a million nested lists through the C
 //! API), so nothing here recurses over the tree: dropping, cloning, comparing,
 //! `Display` and `Debug` all go through `Walk` (in `tree`, with `Clone`,
