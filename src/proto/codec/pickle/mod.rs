@@ -202,7 +202,7 @@ fn request(mut d: Decoded) -> Result<Request, CodecError> {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         }
-        v if matches!(v, Value::None) => Vec::new(),
+        Value::None => Vec::new(),
         _ => return err("kwds must be a dict"),
     };
     Ok(Request {
