@@ -349,7 +349,8 @@ impl PyObject {
         if let Some(text) = self.known_repr(module, name) {
             return f.write_str(&text);
         }
-        let plain = |v: &Value| !v.is_container() && !matches!(v, Value::Opaque(_));
+        let plain =
+            |v: &Value| !v.resolved().is_container() && !matches!(v.resolved(), Value::Opaque(_));
         let simple = matches!(self.form, Form::Reduce)
             && matches!(self.state(), Some(Value::None))
             && matches!(self.items(), Some(Value::List(v)) if v.is_empty())
