@@ -87,8 +87,10 @@ pub struct Token {
 /// One dynamically typed value.
 ///
 /// `Clone`, `PartialEq` (structural: floats by `==`, so a NaN is unequal to
-/// itself), `Debug`, `Display` and `Drop` work at any nesting depth without
-/// recursion. Because `Value` implements `Drop`, its fields cannot be moved out
+/// itself — except inside one [`Value::Shared`] compared with itself, which is
+/// one object, as Python's containers compare it), `Debug`, `Display` and
+/// `Drop` work at any nesting depth without recursion, and see through
+/// [`Value::Shared`]. Because `Value` implements `Drop`, its fields cannot be moved out
 /// by a pattern; take them with `std::mem::take` (the default value is `None`).
 ///
 /// Rust values convert in with `From` and back with `TryFrom` (see

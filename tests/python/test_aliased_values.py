@@ -121,6 +121,15 @@ class AliasedValues(BothServersTestCase):
         l3.extend([inner, inner])
         l3.insert(0, inner)
         self.assertEqual(l3[:], [inner] * 3)
+        # One object as two top-level arguments: both see through the share.
+        pairs = [("a", [1, 2])]
+        for m in (self.ours, self.cpython):
+            d = m.dict()
+            d.update(pairs, k=pairs)
+            self.assertEqual(d.copy(), {"a": [1, 2], "k": pairs})
+            l4 = m.list()
+            l4.extend(pairs * 2)
+            self.assertEqual(l4[:], pairs * 2)
 
     def test_str_of_aliased_values_matches_cpython(self):
         mask = lambda s: re.sub(r"0x[0-9a-f]+", "0x…", s)  # noqa: E731

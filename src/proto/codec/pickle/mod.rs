@@ -503,10 +503,12 @@ fn remote_error(
     d: &mut Decoded,
 ) -> Result<RemoteError, CodecError> {
     let message = match &args[..] {
-        [Value::Str(_)] if kind != "KeyError" => match args.pop().map(Value::into_str) {
-            Some(Ok(message)) => return Ok(RemoteError::new(kind, message)),
-            _ => unreachable!("matched a lone str"),
-        },
+        [one] if matches!(one.resolved(), Value::Str(_)) && kind != "KeyError" => {
+            match args.pop().map(Value::into_str) {
+                Some(Ok(message)) => return Ok(RemoteError::new(kind, message)),
+                _ => unreachable!("matched a lone str"),
+            }
+        }
         [] => String::new(),
         [one] => repr_within(one, d)?,
         _ => {
