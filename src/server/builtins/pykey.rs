@@ -645,6 +645,30 @@ mod tests {
         foldhash::fast::FixedState::with_seed(42).hash_one(KeyRef(v))
     }
 
+    #[test]
+    fn shared_keys_hash_compare_and_order_as_their_values() {
+        let share = |v: Value| Value::Shared(std::sync::Arc::new(v));
+        let t = Value::Tuple(vec![Value::Int(1), Value::Str("k".repeat(80))]);
+        let st = share(t.clone());
+        assert_eq!(hash_of(&st), hash_of(&t));
+        assert!(key(st.clone()) == key(t.clone()));
+        assert!(py_eq(
+            &share(Value::List(vec![st.clone()])),
+            &Value::List(vec![t.clone()])
+        ));
+        assert!(
+            PyKey::new(share(Value::List(vec![]))).is_err(),
+            "a shared list is unhashable"
+        );
+        let one = share(Value::List(vec![Value::Int(1)]));
+        let two = Value::List(vec![Value::Int(2)]);
+        assert!(py_lt(&one, &two).unwrap() && !py_lt(&two, &one).unwrap());
+        assert_eq!(
+            int_of(&share(Value::BigInt(vec![1; 70]))).map(|i| i.is_negative()),
+            Some(false)
+        );
+    }
+
     /// `k * (2**61 - 1)` for k in 1..=n: all of them hash to 0 under CPython's
     /// numeric hash. With `shift`, times 2**128 too (big ints beyond `i128`).
     fn modulus_multiples(n: i128, shift: bool) -> Vec<Value> {

@@ -173,6 +173,21 @@ mod tests {
     use crate::proto::{ObjectId, Token};
 
     #[test]
+    fn a_shared_value_counts_once_per_measure() {
+        let inner = Value::List(vec![Value::Int(0); 300]);
+        let one = value_bytes(&inner);
+        let shared = Value::Shared(Arc::new(inner));
+        let v = Value::List(vec![shared.clone(); 300]);
+        // 300 slots, the shared list once (with its Arc), not 300 copies.
+        assert_eq!(value_bytes(&v), NODE + 300 * NODE + 16 + one);
+        assert!(value_bytes(&v) < 2 * 300 * NODE + one);
+        assert_eq!(value_bytes(&shared), NODE + 16 + one);
+        // Shares inside shares: each counted at its first place.
+        let three = Value::List(vec![Value::Shared(Arc::new(v)); 100]);
+        assert!(value_bytes(&three) < 1000 * NODE + one);
+    }
+
+    #[test]
     fn sizes_count_every_value_and_payload() {
         assert_eq!(value_bytes(&Value::None), NODE);
         assert_eq!(value_bytes(&Value::Bytes(vec![0; 100])), NODE + 100);
