@@ -160,7 +160,11 @@ pub enum Value {
     /// It is transparent: [`Value::resolved`], the accessors, `type_name`,
     /// conversions, `Display`, `Debug`, `PartialEq` and hashing all see the
     /// value inside, and a writer that changes it first calls
-    /// [`Value::unshare`] (copy on write). Cloning one clones the `Arc`.
+    /// [`Value::unshare`] (copy on write). Cloning one clones the `Arc`. Code
+    /// that matches on a value's kind matches on `v.resolved()`: a method's
+    /// argument is shared only when the request aliases it elsewhere (the
+    /// server makes an argument shared with nothing else its own), but items
+    /// inside arguments and stored values may be shared.
     Shared(std::sync::Arc<Value>),
 }
 
