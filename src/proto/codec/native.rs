@@ -19,7 +19,7 @@
 //! value travels (and decodes) in space linear in its distinct parts; the
 //! decoder rebuilds the sharing, charging the budget once for a shared value, and
 //! refuses a payload whose values expand beyond
-//! [`MAX_EXPANDED_VALUES`](super::MAX_EXPANDED_VALUES).
+//! [`expanded_limit`](super::expanded_limit).
 
 use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder};
@@ -259,7 +259,7 @@ impl<'a> Input<'a> {
             budget: Budget::new(body.len(), NATIVE_BYTES_PER_INPUT_BYTE),
             globals,
             shared: Vec::new(),
-            expanded: Expanded::default(),
+            expanded: Expanded::new(body.len()),
         };
         let v = f(&mut d)?;
         if !d.rest.is_empty() {

@@ -17,7 +17,7 @@
 //! once, plus nothing per further reference beyond the slot its parent already
 //! paid for), and a smaller leaf is copied, each copy charged. The values the
 //! result expands to, a shared one counted at every reference, are capped by
-//! [`MAX_EXPANDED_VALUES`]. A node referenced once is
+//! [`expanded_limit`]. A node referenced once is
 //! moved out of the arena (its string is not copied, its index list is freed).
 //! A structure that contains itself is refused as soon as the conversion meets
 //! the node it is converting; nesting is capped by [`MAX_DEPTH`].
@@ -25,7 +25,7 @@
 use std::sync::Arc;
 
 #[cfg(doc)]
-use super::super::MAX_EXPANDED_VALUES;
+use super::super::expanded_limit;
 use super::super::{Budget, CodecError, Expanded, Globals, PICKLE_BYTES_PER_INPUT_BYTE};
 use super::globals::{resolve_global, Global};
 use crate::proto::value::{Form, ObjectId, PyObject, Slice, Token, Value, BUILT_PARTS};
@@ -233,13 +233,14 @@ pub(super) fn run(data: &[u8], globals: Globals) -> Result<Decoded, CodecError> 
     let Machine {
         nodes, mut budget, ..
     } = m;
+    let expanded = Expanded::new(data.len());
     let refs = count_refs(&nodes, root, &mut budget)?;
     Ok(Decoded {
         nodes,
         root,
         refs,
         budget,
-        expanded: Expanded::default(),
+        expanded,
         globals,
         home: None,
     })
