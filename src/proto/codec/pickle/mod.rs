@@ -39,7 +39,7 @@ use super::{CodecError, Globals};
 use crate::proto::message::{RemoteError, Reply, Request};
 use crate::proto::value::{ObjectId, Slot, Step, Value, Walk};
 
-pub use decode::MAX_DEPTH;
+pub use decode::{MAX_DEPTH, SHARE_MIN_BYTES};
 
 /// What the encoder needs to know about the server whose tokens it writes.
 pub struct Origin<'a> {
