@@ -389,7 +389,7 @@ impl<'de> de::Deserializer<'de> for Value {
     type Error = SerdeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> SResult<V::Value> {
-        match &self {
+        match self.resolved() {
             Value::None => visitor.visit_unit(),
             Value::Bool(b) => visitor.visit_bool(*b),
             Value::Int(i) => visitor.visit_i64(*i),
@@ -423,7 +423,7 @@ impl<'de> de::Deserializer<'de> for Value {
 
     /// Bytes read as a sequence too, so `Vec<u8>` takes Python `bytes`.
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> SResult<V::Value> {
-        match &self {
+        match self.resolved() {
             Value::Bytes(_) => {
                 let bytes = self.into_bytes().unwrap_or_default();
                 let mut seq = SeqDeserializer::new(bytes.into_iter().map(|b| Value::Int(b.into())));
@@ -449,7 +449,7 @@ impl<'de> de::Deserializer<'de> for Value {
         _: &'static [&'static str],
         visitor: V,
     ) -> SResult<V::Value> {
-        match &self {
+        match self.resolved() {
             Value::Str(_) => {
                 visitor.visit_enum(self.into_str().unwrap_or_default().into_deserializer())
             }

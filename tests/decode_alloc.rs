@@ -115,6 +115,11 @@ cases = {
     'array of doubles': array.array('d', range(M // 8)),
     'iter of a str': iter('y' * (M // 8)),
     'iter of bytes': iter(b'x' * (M // 8)),
+    # Aliased: one inner list at every place (memo references), shared.
+    'aliased [[0]*300]*300': [[0] * 300] * 300,
+    'aliased [[[0]*100]*100]*100': [[[0] * 100] * 100] * 100,
+    'aliased 2**13 refs to a 1000-list': [list(range(1000))] * (1 << 13),
+    'aliased dict of one shared str': {i: 'z' * 100 for i in range(M // 16)},
 }
 for name, obj in cases.items():
     for proto in (2, 4):
@@ -253,24 +258,35 @@ fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
         b.extend(std::iter::repeat_n(b'z', 65536));
         b
     };
-    for (name, g) in [
-        ("bytes() reused 3000x", global("builtins", "bytes")),
-        ("bytearray() reused 3000x", global("builtins", "bytearray")),
+    // bytes() builds a copy each time (refused); a bytearray is kept as the
+    // call that makes it, so 3000 of them share one argument tuple.
+    for (name, g, expect) in [
+        (
+            "bytes() reused 3000x",
+            global("builtins", "bytes"),
+            Expect::Err,
+        ),
+        (
+            "bytearray() reused 3000x (one shared argument)",
+            global("builtins", "bytearray"),
+            Expect::Ok,
+        ),
     ] {
         cases.push((
             name,
             reduce_again_and_again(&g, &one_tuple(&big_bytes), 3000),
-            Expect::Err,
+            expect,
         ));
     }
-    // array('b', bytes) and _array_reconstructor over one memoized bytes.
+    // array('b', bytes) and _array_reconstructor over one memoized bytes: kept
+    // as calls, 3000 arrays share one argument tuple.
     let mut arr_args = b"\x8c\x01b".to_vec();
     arr_args.extend_from_slice(&big_bytes);
     arr_args.push(0x86);
     cases.push((
         "array('b', bytes) reused 3000x",
         reduce_again_and_again(&global("array", "array"), &arr_args, 3000),
-        Expect::Err,
+        Expect::Ok,
     ));
     let mut rec_args = b"(".to_vec();
     rec_args.extend_from_slice(&global("array", "array"));
@@ -280,7 +296,7 @@ fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
     cases.push((
         "_array_reconstructor reused 3000x",
         reduce_again_and_again(&global("array", "_array_reconstructor"), &rec_args, 3000),
-        Expect::Err,
+        Expect::Ok,
     ));
     let mut str_args = b"\x8c\x01u".to_vec();
     str_args.extend_from_slice(b"\x8d\x00\x00\x01\x00\x00\x00\x00\x00");
@@ -289,7 +305,7 @@ fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
     cases.push((
         "array('u', str) reused 3000x",
         reduce_again_and_again(&global("array", "array"), &str_args, 3000),
-        Expect::Err,
+        Expect::Ok,
     ));
     // Exception constructors over one memoized 20000-item argument tuple.
     let mut exc_args = b"(".to_vec();
@@ -409,6 +425,16 @@ fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
     }
     dbl.extend_from_slice(&[b'h', 40]);
     cases.push(("memo doubling to 2**40 items", wrap(&dbl), Expect::Err));
+    // The same doubling, stopped just within MAX_EXPANDED_VALUES (2**24):
+    // 2**13 leaves doubled 10 times is 2**23 leaves (and 2**11 lists).
+    let mut dbl = b"]\x94(".to_vec();
+    dbl.extend(std::iter::repeat_n(b'N', 1 << 13));
+    dbl.extend_from_slice(b"e0");
+    for i in 0..10u8 {
+        dbl.extend_from_slice(&[b'h', i, b'h', i, 0x86, 0x94, b'0']);
+    }
+    dbl.extend_from_slice(&[b'h', 10]);
+    cases.push(("memo doubling to 2**23 items", wrap(&dbl), Expect::Ok));
     // DUP of one list into a wide tuple, then that tuple doubled by DUP again.
     let mut dup = b"(]".to_vec();
     dup.extend(std::iter::repeat_n(b'2', 200_000));
@@ -539,6 +565,16 @@ fn native_values() -> Vec<(&'static str, Value)> {
             ]),
         ),
         ("big bytes", Value::Bytes(vec![7; m])),
+        // Shared: one 1024-int list at 2**12 places (2**22 values), sent once.
+        (
+            "list of one shared list 2**12x",
+            Value::List(vec![
+                Value::Shared(std::sync::Arc::new(Value::List(
+                    (0..1024).map(Value::Int).collect()
+                )));
+                1 << 12
+            ]),
+        ),
     ]
 }
 
@@ -572,6 +608,27 @@ fn native_crafted() -> Vec<(&'static str, Vec<u8>, Expect)> {
     deep.extend(std::iter::repeat_n([7u8, 1], 100_000).flatten());
     deep.push(0);
     cases.push(("100000 nested lists", deep, Expect::Err));
+    // Sharing: a list of 2**12 None defined once (tag 15), then a list of
+    // 2**12 back-references (tag 16) to it, doubled by back-references again:
+    // 2**24 + 2**12 values in a few KiB, refused by MAX_EXPANDED_VALUES.
+    let mut dbl = vec![native::NATIVE_VERSION, 0, 7, 3, 15, 7];
+    varint(1 << 12, &mut dbl);
+    dbl.extend(std::iter::repeat_n(0u8, 1 << 12));
+    dbl.extend_from_slice(&[15, 7]);
+    varint(1 << 12, &mut dbl);
+    dbl.extend(std::iter::repeat_n([16u8, 0], 1 << 12).flatten());
+    dbl.extend_from_slice(&[16, 1]);
+    cases.push(("shared lists expanding to 2**25", dbl, Expect::Err));
+    // A back-reference to nothing, and a share of a share.
+    cases.push((
+        "back-reference to an undefined share",
+        vec![native::NATIVE_VERSION, 0, 16, 0],
+        Expect::Err,
+    ));
+    let mut chain = vec![native::NATIVE_VERSION, 0];
+    chain.extend(std::iter::repeat_n(15u8, 100_000));
+    chain.push(0);
+    cases.push(("100000 shares of a share", chain, Expect::Err));
     cases
 }
 

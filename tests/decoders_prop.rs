@@ -133,6 +133,65 @@ fn value() -> impl Strategy<Value = Value> {
     nested(leaf())
 }
 
+/// Aliased values, as a stock client's `[x] * n` or `{'a': x, 'b': x}` pickle
+/// them: each of a few `parts` is held (as one [`Value::Shared`]) at several of
+/// the `slots` of a list, with shares nested in shares.
+fn aliased(part: impl Strategy<Value = Value> + 'static) -> impl Strategy<Value = Value> {
+    (
+        proptest::collection::vec(part, 1..4),
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<bool>()), 1..12),
+        any::<bool>(),
+    )
+        .prop_map(|(parts, slots, nest)| {
+            let mut shares: Vec<Value> = Vec::new();
+            for p in parts {
+                // A later part may hold the shares made before it.
+                let p = match (nest, shares.last()) {
+                    (true, Some(prev)) => Value::Tuple(vec![p, prev.clone(), prev.clone()]),
+                    _ => p,
+                };
+                shares.push(Value::Shared(std::sync::Arc::new(p)));
+            }
+            let items = slots
+                .into_iter()
+                .map(|(i, in_dict)| {
+                    let s = i.get(&shares).clone();
+                    if in_dict {
+                        Value::Dict(vec![(Value::Int(1), s.clone()), (Value::Int(2), s)])
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            Value::List(items)
+        })
+}
+
+/// Distinct shares in `v` and the places holding them.
+fn shares(v: &Value) -> (usize, usize) {
+    fn go(v: &Value, seen: &mut std::collections::HashSet<*const Value>, places: &mut usize) {
+        if let Value::Shared(a) = v {
+            *places += 1;
+            if !seen.insert(std::sync::Arc::as_ptr(a)) {
+                return;
+            }
+        }
+        let v = v.resolved();
+        if let Some(items) = v.as_list() {
+            items.iter().for_each(|x| go(x, seen, places));
+        }
+        if let Some(entries) = v.as_dict() {
+            for (k, x) in entries {
+                go(k, seen, places);
+                go(x, seen, places);
+            }
+        }
+    }
+    let (mut seen, mut places) = (std::collections::HashSet::new(), 0);
+    go(v, &mut seen, &mut places);
+    (seen.len(), places)
+}
+
 proptest! {
     #[test]
     fn frame_header_never_panics_and_respects_the_limit(
@@ -228,6 +287,74 @@ proptest! {
         pickle::encode_reply(&Reply::Traceback(msg.clone()), &origin, &mut out);
         let sent = if msg.ends_with('\n') { msg } else { format!("{msg}\n") };
         prop_assert_eq!(pickle::decode_reply(&out).unwrap(), Reply::Traceback(sent));
+    }
+
+    #[test]
+    fn aliased_values_roundtrip_shared_in_both_codecs(
+        v in aliased(value()),
+        p in aliased(pickle_value().prop_filter("hashable keys", |v| {
+            let mut out = Vec::new();
+            let none = Value::None;
+            pickle::encode_reply(&Reply::Return(v.clone()), &pickle::Origin::new(&none), &mut out);
+            !matches!(pickle::decode_reply(&out), Ok(Reply::Unserializable(_)))
+        })),
+    ) {
+        // Native: every share comes back a share, written once.
+        let mut out = Vec::new();
+        native::encode_reply(&Reply::Return(v.clone()), &mut out);
+        let Reply::Return(back) = native::decode_reply(&out).unwrap() else {
+            panic!("a return")
+        };
+        prop_assert_eq!(&back, &v);
+        prop_assert_eq!(shares(&back), shares(&v));
+        let mut req = Vec::new();
+        native::encode_request(&Request::public("f", vec![v.clone(), v.clone()]), &mut req);
+        prop_assert_eq!(native::decode_request(&req).unwrap().args, vec![v.clone(), v]);
+        // Pickle: written with BINPUT / BINGET, decoded with each container
+        // (and long string) shared again and small leaves copied.
+        let none = Value::None;
+        let origin = pickle::Origin::new(&none);
+        out.clear();
+        pickle::encode_reply(&Reply::Return(p.clone()), &origin, &mut out);
+        match pickle::decode_reply(&out).unwrap() {
+            Reply::Unserializable(_) => {}
+            Reply::Return(back) => {
+                prop_assert_eq!(&back, &p);
+                prop_assert!(shares(&back).0 <= shares(&p).0);
+            }
+            other => panic!("{other:?}"),
+        }
+        let req = Request::public("f", vec![p.clone()]);
+        out.clear();
+        pickle::encode_request(&req, &origin, &mut out);
+        prop_assert_eq!(pickle::decode_request(&out).unwrap(), req);
+    }
+
+    #[test]
+    fn damaged_aliased_pickles_and_native_payloads_never_panic(
+        v in aliased(value()),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let none = Value::None;
+        let mut p = Vec::new();
+        pickle::encode_reply(&Reply::Return(v.clone()), &pickle::Origin::new(&none), &mut p);
+        let mut n = Vec::new();
+        native::encode_reply(&Reply::Return(v), &mut n);
+        for bytes in [p, n] {
+            let mut damaged = bytes.clone();
+            for (i, b) in &flips {
+                let i = i.index(damaged.len());
+                damaged[i] = *b;
+            }
+            let short = &bytes[..cut.index(bytes.len())];
+            for data in [&damaged[..], short] {
+                let _ = pickle::decode_reply(data);
+                let _ = pickle::decode_request(data);
+                let _ = native::decode_reply(data);
+                let _ = native::decode_request(data);
+            }
+        }
     }
 
     #[test]

@@ -1510,3 +1510,63 @@ fn opaque_values_are_kept_copied_and_named_through_the_c_abi_under_each_policy()
         server.join().unwrap();
     }
 }
+
+/// A value a decoder shared between places (`[[0, 1]] * 3` from a stock
+/// client) reads through the C API as the value it shares, and changing one
+/// place leaves the others as they were.
+#[test]
+fn c_readers_see_through_shared_values_and_writers_unshare() {
+    unsafe {
+        // As a reply decodes: the native codec rebuilds the sharing.
+        let inner = Value::Shared(Arc::new(Value::List(vec![Value::Int(0), Value::Int(1)])));
+        let sent = Value::List(vec![inner.clone(), inner.clone(), inner]);
+        let mut wire = Vec::new();
+        mgr::proto::codec::native::encode_reply(
+            &mgr::proto::Reply::Return(sent.clone()),
+            &mut wire,
+        );
+        let mgr::proto::Reply::Return(got) =
+            mgr::proto::codec::native::decode_reply(&wire).unwrap()
+        else {
+            panic!("a return")
+        };
+        assert!(got.as_list().unwrap().iter().all(Value::is_shared));
+        let v = into_raw(got);
+        let mut n = 0usize;
+        assert_eq!(mgr_value_len(v, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 3);
+        let mut item: *const mgr_value = ptr::null();
+        assert_eq!(mgr_value_get_item(v, 2, &mut item), mgr_status::MGR_OK);
+        assert_eq!(mgr_value_type(item), mgr_value_kind::MGR_VALUE_LIST);
+        assert_eq!(mgr_value_len(item, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 2);
+        let mut leaf: *const mgr_value = ptr::null();
+        assert_eq!(mgr_value_get_item(item, 1, &mut leaf), mgr_status::MGR_OK);
+        let mut i = 0i64;
+        assert_eq!(mgr_value_get_int(leaf, &mut i), mgr_status::MGR_OK);
+        assert_eq!(i, 1);
+        let repr = mgr_value_repr(v);
+        assert_eq!(
+            CStr::from_ptr(repr).to_str().unwrap(),
+            "[[0, 1], [0, 1], [0, 1]]"
+        );
+        mgr_string_free(repr);
+        let copy = mgr_value_clone(v);
+        assert!(mgr_value_equal(v, copy));
+        // A shared value handed to C as its own: appending unshares it, and
+        // the value it shared with the list is unchanged.
+        let shared_item = (*v.cast::<Value>()).as_list().unwrap()[0].clone();
+        assert!(shared_item.is_shared());
+        let own = into_raw(shared_item);
+        assert_eq!(mgr_value_append(own, mgr_value_int(2)), mgr_status::MGR_OK);
+        assert_eq!(mgr_value_len(own, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 3);
+        assert_eq!(mgr_value_len(item, &mut n), mgr_status::MGR_OK);
+        assert_eq!(n, 2, "the list's items keep their value");
+        assert!(mgr_value_equal(v, copy));
+        let back = from_raw(v).unwrap();
+        assert_eq!(back, sent);
+        mgr_value_free(own);
+        mgr_value_free(copy);
+    }
+}

@@ -6,6 +6,11 @@
 //! passed around and stored inside one another. Dicts and sets keep their elements
 //! in order as vectors: the data model carries values, it does not index them.
 //!
+//! A value referenced from several places (Python's aliasing, `[[0] * 300] *
+//! 300`) is one [`Value::Shared`]: decoders make it, encoders write it once, and
+//! every reader sees through it ([`Value::resolved`]); a writer unshares first
+//! ([`Value::unshare`]).
+//!
 //! A host may build a value of any depth (a million nested lists through the C
 //! API), so nothing here recurses over the tree: dropping, cloning, comparing,
 //! `Display` and `Debug` all go through `Walk` (in `tree`, with `Clone`,
@@ -82,8 +87,10 @@ pub struct Token {
 /// One dynamically typed value.
 ///
 /// `Clone`, `PartialEq` (structural: floats by `==`, so a NaN is unequal to
-/// itself), `Debug`, `Display` and `Drop` work at any nesting depth without
-/// recursion. Because `Value` implements `Drop`, its fields cannot be moved out
+/// itself — except inside one [`Value::Shared`] compared with itself, which is
+/// one object, as Python's containers compare it), `Debug`, `Display` and
+/// `Drop` work at any nesting depth without recursion, and see through
+/// [`Value::Shared`]. Because `Value` implements `Drop`, its fields cannot be moved out
 /// by a pattern; take them with `std::mem::take` (the default value is `None`).
 ///
 /// Rust values convert in with `From` and back with `TryFrom` (see
@@ -145,7 +152,28 @@ pub enum Value {
     /// A Python object the data model cannot represent (a `datetime`, an
     /// exception instance …), kept as inert data and handed back as it came.
     Opaque(Box<PyObject>),
+    /// An immutable value referenced from more than one place (Python's
+    /// aliasing: `[[0] * 300] * 300` holds one inner list 300 times). Decoders
+    /// make it for a subtree a payload references more than once, so memory stays
+    /// linear in the payload; encoders write it once and refer back to it.
+    ///
+    /// It is transparent: [`Value::resolved`], the accessors, `type_name`,
+    /// conversions, `Display`, `Debug`, `PartialEq` and hashing all see the
+    /// value inside, and a writer that changes it first calls
+    /// [`Value::unshare`] (copy on write). Cloning one clones the `Arc`. Code
+    /// that matches on a value's kind matches on `v.resolved()`: a method's
+    /// argument is shared only when the request aliases it elsewhere (the
+    /// server makes an argument shared with nothing else its own), but items
+    /// inside arguments and stored values may be shared.
+    Shared(std::sync::Arc<Value>),
 }
+
+// A value is one 48-byte slot wherever it sits, and crosses threads.
+const _: () = assert!(std::mem::size_of::<Value>() == 48);
+const _: fn() = || {
+    fn send<T: Send + Sync>() {}
+    send::<Value>();
+};
 
 /// Python's `slice(start, stop, step)` with integer (or absent) bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -180,11 +208,71 @@ impl Default for Value {
 }
 
 impl Value {
+    /// The value itself, or for a [`Value::Shared`] the value it shares: what
+    /// every reader looks at.
+    #[inline]
+    pub fn resolved(&self) -> &Value {
+        let mut v = self;
+        while let Value::Shared(inner) = v {
+            v = inner;
+        }
+        v
+    }
+
+    /// Whether this is a [`Value::Shared`].
+    #[inline]
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Value::Shared(_))
+    }
+
+    /// Makes this value its own: a [`Value::Shared`] is replaced by the value it
+    /// shares (moved out when this was its last owner, copied otherwise), so it
+    /// can be changed without changing the other places that share it. Any
+    /// other value is left as it is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mgr::Value;
+    ///
+    /// let inner = Arc::new(Value::List(vec![Value::Int(0)]));
+    /// let mut a = Value::Shared(inner.clone());
+    /// let b = Value::Shared(inner);
+    /// assert_eq!(a, b);
+    /// a.unshare();
+    /// assert!(!a.is_shared() && a == b);
+    /// ```
+    pub fn unshare(&mut self) -> &mut Value {
+        while let Value::Shared(arc) = self {
+            let own = std::mem::take(std::sync::Arc::make_mut(arc));
+            *self = own;
+        }
+        self
+    }
+
+    /// Replaces a [`Value::Shared`] that is the last owner of its value with
+    /// that value (moved, not copied); a value still shared elsewhere stays
+    /// shared.
+    #[cfg(feature = "server")]
+    pub(crate) fn take_unique(&mut self) {
+        while let Value::Shared(arc) = self {
+            match std::sync::Arc::get_mut(arc) {
+                Some(inner) => {
+                    let own = std::mem::take(inner);
+                    *self = own;
+                }
+                None => break,
+            }
+        }
+    }
+
     /// A short name of the value's kind, as Python would call its type; an
     /// opaque object's is its class name (`datetime`, `ValueError`, a user's
     /// `Point`), as Python's error messages name it.
     pub fn type_name(&self) -> &str {
-        match self {
+        match self.resolved() {
+            Value::Shared(_) => unreachable!("resolved"),
             Value::None => "NoneType",
             Value::Bool(_) => "bool",
             Value::Int(_) | Value::BigInt(_) => "int",
@@ -217,7 +305,10 @@ impl Value {
     /// assert_eq!(Value::Int(1).into_str(), Err(Value::Int(1)));
     /// ```
     pub fn into_str(mut self) -> Result<String, Value> {
-        match &mut self {
+        if !matches!(self.resolved(), Value::Str(_)) {
+            return Err(self);
+        }
+        match self.unshare() {
             Value::Str(s) => Ok(std::mem::take(s)),
             _ => Err(self),
         }
@@ -238,7 +329,13 @@ impl Value {
     /// assert_eq!(pair.into_items(), Ok(vec![Value::Int(1), Value::from("b")]));
     /// ```
     pub fn into_items(mut self) -> Result<Vec<Value>, Value> {
-        match &mut self {
+        if !matches!(
+            self.resolved(),
+            Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_)
+        ) {
+            return Err(self);
+        }
+        match self.unshare() {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
                 Ok(std::mem::take(v))
             }
@@ -252,7 +349,10 @@ impl Value {
     ///
     /// Any other value comes back unchanged as the error.
     pub fn into_entries(mut self) -> Result<Vec<(Value, Value)>, Value> {
-        match &mut self {
+        if !matches!(self.resolved(), Value::Dict(_)) {
+            return Err(self);
+        }
+        match self.unshare() {
             Value::Dict(d) => Ok(std::mem::take(d)),
             _ => Err(self),
         }
@@ -260,7 +360,7 @@ impl Value {
 
     /// The string inside a `Str`, if this is one.
     pub fn as_str(&self) -> Option<&str> {
-        match self {
+        match self.resolved() {
             Value::Str(s) => Some(s),
             _ => None,
         }
@@ -268,7 +368,7 @@ impl Value {
 
     /// The integer inside an `Int` (or a `Bool`, as Python treats bools as ints).
     pub fn as_int(&self) -> Option<i64> {
-        match *self {
+        match *self.resolved() {
             Value::Int(i) => Some(i),
             Value::Bool(b) => Some(i64::from(b)),
             _ => None,
@@ -277,7 +377,7 @@ impl Value {
 
     /// The number as a float: floats, ints and bools.
     pub fn as_float(&self) -> Option<f64> {
-        match *self {
+        match *self.resolved() {
             Value::Float(f) => Some(f),
             Value::Int(i) => Some(i as f64),
             Value::Bool(b) => Some(f64::from(u8::from(b))),
@@ -287,7 +387,8 @@ impl Value {
 
     /// Python truthiness.
     pub fn truthy(&self) -> bool {
-        match self {
+        match self.resolved() {
+            Value::Shared(_) => unreachable!("resolved"),
             Value::None => false,
             Value::Bool(b) => *b,
             Value::Int(i) => *i != 0,
@@ -301,26 +402,55 @@ impl Value {
         }
     }
 
-    /// Calls `f` with every object reference inside this value, depth first.
+    /// Calls `f` with every object reference inside this value, depth first;
+    /// a shared value ([`Value::Shared`]) is looked into once, however many
+    /// places hold it.
     pub fn visit_refs(&self, f: &mut dyn FnMut(&Token)) {
-        for step in Walk::new(self) {
-            if let Step::Leaf(Value::Ref(t), _) = step {
-                f(t);
+        self.find_ref(&mut |t| {
+            f(t);
+            false
+        });
+    }
+
+    /// Calls `f` with the object references inside this value until it says
+    /// `true` (then answers `true`), looking into each shared value once: the
+    /// cost is what the value holds, not what it expands to.
+    fn find_ref(&self, f: &mut dyn FnMut(&Token) -> bool) -> bool {
+        let mut seen: Option<std::collections::HashSet<*const Value>> = None;
+        let mut walks = vec![Walk::raw(self)];
+        while let Some(w) = walks.last_mut() {
+            match w.next() {
+                None => {
+                    walks.pop();
+                }
+                Some(Step::Leaf(Value::Ref(t), _)) => {
+                    if f(t) {
+                        return true;
+                    }
+                }
+                Some(Step::Leaf(Value::Shared(a), _)) => {
+                    let seen = seen.get_or_insert_with(Default::default);
+                    if seen.insert(std::sync::Arc::as_ptr(a)) {
+                        walks.push(Walk::raw(a));
+                    }
+                }
+                Some(_) => {}
             }
         }
+        false
     }
 
     /// Whether any object reference is inside this value.
     #[inline]
     pub fn has_refs(&self) -> bool {
-        match self {
+        match self.resolved() {
             Value::Ref(_) => true,
             Value::List(_)
             | Value::Tuple(_)
             | Value::Dict(_)
             | Value::Set(_)
             | Value::FrozenSet(_)
-            | Value::Opaque(_) => self.container_has_refs(),
+            | Value::Opaque(_) => self.resolved().container_has_refs(),
             _ => false,
         }
     }
@@ -328,7 +458,7 @@ impl Value {
     fn container_has_refs(&self) -> bool {
         // A container of leaves (the common case) without a walk, or of leaves
         // and sequences of leaves (a `create` reply's `(ident, exposed)`).
-        let leaves = |v: &[Value]| v.iter().all(|x| !x.is_container());
+        let leaves = |v: &[Value]| v.iter().all(|x| !x.is_container() && !x.is_shared());
         let has_ref = |v: &[Value]| v.iter().any(|x| matches!(x, Value::Ref(_)));
         if let Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) = self {
             if leaves(v) {
@@ -336,7 +466,7 @@ impl Value {
             }
             let shallow = v.iter().all(|x| match x {
                 Value::List(w) | Value::Tuple(w) => leaves(w),
-                x => !x.is_container(),
+                x => !x.is_container() && !x.is_shared(),
             });
             if shallow {
                 return v.iter().any(|x| match x {
@@ -345,7 +475,7 @@ impl Value {
                 });
             }
         }
-        Walk::new(self).any(|s| matches!(s, Step::Leaf(Value::Ref(_), _)))
+        self.find_ref(&mut |_| true)
     }
 }
 
@@ -432,6 +562,7 @@ impl fmt::Debug for Value {
                 Value::Dict(_) => f.write_str("Dict([")?,
                 Value::Set(_) => f.write_str("Set([")?,
                 Value::FrozenSet(_) => f.write_str("FrozenSet([")?,
+                Value::Shared(_) => unreachable!("a walk sees through sharing"),
             }
         }
         Ok(())
@@ -642,6 +773,80 @@ pub(crate) mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn shared_values_are_seen_through_and_unshared_to_change() {
+        use std::sync::Arc;
+        let inner = Arc::new(Value::List(vec![Value::Int(1), Value::Str("a".into())]));
+        let sh = Value::Shared(inner.clone());
+        let v = Value::List(vec![sh.clone(), sh.clone(), Value::None]);
+        let plain = Value::List(vec![(*inner).clone(), (*inner).clone(), Value::None]);
+        // Readers see the value inside.
+        assert_eq!(v, plain);
+        assert_eq!(plain, v);
+        assert_eq!(v.to_string(), "[[1, 'a'], [1, 'a'], None]");
+        assert_eq!(format!("{v:?}"), format!("{plain:?}"));
+        assert_eq!(sh.type_name(), "list");
+        assert_eq!(sh.as_list().map(<[Value]>::len), Some(2));
+        assert!(sh.truthy());
+        let s = Value::Shared(Arc::new(Value::Str("x".repeat(80))));
+        assert_eq!(s.as_str().map(str::len), Some(80));
+        assert_eq!(String::try_from(s.clone()).unwrap().len(), 80);
+        assert_eq!(
+            Vec::<i64>::try_from(Value::Shared(Arc::new(Value::List(vec![Value::Int(4)])))),
+            Ok(vec![4])
+        );
+        assert_eq!(
+            sh.clone().into_items().unwrap(),
+            inner.as_list().unwrap().to_vec()
+        );
+        // A clone shares; unsharing copies while others hold the value, and
+        // moves it out from its last owner.
+        let c = v.clone();
+        assert!(matches!(&c.as_list().unwrap()[0], Value::Shared(a) if Arc::ptr_eq(a, &inner)));
+        let mut mine = sh.clone();
+        mine.unshare();
+        assert!(!mine.is_shared() && mine == sh);
+        if let Value::List(items) = &mut mine {
+            items.push(Value::Int(2));
+        }
+        assert_eq!(sh.as_list().unwrap().len(), 2, "the others keep theirs");
+        drop((v, c, sh));
+        let mut last = Value::Shared(inner);
+        last.unshare();
+        assert_eq!(last.as_list().unwrap().len(), 2);
+        // An identical shared NaN equals itself, as the same object does in Python.
+        let nan = Value::Shared(Arc::new(Value::Float(f64::NAN)));
+        assert!(Value::List(vec![nan.clone()]) == Value::List(vec![nan.clone()]));
+        assert!(Value::List(vec![nan]) != Value::List(vec![Value::Float(f64::NAN)]));
+        // References inside a share are found (once per share).
+        let t = Token {
+            typeid: "dict".into(),
+            id: ObjectId(3),
+        };
+        let r = Value::Shared(Arc::new(Value::List(vec![Value::Ref(t)])));
+        let v = Value::List(vec![r.clone(), r]);
+        assert!(v.has_refs());
+        let mut seen = 0;
+        v.visit_refs(&mut |_| seen += 1);
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn deep_chains_of_shares_drop_without_recursion() {
+        on_small_stack(|| {
+            // Each level shared by two places: the last owner frees it on the
+            // explicit stack, whatever the depth.
+            let mut v = Value::None;
+            for _ in 0..200_000 {
+                let s = Value::Shared(std::sync::Arc::new(v));
+                v = Value::List(vec![s.clone(), Value::Tuple(vec![s])]);
+            }
+            let copy = v.clone();
+            drop(v);
+            drop(copy);
+        });
     }
 
     #[test]

@@ -170,7 +170,7 @@ fn unknown_object(id: impl std::fmt::Display) -> Dispatched {
 /// Reads an object id from a public method's argument: an int, a hex string, or
 /// a token.
 fn id_arg(v: Option<&Value>) -> Result<ObjectId, String> {
-    match v {
+    match v.map(Value::resolved) {
         Some(Value::Int(i)) => Ok(ObjectId(*i as u64)),
         Some(Value::Str(s)) => ObjectId::from_hex(s).ok_or_else(|| format!("'{s}'")),
         Some(Value::Ref(t)) => Ok(t.id),
@@ -183,10 +183,15 @@ fn id_arg(v: Option<&Value>) -> Result<ObjectId, String> {
 /// an object whose last reference went is gone before the next request is read
 /// (so `decref` then `number_of_objects` on one connection counts it out).
 pub(crate) fn dispatch(core: &mut Core, session: &mut Session, req: RequestRef<'_>) -> Dispatched {
-    let args = CallArgs {
+    let mut args = CallArgs {
         args: req.args,
         kwargs: req.kwargs,
     };
+    // An argument shared with nothing else is made its own (free: the decoder
+    // that shared it is gone); one aliased by another argument stays shared,
+    // and methods see through it.
+    args.args.iter_mut().for_each(Value::take_unique);
+    args.kwargs.iter_mut().for_each(|(_, v)| v.take_unique());
     let done = match req.target {
         None => public(core, session, req.method, args),
         Some(id) => call(core, session, id, req.method, args),

@@ -284,20 +284,22 @@ class HostileClientsTest(unittest.TestCase):
         self.assert_healthy()
 
     def test_over_the_decode_budget_keeps_the_connection(self):
-        # A memo bomb: one 1000-item list referenced 10000 times (~22 KB that
-        # would decode to ~480 MB). Refused by the decode budget, with the
-        # reason; the same connection then serves the next request.
+        # A memo bomb: one 2000-item list referenced 10000 times (~24 KB that
+        # would decode to ~960 MB if copied). The list is shared, not copied,
+        # but its 20 million values are past the logical cap
+        # (MAX_EXPANDED_VALUES, 2**24): refused with the reason; the same
+        # connection then serves the next request.
         c = Client(self.address, authkey=KEY)
         self.addCleanup(c.close)
         c.send((None, "accept_connection", ("bomb",), {}))
         self.assertEqual(c.recv(), ("#RETURN", None))
-        bomb = (b"\x80\x04(N\x8c\x11number_of_objects(]\x94(" + b"K\x01" * 1000
+        bomb = (b"\x80\x04(N\x8c\x11number_of_objects(]\x94(" + b"K\x01" * 2000
                 + b"e" + b"h\x00" * 10000 + b"t}t.")
         for _ in range(3):
             c.send_bytes(bomb)
             kind, text = c.recv()
             self.assertEqual(kind, "#TRACEBACK")
-            self.assertIn("expands beyond", text)
+            self.assertIn("MAX_EXPANDED_VALUES", text)
             self.assertTrue(text.endswith("\n"), repr(text))
         c.send((None, "number_of_objects", (), {}))
         self.assertEqual(c.recv(), ("#RETURN", self.baseline))

@@ -73,13 +73,22 @@ pub(crate) fn as_ptr(v: &Value) -> *const mgr_value {
     (v as *const Value).cast()
 }
 
-/// Borrows a value argument.
+/// Borrows a value argument, seen through sharing ([`Value::resolved`]): a
+/// value a decoder shared between several places reads as the value it shares.
 pub(crate) unsafe fn arg_value<'a>(p: *const mgr_value, name: &str) -> Result<&'a Value, Fail> {
-    p.cast::<Value>().as_ref().ok_or_else(|| Fail::null(name))
+    p.cast::<Value>()
+        .as_ref()
+        .map(Value::resolved)
+        .ok_or_else(|| Fail::null(name))
 }
 
+/// Borrows a value argument to change it: a shared value is made this place's
+/// own first ([`Value::unshare`]), so the other places keep what they had.
 unsafe fn arg_value_mut<'a>(p: *mut mgr_value, name: &str) -> Result<&'a mut Value, Fail> {
-    p.cast::<Value>().as_mut().ok_or_else(|| Fail::null(name))
+    p.cast::<Value>()
+        .as_mut()
+        .map(Value::unshare)
+        .ok_or_else(|| Fail::null(name))
 }
 
 /// Takes an owned value argument (consumed even on failure).
@@ -89,7 +98,7 @@ pub(crate) unsafe fn take_value(p: *mut mgr_value, name: &str) -> Result<Value, 
 
 /// Reads optional `args` (a list or tuple, or NULL for none) as positional arguments.
 pub(crate) unsafe fn arg_args(p: *const mgr_value) -> Result<Vec<Value>, Fail> {
-    match p.cast::<Value>().as_ref() {
+    match p.cast::<Value>().as_ref().map(Value::resolved) {
         None => Ok(Vec::new()),
         Some(Value::List(v) | Value::Tuple(v)) => Ok(v.clone()),
         Some(other) => Err(Fail::wrong_type("list or tuple (args)", other.type_name())),
@@ -98,11 +107,11 @@ pub(crate) unsafe fn arg_args(p: *const mgr_value) -> Result<Vec<Value>, Fail> {
 
 /// Reads optional `kwargs` (a dict with str keys, or NULL for none).
 pub(crate) unsafe fn arg_kwargs(p: *const mgr_value) -> Result<Vec<(String, Value)>, Fail> {
-    match p.cast::<Value>().as_ref() {
+    match p.cast::<Value>().as_ref().map(Value::resolved) {
         None => Ok(Vec::new()),
         Some(Value::Dict(d)) => d
             .iter()
-            .map(|(k, v)| match k {
+            .map(|(k, v)| match k.resolved() {
                 Value::Str(s) => Ok((s.clone(), v.clone())),
                 other => Err(Fail::new(
                     mgr_status::MGR_ERR_INVALID_ARGUMENT,
@@ -235,6 +244,8 @@ pub unsafe extern "C" fn mgr_value_type(v: *const mgr_value) -> mgr_value_kind {
             Value::Set(_) | Value::FrozenSet(_) => MGR_VALUE_SET,
             Value::BigInt(_) | Value::Slice(_) => MGR_VALUE_OTHER,
             Value::Opaque(_) => MGR_VALUE_OPAQUE,
+            // `arg_value` sees through sharing.
+            Value::Shared(_) => unreachable!("resolved"),
         })
     }
 }

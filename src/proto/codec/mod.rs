@@ -82,6 +82,73 @@ pub fn decode_limit(input_len: usize, per_byte: usize) -> usize {
         .saturating_add(DECODE_FLOOR_BYTES)
 }
 
+/// Values one decoded payload may expand to, beyond
+/// [`EXPANDED_VALUES_PER_INPUT_BYTE`] per input byte, when every shared part
+/// ([`Value::Shared`](crate::proto::Value::Shared)) is counted at every place it
+/// appears: what a full walk of the payload's values visits (`repr`, `==`,
+/// hashing, a copy on write all cost this much). Sharing keeps the *memory* of
+/// an aliased payload linear in its size, but a few bytes of memo references
+/// can describe an exponentially large tree (`a = [a, a]` twenty times), so
+/// the logical size has its own cap ([`expanded_limit`]): 2^24 (16,777,216)
+/// values, sixteen times `[[[0] * 100] * 100] * 100` (1,010,101 values), and
+/// about what a server walks in a fraction of a second.
+pub const MAX_EXPANDED_VALUES: u64 = 1 << 24;
+
+/// Values each input byte may add to [`expanded_limit`]: a payload without
+/// sharing makes at most about two values per byte (one opcode or tag per
+/// value, an opaque object's few parts from a few bytes), so a large but
+/// linear payload (`[None] * 10**8` within `max_frame`) is never refused by
+/// the logical cap, only an aliased one whose walk would outgrow its input.
+pub const EXPANDED_VALUES_PER_INPUT_BYTE: u64 = 4;
+
+/// Most values an `input_len`-byte payload may expand to, shared parts counted
+/// at every place: [`MAX_EXPANDED_VALUES`] +
+/// [`EXPANDED_VALUES_PER_INPUT_BYTE`] × `input_len`.
+pub fn expanded_limit(input_len: usize) -> u64 {
+    (input_len as u64)
+        .saturating_mul(EXPANDED_VALUES_PER_INPUT_BYTE)
+        .saturating_add(MAX_EXPANDED_VALUES)
+}
+
+/// A decode's running count of values, shared parts counted at every
+/// reference, refused past [`expanded_limit`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expanded {
+    count: u64,
+    limit: u64,
+}
+
+impl Expanded {
+    /// A count for decoding `input_len` bytes.
+    pub(crate) fn new(input_len: usize) -> Expanded {
+        Expanded {
+            count: 0,
+            limit: expanded_limit(input_len),
+        }
+    }
+
+    /// Counts `n` more values.
+    #[inline]
+    pub(crate) fn add(&mut self, n: u64) -> Result<(), CodecError> {
+        self.count = self.count.saturating_add(n);
+        if self.count > self.limit {
+            return Err(CodecError::new(format!(
+                "the payload's values expand to more than {} values (MAX_EXPANDED_VALUES \
+                 + {EXPANDED_VALUES_PER_INPUT_BYTE} per input byte) when shared parts are \
+                 counted wherever they appear",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+
+    /// Values counted so far.
+    #[inline]
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+}
+
 /// Part of the floor the budget keeps back from its charges: room for a
 /// decoder's small fixed bookkeeping that is not charged (error text, a
 /// global's name, a few words of state), so the measured peak stays within
@@ -191,5 +258,20 @@ mod tests {
         assert!(e.contains("a 1000-byte payload expands beyond"), "{e}");
         assert!(b.spend(b.left()).is_ok());
         assert!(b.spend(1).is_err());
+    }
+
+    #[test]
+    fn the_logical_cap_is_a_constant_plus_four_values_per_input_byte() {
+        // 2**24 values for a small payload; a 64 MiB one of a value per byte
+        // (`[None] * n`, linear) is far within its 2**24 + 2**28.
+        for n in [0usize, 1000, 64 << 20] {
+            let limit = expanded_limit(n);
+            assert_eq!(limit, MAX_EXPANDED_VALUES + 4 * n as u64);
+            let mut e = Expanded::new(n);
+            assert!(e.add(n as u64).is_ok() && e.add(limit - n as u64).is_ok());
+            let err = e.add(1).unwrap_err().to_string();
+            assert!(err.contains("MAX_EXPANDED_VALUES") && err.contains(&limit.to_string()));
+        }
+        assert_eq!(expanded_limit(usize::MAX), u64::MAX);
     }
 }

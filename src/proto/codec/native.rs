@@ -13,12 +13,22 @@
 //! takes at least a byte) and the budget can pay for them, so a declared length
 //! never allocates more than the input can fill. Nesting is capped at
 //! [`MAX_DEPTH`].
+//!
+//! A [`Value::Shared`] is written once, after a definition tag, and every further
+//! place it appears in the same value as a back-reference to it, so an aliased
+//! value travels (and decodes) in space linear in its distinct parts; the
+//! decoder rebuilds the sharing, charging the budget once for a shared value, and
+//! refuses a payload whose values expand beyond
+//! [`expanded_limit`](super::expanded_limit).
 
 use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder};
 use bincode::error::EncodeError;
 
-use super::{Budget, CodecError, Globals, NATIVE_BYTES_PER_INPUT_BYTE};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Budget, CodecError, Expanded, Globals, NATIVE_BYTES_PER_INPUT_BYTE};
 use crate::proto::message::{RemoteError, Reply, Request, RequestRef};
 use crate::proto::value::{Form, ObjectId, PyObject, Slice, Step, Token, Value, Walk};
 
@@ -51,6 +61,11 @@ const T_FROZENSET: u8 = 11;
 const T_REF: u8 = 12;
 const T_SLICE: u8 = 13;
 const T_OPAQUE: u8 = 14;
+/// A shared value follows; it is numbered, in the order definitions end, for
+/// [`T_SHARED_REF`] to refer back to.
+const T_SHARED_DEF: u8 = 15;
+/// A varint: the number of a shared value defined earlier in the same value.
+const T_SHARED_REF: u8 = 16;
 
 // Opaque forms (after T_OPAQUE): stable wire numbers.
 const F_GLOBAL: u8 = 0;
@@ -217,6 +232,10 @@ struct Input<'a> {
     budget: Budget,
     /// Globals opaque values may name.
     globals: Globals,
+    /// Shared values defined so far, with the values each expands to.
+    shared: Vec<(Arc<Value>, u64)>,
+    /// Values decoded so far, a shared one counted at every reference.
+    expanded: Expanded,
 }
 
 impl<'a> Input<'a> {
@@ -239,6 +258,8 @@ impl<'a> Input<'a> {
             rest: body,
             budget: Budget::new(body.len(), NATIVE_BYTES_PER_INPUT_BYTE),
             globals,
+            shared: Vec::new(),
+            expanded: Expanded::new(body.len()),
         };
         let v = f(&mut d)?;
         if !d.rest.is_empty() {
@@ -391,7 +412,36 @@ impl<'a> Input<'a> {
         }
         let inner = |d: &mut Self| d.value(depth + 1);
         let opt_int = |d: &mut Self| d.option(Self::int);
-        Ok(match self.byte()? {
+        let tag = self.byte()?;
+        if tag != T_SHARED_DEF && tag != T_SHARED_REF {
+            self.expanded.add(1)?;
+        }
+        Ok(match tag {
+            T_SHARED_DEF => {
+                // Sharing of sharing is never written, and refusing it keeps
+                // the reader's recursion within MAX_DEPTH.
+                if let Some(&(T_SHARED_DEF | T_SHARED_REF)) = self.rest.first() {
+                    return Err(malformed("a shared value cannot be another share"));
+                }
+                let before = self.expanded.count();
+                // The Arc's counts and value, and the table's entry (twice, as
+                // the table grows by doubling).
+                self.budget.spend(16 + std::mem::size_of::<Value>())?;
+                self.budget.spend_items::<(Arc<Value>, u64)>(2)?;
+                let v = Arc::new(self.value(depth)?);
+                let n = self.expanded.count() - before;
+                self.shared.push((v.clone(), n));
+                Value::Shared(v)
+            }
+            T_SHARED_REF => {
+                let i = self.len()?;
+                let Some((v, n)) = self.shared.get(i) else {
+                    return Err(malformed(format_args!("unknown shared value {i}")));
+                };
+                let (v, n) = (v.clone(), *n);
+                self.expanded.add(n)?;
+                Value::Shared(v)
+            }
             T_NONE => Value::None,
             T_BOOL => Value::Bool(self.flag()?),
             T_INT => Value::Int(self.int()?),
@@ -511,6 +561,7 @@ fn encode_head<E: Encoder>(v: &Value, e: &mut E) -> Result<(), EncodeError> {
             s.stop.encode(e)?;
             s.step.encode(e)
         }
+        Value::Shared(v) => encode_head(v, e),
         Value::Opaque(o) => {
             T_OPAQUE.encode(e)?;
             match o.form() {
@@ -535,27 +586,64 @@ fn encode_value<E: Encoder>(
     max_depth: Option<usize>,
 ) -> Result<(), EncodeError> {
     // Leaves, and containers of leaves (depth 1), without a walk.
+    let flat = |x: &Value| !x.is_container() && !x.is_shared();
     match v {
         Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items)
-            if items.iter().all(|x| !x.is_container()) && max_depth != Some(0) =>
+            if items.iter().all(flat) && max_depth != Some(0) =>
         {
             encode_head(v, e)?;
             return items.iter().try_for_each(|x| encode_head(x, e));
         }
-        Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_) | Value::Dict(_) => {
-        }
+        Value::List(_)
+        | Value::Tuple(_)
+        | Value::Set(_)
+        | Value::FrozenSet(_)
+        | Value::Dict(_)
+        | Value::Shared(_) => {}
         Value::Opaque(_) if v.is_container() => {}
         _ => return encode_head(v, e),
     }
+    // Shared values written so far (by identity) and their numbers, made when
+    // the first one is met; per open container, the shared value it defines.
+    let mut memo: Option<HashMap<*const Value, u64>> = None;
+    let mut defining: Vec<Option<*const Value>> = Vec::new();
     let mut walk = Walk::new(v);
     while let Some(step) = walk.next() {
         let (v, depth) = match step {
             Step::Leaf(v, _) => (v, walk.open()),
             Step::Enter(v, _) => (v, walk.open() - 1),
-            Step::Exit(_) => continue,
+            Step::Exit(_) => {
+                if let Some(Some(p)) = defining.pop() {
+                    let memo = memo.get_or_insert_with(HashMap::new);
+                    let n = memo.len() as u64;
+                    memo.insert(p, n);
+                }
+                continue;
+            }
         };
         if max_depth.is_some_and(|max| depth > max) {
             return Err(EncodeError::Other("value nested too deeply"));
+        }
+        let shared = walk.shared().map(Arc::as_ptr);
+        if let Some(p) = shared {
+            let memo = memo.get_or_insert_with(HashMap::new);
+            if let Some(&n) = memo.get(&p) {
+                T_SHARED_REF.encode(e)?;
+                n.encode(e)?;
+                if matches!(step, Step::Enter(..)) {
+                    walk.skip_children();
+                    defining.push(None);
+                }
+                continue;
+            }
+            T_SHARED_DEF.encode(e)?;
+            if matches!(step, Step::Leaf(..)) {
+                let n = memo.len() as u64;
+                memo.insert(p, n);
+            }
+        }
+        if matches!(step, Step::Enter(..)) {
+            defining.push(shared);
         }
         encode_head(v, e)?;
     }
@@ -565,7 +653,7 @@ fn encode_value<E: Encoder>(
 impl Encode for Value {
     #[inline]
     fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
-        if !self.is_container() {
+        if !self.is_container() && !self.is_shared() {
             return encode_head(self, e);
         }
         encode_value(self, e, None)
@@ -827,5 +915,53 @@ mod tests {
             .contains("trailing"));
         assert!(decode_reply(&[NATIVE_VERSION, MSG_RETURN, 200]).is_err());
         assert!(decode_reply(&[NATIVE_VERSION, MSG_RETURN, T_STR, 2, 0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn shared_values_travel_once_and_come_back_shared() {
+        let share = |v: Value| Value::Shared(Arc::new(v));
+        let inner = share(Value::List(vec![Value::Int(0); 100]));
+        let middle = share(Value::List(vec![inner; 100]));
+        let three = Value::List(vec![middle; 100]);
+        // Shared leaves, a share inside a dict key and value, and two shares
+        // met in turn (numbered in the order their definitions end).
+        let s = share(Value::Str("x".repeat(100)));
+        let t = share(Value::Tuple(vec![s.clone(), Value::Int(1)]));
+        let mixed = Value::Dict(vec![
+            (t.clone(), Value::List(vec![t.clone(), s.clone()])),
+            (s.clone(), t.clone()),
+        ]);
+        for v in [three, mixed] {
+            let mut out = Vec::new();
+            encode_reply(&Reply::Return(v.clone()), &mut out);
+            let Reply::Return(back) = decode_reply(&out).unwrap() else {
+                panic!("a return")
+            };
+            assert_eq!(back, v);
+            let mut req = Vec::new();
+            encode_request(&Request::public("f", vec![v.clone()]), &mut req);
+            assert_eq!(decode_request(&req).unwrap().args, vec![v.clone()]);
+            // Shares come back as shares: one value at every place.
+            let mut ptrs = std::collections::HashSet::new();
+            let mut shares = 0;
+            let mut walk = Walk::new(&back);
+            while let Some(step) = walk.next() {
+                if let (Step::Enter(..) | Step::Leaf(..), Some(a)) = (step, walk.shared()) {
+                    shares += 1;
+                    ptrs.insert(Arc::as_ptr(a));
+                }
+            }
+            assert!(
+                shares > ptrs.len() && !ptrs.is_empty(),
+                "{shares} {}",
+                ptrs.len()
+            );
+        }
+        // 1,010,101 values in a few hundred bytes.
+        let inner = share(Value::List(vec![Value::Int(0); 100]));
+        let three = Value::List(vec![share(Value::List(vec![inner; 100])); 100]);
+        let mut out = Vec::new();
+        encode_reply(&Reply::Return(three), &mut out);
+        assert!(out.len() < 1000, "{} bytes", out.len());
     }
 }

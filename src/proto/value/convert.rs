@@ -142,9 +142,9 @@ macro_rules! tuples {
             type Error = ConversionError;
             /// From a tuple (or list) of exactly this many items.
             fn try_from(v: Value) -> Result<Self, ConversionError> {
-                let items = match v {
+                let items = match v.resolved() {
                     Value::Tuple(_) | Value::List(_) => v.into_items().expect("a sequence"),
-                    other => return Err(wrong(concat!("a ", $len, "-tuple"), &other)),
+                    other => return Err(wrong(concat!("a ", $len, "-tuple"), other)),
                 };
                 if items.len() != $len {
                     return Err(ConversionError {
@@ -168,16 +168,16 @@ impl TryFrom<Value> for bool {
     type Error = ConversionError;
     /// A `Bool` only (use [`Value::truthy`] for Python's truth value).
     fn try_from(v: Value) -> Result<bool, ConversionError> {
-        match v {
+        match *v.resolved() {
             Value::Bool(b) => Ok(b),
-            other => Err(wrong("bool", &other)),
+            ref other => Err(wrong("bool", other)),
         }
     }
 }
 
 /// The integer in an `Int`, `Bool` or (up to 128 bits) `BigInt`.
 fn integer(v: &Value) -> Result<i128, ConversionError> {
-    match v {
+    match v.resolved() {
         Value::Int(i) => Ok(i128::from(*i)),
         Value::Bool(b) => Ok(i128::from(*b)),
         Value::BigInt(b) if b.len() <= 16 => {
@@ -235,7 +235,7 @@ impl TryFrom<Value> for Token {
     type Error = ConversionError;
     /// A reference to a shared object.
     fn try_from(mut v: Value) -> Result<Token, ConversionError> {
-        match &mut v {
+        match v.unshare() {
             Value::Ref(t) => Ok(std::mem::replace(
                 t,
                 Token {
@@ -252,9 +252,9 @@ impl<T: TryFrom<Value, Error = ConversionError>> TryFrom<Value> for Option<T> {
     type Error = ConversionError;
     /// `None` for `None`, else the converted value.
     fn try_from(v: Value) -> Result<Option<T>, ConversionError> {
-        match v {
+        match v.resolved() {
             Value::None => Ok(None),
-            other => T::try_from(other).map(Some),
+            _ => T::try_from(v).map(Some),
         }
     }
 }
@@ -312,7 +312,7 @@ where
 impl Value {
     /// The flag inside a `Bool`.
     pub fn as_bool(&self) -> Option<bool> {
-        match *self {
+        match *self.resolved() {
             Value::Bool(b) => Some(b),
             _ => None,
         }
@@ -320,7 +320,7 @@ impl Value {
 
     /// The bytes inside a `Bytes`.
     pub fn as_bytes(&self) -> Option<&[u8]> {
-        match self {
+        match self.resolved() {
             Value::Bytes(b) => Some(b),
             _ => None,
         }
@@ -332,7 +332,10 @@ impl Value {
     ///
     /// Any other value comes back unchanged as the error.
     pub fn into_bytes(mut self) -> Result<Vec<u8>, Value> {
-        match &mut self {
+        if !matches!(self.resolved(), Value::Bytes(_)) {
+            return Err(self);
+        }
+        match self.unshare() {
             Value::Bytes(b) => Ok(std::mem::take(b)),
             _ => Err(self),
         }
@@ -340,7 +343,7 @@ impl Value {
 
     /// The items of a list, tuple, set or frozenset.
     pub fn as_list(&self) -> Option<&[Value]> {
-        match self {
+        match self.resolved() {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => Some(v),
             _ => None,
         }
@@ -348,7 +351,7 @@ impl Value {
 
     /// The entries of a dict, in order.
     pub fn as_dict(&self) -> Option<&[(Value, Value)]> {
-        match self {
+        match self.resolved() {
             Value::Dict(d) => Some(d),
             _ => None,
         }

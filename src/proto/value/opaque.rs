@@ -98,11 +98,11 @@ impl PyObject {
             Form::Global { .. } => parts.is_empty(),
             _ => {
                 parts.len() == BUILT_PARTS
-                    && matches!(parts[ARGS], Value::Tuple(_))
-                    && matches!(&parts[KWARGS], Value::Dict(d)
+                    && matches!(parts[ARGS].resolved(), Value::Tuple(_))
+                    && matches!(parts[KWARGS].resolved(), Value::Dict(d)
                         if d.is_empty() || form == Form::NewObjEx)
-                    && matches!(parts[ITEMS], Value::List(_))
-                    && matches!(parts[ENTRIES], Value::Dict(_))
+                    && matches!(parts[ITEMS].resolved(), Value::List(_))
+                    && matches!(parts[ENTRIES].resolved(), Value::Dict(_))
             }
         };
         ok.then_some(PyObject { form, parts })
@@ -127,7 +127,7 @@ impl PyObject {
     pub fn global_name(&self) -> Option<(&str, &str)> {
         match &self.form {
             Form::Global { module, name } => Some((module, name)),
-            _ => match &self.parts[CALLABLE] {
+            _ => match self.parts[CALLABLE].resolved() {
                 Value::Opaque(o) => match &o.form {
                     Form::Global { module, name } => Some((module, name)),
                     _ => None,
@@ -137,8 +137,9 @@ impl PyObject {
         }
     }
 
+    /// Part `i`, seen through sharing.
     fn part(&self, i: usize) -> Option<&Value> {
-        self.parts.get(i)
+        self.parts.get(i).map(Value::resolved)
     }
 
     /// What makes a built object (`None` for a global).
@@ -193,9 +194,9 @@ impl PyObject {
         }
         let mut out = Vec::new();
         match (self.global_name()?.1, self.args()) {
-            ("Counter", Some(Value::Tuple(a))) => match &a[..] {
-                [] => {}
-                [Value::Dict(d)] => out.extend(d.iter().cloned()),
+            ("Counter", Some(Value::Tuple(a))) => match a.first().map(Value::resolved) {
+                None => {}
+                Some(Value::Dict(d)) if a.len() == 1 => out.extend(d.iter().cloned()),
                 _ => return None,
             },
             ("OrderedDict", Some(Value::Tuple(a))) if a.is_empty() => {}
@@ -216,7 +217,7 @@ impl PyObject {
         }
         let mut out = Vec::new();
         match self.args() {
-            Some(Value::Tuple(a)) => match a.first() {
+            Some(Value::Tuple(a)) => match a.first().map(Value::resolved) {
                 None => {}
                 Some(Value::List(v) | Value::Tuple(v)) => out.extend(v.iter().cloned()),
                 Some(_) => return None,
@@ -254,7 +255,7 @@ impl PyObject {
         match self.args() {
             Some(Value::Tuple(a)) => match &a[..] {
                 [] => Some(&[]),
-                [Value::Bytes(b)] => Some(b),
+                [b] => b.as_bytes(),
                 _ => None,
             },
             _ => None,
@@ -282,16 +283,17 @@ impl PyObject {
         match (self.global_name()?, &a[..]) {
             (("array", "array"), [tc, data]) => Some((
                 code(tc)?,
-                match data {
+                match data.resolved() {
                     Value::List(v) => ArrayData::Items(v),
                     Value::Str(s) => ArrayData::Text(s),
                     Value::Bytes(b) => ArrayData::Native(b),
                     _ => return None,
                 },
             )),
-            (("array", "_array_reconstructor"), [_, tc, Value::Int(fmt), Value::Bytes(b)]) => {
-                Some((code(tc)?, ArrayData::Machine(*fmt, b)))
-            }
+            (("array", "_array_reconstructor"), [_, tc, fmt, b]) => match fmt.resolved() {
+                Value::Int(fmt) => Some((code(tc)?, ArrayData::Machine(*fmt, b.as_bytes()?))),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -347,7 +349,8 @@ impl PyObject {
         if let Some(text) = self.known_repr(module, name) {
             return f.write_str(&text);
         }
-        let plain = |v: &Value| !v.is_container() && !matches!(v, Value::Opaque(_));
+        let plain =
+            |v: &Value| !v.resolved().is_container() && !matches!(v.resolved(), Value::Opaque(_));
         let simple = matches!(self.form, Form::Reduce)
             && matches!(self.state(), Some(Value::None))
             && matches!(self.items(), Some(Value::List(v)) if v.is_empty())
@@ -507,7 +510,7 @@ impl Value {
 
     /// The opaque object inside an `Opaque`, if this is one.
     pub fn as_opaque(&self) -> Option<&PyObject> {
-        match self {
+        match self.resolved() {
             Value::Opaque(o) => Some(o),
             _ => None,
         }

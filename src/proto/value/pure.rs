@@ -53,7 +53,7 @@ pub(crate) fn apply(
 
 fn builtin(f: &str, item: &Value) -> Option<Result<Value, (&'static str, String)>> {
     let type_error = |msg: String| Err(("TypeError", msg));
-    Some(match (f, item) {
+    Some(match (f, item.resolved()) {
         ("str.lower", Value::Str(s)) => Ok(Value::Str(s.to_lowercase())),
         ("str.upper", Value::Str(s)) => Ok(Value::Str(s.to_uppercase())),
         ("str.casefold", Value::Str(s)) => Ok(Value::Str(casefold(s))),
@@ -110,7 +110,7 @@ fn get_item(item: &Value, k: &Value, eq: Eq) -> Result<Value, (&'static str, Str
             )
         })
     };
-    match item {
+    match item.resolved() {
         Value::List(v) | Value::Tuple(v) => Ok(v[index(v.len())?].clone()),
         Value::Str(s) => {
             let n = s.chars().count();

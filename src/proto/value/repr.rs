@@ -252,6 +252,7 @@ impl Value {
                 )
             }
             Value::Opaque(o) => o.fmt_repr(f),
+            Value::Shared(v) => v.fmt_leaf(f),
             Value::List(_)
             | Value::Tuple(_)
             | Value::Dict(_)

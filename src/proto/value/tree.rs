@@ -34,18 +34,38 @@ pub(crate) enum Step<'a> {
 /// A depth-first, pre-order walk over a value tree with an explicit stack (one
 /// small frame per open container), so any nesting depth costs heap, not call
 /// stack. Dict entries are visited key, then value.
+///
+/// It sees through [`Value::Shared`]: a shared value is walked as if it were
+/// inline (so a value shared n times is visited n times), except by
+/// [`Walk::raw`], which reports it as a leaf.
 #[derive(Debug)]
 pub(crate) struct Walk<'a> {
     root: Option<&'a Value>,
     open: Vec<(&'a Value, usize)>,
+    raw: bool,
+    /// The sharing the last step's value was reached through, if any.
+    shared: Option<&'a std::sync::Arc<Value>>,
 }
 
 impl<'a> Walk<'a> {
-    /// A walk starting at `root`.
+    /// A walk starting at `root`, seeing through sharing.
     pub(crate) fn new(root: &'a Value) -> Walk<'a> {
         Walk {
             root: Some(root),
             open: Vec::new(),
+            raw: false,
+            shared: None,
+        }
+    }
+
+    /// A walk starting at `root` that stops at sharing: a [`Value::Shared`] is
+    /// a leaf.
+    pub(crate) fn raw(root: &'a Value) -> Walk<'a> {
+        Walk {
+            root: Some(root),
+            open: Vec::new(),
+            raw: true,
+            shared: None,
         }
     }
 
@@ -53,6 +73,13 @@ impl<'a> Walk<'a> {
     /// more than the depth of a container just entered (the root is at depth 0).
     pub(crate) fn open(&self) -> usize {
         self.open.len()
+    }
+
+    /// The [`Value::Shared`] the last `Leaf` or `Enter` was reached through
+    /// (`None` when it sat inline, and always for a raw walk): encoders write a
+    /// shared value once and refer back to it by this `Arc`'s identity.
+    pub(crate) fn shared(&self) -> Option<&'a std::sync::Arc<Value>> {
+        self.shared
     }
 
     /// Skips the children of the container just entered: its `Exit` comes next.
@@ -83,6 +110,11 @@ impl<'a> Iterator for Walk<'a> {
                 }
             }
         };
+        self.shared = match v {
+            Value::Shared(a) if !self.raw => Some(a),
+            _ => None,
+        };
+        let v = if self.raw { v } else { v.resolved() };
         Some(if v.is_container() {
             self.open.push((v, 0));
             Step::Enter(v, slot)
@@ -134,6 +166,7 @@ impl Value {
             Value::Bytes(b) => Value::Bytes(b.clone()),
             Value::Ref(t) => Value::Ref(t.clone()),
             Value::Slice(s) => Value::Slice(*s),
+            Value::Shared(a) => Value::Shared(a.clone()),
             Value::Opaque(o) if o.parts().is_empty() => Value::Opaque(o.clone()),
             Value::List(_)
             | Value::Tuple(_)
@@ -160,7 +193,14 @@ impl Value {
     /// when that settles it, `None` when they are containers of the same kind and
     /// length whose children must be compared.
     fn shallow_eq(&self, other: &Value) -> Option<bool> {
-        Some(match (self, other) {
+        if let (Value::Shared(a), Value::Shared(b)) = (self, other) {
+            // The same object: Python's containers compare identical items as
+            // equal without looking inside (so a shared NaN equals itself too).
+            if std::sync::Arc::ptr_eq(a, b) {
+                return Some(true);
+            }
+        }
+        Some(match (self.resolved(), other.resolved()) {
             (Value::None, Value::None) => true,
             (Value::Bool(a), Value::Bool(b)) => a == b,
             (Value::Int(a), Value::Int(b)) => a == b,
@@ -200,10 +240,11 @@ impl Value {
         })
     }
 
-    /// Whether a child of this value has children of its own.
+    /// Whether a child of this value has children of its own (or is shared: its
+    /// last owner frees what it shares).
     #[inline]
     fn has_nested(&self) -> bool {
-        let nested = |x: &Value| x.child(0).is_some();
+        let nested = |x: &Value| x.child(0).is_some() || x.is_shared();
         match self {
             Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
                 v.iter().any(nested)
@@ -218,7 +259,13 @@ impl Value {
     /// `None` in its place, so dropping `self` afterwards recurses no further.
     fn detach_nested(&mut self, stack: &mut Vec<Value>) {
         let mut take = |x: &mut Value| {
-            if x.child(0).is_some() {
+            if let Value::Shared(a) = x {
+                // The last owner moves the shared value out to be freed here;
+                // any other owner only drops its count.
+                if let Some(inner) = std::sync::Arc::get_mut(a) {
+                    stack.push(std::mem::take(inner));
+                }
+            } else if x.child(0).is_some() {
                 stack.push(std::mem::take(x));
             }
         };
@@ -303,7 +350,7 @@ impl Clone for Value {
             return v;
         }
         let mut building: Vec<(&Value, Building)> = Vec::new();
-        for step in Walk::new(self) {
+        for step in Walk::raw(self) {
             let done = match step {
                 Step::Leaf(v, _) => v.clone_leaf().expect("a leaf has no children"),
                 Step::Enter(v, _) => {
@@ -329,21 +376,22 @@ impl PartialEq for Value {
         if let Some(answer) = self.shallow_eq(other) {
             return answer;
         }
+        let (this, other) = (self.resolved(), other.resolved());
         // Containers of the same kind and length. Children that settle without
         // looking further (leaves, the common case) need no stack.
         let mut i = 0;
-        while let (Some((x, _)), Some((y, _))) = (self.child(i), other.child(i)) {
+        while let (Some((x, _)), Some((y, _))) = (this.child(i), other.child(i)) {
             match x.shallow_eq(y) {
                 Some(true) => i += 1,
                 Some(false) => return false,
                 None => break,
             }
         }
-        if self.child(i).is_none() {
+        if this.child(i).is_none() {
             return true;
         }
         // Pairs of containers being compared, and the next child index.
-        let mut open: Vec<(&Value, &Value, usize)> = vec![(self, other, i)];
+        let mut open: Vec<(&Value, &Value, usize)> = vec![(this, other, i)];
         while let Some((a, b, next)) = open.last_mut() {
             let (a, b) = (*a, *b);
             let i = *next;
@@ -352,7 +400,7 @@ impl PartialEq for Value {
                 (Some((x, _)), Some((y, _))) => match x.shallow_eq(y) {
                     Some(true) => {}
                     Some(false) => return false,
-                    None => open.push((x, y, 0)),
+                    None => open.push((x.resolved(), y.resolved(), 0)),
                 },
                 _ => {
                     open.pop();
@@ -369,11 +417,19 @@ impl Drop for Value {
     #[inline]
     fn drop(&mut self) {
         // Leaves and containers of leaves (nearly every value) drop as they are.
-        if !self.has_nested() {
-            return;
-        }
         let mut stack = Vec::new();
-        self.detach_nested(&mut stack);
+        if let Value::Shared(a) = self {
+            match std::sync::Arc::get_mut(a) {
+                Some(inner) if inner.has_nested() || inner.is_shared() => {
+                    stack.push(std::mem::take(inner))
+                }
+                _ => return,
+            }
+        } else if !self.has_nested() {
+            return;
+        } else {
+            self.detach_nested(&mut stack);
+        }
         while let Some(mut v) = stack.pop() {
             v.detach_nested(&mut stack);
         }

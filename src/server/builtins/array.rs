@@ -396,14 +396,14 @@ impl PyArray {
                 }
             };
         let tc = typecode_arg(typecode)?;
-        let items = match sequence {
+        let items = match sequence.resolved() {
             Value::Str(_) if tc != 'u' => {
                 return Err(RemoteError::type_error(format!(
                     "cannot use a str to initialize an array with typecode '{tc}'"
                 )))
             }
-            Value::Bytes(ref b) => from_bytes(tc, b, limit)?,
-            other => iterate(other, limit)?
+            Value::Bytes(b) => from_bytes(tc, b, limit)?,
+            _ => iterate(sequence, limit)?
                 .into_iter()
                 .map(|v| convert(tc, v))
                 .collect::<Result<_, _>>()?,

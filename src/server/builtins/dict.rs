@@ -89,7 +89,7 @@ pub(crate) fn update(
     };
     match other {
         None => {}
-        Some(pairs @ Value::Dict(_)) => {
+        Some(pairs) if matches!(pairs.resolved(), Value::Dict(_)) => {
             let pairs = pairs.into_entries().expect("a dict");
             map.try_reserve(pairs.len())?;
             for (k, v) in pairs {

@@ -190,7 +190,7 @@ impl SharedObject for PyIterator {
             }
             "throw" => {
                 let a = positional("Iterator", "throw", args, 1, 3)?;
-                let kind = match &a[0] {
+                let kind = match a[0].resolved() {
                     Value::Str(s) => s.clone(),
                     other => {
                         return Err(RemoteError::type_error(format!(
@@ -199,7 +199,7 @@ impl SharedObject for PyIterator {
                         )))
                     }
                 };
-                let message = match a.get(1) {
+                let message = match a.get(1).map(Value::resolved) {
                     None | Some(Value::None) => String::new(),
                     Some(Value::Str(s)) => s.clone(),
                     Some(other) => other.to_string(),

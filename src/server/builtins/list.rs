@@ -318,7 +318,7 @@ impl PyList {
     /// of another list (its current items).
     fn concat(&self, cx: &Context<'_>, other: &Value) -> Result<Value, RemoteError> {
         let read;
-        let (other, other_bytes) = match other {
+        let (other, other_bytes) = match other.resolved() {
             v if is_self(cx, v) => (&self.items[..], self.bytes),
             Value::List(o) => (&o[..], values_bytes(o)),
             Value::Ref(t) => {

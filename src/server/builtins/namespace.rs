@@ -109,7 +109,7 @@ impl SharedObject for Namespace {
         let mut parts: Vec<String> = self
             .attrs
             .iter()
-            .filter_map(|(k, v)| match k {
+            .filter_map(|(k, v)| match k.resolved() {
                 Value::Str(name) if !name.starts_with('_') => Some(format!("{name}={v}")),
                 _ => None,
             })

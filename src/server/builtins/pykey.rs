@@ -125,7 +125,7 @@ fn int_from_float(f: f64) -> PyInt {
 
 /// The integer a `bool`, `int` or big `int` value stands for.
 pub(crate) fn int_of(v: &Value) -> Option<PyInt> {
-    match v {
+    match v.resolved() {
         Value::Bool(b) => Some(PyInt::Small(i128::from(*b))),
         Value::Int(i) => Some(PyInt::Small(i128::from(*i))),
         Value::BigInt(b) => Some(int_from_bytes(b)),
@@ -185,7 +185,7 @@ enum Num {
 }
 
 fn num_of(v: &Value) -> Option<Num> {
-    match v {
+    match v.resolved() {
         Value::Float(f) => Some(Num::Float(*f)),
         _ => int_of(v).map(Num::Int),
     }
@@ -229,7 +229,7 @@ fn cmp_num(a: &Num, b: &Num) -> Option<Ordering> {
 /// Fails with Python's `TypeError: unhashable type: 'list'` unless `v` may be a
 /// dict key or set member.
 pub(crate) fn check_hashable(v: &Value) -> Result<(), RemoteError> {
-    match v {
+    match v.resolved() {
         Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Slice(_) => Err(
             RemoteError::type_error(format!("unhashable type: '{}'", v.type_name())),
         ),
@@ -312,7 +312,7 @@ fn hash_float<H: Hasher>(f: f64, h: &mut H) {
 /// can choose. Set members are hashed with a hasher seeded from `h`'s state, so
 /// their order-insensitive sum is keyed by the same secret.
 fn hash_into<H: Hasher>(v: &Value, h: &mut H) {
-    match v {
+    match v.resolved() {
         Value::Str(s) => {
             h.write_u8(TAG_STR);
             s.hash(h);
@@ -390,10 +390,18 @@ fn dict_in(a: &[(Value, Value)], b: &[(Value, Value)], nan_eq: bool) -> bool {
 }
 
 fn is_nan(v: &Value) -> bool {
-    matches!(v, Value::Float(f) if f.is_nan())
+    matches!(v.resolved(), Value::Float(f) if f.is_nan())
 }
 
 fn eq_impl(a: &Value, b: &Value, nan_eq: bool) -> bool {
+    // One shared value is one object: Python compares it equal to itself
+    // without looking inside.
+    if let (Value::Shared(x), Value::Shared(y)) = (a, b) {
+        if std::sync::Arc::ptr_eq(x, y) {
+            return true;
+        }
+    }
+    let (a, b) = (a.resolved(), b.resolved());
     // Strings and bytes first: they are most keys, and never equal a number.
     match (a, b) {
         (Value::Str(x), Value::Str(y)) => return x == y,
@@ -452,7 +460,7 @@ pub(crate) fn py_lt(a: &Value, b: &Value) -> Result<bool, RemoteError> {
     if let (Some(x), Some(y)) = (num_of(a), num_of(b)) {
         return Ok(cmp_num(&x, &y) == Some(Ordering::Less));
     }
-    match (a, b) {
+    match (a.resolved(), b.resolved()) {
         (Value::Str(x), Value::Str(y)) => Ok(x < y),
         (Value::Bytes(x), Value::Bytes(y)) => Ok(x < y),
         (Value::List(x), Value::List(y)) | (Value::Tuple(x), Value::Tuple(y)) => {
@@ -635,6 +643,30 @@ mod tests {
 
     fn hash_of(v: &Value) -> u64 {
         foldhash::fast::FixedState::with_seed(42).hash_one(KeyRef(v))
+    }
+
+    #[test]
+    fn shared_keys_hash_compare_and_order_as_their_values() {
+        let share = |v: Value| Value::Shared(std::sync::Arc::new(v));
+        let t = Value::Tuple(vec![Value::Int(1), Value::Str("k".repeat(80))]);
+        let st = share(t.clone());
+        assert_eq!(hash_of(&st), hash_of(&t));
+        assert!(key(st.clone()) == key(t.clone()));
+        assert!(py_eq(
+            &share(Value::List(vec![st.clone()])),
+            &Value::List(vec![t.clone()])
+        ));
+        assert!(
+            PyKey::new(share(Value::List(vec![]))).is_err(),
+            "a shared list is unhashable"
+        );
+        let one = share(Value::List(vec![Value::Int(1)]));
+        let two = Value::List(vec![Value::Int(2)]);
+        assert!(py_lt(&one, &two).unwrap() && !py_lt(&two, &one).unwrap());
+        assert_eq!(
+            int_of(&share(Value::BigInt(vec![1; 70]))).map(|i| i.is_negative()),
+            Some(false)
+        );
     }
 
     /// `k * (2**61 - 1)` for k in 1..=n: all of them hash to 0 under CPython's

@@ -58,19 +58,19 @@ pub(crate) fn not_iterable(v: &Value) -> RemoteError {
 /// outer one is a `MemoryError` when a str or bytes would expand into items
 /// over `limit` bytes (see [`size`](super::size)), checked before allocating.
 pub(crate) fn items_of(v: Value, limit: usize) -> Result<Result<Vec<Value>, Value>, RemoteError> {
-    Ok(match v {
+    Ok(match v.resolved() {
         Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_) => v.into_items(),
         Value::Dict(_) => v
             .into_entries()
             .map(|d| d.into_iter().map(|(k, _)| k).collect()),
-        Value::Str(ref s) => {
+        Value::Str(s) => {
             let n = s.chars().count();
             check_result(n.saturating_mul(NODE).saturating_add(s.len()), limit)?;
             let mut out = vec_with(n)?;
             out.extend(s.chars().map(|c| Value::Str(c.to_string())));
             Ok(out)
         }
-        Value::Bytes(ref b) => {
+        Value::Bytes(b) => {
             check_result(b.len().saturating_mul(NODE), limit)?;
             let mut out = vec_with(b.len())?;
             out.extend(b.iter().map(|&x| Value::Int(i64::from(x))));
@@ -78,7 +78,7 @@ pub(crate) fn items_of(v: Value, limit: usize) -> Result<Result<Vec<Value>, Valu
         }
         // A range, bytearray or array kept compact; a deque's items; a
         // Counter's, OrderedDict's or defaultdict's keys.
-        Value::Opaque(ref o) => {
+        Value::Opaque(o) => {
             if let Some((start, stop, step)) = o.range_bounds() {
                 let n = range_len(start, stop, step);
                 check_result(n.saturating_mul(NODE), limit)?;
@@ -103,7 +103,7 @@ pub(crate) fn items_of(v: Value, limit: usize) -> Result<Result<Vec<Value>, Valu
                 _ => Err(v),
             }
         }
-        other => Err(other),
+        _ => Err(v),
     })
 }
 

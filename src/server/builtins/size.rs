@@ -12,6 +12,8 @@
 //! server-wide total of held bytes may not exceed `max_held_bytes` when set.
 //! Neither is checked here: this module only measures and builds the errors.
 
+use std::sync::Arc;
+
 use crate::proto::{RemoteError, Value};
 
 /// What one value costs before its payload: the `Value` itself.
@@ -67,19 +69,50 @@ fn children(v: &Value) -> Option<Children<'_>> {
 }
 
 /// The estimated bytes `v` takes on the server (saturating): [`NODE`] per
-/// value in the tree plus every payload. Iterative; its stack is as deep as the
-/// value is nested.
+/// value in the tree plus every payload. A shared value
+/// ([`Value::Shared`]) is counted once, at its first place, and a further
+/// place costs its slot ([`NODE`]): what the value holds, not what it expands
+/// to. Iterative; its stack is as deep as the value is nested.
 pub(crate) fn value_bytes(v: &Value) -> usize {
-    let mut total = NODE + payload(v);
-    let Some(first) = children(v) else {
-        return total;
-    };
-    let mut stack = vec![first];
+    if !v.is_shared() && children(v).is_none() {
+        return NODE + payload(v);
+    }
+    // Shared values counted so far, by identity (made at the first one).
+    let mut seen: Option<std::collections::HashSet<*const Value>> = None;
+    let mut total = 0usize;
+    let mut stack = Vec::new();
+    /// Counts `c`'s slot and, unless it is a shared value counted before, its
+    /// payload; gives the value whose children count next.
+    fn visit<'a>(
+        c: &'a Value,
+        total: &mut usize,
+        seen: &mut Option<std::collections::HashSet<*const Value>>,
+    ) -> Option<&'a Value> {
+        *total = total.saturating_add(NODE);
+        let c = match c {
+            Value::Shared(a) => {
+                if !seen
+                    .get_or_insert_with(Default::default)
+                    .insert(Arc::as_ptr(a))
+                {
+                    return None;
+                }
+                // The Arc's counts, and its value's own slot.
+                *total = total.saturating_add(16 + NODE);
+                c.resolved()
+            }
+            c => c,
+        };
+        *total = total.saturating_add(payload(c));
+        Some(c)
+    }
+    if let Some(more) = visit(v, &mut total, &mut seen).and_then(children) {
+        stack.push(more);
+    }
     while let Some(top) = stack.last_mut() {
         match top.next() {
             Some(c) => {
-                total = total.saturating_add(NODE + payload(c));
-                if let Some(more) = children(c) {
+                if let Some(more) = visit(c, &mut total, &mut seen).and_then(children) {
                     stack.push(more);
                 }
             }
@@ -138,6 +171,21 @@ pub(crate) fn vec_with<T>(n: usize) -> Result<Vec<T>, RemoteError> {
 mod tests {
     use super::*;
     use crate::proto::{ObjectId, Token};
+
+    #[test]
+    fn a_shared_value_counts_once_per_measure() {
+        let inner = Value::List(vec![Value::Int(0); 300]);
+        let one = value_bytes(&inner);
+        let shared = Value::Shared(Arc::new(inner));
+        let v = Value::List(vec![shared.clone(); 300]);
+        // 300 slots, the shared list once (with its Arc), not 300 copies.
+        assert_eq!(value_bytes(&v), NODE + 300 * NODE + 16 + one);
+        assert!(value_bytes(&v) < 2 * 300 * NODE + one);
+        assert_eq!(value_bytes(&shared), NODE + 16 + one);
+        // Shares inside shares: each counted at its first place.
+        let three = Value::List(vec![Value::Shared(Arc::new(v)); 100]);
+        assert!(value_bytes(&three) < 1000 * NODE + one);
+    }
 
     #[test]
     fn sizes_count_every_value_and_payload() {

@@ -11,19 +11,33 @@
 //! the stack, marks and memo (by capacity, as they grow), strings, every
 //! constructor's result (`range`, `array`, `bytes`, `list`, `set`, exceptions),
 //! and each [`Value`] the conversion builds. Memo references cost an index while
-//! the machine runs; converting a node that is referenced more than once copies
-//! it once per reference, and every copy is charged. A node referenced once is
+//! the machine runs. A node referenced more than once is converted once: a
+//! container, an opaque object, or a str, bytes or big int of at least
+//! [`SHARE_MIN_BYTES`] becomes a [`Value::Shared`] at every reference (charged
+//! once, plus nothing per further reference beyond the slot its parent already
+//! paid for), and a smaller leaf is copied, each copy charged. The values the
+//! result expands to, a shared one counted at every reference, are capped by
+//! [`expanded_limit`]. A node referenced once is
 //! moved out of the arena (its string is not copied, its index list is freed).
 //! A structure that contains itself is refused as soon as the conversion meets
 //! the node it is converting; nesting is capped by [`MAX_DEPTH`].
 
-use super::super::{Budget, CodecError, Globals, PICKLE_BYTES_PER_INPUT_BYTE};
+use std::sync::Arc;
+
+#[cfg(doc)]
+use super::super::expanded_limit;
+use super::super::{Budget, CodecError, Expanded, Globals, PICKLE_BYTES_PER_INPUT_BYTE};
 use super::globals::{resolve_global, Global};
 use crate::proto::value::{Form, ObjectId, PyObject, Slice, Token, Value, BUILT_PARTS};
 
 /// Deepest nesting of containers accepted in one decoded value (a recursive
 /// structure trips this too).
 pub const MAX_DEPTH: u32 = 128;
+
+/// The smallest str, bytes or big int that is shared rather than copied when a
+/// pickle references it more than once: below it, a copy costs no more than
+/// the `Arc` (its counts and a 48-byte value) would.
+pub const SHARE_MIN_BYTES: usize = 64;
 
 /// Index of a node in the arena.
 pub(super) type Ix = u32;
@@ -84,8 +98,10 @@ pub(super) enum Node {
     /// Being converted: meeting it again means the value contains itself.
     Busy,
     /// Converted, referenced more than once: each further reference gets a
-    /// copy of this value, whose heap size is the second field.
-    Done(Box<(Value, usize)>),
+    /// clone of this value (a [`Value::Shared`], or a small leaf), whose heap
+    /// size is the second field (0 for a shared value: a clone costs nothing)
+    /// and which expands to the third field's count of values.
+    Done(Box<(Value, usize, u64)>),
 }
 
 /// A Token's state, read when it is set.
@@ -115,6 +131,8 @@ pub(super) struct Decoded {
     /// root (saturating): 0 unreachable, 1 moved when converted, 2 shared.
     refs: Vec<u8>,
     budget: Budget,
+    /// Values converted so far, a shared one counted at every reference.
+    expanded: Expanded,
     /// Globals a value may name.
     globals: Globals,
     /// When set, every token must carry this server address (CPython's form):
@@ -215,12 +233,14 @@ pub(super) fn run(data: &[u8], globals: Globals) -> Result<Decoded, CodecError> 
     let Machine {
         nodes, mut budget, ..
     } = m;
+    let expanded = Expanded::new(data.len());
     let refs = count_refs(&nodes, root, &mut budget)?;
     Ok(Decoded {
         nodes,
         root,
         refs,
         budget,
+        expanded,
         globals,
         home: None,
     })
@@ -948,12 +968,14 @@ impl Decoded {
         }
         match self.node(i) {
             Node::Token(_) | Node::Proxy(_) => {
+                self.expanded.add(1)?;
                 let t = self.token(i)?;
                 let n = t.typeid.len();
                 return Ok((Value::Ref(t), n));
             }
             Node::Done(d) => {
-                let size = d.1;
+                let (size, n) = (d.1, d.2);
+                self.expanded.add(n)?;
                 self.budget.spend(size)?;
                 let Node::Done(d) = self.node(i) else {
                     unreachable!("matched Done")
@@ -967,14 +989,25 @@ impl Decoded {
         let shared = self.refs.get(i as usize).is_none_or(|&r| r > 1);
         let slot = if shared { Node::Busy } else { Node::Taken };
         let node = std::mem::replace(&mut self.nodes[i as usize], slot);
+        let before = self.expanded.count();
+        self.expanded.add(1)?;
         let (v, size) = self.convert(node, depth)?;
         if !shared {
             return Ok((v, size));
         }
-        self.budget
-            .spend(size + std::mem::size_of::<(Value, usize)>())?;
+        let n = self.expanded.count() - before;
+        let kept = std::mem::size_of::<(Value, usize, u64)>();
+        if worth_sharing(&v) {
+            // The Arc's counts and value; every reference clones the Arc.
+            self.budget
+                .spend(kept + 16 + std::mem::size_of::<Value>())?;
+            let v = Value::Shared(Arc::new(v));
+            self.nodes[i as usize] = Node::Done(Box::new((v.clone(), 0, n)));
+            return Ok((v, 0));
+        }
+        self.budget.spend(size + kept)?;
         let copy = v.clone();
-        self.nodes[i as usize] = Node::Done(Box::new((v, size)));
+        self.nodes[i as usize] = Node::Done(Box::new((v, size, n)));
         Ok((copy, size))
     }
 
@@ -1095,6 +1128,29 @@ impl Decoded {
             out.push(v);
         }
         Ok((make(out), size))
+    }
+}
+
+/// Whether a value a pickle references more than once is shared rather than
+/// copied at each reference: containers and built objects always, strings,
+/// byte strings and big ints from [`SHARE_MIN_BYTES`].
+fn worth_sharing(v: &Value) -> bool {
+    match v {
+        Value::Str(s) => s.len() >= SHARE_MIN_BYTES,
+        Value::Bytes(b) | Value::BigInt(b) => b.len() >= SHARE_MIN_BYTES,
+        Value::None
+        | Value::Bool(_)
+        | Value::Int(_)
+        | Value::Float(_)
+        | Value::Ref(_)
+        | Value::Slice(_)
+        | Value::Shared(_) => false,
+        Value::List(_) | Value::Tuple(_) | Value::Dict(_) | Value::Set(_) | Value::FrozenSet(_) => {
+            true
+        }
+        // A bare global (a class such as `array.array`, named by every object
+        // it makes) is small: copied, so an object's callable stays itself.
+        Value::Opaque(o) => !o.parts().is_empty(),
     }
 }
 

@@ -1,6 +1,13 @@
 //! The pickle writer: emits protocol 4 opcodes for [`Value`]s, tokens, proxies and
-//! exceptions, exactly as CPython's `pickle.loads` expects them. No memo and no
-//! frames are written (both are optional for a reader).
+//! exceptions, exactly as CPython's `pickle.loads` expects them. No frames are
+//! written (they are optional for a reader), and a memo only for a
+//! [`Value::Shared`]: it is written once, stored with BINPUT, and every further
+//! place it appears in the same value is a BINGET of it (as CPython's pickler
+//! writes an object it has seen), so an aliased value's pickle stays linear in
+//! its distinct parts and the client gets the aliasing back (`x[0] is x[1]`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::Origin;
 use crate::proto::value::{Form, Slot, Step, Token, Value, Walk, ENTRIES, ITEMS, KWARGS, STATE};
@@ -39,6 +46,10 @@ const REDUCE: u8 = b'R';
 const NEWOBJ: u8 = 0x81;
 const NEWOBJ_EX: u8 = 0x92;
 const BUILD: u8 = b'b';
+const BINPUT: u8 = b'q';
+const LONG_BINPUT: u8 = b'r';
+const BINGET: u8 = b'h';
+const LONG_BINGET: u8 = b'j';
 
 /// How a container is written, by its place in its parent.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,6 +64,8 @@ enum Role<'v> {
     Entries,
     /// Not written (no keyword arguments, no state).
     Silent,
+    /// A shared container written before: a memo reference replaced it.
+    Memoized,
 }
 
 /// Appends one pickle to a buffer; `origin` describes the server whose tokens
@@ -167,44 +180,99 @@ impl Writer<'_, '_> {
     /// One value. References become rebuilt proxies. The tree is walked with an
     /// explicit stack: a host may build values of any depth.
     pub(super) fn value(&mut self, v: &Value) {
-        if !v.is_container() {
+        if !v.is_container() && !v.is_shared() {
             return self.leaf(v);
         }
         // Per open container: whether it is an opaque object, and how it is
-        // written (its role in its parent).
-        let mut open: Vec<Role<'_>> = Vec::new();
-        for step in Walk::new(v) {
+        // written (its role in its parent); and the shared value it stores in
+        // the memo when it ends.
+        let mut open: Vec<(Role<'_>, Option<*const Value>)> = Vec::new();
+        // Shared values written so far (by identity) and their memo keys, made
+        // when the first one is met. Keys count from 0 in each call: a later
+        // call in the same pickle may overwrite them, never before their last use.
+        let mut memo: Option<HashMap<*const Value, u32>> = None;
+        let mut walk = Walk::new(v);
+        while let Some(step) = walk.next() {
             let (x, slot) = match step {
                 Step::Leaf(x, slot) | Step::Enter(x, slot) => (x, slot),
                 Step::Exit(x) => {
-                    match open.pop() {
-                        Some(Role::Items) => self.close_onto(x, APPENDS),
-                        Some(Role::Entries) => self.close_onto(x, SETITEMS),
-                        Some(Role::Silent) => {}
+                    let (role, shared) = open.pop().expect("entered before");
+                    match role {
+                        Role::Items => self.close_onto(x, APPENDS),
+                        Role::Entries => self.close_onto(x, SETITEMS),
+                        Role::Silent | Role::Memoized => {}
                         _ => self.close(x),
+                    }
+                    if let Some(p) = shared {
+                        self.put(memo.get_or_insert_with(HashMap::new), p);
                     }
                     continue;
                 }
             };
             let role = match (open.last(), slot, step) {
-                (Some(Role::Object(o)), Slot::Item(i), _) => self.part(o, i, x),
+                (Some((Role::Object(o), _)), Slot::Item(i), _) => self.part(o, i, x),
                 _ => Role::Plain,
             };
+            // A shared value in a place of its own: written once, then fetched.
+            let shared = match walk.shared() {
+                Some(a) if role == Role::Plain => Some(Arc::as_ptr(a)),
+                _ => None,
+            };
+            if let Some(p) = shared {
+                if let Some(&key) = memo.as_ref().and_then(|m| m.get(&p)) {
+                    self.get(key);
+                    if matches!(step, Step::Enter(..)) {
+                        walk.skip_children();
+                        open.push((Role::Memoized, None));
+                    }
+                    continue;
+                }
+            }
             match step {
                 Step::Leaf(..) if role == Role::Silent => {}
-                Step::Leaf(x, _) => self.leaf(x),
+                Step::Leaf(x, _) => {
+                    self.leaf(x);
+                    if let Some(p) = shared {
+                        self.put(memo.get_or_insert_with(HashMap::new), p);
+                    }
+                }
                 Step::Enter(x, _) => {
                     match role {
                         Role::Items | Role::Entries => self.open_onto(x),
                         Role::Silent => {}
                         _ => self.open(x),
                     }
-                    open.push(match (role, x) {
+                    let role = match (role, x) {
                         (Role::Plain, Value::Opaque(o)) => Role::Object(o.form()),
                         (role, _) => role,
-                    });
+                    };
+                    open.push((role, shared));
                 }
                 Step::Exit(_) => unreachable!("handled above"),
+            }
+        }
+    }
+
+    /// Stores the value on top of the stack in the memo as the next key.
+    fn put(&mut self, memo: &mut HashMap<*const Value, u32>, p: *const Value) {
+        let key = memo.len() as u32;
+        memo.insert(p, key);
+        match u8::try_from(key) {
+            Ok(k) => self.out.extend_from_slice(&[BINPUT, k]),
+            Err(_) => {
+                self.out.push(LONG_BINPUT);
+                self.out.extend_from_slice(&key.to_le_bytes());
+            }
+        }
+    }
+
+    /// Pushes the value stored under `key`.
+    fn get(&mut self, key: u32) {
+        match u8::try_from(key) {
+            Ok(k) => self.out.extend_from_slice(&[BINGET, k]),
+            Err(_) => {
+                self.out.push(LONG_BINGET);
+                self.out.extend_from_slice(&key.to_le_bytes());
             }
         }
     }
@@ -328,7 +396,8 @@ impl Writer<'_, '_> {
             | Value::Tuple(_)
             | Value::Dict(_)
             | Value::Set(_)
-            | Value::FrozenSet(_) => self.value(v),
+            | Value::FrozenSet(_)
+            | Value::Shared(_) => self.value(v),
         }
     }
 

@@ -39,7 +39,7 @@ use super::{CodecError, Globals};
 use crate::proto::message::{RemoteError, Reply, Request};
 use crate::proto::value::{ObjectId, Slot, Step, Value, Walk};
 
-pub use decode::MAX_DEPTH;
+pub use decode::{MAX_DEPTH, SHARE_MIN_BYTES};
 
 /// What the encoder needs to know about the server whose tokens it writes.
 pub struct Origin<'a> {
@@ -186,11 +186,13 @@ fn request(mut d: Decoded) -> Result<Request, CodecError> {
     };
     d.spend(method.len())?;
     let args = match d.value(parts[2])? {
-        v @ (Value::Tuple(_) | Value::List(_)) => v.into_items().expect("a sequence"),
+        v if matches!(v.resolved(), Value::Tuple(_) | Value::List(_)) => {
+            v.into_items().expect("a sequence")
+        }
         _ => return err("args must be a tuple"),
     };
     let kwargs = match d.value(parts[3])? {
-        kv @ Value::Dict(_) => {
+        kv if matches!(kv.resolved(), Value::Dict(_)) => {
             let kv = kv.into_entries().expect("a dict");
             d.spend(kv.len() * std::mem::size_of::<(String, Value)>())?;
             kv.into_iter()
@@ -345,13 +347,17 @@ const RETURN_HEAD: &[u8] = b"\x80\x04\x8c\x07#RETURN";
 /// (list, dict, set, slice) used as a set element or dict key. Walked with an
 /// explicit stack: a host may build values of any depth.
 fn unhashable(v: &Value) -> Option<String> {
-    if !v.is_container() || sequences_of_leaves(v) {
+    if !v.resolved().is_container() || sequences_of_leaves(v) {
         return None;
     }
     // Per open container: whether it is itself in a hashed position, and whether
     // it is a set (whose members all are).
     let mut open: Vec<(bool, bool)> = Vec::new();
-    for step in Walk::new(v) {
+    // Shared values looked into so far, by identity and whether hashed: each
+    // is checked once, so the walk costs what the value holds.
+    let mut seen: Option<std::collections::HashSet<(*const Value, bool)>> = None;
+    let mut walk = Walk::new(v);
+    while let Some(step) = walk.next() {
         let (x, slot) = match step {
             Step::Leaf(x, slot) | Step::Enter(x, slot) => (x, slot),
             Step::Exit(_) => {
@@ -375,6 +381,12 @@ fn unhashable(v: &Value) -> Option<String> {
                 x.type_name()
             ));
         }
+        if let (Step::Enter(..), Some(a)) = (step, walk.shared()) {
+            let seen = seen.get_or_insert_with(Default::default);
+            if !seen.insert((std::sync::Arc::as_ptr(a), hashed)) {
+                walk.skip_children();
+            }
+        }
         if let Step::Enter(..) = step {
             // An opaque object's parts (its state dict …) are not hashed
             // with it: Python hashes the object as it defines.
@@ -389,14 +401,15 @@ fn unhashable(v: &Value) -> Option<String> {
 /// `(ident, exposed)`, a call's args): no value in it is in a hashed position,
 /// which this shows without the walk.
 fn sequences_of_leaves(v: &Value) -> bool {
+    let leaf = |x: &Value| !x.is_container() && !x.is_shared();
     let seq = |v: &Value| match v {
-        Value::List(items) | Value::Tuple(items) => Some(items.iter().all(|x| !x.is_container())),
+        Value::List(items) | Value::Tuple(items) => Some(items.iter().all(leaf)),
         _ => None,
     };
     match v {
-        Value::List(items) | Value::Tuple(items) => items
-            .iter()
-            .all(|x| !x.is_container() || seq(x) == Some(true)),
+        Value::List(items) | Value::Tuple(items) => {
+            items.iter().all(|x| leaf(x) || seq(x) == Some(true))
+        }
         _ => false,
     }
 }
@@ -443,7 +456,7 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
                 _ => return err("#PROXY result must be (exposed, token)"),
             };
             let exposed = match d.value(exposed)? {
-                v @ (Value::Tuple(_) | Value::List(_)) => {
+                v if matches!(v.resolved(), Value::Tuple(_) | Value::List(_)) => {
                     let v = v.into_items().expect("a sequence");
                     d.spend(v.len() * std::mem::size_of::<String>())?;
                     v.into_iter()
@@ -464,7 +477,9 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, CodecError> {
             Some((kind, args)) => {
                 d.spend(kind.len())?;
                 let args = match d.value(args)? {
-                    v @ Value::Tuple(_) => v.into_items().expect("a tuple"),
+                    v if matches!(v.resolved(), Value::Tuple(_)) => {
+                        v.into_items().expect("a tuple")
+                    }
                     _ => return err("exception args must be a tuple"),
                 };
                 Reply::Error(remote_error(kind, args, &mut d)?)
@@ -488,10 +503,12 @@ fn remote_error(
     d: &mut Decoded,
 ) -> Result<RemoteError, CodecError> {
     let message = match &args[..] {
-        [Value::Str(_)] if kind != "KeyError" => match args.pop().map(Value::into_str) {
-            Some(Ok(message)) => return Ok(RemoteError::new(kind, message)),
-            _ => unreachable!("matched a lone str"),
-        },
+        [one] if matches!(one.resolved(), Value::Str(_)) && kind != "KeyError" => {
+            match args.pop().map(Value::into_str) {
+                Some(Ok(message)) => return Ok(RemoteError::new(kind, message)),
+                _ => unreachable!("matched a lone str"),
+            }
+        }
         [] => String::new(),
         [one] => repr_within(one, d)?,
         _ => {
