@@ -42,7 +42,7 @@ use crate::proto::auth::{
 };
 use crate::proto::codec::{native, pickle, Serializer};
 use crate::proto::frame::{self, begin_frame, finish_frame};
-use crate::proto::{Reply, RequestRef, Value};
+use crate::proto::{Reply, Value};
 
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -816,28 +816,20 @@ impl Reactor {
                     let ser = conn.serializer_for(first);
                     let payload = &conn.input
                         [conn.start + header.header_len..conn.start + header.total_len()];
-                    // A native request is served in place (its method name borrows
-                    // the input buffer); a pickled one is decoded to an owned copy.
-                    let pickled;
+                    // A request is served in place: its method name borrows the
+                    // input buffer (a pickled one decoded by the general machine
+                    // is kept in `pickled`).
+                    let mut pickled = String::new();
                     let decoded = match ser {
                         Serializer::Native => {
                             native::decode_request_ref_with(payload, core.limits.globals)
                         }
-                        Serializer::Pickle => {
-                            match pickle::decode_request_with(payload, address, core.limits.globals)
-                            {
-                                Ok(req) => {
-                                    pickled = req.method;
-                                    Ok(RequestRef {
-                                        target: req.target,
-                                        method: &pickled,
-                                        args: req.args,
-                                        kwargs: req.kwargs,
-                                    })
-                                }
-                                Err(e) => Err(e),
-                            }
-                        }
+                        Serializer::Pickle => pickle::decode_request_ref_with(
+                            payload,
+                            address,
+                            core.limits.globals,
+                            &mut pickled,
+                        ),
                     };
                     match decoded {
                         Ok(req) => {

@@ -36,7 +36,7 @@ use encode::Writer;
 use globals::{BUILTIN_EXCEPTIONS, MODULE_EXCEPTIONS};
 
 use super::{CodecError, Globals};
-use crate::proto::message::{RemoteError, Reply, Request};
+use crate::proto::message::{RemoteError, Reply, Request, RequestRef};
 use crate::proto::value::{ObjectId, Slot, Step, Value, Walk};
 
 pub use decode::MAX_DEPTH;
@@ -166,6 +166,34 @@ pub fn decode_request_with(
     let mut d = decode::run(payload, globals)?;
     d.home = Some(address.clone());
     request(d)
+}
+
+/// Decodes a request as [`decode_request_with`] does, its method name
+/// borrowed from `payload` where it can be (the common call then allocates
+/// only its arguments), or else kept in `owned`.
+///
+/// # Errors
+///
+/// As [`decode_request_with`].
+pub(crate) fn decode_request_ref_with<'a>(
+    payload: &'a [u8],
+    address: &Value,
+    globals: Globals,
+    owned: &'a mut String,
+) -> Result<RequestRef<'a>, CodecError> {
+    if let Some(req) = fast::request_ref(payload) {
+        return Ok(req);
+    }
+    let mut d = decode::run(payload, globals)?;
+    d.home = Some(address.clone());
+    let req = request(d)?;
+    *owned = req.method;
+    Ok(RequestRef {
+        target: req.target,
+        method: owned,
+        args: req.args,
+        kwargs: req.kwargs,
+    })
 }
 
 fn request(mut d: Decoded) -> Result<Request, CodecError> {
