@@ -477,11 +477,7 @@ impl Reactor {
             if self
                 .poll
                 .registry()
-                .register(
-                    &mut stream,
-                    Token(key + FIRST_CONN),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
+                .register(&mut stream, Token(key + FIRST_CONN), Interest::READABLE)
                 .is_err()
             {
                 continue;
@@ -924,11 +920,32 @@ impl Reactor {
     /// serving was paused by its unread output resumes (it may hold buffered
     /// requests that no new input event would ever bring back) once the output
     /// drops to the limit; one that stopped at the bound is queued to go on.
+    ///
+    /// WRITABLE is registered only while output waits on a full socket (from
+    /// the flush that found it full until the output drains), so a peer that
+    /// reads its replies does not wake the server for nothing.
     fn flush(&mut self, key: usize) {
         let max_output = self.config.max_output;
         let conn = &mut self.conns[key];
         let paused = conn.unsent() > max_output;
         let capped = conn.flush();
+        let want = conn.unsent() > 0 && (conn.blocked || conn.write_interest);
+        if want != conn.write_interest && !conn.dead {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(key + FIRST_CONN);
+            match self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, interest)
+            {
+                Ok(()) => conn.write_interest = want,
+                Err(_) => conn.dead = true,
+            }
+        }
         if (capped || paused && conn.unsent() <= max_output) && !conn.dead {
             self.enqueue(key);
         }
