@@ -433,12 +433,21 @@ fn run<'a>(s: &mut Stack<'a>, data: &'a [u8]) -> Option<RequestRef<'a>> {
     };
     let kwargs = match &mut s.values[3] {
         Value::None => Vec::new(),
+        Value::Dict(e) if e.is_empty() => {
+            *e = Vec::new();
+            Vec::new()
+        }
         Value::Dict(e) if e.iter().all(|(k, _)| matches!(k, Value::Str(_))) => std::mem::take(e)
             .into_iter()
             .map(|(k, v)| k.into_str().ok().map(|k| (k, v)))
             .collect::<Option<Vec<_>>>()?,
         _ => return None,
     };
+    // What is left of the four items owns nothing (None, or containers
+    // emptied above): no drop to run.
+    debug_assert!(s.values.iter().all(|v| v.child(0).is_none()));
+    s.values.drain(..).for_each(std::mem::forget);
+    s.heights.clear();
     Some(RequestRef {
         target,
         method,

@@ -30,6 +30,7 @@ mod decode;
 mod encode;
 mod fast;
 mod globals;
+mod small;
 
 use decode::{Decoded, Node};
 use encode::Writer;
@@ -265,6 +266,12 @@ pub fn encode_request(req: &Request, origin: &Origin<'_>, out: &mut Vec<u8>) {
 /// Appends the pickle of `reply` (no frame header) to `out`: CPython's `(kind,
 /// result)` pair. `origin` describes the server, for every token written.
 pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
+    // The common reply (an atom, or a list or tuple of atoms) in one pass.
+    if let Reply::Return(v) = reply {
+        if small::write_return(v, origin, out) {
+            return;
+        }
+    }
     // A value Python cannot rebuild (a list as a dict key) would break the
     // client's connection in `recv`; say so instead, as CPython's server does.
     let values: &[Value] = match reply {
