@@ -132,7 +132,7 @@ impl<'a> Stack<'a> {
     }
 
     /// Pushes a new value; `None` past [`FAST_VALUES`].
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, v: Value, h: u8) -> Option<()> {
         self.made += 1;
         if self.made > FAST_VALUES {
@@ -300,13 +300,8 @@ pub(super) fn request_ref(data: &[u8]) -> Option<RequestRef<'_>> {
 /// tuple is not built, its four items are left on the stack.
 fn run<'a>(s: &mut Stack<'a>, data: &'a [u8]) -> Option<RequestRef<'a>> {
     let mut r = Reader { data, pos: 0 };
-    // The request tuple is complete; only memo stores, a frame and STOP may follow.
-    let mut rooted = false;
     loop {
         let op = r.byte()?;
-        if rooted && !matches!(op, 0x94 | b'q' | b'r' | 0x95 | b'.') {
-            return None;
-        }
         match op {
             0x80 => {
                 if !(2..=5).contains(&r.byte()?) {
@@ -317,7 +312,8 @@ fn run<'a>(s: &mut Stack<'a>, data: &'a [u8]) -> Option<RequestRef<'a>> {
                 let n = r.u64()?;
                 r.len(n)?;
             }
-            b'.' => break,
+            // STOP before the request tuple is complete.
+            b'.' => return None,
             b'(' => {
                 if s.open == FAST_MARKS {
                     return None;
@@ -398,8 +394,7 @@ fn run<'a>(s: &mut Stack<'a>, data: &'a [u8]) -> Option<RequestRef<'a>> {
                         return None;
                     }
                     s.height(0)?;
-                    rooted = true;
-                    continue;
+                    break;
                 }
                 let (items, h) = s.split(m)?;
                 let v = if op == b't' {
@@ -418,7 +413,30 @@ fn run<'a>(s: &mut Stack<'a>, data: &'a [u8]) -> Option<RequestRef<'a>> {
             _ => return None,
         }
     }
-    if !rooted || r.pos != data.len() {
+    // The request tuple is complete (and not built): only memo stores of it,
+    // a frame and STOP may follow.
+    loop {
+        match r.byte()? {
+            0x94 => {}
+            b'q' => {
+                if usize::from(r.byte()?) >= data.len() {
+                    return None;
+                }
+            }
+            b'r' => {
+                if r.u32()? as usize >= data.len() {
+                    return None;
+                }
+            }
+            0x95 => {
+                let n = r.u64()?;
+                r.len(n)?;
+            }
+            b'.' => break,
+            _ => return None,
+        }
+    }
+    if r.pos != data.len() {
         return None;
     }
     let target = match (s.ident, &s.values[0]) {
