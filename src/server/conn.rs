@@ -471,6 +471,10 @@ mod tests {
             let wrote = before - conn.unsent();
             assert!(wrote <= FLUSH_MAX, "one flush wrote {wrote}");
             assert_eq!(capped, conn.unsent() > 0 && wrote == FLUSH_MAX);
+            // Stopped at the bound or at a full socket, never both; and a
+            // flush that sent everything is neither.
+            assert!(!(capped && conn.blocked));
+            assert!(conn.unsent() > 0 || !conn.blocked);
             capped_calls += usize::from(capped);
             while got < 3 * FLUSH_MAX + 10 - conn.unsent() {
                 got += peer.read(&mut buf).unwrap();
@@ -500,6 +504,7 @@ mod tests {
             peer.read_exact(&mut buf).unwrap();
             conn.flush();
             assert!(conn.unsent() > 0, "the output never drains");
+            assert!(conn.blocked, "a full socket is what stopped it");
             assert!(
                 conn.output.len() <= 2 * conn.unsent().max(KEEP_CAPACITY),
                 "{} bytes buffered for {} unsent",
