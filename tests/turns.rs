@@ -372,3 +372,53 @@ fn unauthenticated_sockets_do_not_count_against_max_connections() {
     assert_eq!(b.public("dummy", vec![]).unwrap(), Value::None);
     assert!(Manager::connect_to(&h.address, KEY).is_err());
 }
+
+#[test]
+fn a_client_reading_its_replies_does_not_wake_the_server() {
+    // WRITABLE is registered only while output waits on a full socket: on a
+    // Unix socket every read of the peer raises a writable edge, which would
+    // otherwise wake the server for a turn with nothing to do after each
+    // reply.
+    let path = std::env::temp_dir().join(format!("mgr-turns-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut config = ServerConfig::new(format!("unix:{}", path.display()).parse().unwrap(), KEY);
+    config.turn_max_time = Duration::from_secs(3600);
+    let mut server = Server::bind(config).unwrap();
+    server.register_builtins();
+    let (tx, rx) = mpsc::channel();
+    let at = path.clone();
+    std::thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(at).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        harness::authenticate(&mut s, KEY);
+        tx.send(s).unwrap();
+    });
+    let mut s = loop {
+        server.turn(Some(Duration::from_millis(5))).unwrap();
+        if let Ok(s) = rx.try_recv() {
+            break s;
+        }
+    };
+    while server.has_pending_work() {
+        server.process().unwrap();
+    }
+    let request = frames(&Request::public("dummy", vec![]), 1);
+    for i in 0..20 {
+        s.write_all(&request).unwrap();
+        let before = server.requests_served();
+        while server.requests_served() == before {
+            server.turn(Some(Duration::from_secs(10))).unwrap();
+        }
+        let mut header = [0u8; 4];
+        s.read_exact(&mut header).unwrap();
+        let mut reply = vec![0u8; i32::from_be_bytes(header) as usize];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(
+            server.turn(Some(Duration::ZERO)).unwrap(),
+            0,
+            "call {i}: the reply's read woke the server"
+        );
+    }
+    drop(s);
+    let _ = std::fs::remove_file(&path);
+}

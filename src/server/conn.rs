@@ -177,6 +177,13 @@ pub(crate) struct Conn {
     /// they have not all been read, or the last read stopped at its limit (no
     /// new edge will say so then).
     pub(crate) unread: bool,
+    /// The last flush stopped at a full socket with output left: only a
+    /// writable edge says when to go on.
+    pub(crate) blocked: bool,
+    /// WRITABLE is registered: only while output waits on a full socket, so
+    /// a peer reading its replies does not wake the server (on a Unix socket
+    /// every read would).
+    pub(crate) write_interest: bool,
     /// In the reactor's ready queue.
     pub(crate) queued: bool,
     /// Counted among the authenticated connections (`max_connections`).
@@ -205,6 +212,8 @@ impl Conn {
             handshake_timer: None,
             read_closed: false,
             unread: false,
+            blocked: false,
+            write_interest: false,
             queued: false,
             counted: false,
             io: Default::default(),
@@ -327,10 +336,12 @@ impl Conn {
     /// Writes as much output as the socket takes, up to [`FLUSH_MAX`] bytes.
     /// Returns whether it stopped there with output left and the socket perhaps
     /// still writable: no new edge will say so, so the caller must come back.
+    /// Sets `blocked` when it stopped at a full socket instead.
     /// A write error marks the connection dead.
     pub(crate) fn flush(&mut self) -> bool {
         let stop = self.sent.saturating_add(FLUSH_MAX).min(self.output.len());
         let mut blocked = false;
+        self.blocked = false;
         while self.sent < stop {
             match self.stream.write(&self.output[self.sent..stop]) {
                 Ok(0) => {
@@ -360,6 +371,7 @@ impl Conn {
                 self.output.drain(..self.sent);
                 self.sent = 0;
             }
+            self.blocked = blocked;
             return !blocked;
         }
         self.output.clear();
@@ -459,6 +471,10 @@ mod tests {
             let wrote = before - conn.unsent();
             assert!(wrote <= FLUSH_MAX, "one flush wrote {wrote}");
             assert_eq!(capped, conn.unsent() > 0 && wrote == FLUSH_MAX);
+            // Stopped at the bound or at a full socket, never both; and a
+            // flush that sent everything is neither.
+            assert!(!(capped && conn.blocked));
+            assert!(conn.unsent() > 0 || !conn.blocked);
             capped_calls += usize::from(capped);
             while got < 3 * FLUSH_MAX + 10 - conn.unsent() {
                 got += peer.read(&mut buf).unwrap();
@@ -488,6 +504,7 @@ mod tests {
             peer.read_exact(&mut buf).unwrap();
             conn.flush();
             assert!(conn.unsent() > 0, "the output never drains");
+            assert!(conn.blocked, "a full socket is what stopped it");
             assert!(
                 conn.output.len() <= 2 * conn.unsent().max(KEEP_CAPACITY),
                 "{} bytes buffered for {} unsent",

@@ -42,7 +42,7 @@ use crate::proto::auth::{
 };
 use crate::proto::codec::{native, pickle, Serializer};
 use crate::proto::frame::{self, begin_frame, finish_frame};
-use crate::proto::{Reply, RequestRef, Value};
+use crate::proto::{Reply, Value};
 
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -477,11 +477,7 @@ impl Reactor {
             if self
                 .poll
                 .registry()
-                .register(
-                    &mut stream,
-                    Token(key + FIRST_CONN),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
+                .register(&mut stream, Token(key + FIRST_CONN), Interest::READABLE)
                 .is_err()
             {
                 continue;
@@ -816,28 +812,20 @@ impl Reactor {
                     let ser = conn.serializer_for(first);
                     let payload = &conn.input
                         [conn.start + header.header_len..conn.start + header.total_len()];
-                    // A native request is served in place (its method name borrows
-                    // the input buffer); a pickled one is decoded to an owned copy.
-                    let pickled;
+                    // A request is served in place: its method name borrows the
+                    // input buffer (a pickled one decoded by the general machine
+                    // is kept in `pickled`).
+                    let mut pickled = String::new();
                     let decoded = match ser {
                         Serializer::Native => {
                             native::decode_request_ref_with(payload, core.limits.globals)
                         }
-                        Serializer::Pickle => {
-                            match pickle::decode_request_with(payload, address, core.limits.globals)
-                            {
-                                Ok(req) => {
-                                    pickled = req.method;
-                                    Ok(RequestRef {
-                                        target: req.target,
-                                        method: &pickled,
-                                        args: req.args,
-                                        kwargs: req.kwargs,
-                                    })
-                                }
-                                Err(e) => Err(e),
-                            }
-                        }
+                        Serializer::Pickle => pickle::decode_request_ref_with(
+                            payload,
+                            address,
+                            core.limits.globals,
+                            &mut pickled,
+                        ),
                     };
                     match decoded {
                         Ok(req) => {
@@ -932,11 +920,32 @@ impl Reactor {
     /// serving was paused by its unread output resumes (it may hold buffered
     /// requests that no new input event would ever bring back) once the output
     /// drops to the limit; one that stopped at the bound is queued to go on.
+    ///
+    /// WRITABLE is registered only while output waits on a full socket (from
+    /// the flush that found it full until the output drains), so a peer that
+    /// reads its replies does not wake the server for nothing.
     fn flush(&mut self, key: usize) {
         let max_output = self.config.max_output;
         let conn = &mut self.conns[key];
         let paused = conn.unsent() > max_output;
         let capped = conn.flush();
+        let want = conn.unsent() > 0 && (conn.blocked || conn.write_interest);
+        if want != conn.write_interest && !conn.dead {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(key + FIRST_CONN);
+            match self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, interest)
+            {
+                Ok(()) => conn.write_interest = want,
+                Err(_) => conn.dead = true,
+            }
+        }
         if (capped || paused && conn.unsent() <= max_output) && !conn.dead {
             self.enqueue(key);
         }

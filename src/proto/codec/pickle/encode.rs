@@ -361,7 +361,7 @@ impl Writer<'_, '_> {
     }
 
     /// A value without children.
-    fn leaf(&mut self, v: &Value) {
+    pub(super) fn leaf(&mut self, v: &Value) {
         match v {
             Value::None => self.out.push(NONE),
             Value::Bool(true) => self.out.push(NEWTRUE),

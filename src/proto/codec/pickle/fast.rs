@@ -5,7 +5,10 @@
 //!
 //! It builds [`Value`]s straight from the opcodes in one pass, with no arena,
 //! no memo table and no reference count, so a call costs little more than its
-//! own strings. Anything else — a memo reference, a global, a set, a value
+//! own strings: the request tuple itself is never built, its ident is parsed
+//! in place and its method name borrowed from the input
+//! ([`request_ref`]), and the stack's buffers are reused from call to call
+//! (at most [`KEEP_VALUES`] entries kept per thread). Anything else — a memo reference, a global, a set, a value
 //! nested deeper than [`FAST_DEPTH`], a malformed or trailing byte, a request
 //! that is not the 4-tuple — gives `None`, and the caller runs the general
 //! machine ([`super::decode`]), which decides (and words any error) exactly as
@@ -17,9 +20,13 @@
 //! every str or bytes is one copy of input bytes, within the general
 //! machine's [`PICKLE_BYTES_PER_INPUT_BYTE`](super::super::PICKLE_BYTES_PER_INPUT_BYTE)
 //! per input byte. Its cost is one pass over the input plus those copies.
+//! Between requests it keeps only its stack's buffers, and those only while
+//! they are small ([`KEEP_VALUES`]).
+
+use std::cell::Cell;
 
 use super::decode::{long_node, Node};
-use crate::proto::message::Request;
+use crate::proto::message::{Request, RequestRef};
 use crate::proto::value::{ObjectId, Value};
 
 /// Deepest container nesting the fast path builds (the request tuple is 1,
@@ -81,18 +88,39 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Stack entries kept between requests (see [`SCRATCH`]); a request that
+/// grew the stack further gives that memory back.
+const KEEP_VALUES: usize = 64;
+
+thread_local! {
+    /// The stack's buffers, kept between requests on this thread (at most
+    /// [`KEEP_VALUES`] entries, 3 KiB), so the common call allocates only what
+    /// it returns: its arguments' containers and strings.
+    static SCRATCH: Cell<(Vec<Value>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
 /// The values on the machine's stack, with each one's container height
-/// (0 for an atom) kept beside it, in place (no allocation).
-struct Stack {
+/// (0 for an atom) beside it.
+///
+/// The request tuple's first two items, when they are str (the ident and the
+/// method name), are read in place instead of built: the ident parsed into
+/// its [`ObjectId`], the method name borrowed from the input, a placeholder
+/// on the stack. An op that would take either placeholder into a container
+/// falls back, so only the request tuple itself ever holds them.
+struct Stack<'a> {
     values: Vec<Value>,
-    heights: [u8; FAST_VALUES],
+    heights: Vec<u8>,
     marks: [usize; FAST_MARKS],
     open: usize,
     /// Values built so far.
     made: usize,
+    /// The ident, read in place (its placeholder is at stack position 0).
+    ident: Option<ObjectId>,
+    /// The method name, read in place (its placeholder is at position 1).
+    method: Option<&'a str>,
 }
 
-impl Stack {
+impl<'a> Stack<'a> {
     /// Where the items above the innermost MARK start.
     #[inline]
     fn floor(&self) -> usize {
@@ -104,15 +132,31 @@ impl Stack {
     }
 
     /// Pushes a new value; `None` past [`FAST_VALUES`].
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, v: Value, h: u8) -> Option<()> {
         self.made += 1;
         if self.made > FAST_VALUES {
             return None;
         }
-        self.heights[self.values.len()] = h;
+        self.heights.push(h);
         self.values.push(v);
         Some(())
+    }
+
+    /// Which of the request tuple's first two items the next value is (0 or
+    /// 1): the stack holds fewer than two values, all above the one open
+    /// MARK, which stands at the bottom.
+    #[inline]
+    fn head_slot(&self) -> Option<usize> {
+        let n = self.values.len();
+        (self.open == 1 && self.marks[0] == 0 && n < 2).then_some(n)
+    }
+
+    /// Whether taking the items from `m` on into a container would take a
+    /// placeholder of a value read in place (then the fast path gives up).
+    #[inline]
+    fn takes_head(&self, m: usize) -> bool {
+        m < 2 && (self.ident.is_some() || self.method.is_some())
     }
 
     /// Removes the innermost MARK and returns where it stood.
@@ -126,8 +170,7 @@ impl Stack {
     /// [`FAST_DEPTH`]).
     #[inline]
     fn height(&self, m: usize) -> Option<u8> {
-        let n = self.values.len();
-        let h = self.heights[m..n].iter().copied().max().unwrap_or(0) + 1;
+        let h = self.heights[m..].iter().copied().max().unwrap_or(0) + 1;
         (h <= FAST_DEPTH).then_some(h)
     }
 
@@ -135,14 +178,18 @@ impl Stack {
     /// container holding them.
     #[inline]
     fn split(&mut self, m: usize) -> Option<(Vec<Value>, u8)> {
+        if self.takes_head(m) {
+            return None;
+        }
         let h = self.height(m)?;
+        self.heights.truncate(m);
         Some((self.values.split_off(m), h))
     }
 
     /// Adds the items from `m` on to the list (`pairs` false) or dict
     /// (`pairs` true) just below them.
     fn extend(&mut self, m: usize, pairs: bool) -> Option<()> {
-        if m <= self.floor() || m > self.values.len() {
+        if m <= self.floor() || m > self.values.len() || self.takes_head(m) {
             return None;
         }
         let h = self.height(m)?;
@@ -163,62 +210,96 @@ impl Stack {
             _ => return None,
         }
         self.values.truncate(m);
+        self.heights.truncate(m);
         let top = &mut self.heights[m - 1];
         *top = (*top).max(h);
         Some(())
     }
+
+    /// Pushes a str, or reads it in place if it is the ident or the method
+    /// name (see [`Stack`]). `None` for text that is not UTF-8 (lone
+    /// surrogates are the general machine's) or an ident that is not hex.
+    #[inline]
+    fn str(&mut self, b: &'a [u8]) -> Option<()> {
+        match self.head_slot() {
+            Some(0) => {
+                self.ident = Some(ident(b)?);
+                self.push(Value::None, 0)
+            }
+            Some(_) => {
+                self.method = Some(text(b)?);
+                self.push(Value::None, 0)
+            }
+            None => self.push(Value::Str(text(b)?.to_owned()), 0),
+        }
+    }
+}
+
+/// `b` as text, if it is UTF-8.
+#[inline]
+fn text(b: &[u8]) -> Option<&str> {
+    if b.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8. Idents, method names and most keys are
+        // ASCII, and `is_ascii` checks a word at a time where `from_utf8` has a
+        // set-up cost that dominates a short string.
+        return Some(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b).ok()
+}
+
+/// The object id a str ident names, as [`ObjectId::from_hex`] reads it
+/// (which takes anything but 1–16 plain hex digits).
+#[inline]
+fn ident(b: &[u8]) -> Option<ObjectId> {
+    if (1..=16).contains(&b.len()) {
+        let mut n = 0u64;
+        for &c in b {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return ObjectId::from_hex(text(b)?),
+            };
+            n = n << 4 | u64::from(d);
+        }
+        return Some(ObjectId(n));
+    }
+    ObjectId::from_hex(text(b)?)
 }
 
 /// Runs `data` as a request of the common shape, or `None` to leave it to
 /// the general machine.
 pub(super) fn request(data: &[u8]) -> Option<Request> {
-    let root = run(data)?;
-    if !matches!(&root, Value::Tuple(p) if p.len() == 4) {
-        return None;
-    }
-    let mut parts = root.into_items().ok()?;
-    let kwds = parts.pop()?;
-    let args = parts.pop()?;
-    let method = parts.pop()?;
-    let ident = parts.pop()?;
-    let target = match &ident {
-        Value::None => None,
-        Value::Str(s) => Some(ObjectId::from_hex(s)?),
-        _ => return None,
-    };
-    let method = method.into_str().ok()?;
-    if !matches!(args, Value::Tuple(_) | Value::List(_)) {
-        return None;
-    }
-    let args = args.into_items().ok()?;
-    let kwargs = match &kwds {
-        Value::None => Vec::new(),
-        Value::Dict(e) if e.iter().all(|(k, _)| matches!(k, Value::Str(_))) => kwds
-            .into_entries()
-            .ok()?
-            .into_iter()
-            .map(|(k, v)| k.into_str().ok().map(|k| (k, v)))
-            .collect::<Option<Vec<_>>>()?,
-        _ => return None,
-    };
-    Some(Request {
-        target,
-        method,
-        args,
-        kwargs,
-    })
+    request_ref(data).map(RequestRef::into_owned)
 }
 
-/// Runs the opcodes of `data` into the one value it pickles.
-fn run(data: &[u8]) -> Option<Value> {
-    let mut r = Reader { data, pos: 0 };
+/// Runs `data` as a request of the common shape, its method name borrowed
+/// from `data`, or `None` to leave it to the general machine.
+pub(super) fn request_ref(data: &[u8]) -> Option<RequestRef<'_>> {
+    let (values, heights) = SCRATCH.take();
     let mut s = Stack {
-        values: Vec::with_capacity(8),
-        heights: [0; FAST_VALUES],
+        values,
+        heights,
         marks: [0; FAST_MARKS],
         open: 0,
         made: 0,
+        ident: None,
+        method: None,
     };
+    let req = run(&mut s, data);
+    let (mut values, mut heights) = (s.values, s.heights);
+    if values.capacity() <= KEEP_VALUES {
+        values.clear();
+        heights.clear();
+        SCRATCH.set((values, heights));
+    }
+    req
+}
+
+/// Runs the opcodes of `data`, which must pickle the request tuple: the
+/// tuple is not built, its four items are left on the stack.
+fn run<'a>(s: &mut Stack<'a>, data: &'a [u8]) -> Option<RequestRef<'a>> {
+    let mut r = Reader { data, pos: 0 };
     loop {
         let op = r.byte()?;
         match op {
@@ -231,7 +312,8 @@ fn run(data: &[u8]) -> Option<Value> {
                 let n = r.u64()?;
                 r.len(n)?;
             }
-            b'.' => break,
+            // STOP before the request tuple is complete.
+            b'.' => return None,
             b'(' => {
                 if s.open == FAST_MARKS {
                     return None;
@@ -282,9 +364,7 @@ fn run(data: &[u8]) -> Option<Value> {
                     _ => r.u64()?,
                 };
                 let n = r.len(n)?;
-                // Lone surrogates (not UTF-8) are the general machine's.
-                let text = std::str::from_utf8(r.take(n)?).ok()?;
-                s.push(Value::Str(text.to_owned()), 0)?
+                s.str(r.take(n)?)?
             }
             b'C' | b'B' | 0x8e => {
                 let n = match op {
@@ -308,6 +388,14 @@ fn run(data: &[u8]) -> Option<Value> {
             }
             b't' | b'l' => {
                 let m = s.pop_mark()?;
+                if op == b't' && m == 0 && s.open == 0 {
+                    // The outermost tuple: the request, if it has four items.
+                    if s.values.len() != 4 {
+                        return None;
+                    }
+                    s.height(0)?;
+                    break;
+                }
                 let (items, h) = s.split(m)?;
                 let v = if op == b't' {
                     Value::Tuple(items)
@@ -325,10 +413,65 @@ fn run(data: &[u8]) -> Option<Value> {
             _ => return None,
         }
     }
-    if r.pos != data.len() || s.open != 0 || s.values.len() != 1 {
+    // The request tuple is complete (and not built): only memo stores of it,
+    // a frame and STOP may follow.
+    loop {
+        match r.byte()? {
+            0x94 => {}
+            b'q' => {
+                if usize::from(r.byte()?) >= data.len() {
+                    return None;
+                }
+            }
+            b'r' => {
+                if r.u32()? as usize >= data.len() {
+                    return None;
+                }
+            }
+            0x95 => {
+                let n = r.u64()?;
+                r.len(n)?;
+            }
+            b'.' => break,
+            _ => return None,
+        }
+    }
+    if r.pos != data.len() {
         return None;
     }
-    s.values.pop()
+    let target = match (s.ident, &s.values[0]) {
+        (Some(id), _) => Some(id),
+        (None, Value::None) => None,
+        _ => return None,
+    };
+    let method = s.method?;
+    let args = match &mut s.values[2] {
+        Value::Tuple(v) | Value::List(v) => std::mem::take(v),
+        _ => return None,
+    };
+    let kwargs = match &mut s.values[3] {
+        Value::None => Vec::new(),
+        Value::Dict(e) if e.is_empty() => {
+            *e = Vec::new();
+            Vec::new()
+        }
+        Value::Dict(e) if e.iter().all(|(k, _)| matches!(k, Value::Str(_))) => std::mem::take(e)
+            .into_iter()
+            .map(|(k, v)| k.into_str().ok().map(|k| (k, v)))
+            .collect::<Option<Vec<_>>>()?,
+        _ => return None,
+    };
+    // What is left of the four items owns nothing (None, or containers
+    // emptied above): no drop to run.
+    debug_assert!(s.values.iter().all(|v| v.child(0).is_none()));
+    s.values.drain(..).for_each(std::mem::forget);
+    s.heights.clear();
+    Some(RequestRef {
+        target,
+        method,
+        args,
+        kwargs,
+    })
 }
 
 #[cfg(test)]
@@ -398,6 +541,80 @@ mod tests {
         assert_eq!(request(&fits), Some(slow(&fits).unwrap()));
     }
 
+    #[test]
+    fn the_head_is_read_in_place_only_while_it_stays_the_head() {
+        // The ident and method name are read in place; an op that takes
+        // either into a container, or any op after the request tuple but a
+        // memo store, falls back (and the general machine decides).
+        let ok = request(b"\x80\x04(\x8c\x02ab\x94\x8c\x01m\x94)}t\x94.").unwrap();
+        assert_eq!(ok.target, Some(ObjectId(0xab)));
+        assert_eq!(ok.method, "m");
+        let public = request(b"\x80\x04(N\x8c\x01m)Nt.").unwrap();
+        assert_eq!(public.target, None);
+        let cases: &[&[u8]] = &[
+            b"\x80\x04(\x8c\x02ab\x8c\x01m\x86)}t.",
+            b"\x80\x04(\x8c\x02ab\x85\x8c\x01m)}t.",
+            b"\x80\x04(\x8c\x02ab\x8c\x01ml)}t.",
+            b"\x80\x04(]\x8c\x01ma)}t.",
+            b"\x80\x04(\x8c\x02ab\x8c\x01m)}tN.",
+            b"\x80\x04(\x8c\x02ab\x8c\x01m)}t\x85.",
+            b"\x80\x04(\x8c\x01+\x8c\x01m)}t.",
+            b"\x80\x04(\x8c\x11ffffffffffffffff0\x8c\x01m)}t.",
+            b"\x80\x04(K\x01\x8c\x01m)}t.",
+            b"\x80\x04(NK\x01)}t.",
+            b"\x80\x04(N\x8c\x01m)}\x8c\x01xt.",
+        ];
+        for c in cases {
+            assert_eq!(request(c), None, "{c:?}");
+        }
+        // An ident the general machine reads (a sign, upper case) is read the same.
+        for c in [
+            &b"\x80\x04(\x8c\x03+ab\x8c\x01m)}t."[..],
+            b"\x80\x04(\x8c\x02AB\x8c\x01m)}t.",
+        ] {
+            assert_eq!(request(c).map(Ok), Some(slow(c)), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn the_kept_stack_is_small() {
+        let mut wide = b"\x80\x04(N\x8c\x01m(".to_vec();
+        wide.extend(std::iter::repeat_n(b'N', FAST_VALUES - 8));
+        wide.extend(b"t}t.");
+        assert!(request(&wide).is_some());
+        let (values, heights) = SCRATCH.take();
+        assert!(values.capacity() <= KEEP_VALUES && heights.capacity() <= KEEP_VALUES);
+        assert!(request(b"\x80\x04(N\x8c\x01m)}t.").is_some());
+        let (values, heights) = SCRATCH.take();
+        assert!(values.capacity() > 0 && values.capacity() <= KEEP_VALUES);
+        assert!(values.is_empty() && heights.is_empty());
+    }
+
+    /// Pickle pieces that put strs where the ident and method name go, and
+    /// ops that move them.
+    fn piece() -> impl Strategy<Value = &'static [u8]> {
+        prop::sample::select(vec![
+            &b"("[..],
+            b"N",
+            b"\x8c\x01m",
+            b"\x8c\x02ab",
+            b"X\x01\0\0\0z",
+            b"K\x05",
+            b")",
+            b"]",
+            b"}",
+            b"\x85",
+            b"\x86",
+            b"\x87",
+            b"t",
+            b"l",
+            b"a",
+            b"e",
+            b"s",
+            b"\x94",
+        ])
+    }
+
     fn atom() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just(Value::None),
@@ -449,6 +666,19 @@ mod tests {
                 if let Some(fast) = request(data) {
                     prop_assert_eq!(Ok(fast), slow(data));
                 }
+            }
+        }
+
+        #[test]
+        fn fast_path_answers_as_the_general_machine_on_moved_heads(
+            pieces in proptest::collection::vec(piece(), 0..12),
+            tail in prop::sample::select(vec![&b"t."[..], b"t\x94.", b"."]),
+        ) {
+            let mut data = vec![0x80, 4, b'('];
+            data.extend(pieces.concat());
+            data.extend(tail);
+            if let Some(fast) = request(&data) {
+                prop_assert_eq!(Ok(fast), slow(&data));
             }
         }
 

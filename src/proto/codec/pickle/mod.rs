@@ -30,13 +30,14 @@ mod decode;
 mod encode;
 mod fast;
 mod globals;
+mod small;
 
 use decode::{Decoded, Node};
 use encode::Writer;
 use globals::{BUILTIN_EXCEPTIONS, MODULE_EXCEPTIONS};
 
 use super::{CodecError, Globals};
-use crate::proto::message::{RemoteError, Reply, Request};
+use crate::proto::message::{RemoteError, Reply, Request, RequestRef};
 use crate::proto::value::{ObjectId, Slot, Step, Value, Walk};
 
 pub use decode::{MAX_DEPTH, SHARE_MIN_BYTES};
@@ -168,6 +169,34 @@ pub fn decode_request_with(
     request(d)
 }
 
+/// Decodes a request as [`decode_request_with`] does, its method name
+/// borrowed from `payload` where it can be (the common call then allocates
+/// only its arguments), or else kept in `owned`.
+///
+/// # Errors
+///
+/// As [`decode_request_with`].
+pub(crate) fn decode_request_ref_with<'a>(
+    payload: &'a [u8],
+    address: &Value,
+    globals: Globals,
+    owned: &'a mut String,
+) -> Result<RequestRef<'a>, CodecError> {
+    if let Some(req) = fast::request_ref(payload) {
+        return Ok(req);
+    }
+    let mut d = decode::run(payload, globals)?;
+    d.home = Some(address.clone());
+    let req = request(d)?;
+    *owned = req.method;
+    Ok(RequestRef {
+        target: req.target,
+        method: owned,
+        args: req.args,
+        kwargs: req.kwargs,
+    })
+}
+
 fn request(mut d: Decoded) -> Result<Request, CodecError> {
     let parts = match d.root() {
         Node::Tuple(p) if p.len() == 4 => [p[0], p[1], p[2], p[3]],
@@ -239,6 +268,12 @@ pub fn encode_request(req: &Request, origin: &Origin<'_>, out: &mut Vec<u8>) {
 /// Appends the pickle of `reply` (no frame header) to `out`: CPython's `(kind,
 /// result)` pair. `origin` describes the server, for every token written.
 pub fn encode_reply(reply: &Reply, origin: &Origin<'_>, out: &mut Vec<u8>) {
+    // The common reply (an atom, or a list or tuple of atoms) in one pass.
+    if let Reply::Return(v) = reply {
+        if small::write_return(v, origin, out) {
+            return;
+        }
+    }
     // A value Python cannot rebuild (a list as a dict key) would break the
     // client's connection in `recv`; say so instead, as CPython's server does.
     let values: &[Value] = match reply {
