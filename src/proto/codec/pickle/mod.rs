@@ -176,6 +176,8 @@ pub fn decode_request_with(
 /// # Errors
 ///
 /// As [`decode_request_with`].
+// The server's reactor reads requests this way; clients only write them.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) fn decode_request_ref_with<'a>(
     payload: &'a [u8],
     address: &Value,
