@@ -1138,19 +1138,10 @@ fn worth_sharing(v: &Value) -> bool {
     match v {
         Value::Str(s) => s.len() >= SHARE_MIN_BYTES,
         Value::Bytes(b) | Value::BigInt(b) => b.len() >= SHARE_MIN_BYTES,
-        Value::None
-        | Value::Bool(_)
-        | Value::Int(_)
-        | Value::Float(_)
-        | Value::Ref(_)
-        | Value::Slice(_)
-        | Value::Shared(_) => false,
-        Value::List(_) | Value::Tuple(_) | Value::Dict(_) | Value::Set(_) | Value::FrozenSet(_) => {
-            true
-        }
         // A bare global (a class such as `array.array`, named by every object
-        // it makes) is small: copied, so an object's callable stays itself.
-        Value::Opaque(o) => !o.parts().is_empty(),
+        // it makes) is no container: copied, so an object's callable stays
+        // itself.
+        v => v.is_container(),
     }
 }
 
