@@ -445,13 +445,7 @@ impl Value {
     pub fn has_refs(&self) -> bool {
         match self.resolved() {
             Value::Ref(_) => true,
-            Value::List(_)
-            | Value::Tuple(_)
-            | Value::Dict(_)
-            | Value::Set(_)
-            | Value::FrozenSet(_)
-            | Value::Opaque(_) => self.resolved().container_has_refs(),
-            _ => false,
+            v => v.is_container() && v.container_has_refs(),
         }
     }
 
