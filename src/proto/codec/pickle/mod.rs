@@ -164,9 +164,7 @@ pub fn decode_request_with(
     if let Some(req) = fast::request(payload) {
         return Ok(req);
     }
-    let mut d = decode::run(payload, globals)?;
-    d.home = Some(address.clone());
-    request(d)
+    general_request(payload, address, globals)
 }
 
 /// Decodes a request as [`decode_request_with`] does, its method name
@@ -187,9 +185,7 @@ pub(crate) fn decode_request_ref_with<'a>(
     if let Some(req) = fast::request_ref(payload) {
         return Ok(req);
     }
-    let mut d = decode::run(payload, globals)?;
-    d.home = Some(address.clone());
-    let req = request(d)?;
+    let req = general_request(payload, address, globals)?;
     *owned = req.method;
     Ok(RequestRef {
         target: req.target,
@@ -197,6 +193,18 @@ pub(crate) fn decode_request_ref_with<'a>(
         args: req.args,
         kwargs: req.kwargs,
     })
+}
+
+/// A request the fast path left to the general machine, its tokens checked
+/// against the server at `address`.
+fn general_request(
+    payload: &[u8],
+    address: &Value,
+    globals: Globals,
+) -> Result<Request, CodecError> {
+    let mut d = decode::run(payload, globals)?;
+    d.home = Some(address.clone());
+    request(d)
 }
 
 fn request(mut d: Decoded) -> Result<Request, CodecError> {
