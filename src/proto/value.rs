@@ -33,7 +33,7 @@ pub use opaque::{ArrayData, Form, PyObject};
 pub(crate) use opaque::{BUILT_PARTS, ENTRIES, ITEMS, KWARGS, STATE};
 pub(crate) use pure::casefold;
 
-pub(crate) use tree::{Slot, Step, Walk};
+pub(crate) use tree::{Slot, Step, Walk, Written};
 
 /// Identity of a shared object on one server: slab index plus generation.
 ///

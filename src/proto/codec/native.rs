@@ -25,12 +25,11 @@ use bincode::enc::write::Writer;
 use bincode::enc::{Encode, Encoder};
 use bincode::error::EncodeError;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Budget, CodecError, Expanded, Globals, NATIVE_BYTES_PER_INPUT_BYTE};
 use crate::proto::message::{RemoteError, Reply, Request, RequestRef};
-use crate::proto::value::{Form, ObjectId, PyObject, Slice, Step, Token, Value, Walk};
+use crate::proto::value::{Form, ObjectId, PyObject, Slice, Step, Token, Value, Walk, Written};
 
 /// First byte of every native payload.
 pub const NATIVE_VERSION: u8 = 1;
@@ -603,9 +602,9 @@ fn encode_value<E: Encoder>(
         Value::Opaque(_) if v.is_container() => {}
         _ => return encode_head(v, e),
     }
-    // Shared values written so far (by identity) and their numbers, made when
-    // the first one is met; per open container, the shared value it defines.
-    let mut memo: Option<HashMap<*const Value, u64>> = None;
+    // Shared values written so far; per open container, the shared value it
+    // defines (numbered when its definition ends).
+    let mut memo = Written::default();
     let mut defining: Vec<Option<*const Value>> = Vec::new();
     let mut walk = Walk::new(v);
     while let Some(step) = walk.next() {
@@ -614,9 +613,7 @@ fn encode_value<E: Encoder>(
             Step::Enter(v, _) => (v, walk.open() - 1),
             Step::Exit(_) => {
                 if let Some(Some(p)) = defining.pop() {
-                    let memo = memo.get_or_insert_with(HashMap::new);
-                    let n = memo.len() as u64;
-                    memo.insert(p, n);
+                    memo.add(p);
                 }
                 continue;
             }
@@ -626,10 +623,9 @@ fn encode_value<E: Encoder>(
         }
         let shared = walk.shared().map(Arc::as_ptr);
         if let Some(p) = shared {
-            let memo = memo.get_or_insert_with(HashMap::new);
-            if let Some(&n) = memo.get(&p) {
+            if let Some(n) = memo.get(p) {
                 T_SHARED_REF.encode(e)?;
-                n.encode(e)?;
+                u64::from(n).encode(e)?;
                 if matches!(step, Step::Enter(..)) {
                     walk.skip_children();
                     defining.push(None);
@@ -638,8 +634,7 @@ fn encode_value<E: Encoder>(
             }
             T_SHARED_DEF.encode(e)?;
             if matches!(step, Step::Leaf(..)) {
-                let n = memo.len() as u64;
-                memo.insert(p, n);
+                memo.add(p);
             }
         }
         if matches!(step, Step::Enter(..)) {

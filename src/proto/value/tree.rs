@@ -90,6 +90,29 @@ impl<'a> Walk<'a> {
     }
 }
 
+/// The shared values ([`Value::Shared`]) an encoder has written, by identity,
+/// numbered from 0 in the order they were recorded; the table is made at the
+/// first one, so a value without sharing costs nothing. Both codecs write a
+/// shared value once and every further place as a reference to its number.
+#[derive(Debug, Default)]
+pub(crate) struct Written(Option<std::collections::HashMap<*const Value, u32>>);
+
+impl Written {
+    /// The number of the shared value `p` (an `Arc::as_ptr`), if written.
+    #[inline]
+    pub(crate) fn get(&self, p: *const Value) -> Option<u32> {
+        self.0.as_ref()?.get(&p).copied()
+    }
+
+    /// Records `p` as written and gives its number.
+    pub(crate) fn add(&mut self, p: *const Value) -> u32 {
+        let table = self.0.get_or_insert_with(Default::default);
+        let n = table.len() as u32;
+        table.insert(p, n);
+        n
+    }
+}
+
 impl<'a> Iterator for Walk<'a> {
     type Item = Step<'a>;
 

@@ -6,11 +6,12 @@
 //! writes an object it has seen), so an aliased value's pickle stays linear in
 //! its distinct parts and the client gets the aliasing back (`x[0] is x[1]`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Origin;
-use crate::proto::value::{Form, Slot, Step, Token, Value, Walk, ENTRIES, ITEMS, KWARGS, STATE};
+use crate::proto::value::{
+    Form, Slot, Step, Token, Value, Walk, Written, ENTRIES, ITEMS, KWARGS, STATE,
+};
 
 pub(super) const PROTO: u8 = 0x80;
 const STOP: u8 = b'.';
@@ -187,10 +188,10 @@ impl Writer<'_, '_> {
         // written (its role in its parent); and the shared value it stores in
         // the memo when it ends.
         let mut open: Vec<(Role<'_>, Option<*const Value>)> = Vec::new();
-        // Shared values written so far (by identity) and their memo keys, made
-        // when the first one is met. Keys count from 0 in each call: a later
-        // call in the same pickle may overwrite them, never before their last use.
-        let mut memo: Option<HashMap<*const Value, u32>> = None;
+        // Shared values written so far, their numbers the memo keys. Keys count
+        // from 0 in each call: a later call in the same pickle may overwrite
+        // them, never before their last use.
+        let mut memo = Written::default();
         let mut walk = Walk::new(v);
         while let Some(step) = walk.next() {
             let (x, slot) = match step {
@@ -204,7 +205,7 @@ impl Writer<'_, '_> {
                         _ => self.close(x),
                     }
                     if let Some(p) = shared {
-                        self.put(memo.get_or_insert_with(HashMap::new), p);
+                        self.put(memo.add(p));
                     }
                     continue;
                 }
@@ -219,7 +220,7 @@ impl Writer<'_, '_> {
                 _ => None,
             };
             if let Some(p) = shared {
-                if let Some(&key) = memo.as_ref().and_then(|m| m.get(&p)) {
+                if let Some(key) = memo.get(p) {
                     self.get(key);
                     if matches!(step, Step::Enter(..)) {
                         walk.skip_children();
@@ -233,7 +234,7 @@ impl Writer<'_, '_> {
                 Step::Leaf(x, _) => {
                     self.leaf(x);
                     if let Some(p) = shared {
-                        self.put(memo.get_or_insert_with(HashMap::new), p);
+                        self.put(memo.add(p));
                     }
                 }
                 Step::Enter(x, _) => {
@@ -253,10 +254,8 @@ impl Writer<'_, '_> {
         }
     }
 
-    /// Stores the value on top of the stack in the memo as the next key.
-    fn put(&mut self, memo: &mut HashMap<*const Value, u32>, p: *const Value) {
-        let key = memo.len() as u32;
-        memo.insert(p, key);
+    /// Stores the value on top of the stack in the memo under `key`.
+    fn put(&mut self, key: u32) {
         match u8::try_from(key) {
             Ok(k) => self.out.extend_from_slice(&[BINPUT, k]),
             Err(_) => {
