@@ -183,6 +183,20 @@ fn reduce_again_and_again(func: &[u8], args: &[u8], count: usize) -> Vec<u8> {
 }
 
 /// A tuple of one memoized object, from raw opcodes.
+/// A list of `leaves` Nones, memoized, then paired with itself `times` times
+/// through the memo (`l(n+1) = (l(n), l(n))`): 2**times × `leaves` values when
+/// expanded, from a few bytes per doubling.
+fn memo_doubling(leaves: usize, times: u8) -> Vec<u8> {
+    let mut dbl = b"]\x94(".to_vec();
+    dbl.extend(std::iter::repeat_n(b'N', leaves));
+    dbl.extend_from_slice(b"e0");
+    for i in 0..times {
+        dbl.extend_from_slice(&[b'h', i, b'h', i, 0x86, 0x94, b'0']);
+    }
+    dbl.extend_from_slice(&[b'h', times]);
+    wrap(&dbl)
+}
+
 fn one_tuple(obj: &[u8]) -> Vec<u8> {
     let mut b = obj.to_vec();
     b.push(0x85);
@@ -417,24 +431,18 @@ fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
     }
     cases.push(("lists containing their ancestor", wrap(&chain), Expect::Err));
     // Memo doubling: l(n+1) = [l(n), l(n)], 2**40 leaves from a few hundred bytes.
-    let mut dbl = b"]\x94(".to_vec();
-    dbl.extend(std::iter::repeat_n(b'N', 1000));
-    dbl.extend_from_slice(b"e0");
-    for i in 0..40u8 {
-        dbl.extend_from_slice(&[b'h', i, b'h', i, 0x86, 0x94, b'0']);
-    }
-    dbl.extend_from_slice(&[b'h', 40]);
-    cases.push(("memo doubling to 2**40 items", wrap(&dbl), Expect::Err));
+    cases.push((
+        "memo doubling to 2**40 items",
+        memo_doubling(1000, 40),
+        Expect::Err,
+    ));
     // The same doubling, stopped just within MAX_EXPANDED_VALUES (2**24):
     // 2**13 leaves doubled 10 times is 2**23 leaves (and 2**11 lists).
-    let mut dbl = b"]\x94(".to_vec();
-    dbl.extend(std::iter::repeat_n(b'N', 1 << 13));
-    dbl.extend_from_slice(b"e0");
-    for i in 0..10u8 {
-        dbl.extend_from_slice(&[b'h', i, b'h', i, 0x86, 0x94, b'0']);
-    }
-    dbl.extend_from_slice(&[b'h', 10]);
-    cases.push(("memo doubling to 2**23 items", wrap(&dbl), Expect::Ok));
+    cases.push((
+        "memo doubling to 2**23 items",
+        memo_doubling(1 << 13, 10),
+        Expect::Ok,
+    ));
     // DUP of one list into a wide tuple, then that tuple doubled by DUP again.
     let mut dup = b"(]".to_vec();
     dup.extend(std::iter::repeat_n(b'2', 200_000));
