@@ -112,7 +112,7 @@ struct ValueSerializer;
 /// A sequence, tuple or map under construction.
 struct Collect {
     items: Vec<Value>,
-    /// `Some` for a map: its entries (`items` unused).
+    /// For a map: its entries (`items` unused).
     entries: Vec<(Value, Value)>,
     /// The key of a map entry whose value is next.
     key: Option<Value>,
@@ -297,25 +297,14 @@ impl ser::Serializer for ValueSerializer {
     }
 }
 
-impl ser::SerializeSeq for Collect {
-    type Ok = Value;
-    type Error = SerdeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> SResult<()> {
-        self.items.push(value.serialize(ValueSerializer)?);
-        Ok(())
-    }
-    fn end(self) -> SResult<Value> {
-        Ok(self.finish())
-    }
-}
-
 macro_rules! seq_like {
     ($($trait:ident :: $method:ident),*) => {$(
         impl ser::$trait for Collect {
             type Ok = Value;
             type Error = SerdeError;
             fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> SResult<()> {
-                ser::SerializeSeq::serialize_element(self, value)
+                self.items.push(value.serialize(ValueSerializer)?);
+                Ok(())
             }
             fn end(self) -> SResult<Value> {
                 Ok(self.finish())
@@ -325,6 +314,7 @@ macro_rules! seq_like {
 }
 
 seq_like!(
+    SerializeSeq::serialize_element,
     SerializeTuple::serialize_element,
     SerializeTupleStruct::serialize_field,
     SerializeTupleVariant::serialize_field
@@ -398,17 +388,11 @@ impl<'de> de::Deserializer<'de> for Value {
             Value::Bytes(_) => visitor.visit_byte_buf(self.into_bytes().unwrap_or_default()),
             Value::List(_) | Value::Tuple(_) | Value::Set(_) | Value::FrozenSet(_) => {
                 let items = self.into_items().unwrap_or_default();
-                let mut seq = SeqDeserializer::new(items.into_iter());
-                let out = visitor.visit_seq(&mut seq)?;
-                seq.end()?;
-                Ok(out)
+                SeqDeserializer::new(items.into_iter()).deserialize_any(visitor)
             }
             Value::Dict(_) => {
                 let entries = self.into_entries().unwrap_or_default();
-                let mut map = MapDeserializer::new(entries.into_iter());
-                let out = visitor.visit_map(&mut map)?;
-                map.end()?;
-                Ok(out)
+                MapDeserializer::new(entries.into_iter()).deserialize_any(visitor)
             }
             _ => Err(unsupported(&self)),
         }
@@ -426,10 +410,8 @@ impl<'de> de::Deserializer<'de> for Value {
         match self.resolved() {
             Value::Bytes(_) => {
                 let bytes = self.into_bytes().unwrap_or_default();
-                let mut seq = SeqDeserializer::new(bytes.into_iter().map(|b| Value::Int(b.into())));
-                let out = visitor.visit_seq(&mut seq)?;
-                seq.end()?;
-                Ok(out)
+                SeqDeserializer::new(bytes.into_iter().map(|b| Value::Int(b.into())))
+                    .deserialize_any(visitor)
             }
             _ => self.deserialize_any(visitor),
         }

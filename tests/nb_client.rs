@@ -30,6 +30,16 @@ struct Seen {
 
 type Shared = Rc<RefCell<Seen>>;
 
+/// A client of `address`, registered in `poll` as `token` for both readiness
+/// kinds (it keeps only the ones it needs).
+fn registered(poll: &Poll, address: &mgr::Address, key: &[u8], token: Token) -> NbClient {
+    let mut c = NbClient::connect(address, key, NbConfig::default()).unwrap();
+    poll.registry()
+        .register(&mut c, token, Interest::READABLE | Interest::WRITABLE)
+        .unwrap();
+    c
+}
+
 fn int(r: NbResult) -> i64 {
     match r.and_then(|r| r.into_value()) {
         Ok(Value::Int(i)) => i,
@@ -84,11 +94,8 @@ fn one_loop_serves_its_own_types_and_calls_another_server() {
     poll.registry()
         .register(&mut server, SERVER, Interest::READABLE)
         .unwrap();
-    let both = Interest::READABLE | Interest::WRITABLE;
-    let mut a = NbClient::connect(&remote.address, KEY, NbConfig::default()).unwrap();
-    poll.registry().register(&mut a, REMOTE, both).unwrap();
-    let mut b = NbClient::connect(server.address(), KEY, NbConfig::default()).unwrap();
-    poll.registry().register(&mut b, LOCAL, both).unwrap();
+    let mut a = registered(&poll, &remote.address, KEY, REMOTE);
+    let mut b = registered(&poll, server.address(), KEY, LOCAL);
     let seen: Shared = Rc::default();
 
     // On the remote server: a Counter, 100 pipelined incrs started at once from
@@ -163,8 +170,7 @@ fn one_loop_serves_its_own_types_and_calls_another_server() {
 
     // A Queue.get deferred in the remote server, answered by a put the other
     // connection makes — both from this loop.
-    let mut c2 = NbClient::connect(&remote.address, KEY, NbConfig::default()).unwrap();
-    poll.registry().register(&mut c2, Token(3), both).unwrap();
+    let mut c2 = registered(&poll, &remote.address, KEY, Token(3));
     let got = Rc::new(RefCell::new(None));
     let queue = Rc::new(RefCell::new(None));
     let (g, qs) = (got.clone(), queue.clone());
@@ -224,9 +230,7 @@ fn disconnects_and_drops_complete_every_call_exactly_once() {
     let remote = TestServer::start();
     let mut poll = Poll::new().unwrap();
     let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY)).unwrap();
-    let both = Interest::READABLE | Interest::WRITABLE;
-    let mut a = NbClient::connect(&remote.address, KEY, NbConfig::default()).unwrap();
-    poll.registry().register(&mut a, REMOTE, both).unwrap();
+    let mut a = registered(&poll, &remote.address, KEY, REMOTE);
     let failed = Rc::new(RefCell::new(0));
     let queue = Rc::new(RefCell::new(None));
     let (f, qs) = (failed.clone(), queue.clone());
@@ -274,8 +278,7 @@ fn disconnects_and_drops_complete_every_call_exactly_once() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let mut c = NbClient::connect(&mgr::Address::Tcp(dead), KEY, NbConfig::default()).unwrap();
-    poll.registry().register(&mut c, Token(9), both).unwrap();
+    let mut c = registered(&poll, &mgr::Address::Tcp(dead), KEY, Token(9));
     c.public("dummy", vec![], count_failures(&failed)).unwrap();
     run_loop(&mut poll, &mut server, &mut [&mut c], |_, cs| {
         cs[0].pending() == 0
@@ -284,8 +287,7 @@ fn disconnects_and_drops_complete_every_call_exactly_once() {
     assert_eq!(c.phase(), Phase::Closed);
 
     // A wrong key: the calls complete with the handshake's error.
-    let mut d = NbClient::connect(server.address(), b"wrong", NbConfig::default()).unwrap();
-    poll.registry().register(&mut d, Token(10), both).unwrap();
+    let mut d = registered(&poll, server.address(), b"wrong", Token(10));
     let auth = Rc::new(RefCell::new(0));
     let au = auth.clone();
     d.public("dummy", vec![], move |_, r| {
@@ -304,11 +306,8 @@ fn another_clients_proxy_is_refused_and_a_panicking_callback_leaves_the_client_u
     let remote = TestServer::start();
     let mut poll = Poll::new().unwrap();
     let mut server = Server::bind(ServerConfig::new("127.0.0.1:0".parse().unwrap(), KEY)).unwrap();
-    let both = Interest::READABLE | Interest::WRITABLE;
-    let mut a = NbClient::connect(&remote.address, KEY, NbConfig::default()).unwrap();
-    let mut b = NbClient::connect(&remote.address, KEY, NbConfig::default()).unwrap();
-    poll.registry().register(&mut a, REMOTE, both).unwrap();
-    poll.registry().register(&mut b, LOCAL, both).unwrap();
+    let mut a = registered(&poll, &remote.address, KEY, REMOTE);
+    let mut b = registered(&poll, &remote.address, KEY, LOCAL);
     let made = Rc::new(RefCell::new(None));
     let m = made.clone();
     a.create("Counter", vec![], vec![], move |_, r| {
@@ -360,10 +359,8 @@ fn a_drained_client_is_not_woken_for_room_to_write() {
     let address = mgr::Address::Unix(dir.join("s"));
     let remote = TestServer::start_config(ServerConfig::new(address, KEY));
     let mut poll = Poll::new().unwrap();
-    let mut c = NbClient::connect(&remote.address, KEY, NbConfig::default()).unwrap();
     // Asked for both: the client keeps WRITABLE only while it needs it.
-    let both = Interest::READABLE | Interest::WRITABLE;
-    poll.registry().register(&mut c, REMOTE, both).unwrap();
+    let mut c = registered(&poll, &remote.address, KEY, REMOTE);
     let done = Rc::new(RefCell::new(0u32));
     const CALLS: u32 = 200;
     fn next(c: &mut NbClient, done: &Rc<RefCell<u32>>) {

@@ -817,22 +817,30 @@ fn last_error() -> String {
         .into_owned()
 }
 
+/// Runs a server made through the C ABI (`new_server`, with the builtins),
+/// set up by `setup`, until a client shuts it down; returns the bytes held at
+/// the end.
+fn run_c_server(tx: std::sync::mpsc::Sender<String>, setup: impl FnOnce(*mut mgr_server)) -> usize {
+    // SAFETY: valid C strings and out-pointers; the server is freed below.
+    unsafe {
+        let s = new_server();
+        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+        setup(s);
+        let address = std::ffi::CStr::from_ptr(mgr_server_address(s));
+        tx.send(address.to_str().unwrap().to_owned()).unwrap();
+        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
+        let mut held = usize::MAX;
+        assert_eq!(mgr_server_held_bytes(s, &mut held), mgr_status::MGR_OK);
+        mgr_server_free(s);
+        held
+    }
+}
+
 /// Runs a server made through the C ABI, with both caps set by its setters,
 /// until a client shuts it down; returns the bytes held at the end.
 fn c_server_with_caps(tx: std::sync::mpsc::Sender<String>) -> usize {
-    let mut s = std::ptr::null_mut();
-    // SAFETY: valid C strings and out-pointers; the server is freed below.
-    unsafe {
-        let key = KEY;
-        let st = mgr_server_new(
-            c"127.0.0.1:0".as_ptr(),
-            key.as_ptr(),
-            key.len(),
-            std::ptr::null(),
-            &mut s,
-        );
-        assert_eq!(st, mgr_status::MGR_OK);
-        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+    // SAFETY: `s` is the live server `run_c_server` made.
+    run_c_server(tx, |s| unsafe {
         assert_eq!(
             mgr_server_set_max_held_bytes(s, 2 << 20),
             mgr_status::MGR_OK
@@ -850,14 +858,7 @@ fn c_server_with_caps(tx: std::sync::mpsc::Sender<String>) -> usize {
             mgr_server_set_release_locks_of_dead(std::ptr::null_mut(), true),
             mgr_status::MGR_ERR_NULL_ARGUMENT
         );
-        let address = std::ffi::CStr::from_ptr(mgr_server_address(s));
-        tx.send(address.to_str().unwrap().to_owned()).unwrap();
-        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
-        let mut held = usize::MAX;
-        assert_eq!(mgr_server_held_bytes(s, &mut held), mgr_status::MGR_OK);
-        mgr_server_free(s);
-        held
-    }
+    })
 }
 
 #[test]
@@ -1420,28 +1421,14 @@ fn an_answer_given_just_before_free_reaches_its_caller() {
 /// A server made through the C ABI with `globals` set by its setter, run
 /// until a client shuts it down.
 fn c_server_with_globals(tx: std::sync::mpsc::Sender<String>, globals: u32) {
-    let mut s = std::ptr::null_mut();
-    // SAFETY: valid C strings and out-pointers; the server is freed below.
-    unsafe {
-        let st = mgr_server_new(
-            c"127.0.0.1:0".as_ptr(),
-            KEY.as_ptr(),
-            KEY.len(),
-            std::ptr::null(),
-            &mut s,
-        );
-        assert_eq!(st, mgr_status::MGR_OK);
-        assert_eq!(mgr_server_register_builtins(s), mgr_status::MGR_OK);
+    // SAFETY: `s` is the live server `run_c_server` made.
+    run_c_server(tx, |s| unsafe {
         assert_eq!(
             mgr_server_set_globals(s, 7),
             mgr_status::MGR_ERR_INVALID_ARGUMENT
         );
         assert_eq!(mgr_server_set_globals(s, globals), mgr_status::MGR_OK);
-        let address = std::ffi::CStr::from_ptr(mgr_server_address(s));
-        tx.send(address.to_str().unwrap().to_owned()).unwrap();
-        assert_eq!(mgr_server_run(s), mgr_status::MGR_OK);
-        mgr_server_free(s);
-    }
+    });
 }
 
 #[test]

@@ -214,7 +214,8 @@ struct Waiting {
 struct Registered {
     registry: mio::Registry,
     token: mio::Token,
-    writable: bool,
+    /// What it is registered for now.
+    interest: Interest,
 }
 
 /// A non-blocking connection to a manager server, driven by the host's loop
@@ -510,24 +511,19 @@ impl NbClient {
     /// none while every write goes out at once. If the registry refuses, the
     /// loop could never learn of room to write: the connection closes.
     fn sync_interest(&mut self) {
-        let want = self.wants_write();
+        let interest = self.interest();
         let Some(reg) = self.registered.as_mut() else {
             return;
         };
-        if reg.writable == want {
+        if reg.interest == interest {
             return;
         }
-        let interest = if want {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
         match self
             .stream
             .source()
             .reregister(&reg.registry, reg.token, interest)
         {
-            Ok(()) => reg.writable = want,
+            Ok(()) => reg.interest = interest,
             Err(e) => {
                 self.registered = None;
                 self.session.handle_error(e);
@@ -718,7 +714,6 @@ impl NbClient {
         again: bool,
     ) -> io::Result<()> {
         let handle = registry.try_clone()?;
-        let writable = self.wants_write();
         let interest = self.interest();
         let source = self.stream.source();
         if again {
@@ -729,7 +724,7 @@ impl NbClient {
         self.registered = Some(Registered {
             registry: handle,
             token,
-            writable,
+            interest,
         });
         Ok(())
     }

@@ -92,19 +92,7 @@ impl Digest {
 
     /// HMAC of `msg` under `key`.
     pub fn mac(self, key: &[u8], msg: &[u8]) -> Vec<u8> {
-        fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8]) -> Vec<u8> {
-            let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key)
-                .expect("HMAC accepts keys of any length");
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
-        }
-        match self {
-            Digest::Md5 => run::<Hmac<md5::Md5>>(key, msg),
-            Digest::Sha256 => run::<Hmac<sha2::Sha256>>(key, msg),
-            Digest::Sha384 => run::<Hmac<sha2::Sha384>>(key, msg),
-            Digest::Sha3_256 => run::<Hmac<sha3::Sha3_256>>(key, msg),
-            Digest::Sha3_384 => run::<Hmac<sha3::Sha3_384>>(key, msg),
-        }
+        Keyed::new(self, key).finish(msg)
     }
 
     /// Whether `tag` is the HMAC of `msg` under `key`, compared in constant time.
@@ -120,7 +108,7 @@ impl Digest {
 pub struct AuthKey {
     key: Vec<u8>,
     /// Per digest of [`Digest::ALL`], the HMAC state after the key, once used.
-    keyed: [OnceLock<Keyed>; 5],
+    keyed: [OnceLock<Keyed>; Digest::ALL.len()],
 }
 
 /// An HMAC state with its key absorbed, cloned for each message.
@@ -131,6 +119,38 @@ enum Keyed {
     Sha384(Hmac<sha2::Sha384>),
     Sha3_256(Hmac<sha3::Sha3_256>),
     Sha3_384(Hmac<sha3::Sha3_384>),
+}
+
+impl Keyed {
+    /// `digest`'s HMAC with `key` absorbed.
+    fn new(digest: Digest, key: &[u8]) -> Keyed {
+        fn new<M: Mac + hmac::digest::KeyInit>(key: &[u8]) -> M {
+            <M as hmac::digest::KeyInit>::new_from_slice(key)
+                .expect("HMAC accepts keys of any length")
+        }
+        match digest {
+            Digest::Md5 => Keyed::Md5(new(key)),
+            Digest::Sha256 => Keyed::Sha256(new(key)),
+            Digest::Sha384 => Keyed::Sha384(new(key)),
+            Digest::Sha3_256 => Keyed::Sha3_256(new(key)),
+            Digest::Sha3_384 => Keyed::Sha3_384(new(key)),
+        }
+    }
+
+    /// The HMAC of `msg`.
+    fn finish(self, msg: &[u8]) -> Vec<u8> {
+        fn run<M: Mac>(mut m: M, msg: &[u8]) -> Vec<u8> {
+            m.update(msg);
+            m.finalize().into_bytes().to_vec()
+        }
+        match self {
+            Keyed::Md5(m) => run(m, msg),
+            Keyed::Sha256(m) => run(m, msg),
+            Keyed::Sha384(m) => run(m, msg),
+            Keyed::Sha3_256(m) => run(m, msg),
+            Keyed::Sha3_384(m) => run(m, msg),
+        }
+    }
 }
 
 impl AuthKey {
@@ -148,33 +168,11 @@ impl AuthKey {
     ///
     /// Never: HMAC takes keys of any length (the `expect` inside states it).
     pub fn mac(&self, digest: Digest, msg: &[u8]) -> Vec<u8> {
-        fn new<M: Mac + hmac::digest::KeyInit>(key: &[u8]) -> M {
-            <M as hmac::digest::KeyInit>::new_from_slice(key)
-                .expect("HMAC accepts keys of any length")
-        }
-        fn run<M: Mac + Clone>(m: &M, msg: &[u8]) -> Vec<u8> {
-            let mut m = m.clone();
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
-        }
-        let i = Digest::ALL
-            .iter()
-            .position(|d| *d == digest)
-            .expect("every digest is in ALL");
-        let keyed = self.keyed[i].get_or_init(|| match digest {
-            Digest::Md5 => Keyed::Md5(new(&self.key)),
-            Digest::Sha256 => Keyed::Sha256(new(&self.key)),
-            Digest::Sha384 => Keyed::Sha384(new(&self.key)),
-            Digest::Sha3_256 => Keyed::Sha3_256(new(&self.key)),
-            Digest::Sha3_384 => Keyed::Sha3_384(new(&self.key)),
-        });
-        match keyed {
-            Keyed::Md5(m) => run(m, msg),
-            Keyed::Sha256(m) => run(m, msg),
-            Keyed::Sha384(m) => run(m, msg),
-            Keyed::Sha3_256(m) => run(m, msg),
-            Keyed::Sha3_384(m) => run(m, msg),
-        }
+        // `Digest`'s variants are numbered in the order of `Digest::ALL`.
+        self.keyed[digest as usize]
+            .get_or_init(|| Keyed::new(digest, &self.key))
+            .clone()
+            .finish(msg)
     }
 
     /// Whether `tag` is the HMAC of `msg` under this key, compared in constant

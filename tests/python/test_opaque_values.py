@@ -89,7 +89,9 @@ def report_failure(q):
         q.put(("failed", e))
 
 
-class OpaqueDefaultTest(MgrdTestCase):
+class ManagerTestCase(MgrdTestCase):
+    """A stock `SyncManager` connected to the class's mgrd (`cls.m`)."""
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -97,6 +99,8 @@ class OpaqueDefaultTest(MgrdTestCase):
         cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
         cls.m.connect()
 
+
+class OpaqueDefaultTest(ManagerTestCase):
     def roundtrip(self, values, check):
         m = self.m
         d, l, q, ns = m.dict(), m.list(), m.Queue(), m.Namespace()
@@ -193,15 +197,8 @@ class OpaqueDefaultTest(MgrdTestCase):
         self.assertFalse(os.path.exists("/tmp/mgrd-opaque-pwned"))
 
 
-class OpaqueAnyTest(MgrdTestCase):
+class OpaqueAnyTest(ManagerTestCase):
     server_args = ("--reply-grace", "0.5", "--globals", "any")
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        multiprocessing.current_process().authkey = cls.authkey
-        cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
-        cls.m.connect()
 
     def test_user_classes_pass_under_any(self):
         d, q, ns = self.m.dict(), self.m.Queue(), self.m.Namespace()
@@ -228,15 +225,8 @@ class OpaqueAnyTest(MgrdTestCase):
         self.assertEqual(got.x._token.typeid, "dict")
 
 
-class OpaqueNoneTest(MgrdTestCase):
+class OpaqueNoneTest(ManagerTestCase):
     server_args = ("--reply-grace", "0.5", "--globals", "none")
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        multiprocessing.current_process().authkey = cls.authkey
-        cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
-        cls.m.connect()
 
     def test_nothing_opaque_passes_under_none(self):
         d = self.m.dict()
@@ -249,16 +239,9 @@ class OpaqueNoneTest(MgrdTestCase):
         self.assertEqual(d["k"], [1, "plain", {"data": None}])
 
 
-class PureBuiltinsTest(MgrdTestCase):
+class PureBuiltinsTest(ManagerTestCase):
     """Pure builtins and iterators over data, interpreted (never run) as
     method and constructor arguments, as CPython's server accepts them."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        multiprocessing.current_process().authkey = cls.authkey
-        cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
-        cls.m.connect()
 
     def test_sort_with_a_pure_key(self):
         import operator
@@ -381,16 +364,9 @@ class PureBuiltinsTest(MgrdTestCase):
             self.m.Value("i", ctypes.c_int(5))
 
 
-class TypesRoundTripTest(MgrdTestCase):
+class TypesRoundTripTest(ManagerTestCase):
     """array.array, range and bytearray come back as what was stored; Array
     slices are arrays; `_getvalue()` returns what CPython's server returns."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        multiprocessing.current_process().authkey = cls.authkey
-        cls.m = SyncManager(address=cls.address, authkey=cls.authkey)
-        cls.m.connect()
 
     def test_array_range_bytearray_stored_as_values(self):
         import array
