@@ -62,6 +62,16 @@ pub enum Digest {
     Sha3_384,
 }
 
+// `AuthKey` indexes its cache by `digest as usize`: `ALL` lists the variants
+// in their declared order.
+const _: () = {
+    let mut i = 0;
+    while i < Digest::ALL.len() {
+        assert!(Digest::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 impl Digest {
     /// Every allowed digest.
     pub const ALL: [Digest; 5] = [
