@@ -22,7 +22,7 @@ use std::fmt;
 mod convert;
 mod opaque;
 mod printable;
-// Sort keys are the server's; the decoder uses only `casefold` (`map`).
+// Sort keys are the server's; the decoder uses only `str_method` (`map`).
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) mod pure;
 mod repr;
@@ -31,7 +31,7 @@ mod tree;
 pub use convert::ConversionError;
 pub use opaque::{ArrayData, Form, PyObject};
 pub(crate) use opaque::{BUILT_PARTS, ENTRIES, ITEMS, KWARGS, STATE};
-pub(crate) use pure::casefold;
+pub(crate) use pure::str_method;
 
 pub(crate) use tree::{Slot, Step, Walk, Written};
 

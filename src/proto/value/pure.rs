@@ -51,12 +51,25 @@ pub(crate) fn apply(
     }
 }
 
+/// `str.lower`, `str.upper` or `str.casefold` (named `f`) of `s`; `None` for
+/// any other `f`. The decoder's `map()` and the sort keys both apply them here.
+pub(crate) fn str_method(f: &str, s: &str) -> Option<String> {
+    Some(match f {
+        "str.lower" => s.to_lowercase(),
+        "str.upper" => s.to_uppercase(),
+        "str.casefold" => casefold(s),
+        _ => return None,
+    })
+}
+
 fn builtin(f: &str, item: &Value) -> Option<Result<Value, (&'static str, String)>> {
     let type_error = |msg: String| Err(("TypeError", msg));
+    if let Value::Str(s) = item.resolved() {
+        if let Some(out) = str_method(f, s) {
+            return Some(Ok(Value::Str(out)));
+        }
+    }
     Some(match (f, item.resolved()) {
-        ("str.lower", Value::Str(s)) => Ok(Value::Str(s.to_lowercase())),
-        ("str.upper", Value::Str(s)) => Ok(Value::Str(s.to_uppercase())),
-        ("str.casefold", Value::Str(s)) => Ok(Value::Str(casefold(s))),
         ("str.lower" | "str.upper" | "str.casefold", other) => type_error(format!(
             "descriptor '{}' for 'str' objects doesn't apply to a '{}' object",
             &f[4..],

@@ -786,10 +786,13 @@ impl Machine<'_> {
     /// A pure builtin applied to a node, as data.
     fn apply_pure(&mut self, f: &str, item: Ix) -> Result<Node, CodecError> {
         let node = self.node(item);
+        if let Node::Str(s) = node {
+            if let Some(out) = crate::proto::value::str_method(f, s) {
+                self.budget.spend(out.len())?;
+                return Ok(Node::Str(out));
+            }
+        }
         let out = match (f, node) {
-            ("str.lower", Node::Str(s)) => Node::Str(s.to_lowercase()),
-            ("str.upper", Node::Str(s)) => Node::Str(s.to_uppercase()),
-            ("str.casefold", Node::Str(s)) => Node::Str(crate::proto::value::casefold(s)),
             ("len", Node::Str(s)) => Node::Int(s.chars().count() as i64),
             ("len", Node::Bytes(b)) => Node::Int(b.len() as i64),
             ("len", Node::List(v) | Node::Tuple(v) | Node::Set(v) | Node::FrozenSet(v)) => {
@@ -804,9 +807,6 @@ impl Machine<'_> {
             ("abs", &Node::Bool(b)) => Node::Int(i64::from(b)),
             _ => return err(format!("map({f}, ...) over an item it does not apply to")),
         };
-        if let Node::Str(s) = &out {
-            self.budget.spend(s.len())?;
-        }
         Ok(out)
     }
 }
