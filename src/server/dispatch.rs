@@ -125,21 +125,10 @@ pub(crate) enum Dispatched {
     },
 }
 
-impl Dispatched {
-    /// The reply as a value: a [`Dispatched::Created`] becomes its `#RETURN`.
-    pub(crate) fn into_reply(self) -> Result<Reply, CallId> {
-        match self {
-            Dispatched::Reply(r) => Ok(r),
-            Dispatched::Deferred(h) => Err(h),
-            Dispatched::Created { ident, spec } => {
-                let exposed = spec.exposed().iter().cloned().map(Value::Str).collect();
-                Ok(Reply::Return(Value::Tuple(vec![
-                    ident,
-                    Value::Tuple(exposed),
-                ])))
-            }
-        }
-    }
+/// The `#RETURN` of a [`Dispatched::Created`] as a value: `(ident, exposed)`.
+pub(crate) fn created_reply(ident: Value, spec: &TypeSpec) -> Reply {
+    let exposed = spec.exposed().iter().cloned().map(Value::Str).collect();
+    Reply::Return(Value::Tuple(vec![ident, Value::Tuple(exposed)]))
 }
 
 fn traceback(kind: &str, msg: impl std::fmt::Display) -> Dispatched {

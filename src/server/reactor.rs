@@ -853,12 +853,12 @@ impl Reactor {
                                             );
                                             finish_frame(&mut conn.output, at);
                                         }
-                                        _ => {
-                                            let created = Dispatched::Created { ident, spec };
-                                            if let Ok(reply) = created.into_reply() {
-                                                encode_reply(conn, &reply, address, &core.registry)
-                                            }
-                                        }
+                                        _ => encode_reply(
+                                            conn,
+                                            &dispatch::created_reply(ident, &spec),
+                                            address,
+                                            &core.registry,
+                                        ),
                                     }
                                 }
                             }
@@ -1143,8 +1143,6 @@ fn protocol_error(log: &mut Log, core: &mut Core, conn: ConnId, why: &str) {
     }
 }
 
-/// A frame we cannot get past: say why (in the connection's serializer, once it
-/// has authenticated) and close.
 /// An oversized request frame up to this many times `max_frame` is read and
 /// dropped, then answered with an error naming the limit, and the connection
 /// keeps serving; a larger one is answered at once and the connection closed.
@@ -1174,6 +1172,8 @@ fn skip_oversized(conn: &mut Conn, address: &Value, registry: &Registry) -> bool
     false
 }
 
+/// A frame we cannot get past: say why (in the connection's serializer, once it
+/// has authenticated) and close.
 fn fatal(conn: &mut Conn, why: &str, address: &Value, registry: &Registry) {
     if matches!(conn.phase, Phase::Serving(_)) {
         encode_reply(
