@@ -27,7 +27,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Phase, SpareBuffers, Stream};
+use super::conn::{Conn, Flushed, Phase, SpareBuffers, Stream};
 use super::context::{Completion, ConnId, Core, Recount, Shared, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::log::{Log, LogEvent};
@@ -928,8 +928,8 @@ impl Reactor {
         let max_output = self.config.max_output;
         let conn = &mut self.conns[key];
         let paused = conn.unsent() > max_output;
-        let capped = conn.flush();
-        let want = conn.unsent() > 0 && (conn.blocked || conn.write_interest);
+        let flushed = conn.flush();
+        let want = conn.unsent() > 0 && (flushed == Flushed::Blocked || conn.write_interest);
         if want != conn.write_interest && !conn.dead {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -946,7 +946,7 @@ impl Reactor {
                 Err(_) => conn.dead = true,
             }
         }
-        if (capped || paused && conn.unsent() <= max_output) && !conn.dead {
+        if (flushed == Flushed::Capped || paused && conn.unsent() <= max_output) && !conn.dead {
             self.enqueue(key);
         }
     }
@@ -1040,7 +1040,7 @@ impl Reactor {
         while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.unsent() > 0 && !c.dead)
         {
             for (_, c) in self.conns.iter_mut() {
-                while c.flush() {}
+                while c.flush() == Flushed::Capped {}
             }
             let _ = self
                 .poll
