@@ -164,8 +164,7 @@ impl CallArgs {
                 "got an unexpected keyword argument '{k}' (this method takes positional arguments only)"
             )));
         }
-        let mut me = self;
-        T::from_args(std::mem::take(&mut me.args))
+        T::from_args(self.args)
     }
 }
 

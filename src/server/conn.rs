@@ -177,9 +177,6 @@ pub(crate) struct Conn {
     /// they have not all been read, or the last read stopped at its limit (no
     /// new edge will say so then).
     pub(crate) unread: bool,
-    /// The last flush stopped at a full socket with output left: only a
-    /// writable edge says when to go on.
-    pub(crate) blocked: bool,
     /// WRITABLE is registered: only while output waits on a full socket, so
     /// a peer reading its replies does not wake the server (on a Unix socket
     /// every read would).
@@ -212,7 +209,6 @@ impl Conn {
             handshake_timer: None,
             read_closed: false,
             unread: false,
-            blocked: false,
             write_interest: false,
             queued: false,
             counted: false,
@@ -333,20 +329,16 @@ impl Conn {
         }
     }
 
-    /// Writes as much output as the socket takes, up to [`FLUSH_MAX`] bytes.
-    /// Returns whether it stopped there with output left and the socket perhaps
-    /// still writable: no new edge will say so, so the caller must come back.
-    /// Sets `blocked` when it stopped at a full socket instead.
-    /// A write error marks the connection dead.
-    pub(crate) fn flush(&mut self) -> bool {
+    /// Writes as much output as the socket takes, up to [`FLUSH_MAX`] bytes,
+    /// and says where it stopped. A write error marks the connection dead.
+    pub(crate) fn flush(&mut self) -> Flushed {
         let stop = self.sent.saturating_add(FLUSH_MAX).min(self.output.len());
         let mut blocked = false;
-        self.blocked = false;
         while self.sent < stop {
             match self.stream.write(&self.output[self.sent..stop]) {
                 Ok(0) => {
                     self.dead = true;
-                    return false;
+                    return Flushed::Done;
                 }
                 Ok(n) => {
                     self.sent += n;
@@ -359,7 +351,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.dead = true;
-                    return false;
+                    return Flushed::Done;
                 }
             }
         }
@@ -371,16 +363,32 @@ impl Conn {
                 self.output.drain(..self.sent);
                 self.sent = 0;
             }
-            self.blocked = blocked;
-            return !blocked;
+            return if blocked {
+                Flushed::Blocked
+            } else {
+                Flushed::Capped
+            };
         }
         self.output.clear();
         self.sent = 0;
         if self.output.capacity() > KEEP_CAPACITY {
             self.output = Vec::new();
         }
-        false
+        Flushed::Done
     }
+}
+
+/// Where a [`Conn::flush`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// Everything is written (or the connection died).
+    Done,
+    /// At [`FLUSH_MAX`], with output left and the socket perhaps still
+    /// writable: no new edge will say so, so the caller must come back.
+    Capped,
+    /// At a full socket, with output left: only a writable edge says when to
+    /// go on.
+    Blocked,
 }
 
 #[cfg(test)]
@@ -460,7 +468,8 @@ mod tests {
         let mut buf = vec![0u8; 1 << 20];
         while conn.unsent() > 0 {
             let before = conn.unsent();
-            let capped = conn.flush();
+            let flushed = conn.flush();
+            let capped = flushed == Flushed::Capped;
             calls += 1;
             let kept = conn.output.len() - conn.unsent();
             assert!(
@@ -471,10 +480,9 @@ mod tests {
             let wrote = before - conn.unsent();
             assert!(wrote <= FLUSH_MAX, "one flush wrote {wrote}");
             assert_eq!(capped, conn.unsent() > 0 && wrote == FLUSH_MAX);
-            // Stopped at the bound or at a full socket, never both; and a
-            // flush that sent everything is neither.
-            assert!(!(capped && conn.blocked));
-            assert!(conn.unsent() > 0 || !conn.blocked);
+            // Stopped at the bound or at a full socket (never both: one
+            // `Flushed`); a flush that sent everything is neither.
+            assert!(conn.unsent() > 0 || flushed == Flushed::Done);
             capped_calls += usize::from(capped);
             while got < 3 * FLUSH_MAX + 10 - conn.unsent() {
                 got += peer.read(&mut buf).unwrap();
@@ -502,9 +510,13 @@ mod tests {
         for _ in 0..200 {
             conn.output.extend_from_slice(&[1; 8 * 1024]);
             peer.read_exact(&mut buf).unwrap();
-            conn.flush();
+            let flushed = conn.flush();
             assert!(conn.unsent() > 0, "the output never drains");
-            assert!(conn.blocked, "a full socket is what stopped it");
+            assert_eq!(
+                flushed,
+                Flushed::Blocked,
+                "a full socket is what stopped it"
+            );
             assert!(
                 conn.output.len() <= 2 * conn.unsent().max(KEEP_CAPACITY),
                 "{} bytes buffered for {} unsent",

@@ -125,21 +125,10 @@ pub(crate) enum Dispatched {
     },
 }
 
-impl Dispatched {
-    /// The reply as a value: a [`Dispatched::Created`] becomes its `#RETURN`.
-    pub(crate) fn into_reply(self) -> Result<Reply, CallId> {
-        match self {
-            Dispatched::Reply(r) => Ok(r),
-            Dispatched::Deferred(h) => Err(h),
-            Dispatched::Created { ident, spec } => {
-                let exposed = spec.exposed().iter().cloned().map(Value::Str).collect();
-                Ok(Reply::Return(Value::Tuple(vec![
-                    ident,
-                    Value::Tuple(exposed),
-                ])))
-            }
-        }
-    }
+/// The `#RETURN` of a [`Dispatched::Created`] as a value: `(ident, exposed)`.
+pub(crate) fn created_reply(ident: Value, spec: &TypeSpec) -> Reply {
+    let exposed = spec.exposed().iter().cloned().map(Value::Str).collect();
+    Reply::Return(Value::Tuple(vec![ident, Value::Tuple(exposed)]))
 }
 
 fn traceback(kind: &str, msg: impl std::fmt::Display) -> Dispatched {
@@ -209,29 +198,30 @@ fn public(core: &mut Core, session: &mut Session, method: &str, mut args: CallAr
     let done = |v: Value| Dispatched::Reply(Reply::Return(v));
     match method {
         "create" => {
-            let typeid = match args.args.first() {
-                Some(Value::Str(s)) => s.clone(),
-                _ => return traceback("TypeError", "create() needs a typeid string"),
-            };
-            args.args.remove(0);
-            if core.registry.named(&typeid).is_none() && core.registry.get(&typeid).is_none() {
-                // CPython's server looks the typeid up in a dict: a KeyError.
-                let key = Value::Str(typeid.clone());
-                let why = if matches!(typeid.as_str(), "Pool" | "AsyncResult") {
-                    // SyncManager registers them, but they run Python code in
-                    // the server's process, which libmgr never does.
-                    " (a Pool runs Python functions in the server's process; libmgr runs no \
-                     Python: make a multiprocessing.Pool in the client instead)"
-                } else {
-                    ""
-                };
-                return Dispatched::Reply(Reply::Traceback(format!(
-                    "Traceback (most recent call last):\n  (libmgr server) unknown typeid {key}{why}\nKeyError: {key}"
-                )));
+            if !matches!(args.args.first(), Some(Value::Str(_))) {
+                return traceback("TypeError", "create() needs a typeid string");
             }
+            let typeid = args.args.remove(0).into_str().unwrap_or_default();
             let made = match core.registry.named(&typeid) {
                 Some(id) => named(core, &typeid, id, &args),
-                None => core.construct(Some(session.id), &typeid, args),
+                None if core.registry.get(&typeid).is_some() => {
+                    core.construct(Some(session.id), &typeid, args)
+                }
+                None => {
+                    // CPython's server looks the typeid up in a dict: a KeyError.
+                    let why = if matches!(typeid.as_str(), "Pool" | "AsyncResult") {
+                        // SyncManager registers them, but they run Python code in
+                        // the server's process, which libmgr never does.
+                        " (a Pool runs Python functions in the server's process; libmgr runs no \
+                         Python: make a multiprocessing.Pool in the client instead)"
+                    } else {
+                        ""
+                    };
+                    let key = Value::Str(typeid);
+                    return Dispatched::Reply(Reply::Traceback(format!(
+                        "Traceback (most recent call last):\n  (libmgr server) unknown typeid {key}{why}\nKeyError: {key}"
+                    )));
+                }
             };
             match made {
                 Ok(id) => {

@@ -215,14 +215,12 @@ impl Core {
         self.arm_process_poll();
     }
 
-    /// Starts the polling timer if pids are polled and it is not running.
+    /// Starts the polling timer if pids are polled and it is not running
+    /// (costs the polled pids, not every process).
     pub(crate) fn arm_process_poll(&mut self) {
-        let any = self
-            .procs
-            .by_pid
-            .values()
-            .any(|p| matches!(p.watch, Watch::Polled));
-        if any && self.procs.poll_timer.is_none() {
+        let procs = &mut self.procs;
+        procs.polled.retain(|pid| procs.by_pid.contains_key(pid));
+        if !procs.polled.is_empty() && procs.poll_timer.is_none() {
             let due = self.now + POLL_EVERY;
             self.procs.poll_timer = Some(self.add_timer(due, TimerTarget::Processes));
         }
@@ -232,6 +230,23 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The polling timer runs while a pid is polled, and only then.
+    #[test]
+    fn only_a_polled_pid_arms_the_poll_timer() {
+        let mut core = Core::new();
+        let me = std::process::id();
+        core.procs.take(me, ObjectId(1));
+        core.arm_process_poll();
+        assert!(core.procs.poll_timer.is_none(), "no pid is polled");
+        core.procs.poll_instead(me);
+        core.arm_process_poll();
+        assert!(core.procs.poll_timer.is_some(), "a polled pid");
+        core.procs.by_pid.remove(&me);
+        core.procs.poll_timer = None;
+        core.arm_process_poll();
+        assert!(core.procs.poll_timer.is_none(), "its process is gone");
+    }
 
     #[test]
     fn an_exited_child_is_seen_as_exited_zombie_or_reaped() {

@@ -27,7 +27,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, Phase, SpareBuffers, Stream};
+use super::conn::{Conn, Flushed, Phase, SpareBuffers, Stream};
 use super::context::{Completion, ConnId, Core, Recount, Shared, TimerId, TimerTarget};
 use super::dispatch::{self, Dispatched, IdStyle, Session};
 use super::log::{Log, LogEvent};
@@ -853,12 +853,12 @@ impl Reactor {
                                             );
                                             finish_frame(&mut conn.output, at);
                                         }
-                                        _ => {
-                                            let created = Dispatched::Created { ident, spec };
-                                            if let Ok(reply) = created.into_reply() {
-                                                encode_reply(conn, &reply, address, &core.registry)
-                                            }
-                                        }
+                                        _ => encode_reply(
+                                            conn,
+                                            &dispatch::created_reply(ident, &spec),
+                                            address,
+                                            &core.registry,
+                                        ),
                                     }
                                 }
                             }
@@ -928,8 +928,8 @@ impl Reactor {
         let max_output = self.config.max_output;
         let conn = &mut self.conns[key];
         let paused = conn.unsent() > max_output;
-        let capped = conn.flush();
-        let want = conn.unsent() > 0 && (conn.blocked || conn.write_interest);
+        let flushed = conn.flush();
+        let want = conn.unsent() > 0 && (flushed == Flushed::Blocked || conn.write_interest);
         if want != conn.write_interest && !conn.dead {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -946,7 +946,7 @@ impl Reactor {
                 Err(_) => conn.dead = true,
             }
         }
-        if (capped || paused && conn.unsent() <= max_output) && !conn.dead {
+        if (flushed == Flushed::Capped || paused && conn.unsent() <= max_output) && !conn.dead {
             self.enqueue(key);
         }
     }
@@ -1040,7 +1040,7 @@ impl Reactor {
         while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.unsent() > 0 && !c.dead)
         {
             for (_, c) in self.conns.iter_mut() {
-                while c.flush() {}
+                while c.flush() == Flushed::Capped {}
             }
             let _ = self
                 .poll
@@ -1143,8 +1143,6 @@ fn protocol_error(log: &mut Log, core: &mut Core, conn: ConnId, why: &str) {
     }
 }
 
-/// A frame we cannot get past: say why (in the connection's serializer, once it
-/// has authenticated) and close.
 /// An oversized request frame up to this many times `max_frame` is read and
 /// dropped, then answered with an error naming the limit, and the connection
 /// keeps serving; a larger one is answered at once and the connection closed.
@@ -1174,6 +1172,8 @@ fn skip_oversized(conn: &mut Conn, address: &Value, registry: &Registry) -> bool
     false
 }
 
+/// A frame we cannot get past: say why (in the connection's serializer, once it
+/// has authenticated) and close.
 fn fatal(conn: &mut Conn, why: &str, address: &Value, registry: &Registry) {
     if matches!(conn.phase, Phase::Serving(_)) {
         encode_reply(

@@ -91,8 +91,16 @@ class CycleTest(MgrdTestCase):
         self.assertGreaterEqual(stats["gc_collections"], 1)
 
 
-if __name__ == "__main__":
-    unittest.main()
+def start_unix(authkey, *args):
+    """A mgrd on a Unix socket in a new temporary directory (reply grace 0.5 s,
+    then `args`) and a SyncManager connected to it: (directory, server, manager)."""
+    d = tempfile.TemporaryDirectory()
+    path = os.path.join(d.name, "mgr.sock")
+    server = Mgrd("unix:" + path, authkey, ("--reply-grace", "0.5", *args))
+    multiprocessing.current_process().authkey = authkey
+    m = SyncManager(address=path, authkey=authkey)
+    m.connect()
+    return d, server, m
 
 
 def hold_proxies(address, authkey, n, ready_w, closed_conns):
@@ -117,12 +125,8 @@ class CrashSafeReferencesTest(unittest.TestCase):
     authkey = b"crash-key"
 
     def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.path = os.path.join(self.dir.name, "mgr.sock")
-        self.server = Mgrd("unix:" + self.path, self.authkey, ("--reply-grace", "0.5"))
-        multiprocessing.current_process().authkey = self.authkey
-        self.m = SyncManager(address=self.path, authkey=self.authkey)
-        self.m.connect()
+        self.dir, self.server, self.m = start_unix(self.authkey)
+        self.path = self.m.address
         self.baseline = wait_for_count(self.m, 0)
 
     def tearDown(self):
@@ -183,12 +187,7 @@ class LocksOfDeadProcessesTest(unittest.TestCase):
     authkey = b"locks-key"
 
     def run_server(self, args):
-        d = tempfile.TemporaryDirectory()
-        path = os.path.join(d.name, "mgr.sock")
-        server = Mgrd("unix:" + path, self.authkey, ("--reply-grace", "0.5", *args))
-        multiprocessing.current_process().authkey = self.authkey
-        m = SyncManager(address=path, authkey=self.authkey)
-        m.connect()
+        d, server, m = start_unix(self.authkey, *args)
         lock, sem, bsem = m.Lock(), m.Semaphore(1), m.BoundedSemaphore(1)
         p = fork.Process(target=acquire_and_exit, args=(lock, sem, bsem))
         p.start()
@@ -238,14 +237,9 @@ class BarrierOfADeadProcessTest(unittest.TestCase):
     def test_a_killed_waiter_breaks_the_barrier(self):
         import threading
 
-        authkey = b"barrier-key"
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "mgr.sock")
-            server = Mgrd("unix:" + path, authkey, ("--reply-grace", "0.5"))
+        d, server, m = start_unix(b"barrier-key")
+        with d:
             try:
-                multiprocessing.current_process().authkey = authkey
-                m = SyncManager(address=path, authkey=authkey)
-                m.connect()
                 b = m.Barrier(3)
                 p = fork.Process(target=barrier_wait, args=(b,))
                 p.start()
@@ -276,3 +270,7 @@ class BarrierOfADeadProcessTest(unittest.TestCase):
                 del b
             finally:
                 self.assertEqual(server.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()

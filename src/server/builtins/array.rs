@@ -317,12 +317,17 @@ pub(crate) fn array_items(
     }
 }
 
-/// An `array.array` of typecode `tc` holding `items` (checked for it), as
+/// An `array.array` of typecode `tc` holding the `n` `items` (checked for it), as
 /// CPython pickles one: `_array_reconstructor(array, tc, mformat, bytes)`.
-fn to_array(tc: char, items: &[Value], limit: usize) -> Result<Value, RemoteError> {
+fn to_array<'a>(
+    tc: char,
+    n: usize,
+    items: impl Iterator<Item = &'a Value>,
+    limit: usize,
+) -> Result<Value, RemoteError> {
     let size = item_size(tc);
-    check_result(items.len().saturating_mul(size).saturating_add(NODE), limit)?;
-    let mut b = vec_with::<u8>(items.len() * size)?;
+    check_result(n.saturating_mul(size).saturating_add(NODE), limit)?;
+    let mut b = vec_with::<u8>(n * size)?;
     for v in items {
         let int = || int_of(v).and_then(|i| i.small()).unwrap_or(0);
         match tc {
@@ -421,8 +426,8 @@ impl PyArray {
                 NODE + span.len.saturating_mul(held_item_bytes(self.typecode)),
                 limit,
             )?;
-            let items: Vec<Value> = span.positions().map(|p| self.items[p].clone()).collect();
-            return to_array(self.typecode, &items, limit);
+            let items = span.positions().map(|p| &self.items[p]);
+            return to_array(self.typecode, span.len, items, limit);
         }
         let i = int_index(key)
             .ok_or_else(|| RemoteError::type_error("array indices must be integers"))??;
@@ -527,7 +532,12 @@ impl SharedObject for PyArray {
 
     /// The `array.array`, as CPython's server returns it.
     fn get_value(&self) -> Result<Value, RemoteError> {
-        to_array(self.typecode, &self.items, usize::MAX)
+        to_array(
+            self.typecode,
+            self.items.len(),
+            self.items.iter(),
+            usize::MAX,
+        )
     }
 
     fn held_bytes(&self) -> usize {

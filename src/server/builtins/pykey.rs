@@ -479,29 +479,9 @@ pub(crate) fn py_lt(a: &Value, b: &Value) -> Result<bool, RemoteError> {
 /// Sorts `items` stably by [`py_lt`], as `list.sort(reverse=…)` does; on a
 /// comparison error `items` is left as it was.
 pub(crate) fn py_sort(items: &mut Vec<Value>, reverse: bool) -> Result<(), RemoteError> {
-    let mut work = std::mem::take(items);
-    if reverse {
-        // CPython reverses, sorts stably and reverses back, so equal items keep
-        // their order.
-        work.reverse();
-    }
-    let sorted = merge_sort(work.clone(), &mut |a, b| py_lt(a, b));
-    match sorted {
-        Ok(mut s) => {
-            if reverse {
-                s.reverse();
-            }
-            *items = s;
-            Ok(())
-        }
-        Err(e) => {
-            if reverse {
-                work.reverse();
-            }
-            *items = work;
-            Err(e)
-        }
-    }
+    let order = sorted_positions(items, reverse)?;
+    permute(items, order);
+    Ok(())
 }
 
 /// Sorts `items` stably by their `keys` (one per item, as a key function
@@ -512,39 +492,41 @@ pub(crate) fn py_sort_keyed(
     keys: Vec<Value>,
     reverse: bool,
 ) -> Result<(), RemoteError> {
-    // (key, position) pairs sorted by key alone; then items follow positions.
-    let mut pairs: Vec<Value> = keys
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| Value::Tuple(vec![k, Value::Int(i as i64)]))
-        .collect();
-    if reverse {
-        pairs.reverse();
-    }
-    let mut sorted = merge_sort(pairs, &mut |a, b| {
-        let (Value::Tuple(a), Value::Tuple(b)) = (a, b) else {
-            unreachable!("built as pairs")
-        };
-        py_lt(&a[0], &b[0])
-    })?;
-    if reverse {
-        sorted.reverse();
-    }
-    let mut old: Vec<Option<Value>> = std::mem::take(items).into_iter().map(Some).collect();
-    items.extend(sorted.iter().map(|p| match p {
-        Value::Tuple(t) => match t[1] {
-            Value::Int(i) => old[i as usize].take().expect("each position once"),
-            _ => unreachable!("a position"),
-        },
-        _ => unreachable!("built as pairs"),
-    }));
+    let order = sorted_positions(&keys, reverse)?;
+    permute(items, order);
     Ok(())
 }
 
-type Lt<'a> = dyn FnMut(&Value, &Value) -> Result<bool, RemoteError> + 'a;
+/// The positions of `keys` in stable [`py_lt`] order (the values are not
+/// moved or copied: a failed comparison leaves them as they were).
+fn sorted_positions(keys: &[Value], reverse: bool) -> Result<Vec<usize>, RemoteError> {
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    if reverse {
+        // CPython reverses, sorts stably and reverses back, so equal items keep
+        // their order.
+        order.reverse();
+    }
+    let mut order = merge_sort(order, &mut |&a, &b| py_lt(&keys[a], &keys[b]))?;
+    if reverse {
+        order.reverse();
+    }
+    Ok(order)
+}
+
+/// Puts `items` in `order` (each position once).
+fn permute(items: &mut Vec<Value>, order: Vec<usize>) {
+    let mut old: Vec<Option<Value>> = std::mem::take(items).into_iter().map(Some).collect();
+    items.extend(
+        order
+            .into_iter()
+            .map(|i| old[i].take().expect("each position once")),
+    );
+}
+
+type Lt<'a, T> = dyn FnMut(&T, &T) -> Result<bool, RemoteError> + 'a;
 
 /// A stable merge sort with a fallible `<`: never panics, whatever `lt` answers.
-fn merge_sort(v: Vec<Value>, lt: &mut Lt<'_>) -> Result<Vec<Value>, RemoteError> {
+fn merge_sort<T>(v: Vec<T>, lt: &mut Lt<'_, T>) -> Result<Vec<T>, RemoteError> {
     if v.len() <= 1 {
         return Ok(v);
     }
@@ -1048,5 +1030,25 @@ mod tests {
         ];
         py_sort(&mut nans, false).unwrap();
         assert_eq!(nans.len(), 3);
+    }
+
+    #[test]
+    fn a_keyed_sort_is_stable_both_ways_and_a_failed_one_changes_nothing() {
+        let s = |x: &str| Value::Str(x.into());
+        let items = || vec![s("b1"), s("a1"), s("b2"), s("a2")];
+        let keys = || vec![s("b"), s("a"), s("b"), s("a")];
+        let mut v = items();
+        py_sort_keyed(&mut v, keys(), false).unwrap();
+        assert_eq!(v, [s("a1"), s("a2"), s("b1"), s("b2")]);
+        let mut v = items();
+        py_sort_keyed(&mut v, keys(), true).unwrap();
+        assert_eq!(v, [s("b1"), s("b2"), s("a1"), s("a2")]);
+        let mut v = items();
+        let bad = vec![s("b"), Value::Int(1), s("b"), s("a")];
+        assert_eq!(
+            py_sort_keyed(&mut v, bad, false).unwrap_err().kind,
+            "TypeError"
+        );
+        assert_eq!(v, items());
     }
 }
