@@ -187,9 +187,17 @@ fn reduce_again_and_again(func: &[u8], args: &[u8], count: usize) -> Vec<u8> {
 /// through the memo (`l(n+1) = (l(n), l(n))`): 2**times × `leaves` values when
 /// expanded, from a few bytes per doubling.
 fn memo_doubling(leaves: usize, times: u8) -> Vec<u8> {
-    let mut dbl = b"]\x94(".to_vec();
-    dbl.extend(std::iter::repeat_n(b'N', leaves));
-    dbl.extend_from_slice(b"e0");
+    let mut list = b"](".to_vec();
+    list.extend(std::iter::repeat_n(b'N', leaves));
+    list.push(b'e');
+    doubled(&list, times)
+}
+
+/// The object `base`'s opcodes leave on the stack, memoized, then paired with
+/// itself `times` times through the memo.
+fn doubled(base: &[u8], times: u8) -> Vec<u8> {
+    let mut dbl = base.to_vec();
+    dbl.extend_from_slice(b"\x940");
     for i in 0..times {
         dbl.extend_from_slice(&[b'h', i, b'h', i, 0x86, 0x94, b'0']);
     }
@@ -442,6 +450,15 @@ fn crafted_pickles() -> Vec<(&'static str, Vec<u8>, Expect)> {
         "memo doubling to 2**23 items",
         memo_doubling(1 << 13, 10),
         Expect::Ok,
+    ));
+    // A 1 MiB str doubled 20 times: 2**21 values, but 2**20 MiB (a TiB) of
+    // text for a walk to read; its payload counts toward the cap too.
+    let mut big_str = b"X\x00\x00\x10\x00".to_vec();
+    big_str.extend(std::iter::repeat_n(b's', 1 << 20));
+    cases.push((
+        "a 1 MiB str memo-doubled to 2**20 places",
+        doubled(&big_str, 20),
+        Expect::Err,
     ));
     // DUP of one list into a wide tuple, then that tuple doubled by DUP again.
     let mut dup = b"(]".to_vec();

@@ -101,6 +101,11 @@ pub const MAX_EXPANDED_VALUES: u64 = 1 << 24;
 /// the logical cap, only an aliased one whose walk would outgrow its input.
 pub const EXPANDED_VALUES_PER_INPUT_BYTE: u64 = 4;
 
+/// Bytes of a str, bytes or big int's payload that count as one more value
+/// toward [`expanded_limit`] (the size of a value): the cap bounds what a walk
+/// reads, not only how many values it visits.
+pub const EXPANDED_PAYLOAD_BYTES: u64 = 48;
+
 /// Most values an `input_len`-byte payload may expand to, shared parts counted
 /// at every place: [`MAX_EXPANDED_VALUES`] +
 /// [`EXPANDED_VALUES_PER_INPUT_BYTE`] × `input_len`.
@@ -110,7 +115,8 @@ pub fn expanded_limit(input_len: usize) -> u64 {
         .saturating_add(MAX_EXPANDED_VALUES)
 }
 
-/// A decode's running count of values, shared parts counted at every
+/// A decode's running count of values (a str, bytes or big int also one per
+/// [`EXPANDED_PAYLOAD_BYTES`] of its payload), shared parts counted at every
 /// reference, refused past [`expanded_limit`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Expanded {
@@ -134,12 +140,22 @@ impl Expanded {
         if self.count > self.limit {
             return Err(CodecError::new(format!(
                 "the payload's values expand to more than {} values (MAX_EXPANDED_VALUES \
-                 + {EXPANDED_VALUES_PER_INPUT_BYTE} per input byte) when shared parts are \
-                 counted wherever they appear",
+                 + {EXPANDED_VALUES_PER_INPUT_BYTE} per input byte; a str or bytes counts one \
+                 more per {EXPANDED_PAYLOAD_BYTES} bytes) when shared parts are counted \
+                 wherever they appear",
                 self.limit
             )));
         }
         Ok(())
+    }
+
+    /// Counts the payload of a str, bytes or big int of `bytes` bytes: one
+    /// more value per [`EXPANDED_PAYLOAD_BYTES`], so a walk's cost is capped
+    /// in bytes too (a 1 MiB string referenced 2^24 times is refused, not a
+    /// 16 TiB `repr`).
+    #[inline]
+    pub(crate) fn add_payload(&mut self, bytes: usize) -> Result<(), CodecError> {
+        self.add(bytes as u64 / EXPANDED_PAYLOAD_BYTES)
     }
 
     /// Values counted so far.

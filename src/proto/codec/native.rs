@@ -405,6 +405,18 @@ impl<'a> Input<'a> {
         })
     }
 
+    /// A str, bytes or big int read by `read`, its payload counted toward the
+    /// expanded cap.
+    fn payload<T>(
+        &mut self,
+        read: fn(&mut Self) -> Result<T, CodecError>,
+        len: fn(&T) -> usize,
+    ) -> Result<T, CodecError> {
+        let v = read(self)?;
+        self.expanded.add_payload(len(&v))?;
+        Ok(v)
+    }
+
     fn value(&mut self, depth: u32) -> Result<Value, CodecError> {
         if depth > MAX_DEPTH {
             return Err(malformed("value nested too deeply"));
@@ -444,10 +456,10 @@ impl<'a> Input<'a> {
             T_NONE => Value::None,
             T_BOOL => Value::Bool(self.flag()?),
             T_INT => Value::Int(self.int()?),
-            T_BIGINT => Value::BigInt(self.byte_vec()?),
+            T_BIGINT => Value::BigInt(self.payload(Self::byte_vec, Vec::len)?),
             T_FLOAT => Value::Float(self.float()?),
-            T_STR => Value::Str(self.string()?),
-            T_BYTES => Value::Bytes(self.byte_vec()?),
+            T_STR => Value::Str(self.payload(Self::string, String::len)?),
+            T_BYTES => Value::Bytes(self.payload(Self::byte_vec, Vec::len)?),
             T_LIST => Value::List(self.seq(inner)?),
             T_TUPLE => Value::Tuple(self.seq(inner)?),
             T_SET => Value::Set(self.seq(inner)?),

@@ -1019,14 +1019,17 @@ impl Decoded {
             Node::Int(v) => (Value::Int(v), 0),
             Node::Float(f) => (Value::Float(f), 0),
             Node::BigInt(b) => {
+                self.expanded.add_payload(b.len())?;
                 let n = b.capacity();
                 (Value::BigInt(b), n)
             }
             Node::Str(s) => {
+                self.expanded.add_payload(s.len())?;
                 let n = s.capacity();
                 (Value::Str(s), n)
             }
             Node::Bytes(b) => {
+                self.expanded.add_payload(b.len())?;
                 let n = b.capacity();
                 (Value::Bytes(b), n)
             }
