@@ -158,6 +158,29 @@ class AliasedValues(BothServersTestCase):
         l.append(1)
         self.assertEqual(l[:], [1])
 
+    def test_a_big_text_in_many_places_is_refused(self):
+        # A 1 MiB str at 2**20 places: 2**21 values, but a TiB of text for a
+        # repr or a comparison to read; its bytes count toward the cap too.
+        a = "s" * (1 << 20)
+        for _ in range(20):
+            a = [a, a]
+        l = self.ours.list()
+        with self.assertRaises(Exception) as cm:
+            l.append(a)
+        self.assertIn("MAX_EXPANDED_VALUES", str(cm.exception))
+        self.assertEqual(len(l), 0)
+
+    def test_a_repr_is_bounded_by_what_it_expands_to(self):
+        # 8 million values held in 200 slots: stored and read like any value,
+        # but its repr (every place written out) is sized as if copied, so it
+        # is refused over max_frame rather than built.
+        l = self.ours.list([[[0] * 200] * 200] * 200)
+        self.assertEqual(l[7][7], [0] * 200)
+        with self.assertRaises(MemoryError) as cm:
+            l._callmethod("__repr__")
+        self.assertIn("max_frame", str(cm.exception))
+        self.assertEqual(len(l), 200)
+
     def test_a_million_plain_ints_still_pass(self):
         l = self.ours.list(range(1_000_000))
         self.assertEqual(len(l), 1_000_000)

@@ -12,8 +12,10 @@
 //! server-wide total of held bytes may not exceed `max_held_bytes` when set.
 //! Neither is checked here: this module only measures and builds the errors.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::proto::value::{Step, Walk};
 use crate::proto::{RemoteError, Value};
 
 /// What one value costs before its payload: the `Value` itself.
@@ -36,92 +38,53 @@ fn payload(v: &Value) -> usize {
     }
 }
 
-/// The children of a container, keys and values of a dict alternating.
-enum Children<'a> {
-    Items(std::slice::Iter<'a, Value>),
-    Pairs(std::slice::Iter<'a, (Value, Value)>, Option<&'a Value>),
-}
-
-impl<'a> Iterator for Children<'a> {
-    type Item = &'a Value;
-
-    fn next(&mut self) -> Option<&'a Value> {
-        match self {
-            Children::Items(i) => i.next(),
-            Children::Pairs(i, pending) => pending.take().or_else(|| {
-                let (k, v) = i.next()?;
-                *pending = Some(v);
-                Some(k)
-            }),
-        }
-    }
-}
-
-fn children(v: &Value) -> Option<Children<'_>> {
-    match v {
-        Value::List(x) | Value::Tuple(x) | Value::Set(x) | Value::FrozenSet(x) if !x.is_empty() => {
-            Some(Children::Items(x.iter()))
-        }
-        Value::Dict(d) if !d.is_empty() => Some(Children::Pairs(d.iter(), None)),
-        Value::Opaque(o) if !o.parts().is_empty() => Some(Children::Items(o.parts().iter())),
-        _ => None,
-    }
-}
-
 /// The estimated bytes `v` takes on the server (saturating): [`NODE`] per
-/// value in the tree plus every payload. A shared value
-/// ([`Value::Shared`]) is counted once, at its first place, and a further
-/// place costs its slot ([`NODE`]): what the value holds, not what it expands
-/// to. Iterative; its stack is as deep as the value is nested.
+/// value in the tree plus every payload. A shared value ([`Value::Shared`])
+/// counts in full at every place it appears (plus its `Arc`'s counts), as if
+/// copied: a walk through the value (`repr`, `==`, a copy on write) reads all
+/// of it there, so a result or held total measured here bounds those walks as
+/// it did before values could share. Each shared value's total is computed
+/// once, so this costs what the value holds, not what it expands to.
+/// Iterative: no recursion however deep the value or its chain of shares.
 pub(crate) fn value_bytes(v: &Value) -> usize {
-    if !v.is_shared() && children(v).is_none() {
+    if !v.is_shared() && !v.is_container() {
         return NODE + payload(v);
     }
-    // Shared values counted so far, by identity (made at the first one).
-    let mut seen: Option<std::collections::HashSet<*const Value>> = None;
-    let mut total = 0usize;
-    let mut stack = Vec::new();
-    /// Counts `c`'s slot and, unless it is a shared value counted before, its
-    /// payload; gives the value whose children count next.
-    fn visit<'a>(
-        c: &'a Value,
-        total: &mut usize,
-        seen: &mut Option<std::collections::HashSet<*const Value>>,
-    ) -> Option<&'a Value> {
-        *total = total.saturating_add(NODE);
-        let c = match c {
-            Value::Shared(a) => {
-                if !seen
-                    .get_or_insert_with(Default::default)
-                    .insert(Arc::as_ptr(a))
-                {
-                    return None;
+    // The full bytes of each shared value counted so far, by identity.
+    let mut full: HashMap<*const Value, usize> = HashMap::new();
+    // Values to total: the root at the bottom, above it shared values met
+    // before their totals were known.
+    let mut todo: Vec<&Value> = vec![v];
+    while let Some(&x) = todo.last() {
+        let id: *const Value = x;
+        if todo.len() > 1 && full.contains_key(&id) {
+            todo.pop();
+            continue;
+        }
+        let (mut total, waiting) = (0usize, todo.len());
+        for step in Walk::raw(x) {
+            match step {
+                Step::Leaf(Value::Shared(a), _) => match full.get(&Arc::as_ptr(a)) {
+                    Some(&n) => total = total.saturating_add(NODE + 16).saturating_add(n),
+                    None => todo.push(a),
+                },
+                Step::Leaf(y, _) | Step::Enter(y, _) => {
+                    total = total.saturating_add(NODE + payload(y));
                 }
-                // The Arc's counts, and its value's own slot.
-                *total = total.saturating_add(16 + NODE);
-                c.resolved()
-            }
-            c => c,
-        };
-        *total = total.saturating_add(payload(c));
-        Some(c)
-    }
-    if let Some(more) = visit(v, &mut total, &mut seen).and_then(children) {
-        stack.push(more);
-    }
-    while let Some(top) = stack.last_mut() {
-        match top.next() {
-            Some(c) => {
-                if let Some(more) = visit(c, &mut total, &mut seen).and_then(children) {
-                    stack.push(more);
-                }
-            }
-            None => {
-                stack.pop();
+                Step::Exit(_) => {}
             }
         }
+        if todo.len() > waiting {
+            // Total the shared values it holds first, then walk it again.
+            continue;
+        }
+        todo.pop();
+        if todo.is_empty() {
+            return total;
+        }
+        full.insert(id, total);
     }
-    total
+    unreachable!("the root is totalled last")
 }
 
 /// The estimated bytes of several values.
@@ -173,18 +136,29 @@ mod tests {
     use crate::proto::{ObjectId, Token};
 
     #[test]
-    fn a_shared_value_counts_once_per_measure() {
+    fn a_shared_value_counts_at_every_place_but_is_totalled_once() {
         let inner = Value::List(vec![Value::Int(0); 300]);
         let one = value_bytes(&inner);
         let shared = Value::Shared(Arc::new(inner));
         let v = Value::List(vec![shared.clone(); 300]);
-        // 300 slots, the shared list once (with its Arc), not 300 copies.
-        assert_eq!(value_bytes(&v), NODE + 300 * NODE + 16 + one);
-        assert!(value_bytes(&v) < 2 * 300 * NODE + one);
+        // 300 slots, each with the whole shared list (and its Arc): what a
+        // walk through it reads, as if copied.
+        assert_eq!(value_bytes(&v), NODE + 300 * (NODE + 16 + one));
         assert_eq!(value_bytes(&shared), NODE + 16 + one);
-        // Shares inside shares: each counted at its first place.
-        let three = Value::List(vec![Value::Shared(Arc::new(v)); 100]);
-        assert!(value_bytes(&three) < 1000 * NODE + one);
+        // Shares inside shares: 2**40 places from 40 levels of doubling,
+        // totalled in 40 short walks (saturating, never overflowing).
+        let mut doubled = Value::List(vec![Value::Int(0); 1000]);
+        for _ in 0..40 {
+            let s = Value::Shared(Arc::new(doubled));
+            doubled = Value::List(vec![s.clone(), s]);
+        }
+        assert!(value_bytes(&doubled) > 1 << 40);
+        // A chain of 200,000 shares in shares: no recursion.
+        let mut chain = Value::None;
+        for _ in 0..200_000 {
+            chain = Value::Shared(Arc::new(Value::List(vec![chain])));
+        }
+        assert_eq!(value_bytes(&chain), 200_000 * (2 * NODE + 16) + NODE);
     }
 
     #[test]
